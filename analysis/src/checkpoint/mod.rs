@@ -1,0 +1,304 @@
+//! Finding and opening checkpoints: a GGUF file, a `.safetensors` file with its sibling config and
+//! tokenizer, an HF folder (single or sharded safetensors), or a sample model's name.
+
+pub mod gguf;
+pub mod gguf_scan;
+pub mod safetensors;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::arch::{self, ArchSpec, Family};
+use crate::error::{PrismError, Result};
+use crate::samples;
+use crate::tokenizer::PrismTokenizer;
+use crate::weights::{ModelWeights, TensorSource};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Format {
+    #[serde(rename = "gguf")]
+    Gguf,
+    #[serde(rename = "safetensors")]
+    Safetensors,
+}
+
+/// What `prism info` shows about a checkpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    pub path: PathBuf,
+    pub format: Format,
+    /// Total bytes of the weight files.
+    pub file_size: u64,
+    pub n_params: usize,
+    /// Tensors per stored dtype, over every tensor in the file(s).
+    pub dtypes: BTreeMap<String, usize>,
+    pub tokenizer: Option<String>,
+}
+
+pub struct Model {
+    pub spec: ArchSpec,
+    pub weights: ModelWeights,
+    pub tokenizer: Option<PrismTokenizer>,
+    pub info: ModelInfo,
+    pub warnings: Vec<String>,
+}
+
+const PICKLE_HINT: &str = "PyTorch pickles can run arbitrary code, so Prism never opens them. Convert the checkpoint to safetensors first, e.g. in Python: `from transformers import AutoModel; AutoModel.from_pretrained(dir).save_pretrained(out_dir, safe_serialization=True)`";
+
+/// Turns a command-line model argument into a path: a sample name (`smollm2`, `minilm`) or a path.
+pub fn resolve(arg: &str) -> Result<PathBuf> {
+    if let Some(sample) = samples::find(arg) {
+        let path = samples::model_path(sample)?;
+        if !path.exists() {
+            return Err(PrismError::Input(format!(
+                "sample model {arg:?} is not downloaded yet (expected at {}); run `prism fetch-samples {arg}`",
+                path.display()
+            )));
+        }
+        return Ok(path);
+    }
+    let path = PathBuf::from(arg);
+    if !path.exists() {
+        return Err(PrismError::Input(format!(
+            "{arg}: no such file or folder, and not a sample model name ({})",
+            samples::names().join(", ")
+        )));
+    }
+    Ok(path)
+}
+
+fn is_pickle_name(p: &Path) -> bool {
+    matches!(
+        p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref(),
+        Some("bin" | "pt" | "pth" | "pkl" | "ckpt")
+    )
+}
+
+fn refuse_pickle(p: &Path) -> PrismError {
+    PrismError::format(p, format!("this is a PyTorch pickle checkpoint. {PICKLE_HINT}"))
+}
+
+/// Opens a checkpoint (see [`resolve`] for names) and loads its spec, weights and tokenizer.
+pub fn load(path: &Path) -> Result<Model> {
+    if path.is_dir() {
+        return load_folder(path);
+    }
+    if is_pickle_name(path) {
+        return Err(refuse_pickle(path));
+    }
+    let mut magic = [0u8; 4];
+    {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path).map_err(|e| PrismError::io(path, e))?;
+        let n = f.read(&mut magic).map_err(|e| PrismError::io(path, e))?;
+        if n < 4 {
+            return Err(PrismError::format(path, format!("file is {n} bytes long; not a checkpoint")));
+        }
+    }
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    if &magic == b"GGUF" || ext == "gguf" {
+        return load_gguf(path);
+    }
+    if ext == "safetensors" {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        return load_hf(dir, vec![path.to_path_buf()]);
+    }
+    if magic[0] == 0x80 || &magic[..2] == b"PK" {
+        return Err(refuse_pickle(path));
+    }
+    Err(PrismError::format(
+        path,
+        "not a recognised checkpoint: Prism opens .gguf files, .safetensors files and Hugging Face folders",
+    ))
+}
+
+fn load_folder(dir: &Path) -> Result<Model> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.exists() {
+        return load_hf(dir, shard_files(&index)?);
+    }
+    let single = dir.join("model.safetensors");
+    if single.exists() {
+        return load_hf(dir, vec![single]);
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| PrismError::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    let with_ext = |ext: &str| -> Vec<PathBuf> {
+        entries
+            .iter()
+            .filter(|p| p.extension().and_then(|e| e.to_str()) == Some(ext))
+            .cloned()
+            .collect()
+    };
+    let st = with_ext("safetensors");
+    if st.len() == 1 {
+        return load_hf(dir, st);
+    }
+    let gg = with_ext("gguf");
+    if gg.len() == 1 && st.is_empty() {
+        return load_gguf(&gg[0]);
+    }
+    if entries.iter().any(|p| is_pickle_name(p)) && st.is_empty() && gg.is_empty() {
+        return Err(PrismError::format(dir, format!("the folder holds only PyTorch pickle weights. {PICKLE_HINT}")));
+    }
+    Err(PrismError::format(
+        dir,
+        format!(
+            "cannot tell which checkpoint to open: found {} .safetensors and {} .gguf files (expected model.safetensors, model.safetensors.index.json or one .gguf)",
+            st.len(),
+            gg.len()
+        ),
+    ))
+}
+
+/// The shard files named by a `model.safetensors.index.json`, all inside its folder.
+fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
+    let json = read_json(index, 64 << 20)?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| PrismError::format(index, "no \"weight_map\" object"))?;
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut files: Vec<String> = map.values().filter_map(|v| v.as_str().map(str::to_string)).collect();
+    files.sort();
+    files.dedup();
+    if files.is_empty() {
+        return Err(PrismError::format(index, "\"weight_map\" names no files"));
+    }
+    files
+        .into_iter()
+        .map(|f| {
+            let p = Path::new(&f);
+            if p.components().count() != 1 || f.contains("..") {
+                return Err(PrismError::format(index, format!("shard {f:?} is not a plain file name in the same folder")));
+            }
+            let full = dir.join(p);
+            if !full.exists() {
+                return Err(PrismError::format(index, format!("shard {f:?} is missing")));
+            }
+            Ok(full)
+        })
+        .collect()
+}
+
+pub(crate) fn read_json(path: &Path, max_bytes: u64) -> Result<serde_json::Value> {
+    let len = std::fs::metadata(path).map_err(|e| PrismError::io(path, e))?.len();
+    if len > max_bytes {
+        return Err(PrismError::format(path, format!("{len} bytes is too large for this JSON file")));
+    }
+    let text = std::fs::read(path).map_err(|e| PrismError::io(path, e))?;
+    serde_json::from_slice(&text).map_err(|e| PrismError::format(path, format!("invalid JSON: {e}")))
+}
+
+fn dtype_counts(src: &dyn TensorSource) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for n in src.names() {
+        if let Some(i) = src.info(&n) {
+            *m.entry(i.dtype.to_uppercase()).or_insert(0) += 1;
+        }
+    }
+    m
+}
+
+/// Parameters as the checkpoint stores them (every float tensor, including ones Prism does not
+/// run, such as BERT's pooler), with a tied output matrix counted once.
+fn param_count(src: &dyn TensorSource, w: &ModelWeights) -> usize {
+    let stored: usize = src
+        .names()
+        .iter()
+        .filter_map(|n| src.info(n))
+        .filter(|i| !matches!(i.dtype.to_uppercase().as_str(), "I64" | "I32" | "U8" | "I8" | "U32" | "BOOL"))
+        .map(|i| i.shape.iter().product::<usize>())
+        .sum();
+    stored.max(w.all().iter().map(|t| t.element_count()).sum())
+}
+
+fn load_hf(dir: &Path, files: Vec<PathBuf>) -> Result<Model> {
+    let config_path = dir.join("config.json");
+    if !config_path.exists() {
+        return Err(PrismError::format(
+            files.first().map(PathBuf::as_path).unwrap_or(dir),
+            format!("no config.json next to the weights (looked in {})", dir.display()),
+        ));
+    }
+    let config = read_json(&config_path, 4 << 20)?;
+    let mut spec = arch::spec_from_hf_config(&config, &config_path)?;
+    let file_size = files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
+    let src = safetensors::SafetensorsCheckpoint::open(files)?;
+    let weights = match spec.family {
+        Family::Llama => arch::llama::load_weights(&src, &mut spec, false)?,
+        Family::Gpt2 => arch::gpt2::load_weights(&src, &spec)?,
+        Family::Bert => arch::bert::load_weights(&src, &spec)?,
+    };
+    let tok_path = dir.join("tokenizer.json");
+    let (tokenizer, mut warnings) = if tok_path.exists() {
+        (Some(PrismTokenizer::from_file(&tok_path)?), Vec::new())
+    } else {
+        (None, vec![format!("no tokenizer.json in {}: only token ids can be run", dir.display())])
+    };
+    if let Some(t) = &tokenizer {
+        warnings.extend(t.warnings.iter().cloned());
+    }
+    Ok(Model {
+        info: ModelInfo {
+            path: dir.to_path_buf(),
+            format: Format::Safetensors,
+            file_size,
+            n_params: param_count(&src, &weights),
+            dtypes: dtype_counts(&src),
+            tokenizer: tokenizer.as_ref().map(|t| t.kind.clone()),
+        },
+        spec,
+        weights,
+        tokenizer,
+        warnings,
+    })
+}
+
+fn load_gguf(path: &Path) -> Result<Model> {
+    let src = gguf::GgufCheckpoint::open(path)?;
+    let meta = src.meta();
+    let arch_name = meta
+        .str("general.architecture")
+        .ok_or_else(|| PrismError::format(path, "GGUF metadata has no general.architecture"))?;
+    if !arch::llama::GGUF_ARCHES.contains(&arch_name) {
+        return Err(PrismError::UnsupportedArch {
+            path: path.to_path_buf(),
+            found: format!("GGUF {arch_name:?}"),
+            supported: "GGUF llama, mistral, qwen2 (GPT-2 and BERT as safetensors folders)",
+        });
+    }
+    let vocab_from_tensors = src.info("token_embd.weight").and_then(|i| i.shape.first().copied()).unwrap_or(0);
+    let mut spec = arch::llama::spec_from_gguf(meta, arch_name, vocab_from_tensors)?;
+    spec.validate(path)?;
+    let weights = arch::llama::load_weights(&src, &mut spec, true)?;
+    let tokenizer = if meta.get("tokenizer.ggml.model").is_some() {
+        Some(PrismTokenizer::from_gguf(meta)?)
+    } else {
+        None
+    };
+    let mut warnings = Vec::new();
+    match &tokenizer {
+        Some(t) => warnings.extend(t.warnings.iter().cloned()),
+        None => warnings.push("the GGUF has no tokenizer: only token ids can be run".to_string()),
+    }
+    Ok(Model {
+        info: ModelInfo {
+            path: path.to_path_buf(),
+            format: Format::Gguf,
+            file_size: src.file_len,
+            n_params: param_count(&src, &weights),
+            dtypes: dtype_counts(&src),
+            tokenizer: tokenizer.as_ref().map(|t| t.kind.clone()),
+        },
+        spec,
+        weights,
+        tokenizer,
+        warnings,
+    })
+}

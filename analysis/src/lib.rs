@@ -1,0 +1,14 @@
+//! Prism's headless core: checkpoints, architectures, backends, traces and metrics.
+//! It never depends on a GUI toolkit, so the CLI, the tests and the benchmarks run it as is.
+
+pub mod arch;
+pub mod backend;
+pub mod checkpoint;
+pub mod error;
+pub mod metrics;
+pub mod samples;
+pub mod tokenizer;
+pub mod trace;
+pub mod weights;
+
+pub use error::{PrismError, Result};

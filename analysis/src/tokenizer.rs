@@ -1,0 +1,308 @@
+//! Tokenizers: HF `tokenizer.json` through the `tokenizers` crate, or rebuilt from GGUF metadata
+//! (byte-level BPE "gpt2" style with merges, and SentencePiece "llama" style with scores).
+
+use std::path::Path;
+
+use candle_core::quantized::gguf_file::Value;
+use tokenizers::decoders::byte_fallback::ByteFallback;
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::decoders::fuse::Fuse;
+use tokenizers::decoders::sequence::Sequence as DecoderSequence;
+use tokenizers::decoders::strip::Strip;
+use tokenizers::models::bpe::{Vocab, BPE};
+use tokenizers::normalizers::{Prepend, Replace, Sequence as NormalizerSequence};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
+
+use crate::checkpoint::gguf::GgufMeta;
+use crate::error::{PrismError, Result};
+
+const GPT2_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+const LLAMA3_PATTERN: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_PATTERN: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+pub struct PrismTokenizer {
+    inner: Tokenizer,
+    /// Where it came from and what kind it is, for `prism info`.
+    pub kind: String,
+    pub bos_id: Option<u32>,
+    pub eos_id: Option<u32>,
+    /// Whether the model's own settings prepend BOS (GGUF `add_bos_token`; for tokenizer.json, its post-processor).
+    pub adds_bos: bool,
+    /// Things the user should know, such as an unknown pre-tokenizer replaced by GPT-2's.
+    pub warnings: Vec<String>,
+}
+
+impl PrismTokenizer {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| PrismError::io(path, e))?;
+        let mut inner = Tokenizer::from_bytes(&bytes).map_err(|e| PrismError::Tokenizer {
+            path: path.to_path_buf(),
+            message: format!("cannot read tokenizer.json: {e}"),
+        })?;
+        // Sentence-transformers ship tokenizer.json with padding and truncation forced on; both would
+        // silently change the input (and the mean pooling), so Prism turns them off.
+        inner.with_padding(None);
+        inner.with_truncation(None).map_err(|e| PrismError::Tokenizer {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let model = match inner.get_model() {
+            tokenizers::ModelWrapper::BPE(_) => "BPE",
+            tokenizers::ModelWrapper::WordPiece(_) => "WordPiece",
+            tokenizers::ModelWrapper::Unigram(_) => "Unigram",
+            tokenizers::ModelWrapper::WordLevel(_) => "WordLevel",
+        };
+        let find = |names: &[&str]| names.iter().find_map(|n| inner.token_to_id(n));
+        let bos_id = find(&["<|begin_of_text|>", "<s>", "<|endoftext|>", "<|im_start|>", "[CLS]"]);
+        let eos_id = find(&["<|end_of_text|>", "</s>", "<|endoftext|>", "<|im_end|>", "[SEP]"]);
+        let adds_bos = match (bos_id, inner.encode("a", true)) {
+            (Some(b), Ok(enc)) => enc.get_ids().first() == Some(&b),
+            _ => false,
+        };
+        Ok(PrismTokenizer {
+            inner,
+            kind: format!("tokenizer.json ({model})"),
+            bos_id,
+            eos_id,
+            adds_bos,
+            warnings: Vec::new(),
+        })
+    }
+
+    pub fn from_gguf(meta: GgufMeta<'_>) -> Result<Self> {
+        let path = meta.path().to_path_buf();
+        let err = |m: String| PrismError::Tokenizer {
+            path: path.clone(),
+            message: m,
+        };
+        let model = meta
+            .str("tokenizer.ggml.model")
+            .ok_or_else(|| err("GGUF has no tokenizer (tokenizer.ggml.model is missing)".into()))?;
+        let tokens = string_array(meta, "tokenizer.ggml.tokens").map_err(&err)?;
+        if tokens.is_empty() {
+            return Err(err("tokenizer.ggml.tokens is empty".into()));
+        }
+        let types: Vec<i64> = match meta.array("tokenizer.ggml.token_type") {
+            Some(a) => a.iter().map(value_i64).collect(),
+            None => vec![1; tokens.len()],
+        };
+        let id = |key: &str| -> Option<u32> {
+            meta.u64_opt(key).ok().flatten().and_then(|v| u32::try_from(v).ok()).filter(|&v| (v as usize) < tokens.len())
+        };
+        let bos_id = id("tokenizer.ggml.bos_token_id");
+        let eos_id = id("tokenizer.ggml.eos_token_id");
+        let mut warnings = Vec::new();
+        let (mut inner, kind, default_bos) = match model {
+            "gpt2" => {
+                let merges = match meta.array("tokenizer.ggml.merges") {
+                    Some(_) => string_array(meta, "tokenizer.ggml.merges").map_err(&err)?,
+                    None => return Err(err("a \"gpt2\" GGUF tokenizer needs tokenizer.ggml.merges".into())),
+                };
+                let merges = merges
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| match m.split_once(' ') {
+                        Some((a, b)) if !a.is_empty() && !b.is_empty() && !b.contains(' ') => Ok((a.to_string(), b.to_string())),
+                        _ => Err(err(format!("merge {i} {m:?} is not two tokens separated by a space"))),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let vocab: Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+                let bpe = BPE::builder()
+                    .vocab_and_merges(vocab, merges)
+                    .build()
+                    .map_err(|e| err(format!("cannot build the BPE from GGUF vocab and merges: {e}")))?;
+                let pre = meta.str("tokenizer.ggml.pre").unwrap_or("default");
+                let pre_tokenizer = gpt2_pre_tokenizer(pre, &mut warnings).map_err(&err)?;
+                let mut t = Tokenizer::new(bpe);
+                t.with_pre_tokenizer(Some(pre_tokenizer));
+                t.with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevelDecoder::default())));
+                (t, format!("GGUF byte-level BPE (gpt2, pre-tokenizer {pre:?})"), false)
+            }
+            "llama" => {
+                let scores: Vec<f64> = match meta.array("tokenizer.ggml.scores") {
+                    Some(a) => a.iter().map(value_f64).collect(),
+                    None => return Err(err("a \"llama\" GGUF tokenizer needs tokenizer.ggml.scores".into())),
+                };
+                if scores.len() != tokens.len() {
+                    return Err(err(format!("{} scores for {} tokens", scores.len(), tokens.len())));
+                }
+                let t = sentencepiece_as_bpe(&tokens, &scores, &types, id("tokenizer.ggml.unknown_token_id")).map_err(&err)?;
+                (t, "GGUF SentencePiece (llama)".to_string(), true)
+            }
+            other => {
+                return Err(err(format!(
+                    "GGUF tokenizer model {other:?} is not supported (gpt2, llama)"
+                )))
+            }
+        };
+        // Control and user-defined tokens (chat markers and the like) match as whole units.
+        let special: Vec<AddedToken> = tokens
+            .iter()
+            .zip(types.iter().chain(std::iter::repeat(&1)))
+            .filter(|(_, &ty)| ty == 3 || ty == 4)
+            .map(|(t, _)| AddedToken::from(t.clone(), true))
+            .collect();
+        inner.add_special_tokens(special).map_err(|e| err(format!("cannot add special tokens: {e}")))?;
+        let adds_bos = meta.bool_opt("tokenizer.ggml.add_bos_token").unwrap_or(default_bos) && bos_id.is_some();
+        Ok(PrismTokenizer {
+            inner,
+            kind,
+            bos_id,
+            eos_id,
+            adds_bos,
+            warnings,
+        })
+    }
+
+    /// Token ids for `text`, with the model's own special tokens (BOS, or BERT's [CLS] ... [SEP]).
+    /// `force_bos` prepends BOS when the model's settings do not.
+    pub fn encode(&self, text: &str, force_bos: bool) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| PrismError::Input(format!("cannot tokenize the text: {e}")))?;
+        let mut ids = enc.get_ids().to_vec();
+        if self.kind.starts_with("GGUF") && self.adds_bos {
+            if let Some(b) = self.bos_id {
+                ids.insert(0, b);
+            }
+        }
+        if force_bos {
+            if let Some(b) = self.bos_id {
+                if ids.first() != Some(&b) {
+                    ids.insert(0, b);
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    /// The text one token stands for, as a reader would see it (" is", "\n", "[CLS]").
+    pub fn token_text(&self, id: u32) -> String {
+        match self.inner.decode(&[id], false) {
+            Ok(s) if !s.is_empty() => s,
+            _ => self.inner.id_to_token(id).unwrap_or_else(|| format!("<{id}>")),
+        }
+    }
+
+    /// The vocabulary entry itself ("Ġis", "##ing").
+    pub fn token_piece(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    pub fn token_to_id(&self, piece: &str) -> Option<u32> {
+        self.inner.token_to_id(piece)
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+}
+
+fn value_i64(v: &Value) -> i64 {
+    match v {
+        Value::I32(x) => *x as i64,
+        Value::U32(x) => *x as i64,
+        Value::I64(x) => *x,
+        Value::U64(x) => *x as i64,
+        Value::I8(x) => *x as i64,
+        Value::U8(x) => *x as i64,
+        Value::I16(x) => *x as i64,
+        Value::U16(x) => *x as i64,
+        _ => 1,
+    }
+}
+
+fn value_f64(v: &Value) -> f64 {
+    match v {
+        Value::F32(x) => *x as f64,
+        Value::F64(x) => *x,
+        other => value_i64(other) as f64,
+    }
+}
+
+fn string_array(meta: GgufMeta<'_>, key: &str) -> std::result::Result<Vec<String>, String> {
+    let a = meta.array(key).ok_or_else(|| format!("{key} is missing"))?;
+    a.iter()
+        .enumerate()
+        .map(|(i, v)| match v {
+            Value::String(s) => Ok(s.clone()),
+            other => Err(format!("{key}[{i}] is {:?}, expected a string", other.value_type())),
+        })
+        .collect()
+}
+
+/// llama.cpp's `tokenizer.ggml.pre` names the splitting regex of byte-level BPE tokenizers.
+fn gpt2_pre_tokenizer(pre: &str, warnings: &mut Vec<String>) -> std::result::Result<PreTokenizerWrapper, String> {
+    let split = |pattern: &str| -> std::result::Result<PreTokenizerWrapper, String> {
+        let split = Split::new(SplitPattern::Regex(pattern.to_string()), SplitDelimiterBehavior::Isolated, false)
+            .map_err(|e| e.to_string())?;
+        Ok(PreTokenizerWrapper::Sequence(PreSequence::new(vec![
+            PreTokenizerWrapper::Split(split),
+            PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, false)),
+        ])))
+    };
+    Ok(match pre {
+        "default" | "gpt2" | "gpt-2" => PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true)),
+        // SmolLM: every digit on its own, then GPT-2's split, no prefix space.
+        "smollm" | "starcoder" | "refact" => PreTokenizerWrapper::Sequence(PreSequence::new(vec![
+            PreTokenizerWrapper::Digits(Digits::new(true)),
+            PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true)),
+        ])),
+        "llama3" | "llama-bpe" | "llama-v3" | "dbrx" | "smaug-bpe" => split(LLAMA3_PATTERN)?,
+        "qwen2" | "deepseek-r1-qwen" => split(QWEN2_PATTERN)?,
+        other => {
+            warnings.push(format!(
+                "unknown GGUF pre-tokenizer {other:?}: splitting text the GPT-2 way, so token ids may differ from the original tokenizer"
+            ));
+            let _ = GPT2_PATTERN;
+            PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true))
+        }
+    })
+}
+
+/// SentencePiece BPE as the `tokenizers` crate runs it: merges ranked by the score of the merged
+/// piece, byte fallback for unknown bytes, "▁" for spaces, and a "▁" prepended to the text.
+fn sentencepiece_as_bpe(tokens: &[String], scores: &[f64], types: &[i64], unk: Option<u32>) -> std::result::Result<Tokenizer, String> {
+    let vocab: std::collections::HashMap<&str, u32> = tokens.iter().enumerate().map(|(i, t)| (t.as_str(), i as u32)).collect();
+    let mut merges: Vec<(f64, u32, u32, String, String)> = Vec::new();
+    for (i, piece) in tokens.iter().enumerate() {
+        let normal = types.get(i).copied().unwrap_or(1) == 1;
+        if !normal || piece.chars().count() < 2 {
+            continue;
+        }
+        for (cut, _) in piece.char_indices().skip(1) {
+            let (l, r) = piece.split_at(cut);
+            if let (Some(&a), Some(&b)) = (vocab.get(l), vocab.get(r)) {
+                merges.push((scores[i], a, b, l.to_string(), r.to_string()));
+            }
+        }
+    }
+    merges.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)).then(x.2.cmp(&y.2)));
+    let merges = merges.into_iter().map(|(_, _, _, l, r)| (l, r)).collect();
+    let bpe_vocab: Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    let mut builder = BPE::builder().vocab_and_merges(bpe_vocab, merges).byte_fallback(true).fuse_unk(true);
+    if let Some(u) = unk {
+        builder = builder.unk_token(tokens[u as usize].clone());
+    }
+    let bpe = builder.build().map_err(|e| format!("cannot build the SentencePiece BPE: {e}"))?;
+    let mut t = Tokenizer::new(bpe);
+    let normalizer = NormalizerSequence::new(vec![
+        NormalizerWrapper::Prepend(Prepend::new("▁".into())),
+        NormalizerWrapper::Replace(Replace::new(" ", "▁").map_err(|e| e.to_string())?),
+    ]);
+    t.with_normalizer(Some(normalizer)).map_err(|e| e.to_string())?;
+    t.with_decoder(Some(DecoderSequence::new(vec![
+        DecoderWrapper::Replace(Replace::new("▁", " ").map_err(|e| e.to_string())?),
+        DecoderWrapper::ByteFallback(ByteFallback::new()),
+        DecoderWrapper::Fuse(Fuse::new()),
+        DecoderWrapper::Strip(Strip::new(' ', 1, 0)),
+    ])));
+    Ok(t)
+}

@@ -1,0 +1,129 @@
+//! A [`Trace`] is everything one forward pass showed: tokens, per-token metrics, and whatever was
+//! captured (attention, residual stream, logit lens). Views and the CLI read only this.
+
+use serde::Serialize;
+
+use crate::backend::{check_ids, AttentionMaps, Backend, Capture, ForwardOutput, IdProb};
+use crate::checkpoint::Model;
+use crate::error::{PrismError, Result};
+use crate::metrics::{position_stats, top_k_softmax};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenInfo {
+    pub id: u32,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Prediction {
+    pub id: u32,
+    pub text: String,
+    pub p: f32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Trace {
+    pub tokens: Vec<TokenInfo>,
+    /// `-log2 p(token_i | tokens before i)`; `None` for the first token and for encoders.
+    pub surprisal_bits: Vec<Option<f64>>,
+    /// Entropy of the distribution that predicted token i.
+    pub entropy_bits: Vec<Option<f64>>,
+    /// Rank of token i under that distribution (1 = top choice).
+    pub rank: Vec<Option<usize>>,
+    /// At position i: the top-k predictions for token i + 1.
+    pub top: Vec<Vec<Prediction>>,
+    pub output: ForwardOutput,
+    pub backend: String,
+}
+
+impl Trace {
+    /// Runs `backend` on `ids` and computes the metrics.
+    pub fn run(model: &Model, backend: &dyn Backend, ids: &[u32], capture: Capture, top_k: usize) -> Result<Trace> {
+        check_ids(model, ids)?;
+        let mut output = backend.forward(ids, capture)?;
+        let vocab = model.spec.vocab;
+        let text = |id: u32| match &model.tokenizer {
+            Some(t) => t.token_text(id),
+            None => format!("<{id}>"),
+        };
+        let n = ids.len();
+        let mut surprisal_bits = vec![None; n];
+        let mut entropy_bits = vec![None; n];
+        let mut rank = vec![None; n];
+        let mut top = vec![Vec::new(); n];
+        if let Some(logits) = &output.logits {
+            if logits.len() != n * vocab {
+                return Err(PrismError::Backend(format!("backend returned {} logits for {n} x {vocab}", logits.len())));
+            }
+            for (i, row) in logits.chunks(vocab).enumerate() {
+                if i + 1 < n {
+                    let s = position_stats(row, ids[i + 1]);
+                    surprisal_bits[i + 1] = Some(s.surprisal_bits);
+                    entropy_bits[i + 1] = Some(s.entropy_bits);
+                    rank[i + 1] = Some(s.rank);
+                }
+                top[i] = top_k_softmax(row, top_k)
+                    .into_iter()
+                    .map(|IdProb { id, p }| Prediction { id, text: text(id), p })
+                    .collect();
+            }
+        }
+        if !capture.logits {
+            output.logits = None;
+        }
+        Ok(Trace {
+            tokens: ids.iter().map(|&id| TokenInfo { id, text: text(id) }).collect(),
+            surprisal_bits,
+            entropy_bits,
+            rank,
+            top,
+            output,
+            backend: backend.describe(),
+        })
+    }
+
+    /// Sum of the surprisal over every predicted token.
+    pub fn total_bits(&self) -> f64 {
+        self.surprisal_bits.iter().flatten().sum()
+    }
+
+    /// UTF-8 bytes of the predicted tokens' text (every token but the first).
+    pub fn predicted_bytes(&self) -> usize {
+        self.tokens
+            .iter()
+            .zip(&self.surprisal_bits)
+            .filter(|(_, s)| s.is_some())
+            .map(|(t, _)| t.text.len())
+            .sum()
+    }
+
+    pub fn attention(&self) -> Option<&AttentionMaps> {
+        self.output.attention.as_ref()
+    }
+
+    /// L2 norm of the residual stream at `[entry][position]` (entry 0 = embeddings).
+    pub fn residual_norms(&self) -> Option<Vec<Vec<f64>>> {
+        let h = self.output.hidden;
+        self.output.residual.as_ref().map(|layers| {
+            layers
+                .iter()
+                .map(|r| r.chunks(h).map(|row| row.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt()).collect())
+                .collect()
+        })
+    }
+
+    /// The sentence embedding: mean over tokens of the final hidden states, L2-normalized
+    /// (the sentence-transformers recipe for encoders; for decoders, the final-norm hidden states).
+    pub fn mean_pooled_embedding(&self) -> Vec<f32> {
+        let h = self.output.hidden;
+        let n = self.output.seq.max(1);
+        let mut mean = vec![0f64; h];
+        for row in self.output.final_hidden.chunks(h) {
+            for (m, &x) in mean.iter_mut().zip(row) {
+                *m += x as f64;
+            }
+        }
+        let norm = mean.iter().map(|m| (m / n as f64).powi(2)).sum::<f64>().sqrt().max(1e-12);
+        mean.iter().map(|m| (m / n as f64 / norm) as f32).collect()
+    }
+}

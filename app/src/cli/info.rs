@@ -1,0 +1,98 @@
+//! `prism info`: what a checkpoint is.
+
+use clap::Args;
+use prism_analysis::arch::Positions;
+
+use super::{load_model, BackendArg, ModelArg};
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    #[command(flatten)]
+    pub backend: BackendArg,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn human_count(n: usize) -> String {
+    match n {
+        n if n >= 1_000_000_000 => format!("{:.2}B", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.1}M", n as f64 / 1e6),
+        n if n >= 1_000 => format!("{:.1}K", n as f64 / 1e3),
+        n => n.to_string(),
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.2} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+pub fn info(a: InfoArgs) -> anyhow::Result<()> {
+    let model = load_model(&a.model.model)?;
+    let s = &model.spec;
+    let i = &model.info;
+    let backend = match a.backend.backend {
+        prism_analysis::backend::BackendChoice::Gpu => prism_analysis::backend::create(&model, a.backend.backend).map(|(b, _)| b.describe())?,
+        _ => "cpu (candle-core, f32)".to_string(),
+    };
+    if a.json {
+        let v = serde_json::json!({
+            "path": i.path,
+            "format": i.format,
+            "architecture": s.architecture,
+            "family": s.family,
+            "n_params": i.n_params,
+            "layers": s.n_layers,
+            "heads": s.n_heads,
+            "kv_heads": s.n_kv_heads,
+            "head_dim": s.head_dim,
+            "hidden": s.hidden,
+            "intermediate": s.intermediate,
+            "vocab": s.vocab,
+            "context_length": s.context_length,
+            "dtypes": i.dtypes,
+            "file_size": i.file_size,
+            "tokenizer": i.tokenizer,
+            "spec": s,
+            "backend": backend,
+            "warnings": model.warnings,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let positions = match s.positions {
+        Positions::Learned => "learned".to_string(),
+        Positions::LearnedWithTokenType => "learned + token type".to_string(),
+        Positions::Rope { theta, pairing } => format!("RoPE (theta {theta}, {pairing:?} pairs)"),
+    };
+    let dtypes: Vec<String> = i.dtypes.iter().map(|(k, v)| format!("{k} x{v}")).collect();
+    let rows = [
+        ("file", format!("{} ({:?})", i.path.display(), i.format)),
+        ("architecture", format!("{} ({:?} family)", s.architecture, s.family)),
+        ("parameters", format!("{} ({})", human_count(i.n_params), i.n_params)),
+        ("layers", s.n_layers.to_string()),
+        ("heads", format!("{} query, {} key/value, head dim {}", s.n_heads, s.n_kv_heads, s.head_dim)),
+        ("hidden size", format!("{} (MLP {}, {:?})", s.hidden, s.intermediate, s.activation)),
+        ("vocabulary", s.vocab.to_string()),
+        ("context length", s.context_length.to_string()),
+        ("positions", positions),
+        ("norm", format!("{:?}, eps {:e}{}", s.norm, s.norm_eps, if s.post_norm { ", post-LN" } else { "" })),
+        ("attention", if s.causal { "causal".to_string() } else { "bidirectional".to_string() }),
+        ("output", if !s.causal { "none (encoder)".into() } else if s.tied_embeddings { "tied to the token embedding".to_string() } else { "separate matrix".to_string() }),
+        ("dtypes", dtypes.join(", ")),
+        ("file size", human_bytes(i.file_size)),
+        ("tokenizer", i.tokenizer.clone().unwrap_or_else(|| "none".into())),
+        ("backend", backend),
+    ];
+    for (k, v) in rows {
+        println!("{k:>15}  {v}");
+    }
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! Subcommands of the `prism` command line. Each prints a readable report, or JSON with `--json`.
+
+mod fetch;
+mod info;
+mod run;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use prism_analysis::backend::BackendChoice;
+use prism_analysis::checkpoint::{self, Model};
+use prism_analysis::samples;
+
+#[derive(Parser, Debug)]
+#[command(name = "prism", version, about = "Prism: look inside language models", propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Show a checkpoint's architecture, size, dtypes and tokenizer.
+    Info(info::InfoArgs),
+    /// Run a causal LM on a text: per-token surprisal, rank, top-k, and the zstd size of the same text.
+    Run(run::RunArgs),
+    /// Sentence embedding of a text (mean-pooled, L2-normalized).
+    Embed(run::EmbedArgs),
+    /// Download, verify and unpack the sample models (all, or the ones named).
+    FetchSamples(fetch::FetchArgs),
+}
+
+/// A mistake in how prism was called (exit code 2).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// The model argument shared by every subcommand.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArg {
+    /// A .gguf file, a .safetensors file, a Hugging Face folder, or a sample name (smollm2, minilm).
+    pub model: String,
+}
+
+/// Where the input text comes from.
+#[derive(Args, Debug, Clone)]
+#[group(required = true, multiple = false)]
+pub struct TextInput {
+    /// The text to run.
+    #[arg(long)]
+    pub text: Option<String>,
+    /// Read the text from a file (UTF-8).
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Token ids, comma-separated, instead of a text (for models without a tokenizer).
+    #[arg(long, value_delimiter = ',')]
+    pub ids: Option<Vec<u32>>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BackendArg {
+    /// Where the forward pass runs: cpu, gpu, or auto (a hardware GPU when there is one, else the CPU).
+    #[arg(long, default_value = "auto", value_parser = parse_backend)]
+    pub backend: BackendChoice,
+}
+
+fn parse_backend(s: &str) -> Result<BackendChoice, String> {
+    s.parse()
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Info(a) => info::info(a),
+        Command::Run(a) => run::run(a),
+        Command::Embed(a) => run::embed(a),
+        Command::FetchSamples(a) => fetch::fetch(a),
+    }
+}
+
+/// Resolves and loads a model; a sample that is not there yet is fetched first.
+pub fn load_model(arg: &str) -> anyhow::Result<Model> {
+    if let Some(sample) = samples::find(arg) {
+        if !samples::is_present(sample) && !std::path::Path::new(arg).exists() {
+            eprintln!("prism: sample model {arg:?} is not downloaded yet; fetching it now");
+            fetch::fetch_one(sample)?;
+        }
+    }
+    let path = checkpoint::resolve(arg)?;
+    let model = checkpoint::load(&path)?;
+    for w in &model.warnings {
+        eprintln!("prism: warning: {w}");
+    }
+    Ok(model)
+}
+
+/// The text or ids to run, and the text itself when there is one.
+pub fn read_input(input: &TextInput, model: &Model, force_bos: bool) -> anyhow::Result<(Vec<u32>, Option<String>)> {
+    if let Some(ids) = &input.ids {
+        return Ok((ids.clone(), None));
+    }
+    let text = match (&input.text, &input.file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => {
+            let bytes = std::fs::read(f).map_err(|e| prism_analysis::PrismError::Io { path: f.clone(), source: e })?;
+            String::from_utf8(bytes).map_err(|e| UsageError(format!("{}: not UTF-8 text ({e})", f.display())))?
+        }
+        (None, None) => return Err(UsageError("give --text, --file or --ids".into()).into()),
+    };
+    if text.is_empty() {
+        return Err(UsageError("the text is empty: there is nothing to run".into()).into());
+    }
+    let tok = model.tokenizer.as_ref().ok_or_else(|| {
+        UsageError(format!("{} has no tokenizer; pass token ids with --ids", model.info.path.display()))
+    })?;
+    let ids = tok.encode(&text, force_bos)?;
+    Ok((ids, Some(text)))
+}

@@ -1,0 +1,217 @@
+//! `prism run` and `prism embed`: forward passes from the command line.
+
+use clap::Args;
+use prism_analysis::backend::{self, Capture};
+use prism_analysis::metrics::zstd_bytes;
+use prism_analysis::trace::Trace;
+use serde_json::json;
+
+use super::{load_model, read_input, BackendArg, ModelArg, TextInput, UsageError};
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    #[command(flatten)]
+    pub input: TextInput,
+    #[command(flatten)]
+    pub backend: BackendArg,
+    /// Prepend the BOS token even if the model's tokenizer settings do not.
+    #[arg(long)]
+    pub bos: bool,
+    /// How many predictions to show per position.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub top: u32,
+    /// Include attention probabilities [layer][head][query][key] (JSON only).
+    #[arg(long)]
+    pub attention: bool,
+    /// Include the residual stream after every layer and its L2 norms.
+    #[arg(long)]
+    pub hidden: bool,
+    /// Include the logit lens: each layer's top-5 predictions at every position.
+    #[arg(long)]
+    pub lens: bool,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    #[command(flatten)]
+    pub input: TextInput,
+    #[command(flatten)]
+    pub backend: BackendArg,
+    /// Print one JSON object instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn show(s: &str) -> String {
+    let escaped: String = s.chars().flat_map(|c| c.escape_debug()).collect();
+    format!("\"{escaped}\"")
+}
+
+pub fn run(a: RunArgs) -> anyhow::Result<()> {
+    let model = load_model(&a.model.model)?;
+    if !model.spec.causal {
+        return Err(UsageError(format!(
+            "{} is an encoder ({}): it predicts no next token; use `prism embed`",
+            model.info.path.display(),
+            model.spec.architecture
+        ))
+        .into());
+    }
+    let (ids, text) = read_input(&a.input, &model, a.bos)?;
+    let (backend, notes) = backend::create(&model, a.backend.backend)?;
+    for n in &notes {
+        eprintln!("prism: {n}");
+    }
+    let capture = Capture {
+        attention: a.attention,
+        residual: a.hidden,
+        logits: false,
+        logit_lens: a.lens,
+    };
+    let trace = Trace::run(&model, backend.as_ref(), &ids, capture, a.top as usize)?;
+    let total_bits = trace.total_bits();
+    let predicted_bytes = trace.predicted_bytes();
+    let bits_per_byte = if predicted_bytes > 0 { total_bits / predicted_bytes as f64 } else { 0.0 };
+    let text_bytes = text.as_ref().map(|t| t.len());
+    let zstd = text.as_deref().map(zstd_bytes);
+    if a.json {
+        let mut v = json!({
+            "model": model.info.path,
+            "architecture": model.spec.architecture,
+            "backend": trace.backend,
+            "adapter": serde_json::Value::Null,
+            "bos": ids.first() == model.tokenizer.as_ref().and_then(|t| t.bos_id).as_ref(),
+            "tokens": trace.tokens,
+            "surprisal_bits": trace.surprisal_bits,
+            "entropy_bits": trace.entropy_bits,
+            "rank": trace.rank,
+            "top": trace.top,
+            "total_bits": total_bits,
+            "predicted_bytes": predicted_bytes,
+            "bits_per_byte": bits_per_byte,
+            "text_bytes": text_bytes,
+            "zstd_bytes": zstd,
+            "zstd_bits_per_byte": match (zstd, text_bytes) { (Some(z), Some(t)) if t > 0 => Some(z as f64 * 8.0 / t as f64), _ => None },
+        });
+        if let Some(att) = trace.attention() {
+            v["attention"] = serde_json::to_value(att.to_nested())?;
+        }
+        if let Some(norms) = trace.residual_norms() {
+            v["hidden_state_l2_norms"] = json!(norms);
+            let h = trace.output.hidden;
+            let states: Option<Vec<Vec<Vec<f32>>>> = trace
+                .output
+                .residual
+                .as_ref()
+                .map(|r| r.iter().map(|l| l.chunks(h).map(|c| c.to_vec()).collect()).collect());
+            v["hidden_states"] = json!(states);
+        }
+        if let Some(lens) = &trace.output.logit_lens {
+            let tok = model.tokenizer.as_ref();
+            let lens: Vec<Vec<Vec<serde_json::Value>>> = lens
+                .iter()
+                .map(|layer| {
+                    layer
+                        .iter()
+                        .map(|pos| {
+                            pos.iter()
+                                .map(|p| json!({"id": p.id, "text": tok.map(|t| t.token_text(p.id)), "p": p.p}))
+                                .collect()
+                        })
+                        .collect()
+                })
+                .collect();
+            v["logit_lens"] = json!(lens);
+        }
+        println!("{}", serde_json::to_string(&v)?);
+        return Ok(());
+    }
+    println!(
+        "{} ({}, {} layers) on {}",
+        model.info.path.display(),
+        model.spec.architecture,
+        model.spec.n_layers,
+        trace.backend
+    );
+    println!("{:>5}  {:<18} {:>7}  {:>8} {:>7} {:>8}  top predictions for the next token", "pos", "token", "id", "bits", "rank", "entropy");
+    for (i, t) in trace.tokens.iter().enumerate() {
+        let bits = trace.surprisal_bits[i].map(|b| format!("{b:.2}")).unwrap_or_else(|| "-".into());
+        let rank = trace.rank[i].map(|r| r.to_string()).unwrap_or_else(|| "-".into());
+        let ent = trace.entropy_bits[i].map(|e| format!("{e:.2}")).unwrap_or_else(|| "-".into());
+        let top: Vec<String> = trace.top[i].iter().take(3).map(|p| format!("{} {:.2}", show(&p.text), p.p)).collect();
+        println!("{i:>5}  {:<18} {:>7}  {bits:>8} {rank:>7} {ent:>8}  {}", show(&t.text), t.id, top.join("  "));
+    }
+    println!();
+    println!(
+        "model: {total_bits:.1} bits for {} predicted tokens ({predicted_bytes} bytes): {bits_per_byte:.3} bits/byte",
+        trace.surprisal_bits.iter().flatten().count()
+    );
+    if let (Some(z), Some(t)) = (zstd, text_bytes) {
+        println!(
+            "zstd -19: {} bits for the whole text ({t} bytes): {:.3} bits/byte   (prediction is compression: lower is better)",
+            z * 8,
+            z as f64 * 8.0 / t.max(1) as f64
+        );
+    }
+    if let Some(lens) = &trace.output.logit_lens {
+        let tok = model.tokenizer.as_ref();
+        println!("\nlogit lens (top-1 per layer; rows: layer 0 = embeddings):");
+        for (l, layer) in lens.iter().enumerate() {
+            let cells: Vec<String> = layer
+                .iter()
+                .map(|p| p.first().map(|p| format!("{} {:.2}", show(&tok.map(|t| t.token_text(p.id)).unwrap_or_default()), p.p)).unwrap_or_default())
+                .collect();
+            println!("{l:>3}  {}", cells.join("  "));
+        }
+    }
+    if let Some(norms) = trace.residual_norms() {
+        println!("\nresidual stream L2 norms (rows: layer 0 = embeddings):");
+        for (l, row) in norms.iter().enumerate() {
+            let cells: Vec<String> = row.iter().map(|n| format!("{n:.2}")).collect();
+            println!("{l:>3}  {}", cells.join(" "));
+        }
+    }
+    if a.attention {
+        eprintln!("prism: attention maps are included with --json");
+    }
+    Ok(())
+}
+
+pub fn embed(a: EmbedArgs) -> anyhow::Result<()> {
+    let model = load_model(&a.model.model)?;
+    let (ids, _text) = read_input(&a.input, &model, false)?;
+    let (backend, notes) = backend::create(&model, a.backend.backend)?;
+    for n in &notes {
+        eprintln!("prism: {n}");
+    }
+    let trace = Trace::run(&model, backend.as_ref(), &ids, Capture::default(), 1)?;
+    let embedding = trace.mean_pooled_embedding();
+    let pooling = if model.spec.causal {
+        "decoder: mean of the final hidden states (after the final norm) over all tokens, L2-normalized; a causal LM has no trained sentence embedding"
+    } else {
+        "encoder: mean of the last hidden states over all tokens (including [CLS] and [SEP]), L2-normalized (sentence-transformers)"
+    };
+    if a.json {
+        let v = json!({
+            "model": model.info.path,
+            "backend": trace.backend,
+            "tokens": trace.tokens,
+            "pooling": pooling,
+            "dim": embedding.len(),
+            "embedding": embedding,
+        });
+        println!("{}", serde_json::to_string(&v)?);
+        return Ok(());
+    }
+    println!("{} tokens, {}-dim embedding ({pooling})", trace.tokens.len(), embedding.len());
+    let head: Vec<String> = embedding.iter().take(8).map(|x| format!("{x:.5}")).collect();
+    println!("first 8: [{}]", head.join(", "));
+    Ok(())
+}
