@@ -1,1 +1,118 @@
+//! Shared helpers for Prism's integration tests: fixture paths, reference JSON, comparisons, and
+//! the `prism` binary.
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use prism_analysis::backend::{cpu::CpuBackend, Capture};
+use prism_analysis::checkpoint::{self, Model};
+use prism_analysis::trace::Trace;
+use serde_json::Value;
+
+pub mod synth;
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+pub fn reference_dir() -> PathBuf {
+    fixtures().join("reference")
+}
+
+pub fn tiny(name: &str) -> PathBuf {
+    reference_dir().join("tiny").join(name)
+}
+
+pub fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+pub fn load(path: &Path) -> Model {
+    checkpoint::load(path).unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
+}
+
+pub fn run_cpu(model: &Model, ids: &[u32], capture: Capture) -> Trace {
+    let backend = CpuBackend::new(model).expect("cpu backend");
+    Trace::run(model, &backend, ids, capture, 5).expect("forward pass")
+}
+
+pub fn f64s(v: &Value) -> Vec<f64> {
+    fn walk(v: &Value, out: &mut Vec<f64>) {
+        match v {
+            Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            Value::Number(n) => out.push(n.as_f64().unwrap_or(f64::NAN)),
+            Value::Null => out.push(f64::NAN),
+            other => panic!("expected numbers, found {other}"),
+        }
+    }
+    let mut out = Vec::new();
+    walk(v, &mut out);
+    out
+}
+
+pub fn u32s(v: &Value) -> Vec<u32> {
+    f64s(v).into_iter().map(|x| x as u32).collect()
+}
+
+/// Largest absolute difference; panics on a length mismatch.
+pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+}
+
+pub fn as_f64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+/// Row L2 norms of a flat `[rows, width]` matrix.
+pub fn row_norms(data: &[f32], width: usize) -> Vec<f64> {
+    data.chunks(width).map(|r| r.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt()).collect()
+}
+
+/// The sample model's path, or a panic that says how to get it: tests never skip silently.
+pub fn sample(name: &str) -> PathBuf {
+    let s = prism_analysis::samples::find(name).expect("sample in manifest");
+    assert!(
+        prism_analysis::samples::is_present(s),
+        "sample model {name:?} is missing; run `cargo run --release -- fetch-samples` (CI does this in .ci/run)"
+    );
+    prism_analysis::samples::model_path(s).expect("sample path")
+}
+
+/// The `prism` binary built alongside these tests.
+pub fn prism_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = dir.join(format!("prism{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.exists(), "{} is not built; run the tests with `cargo test --workspace`", bin.display());
+    bin
+}
+
+pub fn prism(args: &[&str]) -> Output {
+    Command::new(prism_bin()).args(args).output().expect("running prism")
+}
+
+/// A fresh temporary folder under the target directory, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!("prism-test-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
