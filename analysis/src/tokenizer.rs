@@ -84,6 +84,9 @@ impl PrismTokenizer {
         let model = meta
             .str("tokenizer.ggml.model")
             .ok_or_else(|| err("GGUF has no tokenizer (tokenizer.ggml.model is missing)".into()))?;
+        if !matches!(model, "gpt2" | "llama") {
+            return Err(err(format!("GGUF tokenizer model {model:?} is not supported (gpt2, llama)")));
+        }
         let tokens = string_array(meta, "tokenizer.ggml.tokens").map_err(&err)?;
         if tokens.is_empty() {
             return Err(err("tokenizer.ggml.tokens is empty".into()));

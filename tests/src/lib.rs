@@ -9,6 +9,7 @@ use prism_analysis::checkpoint::{self, Model};
 use prism_analysis::trace::Trace;
 use serde_json::Value;
 
+pub mod badfiles;
 pub mod synth;
 
 pub fn fixtures() -> PathBuf {

@@ -65,6 +65,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         .into());
     }
     let (ids, text) = read_input(&a.input, &model, a.bos)?;
+    backend::check_ids(&model, &ids)?;
     let (backend, notes) = backend::create(&model, a.backend.backend)?;
     for n in &notes {
         eprintln!("prism: {n}");
@@ -187,6 +188,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
 pub fn embed(a: EmbedArgs) -> anyhow::Result<()> {
     let model = load_model(&a.model.model)?;
     let (ids, _text) = read_input(&a.input, &model, false)?;
+    backend::check_ids(&model, &ids)?;
     let (backend, notes) = backend::create(&model, a.backend.backend)?;
     for n in &notes {
         eprintln!("prism: {n}");
