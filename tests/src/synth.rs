@@ -311,6 +311,18 @@ pub fn gpt2_byte_vocab(vocab: usize) -> (Vec<String>, Vec<String>) {
 /// Writes Llama-family weights as a GGUF file with matrices stored as `matrix_type`.
 /// `arch` is "llama" (q/k permuted, interleaved RoPE) or "qwen2" (not permuted).
 pub fn write_gguf(path: &Path, d: Dims, arch: &str, tensors: &[T], matrix_type: GgmlDType) {
+    let (tokens, merges) = gpt2_byte_vocab(d.vocab);
+    let tokenizer = vec![
+        ("tokenizer.ggml.model".to_string(), Value::String("gpt2".into())),
+        ("tokenizer.ggml.pre".into(), Value::String("default".into())),
+        ("tokenizer.ggml.tokens".into(), Value::Array(tokens.into_iter().map(Value::String).collect())),
+        ("tokenizer.ggml.merges".into(), Value::Array(merges.into_iter().map(Value::String).collect())),
+    ];
+    write_gguf_with(path, d, arch, tensors, matrix_type, tokenizer);
+}
+
+/// Like [`write_gguf`], with the given tokenizer metadata.
+pub fn write_gguf_with(path: &Path, d: Dims, arch: &str, tensors: &[T], matrix_type: GgmlDType, tokenizer: Vec<(String, Value)>) {
     let mut meta: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::String(arch.into())),
         ("general.name".into(), Value::String("prism-synthetic".into())),
@@ -324,11 +336,7 @@ pub fn write_gguf(path: &Path, d: Dims, arch: &str, tensors: &[T], matrix_type: 
         (format!("{arch}.rope.freq_base"), Value::F32(10000.0)),
         (format!("{arch}.attention.layer_norm_rms_epsilon"), Value::F32(1e-5)),
     ];
-    let (tokens, merges) = gpt2_byte_vocab(d.vocab);
-    meta.push(("tokenizer.ggml.model".into(), Value::String("gpt2".into())));
-    meta.push(("tokenizer.ggml.pre".into(), Value::String("default".into())));
-    meta.push(("tokenizer.ggml.tokens".into(), Value::Array(tokens.into_iter().map(Value::String).collect())));
-    meta.push(("tokenizer.ggml.merges".into(), Value::Array(merges.into_iter().map(Value::String).collect())));
+    meta.extend(tokenizer);
     let qtensors: Vec<(String, QTensor)> = tensors
         .iter()
         .map(|t| {
