@@ -65,7 +65,9 @@ pub fn top_k_softmax(row: &[f32], k: usize) -> Vec<IdProb> {
 
 /// Bytes zstd needs for `text` at its strongest standard level.
 pub fn zstd_bytes(text: &str) -> usize {
-    zstd::bulk::compress(text.as_bytes(), 19).map(|v| v.len()).unwrap_or(text.len())
+    zstd::bulk::compress(text.as_bytes(), 19)
+        .map(|v| v.len())
+        .unwrap_or(text.len())
 }
 
 #[cfg(test)]

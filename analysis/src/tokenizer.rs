@@ -15,16 +15,18 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
+use tokenizers::{
+    AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior,
+    Tokenizer,
+};
 
 use crate::checkpoint::gguf::GgufMeta;
 use crate::error::{PrismError, Result};
 
-const GPT2_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
-const LLAMA3_PATTERN: &str =
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-const QWEN2_PATTERN: &str =
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const GPT2_PATTERN: &str =
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 pub struct PrismTokenizer {
     inner: Tokenizer,
@@ -48,10 +50,12 @@ impl PrismTokenizer {
         // Sentence-transformers ship tokenizer.json with padding and truncation forced on; both would
         // silently change the input (and the mean pooling), so Prism turns them off.
         inner.with_padding(None);
-        inner.with_truncation(None).map_err(|e| PrismError::Tokenizer {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        inner
+            .with_truncation(None)
+            .map_err(|e| PrismError::Tokenizer {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
         let model = match inner.get_model() {
             tokenizers::ModelWrapper::BPE(_) => "BPE",
             tokenizers::ModelWrapper::WordPiece(_) => "WordPiece",
@@ -59,8 +63,20 @@ impl PrismTokenizer {
             tokenizers::ModelWrapper::WordLevel(_) => "WordLevel",
         };
         let find = |names: &[&str]| names.iter().find_map(|n| inner.token_to_id(n));
-        let bos_id = find(&["<|begin_of_text|>", "<s>", "<|endoftext|>", "<|im_start|>", "[CLS]"]);
-        let eos_id = find(&["<|end_of_text|>", "</s>", "<|endoftext|>", "<|im_end|>", "[SEP]"]);
+        let bos_id = find(&[
+            "<|begin_of_text|>",
+            "<s>",
+            "<|endoftext|>",
+            "<|im_start|>",
+            "[CLS]",
+        ]);
+        let eos_id = find(&[
+            "<|end_of_text|>",
+            "</s>",
+            "<|endoftext|>",
+            "<|im_end|>",
+            "[SEP]",
+        ]);
         let adds_bos = match (bos_id, inner.encode("a", true)) {
             (Some(b), Ok(enc)) => enc.get_ids().first() == Some(&b),
             _ => false,
@@ -85,7 +101,9 @@ impl PrismTokenizer {
             .str("tokenizer.ggml.model")
             .ok_or_else(|| err("GGUF has no tokenizer (tokenizer.ggml.model is missing)".into()))?;
         if !matches!(model, "gpt2" | "llama") {
-            return Err(err(format!("GGUF tokenizer model {model:?} is not supported (gpt2, llama)")));
+            return Err(err(format!(
+                "GGUF tokenizer model {model:?} is not supported (gpt2, llama)"
+            )));
         }
         let tokens = string_array(meta, "tokenizer.ggml.tokens").map_err(&err)?;
         if tokens.is_empty() {
@@ -96,7 +114,11 @@ impl PrismTokenizer {
             None => vec![1; tokens.len()],
         };
         let id = |key: &str| -> Option<u32> {
-            meta.u64_opt(key).ok().flatten().and_then(|v| u32::try_from(v).ok()).filter(|&v| (v as usize) < tokens.len())
+            meta.u64_opt(key)
+                .ok()
+                .flatten()
+                .and_then(|v| u32::try_from(v).ok())
+                .filter(|&v| (v as usize) < tokens.len())
         };
         let bos_id = id("tokenizer.ggml.bos_token_id");
         let eos_id = id("tokenizer.ggml.eos_token_id");
@@ -105,37 +127,71 @@ impl PrismTokenizer {
             "gpt2" => {
                 let merges = match meta.array("tokenizer.ggml.merges") {
                     Some(_) => string_array(meta, "tokenizer.ggml.merges").map_err(&err)?,
-                    None => return Err(err("a \"gpt2\" GGUF tokenizer needs tokenizer.ggml.merges".into())),
+                    None => {
+                        return Err(err(
+                            "a \"gpt2\" GGUF tokenizer needs tokenizer.ggml.merges".into()
+                        ))
+                    }
                 };
                 let merges = merges
                     .iter()
                     .enumerate()
                     .map(|(i, m)| match m.split_once(' ') {
-                        Some((a, b)) if !a.is_empty() && !b.is_empty() && !b.contains(' ') => Ok((a.to_string(), b.to_string())),
-                        _ => Err(err(format!("merge {i} {m:?} is not two tokens separated by a space"))),
+                        Some((a, b)) if !a.is_empty() && !b.is_empty() && !b.contains(' ') => {
+                            Ok((a.to_string(), b.to_string()))
+                        }
+                        _ => Err(err(format!(
+                            "merge {i} {m:?} is not two tokens separated by a space"
+                        ))),
                     })
                     .collect::<Result<Vec<_>>>()?;
-                let vocab: Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+                let vocab: Vocab = tokens
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| (t.clone(), i as u32))
+                    .collect();
                 let bpe = BPE::builder()
                     .vocab_and_merges(vocab, merges)
                     .build()
-                    .map_err(|e| err(format!("cannot build the BPE from GGUF vocab and merges: {e}")))?;
+                    .map_err(|e| {
+                        err(format!(
+                            "cannot build the BPE from GGUF vocab and merges: {e}"
+                        ))
+                    })?;
                 let pre = meta.str("tokenizer.ggml.pre").unwrap_or("default");
                 let pre_tokenizer = gpt2_pre_tokenizer(pre, &mut warnings).map_err(&err)?;
                 let mut t = Tokenizer::new(bpe);
                 t.with_pre_tokenizer(Some(pre_tokenizer));
                 t.with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevelDecoder::default())));
-                (t, format!("GGUF byte-level BPE (gpt2, pre-tokenizer {pre:?})"), false)
+                (
+                    t,
+                    format!("GGUF byte-level BPE (gpt2, pre-tokenizer {pre:?})"),
+                    false,
+                )
             }
             "llama" => {
                 let scores: Vec<f64> = match meta.array("tokenizer.ggml.scores") {
                     Some(a) => a.iter().map(value_f64).collect(),
-                    None => return Err(err("a \"llama\" GGUF tokenizer needs tokenizer.ggml.scores".into())),
+                    None => {
+                        return Err(err(
+                            "a \"llama\" GGUF tokenizer needs tokenizer.ggml.scores".into(),
+                        ))
+                    }
                 };
                 if scores.len() != tokens.len() {
-                    return Err(err(format!("{} scores for {} tokens", scores.len(), tokens.len())));
+                    return Err(err(format!(
+                        "{} scores for {} tokens",
+                        scores.len(),
+                        tokens.len()
+                    )));
                 }
-                let t = sentencepiece_as_bpe(&tokens, &scores, &types, id("tokenizer.ggml.unknown_token_id")).map_err(&err)?;
+                let t = sentencepiece_as_bpe(
+                    &tokens,
+                    &scores,
+                    &types,
+                    id("tokenizer.ggml.unknown_token_id"),
+                )
+                .map_err(&err)?;
                 (t, "GGUF SentencePiece (llama)".to_string(), true)
             }
             other => {
@@ -151,8 +207,13 @@ impl PrismTokenizer {
             .filter(|(_, &ty)| ty == 3 || ty == 4)
             .map(|(t, _)| AddedToken::from(t.clone(), true))
             .collect();
-        inner.add_special_tokens(special).map_err(|e| err(format!("cannot add special tokens: {e}")))?;
-        let adds_bos = meta.bool_opt("tokenizer.ggml.add_bos_token").unwrap_or(default_bos) && bos_id.is_some();
+        inner
+            .add_special_tokens(special)
+            .map_err(|e| err(format!("cannot add special tokens: {e}")))?;
+        let adds_bos = meta
+            .bool_opt("tokenizer.ggml.add_bos_token")
+            .unwrap_or(default_bos)
+            && bos_id.is_some();
         Ok(PrismTokenizer {
             inner,
             kind,
@@ -190,7 +251,10 @@ impl PrismTokenizer {
     pub fn token_text(&self, id: u32) -> String {
         match self.inner.decode(&[id], false) {
             Ok(s) if !s.is_empty() => s,
-            _ => self.inner.id_to_token(id).unwrap_or_else(|| format!("<{id}>")),
+            _ => self
+                .inner
+                .id_to_token(id)
+                .unwrap_or_else(|| format!("<{id}>")),
         }
     }
 
@@ -236,23 +300,35 @@ fn string_array(meta: GgufMeta<'_>, key: &str) -> std::result::Result<Vec<String
         .enumerate()
         .map(|(i, v)| match v {
             Value::String(s) => Ok(s.clone()),
-            other => Err(format!("{key}[{i}] is {:?}, expected a string", other.value_type())),
+            other => Err(format!(
+                "{key}[{i}] is {:?}, expected a string",
+                other.value_type()
+            )),
         })
         .collect()
 }
 
 /// llama.cpp's `tokenizer.ggml.pre` names the splitting regex of byte-level BPE tokenizers.
-fn gpt2_pre_tokenizer(pre: &str, warnings: &mut Vec<String>) -> std::result::Result<PreTokenizerWrapper, String> {
+fn gpt2_pre_tokenizer(
+    pre: &str,
+    warnings: &mut Vec<String>,
+) -> std::result::Result<PreTokenizerWrapper, String> {
     let split = |pattern: &str| -> std::result::Result<PreTokenizerWrapper, String> {
-        let split = Split::new(SplitPattern::Regex(pattern.to_string()), SplitDelimiterBehavior::Isolated, false)
-            .map_err(|e| e.to_string())?;
+        let split = Split::new(
+            SplitPattern::Regex(pattern.to_string()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(|e| e.to_string())?;
         Ok(PreTokenizerWrapper::Sequence(PreSequence::new(vec![
             PreTokenizerWrapper::Split(split),
             PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, false)),
         ])))
     };
     Ok(match pre {
-        "default" | "gpt2" | "gpt-2" => PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true)),
+        "default" | "gpt2" | "gpt-2" => {
+            PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true))
+        }
         // SmolLM: every digit on its own, then GPT-2's split, no prefix space.
         "smollm" | "starcoder" | "refact" => PreTokenizerWrapper::Sequence(PreSequence::new(vec![
             PreTokenizerWrapper::Digits(Digits::new(true)),
@@ -272,8 +348,17 @@ fn gpt2_pre_tokenizer(pre: &str, warnings: &mut Vec<String>) -> std::result::Res
 
 /// SentencePiece BPE as the `tokenizers` crate runs it: merges ranked by the score of the merged
 /// piece, byte fallback for unknown bytes, "▁" for spaces, and a "▁" prepended to the text.
-fn sentencepiece_as_bpe(tokens: &[String], scores: &[f64], types: &[i64], unk: Option<u32>) -> std::result::Result<Tokenizer, String> {
-    let vocab: std::collections::HashMap<&str, u32> = tokens.iter().enumerate().map(|(i, t)| (t.as_str(), i as u32)).collect();
+fn sentencepiece_as_bpe(
+    tokens: &[String],
+    scores: &[f64],
+    types: &[i64],
+    unk: Option<u32>,
+) -> std::result::Result<Tokenizer, String> {
+    let vocab: std::collections::HashMap<&str, u32> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.as_str(), i as u32))
+        .collect();
     let mut merges: Vec<(f64, u32, u32, String, String)> = Vec::new();
     for (i, piece) in tokens.iter().enumerate() {
         let normal = types.get(i).copied().unwrap_or(1) == 1;
@@ -289,18 +374,28 @@ fn sentencepiece_as_bpe(tokens: &[String], scores: &[f64], types: &[i64], unk: O
     }
     merges.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)).then(x.2.cmp(&y.2)));
     let merges = merges.into_iter().map(|(_, _, _, l, r)| (l, r)).collect();
-    let bpe_vocab: Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-    let mut builder = BPE::builder().vocab_and_merges(bpe_vocab, merges).byte_fallback(true).fuse_unk(true);
+    let bpe_vocab: Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    let mut builder = BPE::builder()
+        .vocab_and_merges(bpe_vocab, merges)
+        .byte_fallback(true)
+        .fuse_unk(true);
     if let Some(u) = unk {
         builder = builder.unk_token(tokens[u as usize].clone());
     }
-    let bpe = builder.build().map_err(|e| format!("cannot build the SentencePiece BPE: {e}"))?;
+    let bpe = builder
+        .build()
+        .map_err(|e| format!("cannot build the SentencePiece BPE: {e}"))?;
     let mut t = Tokenizer::new(bpe);
     let normalizer = NormalizerSequence::new(vec![
         NormalizerWrapper::Prepend(Prepend::new("▁".into())),
         NormalizerWrapper::Replace(Replace::new(" ", "▁").map_err(|e| e.to_string())?),
     ]);
-    t.with_normalizer(Some(normalizer)).map_err(|e| e.to_string())?;
+    t.with_normalizer(Some(normalizer))
+        .map_err(|e| e.to_string())?;
     t.with_decoder(Some(DecoderSequence::new(vec![
         DecoderWrapper::Replace(Replace::new("▁", " ").map_err(|e| e.to_string())?),
         DecoderWrapper::ByteFallback(ByteFallback::new()),

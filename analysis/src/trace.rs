@@ -38,7 +38,13 @@ pub struct Trace {
 
 impl Trace {
     /// Runs `backend` on `ids` and computes the metrics.
-    pub fn run(model: &Model, backend: &dyn Backend, ids: &[u32], capture: Capture, top_k: usize) -> Result<Trace> {
+    pub fn run(
+        model: &Model,
+        backend: &dyn Backend,
+        ids: &[u32],
+        capture: Capture,
+        top_k: usize,
+    ) -> Result<Trace> {
         check_ids(model, ids)?;
         let mut output = backend.forward(ids, capture)?;
         let vocab = model.spec.vocab;
@@ -53,7 +59,10 @@ impl Trace {
         let mut top = vec![Vec::new(); n];
         if let Some(logits) = &output.logits {
             if logits.len() != n * vocab {
-                return Err(PrismError::Backend(format!("backend returned {} logits for {n} x {vocab}", logits.len())));
+                return Err(PrismError::Backend(format!(
+                    "backend returned {} logits for {n} x {vocab}",
+                    logits.len()
+                )));
             }
             for (i, row) in logits.chunks(vocab).enumerate() {
                 if i + 1 < n {
@@ -64,7 +73,11 @@ impl Trace {
                 }
                 top[i] = top_k_softmax(row, top_k)
                     .into_iter()
-                    .map(|IdProb { id, p }| Prediction { id, text: text(id), p })
+                    .map(|IdProb { id, p }| Prediction {
+                        id,
+                        text: text(id),
+                        p,
+                    })
                     .collect();
             }
         }
@@ -72,7 +85,10 @@ impl Trace {
             output.logits = None;
         }
         Ok(Trace {
-            tokens: ids.iter().map(|&id| TokenInfo { id, text: text(id) }).collect(),
+            tokens: ids
+                .iter()
+                .map(|&id| TokenInfo { id, text: text(id) })
+                .collect(),
             surprisal_bits,
             entropy_bits,
             rank,
@@ -107,7 +123,16 @@ impl Trace {
         self.output.residual.as_ref().map(|layers| {
             layers
                 .iter()
-                .map(|r| r.chunks(h).map(|row| row.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt()).collect())
+                .map(|r| {
+                    r.chunks(h)
+                        .map(|row| {
+                            row.iter()
+                                .map(|&x| (x as f64) * (x as f64))
+                                .sum::<f64>()
+                                .sqrt()
+                        })
+                        .collect()
+                })
                 .collect()
         })
     }
@@ -123,7 +148,12 @@ impl Trace {
                 *m += x as f64;
             }
         }
-        let norm = mean.iter().map(|m| (m / n as f64).powi(2)).sum::<f64>().sqrt().max(1e-12);
+        let norm = mean
+            .iter()
+            .map(|m| (m / n as f64).powi(2))
+            .sum::<f64>()
+            .sqrt()
+            .max(1e-12);
         mean.iter().map(|m| (m / n as f64 / norm) as f32).collect()
     }
 }

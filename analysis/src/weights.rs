@@ -50,7 +50,11 @@ impl Weight {
 
     /// Transposes a dense 2-D weight (GPT-2 Conv1D `[in, out]` to `[out, in]`).
     pub(crate) fn transposed(self) -> Result<Weight> {
-        let t = self.to_f32()?.t().and_then(|t| t.contiguous()).map_err(backend_err)?;
+        let t = self
+            .to_f32()?
+            .t()
+            .and_then(|t| t.contiguous())
+            .map_err(backend_err)?;
         Ok(Weight {
             name: self.name,
             shape: t.dims().to_vec(),
@@ -60,7 +64,11 @@ impl Weight {
 
     /// Rows `start..start+len` of a 2-D weight, or elements of a 1-D one.
     pub(crate) fn narrow_rows(&self, start: usize, len: usize) -> Result<Weight> {
-        let t = self.to_f32()?.narrow(0, start, len).and_then(|t| t.contiguous()).map_err(backend_err)?;
+        let t = self
+            .to_f32()?
+            .narrow(0, start, len)
+            .and_then(|t| t.contiguous())
+            .map_err(backend_err)?;
         Ok(Weight {
             name: format!("{}[{start}..{}]", self.name, start + len),
             shape: t.dims().to_vec(),
@@ -186,7 +194,9 @@ impl ModelWeights {
         out.extend(self.position_embedding.iter());
         out.extend(self.token_type_embedding.iter());
         fn norm(n: &Option<NormWeights>) -> Vec<&Weight> {
-            n.iter().flat_map(|n| std::iter::once(&n.weight).chain(n.bias.iter())).collect()
+            n.iter()
+                .flat_map(|n| std::iter::once(&n.weight).chain(n.bias.iter()))
+                .collect()
         }
         out.extend(norm(&self.embedding_norm));
         for l in &self.layers {
@@ -194,7 +204,10 @@ impl ModelWeights {
                 out.push(&n.weight);
                 out.extend(n.bias.iter());
             }
-            for lin in [&l.q, &l.k, &l.v, &l.o, &l.up, &l.down].into_iter().chain(l.gate.iter()) {
+            for lin in [&l.q, &l.k, &l.v, &l.o, &l.up, &l.down]
+                .into_iter()
+                .chain(l.gate.iter())
+            {
                 out.push(&lin.weight);
                 out.extend(lin.bias.iter());
             }

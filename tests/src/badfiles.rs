@@ -88,7 +88,12 @@ impl GgufBuilder {
         let mut offset = 0u64;
         for (name, ne) in shapes {
             let bytes = ne.iter().product::<u64>() * 4;
-            b.tensors.push(RawTensor { name: name.into(), ne, ty: 0, offset });
+            b.tensors.push(RawTensor {
+                name: name.into(),
+                ne,
+                ty: 0,
+                offset,
+            });
             offset += bytes.div_ceil(32) * 32;
         }
         b.data_len = offset as usize;
@@ -104,7 +109,11 @@ impl GgufBuilder {
         let mut out = Vec::new();
         out.extend(self.magic);
         out.extend(self.version.to_le_bytes());
-        out.extend(self.tensor_count.unwrap_or(self.tensors.len() as u64).to_le_bytes());
+        out.extend(
+            self.tensor_count
+                .unwrap_or(self.tensors.len() as u64)
+                .to_le_bytes(),
+        );
         out.extend(self.kv_count.unwrap_or(self.kvs.len() as u64).to_le_bytes());
         for (k, v) in &self.kvs {
             put_str(&mut out, k);

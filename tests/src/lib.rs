@@ -59,7 +59,10 @@ pub fn u32s(v: &Value) -> Vec<u32> {
 /// Largest absolute difference; panics on a length mismatch.
 pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
 }
 
 pub fn as_f64(v: &[f32]) -> Vec<f64> {
@@ -68,17 +71,25 @@ pub fn as_f64(v: &[f32]) -> Vec<f64> {
 
 /// Row L2 norms of a flat `[rows, width]` matrix.
 pub fn row_norms(data: &[f32], width: usize) -> Vec<f64> {
-    data.chunks(width).map(|r| r.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt()).collect()
+    data.chunks(width)
+        .map(|r| r.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt())
+        .collect()
 }
 
-/// The sample model's path, or a panic that says how to get it: tests never skip silently.
+/// The sample model's path, fetched first when it is missing (tests never skip silently: without
+/// a network and without the files, they fail and say so).
 pub fn sample(name: &str) -> PathBuf {
-    let s = prism_analysis::samples::find(name).expect("sample in manifest");
-    assert!(
-        prism_analysis::samples::is_present(s),
-        "sample model {name:?} is missing; run `cargo run --release -- fetch-samples` (CI does this in .ci/run)"
-    );
-    prism_analysis::samples::model_path(s).expect("sample path")
+    use prism_analysis::samples;
+    static FETCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let s = samples::find(name).expect("sample in manifest");
+    let _guard = FETCH.lock().unwrap_or_else(|e| e.into_inner());
+    if !samples::is_present(s) {
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        samples::fetch(s, &mut |_| {}, &cancel).unwrap_or_else(|e| {
+            panic!("sample model {name:?} is missing and fetching it failed: {e}; run `cargo run --release -- fetch-samples`")
+        });
+    }
+    samples::model_path(s).expect("sample path")
 }
 
 /// The `prism` binary built alongside these tests.
@@ -86,12 +97,19 @@ pub fn prism_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test exe");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
     let bin = dir.join(format!("prism{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.exists(), "{} is not built; run the tests with `cargo test --workspace`", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is not built; run the tests with `cargo test --workspace`",
+        bin.display()
+    );
     bin
 }
 
 pub fn prism(args: &[&str]) -> Output {
-    Command::new(prism_bin()).args(args).output().expect("running prism")
+    Command::new(prism_bin())
+        .args(args)
+        .output()
+        .expect("running prism")
 }
 
 /// A fresh temporary folder under the target directory, removed when dropped.
@@ -101,7 +119,11 @@ impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!("prism-test-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let dir = std::env::temp_dir().join(format!(
+            "prism-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         TempDir(dir)

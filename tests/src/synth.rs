@@ -69,7 +69,11 @@ impl Dims {
 
 fn t(rng: &mut Rng, name: String, shape: &[usize], std: f32, mean: f32) -> T {
     let n = shape.iter().product();
-    T { name, shape: shape.to_vec(), data: rng.vec(n, std, mean) }
+    T {
+        name,
+        shape: shape.to_vec(),
+        data: rng.vec(n, std, mean),
+    }
 }
 
 /// Llama-family weights (with q/k/v biases when `qkv_bias`, as Qwen2), HF names.
@@ -77,21 +81,75 @@ pub fn llama_tensors(d: Dims, seed: u64, qkv_bias: bool, tied: bool) -> Vec<T> {
     let mut r = Rng::new(seed);
     let (h, hd) = (d.hidden, d.head_dim());
     let (q, kv) = (d.heads * hd, d.kv_heads * hd);
-    let mut out = vec![t(&mut r, "model.embed_tokens.weight".into(), &[d.vocab, h], 0.2, 0.0)];
+    let mut out = vec![t(
+        &mut r,
+        "model.embed_tokens.weight".into(),
+        &[d.vocab, h],
+        0.2,
+        0.0,
+    )];
     for i in 0..d.layers {
         let p = format!("model.layers.{i}");
-        out.push(t(&mut r, format!("{p}.input_layernorm.weight"), &[h], 0.1, 1.0));
+        out.push(t(
+            &mut r,
+            format!("{p}.input_layernorm.weight"),
+            &[h],
+            0.1,
+            1.0,
+        ));
         for (n, o) in [("q", q), ("k", kv), ("v", kv)] {
-            out.push(t(&mut r, format!("{p}.self_attn.{n}_proj.weight"), &[o, h], 0.2, 0.0));
+            out.push(t(
+                &mut r,
+                format!("{p}.self_attn.{n}_proj.weight"),
+                &[o, h],
+                0.2,
+                0.0,
+            ));
             if qkv_bias {
-                out.push(t(&mut r, format!("{p}.self_attn.{n}_proj.bias"), &[o], 0.1, 0.0));
+                out.push(t(
+                    &mut r,
+                    format!("{p}.self_attn.{n}_proj.bias"),
+                    &[o],
+                    0.1,
+                    0.0,
+                ));
             }
         }
-        out.push(t(&mut r, format!("{p}.self_attn.o_proj.weight"), &[h, q], 0.2, 0.0));
-        out.push(t(&mut r, format!("{p}.post_attention_layernorm.weight"), &[h], 0.1, 1.0));
-        out.push(t(&mut r, format!("{p}.mlp.gate_proj.weight"), &[d.inter, h], 0.2, 0.0));
-        out.push(t(&mut r, format!("{p}.mlp.up_proj.weight"), &[d.inter, h], 0.2, 0.0));
-        out.push(t(&mut r, format!("{p}.mlp.down_proj.weight"), &[h, d.inter], 0.2, 0.0));
+        out.push(t(
+            &mut r,
+            format!("{p}.self_attn.o_proj.weight"),
+            &[h, q],
+            0.2,
+            0.0,
+        ));
+        out.push(t(
+            &mut r,
+            format!("{p}.post_attention_layernorm.weight"),
+            &[h],
+            0.1,
+            1.0,
+        ));
+        out.push(t(
+            &mut r,
+            format!("{p}.mlp.gate_proj.weight"),
+            &[d.inter, h],
+            0.2,
+            0.0,
+        ));
+        out.push(t(
+            &mut r,
+            format!("{p}.mlp.up_proj.weight"),
+            &[d.inter, h],
+            0.2,
+            0.0,
+        ));
+        out.push(t(
+            &mut r,
+            format!("{p}.mlp.down_proj.weight"),
+            &[h, d.inter],
+            0.2,
+            0.0,
+        ));
     }
     out.push(t(&mut r, "model.norm.weight".into(), &[h], 0.1, 1.0));
     if !tied {
@@ -115,8 +173,20 @@ pub fn gpt2_tensors(d: Dims, seed: u64) -> Vec<T> {
     let mut r = Rng::new(seed);
     let h = d.hidden;
     let mut out = vec![
-        t(&mut r, "transformer.wte.weight".into(), &[d.vocab, h], 0.2, 0.0),
-        t(&mut r, "transformer.wpe.weight".into(), &[d.context, h], 0.2, 0.0),
+        t(
+            &mut r,
+            "transformer.wte.weight".into(),
+            &[d.vocab, h],
+            0.2,
+            0.0,
+        ),
+        t(
+            &mut r,
+            "transformer.wpe.weight".into(),
+            &[d.context, h],
+            0.2,
+            0.0,
+        ),
     ];
     for i in 0..d.layers {
         let p = format!("transformer.h.{i}");
@@ -134,7 +204,11 @@ pub fn gpt2_tensors(d: Dims, seed: u64) -> Vec<T> {
             ("mlp.c_proj.weight", vec![d.inter, h]),
             ("mlp.c_proj.bias", vec![h]),
         ] {
-            let mean = if n.ends_with("weight") && n.starts_with("ln") { 1.0 } else { 0.0 };
+            let mean = if n.ends_with("weight") && n.starts_with("ln") {
+                1.0
+            } else {
+                0.0
+            };
             out.push(t(&mut r, format!("{p}.{n}"), &shape, 0.2, mean));
         }
     }
@@ -153,9 +227,27 @@ pub fn bert_tensors(d: Dims, seed: u64) -> Vec<T> {
     let mut r = Rng::new(seed);
     let h = d.hidden;
     let mut out = vec![
-        t(&mut r, "embeddings.word_embeddings.weight".into(), &[d.vocab, h], 0.2, 0.0),
-        t(&mut r, "embeddings.position_embeddings.weight".into(), &[d.context, h], 0.2, 0.0),
-        t(&mut r, "embeddings.token_type_embeddings.weight".into(), &[2, h], 0.2, 0.0),
+        t(
+            &mut r,
+            "embeddings.word_embeddings.weight".into(),
+            &[d.vocab, h],
+            0.2,
+            0.0,
+        ),
+        t(
+            &mut r,
+            "embeddings.position_embeddings.weight".into(),
+            &[d.context, h],
+            0.2,
+            0.0,
+        ),
+        t(
+            &mut r,
+            "embeddings.token_type_embeddings.weight".into(),
+            &[2, h],
+            0.2,
+            0.0,
+        ),
         t(&mut r, "embeddings.LayerNorm.weight".into(), &[h], 0.1, 1.0),
         t(&mut r, "embeddings.LayerNorm.bias".into(), &[h], 0.1, 0.0),
     ];
@@ -189,8 +281,14 @@ pub fn bert_config(d: Dims) -> serde_json::Value {
 fn bytes_of(data: &[f32], dtype: Dtype) -> Vec<u8> {
     match dtype {
         Dtype::F32 => data.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        Dtype::F16 => data.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect(),
-        Dtype::BF16 => data.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect(),
+        Dtype::F16 => data
+            .iter()
+            .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+            .collect(),
+        Dtype::BF16 => data
+            .iter()
+            .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
+            .collect(),
         other => panic!("unsupported test dtype {other:?}"),
     }
 }
@@ -219,15 +317,30 @@ pub fn write_safetensors(path: &Path, tensors: &[T], dtype: Dtype) {
     let views: Vec<(String, TensorView)> = tensors
         .iter()
         .zip(&bytes)
-        .map(|(t, b)| (t.name.clone(), TensorView::new(dtype, t.shape.clone(), b).expect("view")))
+        .map(|(t, b)| {
+            (
+                t.name.clone(),
+                TensorView::new(dtype, t.shape.clone(), b).expect("view"),
+            )
+        })
         .collect();
     safetensors::tensor::serialize_to_file(views, None, path).expect("write safetensors");
 }
 
 /// An HF folder: config.json plus one safetensors file, or `shards` files and an index.
-pub fn write_hf(dir: &Path, config: &serde_json::Value, tensors: &[T], dtype: Dtype, shards: usize) {
+pub fn write_hf(
+    dir: &Path,
+    config: &serde_json::Value,
+    tensors: &[T],
+    dtype: Dtype,
+    shards: usize,
+) {
     std::fs::create_dir_all(dir).expect("dir");
-    std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(config).expect("json")).expect("config");
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_vec_pretty(config).expect("json"),
+    )
+    .expect("config");
     if shards <= 1 {
         write_safetensors(&dir.join("model.safetensors"), tensors, dtype);
         return;
@@ -242,7 +355,11 @@ pub fn write_hf(dir: &Path, config: &serde_json::Value, tensors: &[T], dtype: Dt
         }
     }
     let index = json!({"metadata": {}, "weight_map": map});
-    std::fs::write(dir.join("model.safetensors.index.json"), serde_json::to_vec(&index).expect("json")).expect("index");
+    std::fs::write(
+        dir.join("model.safetensors.index.json"),
+        serde_json::to_vec(&index).expect("json"),
+    )
+    .expect("index");
 }
 
 /// llama.cpp's q/k row permutation for interleaved-pair RoPE.
@@ -255,7 +372,8 @@ pub fn permute_qk(data: &[f32], n_head: usize, rows: usize, cols: usize) -> Vec<
                 // GGUF row h*hd + 2i + pair comes from HF row h*hd + pair*hd/2 + i.
                 let src = h * hd + pair * hd / 2 + i;
                 let dst = h * hd + 2 * i + pair;
-                out[dst * cols..(dst + 1) * cols].copy_from_slice(&data[src * cols..(src + 1) * cols]);
+                out[dst * cols..(dst + 1) * cols]
+                    .copy_from_slice(&data[src * cols..(src + 1) * cols]);
             }
         }
     }
@@ -263,8 +381,7 @@ pub fn permute_qk(data: &[f32], n_head: usize, rows: usize, cols: usize) -> Vec<
 }
 
 fn hf_to_gguf_name(name: &str) -> String {
-    let n = name
-        .replace("model.embed_tokens.weight", "token_embd.weight")
+    name.replace("model.embed_tokens.weight", "token_embd.weight")
         .replace("model.norm.weight", "output_norm.weight")
         .replace("lm_head.weight", "output.weight")
         .replace("model.layers.", "blk.")
@@ -276,13 +393,15 @@ fn hf_to_gguf_name(name: &str) -> String {
         .replace(".self_attn.o_proj", ".attn_output")
         .replace(".mlp.gate_proj", ".ffn_gate")
         .replace(".mlp.up_proj", ".ffn_up")
-        .replace(".mlp.down_proj", ".ffn_down");
-    n
+        .replace(".mlp.down_proj", ".ffn_down")
 }
 
 /// A byte-level BPE vocabulary for GGUF: the 256 GPT-2 byte characters and no merges beyond a few.
 pub fn gpt2_byte_vocab(vocab: usize) -> (Vec<String>, Vec<String>) {
-    let mut bytes: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
+    let mut bytes: Vec<u32> = (b'!' as u32..=b'~' as u32)
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
     let mut chars: Vec<u32> = bytes.clone();
     let mut n = 0;
     for b in 0..256u32 {
@@ -292,7 +411,11 @@ pub fn gpt2_byte_vocab(vocab: usize) -> (Vec<String>, Vec<String>) {
             n += 1;
         }
     }
-    let mut pairs: Vec<(u32, char)> = bytes.iter().zip(&chars).map(|(&b, &c)| (b, char::from_u32(c).unwrap_or('?'))).collect();
+    let mut pairs: Vec<(u32, char)> = bytes
+        .iter()
+        .zip(&chars)
+        .map(|(&b, &c)| (b, char::from_u32(c).unwrap_or('?')))
+        .collect();
     pairs.sort();
     let mut tokens: Vec<String> = pairs.into_iter().map(|(_, c)| c.to_string()).collect();
     let mut merges = Vec::new();
@@ -313,36 +436,83 @@ pub fn gpt2_byte_vocab(vocab: usize) -> (Vec<String>, Vec<String>) {
 pub fn write_gguf(path: &Path, d: Dims, arch: &str, tensors: &[T], matrix_type: GgmlDType) {
     let (tokens, merges) = gpt2_byte_vocab(d.vocab);
     let tokenizer = vec![
-        ("tokenizer.ggml.model".to_string(), Value::String("gpt2".into())),
+        (
+            "tokenizer.ggml.model".to_string(),
+            Value::String("gpt2".into()),
+        ),
         ("tokenizer.ggml.pre".into(), Value::String("default".into())),
-        ("tokenizer.ggml.tokens".into(), Value::Array(tokens.into_iter().map(Value::String).collect())),
-        ("tokenizer.ggml.merges".into(), Value::Array(merges.into_iter().map(Value::String).collect())),
+        (
+            "tokenizer.ggml.tokens".into(),
+            Value::Array(tokens.into_iter().map(Value::String).collect()),
+        ),
+        (
+            "tokenizer.ggml.merges".into(),
+            Value::Array(merges.into_iter().map(Value::String).collect()),
+        ),
     ];
     write_gguf_with(path, d, arch, tensors, matrix_type, tokenizer);
 }
 
 /// Like [`write_gguf`], with the given tokenizer metadata.
-pub fn write_gguf_with(path: &Path, d: Dims, arch: &str, tensors: &[T], matrix_type: GgmlDType, tokenizer: Vec<(String, Value)>) {
+pub fn write_gguf_with(
+    path: &Path,
+    d: Dims,
+    arch: &str,
+    tensors: &[T],
+    matrix_type: GgmlDType,
+    tokenizer: Vec<(String, Value)>,
+) {
     let mut meta: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::String(arch.into())),
-        ("general.name".into(), Value::String("prism-synthetic".into())),
-        (format!("{arch}.context_length"), Value::U32(d.context as u32)),
-        (format!("{arch}.embedding_length"), Value::U32(d.hidden as u32)),
+        (
+            "general.name".into(),
+            Value::String("prism-synthetic".into()),
+        ),
+        (
+            format!("{arch}.context_length"),
+            Value::U32(d.context as u32),
+        ),
+        (
+            format!("{arch}.embedding_length"),
+            Value::U32(d.hidden as u32),
+        ),
         (format!("{arch}.block_count"), Value::U32(d.layers as u32)),
-        (format!("{arch}.feed_forward_length"), Value::U32(d.inter as u32)),
-        (format!("{arch}.attention.head_count"), Value::U32(d.heads as u32)),
-        (format!("{arch}.attention.head_count_kv"), Value::U32(d.kv_heads as u32)),
-        (format!("{arch}.rope.dimension_count"), Value::U32(d.head_dim() as u32)),
+        (
+            format!("{arch}.feed_forward_length"),
+            Value::U32(d.inter as u32),
+        ),
+        (
+            format!("{arch}.attention.head_count"),
+            Value::U32(d.heads as u32),
+        ),
+        (
+            format!("{arch}.attention.head_count_kv"),
+            Value::U32(d.kv_heads as u32),
+        ),
+        (
+            format!("{arch}.rope.dimension_count"),
+            Value::U32(d.head_dim() as u32),
+        ),
         (format!("{arch}.rope.freq_base"), Value::F32(10000.0)),
-        (format!("{arch}.attention.layer_norm_rms_epsilon"), Value::F32(1e-5)),
+        (
+            format!("{arch}.attention.layer_norm_rms_epsilon"),
+            Value::F32(1e-5),
+        ),
     ];
     meta.extend(tokenizer);
     let qtensors: Vec<(String, QTensor)> = tensors
         .iter()
         .map(|t| {
             let mut data = t.data.clone();
-            if arch == "llama" && (t.name.contains("q_proj") || t.name.contains("k_proj")) && t.shape.len() == 2 {
-                let n = if t.name.contains("q_proj") { d.heads } else { d.kv_heads };
+            if arch == "llama"
+                && (t.name.contains("q_proj") || t.name.contains("k_proj"))
+                && t.shape.len() == 2
+            {
+                let n = if t.name.contains("q_proj") {
+                    d.heads
+                } else {
+                    d.kv_heads
+                };
                 if t.name.ends_with("weight") {
                     data = permute_qk(&data, n, t.shape[0], t.shape[1]);
                 } else {
@@ -350,8 +520,15 @@ pub fn write_gguf_with(path: &Path, d: Dims, arch: &str, tensors: &[T], matrix_t
                 }
             }
             let tensor = Tensor::from_vec(data, t.shape.as_slice(), &Device::Cpu).expect("tensor");
-            let ty = if t.shape.len() == 2 { matrix_type } else { GgmlDType::F32 };
-            (hf_to_gguf_name(&t.name), QTensor::quantize(&tensor, ty).expect("quantize"))
+            let ty = if t.shape.len() == 2 {
+                matrix_type
+            } else {
+                GgmlDType::F32
+            };
+            (
+                hf_to_gguf_name(&t.name),
+                QTensor::quantize(&tensor, ty).expect("quantize"),
+            )
         })
         .collect();
     let mut f = std::fs::File::create(path).expect("create gguf");
@@ -368,14 +545,23 @@ pub fn quantization_roundtrip(tensors: &[T], ty: GgmlDType) -> Vec<T> {
             if t.shape.len() != 2 {
                 return t.clone();
             }
-            let tensor = Tensor::from_vec(t.data.clone(), t.shape.as_slice(), &Device::Cpu).expect("tensor");
+            let tensor =
+                Tensor::from_vec(t.data.clone(), t.shape.as_slice(), &Device::Cpu).expect("tensor");
             let q = QTensor::quantize(&tensor, ty).expect("quantize");
-            let data = q.dequantize(&Device::Cpu).and_then(|x| x.flatten_all()).and_then(|x| x.to_vec1::<f32>()).expect("dequantize");
+            let data = q
+                .dequantize(&Device::Cpu)
+                .and_then(|x| x.flatten_all())
+                .and_then(|x| x.to_vec1::<f32>())
+                .expect("dequantize");
             T { data, ..t.clone() }
         })
         .collect()
 }
 
 pub fn names(tensors: &[T]) -> HashMap<String, usize> {
-    tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect()
+    tensors
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.clone(), i))
+        .collect()
 }

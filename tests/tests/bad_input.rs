@@ -32,7 +32,10 @@ fn prism_limited(args: &[&str]) -> Outcome {
             if let Some(mut e) = child.stderr.take() {
                 let _ = e.read_to_string(&mut stderr);
             }
-            return Outcome { code: status.code(), stderr };
+            return Outcome {
+                code: status.code(),
+                stderr,
+            };
         }
         if start.elapsed() > Duration::from_secs(5) {
             let _ = child.kill();
@@ -45,11 +48,35 @@ fn prism_limited(args: &[&str]) -> Outcome {
 #[track_caller]
 fn expect_bad(args: &[&str], needle: &str) {
     let o = prism_limited(args);
-    assert_eq!(o.code, Some(2), "prism {args:?}: exit {:?}, stderr: {}", o.code, o.stderr);
-    assert!(!o.stderr.contains("panicked") && !o.stderr.contains("internal error"), "prism {args:?} panicked: {}", o.stderr);
-    let lines: Vec<&str> = o.stderr.lines().filter(|l| !l.starts_with("prism: warning")).collect();
-    assert_eq!(lines.len(), 1, "prism {args:?}: expected one line, got: {}", o.stderr);
-    assert!(o.stderr.to_lowercase().contains(&needle.to_lowercase()), "prism {args:?}: {:?} not in {}", needle, o.stderr);
+    assert_eq!(
+        o.code,
+        Some(2),
+        "prism {args:?}: exit {:?}, stderr: {}",
+        o.code,
+        o.stderr
+    );
+    assert!(
+        !o.stderr.contains("panicked") && !o.stderr.contains("internal error"),
+        "prism {args:?} panicked: {}",
+        o.stderr
+    );
+    let lines: Vec<&str> = o
+        .stderr
+        .lines()
+        .filter(|l| !l.starts_with("prism: warning"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "prism {args:?}: expected one line, got: {}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.to_lowercase().contains(&needle.to_lowercase()),
+        "prism {args:?}: {:?} not in {}",
+        needle,
+        o.stderr
+    );
 }
 
 fn info_and_run(path: &Path, needle: &str) {
@@ -72,7 +99,11 @@ fn the_raw_gguf_builder_makes_a_loadable_model() {
     let dir = TempDir::new("gguf-ok");
     let path = gguf_case(dir.path(), "ok", |_| {});
     let out = prism(&["run", path.to_str().unwrap(), "--ids", "1,2,3", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -81,54 +112,155 @@ fn broken_gguf_headers() {
     let d = dir.path();
     std::fs::write(d.join("empty.gguf"), b"").unwrap();
     info_and_run(&d.join("empty.gguf"), "0 bytes");
-    info_and_run(&gguf_case(d, "magic", |b| b.magic = *b"GGUX"), "not a GGUF file");
+    info_and_run(
+        &gguf_case(d, "magic", |b| b.magic = *b"GGUX"),
+        "not a GGUF file",
+    );
     info_and_run(&gguf_case(d, "version", |b| b.version = 99), "version 99");
-    info_and_run(&gguf_case(d, "count", |b| b.tensor_count = Some(1 << 40)), "more than");
-    info_and_run(&gguf_case(d, "kvcount", |b| b.kv_count = Some(u64::MAX)), "more than");
-    info_and_run(&gguf_case(d, "strlen", |b| b.set("general.name", Kv::StrLen(u64::MAX / 2))), "string");
-    info_and_run(&gguf_case(d, "strpast", |b| b.set("general.name", Kv::StrLen(1 << 20))), "truncated");
-    info_and_run(&gguf_case(d, "array", |b| b.set("tokenizer.ggml.tokens", Kv::ArrayClaim(8, 1 << 29))), "truncated");
-    info_and_run(&gguf_case(d, "arraytype", |b| b.set("x", Kv::ArrayClaim(77, 1))), "unknown array element type");
-    info_and_run(&gguf_case(d, "align", |b| b.set("general.alignment", Kv::U32(0))), "alignment");
+    info_and_run(
+        &gguf_case(d, "count", |b| b.tensor_count = Some(1 << 40)),
+        "more than",
+    );
+    info_and_run(
+        &gguf_case(d, "kvcount", |b| b.kv_count = Some(u64::MAX)),
+        "more than",
+    );
+    info_and_run(
+        &gguf_case(d, "strlen", |b| {
+            b.set("general.name", Kv::StrLen(u64::MAX / 2))
+        }),
+        "string",
+    );
+    info_and_run(
+        &gguf_case(d, "strpast", |b| b.set("general.name", Kv::StrLen(1 << 20))),
+        "truncated",
+    );
+    info_and_run(
+        &gguf_case(d, "array", |b| {
+            b.set("tokenizer.ggml.tokens", Kv::ArrayClaim(8, 1 << 29))
+        }),
+        "truncated",
+    );
+    info_and_run(
+        &gguf_case(d, "arraytype", |b| b.set("x", Kv::ArrayClaim(77, 1))),
+        "unknown array element type",
+    );
+    info_and_run(
+        &gguf_case(d, "align", |b| b.set("general.alignment", Kv::U32(0))),
+        "alignment",
+    );
 }
 
 #[test]
 fn broken_gguf_tensors() {
     let dir = TempDir::new("gguf-tensors");
     let d = dir.path();
-    info_and_run(&gguf_case(d, "overflow", |b| b.tensors[0].ne = vec![u64::MAX / 2, 4]), "overflow");
-    info_and_run(&gguf_case(d, "huge", |b| b.tensors[0].ne = vec![1 << 20, 1 << 20]), "past the end");
-    info_and_run(&gguf_case(d, "dtype", |b| b.tensors[1].ty = 99), "unknown or unsupported ggml type 99");
-    info_and_run(&gguf_case(d, "offset", |b| b.tensors[2].offset = 1 << 40), "past the end");
-    info_and_run(&gguf_case(d, "misaligned", |b| b.tensors[2].offset += 4), "aligned");
+    info_and_run(
+        &gguf_case(d, "overflow", |b| b.tensors[0].ne = vec![u64::MAX / 2, 4]),
+        "overflow",
+    );
+    info_and_run(
+        &gguf_case(d, "huge", |b| b.tensors[0].ne = vec![1 << 20, 1 << 20]),
+        "past the end",
+    );
+    info_and_run(
+        &gguf_case(d, "dtype", |b| b.tensors[1].ty = 99),
+        "unknown or unsupported ggml type 99",
+    );
+    info_and_run(
+        &gguf_case(d, "offset", |b| b.tensors[2].offset = 1 << 40),
+        "past the end",
+    );
+    info_and_run(
+        &gguf_case(d, "misaligned", |b| b.tensors[2].offset += 4),
+        "aligned",
+    );
     info_and_run(
         &gguf_case(d, "overlap", |b| {
             b.tensors[3].offset = b.tensors[2].offset;
         }),
         "overlap",
     );
-    info_and_run(&gguf_case(d, "dup", |b| b.tensors[3].name = b.tensors[2].name.clone()), "twice");
-    info_and_run(&gguf_case(d, "dims", |b| b.tensors[0].ne = vec![1, 1, 1, 1, 1]), "dimensions");
-    info_and_run(&gguf_case(d, "shape", |b| b.tensors[2].ne = vec![32, 16]), "expected shape [32, 32]");
-    info_and_run(&gguf_case(d, "missing", |b| { b.tensors.remove(4); }), "attn_v.weight");
+    info_and_run(
+        &gguf_case(d, "dup", |b| b.tensors[3].name = b.tensors[2].name.clone()),
+        "twice",
+    );
+    info_and_run(
+        &gguf_case(d, "dims", |b| b.tensors[0].ne = vec![1, 1, 1, 1, 1]),
+        "dimensions",
+    );
+    info_and_run(
+        &gguf_case(d, "shape", |b| b.tensors[2].ne = vec![32, 16]),
+        "expected shape [32, 32]",
+    );
+    info_and_run(
+        &gguf_case(d, "missing", |b| {
+            b.tensors.remove(4);
+        }),
+        "attn_v.weight",
+    );
 }
 
 #[test]
 fn broken_gguf_metadata() {
     let dir = TempDir::new("gguf-meta");
     let d = dir.path();
-    info_and_run(&gguf_case(d, "arch", |b| b.set("general.architecture", Kv::Str("mamba".into()))), "unsupported architecture");
-    info_and_run(&gguf_case(d, "noarch", |b| b.kvs.retain(|(k, _)| k != "general.architecture")), "general.architecture");
-    info_and_run(&gguf_case(d, "nolayers", |b| b.kvs.retain(|(k, _)| k != "llama.block_count")), "llama.block_count");
-    info_and_run(&gguf_case(d, "absurd", |b| b.set("llama.embedding_length", Kv::U64(1 << 40))), "hidden size");
-    info_and_run(&gguf_case(d, "heads", |b| b.set("llama.attention.head_count_kv", Kv::U32(3))), "kv heads");
-    info_and_run(&gguf_case(d, "zero", |b| b.set("llama.block_count", Kv::U32(0))), "layers is 0");
-    info_and_run(&gguf_case(d, "eps", |b| b.set("llama.attention.layer_norm_rms_epsilon", Kv::Str("x".into()))), "expected a float");
-    info_and_run(&gguf_case(d, "tok", |b| b.set("tokenizer.ggml.model", Kv::Str("t5".into()))), "tokenizer model");
+    info_and_run(
+        &gguf_case(d, "arch", |b| {
+            b.set("general.architecture", Kv::Str("mamba".into()))
+        }),
+        "unsupported architecture",
+    );
+    info_and_run(
+        &gguf_case(d, "noarch", |b| {
+            b.kvs.retain(|(k, _)| k != "general.architecture")
+        }),
+        "general.architecture",
+    );
+    info_and_run(
+        &gguf_case(d, "nolayers", |b| {
+            b.kvs.retain(|(k, _)| k != "llama.block_count")
+        }),
+        "llama.block_count",
+    );
+    info_and_run(
+        &gguf_case(d, "absurd", |b| {
+            b.set("llama.embedding_length", Kv::U64(1 << 40))
+        }),
+        "hidden size",
+    );
+    info_and_run(
+        &gguf_case(d, "heads", |b| {
+            b.set("llama.attention.head_count_kv", Kv::U32(3))
+        }),
+        "kv heads",
+    );
+    info_and_run(
+        &gguf_case(d, "zero", |b| b.set("llama.block_count", Kv::U32(0))),
+        "layers is 0",
+    );
+    info_and_run(
+        &gguf_case(d, "eps", |b| {
+            b.set(
+                "llama.attention.layer_norm_rms_epsilon",
+                Kv::Str("x".into()),
+            )
+        }),
+        "expected a float",
+    );
+    info_and_run(
+        &gguf_case(d, "tok", |b| {
+            b.set("tokenizer.ggml.model", Kv::Str("t5".into()))
+        }),
+        "tokenizer model",
+    );
     info_and_run(
         &gguf_case(d, "merges", |b| {
             b.set("tokenizer.ggml.model", Kv::Str("gpt2".into()));
-            b.set("tokenizer.ggml.tokens", Kv::StrArray(vec!["a".into(), "b".into()]));
+            b.set(
+                "tokenizer.ggml.tokens",
+                Kv::StrArray(vec!["a".into(), "b".into()]),
+            );
             b.set("tokenizer.ggml.merges", Kv::StrArray(vec!["a b c".into()]));
         }),
         "merge 0",
@@ -150,7 +282,11 @@ fn truncated_real_files() {
     for (i, keep) in [5usize, 100, 50_000].into_iter().enumerate() {
         let folder = d.join(format!("st{i}"));
         copy_dir(&tiny("llama"), &folder);
-        truncated_copy(&tiny("llama/model.safetensors"), &folder.join("model.safetensors"), keep);
+        truncated_copy(
+            &tiny("llama/model.safetensors"),
+            &folder.join("model.safetensors"),
+            keep,
+        );
         info_and_run(&folder, "safetensors");
     }
 }
@@ -179,28 +315,54 @@ fn broken_safetensors_and_folders() {
     // An integer dtype where a weight belongs.
     let f = folder("dtype");
     let tensors = prism_tests::synth::llama_tensors(
-        prism_tests::synth::Dims { vocab: 512, hidden: 64, heads: 4, kv_heads: 2, inter: 160, layers: 2, context: 128 },
+        prism_tests::synth::Dims {
+            vocab: 512,
+            hidden: 64,
+            heads: 4,
+            kv_heads: 2,
+            inter: 160,
+            layers: 2,
+            context: 128,
+        },
         1,
         false,
         false,
     );
     let views: Vec<(String, safetensors::tensor::TensorView)> = Vec::new();
     drop(views);
-    let mut raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors.iter().map(|t| (t.name.clone(), t.shape.clone(), t.data.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
+    let mut raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|t| {
+            (
+                t.name.clone(),
+                t.shape.clone(),
+                t.data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
     raw[1].2 = raw[1].2.iter().map(|_| 1u8).collect();
     let views: Vec<(String, safetensors::tensor::TensorView)> = raw
         .iter()
         .enumerate()
         .map(|(i, (n, s, b))| {
-            let dtype = if i == 1 { safetensors::Dtype::I32 } else { safetensors::Dtype::F32 };
-            (n.clone(), safetensors::tensor::TensorView::new(dtype, s.clone(), b).unwrap())
+            let dtype = if i == 1 {
+                safetensors::Dtype::I32
+            } else {
+                safetensors::Dtype::F32
+            };
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(dtype, s.clone(), b).unwrap(),
+            )
         })
         .collect();
     safetensors::tensor::serialize_to_file(views, None, &f.join("model.safetensors")).unwrap();
     info_and_run(&f, "dtype");
     // Wrong shapes: the config says something else than the tensors.
     let f = folder("shape");
-    let cfg = std::fs::read_to_string(f.join("config.json")).unwrap().replace("\"intermediate_size\": 160", "\"intermediate_size\": 128");
+    let cfg = std::fs::read_to_string(f.join("config.json"))
+        .unwrap()
+        .replace("\"intermediate_size\": 160", "\"intermediate_size\": 128");
     std::fs::write(f.join("config.json"), cfg).unwrap();
     info_and_run(&f, "expected shape");
     // Missing, garbage and hostile configs.
@@ -211,17 +373,29 @@ fn broken_safetensors_and_folders() {
     std::fs::write(f.join("config.json"), "{ this is not json").unwrap();
     info_and_run(&f, "invalid JSON");
     let f = folder("arch");
-    std::fs::write(f.join("config.json"), r#"{"model_type": "mamba", "architectures": ["MambaForCausalLM"]}"#).unwrap();
+    std::fs::write(
+        f.join("config.json"),
+        r#"{"model_type": "mamba", "architectures": ["MambaForCausalLM"]}"#,
+    )
+    .unwrap();
     info_and_run(&f, "unsupported architecture \"mamba");
     let f = folder("fields");
-    std::fs::write(f.join("config.json"), r#"{"model_type": "llama", "hidden_size": 64}"#).unwrap();
+    std::fs::write(
+        f.join("config.json"),
+        r#"{"model_type": "llama", "hidden_size": 64}"#,
+    )
+    .unwrap();
     info_and_run(&f, "missing field");
     let f = folder("absurd");
-    let cfg = std::fs::read_to_string(f.join("config.json")).unwrap().replace("\"hidden_size\": 64", "\"hidden_size\": 1000000000000");
+    let cfg = std::fs::read_to_string(f.join("config.json"))
+        .unwrap()
+        .replace("\"hidden_size\": 64", "\"hidden_size\": 1000000000000");
     std::fs::write(f.join("config.json"), cfg).unwrap();
     info_and_run(&f, "hidden size");
     let f = folder("rope");
-    let cfg = std::fs::read_to_string(f.join("config.json")).unwrap().replace("\"rope_type\": \"default\"", "\"rope_type\": \"yarn\"");
+    let cfg = std::fs::read_to_string(f.join("config.json"))
+        .unwrap()
+        .replace("\"rope_type\": \"default\"", "\"rope_type\": \"yarn\"");
     std::fs::write(f.join("config.json"), cfg).unwrap();
     info_and_run(&f, "yarn");
     // A garbage tokenizer next to good weights.
@@ -230,7 +404,11 @@ fn broken_safetensors_and_folders() {
     info_and_run(&f, "tokenizer.json");
     // A shard index that points outside its folder.
     let f = folder("escape");
-    std::fs::write(f.join("model.safetensors.index.json"), r#"{"weight_map": {"a": "../../etc/passwd"}}"#).unwrap();
+    std::fs::write(
+        f.join("model.safetensors.index.json"),
+        r#"{"weight_map": {"a": "../../etc/passwd"}}"#,
+    )
+    .unwrap();
     info_and_run(&f, "not a plain file name");
 }
 
@@ -261,11 +439,20 @@ fn bad_text_and_ids() {
     expect_bad(&["run", g, "--text", ""], "empty");
     let long = "ab ".repeat(400);
     expect_bad(&["run", g, "--text", &long], "context is 128 tokens");
-    expect_bad(&["run", g, "--ids", "1,2,9999"], "outside the model's vocabulary");
-    expect_bad(&["run", g, "--file", "/nonexistent/prism/input.txt"], "input.txt");
+    expect_bad(
+        &["run", g, "--ids", "1,2,9999"],
+        "outside the model's vocabulary",
+    );
+    expect_bad(
+        &["run", g, "--file", "/nonexistent/prism/input.txt"],
+        "input.txt",
+    );
     let bert = tiny("bert");
     expect_bad(&["run", bert.to_str().unwrap(), "--ids", "1,2"], "encoder");
-    expect_bad(&["run", tiny("llama").to_str().unwrap(), "--text", "hello"], "no tokenizer");
+    expect_bad(
+        &["run", tiny("llama").to_str().unwrap(), "--text", "hello"],
+        "no tokenizer",
+    );
     // Usage errors come from clap: exit 2 with its own short help.
     let o = prism_limited(&["run", g, "--text", "x", "--backend", "tpu"]);
     assert_eq!(o.code, Some(2));

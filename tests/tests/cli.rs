@@ -5,8 +5,17 @@ use serde_json::Value;
 
 fn json_of(args: &[&str]) -> Value {
     let out = prism(args);
-    assert!(out.status.success(), "prism {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("prism {args:?}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    assert!(
+        out.status.success(),
+        "prism {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "prism {args:?}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 #[test]
@@ -28,7 +37,20 @@ fn every_subcommand_has_help() {
 fn run_json_schema_on_a_tiny_gguf() {
     let g = tiny("llama-gguf/tiny-llama-f32.gguf");
     let ids = "501,500,505,194,87,472,53";
-    let v = json_of(&["run", g.to_str().unwrap(), "--ids", ids, "--json", "--attention", "--hidden", "--lens", "--top", "3", "--backend", "cpu"]);
+    let v = json_of(&[
+        "run",
+        g.to_str().unwrap(),
+        "--ids",
+        ids,
+        "--json",
+        "--attention",
+        "--hidden",
+        "--lens",
+        "--top",
+        "3",
+        "--backend",
+        "cpu",
+    ]);
     let tokens = v["tokens"].as_array().unwrap();
     assert_eq!(tokens.len(), 7);
     assert_eq!(tokens[0]["id"], 501);
@@ -66,8 +88,19 @@ fn run_json_schema_on_a_tiny_gguf() {
 #[test]
 fn run_table_shows_bits_and_zstd() {
     let g = tiny("llama-gguf/tiny-llama-q8_0.gguf");
-    let out = prism(&["run", g.to_str().unwrap(), "--text", "hello there", "--backend", "cpu"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = prism(&[
+        "run",
+        g.to_str().unwrap(),
+        "--text",
+        "hello there",
+        "--backend",
+        "cpu",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("bits/byte"), "{text}");
     assert!(text.contains("zstd"), "{text}");
@@ -82,24 +115,46 @@ fn info_json_describes_the_checkpoint() {
     assert_eq!(v["hidden"], 64);
     assert_eq!(v["vocab"], 512);
     assert_eq!(v["context_length"], 128);
-    assert_eq!(v["dtypes"]["F32"].as_u64().unwrap() > 0, true);
+    assert!(v["dtypes"]["F32"].as_u64().unwrap() > 0);
     let reference = read_json(&tiny("qwen2/reference.json"));
     assert_eq!(v["n_params"], reference["meta"]["param_count"]);
-    let text = String::from_utf8_lossy(&prism(&["info", tiny("gpt2").to_str().unwrap()]).stdout).to_string();
-    for field in ["parameters", "layers", "heads", "vocabulary", "context length", "dtypes", "file size", "tokenizer"] {
+    let text = String::from_utf8_lossy(&prism(&["info", tiny("gpt2").to_str().unwrap()]).stdout)
+        .to_string();
+    for field in [
+        "parameters",
+        "layers",
+        "heads",
+        "vocabulary",
+        "context length",
+        "dtypes",
+        "file size",
+        "tokenizer",
+    ] {
         assert!(text.contains(field), "info shows {field}: {text}");
     }
 }
 
 #[test]
 fn embed_json_is_unit_length() {
-    let v = json_of(&["embed", tiny("bert").to_str().unwrap(), "--ids", "1,5,9,2", "--json"]);
+    let v = json_of(&[
+        "embed",
+        tiny("bert").to_str().unwrap(),
+        "--ids",
+        "1,5,9,2",
+        "--json",
+    ]);
     let e = f64s(&v["embedding"]);
     assert_eq!(e.len(), 64);
     assert!((e.iter().map(|x| x * x).sum::<f64>().sqrt() - 1.0).abs() < 1e-5);
     assert_eq!(v["tokens"].as_array().unwrap().len(), 4);
     assert!(v["pooling"].as_str().unwrap().contains("encoder"));
-    let v = json_of(&["embed", tiny("llama-gguf/tiny-llama-f32.gguf").to_str().unwrap(), "--ids", "1,5,9", "--json"]);
+    let v = json_of(&[
+        "embed",
+        tiny("llama-gguf/tiny-llama-f32.gguf").to_str().unwrap(),
+        "--ids",
+        "1,5,9",
+        "--json",
+    ]);
     assert!(v["pooling"].as_str().unwrap().contains("decoder"));
 }
 
@@ -107,7 +162,14 @@ fn embed_json_is_unit_length() {
 fn bos_switch_prepends_bos() {
     let g = tiny("llama-gguf/tiny-llama-f32.gguf");
     let plain = json_of(&["run", g.to_str().unwrap(), "--text", "ab", "--json"]);
-    let bos = json_of(&["run", g.to_str().unwrap(), "--text", "ab", "--json", "--bos"]);
+    let bos = json_of(&[
+        "run",
+        g.to_str().unwrap(),
+        "--text",
+        "ab",
+        "--json",
+        "--bos",
+    ]);
     let n = plain["tokens"].as_array().unwrap().len();
     assert_eq!(bos["tokens"].as_array().unwrap().len(), n + 1);
     assert_eq!(bos["tokens"][0]["id"], 1, "the tiny GGUF's BOS id is 1");
@@ -118,13 +180,26 @@ fn bos_switch_prepends_bos() {
 #[test]
 fn smollm2_cli_on_a_fresh_text() {
     let path = sample("smollm2");
-    let v = json_of(&["run", path.to_str().unwrap(), "--text", "The sky over the harbour was orange and pink at dusk.", "--json", "--backend", "cpu"]);
+    let v = json_of(&[
+        "run",
+        path.to_str().unwrap(),
+        "--text",
+        "The sky over the harbour was orange and pink at dusk.",
+        "--json",
+        "--backend",
+        "cpu",
+    ]);
     let s = v["surprisal_bits"].as_array().unwrap();
     assert!(s[1..].iter().all(|x| x.as_f64().unwrap().is_finite()));
     let bpb = v["bits_per_byte"].as_f64().unwrap();
     assert!(bpb > 0.3 && bpb < 6.0, "bits per byte {bpb}");
     for pos in v["top"].as_array().unwrap() {
-        let ps: Vec<f64> = pos.as_array().unwrap().iter().map(|p| p["p"].as_f64().unwrap()).collect();
+        let ps: Vec<f64> = pos
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["p"].as_f64().unwrap())
+            .collect();
         assert!(ps.windows(2).all(|w| w[0] >= w[1]) && ps.iter().sum::<f64>() <= 1.0 + 1e-6);
     }
 }

@@ -13,14 +13,18 @@ use prism_tests::TempDir;
 use sha2::{Digest, Sha256};
 
 fn sha(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn wheel(entries: &[(&str, &[u8])]) -> Vec<u8> {
     let mut buf = std::io::Cursor::new(Vec::new());
     {
         let mut z = zip::ZipWriter::new(&mut buf);
-        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
         for (name, data) in entries {
             z.start_file(*name, opts).unwrap();
             z.write_all(data).unwrap();
@@ -45,7 +49,12 @@ struct Index {
 }
 
 impl Index {
-    fn start(wheel_name: &str, wheel_bytes: Vec<u8>, listed_sha: String, cut_first: Option<usize>) -> Index {
+    fn start(
+        wheel_name: &str,
+        wheel_bytes: Vec<u8>,
+        listed_sha: String,
+        cut_first: Option<usize>,
+    ) -> Index {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let log = Arc::new(Mutex::new(Log::default()));
@@ -60,12 +69,19 @@ impl Index {
                 let Ok(mut s) = conn else { continue };
                 let mut req = Vec::new();
                 let mut b = [0u8; 1];
-                while !req.ends_with(b"\r\n\r\n") && s.read(&mut b).map(|n| n == 1).unwrap_or(false) {
+                while !req.ends_with(b"\r\n\r\n") && s.read(&mut b).map(|n| n == 1).unwrap_or(false)
+                {
                     req.push(b[0]);
                 }
                 let req = String::from_utf8_lossy(&req).to_string();
                 let path = req.split_whitespace().nth(1).unwrap_or("").to_string();
-                let range = req.lines().find_map(|l| l.strip_prefix("Range: bytes=").or_else(|| l.strip_prefix("range: bytes="))).map(|r| r.trim().to_string());
+                let range = req
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix("Range: bytes=")
+                            .or_else(|| l.strip_prefix("range: bytes="))
+                    })
+                    .map(|r| r.trim().to_string());
                 {
                     let mut l = log2.lock().unwrap();
                     l.requests.push(path.clone());
@@ -79,10 +95,21 @@ impl Index {
                     );
                     let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.pypi.simple.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
                 } else if path == format!("/files/{name}") {
-                    let start: usize = range.as_deref().and_then(|r| r.trim_end_matches('-').parse().ok()).unwrap_or(0);
+                    let start: usize = range
+                        .as_deref()
+                        .and_then(|r| r.trim_end_matches('-').parse().ok())
+                        .unwrap_or(0);
                     let body = &wheel_bytes[start.min(wheel_bytes.len())..];
-                    let status = if start > 0 { "206 Partial Content" } else { "200 OK" };
-                    let _ = write!(s, "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                    let status = if start > 0 {
+                        "206 Partial Content"
+                    } else {
+                        "200 OK"
+                    };
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
                     match cut.take() {
                         Some(n) => {
                             let _ = s.write_all(&body[..n.min(body.len())]);
@@ -92,7 +119,10 @@ impl Index {
                         }
                     }
                 } else {
-                    let _ = write!(s, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
                 }
             }
         });
@@ -120,14 +150,24 @@ fn sample(wheel_name: &str, wheel_sha: &str, model_sha: &str) -> Sample {
 
 fn payload() -> (Vec<u8>, Vec<u8>) {
     let weights: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let w = wheel(&[("toy/__init__.py", b"" as &[u8]), ("toy/model/weights.bin", &weights), ("toy/model/sub/config.json", b"{}")]);
+    let w = wheel(&[
+        ("toy/__init__.py", b"" as &[u8]),
+        ("toy/model/weights.bin", &weights),
+        ("toy/model/sub/config.json", b"{}"),
+    ]);
     (w, weights)
 }
 
 fn run(s: &Sample, root: &Path, index: &str) -> Result<std::path::PathBuf, PrismError> {
     let cancel = AtomicBool::new(false);
     let mut events = Vec::new();
-    fetch_into(s, root, index, &mut |p: Progress| events.push(format!("{p:?}")), &cancel)
+    fetch_into(
+        s,
+        root,
+        index,
+        &mut |p: Progress| events.push(format!("{p:?}")),
+        &cancel,
+    )
 }
 
 #[test]
@@ -140,12 +180,21 @@ fn fetch_verifies_unpacks_and_then_does_nothing() {
     assert_eq!(path, root.path().join("toy"));
     assert_eq!(std::fs::read(path.join("weights.bin")).unwrap(), weights);
     assert!(path.join("sub/config.json").exists());
-    assert!(!path.join("__init__.py").exists(), "only the model folder is unpacked");
-    let leftovers: Vec<_> = std::fs::read_dir(root.path().join(".downloads")).unwrap().collect();
+    assert!(
+        !path.join("__init__.py").exists(),
+        "only the model folder is unpacked"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(root.path().join(".downloads"))
+        .unwrap()
+        .collect();
     assert!(leftovers.is_empty(), "download folder is cleaned up");
     let before = server.log.lock().unwrap().requests.len();
     run(&s, root.path(), &server.url()).expect("second fetch");
-    assert_eq!(server.log.lock().unwrap().requests.len(), before, "a present sample is not downloaded again");
+    assert_eq!(
+        server.log.lock().unwrap().requests.len(),
+        before,
+        "a present sample is not downloaded again"
+    );
 }
 
 #[test]
@@ -155,12 +204,25 @@ fn interrupted_download_leaves_nothing_and_resumes() {
     let server = Index::start(&s.wheel, w.clone(), sha(&w), Some(70_000));
     let root = TempDir::new("fetch-resume");
     let err = run(&s, root.path(), &server.url()).expect_err("the first download is cut");
-    assert!(!root.path().join("toy").exists(), "no half-written sample: {err}");
-    let part = root.path().join(".downloads").join(format!("{}.part", s.wheel));
+    assert!(
+        !root.path().join("toy").exists(),
+        "no half-written sample: {err}"
+    );
+    let part = root
+        .path()
+        .join(".downloads")
+        .join(format!("{}.part", s.wheel));
     assert_eq!(std::fs::metadata(&part).unwrap().len(), 70_000);
     run(&s, root.path(), &server.url()).expect("resumed fetch");
-    assert_eq!(server.log.lock().unwrap().ranges, vec!["70000-".to_string()], "the second try asked for the rest only");
-    assert_eq!(std::fs::read(root.path().join("toy/weights.bin")).unwrap(), weights);
+    assert_eq!(
+        server.log.lock().unwrap().ranges,
+        vec!["70000-".to_string()],
+        "the second try asked for the rest only"
+    );
+    assert_eq!(
+        std::fs::read(root.path().join("toy/weights.bin")).unwrap(),
+        weights
+    );
 }
 
 #[test]
@@ -175,7 +237,14 @@ fn corrupt_download_is_discarded() {
     let err = run(&s, root.path(), &server.url()).expect_err("sha mismatch");
     assert!(err.to_string().contains("sha256"), "{err}");
     assert!(!root.path().join("toy").exists());
-    assert!(!root.path().join(".downloads").join(format!("{}.part", s.wheel)).exists(), "a corrupt partial file is not kept for resuming");
+    assert!(
+        !root
+            .path()
+            .join(".downloads")
+            .join(format!("{}.part", s.wheel))
+            .exists(),
+        "a corrupt partial file is not kept for resuming"
+    );
 }
 
 #[test]
@@ -190,7 +259,10 @@ fn index_disagreeing_with_the_pin_is_refused() {
 
 #[test]
 fn wheel_entries_cannot_escape_the_sample_folder() {
-    let evil = wheel(&[("toy/model/../../../evil.txt", b"x" as &[u8]), ("toy/model/weights.bin", b"w")]);
+    let evil = wheel(&[
+        ("toy/model/../../../evil.txt", b"x" as &[u8]),
+        ("toy/model/weights.bin", b"w"),
+    ]);
     let s = sample("toy-1.0-py3-none-any.whl", &sha(&evil), &sha(b"w"));
     let server = Index::start(&s.wheel, evil.clone(), sha(&evil), None);
     let root = TempDir::new("fetch-slip");

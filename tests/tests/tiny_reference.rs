@@ -29,10 +29,20 @@ fn check(model_path: &Path, reference: &Path) {
             assert!(d <= LOGITS_TOL, "{ctx}: logits differ by {d}");
             let argmax: Vec<u32> = logits
                 .chunks(spec.vocab)
-                .map(|r| r.iter().enumerate().fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0 as u32)
+                .map(|r| {
+                    r.iter()
+                        .enumerate()
+                        .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+                        .0 as u32
+                })
                 .collect();
             assert_eq!(argmax, u32s(&seq["argmax"]), "{ctx}: argmax");
-            let last_block = out.residual.as_ref().expect("residual").last().expect("layers");
+            let last_block = out
+                .residual
+                .as_ref()
+                .expect("residual")
+                .last()
+                .expect("layers");
             let d = max_abs_diff(&as_f64(last_block), &f64s(&seq["last_block_output"]));
             assert!(d <= HIDDEN_TOL, "{ctx}: last block output differs by {d}");
         }
@@ -47,9 +57,16 @@ fn check(model_path: &Path, reference: &Path) {
         let want = &seq["hidden_state_l2_norms"];
         let residual = out.residual.as_ref().expect("residual");
         for layer in 0..=spec.n_layers {
-            let got = if layer == spec.n_layers { row_norms(&out.final_hidden, spec.hidden) } else { row_norms(&residual[layer], spec.hidden) };
+            let got = if layer == spec.n_layers {
+                row_norms(&out.final_hidden, spec.hidden)
+            } else {
+                row_norms(&residual[layer], spec.hidden)
+            };
             for (g, w) in got.iter().zip(f64s(&want[layer])) {
-                assert!((g - w).abs() <= NORM_REL_TOL * w.abs().max(1e-3), "{ctx}: hidden norm layer {layer}: {g} vs {w}");
+                assert!(
+                    (g - w).abs() <= NORM_REL_TOL * w.abs().max(1e-3),
+                    "{ctx}: hidden norm layer {layer}: {g} vs {w}"
+                );
             }
         }
         if let Value::Array(lens_ref) = &seq["logits"] {
@@ -58,7 +75,11 @@ fn check(model_path: &Path, reference: &Path) {
             let last = lens.last().expect("lens layers");
             for (pos, row) in lens_ref.iter().enumerate() {
                 let row = f64s(row);
-                let best = row.iter().enumerate().fold((0, f64::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0;
+                let best = row
+                    .iter()
+                    .enumerate()
+                    .fold((0, f64::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+                    .0;
                 assert_eq!(last[pos][0].id as usize, best, "{ctx}: lens top-1 at {pos}");
             }
             assert_eq!(lens.len(), spec.n_layers + 1);
@@ -107,7 +128,19 @@ fn single_safetensors_file_finds_its_config() {
 fn gguf_metadata_becomes_the_spec() {
     let model = load(&tiny("llama-gguf/tiny-llama-q4_1.gguf"));
     let s = &model.spec;
-    assert_eq!((s.n_layers, s.hidden, s.n_heads, s.n_kv_heads, s.head_dim, s.intermediate, s.vocab, s.context_length), (2, 64, 4, 2, 16, 160, 512, 128));
+    assert_eq!(
+        (
+            s.n_layers,
+            s.hidden,
+            s.n_heads,
+            s.n_kv_heads,
+            s.head_dim,
+            s.intermediate,
+            s.vocab,
+            s.context_length
+        ),
+        (2, 64, 4, 2, 16, 160, 512, 128)
+    );
     assert!((s.norm_eps - 1e-5).abs() < 1e-9);
     assert!(!s.tied_embeddings, "the tiny GGUF stores output.weight");
     // Every 2-D matrix is quantized: 7 per layer, plus token_embd and output.

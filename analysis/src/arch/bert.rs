@@ -46,10 +46,22 @@ pub fn spec_from_hf(config: &serde_json::Value, named: &str, path: &Path) -> Res
     let activation = match c.hidden_act.as_str() {
         "gelu" => Activation::GeluErf,
         "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
-        other => return Err(PrismError::format(path, format!("BERT hidden_act {other:?} is not supported (gelu, gelu_new)"))),
+        other => {
+            return Err(PrismError::format(
+                path,
+                format!("BERT hidden_act {other:?} is not supported (gelu, gelu_new)"),
+            ))
+        }
     };
-    if let Some(p) = c.position_embedding_type.as_deref().filter(|p| *p != "absolute") {
-        return Err(PrismError::format(path, format!("BERT position_embedding_type {p:?} is not supported (absolute)")));
+    if let Some(p) = c
+        .position_embedding_type
+        .as_deref()
+        .filter(|p| *p != "absolute")
+    {
+        return Err(PrismError::format(
+            path,
+            format!("BERT position_embedding_type {p:?} is not supported (absolute)"),
+        ));
     }
     Ok(ArchSpec {
         family: Family::Bert,
@@ -76,10 +88,17 @@ pub fn spec_from_hf(config: &serde_json::Value, named: &str, path: &Path) -> Res
 }
 
 pub fn load_weights(src: &dyn TensorSource, spec: &ArchSpec) -> Result<ModelWeights> {
-    let prefix = if src.info("bert.embeddings.word_embeddings.weight").is_some() { "bert." } else { "" };
+    let prefix = if src.info("bert.embeddings.word_embeddings.weight").is_some() {
+        "bert."
+    } else {
+        ""
+    };
     let (h, f) = (spec.hidden, spec.intermediate);
     if spec.n_heads * spec.head_dim != h {
-        return Err(PrismError::format(src.path(), format!("hidden size {h} is not divisible by {} heads", spec.n_heads)));
+        return Err(PrismError::format(
+            src.path(),
+            format!("hidden size {h} is not divisible by {} heads", spec.n_heads),
+        ));
     }
     // Old checkpoints call LayerNorm parameters gamma/beta.
     let norm = |base: String| -> Result<NormWeights> {
@@ -91,7 +110,10 @@ pub fn load_weights(src: &dyn TensorSource, spec: &ArchSpec) -> Result<ModelWeig
             Some(b) => b,
             None => get(src, &format!("{base}.beta"), &[h])?,
         };
-        Ok(NormWeights { weight, bias: Some(bias) })
+        Ok(NormWeights {
+            weight,
+            bias: Some(bias),
+        })
     };
     let linear = |base: String, out: usize, inp: usize| -> Result<Linear> {
         Ok(Linear {
@@ -116,9 +138,21 @@ pub fn load_weights(src: &dyn TensorSource, spec: &ArchSpec) -> Result<ModelWeig
     }
     let e = format!("{prefix}embeddings");
     Ok(ModelWeights {
-        token_embedding: get(src, &format!("{e}.word_embeddings.weight"), &[spec.vocab, h])?,
-        position_embedding: Some(get(src, &format!("{e}.position_embeddings.weight"), &[spec.context_length, h])?),
-        token_type_embedding: Some(get(src, &format!("{e}.token_type_embeddings.weight"), &[spec.type_vocab, h])?),
+        token_embedding: get(
+            src,
+            &format!("{e}.word_embeddings.weight"),
+            &[spec.vocab, h],
+        )?,
+        position_embedding: Some(get(
+            src,
+            &format!("{e}.position_embeddings.weight"),
+            &[spec.context_length, h],
+        )?),
+        token_type_embedding: Some(get(
+            src,
+            &format!("{e}.token_type_embeddings.weight"),
+            &[spec.type_vocab, h],
+        )?),
         embedding_norm: Some(norm(format!("{e}.LayerNorm"))?),
         layers,
         final_norm: None,

@@ -71,10 +71,17 @@ pub fn spec_from_hf(config: &serde_json::Value, named: &str, path: &Path) -> Res
 }
 
 pub fn load_weights(src: &dyn TensorSource, spec: &ArchSpec) -> Result<ModelWeights> {
-    let prefix = if src.info("transformer.wte.weight").is_some() { "transformer." } else { "" };
+    let prefix = if src.info("transformer.wte.weight").is_some() {
+        "transformer."
+    } else {
+        ""
+    };
     let (h, f) = (spec.hidden, spec.intermediate);
     if spec.n_heads * spec.head_dim != h {
-        return Err(PrismError::format(src.path(), format!("n_embd {h} is not divisible by n_head {}", spec.n_heads)));
+        return Err(PrismError::format(
+            src.path(),
+            format!("n_embd {h} is not divisible by n_head {}", spec.n_heads),
+        ));
     }
     let norm = |base: String| -> Result<NormWeights> {
         Ok(NormWeights {
@@ -116,7 +123,11 @@ pub fn load_weights(src: &dyn TensorSource, spec: &ArchSpec) -> Result<ModelWeig
     }
     Ok(ModelWeights {
         token_embedding: get(src, &format!("{prefix}wte.weight"), &[spec.vocab, h])?,
-        position_embedding: Some(get(src, &format!("{prefix}wpe.weight"), &[spec.context_length, h])?),
+        position_embedding: Some(get(
+            src,
+            &format!("{prefix}wpe.weight"),
+            &[spec.context_length, h],
+        )?),
         token_type_embedding: None,
         embedding_norm: None,
         layers,

@@ -8,7 +8,10 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{check_rope_scaling, parse_config, rope_theta_from_hf, Activation, ArchSpec, Family, NormKind, Positions, RopePairing};
+use super::{
+    check_rope_scaling, parse_config, rope_theta_from_hf, Activation, ArchSpec, Family, NormKind,
+    Positions, RopePairing,
+};
 use crate::checkpoint::gguf::GgufMeta;
 use crate::error::{PrismError, Result};
 use crate::weights::{get, get_opt, LayerWeights, Linear, ModelWeights, NormWeights, TensorSource};
@@ -43,13 +46,23 @@ fn default_context() -> usize {
     2048
 }
 
-pub fn spec_from_hf(config: &serde_json::Value, model_type: &str, named: &str, path: &Path) -> Result<ArchSpec> {
+pub fn spec_from_hf(
+    config: &serde_json::Value,
+    model_type: &str,
+    named: &str,
+    path: &Path,
+) -> Result<ArchSpec> {
     let c: HfConfig = parse_config(config, path)?;
     check_rope_scaling(config, path)?;
     if let Some(act) = c.hidden_act.as_deref().filter(|a| *a != "silu") {
-        return Err(PrismError::format(path, format!("hidden_act {act:?} in a Llama-family model; only \"silu\" is supported")));
+        return Err(PrismError::format(
+            path,
+            format!("hidden_act {act:?} in a Llama-family model; only \"silu\" is supported"),
+        ));
     }
-    let head_dim = c.head_dim.unwrap_or(c.hidden_size / c.num_attention_heads.max(1));
+    let head_dim = c
+        .head_dim
+        .unwrap_or(c.hidden_size / c.num_attention_heads.max(1));
     // Qwen2 only applies its window when `use_sliding_window` is true; Mistral always does.
     let sliding_window = match model_type {
         "qwen2" if c.use_sliding_window != Some(true) => None,
@@ -85,11 +98,18 @@ pub fn spec_from_hf(config: &serde_json::Value, model_type: &str, named: &str, p
 /// GGUF architectures served by this file.
 pub const GGUF_ARCHES: &[&str] = &["llama", "mistral", "qwen2"];
 
-pub fn spec_from_gguf(meta: GgufMeta<'_>, arch: &str, vocab_from_tensors: usize) -> Result<ArchSpec> {
+pub fn spec_from_gguf(
+    meta: GgufMeta<'_>,
+    arch: &str,
+    vocab_from_tensors: usize,
+) -> Result<ArchSpec> {
     let k = |s: &str| format!("{arch}.{s}");
     let hidden = meta.usize(&k("embedding_length"))?;
     let n_heads = meta.usize(&k("attention.head_count"))?;
-    let n_kv_heads = meta.u64_opt(&k("attention.head_count_kv"))?.map(|v| v as usize).unwrap_or(n_heads);
+    let n_kv_heads = meta
+        .u64_opt(&k("attention.head_count_kv"))?
+        .map(|v| v as usize)
+        .unwrap_or(n_heads);
     let head_dim = match meta.u64_opt(&k("attention.key_length"))? {
         Some(d) => d as usize,
         None => hidden / n_heads.max(1),
@@ -103,14 +123,21 @@ pub fn spec_from_gguf(meta: GgufMeta<'_>, arch: &str, vocab_from_tensors: usize)
         }
     }
     if let Some(kind) = meta.str(&k("rope.scaling.type")).filter(|s| *s != "none") {
-        return Err(PrismError::format(meta.path(), format!("RoPE scaling {kind:?} is not supported yet (only plain RoPE)")));
+        return Err(PrismError::format(
+            meta.path(),
+            format!("RoPE scaling {kind:?} is not supported yet (only plain RoPE)"),
+        ));
     }
     let vocab = match meta.u64_opt(&k("vocab_size"))? {
         Some(v) => v as usize,
         None => vocab_from_tensors,
     };
     // llama.cpp's converter permutes q/k rows for "llama" (interleaved-pair RoPE) but not for qwen2 (NeoX RoPE).
-    let pairing = if arch == "qwen2" { RopePairing::Half } else { RopePairing::Interleaved };
+    let pairing = if arch == "qwen2" {
+        RopePairing::Half
+    } else {
+        RopePairing::Interleaved
+    };
     Ok(ArchSpec {
         family: Family::Llama,
         architecture: arch.to_string(),
@@ -123,7 +150,9 @@ pub fn spec_from_gguf(meta: GgufMeta<'_>, arch: &str, vocab_from_tensors: usize)
         vocab,
         context_length: meta.usize(&k("context_length"))?,
         norm: NormKind::RmsNorm,
-        norm_eps: meta.f64_opt(&k("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5),
+        norm_eps: meta
+            .f64_opt(&k("attention.layer_norm_rms_epsilon"))?
+            .unwrap_or(1e-5),
         positions: Positions::Rope {
             theta: meta.f64_opt(&k("rope.freq_base"))?.unwrap_or(10_000.0),
             pairing,
@@ -186,9 +215,19 @@ const GGUF: Names = Names {
     },
 };
 
-pub fn load_weights(src: &dyn TensorSource, spec: &mut ArchSpec, gguf: bool) -> Result<ModelWeights> {
+pub fn load_weights(
+    src: &dyn TensorSource,
+    spec: &mut ArchSpec,
+    gguf: bool,
+) -> Result<ModelWeights> {
     let n = if gguf { &GGUF } else { &HF };
-    let (h, v, q, kv, f) = (spec.hidden, spec.vocab, spec.q_dim(), spec.kv_dim(), spec.intermediate);
+    let (h, v, q, kv, f) = (
+        spec.hidden,
+        spec.vocab,
+        spec.q_dim(),
+        spec.kv_dim(),
+        spec.intermediate,
+    );
     let linear = |i: usize, part: &str, out: usize, inp: usize| -> Result<Linear> {
         let base = (n.layer)(i, part);
         Ok(Linear {
@@ -216,7 +255,11 @@ pub fn load_weights(src: &dyn TensorSource, spec: &mut ArchSpec, gguf: bool) -> 
             down: linear(i, "down", h, f)?,
         });
     }
-    let lm_head = if spec.tied_embeddings { None } else { get_opt(src, n.lm_head, &[v, h])? };
+    let lm_head = if spec.tied_embeddings {
+        None
+    } else {
+        get_opt(src, n.lm_head, &[v, h])?
+    };
     if lm_head.is_none() && !spec.tied_embeddings {
         if gguf {
             // GGUF has no tie flag: a missing output matrix means the embedding doubles as it (SmolLM2).
@@ -224,7 +267,10 @@ pub fn load_weights(src: &dyn TensorSource, spec: &mut ArchSpec, gguf: bool) -> 
         } else {
             return Err(PrismError::MissingTensor {
                 path: src.path().to_path_buf(),
-                tensor: format!("{} (config.json says the embeddings are not tied)", n.lm_head),
+                tensor: format!(
+                    "{} (config.json says the embeddings are not tied)",
+                    n.lm_head
+                ),
             });
         }
     }

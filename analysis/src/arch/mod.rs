@@ -124,7 +124,7 @@ impl ArchSpec {
                 return bad(format!("{name} is {value}, expected 1..={max}"));
             }
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(format!(
                 "{} attention heads is not a multiple of {} kv heads",
                 self.n_heads, self.n_kv_heads
@@ -134,8 +134,11 @@ impl ArchSpec {
             if !(theta.is_finite() && theta > 1.0) {
                 return bad(format!("RoPE theta {theta} is not a usable base"));
             }
-            if self.head_dim % 2 != 0 {
-                return bad(format!("RoPE needs an even head dim, found {}", self.head_dim));
+            if !self.head_dim.is_multiple_of(2) {
+                return bad(format!(
+                    "RoPE needs an even head dim, found {}",
+                    self.head_dim
+                ));
             }
         }
         if !(self.norm_eps.is_finite() && self.norm_eps > 0.0 && self.norm_eps < 1.0) {
@@ -155,7 +158,11 @@ pub fn spec_from_hf_config(config: &serde_json::Value, path: &Path) -> Result<Ar
     let architectures: Vec<String> = config
         .get("architectures")
         .and_then(|v| v.as_array())
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     let named = if architectures.is_empty() {
         model_type.clone()
@@ -163,7 +170,9 @@ pub fn spec_from_hf_config(config: &serde_json::Value, path: &Path) -> Result<Ar
         architectures.join(", ")
     };
     let spec = match model_type.as_str() {
-        "llama" | "mistral" | "qwen2" | "smollm" | "smollm2" => llama::spec_from_hf(config, &model_type, &named, path)?,
+        "llama" | "mistral" | "qwen2" | "smollm" | "smollm2" => {
+            llama::spec_from_hf(config, &model_type, &named, path)?
+        }
         "gpt2" => gpt2::spec_from_hf(config, &named, path)?,
         "bert" => bert::spec_from_hf(config, &named, path)?,
         "" => {
@@ -185,7 +194,10 @@ pub fn spec_from_hf_config(config: &serde_json::Value, path: &Path) -> Result<Ar
 }
 
 /// Parses a family's serde config, turning serde's message into one that names the file.
-pub(crate) fn parse_config<T: serde::de::DeserializeOwned>(config: &serde_json::Value, path: &Path) -> Result<T> {
+pub(crate) fn parse_config<T: serde::de::DeserializeOwned>(
+    config: &serde_json::Value,
+    path: &Path,
+) -> Result<T> {
     T::deserialize(config).map_err(|e| PrismError::format(path, format!("config.json: {e}")))
 }
 

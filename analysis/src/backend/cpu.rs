@@ -55,7 +55,10 @@ fn f32_of(w: &Weight) -> Result<Tensor> {
 
 fn linear(l: &Linear) -> Result<CpuLinear> {
     Ok(CpuLinear {
-        w_t: f32_of(&l.weight)?.t().and_then(|t| t.contiguous()).map_err(backend_err)?,
+        w_t: f32_of(&l.weight)?
+            .t()
+            .and_then(|t| t.contiguous())
+            .map_err(backend_err)?,
         bias: l.bias.as_ref().map(f32_of).transpose()?,
     })
 }
@@ -210,7 +213,13 @@ impl CpuBackend {
     }
 
     /// Returns the attention output `[seq, hidden]` and the probabilities `[heads, seq, seq]`.
-    fn attention(&self, h: &Tensor, l: &CpuLayer, rope: Option<&(Tensor, Tensor, RopePairing)>, mask: Option<&Tensor>) -> CResult<(Tensor, Tensor)> {
+    fn attention(
+        &self,
+        h: &Tensor,
+        l: &CpuLayer,
+        rope: Option<&(Tensor, Tensor, RopePairing)>,
+        mask: Option<&Tensor>,
+    ) -> CResult<(Tensor, Tensor)> {
         let s = &self.spec;
         let seq = h.dim(0)?;
         let mut q = Self::heads(&Self::apply_linear(h, &l.q)?, s.n_heads, s.head_dim)?;
@@ -239,7 +248,10 @@ impl CpuBackend {
         let max = scores.max_keepdim(D::Minus1)?;
         let e = scores.broadcast_sub(&max)?.exp()?;
         let probs = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
-        let ctx = probs.matmul(&v.contiguous()?)?.transpose(0, 1)?.reshape((seq, s.q_dim()))?;
+        let ctx = probs
+            .matmul(&v.contiguous()?)?
+            .transpose(0, 1)?
+            .reshape((seq, s.q_dim()))?;
         Ok((Self::apply_linear(&ctx, &l.o)?, probs))
     }
 
@@ -328,7 +340,12 @@ impl CpuBackend {
                         None => r.clone(),
                     };
                     let layer_logits = normed.matmul(u)?.to_vec2::<f32>()?;
-                    lens.push(layer_logits.iter().map(|row| top_k_softmax(row, 5)).collect::<Vec<Vec<IdProb>>>());
+                    lens.push(
+                        layer_logits
+                            .iter()
+                            .map(|row| top_k_softmax(row, 5))
+                            .collect::<Vec<Vec<IdProb>>>(),
+                    );
                 }
                 Some(lens)
             }
@@ -362,7 +379,10 @@ impl CpuBackend {
             seq,
             hidden: s.hidden,
             logits,
-            final_hidden: final_hidden.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
+            final_hidden: final_hidden
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?,
             residual,
             attention,
             logit_lens,
@@ -372,7 +392,9 @@ impl CpuBackend {
 
 impl Backend for CpuBackend {
     fn describe(&self) -> String {
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         format!("cpu (candle-core, f32, {threads} threads)")
     }
 

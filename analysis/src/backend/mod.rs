@@ -59,7 +59,12 @@ impl AttentionMaps {
         (0..self.layers)
             .map(|l| {
                 (0..self.heads)
-                    .map(|h| self.head(l, h).chunks(self.seq).map(|r| r.to_vec()).collect())
+                    .map(|h| {
+                        self.head(l, h)
+                            .chunks(self.seq)
+                            .map(|r| r.to_vec())
+                            .collect()
+                    })
                     .collect()
             })
             .collect()
@@ -120,7 +125,8 @@ pub fn create(model: &Model, choice: BackendChoice) -> Result<(Box<dyn Backend>,
     match choice {
         BackendChoice::Cpu => Ok((Box::new(cpu::CpuBackend::new(model)?), Vec::new())),
         BackendChoice::Gpu => Err(PrismError::Backend(
-            "the GPU backend is not built yet in this version of Prism; use --backend cpu or auto".into(),
+            "the GPU backend is not built yet in this version of Prism; use --backend cpu or auto"
+                .into(),
         )),
         BackendChoice::Auto => Ok((
             Box::new(cpu::CpuBackend::new(model)?),
@@ -132,7 +138,9 @@ pub fn create(model: &Model, choice: BackendChoice) -> Result<(Box<dyn Backend>,
 /// Refuses sequences a model cannot take, with a message that says why.
 pub fn check_ids(model: &Model, ids: &[u32]) -> Result<()> {
     if ids.is_empty() {
-        return Err(PrismError::Input("the text is empty: there is nothing to run".into()));
+        return Err(PrismError::Input(
+            "the text is empty: there is nothing to run".into(),
+        ));
     }
     if ids.len() > model.spec.context_length {
         return Err(PrismError::Input(format!(

@@ -22,7 +22,8 @@ impl GgufCheckpoint {
     pub fn open(path: &Path) -> Result<Self> {
         let scan = gguf_scan::scan(path)?;
         let mut file = std::fs::File::open(path).map_err(|e| PrismError::io(path, e))?;
-        let content = Content::read(&mut file).map_err(|e| PrismError::format(path, format!("GGUF: {e}")))?;
+        let content =
+            Content::read(&mut file).map_err(|e| PrismError::format(path, format!("GGUF: {e}")))?;
         if content.tensor_data_offset != scan.data_offset {
             return Err(PrismError::format(
                 path,
@@ -67,7 +68,8 @@ impl TensorSource for GgufCheckpoint {
     }
 
     fn load(&self, name: &str) -> Result<Weight> {
-        let mut file = std::fs::File::open(&self.path).map_err(|e| PrismError::io(&self.path, e))?;
+        let mut file =
+            std::fs::File::open(&self.path).map_err(|e| PrismError::io(&self.path, e))?;
         let q = self
             .content
             .tensor(&mut file, name, &Device::Cpu)
@@ -119,14 +121,18 @@ impl<'a> GgufMeta<'a> {
             Value::I64(x) => u64::try_from(*x).ok(),
             _ => None,
         };
-        n.map(Some)
-            .ok_or_else(|| PrismError::format(self.path, format!("GGUF metadata {key:?} is {v:?}, expected a non-negative integer")))
+        n.map(Some).ok_or_else(|| {
+            PrismError::format(
+                self.path,
+                format!("GGUF metadata {key:?} is {v:?}, expected a non-negative integer"),
+            )
+        })
     }
 
     pub fn usize(&self, key: &str) -> Result<usize> {
-        self.u64_opt(key)?
-            .map(|v| v as usize)
-            .ok_or_else(|| PrismError::format(self.path, format!("GGUF metadata {key:?} is missing")))
+        self.u64_opt(key)?.map(|v| v as usize).ok_or_else(|| {
+            PrismError::format(self.path, format!("GGUF metadata {key:?} is missing"))
+        })
     }
 
     pub fn f64_opt(&self, key: &str) -> Result<Option<f64>> {
@@ -134,7 +140,10 @@ impl<'a> GgufMeta<'a> {
             None => Ok(None),
             Some(Value::F32(x)) => Ok(Some(*x as f64)),
             Some(Value::F64(x)) => Ok(Some(*x)),
-            Some(v) => Err(PrismError::format(self.path, format!("GGUF metadata {key:?} is {v:?}, expected a float"))),
+            Some(v) => Err(PrismError::format(
+                self.path,
+                format!("GGUF metadata {key:?} is {v:?}, expected a float"),
+            )),
         }
     }
 

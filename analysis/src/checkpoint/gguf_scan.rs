@@ -63,13 +63,18 @@ struct Cursor<R> {
 
 impl<R: Read + Seek> Cursor<R> {
     fn err<T>(&self, msg: impl std::fmt::Display) -> Result<T> {
-        Err(PrismError::format(&self.path, format!("GGUF header, byte {}: {msg}", self.pos)))
+        Err(PrismError::format(
+            &self.path,
+            format!("GGUF header, byte {}: {msg}", self.pos),
+        ))
     }
 
     fn need(&self, n: u64, what: &str) -> Result<()> {
         let left = self.len.saturating_sub(self.pos);
         if n > left {
-            return self.err(format!("{what} needs {n} bytes but the file ends after {left} (truncated?)"));
+            return self.err(format!(
+                "{what} needs {n} bytes but the file ends after {left} (truncated?)"
+            ));
         }
         Ok(())
     }
@@ -77,7 +82,9 @@ impl<R: Read + Seek> Cursor<R> {
     fn bytes<const N: usize>(&mut self, what: &str) -> Result<[u8; N]> {
         self.need(N as u64, what)?;
         let mut b = [0u8; N];
-        self.inner.read_exact(&mut b).map_err(|e| PrismError::io(&self.path, e))?;
+        self.inner
+            .read_exact(&mut b)
+            .map_err(|e| PrismError::io(&self.path, e))?;
         self.pos += N as u64;
         Ok(b)
     }
@@ -106,7 +113,9 @@ impl<R: Read + Seek> Cursor<R> {
         }
         self.need(n, what)?;
         let mut v = vec![0u8; n as usize];
-        self.inner.read_exact(&mut v).map_err(|e| PrismError::io(&self.path, e))?;
+        self.inner
+            .read_exact(&mut v)
+            .map_err(|e| PrismError::io(&self.path, e))?;
         self.pos += n;
         Ok(String::from_utf8_lossy(&v).into_owned())
     }
@@ -125,8 +134,8 @@ impl<R: Read + Seek> Cursor<R> {
             match ty {
                 0 | 1 | 7 => Some(1),
                 2 | 3 => Some(2),
-                4 | 5 | 6 => Some(4),
-                10 | 11 | 12 => Some(8),
+                4..=6 => Some(4),
+                10..=12 => Some(8),
                 _ => None,
             }
         };
@@ -142,7 +151,9 @@ impl<R: Read + Seek> Cursor<R> {
             8 => self.skip_string(key).map(|_| None),
             9 => {
                 if depth >= MAX_DEPTH {
-                    return self.err(format!("metadata {key:?}: arrays nested deeper than {MAX_DEPTH}"));
+                    return self.err(format!(
+                        "metadata {key:?}: arrays nested deeper than {MAX_DEPTH}"
+                    ));
                 }
                 let elem_ty = self.u32(key)?;
                 let n = self.u64(key)?;
@@ -151,7 +162,7 @@ impl<R: Read + Seek> Cursor<R> {
                 }
                 match fixed(elem_ty) {
                     Some(size) => {
-                        let total = n.checked_mul(size).unwrap_or(u64::MAX);
+                        let total = n.saturating_mul(size);
                         self.skip(total, &format!("metadata {key:?} array"))?;
                     }
                     None if elem_ty == 8 || elem_ty == 9 => {
@@ -161,7 +172,11 @@ impl<R: Read + Seek> Cursor<R> {
                             self.skip_value(elem_ty, key, depth + 1)?;
                         }
                     }
-                    None => return self.err(format!("metadata {key:?}: unknown array element type {elem_ty}")),
+                    None => {
+                        return self.err(format!(
+                            "metadata {key:?}: unknown array element type {elem_ty}"
+                        ))
+                    }
                 }
                 Ok(None)
             }
@@ -182,16 +197,23 @@ pub fn scan(path: &Path) -> Result<Scan> {
     };
     let magic = c.bytes::<4>("magic")?;
     if &magic != b"GGUF" {
-        return c.err(format!("not a GGUF file (magic {:02x?}, expected \"GGUF\")", magic));
+        return c.err(format!(
+            "not a GGUF file (magic {:02x?}, expected \"GGUF\")",
+            magic
+        ));
     }
     let version = c.u32("version")?;
     if !(2..=3).contains(&version) {
-        return c.err(format!("GGUF version {version} is not supported (2 and 3 are)"));
+        return c.err(format!(
+            "GGUF version {version} is not supported (2 and 3 are)"
+        ));
     }
     let n_tensors = c.u64("tensor count")?;
     let n_kv = c.u64("metadata count")?;
     // Each metadata entry takes at least 13 bytes and each tensor entry at least 24.
-    let min = n_kv.saturating_mul(13).saturating_add(n_tensors.saturating_mul(24));
+    let min = n_kv
+        .saturating_mul(13)
+        .saturating_add(n_tensors.saturating_mul(24));
     if n_tensors > MAX_COUNT || n_kv > MAX_COUNT || min > len {
         return c.err(format!(
             "header declares {n_tensors} tensors and {n_kv} metadata entries, more than a {len}-byte file can hold"
@@ -214,7 +236,9 @@ pub fn scan(path: &Path) -> Result<Scan> {
         let name = c.string("tensor name")?;
         let n_dims = c.u32(&format!("tensor {name:?} dimension count"))?;
         if n_dims == 0 || n_dims > MAX_DIMS {
-            return c.err(format!("tensor {name:?} has {n_dims} dimensions (1 to {MAX_DIMS} allowed)"));
+            return c.err(format!(
+                "tensor {name:?} has {n_dims} dimensions (1 to {MAX_DIMS} allowed)"
+            ));
         }
         let mut ne = Vec::with_capacity(n_dims as usize);
         for _ in 0..n_dims {
@@ -232,7 +256,12 @@ pub fn scan(path: &Path) -> Result<Scan> {
     let data_offset = c.pos.div_ceil(alignment) * alignment;
     let mut extents = Vec::with_capacity(tensors.len());
     for t in &tensors {
-        let bad = |m: String| Err(PrismError::format(path, format!("GGUF tensor {:?}: {m}", t.name)));
+        let bad = |m: String| {
+            Err(PrismError::format(
+                path,
+                format!("GGUF tensor {:?}: {m}", t.name),
+            ))
+        };
         let Some((block, block_bytes)) = ggml_block(t.ggml_type) else {
             return bad(format!("unknown or unsupported ggml type {}", t.ggml_type));
         };
@@ -243,7 +272,10 @@ pub fn scan(path: &Path) -> Result<Scan> {
             return bad(format!("dimensions {:?} give {elems} elements", t.ne));
         }
         if t.ne[0] % block != 0 {
-            return bad(format!("row length {} is not a multiple of the block size {block}", t.ne[0]));
+            return bad(format!(
+                "row length {} is not a multiple of the block size {block}",
+                t.ne[0]
+            ));
         }
         let bytes = elems / block * block_bytes;
         if t.offset % alignment != 0 {
@@ -274,7 +306,10 @@ pub fn scan(path: &Path) -> Result<Scan> {
     let mut names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
     names.sort_unstable();
     if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-        return Err(PrismError::format(path, format!("GGUF tensor {:?} appears twice", w[0])));
+        return Err(PrismError::format(
+            path,
+            format!("GGUF tensor {:?} appears twice", w[0]),
+        ));
     }
     Ok(Scan {
         version,

@@ -71,13 +71,19 @@ pub fn resolve(arg: &str) -> Result<PathBuf> {
 
 fn is_pickle_name(p: &Path) -> bool {
     matches!(
-        p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref(),
+        p.extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .as_deref(),
         Some("bin" | "pt" | "pth" | "pkl" | "ckpt")
     )
 }
 
 fn refuse_pickle(p: &Path) -> PrismError {
-    PrismError::format(p, format!("this is a PyTorch pickle checkpoint. {PICKLE_HINT}"))
+    PrismError::format(
+        p,
+        format!("this is a PyTorch pickle checkpoint. {PICKLE_HINT}"),
+    )
 }
 
 /// Opens a checkpoint (see [`resolve`] for names) and loads its spec, weights and tokenizer.
@@ -94,10 +100,17 @@ pub fn load(path: &Path) -> Result<Model> {
         let mut f = std::fs::File::open(path).map_err(|e| PrismError::io(path, e))?;
         let n = f.read(&mut magic).map_err(|e| PrismError::io(path, e))?;
         if n < 4 {
-            return Err(PrismError::format(path, format!("file is {n} bytes long; not a checkpoint")));
+            return Err(PrismError::format(
+                path,
+                format!("file is {n} bytes long; not a checkpoint"),
+            ));
         }
     }
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     if &magic == b"GGUF" || ext == "gguf" {
         return load_gguf(path);
     }
@@ -144,7 +157,10 @@ fn load_folder(dir: &Path) -> Result<Model> {
         return load_gguf(&gg[0]);
     }
     if entries.iter().any(|p| is_pickle_name(p)) && st.is_empty() && gg.is_empty() {
-        return Err(PrismError::format(dir, format!("the folder holds only PyTorch pickle weights. {PICKLE_HINT}")));
+        return Err(PrismError::format(
+            dir,
+            format!("the folder holds only PyTorch pickle weights. {PICKLE_HINT}"),
+        ));
     }
     Err(PrismError::format(
         dir,
@@ -164,7 +180,10 @@ fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
         .and_then(|m| m.as_object())
         .ok_or_else(|| PrismError::format(index, "no \"weight_map\" object"))?;
     let dir = index.parent().unwrap_or(Path::new("."));
-    let mut files: Vec<String> = map.values().filter_map(|v| v.as_str().map(str::to_string)).collect();
+    let mut files: Vec<String> = map
+        .values()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
     files.sort();
     files.dedup();
     if files.is_empty() {
@@ -175,7 +194,10 @@ fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
         .map(|f| {
             let p = Path::new(&f);
             if p.components().count() != 1 || f.contains("..") {
-                return Err(PrismError::format(index, format!("shard {f:?} is not a plain file name in the same folder")));
+                return Err(PrismError::format(
+                    index,
+                    format!("shard {f:?} is not a plain file name in the same folder"),
+                ));
             }
             let full = dir.join(p);
             if !full.exists() {
@@ -187,12 +209,18 @@ fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
 }
 
 pub(crate) fn read_json(path: &Path, max_bytes: u64) -> Result<serde_json::Value> {
-    let len = std::fs::metadata(path).map_err(|e| PrismError::io(path, e))?.len();
+    let len = std::fs::metadata(path)
+        .map_err(|e| PrismError::io(path, e))?
+        .len();
     if len > max_bytes {
-        return Err(PrismError::format(path, format!("{len} bytes is too large for this JSON file")));
+        return Err(PrismError::format(
+            path,
+            format!("{len} bytes is too large for this JSON file"),
+        ));
     }
     let text = std::fs::read(path).map_err(|e| PrismError::io(path, e))?;
-    serde_json::from_slice(&text).map_err(|e| PrismError::format(path, format!("invalid JSON: {e}")))
+    serde_json::from_slice(&text)
+        .map_err(|e| PrismError::format(path, format!("invalid JSON: {e}")))
 }
 
 fn dtype_counts(src: &dyn TensorSource) -> BTreeMap<String, usize> {
@@ -212,7 +240,12 @@ fn param_count(src: &dyn TensorSource, w: &ModelWeights) -> usize {
         .names()
         .iter()
         .filter_map(|n| src.info(n))
-        .filter(|i| !matches!(i.dtype.to_uppercase().as_str(), "I64" | "I32" | "U8" | "I8" | "U32" | "BOOL"))
+        .filter(|i| {
+            !matches!(
+                i.dtype.to_uppercase().as_str(),
+                "I64" | "I32" | "U8" | "I8" | "U32" | "BOOL"
+            )
+        })
         .map(|i| i.shape.iter().product::<usize>())
         .sum();
     stored.max(w.all().iter().map(|t| t.element_count()).sum())
@@ -223,12 +256,18 @@ fn load_hf(dir: &Path, files: Vec<PathBuf>) -> Result<Model> {
     if !config_path.exists() {
         return Err(PrismError::format(
             files.first().map(PathBuf::as_path).unwrap_or(dir),
-            format!("no config.json next to the weights (looked in {})", dir.display()),
+            format!(
+                "no config.json next to the weights (looked in {})",
+                dir.display()
+            ),
         ));
     }
     let config = read_json(&config_path, 4 << 20)?;
     let mut spec = arch::spec_from_hf_config(&config, &config_path)?;
-    let file_size = files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
+    let file_size = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+        .sum();
     let src = safetensors::SafetensorsCheckpoint::open(files)?;
     let weights = match spec.family {
         Family::Llama => arch::llama::load_weights(&src, &mut spec, false)?,
@@ -239,7 +278,13 @@ fn load_hf(dir: &Path, files: Vec<PathBuf>) -> Result<Model> {
     let (tokenizer, mut warnings) = if tok_path.exists() {
         (Some(PrismTokenizer::from_file(&tok_path)?), Vec::new())
     } else {
-        (None, vec![format!("no tokenizer.json in {}: only token ids can be run", dir.display())])
+        (
+            None,
+            vec![format!(
+                "no tokenizer.json in {}: only token ids can be run",
+                dir.display()
+            )],
+        )
     };
     if let Some(t) = &tokenizer {
         warnings.extend(t.warnings.iter().cloned());
@@ -273,7 +318,10 @@ fn load_gguf(path: &Path) -> Result<Model> {
             supported: "GGUF llama, mistral, qwen2 (GPT-2 and BERT as safetensors folders)",
         });
     }
-    let vocab_from_tensors = src.info("token_embd.weight").and_then(|i| i.shape.first().copied()).unwrap_or(0);
+    let vocab_from_tensors = src
+        .info("token_embd.weight")
+        .and_then(|i| i.shape.first().copied())
+        .unwrap_or(0);
     let mut spec = arch::llama::spec_from_gguf(meta, arch_name, vocab_from_tensors)?;
     spec.validate(path)?;
     let weights = arch::llama::load_weights(&src, &mut spec, true)?;

@@ -39,7 +39,10 @@ fn check_header(path: &Path) -> Result<()> {
     let len = f.metadata().map_err(|e| PrismError::io(path, e))?.len();
     let mut n = [0u8; 8];
     if len < 8 || f.read_exact(&mut n).is_err() {
-        return Err(PrismError::format(path, format!("safetensors: file is {len} bytes, too short for a header")));
+        return Err(PrismError::format(
+            path,
+            format!("safetensors: file is {len} bytes, too short for a header"),
+        ));
     }
     let header = u64::from_le_bytes(n);
     if header > len - 8 {
@@ -49,7 +52,10 @@ fn check_header(path: &Path) -> Result<()> {
         ));
     }
     if header > 100 << 20 {
-        return Err(PrismError::format(path, format!("safetensors: header of {header} bytes exceeds the 100 MB limit")));
+        return Err(PrismError::format(
+            path,
+            format!("safetensors: header of {header} bytes exceeds the 100 MB limit"),
+        ));
     }
     Ok(())
 }
@@ -68,21 +74,30 @@ impl TensorSource for SafetensorsCheckpoint {
     }
 
     fn names(&self) -> Vec<String> {
-        let mut n: Vec<String> = self.inner.tensors().into_iter().map(|(name, _)| name).collect();
+        let mut n: Vec<String> = self
+            .inner
+            .tensors()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
         n.sort();
         n
     }
 
     fn load(&self, name: &str) -> Result<Weight> {
-        let t = self
-            .inner
-            .load(name, &Device::Cpu)
-            .map_err(|e| PrismError::format(&self.path, format!("safetensors tensor {name:?}: {e}")))?;
+        let t = self.inner.load(name, &Device::Cpu).map_err(|e| {
+            PrismError::format(&self.path, format!("safetensors tensor {name:?}: {e}"))
+        })?;
         let dtype = t.dtype();
-        if !matches!(dtype, candle_core::DType::F32 | candle_core::DType::F16 | candle_core::DType::BF16) {
+        if !matches!(
+            dtype,
+            candle_core::DType::F32 | candle_core::DType::F16 | candle_core::DType::BF16
+        ) {
             return Err(PrismError::format(
                 &self.path,
-                format!("tensor {name:?} has dtype {dtype:?}; Prism reads F32, F16 and BF16 weights"),
+                format!(
+                    "tensor {name:?} has dtype {dtype:?}; Prism reads F32, F16 and BF16 weights"
+                ),
             ));
         }
         Ok(Weight {

@@ -21,7 +21,12 @@ pub fn fetch(a: FetchArgs) -> anyhow::Result<()> {
         a.names
             .iter()
             .map(|n| {
-                samples::find(n).ok_or_else(|| UsageError(format!("unknown sample {n:?} (known: {})", samples::names().join(", "))))
+                samples::find(n).ok_or_else(|| {
+                    UsageError(format!(
+                        "unknown sample {n:?} (known: {})",
+                        samples::names().join(", ")
+                    ))
+                })
             })
             .collect::<Result<_, _>>()?
     };
@@ -34,9 +39,11 @@ pub fn fetch(a: FetchArgs) -> anyhow::Result<()> {
 pub fn fetch_one(s: &Sample) -> anyhow::Result<()> {
     let bar = ProgressBar::new(s.wheel_size.unwrap_or(0));
     bar.set_style(
-        ProgressStyle::with_template("{prefix:>8} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{prefix:>8} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     bar.set_prefix(s.name.clone());
     let cancel = AtomicBool::new(false);

@@ -39,7 +39,9 @@ pub fn info(a: InfoArgs) -> anyhow::Result<()> {
     let s = &model.spec;
     let i = &model.info;
     let backend = match a.backend.backend {
-        prism_analysis::backend::BackendChoice::Gpu => prism_analysis::backend::create(&model, a.backend.backend).map(|(b, _)| b.describe())?,
+        prism_analysis::backend::BackendChoice::Gpu => {
+            prism_analysis::backend::create(&model, a.backend.backend).map(|(b, _)| b.describe())?
+        }
         _ => "cpu (candle-core, f32)".to_string(),
     };
     if a.json {
@@ -75,20 +77,62 @@ pub fn info(a: InfoArgs) -> anyhow::Result<()> {
     let dtypes: Vec<String> = i.dtypes.iter().map(|(k, v)| format!("{k} x{v}")).collect();
     let rows = [
         ("file", format!("{} ({:?})", i.path.display(), i.format)),
-        ("architecture", format!("{} ({:?} family)", s.architecture, s.family)),
-        ("parameters", format!("{} ({})", human_count(i.n_params), i.n_params)),
+        (
+            "architecture",
+            format!("{} ({:?} family)", s.architecture, s.family),
+        ),
+        (
+            "parameters",
+            format!("{} ({})", human_count(i.n_params), i.n_params),
+        ),
         ("layers", s.n_layers.to_string()),
-        ("heads", format!("{} query, {} key/value, head dim {}", s.n_heads, s.n_kv_heads, s.head_dim)),
-        ("hidden size", format!("{} (MLP {}, {:?})", s.hidden, s.intermediate, s.activation)),
+        (
+            "heads",
+            format!(
+                "{} query, {} key/value, head dim {}",
+                s.n_heads, s.n_kv_heads, s.head_dim
+            ),
+        ),
+        (
+            "hidden size",
+            format!("{} (MLP {}, {:?})", s.hidden, s.intermediate, s.activation),
+        ),
         ("vocabulary", s.vocab.to_string()),
         ("context length", s.context_length.to_string()),
         ("positions", positions),
-        ("norm", format!("{:?}, eps {:e}{}", s.norm, s.norm_eps, if s.post_norm { ", post-LN" } else { "" })),
-        ("attention", if s.causal { "causal".to_string() } else { "bidirectional".to_string() }),
-        ("output", if !s.causal { "none (encoder)".into() } else if s.tied_embeddings { "tied to the token embedding".to_string() } else { "separate matrix".to_string() }),
+        (
+            "norm",
+            format!(
+                "{:?}, eps {:e}{}",
+                s.norm,
+                s.norm_eps,
+                if s.post_norm { ", post-LN" } else { "" }
+            ),
+        ),
+        (
+            "attention",
+            if s.causal {
+                "causal".to_string()
+            } else {
+                "bidirectional".to_string()
+            },
+        ),
+        (
+            "output",
+            if !s.causal {
+                "none (encoder)".into()
+            } else if s.tied_embeddings {
+                "tied to the token embedding".to_string()
+            } else {
+                "separate matrix".to_string()
+            },
+        ),
         ("dtypes", dtypes.join(", ")),
         ("file size", human_bytes(i.file_size)),
-        ("tokenizer", i.tokenizer.clone().unwrap_or_else(|| "none".into())),
+        (
+            "tokenizer",
+            i.tokenizer.clone().unwrap_or_else(|| "none".into()),
+        ),
         ("backend", backend),
     ];
     for (k, v) in rows {

@@ -12,7 +12,12 @@ use prism_analysis::checkpoint::{self, Model};
 use prism_analysis::samples;
 
 #[derive(Parser, Debug)]
-#[command(name = "prism", version, about = "Prism: look inside language models", propagate_version = true)]
+#[command(
+    name = "prism",
+    version,
+    about = "Prism: look inside language models",
+    propagate_version = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -101,15 +106,23 @@ pub fn load_model(arg: &str) -> anyhow::Result<Model> {
 }
 
 /// The text or ids to run, and the text itself when there is one.
-pub fn read_input(input: &TextInput, model: &Model, force_bos: bool) -> anyhow::Result<(Vec<u32>, Option<String>)> {
+pub fn read_input(
+    input: &TextInput,
+    model: &Model,
+    force_bos: bool,
+) -> anyhow::Result<(Vec<u32>, Option<String>)> {
     if let Some(ids) = &input.ids {
         return Ok((ids.clone(), None));
     }
     let text = match (&input.text, &input.file) {
         (Some(t), _) => t.clone(),
         (None, Some(f)) => {
-            let bytes = std::fs::read(f).map_err(|e| prism_analysis::PrismError::Io { path: f.clone(), source: e })?;
-            String::from_utf8(bytes).map_err(|e| UsageError(format!("{}: not UTF-8 text ({e})", f.display())))?
+            let bytes = std::fs::read(f).map_err(|e| prism_analysis::PrismError::Io {
+                path: f.clone(),
+                source: e,
+            })?;
+            String::from_utf8(bytes)
+                .map_err(|e| UsageError(format!("{}: not UTF-8 text ({e})", f.display())))?
         }
         (None, None) => return Err(UsageError("give --text, --file or --ids".into()).into()),
     };
@@ -117,7 +130,10 @@ pub fn read_input(input: &TextInput, model: &Model, force_bos: bool) -> anyhow::
         return Err(UsageError("the text is empty: there is nothing to run".into()).into());
     }
     let tok = model.tokenizer.as_ref().ok_or_else(|| {
-        UsageError(format!("{} has no tokenizer; pass token ids with --ids", model.info.path.display()))
+        UsageError(format!(
+            "{} has no tokenizer; pass token ids with --ids",
+            model.info.path.display()
+        ))
     })?;
     let ids = tok.encode(&text, force_bos)?;
     Ok((ids, Some(text)))

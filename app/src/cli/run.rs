@@ -79,7 +79,11 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let trace = Trace::run(&model, backend.as_ref(), &ids, capture, a.top as usize)?;
     let total_bits = trace.total_bits();
     let predicted_bytes = trace.predicted_bytes();
-    let bits_per_byte = if predicted_bytes > 0 { total_bits / predicted_bytes as f64 } else { 0.0 };
+    let bits_per_byte = if predicted_bytes > 0 {
+        total_bits / predicted_bytes as f64
+    } else {
+        0.0
+    };
     let text_bytes = text.as_ref().map(|t| t.len());
     let zstd = text.as_deref().map(zstd_bytes);
     if a.json {
@@ -107,11 +111,11 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         if let Some(norms) = trace.residual_norms() {
             v["hidden_state_l2_norms"] = json!(norms);
             let h = trace.output.hidden;
-            let states: Option<Vec<Vec<Vec<f32>>>> = trace
-                .output
-                .residual
-                .as_ref()
-                .map(|r| r.iter().map(|l| l.chunks(h).map(|c| c.to_vec()).collect()).collect());
+            let states: Option<Vec<Vec<Vec<f32>>>> = trace.output.residual.as_ref().map(|r| {
+                r.iter()
+                    .map(|l| l.chunks(h).map(|c| c.to_vec()).collect())
+                    .collect()
+            });
             v["hidden_states"] = json!(states);
         }
         if let Some(lens) = &trace.output.logit_lens {
@@ -141,13 +145,31 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         model.spec.n_layers,
         trace.backend
     );
-    println!("{:>5}  {:<18} {:>7}  {:>8} {:>7} {:>8}  top predictions for the next token", "pos", "token", "id", "bits", "rank", "entropy");
+    println!(
+        "{:>5}  {:<18} {:>7}  {:>8} {:>7} {:>8}  top predictions for the next token",
+        "pos", "token", "id", "bits", "rank", "entropy"
+    );
     for (i, t) in trace.tokens.iter().enumerate() {
-        let bits = trace.surprisal_bits[i].map(|b| format!("{b:.2}")).unwrap_or_else(|| "-".into());
-        let rank = trace.rank[i].map(|r| r.to_string()).unwrap_or_else(|| "-".into());
-        let ent = trace.entropy_bits[i].map(|e| format!("{e:.2}")).unwrap_or_else(|| "-".into());
-        let top: Vec<String> = trace.top[i].iter().take(3).map(|p| format!("{} {:.2}", show(&p.text), p.p)).collect();
-        println!("{i:>5}  {:<18} {:>7}  {bits:>8} {rank:>7} {ent:>8}  {}", show(&t.text), t.id, top.join("  "));
+        let bits = trace.surprisal_bits[i]
+            .map(|b| format!("{b:.2}"))
+            .unwrap_or_else(|| "-".into());
+        let rank = trace.rank[i]
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "-".into());
+        let ent = trace.entropy_bits[i]
+            .map(|e| format!("{e:.2}"))
+            .unwrap_or_else(|| "-".into());
+        let top: Vec<String> = trace.top[i]
+            .iter()
+            .take(3)
+            .map(|p| format!("{} {:.2}", show(&p.text), p.p))
+            .collect();
+        println!(
+            "{i:>5}  {:<18} {:>7}  {bits:>8} {rank:>7} {ent:>8}  {}",
+            show(&t.text),
+            t.id,
+            top.join("  ")
+        );
     }
     println!();
     println!(
@@ -167,7 +189,17 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         for (l, layer) in lens.iter().enumerate() {
             let cells: Vec<String> = layer
                 .iter()
-                .map(|p| p.first().map(|p| format!("{} {:.2}", show(&tok.map(|t| t.token_text(p.id)).unwrap_or_default()), p.p)).unwrap_or_default())
+                .map(|p| {
+                    p.first()
+                        .map(|p| {
+                            format!(
+                                "{} {:.2}",
+                                show(&tok.map(|t| t.token_text(p.id)).unwrap_or_default()),
+                                p.p
+                            )
+                        })
+                        .unwrap_or_default()
+                })
                 .collect();
             println!("{l:>3}  {}", cells.join("  "));
         }
@@ -212,8 +244,16 @@ pub fn embed(a: EmbedArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&v)?);
         return Ok(());
     }
-    println!("{} tokens, {}-dim embedding ({pooling})", trace.tokens.len(), embedding.len());
-    let head: Vec<String> = embedding.iter().take(8).map(|x| format!("{x:.5}")).collect();
+    println!(
+        "{} tokens, {}-dim embedding ({pooling})",
+        trace.tokens.len(),
+        embedding.len()
+    );
+    let head: Vec<String> = embedding
+        .iter()
+        .take(8)
+        .map(|x| format!("{x:.5}"))
+        .collect();
     println!("first 8: [{}]", head.join(", "));
     Ok(())
 }
