@@ -6,12 +6,13 @@ use prism_shaders::Shader;
 #[test]
 fn every_shader_validates() {
     for &shader in Shader::ALL {
-        let module = naga::front::wgsl::parse_str(shader.source())
-            .unwrap_or_else(|e| panic!("{}: {}", shader.file_name(), e.emit_to_string(shader.source())));
+        let source = shader.source();
+        let module = naga::front::wgsl::parse_str(&source)
+            .unwrap_or_else(|e| panic!("{}: {}", shader.file_name(), e.emit_to_string(&source)));
         let mut validator = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty());
         validator
             .validate(&module)
-            .unwrap_or_else(|e| panic!("{}: {}", shader.file_name(), e.emit_to_string(shader.source())));
+            .unwrap_or_else(|e| panic!("{}: {}", shader.file_name(), e.emit_to_string(&source)));
         assert!(module.entry_points.iter().any(|e| e.name == "main"), "{} has a `main` entry point", shader.file_name());
     }
 }
@@ -21,7 +22,11 @@ fn every_file_is_registered() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("wgsl");
     let mut files: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     files.sort();
-    let mut registered: Vec<String> = Shader::ALL.iter().map(|s| s.file_name().to_string()).collect();
+    let mut registered: Vec<String> = Shader::ALL
+        .iter()
+        .map(|s| s.file_name().to_string())
+        .chain(Shader::LIBRARIES.iter().map(|s| s.to_string()))
+        .collect();
     registered.sort();
     assert_eq!(files, registered);
 }

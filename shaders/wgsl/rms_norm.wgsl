@@ -19,9 +19,6 @@ var<workgroup> partial: array<f32, 256>;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let row = wid.x;
-    if (row >= params.rows) {
-        return;
-    }
     let base = row * params.width;
     var acc = 0.0;
     for (var i = lid.x; i < params.width; i += WG) {
@@ -36,7 +33,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         }
         workgroupBarrier();
     }
-    let scale = inverseSqrt(partial[0] / f32(params.width) + params.eps);
+    let scale = 1.0 / sqrt(partial[0] / f32(params.width) + params.eps);
     for (var i = lid.x; i < params.width; i += WG) {
         y[base + i] = x[base + i] * scale * w[i];
     }

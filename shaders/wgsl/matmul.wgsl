@@ -1,0 +1,77 @@
+// y[t][o] = sum_i x[t][i] * W[o][i] + bias[o]  (+ y[t][o] when accumulate = 1, for residual adds).
+// W is decoded from its stored format inside the loop (quant.wgsl); activations stay f32.
+// A workgroup computes 64 outputs for 8 tokens, walking the input in chunks of 32 staged in
+// shared memory, so each weight is decoded once per 8 tokens.
+
+struct Params {
+    rows: u32,
+    in_dim: u32,
+    out_dim: u32,
+    fmt: u32,
+    nblocks: u32,
+    has_bias: u32,
+    accumulate: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+const TILE_T: u32 = 8u;
+const CHUNK: u32 = 32u;
+var<workgroup> xs: array<f32, 256>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let o = wid.x * 64u + lid.x;
+    let t0 = wid.y * TILE_T;
+    var acc: array<f32, 8>;
+    for (var tt = 0u; tt < TILE_T; tt++) {
+        acc[tt] = 0.0;
+    }
+    let n_chunks = (params.in_dim + CHUNK - 1u) / CHUNK;
+    for (var c = 0u; c < n_chunks; c++) {
+        for (var j = 0u; j < 4u; j++) {
+            let idx = lid.x * 4u + j;
+            let t = t0 + idx / CHUNK;
+            let i = c * CHUNK + idx % CHUNK;
+            var v = 0.0;
+            if (t < params.rows && i < params.in_dim) {
+                v = x[t * params.in_dim + i];
+            }
+            xs[idx] = v;
+        }
+        workgroupBarrier();
+        if (o < params.out_dim) {
+            let row_base = o * params.in_dim;
+            let width = min(CHUNK, params.in_dim - c * CHUNK);
+            for (var k = 0u; k < width; k++) {
+                let w = weight_at(params.fmt, params.nblocks, row_base + c * CHUNK + k);
+                for (var tt = 0u; tt < TILE_T; tt++) {
+                    acc[tt] += w * xs[tt * CHUNK + k];
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    if (o >= params.out_dim) {
+        return;
+    }
+    var b = 0.0;
+    if (params.has_bias == 1u) {
+        b = bias[o];
+    }
+    for (var tt = 0u; tt < TILE_T; tt++) {
+        let t = t0 + tt;
+        if (t < params.rows) {
+            let idx = t * params.out_dim + o;
+            var v = acc[tt] + b;
+            if (params.accumulate == 1u) {
+                v += y[idx];
+            }
+            y[idx] = v;
+        }
+    }
+}
