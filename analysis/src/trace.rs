@@ -57,7 +57,20 @@ impl Trace {
         let mut entropy_bits = vec![None; n];
         let mut rank = vec![None; n];
         let mut top = vec![Vec::new(); n];
-        if let Some(logits) = &output.logits {
+        if let Some(stats) = &output.row_stats {
+            for i in 0..n {
+                if i + 1 < n {
+                    surprisal_bits[i + 1] = Some(stats.surprisal_bits[i]);
+                    entropy_bits[i + 1] = Some(stats.entropy_bits[i]);
+                    rank[i + 1] = Some(stats.rank[i]);
+                }
+                top[i] = stats.top[i]
+                    .iter()
+                    .take(top_k)
+                    .map(|&IdProb { id, p }| Prediction { id, text: text(id), p })
+                    .collect();
+            }
+        } else if let Some(logits) = &output.logits {
             if logits.len() != n * vocab {
                 return Err(PrismError::Backend(format!(
                     "backend returned {} logits for {n} x {vocab}",

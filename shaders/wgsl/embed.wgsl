@@ -1,10 +1,15 @@
 // Embedding gather: y[t][j] = W[ids[t]][j], decoding W from its stored format (quant.wgsl).
+// W may be one row chunk (rows row0 .. row0 + nrows) of a larger table; other rows are left alone.
 
 struct Params {
     rows: u32,
     width: u32,
     fmt: u32,
     nblocks: u32,
+    row0: u32,
+    nrows: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -18,5 +23,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (j >= params.width || t >= params.rows) {
         return;
     }
-    y[t * params.width + j] = weight_at(params.fmt, params.nblocks, ids[t] * params.width + j);
+    let id = ids[t];
+    if (id < params.row0 || id >= params.row0 + params.nrows) {
+        return;
+    }
+    y[t * params.width + j] = weight_at(params.fmt, params.nblocks, (id - params.row0) * params.width + j);
 }

@@ -1,4 +1,5 @@
 // y[t][o] = sum_i x[t][i] * W[o][i] + bias[o]  (+ y[t][o] when accumulate = 1, for residual adds).
+// W may be one row chunk of a larger matrix: its rows are outputs o_offset .. o_offset + out_rows.
 // W is decoded from its stored format inside the loop (quant.wgsl); activations stay f32.
 // A workgroup computes 64 outputs for 8 tokens, walking the input in chunks of 32 staged in
 // shared memory, so each weight is decoded once per 8 tokens.
@@ -6,12 +7,16 @@
 struct Params {
     rows: u32,
     in_dim: u32,
-    out_dim: u32,
+    out_stride: u32,
+    out_rows: u32,
+    o_offset: u32,
     fmt: u32,
     nblocks: u32,
     has_bias: u32,
     accumulate: u32,
-    _pad: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -25,7 +30,8 @@ var<workgroup> xs: array<f32, 256>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let o = wid.x * 64u + lid.x;
+    let local_o = wid.x * 64u + lid.x;
+    let o = params.o_offset + local_o;
     let t0 = wid.y * TILE_T;
     var acc: array<f32, 8>;
     for (var tt = 0u; tt < TILE_T; tt++) {
@@ -44,8 +50,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             xs[idx] = v;
         }
         workgroupBarrier();
-        if (o < params.out_dim) {
-            let row_base = o * params.in_dim;
+        if (local_o < params.out_rows) {
+            let row_base = local_o * params.in_dim;
             let width = min(CHUNK, params.in_dim - c * CHUNK);
             for (var k = 0u; k < width; k++) {
                 let w = weight_at(params.fmt, params.nblocks, row_base + c * CHUNK + k);
@@ -56,7 +62,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         }
         workgroupBarrier();
     }
-    if (o >= params.out_dim) {
+    if (local_o >= params.out_rows) {
         return;
     }
     var b = 0.0;
@@ -66,7 +72,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     for (var tt = 0u; tt < TILE_T; tt++) {
         let t = t0 + tt;
         if (t < params.rows) {
-            let idx = t * params.out_dim + o;
+            let idx = t * params.out_stride + o;
             var v = acc[tt] + b;
             if (params.accumulate == 1u) {
                 v += y[idx];

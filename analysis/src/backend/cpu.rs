@@ -145,22 +145,10 @@ impl CpuBackend {
         }
     }
 
-    /// cos and sin tables `[seq, head_dim / 2]`, computed in f32 as transformers does.
+    /// cos and sin tables `[seq, head_dim / 2]`.
     fn rope_tables(&self, seq: usize, theta: f64) -> CResult<(Tensor, Tensor)> {
         let half = self.spec.head_dim / 2;
-        let dim = self.spec.head_dim as f32;
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / dim))
-            .collect();
-        let mut cos = Vec::with_capacity(seq * half);
-        let mut sin = Vec::with_capacity(seq * half);
-        for p in 0..seq {
-            for f in &inv_freq {
-                let angle = p as f32 * f;
-                cos.push(angle.cos());
-                sin.push(angle.sin());
-            }
-        }
+        let (cos, sin) = super::rope_tables(seq, self.spec.head_dim, theta);
         Ok((
             Tensor::from_vec(cos, (seq, half), &Device::Cpu)?,
             Tensor::from_vec(sin, (seq, half), &Device::Cpu)?,
@@ -379,6 +367,7 @@ impl CpuBackend {
             seq,
             hidden: s.hidden,
             logits,
+            row_stats: None,
             final_hidden: final_hidden
                 .to_dtype(DType::F32)?
                 .flatten_all()?

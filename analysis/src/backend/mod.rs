@@ -2,6 +2,9 @@
 //! the GPU backend (wgpu) fills the same [`ForwardOutput`].
 
 pub mod cpu;
+pub mod gpu;
+
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 
@@ -20,6 +23,8 @@ pub struct Capture {
     pub logits: bool,
     /// Top predictions of every layer's residual stream through the final norm and unembedding.
     pub logit_lens: bool,
+    /// How many next-token predictions to keep per position (0 means 5).
+    pub top_k: usize,
 }
 
 impl Capture {
@@ -29,6 +34,7 @@ impl Capture {
             residual: true,
             logits: true,
             logit_lens: true,
+            top_k: 5,
         }
     }
 }
@@ -78,13 +84,44 @@ pub struct IdProb {
     pub p: f32,
 }
 
+/// Per-position statistics a backend may compute itself instead of returning the logits
+/// (row i describes the distribution predicted at position i for token i + 1).
+#[derive(Debug, Clone)]
+pub struct RowStats {
+    pub entropy_bits: Vec<f64>,
+    /// Surprisal of the actual next token (meaningless on the last row).
+    pub surprisal_bits: Vec<f64>,
+    pub rank: Vec<usize>,
+    pub top: Vec<Vec<IdProb>>,
+}
+
+/// RoPE cos and sin tables `[seq][head_dim / 2]`, computed in f32 as transformers does; both
+/// backends use these exact numbers.
+pub fn rope_tables(seq: usize, head_dim: usize, theta: f64) -> (Vec<f32>, Vec<f32>) {
+    let half = head_dim / 2;
+    let dim = head_dim as f32;
+    let inv_freq: Vec<f32> = (0..half).map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / dim)).collect();
+    let mut cos = Vec::with_capacity(seq * half);
+    let mut sin = Vec::with_capacity(seq * half);
+    for p in 0..seq {
+        for f in &inv_freq {
+            let angle = p as f32 * f;
+            cos.push(angle.cos());
+            sin.push(angle.sin());
+        }
+    }
+    (cos, sin)
+}
+
 /// What a backend computes for one sequence.
 #[derive(Debug, Clone)]
 pub struct ForwardOutput {
     pub seq: usize,
     pub hidden: usize,
-    /// `[seq, vocab]` logits for decoders; `None` for encoders.
+    /// `[seq, vocab]` logits for decoders (the GPU returns them only when captured).
     pub logits: Option<Vec<f32>>,
+    /// Statistics computed by the backend (the GPU's way of not shipping logits back).
+    pub row_stats: Option<RowStats>,
     /// `[seq, hidden]`: after the final norm for decoders, the last block's output for encoders.
     pub final_hidden: Vec<f32>,
     /// `n_layers + 1` entries of `[seq, hidden]`: the embedding output, then after each block.
@@ -97,6 +134,10 @@ pub struct ForwardOutput {
 pub trait Backend: Send {
     /// A short description for reports ("cpu (candle, 2 threads)").
     fn describe(&self) -> String;
+    /// The GPU adapter, for GPU backends.
+    fn adapter(&self) -> Option<gpu::context::AdapterDescription> {
+        None
+    }
     fn forward(&self, ids: &[u32], capture: Capture) -> Result<ForwardOutput>;
 }
 
@@ -121,17 +162,67 @@ impl std::str::FromStr for BackendChoice {
 }
 
 /// Builds the requested backend. Returns the backend and notes to show the user (such as a fallback).
-pub fn create(model: &Model, choice: BackendChoice) -> Result<(Box<dyn Backend>, Vec<String>)> {
+///
+/// `gpu` takes any adapter, software ones included; `auto` takes a hardware GPU when there is one
+/// and otherwise the CPU, and falls back to the CPU when a GPU run fails.
+pub fn create(model: &Arc<Model>, choice: BackendChoice) -> Result<(Box<dyn Backend>, Vec<String>)> {
     match choice {
         BackendChoice::Cpu => Ok((Box::new(cpu::CpuBackend::new(model)?), Vec::new())),
-        BackendChoice::Gpu => Err(PrismError::Backend(
-            "the GPU backend is not built yet in this version of Prism; use --backend cpu or auto"
-                .into(),
-        )),
-        BackendChoice::Auto => Ok((
-            Box::new(cpu::CpuBackend::new(model)?),
-            vec!["backend auto: using the CPU (no GPU backend in this build)".into()],
-        )),
+        BackendChoice::Gpu => {
+            let ctx = Arc::new(gpu::context::GpuContext::new(true)?);
+            Ok((Box::new(gpu::GpuBackend::new(model, ctx)?), Vec::new()))
+        }
+        BackendChoice::Auto => {
+            match gpu::context::GpuContext::new(false).and_then(|ctx| gpu::GpuBackend::new(model, Arc::new(ctx))) {
+                Ok(g) => Ok((
+                    Box::new(Fallback {
+                        gpu: g,
+                        model: model.clone(),
+                        cpu: OnceLock::new(),
+                    }),
+                    Vec::new(),
+                )),
+                Err(e) => Ok((Box::new(cpu::CpuBackend::new(model)?), vec![format!("backend auto: using the CPU ({e})")])),
+            }
+        }
+    }
+}
+
+/// `auto` on a GPU: a failed GPU run (device lost, out of memory) is retried on the CPU.
+struct Fallback {
+    gpu: gpu::GpuBackend,
+    model: Arc<Model>,
+    cpu: OnceLock<std::result::Result<cpu::CpuBackend, String>>,
+}
+
+impl Backend for Fallback {
+    fn describe(&self) -> String {
+        match self.cpu.get() {
+            Some(Ok(c)) => format!("{} (fell back from the GPU)", c.describe()),
+            _ => self.gpu.describe(),
+        }
+    }
+
+    fn adapter(&self) -> Option<gpu::context::AdapterDescription> {
+        self.gpu.adapter()
+    }
+
+    fn forward(&self, ids: &[u32], capture: Capture) -> Result<ForwardOutput> {
+        if let Some(Ok(c)) = self.cpu.get() {
+            return c.forward(ids, capture);
+        }
+        match self.gpu.forward(ids, capture) {
+            Ok(out) => Ok(out),
+            Err(PrismError::Backend(msg)) => {
+                eprintln!("prism: the GPU run failed ({msg}); retrying on the CPU");
+                let cpu = self.cpu.get_or_init(|| cpu::CpuBackend::new(&self.model).map_err(|e| e.to_string()));
+                match cpu {
+                    Ok(c) => c.forward(ids, capture),
+                    Err(e) => Err(PrismError::Backend(format!("GPU failed ({msg}) and the CPU backend could not start ({e})"))),
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 

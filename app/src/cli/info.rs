@@ -2,6 +2,7 @@
 
 use clap::Args;
 use prism_analysis::arch::Positions;
+use prism_analysis::backend::{self, BackendChoice};
 
 use super::{load_model, BackendArg, ModelArg};
 
@@ -38,12 +39,24 @@ pub fn info(a: InfoArgs) -> anyhow::Result<()> {
     let model = load_model(&a.model.model)?;
     let s = &model.spec;
     let i = &model.info;
-    let backend = match a.backend.backend {
-        prism_analysis::backend::BackendChoice::Gpu => {
-            prism_analysis::backend::create(&model, a.backend.backend).map(|(b, _)| b.describe())?
+    // The backend is created only when asked about: `--backend gpu` uploads the weights and
+    // reports the adapter and how many bytes the GPU holds.
+    let (backend, adapter) = match a.backend.backend {
+        BackendChoice::Cpu => ("cpu (candle-core, f32)".to_string(), None),
+        // Probing is enough for `auto`: no weights are uploaded just to print a card.
+        BackendChoice::Auto => match backend::gpu::context::GpuContext::new(false) {
+            Ok(ctx) => (format!("auto: gpu ({}, {})", ctx.adapter.name, ctx.adapter.backend), Some(ctx.adapter.clone())),
+            Err(e) => (format!("auto: cpu (candle-core, f32), since {e}"), None),
+        },
+        choice => {
+            let (b, notes) = backend::create(&model, choice)?;
+            for n in notes {
+                eprintln!("prism: {n}");
+            }
+            (b.describe(), b.adapter())
         }
-        _ => "cpu (candle-core, f32)".to_string(),
     };
+    let k_quants: usize = model.info.dtypes.iter().filter(|(k, _)| k.ends_with("_K")).map(|(_, v)| v).sum();
     if a.json {
         let v = serde_json::json!({
             "path": i.path,
@@ -64,6 +77,7 @@ pub fn info(a: InfoArgs) -> anyhow::Result<()> {
             "tokenizer": i.tokenizer,
             "spec": s,
             "backend": backend,
+            "adapter": adapter,
             "warnings": model.warnings,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -135,6 +149,10 @@ pub fn info(a: InfoArgs) -> anyhow::Result<()> {
         ),
         ("backend", backend),
     ];
+    let mut rows = rows.to_vec();
+    if k_quants > 0 {
+        rows.push(("GPU note", format!("{k_quants} K-quant tensors have no GPU decoder yet: the GPU holds them as f16")));
+    }
     for (k, v) in rows {
         println!("{k:>15}  {v}");
     }

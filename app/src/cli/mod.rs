@@ -90,7 +90,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Resolves and loads a model; a sample that is not there yet is fetched first.
-pub fn load_model(arg: &str) -> anyhow::Result<Model> {
+pub fn load_model(arg: &str) -> anyhow::Result<std::sync::Arc<Model>> {
     if let Some(sample) = samples::find(arg) {
         if !samples::is_present(sample) && !std::path::Path::new(arg).exists() {
             eprintln!("prism: sample model {arg:?} is not downloaded yet; fetching it now");
@@ -102,7 +102,7 @@ pub fn load_model(arg: &str) -> anyhow::Result<Model> {
     for w in &model.warnings {
         eprintln!("prism: warning: {w}");
     }
-    Ok(model)
+    Ok(std::sync::Arc::new(model))
 }
 
 /// The text or ids to run, and the text itself when there is one.

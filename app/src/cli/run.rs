@@ -75,6 +75,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         residual: a.hidden,
         logits: false,
         logit_lens: a.lens,
+        top_k: a.top as usize,
     };
     let trace = Trace::run(&model, backend.as_ref(), &ids, capture, a.top as usize)?;
     let total_bits = trace.total_bits();
@@ -91,7 +92,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             "model": model.info.path,
             "architecture": model.spec.architecture,
             "backend": trace.backend,
-            "adapter": serde_json::Value::Null,
+            "adapter": backend.adapter(),
             "bos": ids.first() == model.tokenizer.as_ref().and_then(|t| t.bos_id).as_ref(),
             "tokens": trace.tokens,
             "surprisal_bits": trace.surprisal_bits,

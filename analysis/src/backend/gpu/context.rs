@@ -1,0 +1,312 @@
+//! The wgpu device Prism computes on: adapter choice, limits, cached pipelines, buffers, dispatches
+//! and the single readback at the end of a run.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use prism_shaders::Shader;
+use serde::Serialize;
+use wgpu::util::DeviceExt;
+
+use crate::error::{PrismError, Result};
+
+/// What the user sees about the adapter (`prism info --backend gpu`, `run --json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct AdapterDescription {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+}
+
+impl AdapterDescription {
+    pub fn is_software(&self) -> bool {
+        self.device_type == "Cpu"
+    }
+}
+
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub adapter: AdapterDescription,
+    pub limits: wgpu::Limits,
+    pipelines: Mutex<HashMap<Shader, Arc<wgpu::ComputePipeline>>>,
+    lost: Arc<AtomicBool>,
+    /// Bound where a shader needs a buffer that a call does not use (a matmul without bias).
+    pub(crate) dummy: wgpu::Buffer,
+}
+
+fn describe(info: &wgpu::AdapterInfo) -> AdapterDescription {
+    AdapterDescription {
+        name: info.name.clone(),
+        backend: format!("{:?}", info.backend),
+        device_type: format!("{:?}", info.device_type),
+        driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+    }
+}
+
+/// Largest buffers Prism asks for, even where an adapter allows more.
+const MAX_BINDING: u64 = 1 << 30;
+
+impl GpuContext {
+    /// Opens a headless device. Software adapters (llvmpipe/lavapipe) are used only when
+    /// `allow_software` is set: `--backend gpu` allows them, `auto` does not.
+    pub fn new(allow_software: bool) -> Result<GpuContext> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        let mut candidates: Vec<wgpu::Adapter> = adapters
+            .into_iter()
+            .filter(|a| {
+                let t = a.get_info().device_type;
+                allow_software || t != wgpu::DeviceType::Cpu
+            })
+            .collect();
+        // Prefer discrete, then integrated, then anything.
+        candidates.sort_by_key(|a| match a.get_info().device_type {
+            wgpu::DeviceType::DiscreteGpu => 0,
+            wgpu::DeviceType::IntegratedGpu => 1,
+            wgpu::DeviceType::VirtualGpu => 2,
+            wgpu::DeviceType::Other => 3,
+            wgpu::DeviceType::Cpu => 4,
+        });
+        let adapter = candidates.into_iter().next().ok_or_else(|| {
+            PrismError::Backend(if allow_software {
+                "no GPU adapter found (no Vulkan, Metal, DX12 or GL driver answered; on Debian, `apt install mesa-vulkan-drivers` gives a software one)".into()
+            } else {
+                "no hardware GPU adapter found".into()
+            })
+        })?;
+        let info = adapter.get_info();
+        let supported = adapter.limits();
+        let mut limits = wgpu::Limits::downlevel_defaults();
+        limits.max_storage_buffer_binding_size = supported.max_storage_buffer_binding_size.min(MAX_BINDING);
+        limits.max_buffer_size = supported.max_buffer_size.min(4 * MAX_BINDING);
+        limits.max_storage_buffers_per_shader_stage = supported.max_storage_buffers_per_shader_stage.min(8);
+        limits.max_compute_workgroups_per_dimension = supported.max_compute_workgroups_per_dimension;
+        limits.max_compute_invocations_per_workgroup = supported.max_compute_invocations_per_workgroup.min(256);
+        limits.max_compute_workgroup_size_x = supported.max_compute_workgroup_size_x.min(256);
+        limits.max_compute_workgroup_storage_size = supported.max_compute_workgroup_storage_size.min(16384);
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("prism"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::default(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| PrismError::Backend(format!("the GPU adapter {:?} refused a device: {e}", info.name)))?;
+        Ok(Self::from_device(device, queue, &info, limits))
+    }
+
+    /// Wraps a device someone else created (eframe's, in the app).
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: &wgpu::AdapterInfo, limits: wgpu::Limits) -> GpuContext {
+        let lost = Arc::new(AtomicBool::new(false));
+        let flag = lost.clone();
+        device.set_device_lost_callback(move |_reason, _msg| flag.store(true, Ordering::SeqCst));
+        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("dummy"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        GpuContext {
+            device,
+            queue,
+            adapter: describe(info),
+            limits,
+            pipelines: Mutex::new(HashMap::new()),
+            lost,
+            dummy,
+        }
+    }
+
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    pub fn max_binding(&self) -> u64 {
+        self.limits.max_storage_buffer_binding_size as u64
+    }
+
+    pub fn pipeline(&self, shader: Shader) -> Arc<wgpu::ComputePipeline> {
+        let mut cache = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .entry(shader)
+            .or_insert_with(|| {
+                let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(shader.file_name()),
+                    source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+                });
+                Arc::new(self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(shader.file_name()),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some("main"),
+                    compilation_options: Default::default(),
+                    cache: None,
+                }))
+            })
+            .clone()
+    }
+
+    pub fn upload(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
+        // Zero-length buffers cannot be bound; pad to one word.
+        let padded;
+        let contents = if bytes.is_empty() {
+            padded = [0u8; 4];
+            &padded[..]
+        } else {
+            bytes
+        };
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+        })
+    }
+
+    pub fn upload_f32(&self, label: &str, data: &[f32]) -> wgpu::Buffer {
+        self.upload(label, &f32_bytes(data))
+    }
+
+    /// A storage buffer of `len` f32s (contents unspecified).
+    pub fn scratch(&self, label: &str, len: usize) -> Result<wgpu::Buffer> {
+        let size = (len.max(1) * 4) as u64;
+        if size > self.max_binding() {
+            return Err(PrismError::Backend(format!(
+                "{label} needs {size} bytes, more than this GPU binds at once ({} bytes); use a shorter text",
+                self.max_binding()
+            )));
+        }
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        }))
+    }
+
+    /// A host-readable buffer that copies land in before the one readback.
+    pub fn staging(&self, label: &str, bytes: u64) -> Result<wgpu::Buffer> {
+        if bytes > self.limits.max_buffer_size {
+            return Err(PrismError::Backend(format!(
+                "reading back {label} needs {bytes} bytes, more than this GPU allows in one buffer; capture less or use a shorter text"
+            )));
+        }
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        }))
+    }
+
+    /// Records one dispatch: binding 0 is the uniform `params`, bindings 1.. are `buffers`.
+    pub fn dispatch(&self, enc: &mut wgpu::CommandEncoder, shader: Shader, params: &[u32], buffers: &[&wgpu::Buffer], groups: (u32, u32, u32)) {
+        let pipeline = self.pipeline(shader);
+        let mut words = params.to_vec();
+        while words.len() % 4 != 0 {
+            words.push(0);
+        }
+        let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("params"),
+            contents: &u32_bytes(&words),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: uniform.as_entire_binding(),
+        }];
+        for (i, b) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: b.as_entire_binding(),
+            });
+        }
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(shader.file_name()),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(shader.file_name()),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(groups.0, groups.1, groups.2);
+    }
+
+    /// Workgroup counts for `n` items in groups of `per_group`, split over x and y so that no
+    /// dimension exceeds the adapter's limit.
+    pub fn linear_groups(&self, n: usize, per_group: usize) -> (u32, u32, u32) {
+        let groups = n.div_ceil(per_group).max(1) as u64;
+        let max = self.limits.max_compute_workgroups_per_dimension.max(1) as u64;
+        if groups <= max {
+            (groups as u32, 1, 1)
+        } else {
+            // Shaders compute the index as gid.y * (num_workgroups.x * per_group) + gid.x.
+            (max as u32, groups.div_ceil(max) as u32, 1)
+        }
+    }
+
+    /// Submits `enc`, waits, and reads every staging buffer back: the one readback of a run.
+    pub fn finish(&self, enc: wgpu::CommandEncoder, staging: &[&wgpu::Buffer]) -> Result<Vec<Vec<u8>>> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        self.queue.submit(Some(enc.finish()));
+        let results: Vec<Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>>> =
+            staging.iter().map(|_| Arc::new(Mutex::new(None))).collect();
+        for (b, slot) in staging.iter().zip(&results) {
+            let slot = slot.clone();
+            b.map_async(wgpu::MapMode::Read, .., move |r| {
+                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+            });
+        }
+        let poll = self.device.poll(wgpu::PollType::wait_indefinitely());
+        let validation_error = pollster::block_on(validation.pop());
+        let oom_error = pollster::block_on(oom.pop());
+        if let Some(e) = oom_error {
+            return Err(PrismError::Backend(format!("the GPU ran out of memory: {e}")));
+        }
+        if let Some(e) = validation_error {
+            return Err(PrismError::Backend(format!("GPU validation error (a bug in Prism): {e}")));
+        }
+        if self.is_lost() {
+            return Err(PrismError::Backend("the GPU device was lost during the run".into()));
+        }
+        poll.map_err(|e| PrismError::Backend(format!("waiting for the GPU failed: {e}")))?;
+        let mut out = Vec::with_capacity(staging.len());
+        for (b, slot) in staging.iter().zip(&results) {
+            match slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                Some(Ok(())) => {}
+                Some(Err(e)) => return Err(PrismError::Backend(format!("reading back from the GPU failed: {e}"))),
+                None => return Err(PrismError::Backend("the GPU never answered the readback".into())),
+            }
+            let view = b
+                .get_mapped_range(..)
+                .map_err(|e| PrismError::Backend(format!("reading back from the GPU failed: {e:?}")))?;
+            out.push(view.to_vec());
+            drop(view);
+            b.unmap();
+        }
+        Ok(out)
+    }
+}
+
+pub fn f32_bytes(data: &[f32]) -> Vec<u8> {
+    data.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+pub fn u32_bytes(data: &[u32]) -> Vec<u8> {
+    data.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+pub fn f32s_from(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+pub fn u32s_from(bytes: &[u8]) -> Vec<u32> {
+    bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
