@@ -139,3 +139,21 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// The GPU device for tests: any adapter, software ones included (lavapipe in CI). A missing
+/// adapter fails the test: GPU tests are never skipped silently.
+pub fn gpu() -> std::sync::Arc<prism_analysis::backend::gpu::context::GpuContext> {
+    use prism_analysis::backend::gpu::context::GpuContext;
+    static CTX: std::sync::OnceLock<std::sync::Arc<GpuContext>> = std::sync::OnceLock::new();
+    CTX.get_or_init(|| {
+        std::sync::Arc::new(GpuContext::new(true).unwrap_or_else(|e| {
+            panic!("no GPU adapter for the GPU tests ({e}); install mesa-vulkan-drivers (lavapipe), as .ci/run does")
+        }))
+    })
+    .clone()
+}
+
+pub fn run_gpu(model: &Model, ids: &[u32], capture: Capture) -> Trace {
+    let backend = prism_analysis::backend::gpu::GpuBackend::new(model, gpu()).expect("gpu backend");
+    Trace::run(model, &backend, ids, capture, 5).expect("gpu forward pass")
+}

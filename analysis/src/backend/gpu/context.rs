@@ -264,7 +264,17 @@ impl GpuContext {
                 *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
             });
         }
-        let poll = self.device.poll(wgpu::PollType::wait_indefinitely());
+        let mut poll = self.device.poll(wgpu::PollType::wait_indefinitely());
+        // Another thread polling the same device may be the one that runs our callbacks, a moment
+        // after our own poll returned: wait for them, briefly.
+        let started = std::time::Instant::now();
+        while poll.is_ok() && results.iter().any(|r| r.lock().map(|g| g.is_none()).unwrap_or(false)) {
+            if started.elapsed() > std::time::Duration::from_secs(30) || self.is_lost() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            poll = self.device.poll(wgpu::PollType::wait_indefinitely());
+        }
         let validation_error = pollster::block_on(validation.pop());
         let oom_error = pollster::block_on(oom.pop());
         if let Some(e) = oom_error {
