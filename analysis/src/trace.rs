@@ -67,7 +67,11 @@ impl Trace {
                 top[i] = stats.top[i]
                     .iter()
                     .take(top_k)
-                    .map(|&IdProb { id, p }| Prediction { id, text: text(id), p })
+                    .map(|&IdProb { id, p }| Prediction {
+                        id,
+                        text: text(id),
+                        p,
+                    })
                     .collect();
             }
         } else if let Some(logits) = &output.logits {

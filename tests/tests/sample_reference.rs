@@ -63,8 +63,7 @@ fn check_smollm2_text(t: &Value, with_bos: bool) {
     let capture = Capture {
         attention: t.get("attentions").is_some() && !with_bos,
         residual: !with_bos,
-        logits: false,
-        logit_lens: false,
+        ..Capture::default()
     };
     let trace = run_cpu(model, &ids, capture);
     let text = t["text"].as_str().unwrap();

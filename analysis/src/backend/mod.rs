@@ -100,7 +100,9 @@ pub struct RowStats {
 pub fn rope_tables(seq: usize, head_dim: usize, theta: f64) -> (Vec<f32>, Vec<f32>) {
     let half = head_dim / 2;
     let dim = head_dim as f32;
-    let inv_freq: Vec<f32> = (0..half).map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / dim)).collect();
+    let inv_freq: Vec<f32> = (0..half)
+        .map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / dim))
+        .collect();
     let mut cos = Vec::with_capacity(seq * half);
     let mut sin = Vec::with_capacity(seq * half);
     for p in 0..seq {
@@ -138,6 +140,10 @@ pub trait Backend: Send {
     fn adapter(&self) -> Option<gpu::context::AdapterDescription> {
         None
     }
+    /// For GPU backends: (bytes of weights held, bytes allocated by the last run).
+    fn gpu_bytes(&self) -> Option<(u64, u64)> {
+        None
+    }
     fn forward(&self, ids: &[u32], capture: Capture) -> Result<ForwardOutput>;
 }
 
@@ -165,7 +171,10 @@ impl std::str::FromStr for BackendChoice {
 ///
 /// `gpu` takes any adapter, software ones included; `auto` takes a hardware GPU when there is one
 /// and otherwise the CPU, and falls back to the CPU when a GPU run fails.
-pub fn create(model: &Arc<Model>, choice: BackendChoice) -> Result<(Box<dyn Backend>, Vec<String>)> {
+pub fn create(
+    model: &Arc<Model>,
+    choice: BackendChoice,
+) -> Result<(Box<dyn Backend>, Vec<String>)> {
     match choice {
         BackendChoice::Cpu => Ok((Box::new(cpu::CpuBackend::new(model)?), Vec::new())),
         BackendChoice::Gpu => {
@@ -173,7 +182,9 @@ pub fn create(model: &Arc<Model>, choice: BackendChoice) -> Result<(Box<dyn Back
             Ok((Box::new(gpu::GpuBackend::new(model, ctx)?), Vec::new()))
         }
         BackendChoice::Auto => {
-            match gpu::context::GpuContext::new(false).and_then(|ctx| gpu::GpuBackend::new(model, Arc::new(ctx))) {
+            match gpu::context::GpuContext::new(false)
+                .and_then(|ctx| gpu::GpuBackend::new(model, Arc::new(ctx)))
+            {
                 Ok(g) => Ok((
                     Box::new(Fallback {
                         gpu: g,
@@ -182,7 +193,10 @@ pub fn create(model: &Arc<Model>, choice: BackendChoice) -> Result<(Box<dyn Back
                     }),
                     Vec::new(),
                 )),
-                Err(e) => Ok((Box::new(cpu::CpuBackend::new(model)?), vec![format!("backend auto: using the CPU ({e})")])),
+                Err(e) => Ok((
+                    Box::new(cpu::CpuBackend::new(model)?),
+                    vec![format!("backend auto: using the CPU ({e})")],
+                )),
             }
         }
     }
@@ -207,6 +221,10 @@ impl Backend for Fallback {
         self.gpu.adapter()
     }
 
+    fn gpu_bytes(&self) -> Option<(u64, u64)> {
+        self.gpu.gpu_bytes()
+    }
+
     fn forward(&self, ids: &[u32], capture: Capture) -> Result<ForwardOutput> {
         if let Some(Ok(c)) = self.cpu.get() {
             return c.forward(ids, capture);
@@ -215,10 +233,14 @@ impl Backend for Fallback {
             Ok(out) => Ok(out),
             Err(PrismError::Backend(msg)) => {
                 eprintln!("prism: the GPU run failed ({msg}); retrying on the CPU");
-                let cpu = self.cpu.get_or_init(|| cpu::CpuBackend::new(&self.model).map_err(|e| e.to_string()));
+                let cpu = self
+                    .cpu
+                    .get_or_init(|| cpu::CpuBackend::new(&self.model).map_err(|e| e.to_string()));
                 match cpu {
                     Ok(c) => c.forward(ids, capture),
-                    Err(e) => Err(PrismError::Backend(format!("GPU failed ({msg}) and the CPU backend could not start ({e})"))),
+                    Err(e) => Err(PrismError::Backend(format!(
+                        "GPU failed ({msg}) and the CPU backend could not start ({e})"
+                    ))),
                 }
             }
             Err(e) => Err(e),

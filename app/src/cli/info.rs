@@ -45,7 +45,10 @@ pub fn info(a: InfoArgs) -> anyhow::Result<()> {
         BackendChoice::Cpu => ("cpu (candle-core, f32)".to_string(), None),
         // Probing is enough for `auto`: no weights are uploaded just to print a card.
         BackendChoice::Auto => match backend::gpu::context::GpuContext::new(false) {
-            Ok(ctx) => (format!("auto: gpu ({}, {})", ctx.adapter.name, ctx.adapter.backend), Some(ctx.adapter.clone())),
+            Ok(ctx) => (
+                format!("auto: gpu ({}, {})", ctx.adapter.name, ctx.adapter.backend),
+                Some(ctx.adapter.clone()),
+            ),
             Err(e) => (format!("auto: cpu (candle-core, f32), since {e}"), None),
         },
         choice => {
@@ -56,7 +59,13 @@ pub fn info(a: InfoArgs) -> anyhow::Result<()> {
             (b.describe(), b.adapter())
         }
     };
-    let k_quants: usize = model.info.dtypes.iter().filter(|(k, _)| k.ends_with("_K")).map(|(_, v)| v).sum();
+    let k_quants: usize = model
+        .info
+        .dtypes
+        .iter()
+        .filter(|(k, _)| k.ends_with("_K"))
+        .map(|(_, v)| v)
+        .sum();
     if a.json {
         let v = serde_json::json!({
             "path": i.path,
@@ -151,7 +160,12 @@ pub fn info(a: InfoArgs) -> anyhow::Result<()> {
     ];
     let mut rows = rows.to_vec();
     if k_quants > 0 {
-        rows.push(("GPU note", format!("{k_quants} K-quant tensors have no GPU decoder yet: the GPU holds them as f16")));
+        rows.push((
+            "GPU note",
+            format!(
+                "{k_quants} K-quant tensors have no GPU decoder yet: the GPU holds them as f16"
+            ),
+        ));
     }
     for (k, v) in rows {
         println!("{k:>15}  {v}");

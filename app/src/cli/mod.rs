@@ -1,5 +1,6 @@
 //! Subcommands of the `prism` command line. Each prints a readable report, or JSON with `--json`.
 
+mod bench;
 mod fetch;
 mod info;
 mod run;
@@ -33,6 +34,8 @@ pub enum Command {
     Embed(run::EmbedArgs),
     /// Download, verify and unpack the sample models (all, or the ones named).
     FetchSamples(fetch::FetchArgs),
+    /// Time full forward passes on the CPU and the GPU: ms per pass, tokens/s, GFLOP/s.
+    Bench(bench::BenchArgs),
 }
 
 /// A mistake in how prism was called (exit code 2).
@@ -86,6 +89,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(a) => run::run(a),
         Command::Embed(a) => run::embed(a),
         Command::FetchSamples(a) => fetch::fetch(a),
+        Command::Bench(a) => bench::bench(a),
     }
 }
 

@@ -2,7 +2,7 @@
 //! and the single readback at the end of a run.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prism_shaders::Shader;
@@ -33,6 +33,8 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     pipelines: Mutex<HashMap<Shader, Arc<wgpu::ComputePipeline>>>,
     lost: Arc<AtomicBool>,
+    /// Bytes of scratch, staging and uniform buffers allocated since the last `reset_run_bytes`.
+    run_bytes: AtomicU64,
     /// Bound where a shader needs a buffer that a call does not use (a matmul without bias).
     pub(crate) dummy: wgpu::Buffer,
 }
@@ -42,9 +44,14 @@ fn describe(info: &wgpu::AdapterInfo) -> AdapterDescription {
         name: info.name.clone(),
         backend: format!("{:?}", info.backend),
         device_type: format!("{:?}", info.device_type),
-        driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+        driver: format!("{} {}", info.driver, info.driver_info)
+            .trim()
+            .to_string(),
     }
 }
+
+/// Where a buffer-mapping callback leaves its result.
+type MapSlot = Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>>;
 
 /// Largest buffers Prism asks for, even where an adapter allows more.
 const MAX_BINDING: u64 = 1 << 30;
@@ -53,7 +60,8 @@ impl GpuContext {
     /// Opens a headless device. Software adapters (llvmpipe/lavapipe) are used only when
     /// `allow_software` is set: `--backend gpu` allows them, `auto` does not.
     pub fn new(allow_software: bool) -> Result<GpuContext> {
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
         let mut candidates: Vec<wgpu::Adapter> = adapters
             .into_iter()
@@ -80,13 +88,18 @@ impl GpuContext {
         let info = adapter.get_info();
         let supported = adapter.limits();
         let mut limits = wgpu::Limits::downlevel_defaults();
-        limits.max_storage_buffer_binding_size = supported.max_storage_buffer_binding_size.min(MAX_BINDING);
+        limits.max_storage_buffer_binding_size =
+            supported.max_storage_buffer_binding_size.min(MAX_BINDING);
         limits.max_buffer_size = supported.max_buffer_size.min(4 * MAX_BINDING);
-        limits.max_storage_buffers_per_shader_stage = supported.max_storage_buffers_per_shader_stage.min(8);
-        limits.max_compute_workgroups_per_dimension = supported.max_compute_workgroups_per_dimension;
-        limits.max_compute_invocations_per_workgroup = supported.max_compute_invocations_per_workgroup.min(256);
+        limits.max_storage_buffers_per_shader_stage =
+            supported.max_storage_buffers_per_shader_stage.min(8);
+        limits.max_compute_workgroups_per_dimension =
+            supported.max_compute_workgroups_per_dimension;
+        limits.max_compute_invocations_per_workgroup =
+            supported.max_compute_invocations_per_workgroup.min(256);
         limits.max_compute_workgroup_size_x = supported.max_compute_workgroup_size_x.min(256);
-        limits.max_compute_workgroup_storage_size = supported.max_compute_workgroup_storage_size.min(16384);
+        limits.max_compute_workgroup_storage_size =
+            supported.max_compute_workgroup_storage_size.min(16384);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("prism"),
             required_features: wgpu::Features::empty(),
@@ -95,12 +108,22 @@ impl GpuContext {
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
-        .map_err(|e| PrismError::Backend(format!("the GPU adapter {:?} refused a device: {e}", info.name)))?;
+        .map_err(|e| {
+            PrismError::Backend(format!(
+                "the GPU adapter {:?} refused a device: {e}",
+                info.name
+            ))
+        })?;
         Ok(Self::from_device(device, queue, &info, limits))
     }
 
     /// Wraps a device someone else created (eframe's, in the app).
-    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: &wgpu::AdapterInfo, limits: wgpu::Limits) -> GpuContext {
+    pub fn from_device(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: &wgpu::AdapterInfo,
+        limits: wgpu::Limits,
+    ) -> GpuContext {
         let lost = Arc::new(AtomicBool::new(false));
         let flag = lost.clone();
         device.set_device_lost_callback(move |_reason, _msg| flag.store(true, Ordering::SeqCst));
@@ -117,8 +140,22 @@ impl GpuContext {
             limits,
             pipelines: Mutex::new(HashMap::new()),
             lost,
+            run_bytes: AtomicU64::new(0),
             dummy,
         }
+    }
+
+    /// Bytes allocated for one run (scratch, staging, uniforms, uploads of inputs).
+    pub fn run_bytes(&self) -> u64 {
+        self.run_bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn reset_run_bytes(&self) {
+        self.run_bytes.store(0, Ordering::Relaxed);
+    }
+
+    fn count(&self, bytes: u64) {
+        self.run_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     pub fn is_lost(&self) -> bool {
@@ -126,7 +163,7 @@ impl GpuContext {
     }
 
     pub fn max_binding(&self) -> u64 {
-        self.limits.max_storage_buffer_binding_size as u64
+        self.limits.max_storage_buffer_binding_size
     }
 
     pub fn pipeline(&self, shader: Shader) -> Arc<wgpu::ComputePipeline> {
@@ -134,18 +171,23 @@ impl GpuContext {
         cache
             .entry(shader)
             .or_insert_with(|| {
-                let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(shader.file_name()),
-                    source: wgpu::ShaderSource::Wgsl(shader.source().into()),
-                });
-                Arc::new(self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(shader.file_name()),
-                    layout: None,
-                    module: &module,
-                    entry_point: Some("main"),
-                    compilation_options: Default::default(),
-                    cache: None,
-                }))
+                let module = self
+                    .device
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(shader.file_name()),
+                        source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+                    });
+                Arc::new(
+                    self.device
+                        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                            label: Some(shader.file_name()),
+                            layout: None,
+                            module: &module,
+                            entry_point: Some("main"),
+                            compilation_options: Default::default(),
+                            cache: None,
+                        }),
+                )
             })
             .clone()
     }
@@ -159,11 +201,15 @@ impl GpuContext {
         } else {
             bytes
         };
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-        })
+        self.count(contents.len() as u64);
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+            })
     }
 
     pub fn upload_f32(&self, label: &str, data: &[f32]) -> wgpu::Buffer {
@@ -179,10 +225,13 @@ impl GpuContext {
                 self.max_binding()
             )));
         }
+        self.count(size);
         Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         }))
     }
@@ -194,6 +243,7 @@ impl GpuContext {
                 "reading back {label} needs {bytes} bytes, more than this GPU allows in one buffer; capture less or use a shorter text"
             )));
         }
+        self.count(bytes.max(4));
         Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes.max(4),
@@ -203,17 +253,26 @@ impl GpuContext {
     }
 
     /// Records one dispatch: binding 0 is the uniform `params`, bindings 1.. are `buffers`.
-    pub fn dispatch(&self, enc: &mut wgpu::CommandEncoder, shader: Shader, params: &[u32], buffers: &[&wgpu::Buffer], groups: (u32, u32, u32)) {
+    pub fn dispatch(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        shader: Shader,
+        params: &[u32],
+        buffers: &[&wgpu::Buffer],
+        groups: (u32, u32, u32),
+    ) {
         let pipeline = self.pipeline(shader);
         let mut words = params.to_vec();
-        while words.len() % 4 != 0 {
+        while !words.len().is_multiple_of(4) {
             words.push(0);
         }
-        let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("params"),
-            contents: &u32_bytes(&words),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
+        let uniform = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("params"),
+                contents: &u32_bytes(&words),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
             resource: uniform.as_entire_binding(),
@@ -252,11 +311,15 @@ impl GpuContext {
     }
 
     /// Submits `enc`, waits, and reads every staging buffer back: the one readback of a run.
-    pub fn finish(&self, enc: wgpu::CommandEncoder, staging: &[&wgpu::Buffer]) -> Result<Vec<Vec<u8>>> {
+    pub fn finish(
+        &self,
+        enc: wgpu::CommandEncoder,
+        staging: &[&wgpu::Buffer],
+    ) -> Result<Vec<Vec<u8>>> {
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         self.queue.submit(Some(enc.finish()));
-        let results: Vec<Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>>> =
+        let results: Vec<MapSlot> =
             staging.iter().map(|_| Arc::new(Mutex::new(None))).collect();
         for (b, slot) in staging.iter().zip(&results) {
             let slot = slot.clone();
@@ -268,7 +331,11 @@ impl GpuContext {
         // Another thread polling the same device may be the one that runs our callbacks, a moment
         // after our own poll returned: wait for them, briefly.
         let started = std::time::Instant::now();
-        while poll.is_ok() && results.iter().any(|r| r.lock().map(|g| g.is_none()).unwrap_or(false)) {
+        while poll.is_ok()
+            && results
+                .iter()
+                .any(|r| r.lock().map(|g| g.is_none()).unwrap_or(false))
+        {
             if started.elapsed() > std::time::Duration::from_secs(30) || self.is_lost() {
                 break;
             }
@@ -278,25 +345,39 @@ impl GpuContext {
         let validation_error = pollster::block_on(validation.pop());
         let oom_error = pollster::block_on(oom.pop());
         if let Some(e) = oom_error {
-            return Err(PrismError::Backend(format!("the GPU ran out of memory: {e}")));
+            return Err(PrismError::Backend(format!(
+                "the GPU ran out of memory: {e}"
+            )));
         }
         if let Some(e) = validation_error {
-            return Err(PrismError::Backend(format!("GPU validation error (a bug in Prism): {e}")));
+            return Err(PrismError::Backend(format!(
+                "GPU validation error (a bug in Prism): {e}"
+            )));
         }
         if self.is_lost() {
-            return Err(PrismError::Backend("the GPU device was lost during the run".into()));
+            return Err(PrismError::Backend(
+                "the GPU device was lost during the run".into(),
+            ));
         }
         poll.map_err(|e| PrismError::Backend(format!("waiting for the GPU failed: {e}")))?;
         let mut out = Vec::with_capacity(staging.len());
         for (b, slot) in staging.iter().zip(&results) {
             match slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 Some(Ok(())) => {}
-                Some(Err(e)) => return Err(PrismError::Backend(format!("reading back from the GPU failed: {e}"))),
-                None => return Err(PrismError::Backend("the GPU never answered the readback".into())),
+                Some(Err(e)) => {
+                    return Err(PrismError::Backend(format!(
+                        "reading back from the GPU failed: {e}"
+                    )))
+                }
+                None => {
+                    return Err(PrismError::Backend(
+                        "the GPU never answered the readback".into(),
+                    ))
+                }
             }
-            let view = b
-                .get_mapped_range(..)
-                .map_err(|e| PrismError::Backend(format!("reading back from the GPU failed: {e:?}")))?;
+            let view = b.get_mapped_range(..).map_err(|e| {
+                PrismError::Backend(format!("reading back from the GPU failed: {e:?}"))
+            })?;
             out.push(view.to_vec());
             drop(view);
             b.unmap();
@@ -314,9 +395,15 @@ pub fn u32_bytes(data: &[u32]) -> Vec<u8> {
 }
 
 pub fn f32s_from(bytes: &[u8]) -> Vec<f32> {
-    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 pub fn u32s_from(bytes: &[u8]) -> Vec<u32> {
-    bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }

@@ -146,21 +146,58 @@ impl GpuBackend {
         &self.ctx
     }
 
-    fn norm(&self, enc: &mut wgpu::CommandEncoder, x: &wgpu::Buffer, n: &GpuNorm, y: &wgpu::Buffer, rows: usize) {
+    fn norm(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        x: &wgpu::Buffer,
+        n: &GpuNorm,
+        y: &wgpu::Buffer,
+        rows: usize,
+    ) {
         let eps = (self.spec.norm_eps as f32).to_bits();
         let params = [rows as u32, self.spec.hidden as u32, eps, 0];
         match (self.spec.norm, &n.b) {
-            (NormKind::RmsNorm, _) => self.ctx.dispatch(enc, Shader::RmsNorm, &params, &[x, &n.w, y], (rows as u32, 1, 1)),
-            (NormKind::LayerNorm, Some(b)) => self.ctx.dispatch(enc, Shader::LayerNorm, &params, &[x, &n.w, b, y], (rows as u32, 1, 1)),
+            (NormKind::RmsNorm, _) => self.ctx.dispatch(
+                enc,
+                Shader::RmsNorm,
+                &params,
+                &[x, &n.w, y],
+                (rows as u32, 1, 1),
+            ),
+            (NormKind::LayerNorm, Some(b)) => self.ctx.dispatch(
+                enc,
+                Shader::LayerNorm,
+                &params,
+                &[x, &n.w, b, y],
+                (rows as u32, 1, 1),
+            ),
             (NormKind::LayerNorm, None) => {
-                let zeros = self.ctx.upload_f32("zero bias", &vec![0.0; self.spec.hidden]);
-                self.ctx.dispatch(enc, Shader::LayerNorm, &params, &[x, &n.w, &zeros, y], (rows as u32, 1, 1))
+                let zeros = self
+                    .ctx
+                    .upload_f32("zero bias", &vec![0.0; self.spec.hidden]);
+                self.ctx.dispatch(
+                    enc,
+                    Shader::LayerNorm,
+                    &params,
+                    &[x, &n.w, &zeros, y],
+                    (rows as u32, 1, 1),
+                )
             }
         }
     }
 
     /// y[rows][out] (+)= x[rows][in] W^T + b, over every row chunk of W.
-    fn matmul(&self, enc: &mut wgpu::CommandEncoder, x: &wgpu::Buffer, w: &GpuMatrix, bias: Option<&wgpu::Buffer>, y: &wgpu::Buffer, rows: usize, accumulate: bool) {
+    #[allow(clippy::too_many_arguments)]
+    fn matmul(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        x: &wgpu::Buffer,
+        w: &GpuMatrix,
+        bias: Option<&wgpu::Buffer>,
+        y: &wgpu::Buffer,
+        rows: usize,
+        accumulate: bool,
+    ) {
         for c in &w.chunks {
             let params = [
                 rows as u32,
@@ -174,11 +211,25 @@ impl GpuBackend {
                 accumulate as u32,
             ];
             let groups = (c.rows.div_ceil(64) as u32, rows.div_ceil(8) as u32, 1);
-            self.ctx.dispatch(enc, Shader::Matmul, &params, &[&c.buffer, x, bias.unwrap_or(&self.ctx.dummy), y], groups);
+            self.ctx.dispatch(
+                enc,
+                Shader::Matmul,
+                &params,
+                &[&c.buffer, x, bias.unwrap_or(&self.ctx.dummy), y],
+                groups,
+            );
         }
     }
 
-    fn linear(&self, enc: &mut wgpu::CommandEncoder, x: &wgpu::Buffer, l: &GpuLinear, y: &wgpu::Buffer, rows: usize, accumulate: bool) {
+    fn linear(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        x: &wgpu::Buffer,
+        l: &GpuLinear,
+        y: &wgpu::Buffer,
+        rows: usize,
+        accumulate: bool,
+    ) {
         self.matmul(enc, x, &l.w, l.bias.as_ref(), y, rows, accumulate);
     }
 
@@ -214,9 +265,21 @@ impl GpuBackend {
             enc.copy_buffer_to_buffer(src, (r0 * h * 4) as u64, &tmp, 0, Some((n * h * 4) as u64));
             self.matmul(enc, &tmp, self.unembedding(), None, &logits, n, false);
             let params = [n as u32, v as u32, k as u32, (out_row0 + r0) as u32];
-            self.ctx.dispatch(enc, Shader::LogitStats, &params, &[&logits, targets, outs.0, outs.1, outs.2], (n as u32, 1, 1));
+            self.ctx.dispatch(
+                enc,
+                Shader::LogitStats,
+                &params,
+                &[&logits, targets, outs.0, outs.1, outs.2],
+                (n as u32, 1, 1),
+            );
             if let Some(st) = logits_staging {
-                enc.copy_buffer_to_buffer(&logits, 0, st, (r0 * v * 4) as u64, Some((n * v * 4) as u64));
+                enc.copy_buffer_to_buffer(
+                    &logits,
+                    0,
+                    st,
+                    (r0 * v * 4) as u64,
+                    Some((n * v * 4) as u64),
+                );
             }
             r0 += n;
         }
@@ -230,7 +293,11 @@ impl GpuBackend {
         let (h, nh, nkv, hd) = (s.hidden, s.n_heads, s.n_kv_heads, s.head_dim);
         let n_layers = self.layers.len();
         let k = capture.top_k.max(1);
-        let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("forward") });
+        let mut enc = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("forward"),
+            });
         let ids_buf = ctx.upload("ids", &u32_bytes(ids));
         let mut x = ctx.scratch("residual", t * h)?;
         let mut hb = ctx.scratch("normed", t * h)?;
@@ -246,14 +313,39 @@ impl GpuBackend {
 
         // Embeddings.
         for c in &self.embed.chunks {
-            let params = [t as u32, h as u32, self.embed.fmt, c.nblocks, c.row0 as u32, c.rows as u32];
-            ctx.dispatch(&mut enc, Shader::Embed, &params, &[&c.buffer, &ids_buf, &x], (h.div_ceil(64) as u32, t as u32, 1));
+            let params = [
+                t as u32,
+                h as u32,
+                self.embed.fmt,
+                c.nblocks,
+                c.row0 as u32,
+                c.rows as u32,
+            ];
+            ctx.dispatch(
+                &mut enc,
+                Shader::Embed,
+                &params,
+                &[&c.buffer, &ids_buf, &x],
+                (h.div_ceil(64) as u32, t as u32, 1),
+            );
         }
         if let Some(p) = &self.positions {
-            ctx.dispatch(&mut enc, Shader::Add, &[(t * h) as u32, (t * h) as u32], &[p, &x], self.elementwise_groups(t * h));
+            ctx.dispatch(
+                &mut enc,
+                Shader::Add,
+                &[(t * h) as u32, (t * h) as u32],
+                &[p, &x],
+                self.elementwise_groups(t * h),
+            );
         }
         if let Some(tt) = &self.token_type {
-            ctx.dispatch(&mut enc, Shader::Add, &[(t * h) as u32, h as u32], &[tt, &x], self.elementwise_groups(t * h));
+            ctx.dispatch(
+                &mut enc,
+                Shader::Add,
+                &[(t * h) as u32, h as u32],
+                &[tt, &x],
+                self.elementwise_groups(t * h),
+            );
         }
         if let Some(n) = &self.embedding_norm {
             self.norm(&mut enc, &x, n, &hb, t);
@@ -261,7 +353,11 @@ impl GpuBackend {
         }
 
         // Capture and logit-lens buffers.
-        let residual_staging = if capture.residual { Some(ctx.staging("residual stream", ((n_layers + 1) * t * h * 4) as u64)?) } else { None };
+        let residual_staging = if capture.residual {
+            Some(ctx.staging("residual stream", ((n_layers + 1) * t * h * 4) as u64)?)
+        } else {
+            None
+        };
         let decoder = s.causal;
         let lens = if capture.logit_lens && decoder {
             let rows = (n_layers + 1) * t;
@@ -274,9 +370,19 @@ impl GpuBackend {
         } else {
             None
         };
-        let lens_step = |enc: &mut wgpu::CommandEncoder, x: &wgpu::Buffer, hb: &wgpu::Buffer, entry: usize| -> Result<()> {
+        let lens_step = |enc: &mut wgpu::CommandEncoder,
+                         x: &wgpu::Buffer,
+                         hb: &wgpu::Buffer,
+                         entry: usize|
+         -> Result<()> {
             if let Some(st) = &residual_staging {
-                enc.copy_buffer_to_buffer(x, 0, st, (entry * t * h * 4) as u64, Some((t * h * 4) as u64));
+                enc.copy_buffer_to_buffer(
+                    x,
+                    0,
+                    st,
+                    (entry * t * h * 4) as u64,
+                    Some((t * h * 4) as u64),
+                );
             }
             if let Some((targets, stats, ids_out, p_out)) = &lens {
                 let src = match &self.final_norm {
@@ -286,7 +392,16 @@ impl GpuBackend {
                     }
                     None => x,
                 };
-                self.unembed_stats(enc, src, t, entry * t, targets, (stats, ids_out, p_out), 5, None)?;
+                self.unembed_stats(
+                    enc,
+                    src,
+                    t,
+                    entry * t,
+                    targets,
+                    (stats, ids_out, p_out),
+                    5,
+                    None,
+                )?;
             }
             Ok(())
         };
@@ -297,19 +412,28 @@ impl GpuBackend {
         let q_block = (limit / (nh * t * 4)).clamp(1, t);
         let scores = ctx.scratch("attention scores", nh * q_block * t)?;
         let attention_staging: Vec<wgpu::Buffer> = if capture.attention {
-            (0..n_layers).map(|_| ctx.staging("attention", (nh * t * t * 4) as u64)).collect::<Result<_>>()?
+            (0..n_layers)
+                .map(|_| ctx.staging("attention", (nh * t * t * 4) as u64))
+                .collect::<Result<_>>()?
         } else {
             Vec::new()
         };
         let rope = match s.positions {
             Positions::Rope { theta, pairing } => {
                 let (cos, sin) = rope_tables(t, hd, theta);
-                Some((ctx.upload_f32("rope cos", &cos), ctx.upload_f32("rope sin", &sin), (pairing == RopePairing::Interleaved) as u32))
+                Some((
+                    ctx.upload_f32("rope cos", &cos),
+                    ctx.upload_f32("rope sin", &sin),
+                    (pairing == RopePairing::Interleaved) as u32,
+                ))
             }
             _ => None,
         };
         let scale = (1.0 / (hd as f64).sqrt()) as f32;
-        let window = s.sliding_window.unwrap_or(u32::MAX as usize).min(u32::MAX as usize) as u32;
+        let window = s
+            .sliding_window
+            .unwrap_or(u32::MAX as usize)
+            .min(u32::MAX as usize) as u32;
 
         for (li, l) in self.layers.iter().enumerate() {
             let src = if s.post_norm {
@@ -323,24 +447,72 @@ impl GpuBackend {
             self.linear(&mut enc, src, &l.v, &vb, t, false);
             if let Some((cos, sin, pairing)) = &rope {
                 let half = (hd / 2) as u32;
-                ctx.dispatch(&mut enc, Shader::Rope, &[t as u32, nh as u32, hd as u32, *pairing], &[cos, sin, &qb], (half.div_ceil(64), nh as u32, t as u32));
-                ctx.dispatch(&mut enc, Shader::Rope, &[t as u32, nkv as u32, hd as u32, *pairing], &[cos, sin, &kb], (half.div_ceil(64), nkv as u32, t as u32));
+                ctx.dispatch(
+                    &mut enc,
+                    Shader::Rope,
+                    &[t as u32, nh as u32, hd as u32, *pairing],
+                    &[cos, sin, &qb],
+                    (half.div_ceil(64), nh as u32, t as u32),
+                );
+                ctx.dispatch(
+                    &mut enc,
+                    Shader::Rope,
+                    &[t as u32, nkv as u32, hd as u32, *pairing],
+                    &[cos, sin, &kb],
+                    (half.div_ceil(64), nkv as u32, t as u32),
+                );
             }
             let mut q0 = 0;
             while q0 < t {
                 let qr = q_block.min(t - q0);
-                let params = [qr as u32, q0 as u32, t as u32, nh as u32, nkv as u32, hd as u32, s.causal as u32, window, scale.to_bits()];
-                ctx.dispatch(&mut enc, Shader::AttentionScores, &params, &[&qb, &kb, &scores], (t.div_ceil(64) as u32, qr as u32, nh as u32));
+                let params = [
+                    qr as u32,
+                    q0 as u32,
+                    t as u32,
+                    nh as u32,
+                    nkv as u32,
+                    hd as u32,
+                    s.causal as u32,
+                    window,
+                    scale.to_bits(),
+                ];
+                ctx.dispatch(
+                    &mut enc,
+                    Shader::AttentionScores,
+                    &params,
+                    &[&qb, &kb, &scores],
+                    (t.div_ceil(64) as u32, qr as u32, nh as u32),
+                );
                 let rows = nh * qr;
                 let groups = (rows.min(65535) as u32, rows.div_ceil(65535) as u32, 1);
-                ctx.dispatch(&mut enc, Shader::Softmax, &[rows as u32, t as u32], &[&scores], groups);
+                ctx.dispatch(
+                    &mut enc,
+                    Shader::Softmax,
+                    &[rows as u32, t as u32],
+                    &[&scores],
+                    groups,
+                );
                 if let Some(st) = attention_staging.get(li) {
                     for head in 0..nh {
-                        enc.copy_buffer_to_buffer(&scores, (head * qr * t * 4) as u64, st, ((head * t + q0) * t * 4) as u64, Some((qr * t * 4) as u64));
+                        enc.copy_buffer_to_buffer(
+                            &scores,
+                            (head * qr * t * 4) as u64,
+                            st,
+                            ((head * t + q0) * t * 4) as u64,
+                            Some((qr * t * 4) as u64),
+                        );
                     }
                 }
-                let params = [qr as u32, q0 as u32, t as u32, nh as u32, nkv as u32, hd as u32];
-                ctx.dispatch(&mut enc, Shader::AttentionValues, &params, &[&scores, &vb, &ctxb], (hd.div_ceil(64) as u32, qr as u32, nh as u32));
+                let params = [
+                    qr as u32, q0 as u32, t as u32, nh as u32, nkv as u32, hd as u32,
+                ];
+                ctx.dispatch(
+                    &mut enc,
+                    Shader::AttentionValues,
+                    &params,
+                    &[&scores, &vb, &ctxb],
+                    (hd.div_ceil(64) as u32, qr as u32, nh as u32),
+                );
                 q0 += qr;
             }
             self.linear(&mut enc, &ctxb, &l.o, &x, t, true);
@@ -359,13 +531,25 @@ impl GpuBackend {
                 (Some(gb), Some(gw)) => {
                     self.linear(&mut enc, src, gw, gb, t, false);
                     self.linear(&mut enc, src, &l.up, &up, t, false);
-                    ctx.dispatch(&mut enc, Shader::SiluGate, &[n_inter as u32], &[gb, &up], self.elementwise_groups(n_inter));
+                    ctx.dispatch(
+                        &mut enc,
+                        Shader::SiluGate,
+                        &[n_inter as u32],
+                        &[gb, &up],
+                        self.elementwise_groups(n_inter),
+                    );
                     self.linear(&mut enc, gb, &l.down, &x, t, true);
                 }
                 _ => {
                     self.linear(&mut enc, src, &l.up, &up, t, false);
                     let mode = (s.activation == Activation::GeluErf) as u32;
-                    ctx.dispatch(&mut enc, Shader::Gelu, &[n_inter as u32, mode], &[&up], self.elementwise_groups(n_inter));
+                    ctx.dispatch(
+                        &mut enc,
+                        Shader::Gelu,
+                        &[n_inter as u32, mode],
+                        &[&up],
+                        self.elementwise_groups(n_inter),
+                    );
                     self.linear(&mut enc, &up, &l.down, &x, t, true);
                 }
             }
@@ -398,8 +582,21 @@ impl GpuBackend {
             if capture.logits {
                 logits_staging = Some(ctx.staging("logits", (t * s.vocab * 4) as u64)?);
             }
-            self.unembed_stats(&mut enc, final_buf, t, 0, &targets, (&stats, &top_ids, &top_p), k, logits_staging.as_ref())?;
-            let st = (ctx.staging("stats", (t * 4 * 4) as u64)?, ctx.staging("top ids", (t * k * 4) as u64)?, ctx.staging("top p", (t * k * 4) as u64)?);
+            self.unembed_stats(
+                &mut enc,
+                final_buf,
+                t,
+                0,
+                &targets,
+                (&stats, &top_ids, &top_p),
+                k,
+                logits_staging.as_ref(),
+            )?;
+            let st = (
+                ctx.staging("stats", (t * 4 * 4) as u64)?,
+                ctx.staging("top ids", (t * k * 4) as u64)?,
+                ctx.staging("top p", (t * k * 4) as u64)?,
+            );
             enc.copy_buffer_to_buffer(&stats, 0, &st.0, 0, None);
             enc.copy_buffer_to_buffer(&top_ids, 0, &st.1, 0, None);
             enc.copy_buffer_to_buffer(&top_p, 0, &st.2, 0, None);
@@ -434,7 +631,10 @@ impl GpuBackend {
             staging.extend([a, b]);
         }
         let mut data = ctx.finish(enc, &staging)?.into_iter();
-        let mut next = || data.next().ok_or_else(|| PrismError::Backend("readback came back short".into()));
+        let mut next = || {
+            data.next()
+                .ok_or_else(|| PrismError::Backend("readback came back short".into()))
+        };
         let final_hidden = f32s_from(&next()?);
         let row_stats = if stats_bufs.is_some() {
             let stats = f32s_from(&next()?);
@@ -444,12 +644,20 @@ impl GpuBackend {
                 entropy_bits: stats.chunks(4).map(|r| r[1] as f64).collect(),
                 surprisal_bits: stats.chunks(4).map(|r| r[2] as f64).collect(),
                 rank: stats.chunks(4).map(|r| r[3] as usize).collect(),
-                top: top_ids.chunks(k).zip(top_p.chunks(k)).map(|(i, p)| i.iter().zip(p).map(|(&id, &p)| IdProb { id, p }).collect()).collect(),
+                top: top_ids
+                    .chunks(k)
+                    .zip(top_p.chunks(k))
+                    .map(|(i, p)| i.iter().zip(p).map(|(&id, &p)| IdProb { id, p }).collect())
+                    .collect(),
             })
         } else {
             None
         };
-        let logits = if logits_staging.is_some() { Some(f32s_from(&next()?)) } else { None };
+        let logits = if logits_staging.is_some() {
+            Some(f32s_from(&next()?))
+        } else {
+            None
+        };
         let residual = if residual_staging.is_some() {
             let all = f32s_from(&next()?);
             Some(all.chunks(t * h).map(|c| c.to_vec()).collect())
@@ -461,14 +669,23 @@ impl GpuBackend {
             for _ in 0..n_layers {
                 all.extend(f32s_from(&next()?));
             }
-            Some(AttentionMaps { layers: n_layers, heads: nh, seq: t, data: all })
+            Some(AttentionMaps {
+                layers: n_layers,
+                heads: nh,
+                seq: t,
+                data: all,
+            })
         } else {
             None
         };
         let logit_lens = if lens_staging.is_some() {
             let ids = u32s_from(&next()?);
             let ps = f32s_from(&next()?);
-            let rows: Vec<Vec<IdProb>> = ids.chunks(5).zip(ps.chunks(5)).map(|(i, p)| i.iter().zip(p).map(|(&id, &p)| IdProb { id, p }).collect()).collect();
+            let rows: Vec<Vec<IdProb>> = ids
+                .chunks(5)
+                .zip(ps.chunks(5))
+                .map(|(i, p)| i.iter().zip(p).map(|(&id, &p)| IdProb { id, p }).collect())
+                .collect();
             Some(rows.chunks(t).map(|c| c.to_vec()).collect())
         } else {
             None
@@ -489,17 +706,28 @@ impl GpuBackend {
 impl Backend for GpuBackend {
     fn describe(&self) -> String {
         let a = &self.ctx.adapter;
-        format!("gpu ({}, {}, {}; {:.1} MB of weights)", a.name, a.backend, a.device_type, self.weight_bytes as f64 / 1e6)
+        format!(
+            "gpu ({}, {}, {}; {:.1} MB of weights)",
+            a.name,
+            a.backend,
+            a.device_type,
+            self.weight_bytes as f64 / 1e6
+        )
     }
 
     fn adapter(&self) -> Option<context::AdapterDescription> {
         Some(self.ctx.adapter.clone())
     }
 
+    fn gpu_bytes(&self) -> Option<(u64, u64)> {
+        Some((self.weight_bytes, self.ctx.run_bytes()))
+    }
+
     fn forward(&self, ids: &[u32], capture: Capture) -> Result<ForwardOutput> {
         if self.ctx.is_lost() {
             return Err(PrismError::Backend("the GPU device was lost".into()));
         }
+        self.ctx.reset_run_bytes();
         self.run(ids, capture)
     }
 }

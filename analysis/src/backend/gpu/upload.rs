@@ -61,11 +61,14 @@ fn half_f32(bits: u16) -> f32 {
 }
 
 fn words_of(bytes: &[u8]) -> Vec<u32> {
-    bytes.chunks(4).map(|c| {
-        let mut w = [0u8; 4];
-        w[..c.len()].copy_from_slice(c);
-        u32::from_le_bytes(w)
-    }).collect()
+    bytes
+        .chunks(4)
+        .map(|c| {
+            let mut w = [0u8; 4];
+            w[..c.len()].copy_from_slice(c);
+            u32::from_le_bytes(w)
+        })
+        .collect()
 }
 
 fn pack(w: &Weight, cols: usize) -> Result<Packed> {
@@ -81,16 +84,38 @@ fn pack(w: &Weight, cols: usize) -> Result<Packed> {
     match &w.data {
         WeightData::Dense(t) => match t.dtype() {
             DType::F16 if !odd => {
-                let v: Vec<half::f16> = t.flatten_all().and_then(|t| t.to_vec1()).map_err(backend_err)?;
-                Ok(dense(FMT_F16, f16_words(&v.iter().map(|h| h.to_bits()).collect::<Vec<_>>()), false))
+                let v: Vec<half::f16> = t
+                    .flatten_all()
+                    .and_then(|t| t.to_vec1())
+                    .map_err(backend_err)?;
+                Ok(dense(
+                    FMT_F16,
+                    f16_words(&v.iter().map(|h| h.to_bits()).collect::<Vec<_>>()),
+                    false,
+                ))
             }
             DType::BF16 if !odd => {
-                let v: Vec<half::bf16> = t.flatten_all().and_then(|t| t.to_vec1()).map_err(backend_err)?;
-                Ok(dense(FMT_BF16, f16_words(&v.iter().map(|h| h.to_bits()).collect::<Vec<_>>()), false))
+                let v: Vec<half::bf16> = t
+                    .flatten_all()
+                    .and_then(|t| t.to_vec1())
+                    .map_err(backend_err)?;
+                Ok(dense(
+                    FMT_BF16,
+                    f16_words(&v.iter().map(|h| h.to_bits()).collect::<Vec<_>>()),
+                    false,
+                ))
             }
             _ => {
-                let v: Vec<f32> = w.to_f32()?.flatten_all().and_then(|t| t.to_vec1()).map_err(backend_err)?;
-                Ok(dense(FMT_F32, v.iter().map(|x| x.to_bits()).collect(), false))
+                let v: Vec<f32> = w
+                    .to_f32()?
+                    .flatten_all()
+                    .and_then(|t| t.to_vec1())
+                    .map_err(backend_err)?;
+                Ok(dense(
+                    FMT_F32,
+                    v.iter().map(|x| x.to_bits()).collect(),
+                    false,
+                ))
             }
         },
         WeightData::Quantized(q) => {
@@ -108,7 +133,14 @@ fn pack(w: &Weight, cols: usize) -> Result<Packed> {
                         scales.push(half_f32(le_u16(b, 0)).to_bits());
                         data.extend(words_of(&b[2..34]));
                     }
-                    Ok(Packed { fmt: FMT_Q8_0, scale_words_per_block: 1, data_words_per_block: 8, scales, data, converted: false })
+                    Ok(Packed {
+                        fmt: FMT_Q8_0,
+                        scale_words_per_block: 1,
+                        data_words_per_block: 8,
+                        scales,
+                        data,
+                        converted: false,
+                    })
                 }
                 GgmlDType::Q4_0 => {
                     let n = blocks(18);
@@ -118,7 +150,14 @@ fn pack(w: &Weight, cols: usize) -> Result<Packed> {
                         scales.push(half_f32(le_u16(b, 0)).to_bits());
                         data.extend(words_of(&b[2..18]));
                     }
-                    Ok(Packed { fmt: FMT_Q4_0, scale_words_per_block: 1, data_words_per_block: 4, scales, data, converted: false })
+                    Ok(Packed {
+                        fmt: FMT_Q4_0,
+                        scale_words_per_block: 1,
+                        data_words_per_block: 4,
+                        scales,
+                        data,
+                        converted: false,
+                    })
                 }
                 GgmlDType::Q4_1 => {
                     let n = blocks(20);
@@ -129,16 +168,33 @@ fn pack(w: &Weight, cols: usize) -> Result<Packed> {
                         scales.push(half_f32(le_u16(b, 2)).to_bits());
                         data.extend(words_of(&b[4..20]));
                     }
-                    Ok(Packed { fmt: FMT_Q4_1, scale_words_per_block: 2, data_words_per_block: 4, scales, data, converted: false })
+                    Ok(Packed {
+                        fmt: FMT_Q4_1,
+                        scale_words_per_block: 2,
+                        data_words_per_block: 4,
+                        scales,
+                        data,
+                        converted: false,
+                    })
                 }
                 _ => {
                     // K-quants and the rest: f16 at upload (or f32 for odd widths).
                     let t = q.dequantize(&Device::Cpu).map_err(backend_err)?;
-                    let v: Vec<f32> = t.flatten_all().and_then(|t| t.to_vec1()).map_err(backend_err)?;
+                    let v: Vec<f32> = t
+                        .flatten_all()
+                        .and_then(|t| t.to_vec1())
+                        .map_err(backend_err)?;
                     if odd {
-                        Ok(dense(FMT_F32, v.iter().map(|x| x.to_bits()).collect(), true))
+                        Ok(dense(
+                            FMT_F32,
+                            v.iter().map(|x| x.to_bits()).collect(),
+                            true,
+                        ))
                     } else {
-                        let h: Vec<u16> = v.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect();
+                        let h: Vec<u16> = v
+                            .iter()
+                            .map(|&x| half::f16::from_f32(x).to_bits())
+                            .collect();
                         Ok(dense(FMT_F16, f16_words(&h), true))
                     }
                 }
@@ -151,12 +207,20 @@ impl GpuMatrix {
     pub fn upload(ctx: &GpuContext, w: &Weight) -> Result<GpuMatrix> {
         let (rows, cols) = match w.shape.as_slice() {
             [r, c] => (*r, *c),
-            other => return Err(PrismError::Backend(format!("{}: expected a matrix, found shape {other:?}", w.name))),
+            other => {
+                return Err(PrismError::Backend(format!(
+                    "{}: expected a matrix, found shape {other:?}",
+                    w.name
+                )))
+            }
         };
         let p = pack(w, cols)?;
         let block_fmt = p.data_words_per_block > 0;
         if block_fmt && cols % 32 != 0 {
-            return Err(PrismError::Backend(format!("{}: {cols} columns is not a multiple of the 32-value block", w.name)));
+            return Err(PrismError::Backend(format!(
+                "{}: {cols} columns is not a multiple of the 32-value block",
+                w.name
+            )));
         }
         // Bytes per row, to pick a chunk size that fits one binding.
         let row_words = if block_fmt {
@@ -175,8 +239,11 @@ impl GpuMatrix {
             let (words, nblocks) = if block_fmt {
                 let bpr = cols / 32;
                 let (b0, b1) = (row0 * bpr, (row0 + n) * bpr);
-                let mut words = p.scales[b0 * p.scale_words_per_block..b1 * p.scale_words_per_block].to_vec();
-                words.extend_from_slice(&p.data[b0 * p.data_words_per_block..b1 * p.data_words_per_block]);
+                let mut words =
+                    p.scales[b0 * p.scale_words_per_block..b1 * p.scale_words_per_block].to_vec();
+                words.extend_from_slice(
+                    &p.data[b0 * p.data_words_per_block..b1 * p.data_words_per_block],
+                );
                 (words, (b1 - b0) as u32)
             } else {
                 (p.data[row0 * row_words..(row0 + n) * row_words].to_vec(), 0)
@@ -190,12 +257,23 @@ impl GpuMatrix {
             });
             row0 += n;
         }
-        Ok(GpuMatrix { fmt: p.fmt, rows, cols, chunks, bytes, converted: p.converted })
+        Ok(GpuMatrix {
+            fmt: p.fmt,
+            rows,
+            cols,
+            chunks,
+            bytes,
+            converted: p.converted,
+        })
     }
 }
 
 /// A vector (norm weight, bias) or small table (positions) as f32.
 pub fn upload_vector(ctx: &GpuContext, w: &Weight) -> Result<(wgpu::Buffer, u64)> {
-    let v: Vec<f32> = w.to_f32()?.flatten_all().and_then(|t| t.to_vec1()).map_err(backend_err)?;
+    let v: Vec<f32> = w
+        .to_f32()?
+        .flatten_all()
+        .and_then(|t| t.to_vec1())
+        .map_err(backend_err)?;
     Ok((ctx.upload(&w.name, &f32_bytes(&v)), v.len() as u64 * 4))
 }

@@ -1,0 +1,170 @@
+//! `prism bench`: timed forward passes, CPU and GPU side by side.
+
+use std::time::Instant;
+
+use clap::Args;
+use prism_analysis::backend::{self, BackendChoice, Capture};
+use serde::Serialize;
+
+use super::{load_model, ModelArg, UsageError};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    /// Sequence lengths to time, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "32,128,512")]
+    pub tokens: Vec<usize>,
+    /// Backends to time, comma-separated (cpu, gpu, auto).
+    #[arg(long, value_delimiter = ',', default_value = "cpu,gpu")]
+    pub backend: Vec<String>,
+    /// What each pass captures: none, attention, or all (attention, residual stream, logits, logit lens).
+    #[arg(long, default_value = "none")]
+    pub capture: String,
+    /// Timed passes per point, after 2 warm-up passes.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub repeats: u32,
+    /// Print a JSON list instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Point {
+    backend: String,
+    adapter: Option<String>,
+    tokens: usize,
+    capture: String,
+    median_ms: f64,
+    min_ms: f64,
+    max_ms: f64,
+    tokens_per_s: f64,
+    gflops: f64,
+    load_ms: f64,
+    gpu_weight_bytes: Option<u64>,
+    gpu_peak_bytes: Option<u64>,
+}
+
+/// Token ids for a benchmark: a real text tokenized and repeated, or a fixed pattern without a tokenizer.
+fn bench_ids(model: &prism_analysis::checkpoint::Model, n: usize) -> anyhow::Result<Vec<u32>> {
+    const TEXT: &str = "Photosynthesis is the process by which green plants, algae and some bacteria convert light energy into chemical energy. During this process, carbon dioxide and water are combined to produce glucose and oxygen. ";
+    let mut ids = match &model.tokenizer {
+        Some(t) => t.encode(TEXT, false)?,
+        None => (0..64)
+            .map(|i| (i * 7919 % model.spec.vocab) as u32)
+            .collect(),
+    };
+    if ids.is_empty() {
+        ids.push(0);
+    }
+    Ok(ids.iter().cycle().take(n).copied().collect())
+}
+
+pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
+    let capture = match a.capture.as_str() {
+        "none" => Capture::default(),
+        "attention" => Capture {
+            attention: true,
+            ..Capture::default()
+        },
+        "all" => Capture::all(),
+        other => {
+            return Err(
+                UsageError(format!("unknown capture {other:?} (none, attention, all)")).into(),
+            )
+        }
+    };
+    let started = Instant::now();
+    let model = load_model(&a.model.model)?;
+    let model_load_ms = started.elapsed().as_secs_f64() * 1e3;
+    for &n in &a.tokens {
+        if n == 0 || n > model.spec.context_length {
+            return Err(UsageError(format!(
+                "{n} tokens: the model takes 1 to {}",
+                model.spec.context_length
+            ))
+            .into());
+        }
+    }
+    let params = model.info.n_params as f64;
+    let mut points = Vec::new();
+    for name in &a.backend {
+        let choice: BackendChoice = name.parse().map_err(UsageError)?;
+        let t0 = Instant::now();
+        let (b, notes) = backend::create(&model, choice)?;
+        let load_ms = model_load_ms + t0.elapsed().as_secs_f64() * 1e3;
+        for n in notes {
+            eprintln!("prism: {n}");
+        }
+        let adapter = b
+            .adapter()
+            .map(|a| format!("{} ({}, {})", a.name, a.backend, a.device_type));
+        for &n in &a.tokens {
+            let ids = bench_ids(&model, n)?;
+            let cap = Capture {
+                top_k: 5,
+                ..capture
+            };
+            for _ in 0..2 {
+                b.forward(&ids, cap)?;
+            }
+            let mut times = Vec::new();
+            let mut peak_run = 0;
+            for _ in 0..a.repeats {
+                let t = Instant::now();
+                b.forward(&ids, cap)?;
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+                if let Some((_, run)) = b.gpu_bytes() {
+                    peak_run = peak_run.max(run);
+                }
+            }
+            times.sort_by(f64::total_cmp);
+            let median = times[times.len() / 2];
+            let gpu = b.gpu_bytes();
+            points.push(Point {
+                backend: b.describe(),
+                adapter: adapter.clone(),
+                tokens: n,
+                capture: a.capture.clone(),
+                median_ms: median,
+                min_ms: times[0],
+                max_ms: times[times.len() - 1],
+                tokens_per_s: n as f64 / (median / 1e3),
+                gflops: 2.0 * params * n as f64 / (median / 1e3) / 1e9,
+                load_ms,
+                gpu_weight_bytes: gpu.map(|g| g.0),
+                gpu_peak_bytes: gpu.map(|g| g.0 + peak_run),
+            });
+            if !a.json {
+                let p = points.last().expect("just pushed");
+                println!(
+                    "{:<48} {:>5} tok  capture {:<9} median {:>9.1} ms  [{:.1} .. {:.1}]  {:>8.0} tok/s  {:>7.2} GFLOP/s{}",
+                    p.backend,
+                    p.tokens,
+                    p.capture,
+                    p.median_ms,
+                    p.min_ms,
+                    p.max_ms,
+                    p.tokens_per_s,
+                    p.gflops,
+                    match p.gpu_peak_bytes {
+                        Some(b) => format!("  GPU peak {:.1} MB", b as f64 / 1e6),
+                        None => String::new(),
+                    }
+                );
+            }
+        }
+        if !a.json {
+            println!(
+                "  load (model + backend): {load_ms:.0} ms{}",
+                adapter
+                    .map(|a| format!("; adapter {a}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&points)?);
+    }
+    Ok(())
+}
