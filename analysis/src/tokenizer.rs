@@ -247,6 +247,45 @@ impl PrismTokenizer {
         Ok(ids)
     }
 
+    /// Token ids for `text` alone, without BOS or other special tokens.
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| PrismError::Input(format!("cannot tokenize {text:?}: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Like [`PrismTokenizer::encode`], with each token's byte range in `text` (empty for special tokens).
+    pub fn encode_with_offsets(
+        &self,
+        text: &str,
+        force_bos: bool,
+    ) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+        let enc = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| PrismError::Input(format!("cannot tokenize the text: {e}")))?;
+        let mut ids = enc.get_ids().to_vec();
+        let mut offsets = enc.get_offsets().to_vec();
+        let prepend = (self.kind.starts_with("GGUF") && self.adds_bos)
+            || (force_bos && ids.first() != self.bos_id.as_ref());
+        if prepend {
+            if let Some(b) = self.bos_id {
+                ids.insert(0, b);
+                offsets.insert(0, (0, 0));
+            }
+        }
+        Ok((ids, offsets))
+    }
+
+    /// True for byte-level BPE vocabularies, where a leading space is part of a word's token.
+    pub fn is_byte_level(&self) -> bool {
+        self.kind.contains("byte-level")
+            || self.token_to_id("Ġthe").is_some()
+            || self.token_to_id("Ġ").is_some()
+    }
+
     /// The text one token stands for, as a reader would see it (" is", "\n", "[CLS]").
     pub fn token_text(&self, id: u32) -> String {
         match self.inner.decode(&[id], false) {

@@ -207,10 +207,30 @@ fn smollm2_cli_on_a_fresh_text() {
 #[test]
 fn gpu_backend_through_the_cli_names_its_adapter() {
     let g = tiny("llama-gguf/tiny-llama-q4_1.gguf");
-    let gpu = json_of(&["run", g.to_str().unwrap(), "--ids", "501,500,505,194", "--json", "--backend", "gpu"]);
-    let cpu = json_of(&["run", g.to_str().unwrap(), "--ids", "501,500,505,194", "--json", "--backend", "cpu"]);
+    let gpu = json_of(&[
+        "run",
+        g.to_str().unwrap(),
+        "--ids",
+        "501,500,505,194",
+        "--json",
+        "--backend",
+        "gpu",
+    ]);
+    let cpu = json_of(&[
+        "run",
+        g.to_str().unwrap(),
+        "--ids",
+        "501,500,505,194",
+        "--json",
+        "--backend",
+        "cpu",
+    ]);
     for k in ["name", "backend", "device_type"] {
-        assert!(gpu["adapter"][k].is_string(), "adapter has {k}: {}", gpu["adapter"]);
+        assert!(
+            gpu["adapter"][k].is_string(),
+            "adapter has {k}: {}",
+            gpu["adapter"]
+        );
     }
     assert!(cpu["adapter"].is_null());
     let (a, b) = (f64s(&gpu["surprisal_bits"]), f64s(&cpu["surprisal_bits"]));
@@ -225,14 +245,36 @@ fn gpu_backend_through_the_cli_names_its_adapter() {
 #[test]
 fn bench_json_has_the_documented_fields() {
     let g = tiny("llama-gguf/tiny-llama-q8_0.gguf");
-    let v = json_of(&["bench", g.to_str().unwrap(), "--tokens", "8,16", "--backend", "cpu,gpu", "--repeats", "2", "--json"]);
+    let v = json_of(&[
+        "bench",
+        g.to_str().unwrap(),
+        "--tokens",
+        "8,16",
+        "--backend",
+        "cpu,gpu",
+        "--repeats",
+        "2",
+        "--json",
+    ]);
     let points = v.as_array().unwrap();
     assert_eq!(points.len(), 4);
     for p in points {
-        for k in ["backend", "tokens", "capture", "median_ms", "min_ms", "max_ms", "tokens_per_s", "gflops"] {
+        for k in [
+            "backend",
+            "tokens",
+            "capture",
+            "median_ms",
+            "min_ms",
+            "max_ms",
+            "tokens_per_s",
+            "gflops",
+        ] {
             assert!(!p[k].is_null(), "bench point has {k}: {p}");
         }
         assert!(p["min_ms"].as_f64().unwrap() <= p["median_ms"].as_f64().unwrap());
     }
-    assert!(points[2]["gpu_peak_bytes"].as_u64().unwrap() > points[2]["gpu_weight_bytes"].as_u64().unwrap());
+    assert!(
+        points[2]["gpu_peak_bytes"].as_u64().unwrap()
+            > points[2]["gpu_weight_bytes"].as_u64().unwrap()
+    );
 }

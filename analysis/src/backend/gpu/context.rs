@@ -319,8 +319,7 @@ impl GpuContext {
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         self.queue.submit(Some(enc.finish()));
-        let results: Vec<MapSlot> =
-            staging.iter().map(|_| Arc::new(Mutex::new(None))).collect();
+        let results: Vec<MapSlot> = staging.iter().map(|_| Arc::new(Mutex::new(None))).collect();
         for (b, slot) in staging.iter().zip(&results) {
             let slot = slot.clone();
             b.map_async(wgpu::MapMode::Read, .., move |r| {
