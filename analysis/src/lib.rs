@@ -5,6 +5,7 @@ pub mod arch;
 pub mod backend;
 pub mod checkpoint;
 pub mod error;
+pub mod figure;
 pub mod geometry;
 pub mod metrics;
 pub mod samples;

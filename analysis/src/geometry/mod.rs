@@ -3,6 +3,7 @@
 //! the color study.
 
 pub mod color;
+pub mod figures;
 pub mod presets;
 pub mod project;
 pub mod rsa;

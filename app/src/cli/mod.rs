@@ -2,6 +2,7 @@
 
 mod bench;
 mod fetch;
+mod geometry;
 mod info;
 mod run;
 
@@ -36,6 +37,18 @@ pub enum Command {
     FetchSamples(fetch::FetchArgs),
     /// Time full forward passes on the CPU and the GPU: ms per pass, tokens/s, GFLOP/s.
     Bench(bench::BenchArgs),
+    /// Cosine similarity matrix of words or phrases.
+    Similar(geometry::SimilarArgs),
+    /// Nearest tokens to a word in the whole vocabulary (exact cosine).
+    Neighbors(geometry::NeighborsArgs),
+    /// Analogy A - B + C (king - man + woman), nearest tokens excluding the inputs.
+    Analogy(geometry::AnalogyArgs),
+    /// Place words on the axis between two poles (cold -> hot).
+    Axis(geometry::AxisArgs),
+    /// Project words to 2-D or 3-D with PCA or t-SNE.
+    Project(geometry::ProjectArgs),
+    /// The color study: model geometry of color words against CIELAB, per layer, with RSA and the two claims.
+    Colors(geometry::ColorsArgs),
 }
 
 /// A mistake in how prism was called (exit code 2).
@@ -90,6 +103,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Embed(a) => run::embed(a),
         Command::FetchSamples(a) => fetch::fetch(a),
         Command::Bench(a) => bench::bench(a),
+        Command::Similar(a) => geometry::similar(a),
+        Command::Neighbors(a) => geometry::neighbors(a),
+        Command::Analogy(a) => geometry::analogy(a),
+        Command::Axis(a) => geometry::axis(a),
+        Command::Project(a) => geometry::project(a),
+        Command::Colors(a) => geometry::colors(a),
     }
 }
 
