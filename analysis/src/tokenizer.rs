@@ -28,6 +28,9 @@ const GPT2_PATTERN: &str =
 const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// A token's byte range in the text it came from.
+pub type Span = (usize, usize);
+
 pub struct PrismTokenizer {
     inner: Tokenizer,
     /// Where it came from and what kind it is, for `prism info`.
@@ -261,7 +264,7 @@ impl PrismTokenizer {
         &self,
         text: &str,
         force_bos: bool,
-    ) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+    ) -> Result<(Vec<u32>, Vec<Span>)> {
         let enc = self
             .inner
             .encode(text, true)

@@ -78,7 +78,11 @@ pub struct Figure {
 impl Colormap {
     /// The color for `t` in 0..1.
     pub fn at(self, t: f64) -> Rgb {
-        let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 };
+        let t = if t.is_finite() {
+            t.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         let stops: &[(f64, [f64; 3])] = match self {
             Colormap::Viridis => &[
                 (0.0, [68.0, 1.0, 84.0]),
@@ -87,9 +91,17 @@ impl Colormap {
                 (0.75, [94.0, 201.0, 98.0]),
                 (1.0, [253.0, 231.0, 37.0]),
             ],
-            Colormap::Diverging => &[(0.0, [33.0, 102.0, 172.0]), (0.5, [247.0, 247.0, 247.0]), (1.0, [178.0, 24.0, 43.0])],
+            Colormap::Diverging => &[
+                (0.0, [33.0, 102.0, 172.0]),
+                (0.5, [247.0, 247.0, 247.0]),
+                (1.0, [178.0, 24.0, 43.0]),
+            ],
         };
-        let i = stops.iter().position(|(s, _)| *s >= t).unwrap_or(stops.len() - 1).max(1);
+        let i = stops
+            .iter()
+            .position(|(s, _)| *s >= t)
+            .unwrap_or(stops.len() - 1)
+            .max(1);
         let (s0, c0) = stops[i - 1];
         let (s1, c1) = stops[i];
         let f = if s1 > s0 { (t - s0) / (s1 - s0) } else { 0.0 };
@@ -114,27 +126,75 @@ impl Figure {
             FigureKind::Scatter { points } => {
                 out.push_str("label,x,y,color\n");
                 for p in points {
-                    out.push_str(&format!("{},{},{},#{:02x}{:02x}{:02x}\n", csv_field(&p.label), p.x, p.y, p.color.0, p.color.1, p.color.2));
+                    out.push_str(&format!(
+                        "{},{},{},#{:02x}{:02x}{:02x}\n",
+                        csv_field(&p.label),
+                        p.x,
+                        p.y,
+                        p.color.0,
+                        p.color.1,
+                        p.color.2
+                    ));
                 }
             }
-            FigureKind::Heatmap { row_labels, col_labels, values, .. } => {
-                out.push_str(&format!(",{}\n", col_labels.iter().map(|l| csv_field(l)).collect::<Vec<_>>().join(",")));
+            FigureKind::Heatmap {
+                row_labels,
+                col_labels,
+                values,
+                ..
+            } => {
+                out.push_str(&format!(
+                    ",{}\n",
+                    col_labels
+                        .iter()
+                        .map(|l| csv_field(l))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ));
                 for (l, row) in row_labels.iter().zip(values) {
-                    out.push_str(&format!("{},{}\n", csv_field(l), row.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",")));
+                    out.push_str(&format!(
+                        "{},{}\n",
+                        csv_field(l),
+                        row.iter()
+                            .map(|v| v.to_string())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ));
                 }
             }
-            FigureKind::Lines { series, band, x_ticks } => {
+            FigureKind::Lines {
+                series,
+                band,
+                x_ticks,
+            } => {
                 out.push_str("series,x,x_label,y\n");
-                let tick = |x: f64| x_ticks.as_ref().and_then(|t| t.get(x as usize).cloned()).unwrap_or_default();
+                let tick = |x: f64| {
+                    x_ticks
+                        .as_ref()
+                        .and_then(|t| t.get(x as usize).cloned())
+                        .unwrap_or_default()
+                };
                 for s in series {
                     for &(x, y) in &s.points {
-                        out.push_str(&format!("{},{x},{},{y}\n", csv_field(&s.name), csv_field(&tick(x))));
+                        out.push_str(&format!(
+                            "{},{x},{},{y}\n",
+                            csv_field(&s.name),
+                            csv_field(&tick(x))
+                        ));
                     }
                 }
                 if let Some(b) = band {
                     for &(x, lo, hi) in &b.points {
-                        out.push_str(&format!("{} low,{x},{},{lo}\n", csv_field(&b.label), csv_field(&tick(x))));
-                        out.push_str(&format!("{} high,{x},{},{hi}\n", csv_field(&b.label), csv_field(&tick(x))));
+                        out.push_str(&format!(
+                            "{} low,{x},{},{lo}\n",
+                            csv_field(&b.label),
+                            csv_field(&tick(x))
+                        ));
+                        out.push_str(&format!(
+                            "{} high,{x},{},{hi}\n",
+                            csv_field(&b.label),
+                            csv_field(&tick(x))
+                        ));
                     }
                 }
             }
@@ -149,11 +209,19 @@ impl Figure {
     /// Writes the figure to `path` (`.svg` or `.png`) and its data next to it (`.csv` and `.json`),
     /// each atomically. Returns the files written.
     pub fn export(&self, path: &Path) -> Result<Vec<PathBuf>> {
-        let ext = path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase());
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase());
         let bytes = match ext.as_deref() {
             Some("svg") => render::to_svg(self, 960, 720)?.into_bytes(),
             Some("png") => render::to_png(self, 1280, 960)?,
-            _ => return Err(PrismError::Input(format!("{}: figures are written as .svg or .png", path.display()))),
+            _ => {
+                return Err(PrismError::Input(format!(
+                    "{}: figures are written as .svg or .png",
+                    path.display()
+                )))
+            }
         };
         write_atomic(path, &bytes)?;
         let csv = path.with_extension("csv");
@@ -167,11 +235,20 @@ impl Figure {
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a crash
 /// never leaves a truncated file behind.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     if !dir.is_dir() {
-        return Err(PrismError::Input(format!("{}: the folder does not exist", dir.display())));
+        return Err(PrismError::Input(format!(
+            "{}: the folder does not exist",
+            dir.display()
+        )));
     }
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("figure");
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("figure");
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;

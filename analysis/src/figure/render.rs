@@ -83,7 +83,11 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, fig: &Figure) -> Resu
     let (plot, notes) = root.split_vertically(height - notes_px);
     for (i, n) in fig.notes.iter().enumerate() {
         notes
-            .draw(&Text::new(n.clone(), (16, 4 + 18 * i as i32), (FONT, 13).into_font().color(&RGBColor(80, 80, 80))))
+            .draw(&Text::new(
+                n.clone(),
+                (16, 4 + 18 * i as i32),
+                (FONT, 13).into_font().color(&RGBColor(80, 80, 80)),
+            ))
             .map_err(err)?;
     }
     match &fig.kind {
@@ -114,11 +118,23 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, fig: &Figure) -> Resu
                 }))
                 .map_err(err)?;
         }
-        FigureKind::Heatmap { row_labels, col_labels, values, range, colormap } => {
+        FigureKind::Heatmap {
+            row_labels,
+            col_labels,
+            values,
+            range,
+            colormap,
+        } => {
             let (w, _) = plot.dim_in_pixel();
             let (main, bar) = plot.split_horizontally(w.saturating_sub(90));
             let (nr, nc) = (row_labels.len(), col_labels.len());
-            let longest = row_labels.iter().chain(col_labels).map(|l| l.chars().count()).max().unwrap_or(4).min(28) as u32;
+            let longest = row_labels
+                .iter()
+                .chain(col_labels)
+                .map(|l| l.chars().count())
+                .max()
+                .unwrap_or(4)
+                .min(28) as u32;
             let label_px = 7 * longest + 20;
             let mut chart = ChartBuilder::on(&main)
                 .caption(&fig.title, (FONT, 22))
@@ -127,15 +143,26 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, fig: &Figure) -> Resu
                 .y_label_area_size(label_px)
                 .build_cartesian_2d(0.0..nc as f64, 0.0..nr as f64)
                 .map_err(err)?;
-            chart.configure_mesh().disable_mesh().x_labels(0).y_labels(0).x_desc(&fig.x_label).y_desc(&fig.y_label).draw().map_err(err)?;
+            chart
+                .configure_mesh()
+                .disable_mesh()
+                .x_labels(0)
+                .y_labels(0)
+                .x_desc(&fig.x_label)
+                .y_desc(&fig.y_label)
+                .draw()
+                .map_err(err)?;
             let (lo, hi) = *range;
             let t = |v: f64| if hi > lo { (v - lo) / (hi - lo) } else { 0.5 };
             chart
                 .draw_series(values.iter().enumerate().flat_map(|(i, row)| {
                     let y = (nr - 1 - i) as f64;
-                    row.iter()
-                        .enumerate()
-                        .map(move |(j, &v)| Rectangle::new([(j as f64, y), (j as f64 + 1.0, y + 1.0)], color(colormap.at(t(v))).filled()))
+                    row.iter().enumerate().map(move |(j, &v)| {
+                        Rectangle::new(
+                            [(j as f64, y), (j as f64 + 1.0, y + 1.0)],
+                            color(colormap.at(t(v))).filled(),
+                        )
+                    })
                 }))
                 .map_err(err)?;
             // Labels at cell centres, drawn on the whole area so the plot does not clip them.
@@ -144,22 +171,32 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, fig: &Figure) -> Resu
             for (i, l) in row_labels.iter().enumerate() {
                 let (px, py) = chart.backend_coord(&(0.0, (nr - 1 - i) as f64 + 0.5));
                 let style = TextStyle::from(font.clone()).pos(Pos::new(HPos::Right, VPos::Center));
-                main.draw(&Text::new(l.clone(), (px - base.0 - 6, py - base.1), style)).map_err(err)?;
+                main.draw(&Text::new(l.clone(), (px - base.0 - 6, py - base.1), style))
+                    .map_err(err)?;
             }
             for (j, l) in col_labels.iter().enumerate() {
                 let (px, py) = chart.backend_coord(&(j as f64 + 0.5, 0.0));
-                let style = TextStyle::from(font.clone().transform(FontTransform::Rotate90)).pos(Pos::new(HPos::Left, VPos::Center));
-                main.draw(&Text::new(l.clone(), (px - base.0, py - base.1 + 6), style)).map_err(err)?;
+                let style = TextStyle::from(font.clone().transform(FontTransform::Rotate90))
+                    .pos(Pos::new(HPos::Left, VPos::Center));
+                main.draw(&Text::new(l.clone(), (px - base.0, py - base.1 + 6), style))
+                    .map_err(err)?;
             }
             draw_color_bar(&bar, *colormap, lo, hi)?;
         }
-        FigureKind::Lines { series, band, x_ticks } => {
+        FigureKind::Lines {
+            series,
+            band,
+            x_ticks,
+        } => {
             let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
             let (x0, x1) = padded_range(xs);
             let ys = series
                 .iter()
                 .flat_map(|s| s.points.iter().map(|p| p.1))
-                .chain(band.iter().flat_map(|b| b.points.iter().flat_map(|p| [p.1, p.2])));
+                .chain(
+                    band.iter()
+                        .flat_map(|b| b.points.iter().flat_map(|p| [p.1, p.2])),
+                );
             let (y0, y1) = padded_range(ys);
             let mut chart = ChartBuilder::on(&plot)
                 .caption(&fig.title, (FONT, 22))
@@ -169,7 +206,9 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, fig: &Figure) -> Resu
                 .build_cartesian_2d(x0..x1, y0..y1)
                 .map_err(err)?;
             let tick = |x: &f64| match x_ticks {
-                Some(t) if (x - x.round()).abs() < 1e-9 && *x >= 0.0 => t.get(x.round() as usize).cloned().unwrap_or_default(),
+                Some(t) if (x - x.round()).abs() < 1e-9 && *x >= 0.0 => {
+                    t.get(x.round() as usize).cloned().unwrap_or_default()
+                }
                 Some(_) => String::new(),
                 None => format!("{x:.2}"),
             };
@@ -186,10 +225,18 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, fig: &Figure) -> Resu
                 let mut poly: Vec<(f64, f64)> = b.points.iter().map(|p| (p.0, p.2)).collect();
                 poly.extend(b.points.iter().rev().map(|p| (p.0, p.1)));
                 chart
-                    .draw_series(std::iter::once(Polygon::new(poly, RGBColor(200, 200, 200).mix(0.5).filled())))
+                    .draw_series(std::iter::once(Polygon::new(
+                        poly,
+                        RGBColor(200, 200, 200).mix(0.5).filled(),
+                    )))
                     .map_err(err)?
                     .label(b.label.clone())
-                    .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], RGBColor(200, 200, 200).filled()));
+                    .legend(|(x, y)| {
+                        Rectangle::new(
+                            [(x, y - 5), (x + 16, y + 5)],
+                            RGBColor(200, 200, 200).filled(),
+                        )
+                    });
             }
             for s in series {
                 let c = color(s.color);
@@ -197,8 +244,12 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, fig: &Figure) -> Resu
                     .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))
                     .map_err(err)?
                     .label(s.name.clone())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
-                chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, c.filled()))).map_err(err)?;
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2))
+                    });
+                chart
+                    .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, c.filled())))
+                    .map_err(err)?;
             }
             chart
                 .configure_series_labels()
@@ -213,8 +264,17 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, fig: &Figure) -> Resu
     Ok(())
 }
 
-fn draw_color_bar<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, map: Colormap, lo: f64, hi: f64) -> Result<()> {
-    let (lo, hi) = if hi > lo { (lo, hi) } else { (lo - 1.0, lo + 1.0) };
+fn draw_color_bar<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    map: Colormap,
+    lo: f64,
+    hi: f64,
+) -> Result<()> {
+    let (lo, hi) = if hi > lo {
+        (lo, hi)
+    } else {
+        (lo - 1.0, lo + 1.0)
+    };
     let mut chart = ChartBuilder::on(area)
         .margin_top(60)
         .margin_bottom(60)
@@ -235,7 +295,10 @@ fn draw_color_bar<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, map: Colorm
         .draw_series((0..steps).map(|i| {
             let a = lo + (hi - lo) * i as f64 / steps as f64;
             let b = lo + (hi - lo) * (i + 1) as f64 / steps as f64;
-            Rectangle::new([(0.0, a), (1.0, b)], color(map.at((i as f64 + 0.5) / steps as f64)).filled())
+            Rectangle::new(
+                [(0.0, a), (1.0, b)],
+                color(map.at((i as f64 + 0.5) / steps as f64)).filled(),
+            )
         }))
         .map_err(err)?;
     Ok(())

@@ -2,6 +2,9 @@
 //! Kendall's tau-b over the upper-triangle pairs, and a Mantel permutation test (rows and columns
 //! of one matrix relabelled together; one-sided p = (1 + #(rho_perm >= rho)) / (1 + permutations)).
 
+// Symmetric matrices read best with explicit (i, j) loops.
+#![allow(clippy::needless_range_loop)]
+
 use serde::Serialize;
 
 /// Average ranks (1-based), ties sharing the mean of their positions.

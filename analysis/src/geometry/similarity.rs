@@ -1,5 +1,8 @@
 //! Cosine similarity, exact nearest neighbours over a whole vocabulary, analogies and concept axes.
 
+// Symmetric matrices read best with explicit (i, j) loops.
+#![allow(clippy::needless_range_loop)]
+
 use serde::Serialize;
 
 use super::vectors::Table;

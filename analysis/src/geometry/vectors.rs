@@ -112,6 +112,10 @@ impl Table {
     }
 }
 
+/// A word in its template: its tokens there, the residual stream at its last token for every layer,
+/// and the final hidden state.
+pub type Contextual = (WordVector, Vec<Vec<f32>>, Vec<f32>);
+
 /// Extracts vectors from one model; holds the tables it needs so repeated calls are cheap.
 pub struct Extractor<'a> {
     pub model: &'a Model,
@@ -242,11 +246,7 @@ impl<'a> Extractor<'a> {
 
     /// One forward pass per word in the template, keeping every layer at the word's last token:
     /// (word with its template tokens, residual per layer, final hidden state).
-    pub fn contextual_all(
-        &mut self,
-        words: &[String],
-        template: &str,
-    ) -> Result<Vec<(WordVector, Vec<Vec<f32>>, Vec<f32>)>> {
+    pub fn contextual_all(&mut self, words: &[String], template: &str) -> Result<Vec<Contextual>> {
         let Some(at) = template.find("{}") else {
             return Err(PrismError::Input(format!(
                 "the template {template:?} has no {{}} for the word"

@@ -168,3 +168,73 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(Args, Debug)]
+pub struct BenchGeometryArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    /// Rows of the embedding matrix projected by PCA.
+    #[arg(long, default_value_t = 5000)]
+    pub pca_points: usize,
+    /// Rows of the embedding matrix projected by t-SNE.
+    #[arg(long, default_value_t = 2000)]
+    pub tsne_points: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Times the geometry targets: exact neighbours over the whole vocabulary, PCA and t-SNE.
+pub fn bench_geometry(a: BenchGeometryArgs) -> anyhow::Result<()> {
+    use prism_analysis::geometry::project::{project, Method};
+    use prism_analysis::geometry::similarity::NeighborIndex;
+    use prism_analysis::geometry::vectors::Table;
+    let model = load_model(&a.model.model)?;
+    let table = Table::from_weight(&model.weights.token_embedding)?;
+    let index = NeighborIndex::new(&table);
+    let mut times = Vec::new();
+    for q in 0..25 {
+        let query = table.row((q * 7919) % table.rows).to_vec();
+        let t = Instant::now();
+        let found = index.nearest(&query, 20, &[]);
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        if found.is_empty() {
+            return Err(UsageError("neighbour search returned nothing".into()).into());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let neighbors_ms = times[times.len() / 2];
+    let rows = |n: usize| -> Vec<Vec<f32>> {
+        (0..n.min(table.rows))
+            .map(|i| table.row(i).to_vec())
+            .collect()
+    };
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let pca_rows = rows(a.pca_points);
+    let t = Instant::now();
+    project(&pca_rows, Method::Pca, 2, &mut |_| {}, &cancel)?;
+    let pca_ms = t.elapsed().as_secs_f64() * 1e3;
+    let tsne_rows = rows(a.tsne_points);
+    let t = Instant::now();
+    project(&tsne_rows, Method::Tsne, 2, &mut |_| {}, &cancel)?;
+    let tsne_ms = t.elapsed().as_secs_f64() * 1e3;
+    let v = serde_json::json!({
+        "vocabulary": table.rows, "width": table.width,
+        "neighbors_median_ms": neighbors_ms,
+        "pca_points": pca_rows.len(), "pca_ms": pca_ms,
+        "tsne_points": tsne_rows.len(), "tsne_ms": tsne_ms,
+    });
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "exact top-20 neighbours over {} x {}: median {neighbors_ms:.2} ms (25 queries)",
+            table.rows, table.width
+        );
+        println!("PCA of {} vectors to 2-D: {pca_ms:.0} ms", pca_rows.len());
+        println!(
+            "t-SNE of {} vectors to 2-D: {tsne_ms:.0} ms",
+            tsne_rows.len()
+        );
+    }
+    Ok(())
+}

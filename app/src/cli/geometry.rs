@@ -6,11 +6,15 @@ use std::sync::atomic::AtomicBool;
 use clap::Args;
 use prism_analysis::backend::{self, Backend};
 use prism_analysis::geometry::color::{builtin_lexicon, parse_lexicon, run_study, ColorWord};
-use prism_analysis::geometry::figures::{color_scatter, palette, rsa_by_layer, scatter, similarity_heatmap};
+use prism_analysis::geometry::figures::{
+    color_scatter, palette, rsa_by_layer, scatter, similarity_heatmap,
+};
 use prism_analysis::geometry::presets;
 use prism_analysis::geometry::project::{project as run_projection, Method, Stage};
 use prism_analysis::geometry::rsa::{DEFAULT_PERMUTATIONS, DEFAULT_SEED};
-use prism_analysis::geometry::similarity::{analogy as analogy_vector, axis_position, cosine_matrix, NeighborIndex};
+use prism_analysis::geometry::similarity::{
+    analogy as analogy_vector, axis_position, cosine_matrix, NeighborIndex,
+};
 use prism_analysis::geometry::vectors::{Extractor, Source, WordVector, DEFAULT_TEMPLATE};
 use prism_analysis::PrismError;
 use serde_json::json;
@@ -153,7 +157,10 @@ pub struct ColorsArgs {
     pub figure_source: Source,
 }
 
-fn backend_for(model: &std::sync::Arc<prism_analysis::checkpoint::Model>, a: &BackendArg) -> anyhow::Result<Box<dyn Backend>> {
+fn backend_for(
+    model: &std::sync::Arc<prism_analysis::checkpoint::Model>,
+    a: &BackendArg,
+) -> anyhow::Result<Box<dyn Backend>> {
     let (b, notes) = backend::create(model, a.backend)?;
     for n in notes {
         eprintln!("prism: {n}");
@@ -162,19 +169,36 @@ fn backend_for(model: &std::sync::Arc<prism_analysis::checkpoint::Model>, a: &Ba
 }
 
 fn splits_json(v: &[WordVector]) -> serde_json::Value {
-    json!(v.iter().map(|w| json!({"word": w.word, "ids": w.ids, "tokens": w.pieces, "split": w.is_split()})).collect::<Vec<_>>())
+    json!(v
+        .iter()
+        .map(|w| json!({"word": w.word, "ids": w.ids, "tokens": w.pieces, "split": w.is_split()}))
+        .collect::<Vec<_>>())
 }
 
 fn print_splits(v: &[WordVector]) {
-    let split: Vec<String> = v.iter().filter(|w| w.is_split()).map(|w| format!("{} = {}", w.word, w.pieces.join(" + "))).collect();
+    let split: Vec<String> = v
+        .iter()
+        .filter(|w| w.is_split())
+        .map(|w| format!("{} = {}", w.word, w.pieces.join(" + ")))
+        .collect();
     if !split.is_empty() {
-        println!("split into several tokens (averaged for embeddings, last token in context): {}", split.join("; "));
+        println!(
+            "split into several tokens (averaged for embeddings, last token in context): {}",
+            split.join("; ")
+        );
     }
 }
 
 fn export(fig: &prism_analysis::figure::Figure, path: &std::path::Path) -> anyhow::Result<()> {
     let files = fig.export(path)?;
-    eprintln!("prism: wrote {}", files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "));
+    eprintln!(
+        "prism: wrote {}",
+        files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     Ok(())
 }
 
@@ -185,14 +209,37 @@ pub fn similar(a: SimilarArgs) -> anyhow::Result<()> {
     let v = ex.vectors(&a.words, a.source.source, &a.source.template)?;
     let sims = cosine_matrix(&v.iter().map(|w| w.vector.clone()).collect::<Vec<_>>());
     if let Some(path) = &a.figure {
-        let notes = vec![format!("model: {}; source: {}", model.info.path.display(), a.source.source)];
-        export(&similarity_heatmap(&format!("Cosine similarity ({})", a.source.source), &a.words, &sims, notes), path)?;
+        let notes = vec![format!(
+            "model: {}; source: {}",
+            model.info.path.display(),
+            a.source.source
+        )];
+        export(
+            &similarity_heatmap(
+                &format!("Cosine similarity ({})", a.source.source),
+                &a.words,
+                &sims,
+                notes,
+            ),
+            path,
+        )?;
     }
     if a.source.json {
-        println!("{}", serde_json::to_string(&json!({"source": a.source.source.to_string(), "words": a.words, "tokens": splits_json(&v), "cosine": sims}))?);
+        println!(
+            "{}",
+            serde_json::to_string(
+                &json!({"source": a.source.source.to_string(), "words": a.words, "tokens": splits_json(&v), "cosine": sims})
+            )?
+        );
         return Ok(());
     }
-    let w = a.words.iter().map(|s| s.chars().count()).max().unwrap_or(4).clamp(6, 16);
+    let w = a
+        .words
+        .iter()
+        .map(|s| s.chars().count())
+        .max()
+        .unwrap_or(4)
+        .clamp(6, 16);
     print!("{:w$}", "", w = w + 2);
     for word in &a.words {
         print!(" {word:>w$}");
@@ -213,15 +260,31 @@ pub fn neighbors(a: NeighborsArgs) -> anyhow::Result<()> {
     let model = load_model(&a.model.model)?;
     let b = backend_for(&model, &a.source.backend)?;
     let mut ex = Extractor::new(&model, b.as_ref());
-    let v = ex.vectors(std::slice::from_ref(&a.word), a.source.source, &a.source.template)?;
-    let against = a.against.clone().unwrap_or_else(|| if a.source.source == Source::Unembed { "unembed".into() } else { "embed".into() });
+    let v = ex.vectors(
+        std::slice::from_ref(&a.word),
+        a.source.source,
+        &a.source.template,
+    )?;
+    let against = a.against.clone().unwrap_or_else(|| {
+        if a.source.source == Source::Unembed {
+            "unembed".into()
+        } else {
+            "embed".into()
+        }
+    });
     let table = match against.as_str() {
         "embed" => ex.embedding_table()?,
         "unembed" => ex.unembedding_table()?,
         other => return Err(UsageError(format!("--against {other:?}: embed or unembed")).into()),
     };
     if table.width != v[0].vector.len() {
-        return Err(UsageError(format!("the {} vectors are {}-dimensional but the {against} matrix is {}-dimensional", a.source.source, v[0].vector.len(), table.width)).into());
+        return Err(UsageError(format!(
+            "the {} vectors are {}-dimensional but the {against} matrix is {}-dimensional",
+            a.source.source,
+            v[0].vector.len(),
+            table.width
+        ))
+        .into());
     }
     let index = NeighborIndex::new(table);
     let found = index.nearest(&v[0].vector, a.k as usize, &[]);
@@ -231,12 +294,29 @@ pub fn neighbors(a: NeighborsArgs) -> anyhow::Result<()> {
         .map(|n| json!({"id": n.id, "token": tok.and_then(|t| t.token_piece(n.id)), "text": tok.map(|t| t.token_text(n.id)), "cosine": n.cosine}))
         .collect();
     if a.source.json {
-        println!("{}", serde_json::to_string(&json!({"word": a.word, "source": a.source.source.to_string(), "against": against, "tokens": splits_json(&v), "neighbors": rows}))?);
+        println!(
+            "{}",
+            serde_json::to_string(
+                &json!({"word": a.word, "source": a.source.source.to_string(), "against": against, "tokens": splits_json(&v), "neighbors": rows})
+            )?
+        );
         return Ok(());
     }
-    println!("nearest {} tokens to {:?} ({} vector, searched in the {against} matrix, exact cosine):", a.k, a.word, a.source.source);
+    println!(
+        "nearest {} tokens to {:?} ({} vector, searched in the {against} matrix, exact cosine):",
+        a.k, a.word, a.source.source
+    );
     for (i, r) in rows.iter().enumerate() {
-        println!("{:>4}  {:>7}  {:<24} {:.4}", i + 1, r["id"], r["text"].as_str().map(|s| format!("{s:?}")).unwrap_or_default(), r["cosine"].as_f64().unwrap_or(0.0));
+        println!(
+            "{:>4}  {:>7}  {:<24} {:.4}",
+            i + 1,
+            r["id"],
+            r["text"]
+                .as_str()
+                .map(|s| format!("{s:?}"))
+                .unwrap_or_default(),
+            r["cosine"].as_f64().unwrap_or(0.0)
+        );
     }
     print_splits(&v);
     Ok(())
@@ -249,21 +329,41 @@ pub fn analogy(a: AnalogyArgs) -> anyhow::Result<()> {
     let words = vec![a.a.clone(), a.b.clone(), a.c.clone()];
     let v = ex.vectors(&words, a.source.source, &a.source.template)?;
     let target = analogy_vector(&v[0].vector, &v[1].vector, &v[2].vector);
-    let table = if a.source.source == Source::Unembed { ex.unembedding_table()? } else { ex.embedding_table()? };
+    let table = if a.source.source == Source::Unembed {
+        ex.unembedding_table()?
+    } else {
+        ex.embedding_table()?
+    };
     if table.width != target.len() {
         return Err(UsageError("vector and vocabulary widths differ".into()).into());
     }
     let exclude: Vec<u32> = v.iter().flat_map(|w| w.ids.iter().copied()).collect();
     let found = NeighborIndex::new(table).nearest(&target, a.k as usize, &exclude);
     let tok = model.tokenizer.as_ref();
-    let rows: Vec<serde_json::Value> = found.iter().map(|n| json!({"id": n.id, "text": tok.map(|t| t.token_text(n.id)), "cosine": n.cosine})).collect();
+    let rows: Vec<serde_json::Value> = found
+        .iter()
+        .map(|n| json!({"id": n.id, "text": tok.map(|t| t.token_text(n.id)), "cosine": n.cosine}))
+        .collect();
     if a.source.json {
-        println!("{}", serde_json::to_string(&json!({"query": format!("{} - {} + {}", a.a, a.b, a.c), "source": a.source.source.to_string(), "excluded": exclude, "tokens": splits_json(&v), "results": rows}))?);
+        println!(
+            "{}",
+            serde_json::to_string(
+                &json!({"query": format!("{} - {} + {}", a.a, a.b, a.c), "source": a.source.source.to_string(), "excluded": exclude, "tokens": splits_json(&v), "results": rows})
+            )?
+        );
         return Ok(());
     }
     println!("{} - {} + {} ≈ (inputs' tokens excluded)", a.a, a.b, a.c);
     for (i, r) in rows.iter().enumerate() {
-        println!("{:>4}  {:<24} {:.4}", i + 1, r["text"].as_str().map(|s| format!("{s:?}")).unwrap_or_default(), r["cosine"].as_f64().unwrap_or(0.0));
+        println!(
+            "{:>4}  {:<24} {:.4}",
+            i + 1,
+            r["text"]
+                .as_str()
+                .map(|s| format!("{s:?}"))
+                .unwrap_or_default(),
+            r["cosine"].as_f64().unwrap_or(0.0)
+        );
     }
     print_splits(&v);
     Ok(())
@@ -276,14 +376,33 @@ pub fn axis(a: AxisArgs) -> anyhow::Result<()> {
     let mut all = vec![a.from.clone(), a.to.clone()];
     all.extend(a.words.iter().cloned());
     let v = ex.vectors(&all, a.source.source, &a.source.template)?;
-    let mut placed: Vec<(String, f64)> = v[2..].iter().map(|w| (w.word.clone(), axis_position(&w.vector, &v[0].vector, &v[1].vector))).collect();
+    let mut placed: Vec<(String, f64)> = v[2..]
+        .iter()
+        .map(|w| {
+            (
+                w.word.clone(),
+                axis_position(&w.vector, &v[0].vector, &v[1].vector),
+            )
+        })
+        .collect();
     placed.sort_by(|x, y| x.1.total_cmp(&y.1));
     if a.source.json {
-        let rows: Vec<_> = placed.iter().map(|(w, t)| json!({"word": w, "position": t})).collect();
-        println!("{}", serde_json::to_string(&json!({"from": a.from, "to": a.to, "source": a.source.source.to_string(), "tokens": splits_json(&v), "positions": rows}))?);
+        let rows: Vec<_> = placed
+            .iter()
+            .map(|(w, t)| json!({"word": w, "position": t}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string(
+                &json!({"from": a.from, "to": a.to, "source": a.source.source.to_string(), "tokens": splits_json(&v), "positions": rows})
+            )?
+        );
         return Ok(());
     }
-    println!("{} (0) → {} (1), {} vectors; position = projection on the axis / axis length", a.from, a.to, a.source.source);
+    println!(
+        "{} (0) → {} (1), {} vectors; position = projection on the axis / axis length",
+        a.from, a.to, a.source.source
+    );
     for (w, t) in &placed {
         let col = ((t.clamp(-0.5, 1.5) + 0.5) * 20.0).round() as usize;
         println!("{w:>16} {t:>7.3}  {}|", " ".repeat(col));
@@ -294,10 +413,19 @@ pub fn axis(a: AxisArgs) -> anyhow::Result<()> {
 
 fn word_list(a: &ProjectArgs) -> anyhow::Result<Vec<String>> {
     if let Some(p) = &a.preset {
-        return presets::preset(p).ok_or_else(|| UsageError(format!("unknown preset {p:?} ({})", presets::NAMES.join(", "))).into());
+        return presets::preset(p).ok_or_else(|| {
+            UsageError(format!(
+                "unknown preset {p:?} ({})",
+                presets::NAMES.join(", ")
+            ))
+            .into()
+        });
     }
     if let Some(f) = &a.words_file {
-        let text = std::fs::read_to_string(f).map_err(|e| PrismError::Io { path: f.clone(), source: e })?;
+        let text = std::fs::read_to_string(f).map_err(|e| PrismError::Io {
+            path: f.clone(),
+            source: e,
+        })?;
         let w = presets::parse_word_list(&text);
         if w.is_empty() {
             return Err(UsageError(format!("{}: no words", f.display())).into());
@@ -317,11 +445,17 @@ pub fn project(a: ProjectArgs) -> anyhow::Result<()> {
     let mut ex = Extractor::new(&model, b.as_ref());
     let v = ex.vectors(&words, a.source.source, &a.source.template)?;
     let cancel = AtomicBool::new(false);
-    let p = run_projection(&v.iter().map(|w| w.vector.clone()).collect::<Vec<_>>(), a.method, a.dims as usize, &mut |s: Stage| {
-        if s == Stage::Running && a.method == Method::Tsne {
-            eprintln!("prism: running t-SNE on {} points", words.len());
-        }
-    }, &cancel)?;
+    let p = run_projection(
+        &v.iter().map(|w| w.vector.clone()).collect::<Vec<_>>(),
+        a.method,
+        a.dims as usize,
+        &mut |s: Stage| {
+            if s == Stage::Running && a.method == Method::Tsne {
+                eprintln!("prism: running t-SNE on {} points", words.len());
+            }
+        },
+        &cancel,
+    )?;
     if let Some(path) = &a.figure {
         let lexicon = builtin_lexicon();
         let colors: Vec<_> = words
@@ -331,28 +465,79 @@ pub fn project(a: ProjectArgs) -> anyhow::Result<()> {
                 lexicon
                     .iter()
                     .find(|c| &c.name == w)
-                    .map(|c| prism_analysis::figure::Rgb((c.srgb[0] * 255.0) as u8, (c.srgb[1] * 255.0) as u8, (c.srgb[2] * 255.0) as u8))
+                    .map(|c| {
+                        prism_analysis::figure::Rgb(
+                            (c.srgb[0] * 255.0) as u8,
+                            (c.srgb[1] * 255.0) as u8,
+                            (c.srgb[2] * 255.0) as u8,
+                        )
+                    })
                     .unwrap_or_else(|| palette(i))
             })
             .collect();
         let axes = match (a.method, &p.explained_variance_ratio) {
-            (Method::Pca, Some(r)) => (format!("PC1 ({:.1}% of variance)", r[0] * 100.0), format!("PC2 ({:.1}%)", r.get(1).unwrap_or(&0.0) * 100.0)),
+            (Method::Pca, Some(r)) => (
+                format!("PC1 ({:.1}% of variance)", r[0] * 100.0),
+                format!("PC2 ({:.1}%)", r.get(1).unwrap_or(&0.0) * 100.0),
+            ),
             _ => ("t-SNE 1".to_string(), "t-SNE 2".to_string()),
         };
-        let notes = vec![format!("model: {}; source: {}; {} words; first two of {} dimensions shown", model.info.path.display(), a.source.source, words.len(), a.dims)];
-        let fig = scatter(&format!("{} of {} vectors", if a.method == Method::Pca { "PCA" } else { "t-SNE" }, a.source.source), &words, &p.points, &colors, (&axes.0, &axes.1), notes);
+        let notes = vec![format!(
+            "model: {}; source: {}; {} words; first two of {} dimensions shown",
+            model.info.path.display(),
+            a.source.source,
+            words.len(),
+            a.dims
+        )];
+        let fig = scatter(
+            &format!(
+                "{} of {} vectors",
+                if a.method == Method::Pca {
+                    "PCA"
+                } else {
+                    "t-SNE"
+                },
+                a.source.source
+            ),
+            &words,
+            &p.points,
+            &colors,
+            (&axes.0, &axes.1),
+            notes,
+        );
         export(&fig, path)?;
     }
     if a.source.json {
-        let pts: Vec<_> = words.iter().zip(&p.points).map(|(w, x)| json!({"word": w, "coords": x})).collect();
-        println!("{}", serde_json::to_string(&json!({"method": p.method, "dims": p.dims, "source": a.source.source.to_string(), "explained_variance_ratio": p.explained_variance_ratio, "tokens": splits_json(&v), "points": pts}))?);
+        let pts: Vec<_> = words
+            .iter()
+            .zip(&p.points)
+            .map(|(w, x)| json!({"word": w, "coords": x}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string(
+                &json!({"method": p.method, "dims": p.dims, "source": a.source.source.to_string(), "explained_variance_ratio": p.explained_variance_ratio, "tokens": splits_json(&v), "points": pts})
+            )?
+        );
         return Ok(());
     }
     if let Some(r) = &p.explained_variance_ratio {
-        println!("explained variance: {}", r.iter().map(|x| format!("{:.1}%", x * 100.0)).collect::<Vec<_>>().join(", "));
+        println!(
+            "explained variance: {}",
+            r.iter()
+                .map(|x| format!("{:.1}%", x * 100.0))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     for (w, x) in words.iter().zip(&p.points) {
-        println!("{w:>16}  {}", x.iter().map(|c| format!("{c:>9.4}")).collect::<Vec<_>>().join(" "));
+        println!(
+            "{w:>16}  {}",
+            x.iter()
+                .map(|c| format!("{c:>9.4}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
     }
     print_splits(&v);
     Ok(())
@@ -361,7 +546,10 @@ pub fn project(a: ProjectArgs) -> anyhow::Result<()> {
 pub fn colors(a: ColorsArgs) -> anyhow::Result<()> {
     let lexicon: Vec<ColorWord> = match &a.lexicon {
         Some(f) => {
-            let text = std::fs::read_to_string(f).map_err(|e| PrismError::Io { path: f.clone(), source: e })?;
+            let text = std::fs::read_to_string(f).map_err(|e| PrismError::Io {
+                path: f.clone(),
+                source: e,
+            })?;
             parse_lexicon(&text, &f.display().to_string())?
         }
         None => builtin_lexicon(),
@@ -380,24 +568,56 @@ pub fn colors(a: ColorsArgs) -> anyhow::Result<()> {
             eprintln!("prism: {total} representations analysed");
         }
     };
-    let study = run_study(&mut ex, &lexicon, &a.template, a.permutations as usize, a.seed, &mut progress, Some(&cancel))?;
+    let study = run_study(
+        &mut ex,
+        &lexicon,
+        &a.template,
+        a.permutations as usize,
+        a.seed,
+        &mut progress,
+        Some(&cancel),
+    )?;
     if let Some(dir) = &a.figure {
-        let v = ex.vectors(&lexicon.iter().map(|c| c.name.clone()).collect::<Vec<_>>(), a.figure_source, &a.template)?;
+        let v = ex.vectors(
+            &lexicon.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
+            a.figure_source,
+            &a.template,
+        )?;
         let vs: Vec<Vec<f32>> = v.iter().map(|w| w.vector.clone()).collect();
         let p = run_projection(&vs, Method::Pca, 2, &mut |_| {}, &cancel)?;
         let r = p.explained_variance_ratio.clone().unwrap_or_default();
-        let notes = vec![format!("model: {}; source: {}; template {:?}", model.info.path.display(), a.figure_source, a.template), "each word is drawn in its own sRGB color".into()];
+        let notes = vec![
+            format!(
+                "model: {}; source: {}; template {:?}",
+                model.info.path.display(),
+                a.figure_source,
+                a.template
+            ),
+            "each word is drawn in its own sRGB color".into(),
+        ];
         let scatter_fig = color_scatter(
             &format!("Color words, PCA of {} vectors", a.figure_source),
             &lexicon,
             &p.points,
-            (&format!("PC1 ({:.1}%)", r.first().unwrap_or(&0.0) * 100.0), &format!("PC2 ({:.1}%)", r.get(1).unwrap_or(&0.0) * 100.0)),
+            (
+                &format!("PC1 ({:.1}%)", r.first().unwrap_or(&0.0) * 100.0),
+                &format!("PC2 ({:.1}%)", r.get(1).unwrap_or(&0.0) * 100.0),
+            ),
             notes.clone(),
         );
         let names: Vec<String> = lexicon.iter().map(|c| c.name.clone()).collect();
-        let heat = similarity_heatmap(&format!("Cosine similarity of color words ({})", a.figure_source), &names, &cosine_matrix(&vs), notes[..1].to_vec());
+        let heat = similarity_heatmap(
+            &format!("Cosine similarity of color words ({})", a.figure_source),
+            &names,
+            &cosine_matrix(&vs),
+            notes[..1].to_vec(),
+        );
         let rsa_fig = rsa_by_layer(&study);
-        for (fig, stem) in [(&scatter_fig, "colors_pca"), (&rsa_fig, "colors_rsa_by_layer"), (&heat, "colors_similarity")] {
+        for (fig, stem) in [
+            (&scatter_fig, "colors_pca"),
+            (&rsa_fig, "colors_rsa_by_layer"),
+            (&heat, "colors_similarity"),
+        ] {
             export(fig, &dir.join(format!("{stem}.svg")))?;
             export(fig, &dir.join(format!("{stem}.png")))?;
         }
@@ -406,15 +626,37 @@ pub fn colors(a: ColorsArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&study)?);
         return Ok(());
     }
-    println!("color study: {} words, template {:?}, Mantel test with {} permutations (seed {})", lexicon.len(), a.template, a.permutations, a.seed);
-    println!("{:<14} {:>9} {:>9} {:>9} {:>7} {:>7} {:>8} {:>8} {:>9} {:>9}", "representation", "cos(pu,bl)", "cos(pu,rd)", "cos(or,rd)", "claim1", "claim2", "rho", "p", "rho(11)", "rho(ctr)");
+    println!(
+        "color study: {} words, template {:?}, Mantel test with {} permutations (seed {})",
+        lexicon.len(),
+        a.template,
+        a.permutations,
+        a.seed
+    );
+    println!(
+        "{:<14} {:>9} {:>9} {:>9} {:>7} {:>7} {:>8} {:>8} {:>9} {:>9}",
+        "representation",
+        "cos(pu,bl)",
+        "cos(pu,rd)",
+        "cos(or,rd)",
+        "claim1",
+        "claim2",
+        "rho",
+        "p",
+        "rho(11)",
+        "rho(ctr)"
+    );
     let yes = |b: Option<bool>| match b {
         Some(true) => "yes",
         Some(false) => "NO",
         None => "-",
     };
     for r in &study.representations {
-        let (pb, pr, or) = r.cosines.as_ref().map(|c| (c.purple_blue, c.purple_red, c.orange_red)).unwrap_or((f64::NAN, f64::NAN, f64::NAN));
+        let (pb, pr, or) = r
+            .cosines
+            .as_ref()
+            .map(|c| (c.purple_blue, c.purple_red, c.orange_red))
+            .unwrap_or((f64::NAN, f64::NAN, f64::NAN));
         println!(
             "{:<14} {:>9.3} {:>9.3} {:>9.3} {:>7} {:>7} {:>8.3} {:>8.4} {:>9} {:>9.3}",
             r.name,
@@ -425,24 +667,49 @@ pub fn colors(a: ColorsArgs) -> anyhow::Result<()> {
             yes(r.claim2),
             r.rho,
             r.p,
-            r.rsa_basic11.as_ref().map(|x| format!("{:.3}", x.spearman_rho)).unwrap_or_else(|| "-".into()),
+            r.rsa_basic11
+                .as_ref()
+                .map(|x| format!("{:.3}", x.spearman_rho))
+                .unwrap_or_else(|| "-".into()),
             r.centered_rsa.spearman_rho
         );
     }
     for r in study.representations.iter().take(2) {
         if !r.split_words.is_empty() {
-            println!("{}: split words: {}", r.name, r.split_words.iter().map(|(w, p)| format!("{w} = {}", p.join(" + "))).collect::<Vec<_>>().join("; "));
+            println!(
+                "{}: split words: {}",
+                r.name,
+                r.split_words
+                    .iter()
+                    .map(|(w, p)| format!("{w} = {}", p.join(" + ")))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
         }
     }
-    if let Some(r) = study.representations.first().filter(|_| study.representations.len() > 2) {
+    if let Some(r) = study
+        .representations
+        .first()
+        .filter(|_| study.representations.len() > 2)
+    {
         let ctx = &study.representations[2];
         if !ctx.split_words.is_empty() {
-            println!("in the template: {}", ctx.split_words.iter().map(|(w, p)| format!("{w} = {}", p.join(" + "))).collect::<Vec<_>>().join("; "));
+            println!(
+                "in the template: {}",
+                ctx.split_words
+                    .iter()
+                    .map(|(w, p)| format!("{w} = {}", p.join(" + ")))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
         }
         let _ = r;
     }
     let n = study.representations.len() as f64;
-    let best = study.representations.iter().min_by(|x, y| x.p.total_cmp(&y.p));
+    let best = study
+        .representations
+        .iter()
+        .min_by(|x, y| x.p.total_cmp(&y.p));
     if let Some(b) = best {
         let bonferroni = (b.p * n).min(1.0);
         println!();
@@ -455,8 +722,16 @@ pub fn colors(a: ColorsArgs) -> anyhow::Result<()> {
             study.representations.len(),
             if bonferroni < 0.05 { "significant after correction" } else { "not significant after correction: no evidence here that the geometry mirrors CIELAB" }
         );
-        let c1 = study.representations.iter().filter(|r| r.claim1 == Some(true)).count();
-        let c2 = study.representations.iter().filter(|r| r.claim2 == Some(true)).count();
+        let c1 = study
+            .representations
+            .iter()
+            .filter(|r| r.claim1 == Some(true))
+            .count();
+        let c2 = study
+            .representations
+            .iter()
+            .filter(|r| r.claim2 == Some(true))
+            .count();
         println!("claim 1 (purple nearer blue than red) holds in {c1} of {} representations; claim 2 (orange nearer red than purple is) in {c2}", study.representations.len());
     }
     Ok(())

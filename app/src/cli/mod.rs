@@ -37,6 +37,8 @@ pub enum Command {
     FetchSamples(fetch::FetchArgs),
     /// Time full forward passes on the CPU and the GPU: ms per pass, tokens/s, GFLOP/s.
     Bench(bench::BenchArgs),
+    /// Time the geometry: exact neighbours over the vocabulary, PCA and t-SNE of embedding rows.
+    BenchGeometry(bench::BenchGeometryArgs),
     /// Cosine similarity matrix of words or phrases.
     Similar(geometry::SimilarArgs),
     /// Nearest tokens to a word in the whole vocabulary (exact cosine).
@@ -103,6 +105,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Embed(a) => run::embed(a),
         Command::FetchSamples(a) => fetch::fetch(a),
         Command::Bench(a) => bench::bench(a),
+        Command::BenchGeometry(a) => bench::bench_geometry(a),
         Command::Similar(a) => geometry::similar(a),
         Command::Neighbors(a) => geometry::neighbors(a),
         Command::Analogy(a) => geometry::analogy(a),
