@@ -1,6 +1,8 @@
 //! `prism`: the command line (and, later, the desktop app) of Prism.
 
 mod cli;
+mod gui;
+mod views;
 
 use std::process::ExitCode;
 

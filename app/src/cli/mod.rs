@@ -17,16 +17,39 @@ use prism_analysis::samples;
 #[command(
     name = "prism",
     version,
-    about = "Prism: look inside language models",
-    propagate_version = true
+    about = "Prism: look inside language models. Without a subcommand, opens the desktop app (on MODEL, or the SmolLM2 sample).",
+    propagate_version = true,
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    /// A model to open in the app (a .gguf, .safetensors, HF folder, or sample name).
+    pub model: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct GuiArgs {
+    /// A .gguf file, a .safetensors file, a Hugging Face folder, or a sample name (default: smollm2).
+    pub model: Option<String>,
+    /// The prompt to start with.
+    #[arg(long)]
+    pub text: Option<String>,
+    /// The view to show: text, attention, lens, embeddings, colors.
+    #[arg(long)]
+    pub view: Option<String>,
+    /// Render the view once its work is done, save a PNG here, and exit.
+    #[arg(long)]
+    pub screenshot: Option<PathBuf>,
+    /// cpu, gpu or auto.
+    #[arg(long, value_parser = parse_backend)]
+    pub backend: Option<BackendChoice>,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Open the desktop app.
+    Gui(GuiArgs),
     /// Show a checkpoint's architecture, size, dtypes and tokenizer.
     Info(info::InfoArgs),
     /// Run a causal LM on a text: per-token surprisal, rank, top-k, and the zstd size of the same text.
@@ -99,7 +122,11 @@ fn parse_backend(s: &str) -> Result<BackendChoice, String> {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+    let Some(command) = cli.command else {
+        return gui(GuiArgs { model: cli.model, text: None, view: None, screenshot: None, backend: None });
+    };
+    match command {
+        Command::Gui(a) => gui(a),
         Command::Info(a) => info::info(a),
         Command::Run(a) => run::run(a),
         Command::Embed(a) => run::embed(a),
@@ -113,6 +140,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Project(a) => geometry::project(a),
         Command::Colors(a) => geometry::colors(a),
     }
+}
+
+fn gui(a: GuiArgs) -> anyhow::Result<()> {
+    let view = match a.view.as_deref() {
+        Some(v) => Some(crate::views::View::from_name(v).ok_or_else(|| UsageError(format!("unknown view {v:?} (text, attention, lens, embeddings, colors)")))?),
+        None => None,
+    };
+    if let Some(p) = &a.screenshot {
+        let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        if !dir.is_dir() {
+            return Err(UsageError(format!("--screenshot {}: the folder does not exist", p.display())).into());
+        }
+    }
+    crate::gui::run(crate::gui::Launch { model: a.model, text: a.text, view, screenshot: a.screenshot, backend: a.backend })
 }
 
 /// Resolves and loads a model; a sample that is not there yet is fetched first.

@@ -1,0 +1,130 @@
+//! The color study on screen: RSA rho by representation with the permutation null band and
+//! p-values, the two claims with their cosines, and the color words placed by PCA in their own colors.
+
+use egui::{Color32, RichText, Ui};
+use egui_plot::{Legend, Line, Plot, PlotPoints, Points, Polygon, Text};
+use prism_analysis::geometry::color::ColorStudy;
+use prism_analysis::geometry::figures::rsa_by_layer;
+use prism_analysis::figure::Figure;
+
+use crate::gui::worker::ProjectionResult;
+
+#[derive(Default)]
+pub struct ColorsView {
+    pub study: Option<ColorStudy>,
+    pub scatter: Option<ProjectionResult>,
+    pub error: Option<String>,
+    pub selected: usize,
+}
+
+pub enum Request {
+    Run,
+    Scatter(String),
+}
+
+impl ColorsView {
+    pub fn ui(&mut self, ui: &mut Ui, busy: bool) -> Option<Request> {
+        let mut request = None;
+        ui.horizontal(|ui| {
+            if ui.add_enabled(!busy, egui::Button::new("Run the color study")).clicked() {
+                request = Some(Request::Run);
+            }
+            ui.label(RichText::new("31 CSS color words · template \"The color of the object is {}.\" · Mantel test, 10,000 permutations").weak());
+        });
+        if let Some(e) = &self.error {
+            ui.colored_label(Color32::from_rgb(200, 60, 60), e);
+        }
+        let Some(study) = &self.study else {
+            ui.label("Does the model place purple nearer blue than red, and orange nearer red than purple is? Does its geometry of color words mirror perceptual color space (CIELAB)? Run the study to see, layer by layer.");
+            return request;
+        };
+        let n = study.representations.len();
+        let best = study.representations.iter().enumerate().min_by(|a, b| a.1.p.total_cmp(&b.1.p)).map(|(i, _)| i).unwrap_or(0);
+        let r = &study.representations[best];
+        let corrected = (r.p * n as f64).min(1.0);
+        ui.label(RichText::new(format!(
+            "Smallest Mantel p: {} (rho {:.3}, p {:.4}; {:.3} after Bonferroni over {n} representations) — {}",
+            r.name,
+            r.rho,
+            r.p,
+            corrected,
+            if corrected < 0.05 { "significant after correction" } else { "no evidence that this geometry mirrors CIELAB" }
+        )).strong());
+        let c1 = study.representations.iter().filter(|r| r.claim1 == Some(true)).count();
+        let c2 = study.representations.iter().filter(|r| r.claim2 == Some(true)).count();
+        ui.label(format!("Claim 1, cos(purple, blue) > cos(purple, red): holds in {c1} of {n}. Claim 2, cos(orange, red) > cos(purple, red): holds in {c2} of {n}."));
+        ui.columns(2, |cols| {
+            let ui = &mut cols[0];
+            Plot::new("rsa-by-layer").height(260.0).legend(Legend::default()).show(ui, |plot| {
+                let band: Vec<[f64; 2]> = study
+                    .representations
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| [i as f64, r.rsa_all.null_mean + 1.96 * r.rsa_all.null_sd])
+                    .chain(study.representations.iter().enumerate().rev().map(|(i, r)| [i as f64, r.rsa_all.null_mean - 1.96 * r.rsa_all.null_sd]))
+                    .collect();
+                plot.polygon(Polygon::new("95% of the null", PlotPoints::new(band)).fill_color(Color32::from_rgba_unmultiplied(160, 160, 160, 60)));
+                let rho: Vec<[f64; 2]> = study.representations.iter().enumerate().map(|(i, r)| [i as f64, r.rho]).collect();
+                let cen: Vec<[f64; 2]> = study.representations.iter().enumerate().map(|(i, r)| [i as f64, r.centered_rsa.spearman_rho]).collect();
+                plot.line(Line::new("rho (raw cosine)", PlotPoints::new(rho.clone())).color(Color32::from_rgb(31, 119, 180)));
+                plot.points(Points::new("rho (raw cosine)", PlotPoints::new(rho)).radius(3.0).color(Color32::from_rgb(31, 119, 180)));
+                plot.line(Line::new("rho (mean-centred)", PlotPoints::new(cen)).color(Color32::from_rgb(255, 127, 14)));
+            });
+            ui.label(RichText::new("x: representation (0 = input embedding, then layers in the template); shaded: 95% of the permutation null").weak());
+            let ui = &mut cols[1];
+            egui::ScrollArea::vertical().id_salt("claims").max_height(290.0).show(ui, |ui| {
+                egui::Grid::new("claims-grid").striped(true).show(ui, |ui| {
+                    for h in ["representation", "pu·bl", "pu·rd", "or·rd", "claim 1", "claim 2", "rho", "p"] {
+                        ui.strong(h);
+                    }
+                    ui.end_row();
+                    for (i, r) in study.representations.iter().enumerate() {
+                        if ui.selectable_label(self.selected == i, &r.name).clicked() {
+                            self.selected = i;
+                            request = Some(Request::Scatter(r.name.clone()));
+                        }
+                        let (a, b, c) = r.cosines.as_ref().map(|c| (c.purple_blue, c.purple_red, c.orange_red)).unwrap_or_default();
+                        ui.label(format!("{a:.3}"));
+                        ui.label(format!("{b:.3}"));
+                        ui.label(format!("{c:.3}"));
+                        let yes = |v: Option<bool>| match v {
+                            Some(true) => RichText::new("yes").color(Color32::from_rgb(40, 150, 40)),
+                            Some(false) => RichText::new("no").color(Color32::from_rgb(190, 60, 60)),
+                            None => RichText::new("–"),
+                        };
+                        ui.label(yes(r.claim1));
+                        ui.label(yes(r.claim2));
+                        ui.label(format!("{:.3}", r.rho));
+                        ui.label(format!("{:.3}", r.p));
+                        ui.end_row();
+                    }
+                });
+            });
+        });
+        ui.separator();
+        match &self.scatter {
+            Some(s) => {
+                ui.label(format!("PCA of the color words' {} vectors (click a row above for another representation)", study.representations.get(self.selected).map(|r| r.name.as_str()).unwrap_or("embed")));
+                let lex = prism_analysis::geometry::color::builtin_lexicon();
+                Plot::new("color-scatter").data_aspect(1.0).show(ui, |plot| {
+                    for (w, p) in s.words.iter().zip(&s.projection.points) {
+                        let c = lex.iter().find(|c| &c.name == w).map(|c| Color32::from_rgb((c.srgb[0] * 255.0) as u8, (c.srgb[1] * 255.0) as u8, (c.srgb[2] * 255.0) as u8)).unwrap_or(Color32::GRAY);
+                        plot.points(Points::new(w.clone(), PlotPoints::new(vec![[p[0], p[1]]])).radius(7.5).color(Color32::from_gray(128)));
+                        plot.points(Points::new(w.clone(), PlotPoints::new(vec![[p[0], p[1]]])).radius(6.0).color(c));
+                        plot.text(Text::new(format!("c-{w}"), [p[0], p[1]].into(), RichText::new(format!("  {w}")).size(12.0)).anchor(egui::Align2::LEFT_BOTTOM));
+                    }
+                });
+            }
+            None => {
+                if ui.button("Show the color words (PCA)").clicked() {
+                    request = Some(Request::Scatter("embed".into()));
+                }
+            }
+        }
+        request
+    }
+
+    pub fn figure(&self) -> Option<Figure> {
+        self.study.as_ref().map(rsa_by_layer)
+    }
+}
