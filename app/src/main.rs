@@ -1,8 +1,6 @@
 //! `prism`: the command line (and, later, the desktop app) of Prism.
 
-mod cli;
-mod gui;
-mod views;
+use prism_app::cli;
 
 use std::process::ExitCode;
 

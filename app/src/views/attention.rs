@@ -2,7 +2,9 @@
 //! labels (level of detail at long lengths), the value under the cursor, a colormap choice, a head
 //! view of lines from each token to what it attends to, and a selected token's row and column.
 
-use egui::{Color32, ColorImage, Pos2, Rect, Sense, Stroke, TextureHandle, TextureOptions, Ui, Vec2};
+use egui::{
+    Color32, ColorImage, Pos2, Rect, Sense, Stroke, TextureHandle, TextureOptions, Ui, Vec2,
+};
 use prism_analysis::backend::AttentionMaps;
 use prism_analysis::figure::{Colormap, Figure, FigureKind};
 use prism_analysis::trace::Trace;
@@ -65,13 +67,25 @@ struct Cache {
 }
 
 /// Max-pools a `[seq][seq]` map down to at most `size` × `size` pixels.
-fn pooled(map: &[f32], seq: usize, size: usize, cm: AttentionColormap, sqrt: bool) -> (ColorImage, usize) {
+fn pooled(
+    map: &[f32],
+    seq: usize,
+    size: usize,
+    cm: AttentionColormap,
+    sqrt: bool,
+) -> (ColorImage, usize) {
     let side = seq.min(size).max(1);
     let mut img = ColorImage::new([side, side], vec![Color32::BLACK; side * side]);
     for y in 0..side {
-        let (q0, q1) = (y * seq / side, ((y + 1) * seq / side).max(y * seq / side + 1));
+        let (q0, q1) = (
+            y * seq / side,
+            ((y + 1) * seq / side).max(y * seq / side + 1),
+        );
         for x in 0..side {
-            let (k0, k1) = (x * seq / side, ((x + 1) * seq / side).max(x * seq / side + 1));
+            let (k0, k1) = (
+                x * seq / side,
+                ((x + 1) * seq / side).max(x * seq / side + 1),
+            );
             let mut m = 0f32;
             for q in q0..q1.min(seq) {
                 for k in k0..k1.min(seq) {
@@ -92,17 +106,42 @@ impl AttentionView {
             let mut thumbs = Vec::with_capacity(maps.layers * maps.heads);
             for l in 0..maps.layers {
                 for h in 0..maps.heads {
-                    let (img, _) = pooled(maps.head(l, h), maps.seq, 32, self.colormap, self.sqrt_scale);
-                    thumbs.push(ui.ctx().load_texture(format!("att-{l}-{h}"), img, TextureOptions::NEAREST));
+                    let (img, _) = pooled(
+                        maps.head(l, h),
+                        maps.seq,
+                        32,
+                        self.colormap,
+                        self.sqrt_scale,
+                    );
+                    thumbs.push(ui.ctx().load_texture(
+                        format!("att-{l}-{h}"),
+                        img,
+                        TextureOptions::NEAREST,
+                    ));
                 }
             }
-            self.cache = Some(Cache { key, thumbs, full: None });
+            self.cache = Some(Cache {
+                key,
+                thumbs,
+                full: None,
+            });
         }
         let cache = self.cache.as_mut().expect("just set");
         let want = (self.layer, self.head);
         if cache.full.as_ref().map(|f| f.0) != Some(want) {
-            let (img, side) = pooled(maps.head(self.layer, self.head), maps.seq, 1024, self.colormap, self.sqrt_scale);
-            cache.full = Some((want, ui.ctx().load_texture("att-full", img, TextureOptions::NEAREST), side));
+            let (img, side) = pooled(
+                maps.head(self.layer, self.head),
+                maps.seq,
+                1024,
+                self.colormap,
+                self.sqrt_scale,
+            );
+            cache.full = Some((
+                want,
+                ui.ctx()
+                    .load_texture("att-full", img, TextureOptions::NEAREST),
+                side,
+            ));
         }
         cache
     }
@@ -140,29 +179,44 @@ impl AttentionView {
         ui.horizontal_top(|ui| {
             // The grid.
             let thumb = ((ui.available_height() - 40.0) / layers as f32).clamp(10.0, 36.0);
-            egui::ScrollArea::vertical().id_salt("att-grid").max_width(thumb * heads as f32 + 60.0).show(ui, |ui| {
-                let cache = self.textures(ui, maps, generation);
-                let thumbs: Vec<egui::TextureId> = cache.thumbs.iter().map(|t| t.id()).collect();
-                egui::Grid::new("att-grid-cells").spacing([2.0, 2.0]).show(ui, |ui| {
-                    for l in 0..layers {
-                        ui.label(format!("L{l}"));
-                        for h in 0..heads {
-                            let selected = l == self.layer && h == self.head;
-                            let img = egui::Image::new((thumbs[l * heads + h], Vec2::splat(thumb))).sense(Sense::click());
-                            let r = ui.add(img);
-                            if selected {
-                                ui.painter().rect_stroke(r.rect, 0.0, Stroke::new(2.0, Color32::RED), egui::StrokeKind::Outside);
+            egui::ScrollArea::vertical()
+                .id_salt("att-grid")
+                .max_width(thumb * heads as f32 + 60.0)
+                .show(ui, |ui| {
+                    let cache = self.textures(ui, maps, generation);
+                    let thumbs: Vec<egui::TextureId> =
+                        cache.thumbs.iter().map(|t| t.id()).collect();
+                    egui::Grid::new("att-grid-cells")
+                        .spacing([2.0, 2.0])
+                        .show(ui, |ui| {
+                            for l in 0..layers {
+                                ui.label(format!("L{l}"));
+                                for h in 0..heads {
+                                    let selected = l == self.layer && h == self.head;
+                                    let img = egui::Image::new((
+                                        thumbs[l * heads + h],
+                                        Vec2::splat(thumb),
+                                    ))
+                                    .sense(Sense::click());
+                                    let r = ui.add(img);
+                                    if selected {
+                                        ui.painter().rect_stroke(
+                                            r.rect,
+                                            0.0,
+                                            Stroke::new(2.0, Color32::RED),
+                                            egui::StrokeKind::Outside,
+                                        );
+                                    }
+                                    if r.clicked() {
+                                        self.layer = l;
+                                        self.head = h;
+                                    }
+                                    r.on_hover_text(format!("layer {l}, head {h}"));
+                                }
+                                ui.end_row();
                             }
-                            if r.clicked() {
-                                self.layer = l;
-                                self.head = h;
-                            }
-                            r.on_hover_text(format!("layer {l}, head {h}"));
-                        }
-                        ui.end_row();
-                    }
+                        });
                 });
-            });
             ui.separator();
             ui.vertical(|ui| {
                 if self.head_view {
@@ -174,7 +228,14 @@ impl AttentionView {
         });
     }
 
-    fn full_map_ui(&mut self, ui: &mut Ui, maps: &AttentionMaps, tokens: &[String], generation: u64, seq: usize) {
+    fn full_map_ui(
+        &mut self,
+        ui: &mut Ui,
+        maps: &AttentionMaps,
+        tokens: &[String],
+        generation: u64,
+        seq: usize,
+    ) {
         let label_room = 90.0;
         let avail = ui.available_size();
         let side = (avail.x.min(avail.y) - label_room - 10.0).max(100.0);
@@ -185,9 +246,17 @@ impl AttentionView {
         };
         let Some(tex) = tex else { return };
         let (rect, resp) = ui.allocate_exact_size(Vec2::splat(side + label_room), Sense::click());
-        let map_rect = Rect::from_min_size(rect.min + Vec2::new(label_room, label_room), Vec2::splat(side));
+        let map_rect = Rect::from_min_size(
+            rect.min + Vec2::new(label_room, label_room),
+            Vec2::splat(side),
+        );
         let painter = ui.painter_at(rect);
-        painter.image(tex, map_rect, Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0)), Color32::WHITE);
+        painter.image(
+            tex,
+            map_rect,
+            Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0)),
+            Color32::WHITE,
+        );
         let cell = side / seq as f32;
         // Level of detail: a label every `step` tokens, so labels never overlap (rows need about
         // 11 pixels, columns about 48 for a 7-character label).
@@ -196,16 +265,34 @@ impl AttentionView {
         let font = egui::FontId::monospace(10.0);
         for i in (0..seq).step_by(row_step) {
             let y = map_rect.top() + (i as f32 + 0.5) * cell;
-            painter.text(Pos2::new(map_rect.left() - 4.0, y), egui::Align2::RIGHT_CENTER, truncate(&tokens[i], 12), font.clone(), ui.visuals().text_color());
+            painter.text(
+                Pos2::new(map_rect.left() - 4.0, y),
+                egui::Align2::RIGHT_CENTER,
+                truncate(&tokens[i], 12),
+                font.clone(),
+                ui.visuals().text_color(),
+            );
         }
         for i in (0..seq).step_by(col_step) {
             let x = map_rect.left() + (i as f32 + 0.5) * cell;
-            painter.text(Pos2::new(x, map_rect.top() - 4.0), egui::Align2::CENTER_BOTTOM, truncate(&tokens[i], 7), font.clone(), ui.visuals().text_color());
+            painter.text(
+                Pos2::new(x, map_rect.top() - 4.0),
+                egui::Align2::CENTER_BOTTOM,
+                truncate(&tokens[i], 7),
+                font.clone(),
+                ui.visuals().text_color(),
+            );
         }
         if let Some(t) = self.selected_token.filter(|&t| t < seq) {
             let stroke = Stroke::new(1.5, Color32::RED);
-            let row = Rect::from_min_size(Pos2::new(map_rect.left(), map_rect.top() + t as f32 * cell), Vec2::new(side, cell.max(1.0)));
-            let col = Rect::from_min_size(Pos2::new(map_rect.left() + t as f32 * cell, map_rect.top()), Vec2::new(cell.max(1.0), side));
+            let row = Rect::from_min_size(
+                Pos2::new(map_rect.left(), map_rect.top() + t as f32 * cell),
+                Vec2::new(side, cell.max(1.0)),
+            );
+            let col = Rect::from_min_size(
+                Pos2::new(map_rect.left() + t as f32 * cell, map_rect.top()),
+                Vec2::new(cell.max(1.0), side),
+            );
             painter.rect_stroke(row, 0.0, stroke, egui::StrokeKind::Outside);
             painter.rect_stroke(col, 0.0, stroke, egui::StrokeKind::Outside);
         }
@@ -214,22 +301,35 @@ impl AttentionView {
             let k = (((p.x - map_rect.left()) / cell) as usize).min(seq - 1);
             let v = maps.get(layer, head, q, k);
             resp.show_tooltip_ui(|ui| {
-                ui.label(format!("query {q} {:?} → key {k} {:?}", tokens[q], tokens[k]));
+                ui.label(format!(
+                    "query {q} {:?}, key {k} {:?}",
+                    tokens[q], tokens[k]
+                ));
                 ui.strong(format!("attention {v:.4}"));
             });
             if resp.clicked() {
                 self.selected_token = Some(q);
             }
         }
-        ui.label(format!("rows: queries · columns: keys · {seq} tokens{}", if seq > 1024 { " (max-pooled to 1024 pixels)" } else { "" }));
+        ui.label(format!(
+            "rows: queries · columns: keys · {seq} tokens{}",
+            if seq > 1024 {
+                " (max-pooled to 1024 pixels)"
+            } else {
+                ""
+            }
+        ));
     }
 
+    #[allow(clippy::needless_range_loop)]
     fn head_view_ui(&mut self, ui: &mut Ui, maps: &AttentionMaps, tokens: &[String]) {
         let seq = maps.seq;
         // Level of detail: a window of tokens around the selected one.
         let center = self.selected_token.unwrap_or(seq / 2).min(seq - 1);
         let window = 48usize;
-        let start = center.saturating_sub(window / 2).min(seq.saturating_sub(window));
+        let start = center
+            .saturating_sub(window / 2)
+            .min(seq.saturating_sub(window));
         let end = (start + window).min(seq);
         let row_h = 16.0;
         let height = (end - start) as f32 * row_h + 10.0;
@@ -240,9 +340,25 @@ impl AttentionView {
         let y = |i: usize| rect.top() + 5.0 + (i - start) as f32 * row_h + row_h / 2.0;
         let font = egui::FontId::monospace(11.0);
         for i in start..end {
-            let color = if Some(i) == self.selected_token { Color32::RED } else { ui.visuals().text_color() };
-            painter.text(Pos2::new(lx - 6.0, y(i)), egui::Align2::RIGHT_CENTER, truncate(&tokens[i], 14), font.clone(), color);
-            painter.text(Pos2::new(rx + 6.0, y(i)), egui::Align2::LEFT_CENTER, truncate(&tokens[i], 14), font.clone(), color);
+            let color = if Some(i) == self.selected_token {
+                Color32::RED
+            } else {
+                ui.visuals().text_color()
+            };
+            painter.text(
+                Pos2::new(lx - 6.0, y(i)),
+                egui::Align2::RIGHT_CENTER,
+                truncate(&tokens[i], 14),
+                font.clone(),
+                color,
+            );
+            painter.text(
+                Pos2::new(rx + 6.0, y(i)),
+                egui::Align2::LEFT_CENTER,
+                truncate(&tokens[i], 14),
+                font.clone(),
+                color,
+            );
         }
         for q in start..end {
             if self.selected_token.is_some_and(|s| s != q) {
@@ -252,7 +368,10 @@ impl AttentionView {
                 let w = maps.get(self.layer, self.head, q, k);
                 if w >= self.threshold {
                     let c = Color32::from_rgba_unmultiplied(30, 110, 200, (60.0 + 195.0 * w) as u8);
-                    painter.line_segment([Pos2::new(lx, y(q)), Pos2::new(rx, y(k))], Stroke::new(0.5 + 3.0 * w, c));
+                    painter.line_segment(
+                        [Pos2::new(lx, y(q)), Pos2::new(rx, y(k))],
+                        Stroke::new(0.5 + 3.0 * w, c),
+                    );
                 }
             }
         }
@@ -270,13 +389,24 @@ impl AttentionView {
         let maps = trace.attention()?;
         let seq = maps.seq;
         let labels: Vec<String> = trace.tokens.iter().map(|t| show_token(&t.text)).collect();
-        let m = maps.head(self.layer.min(maps.layers - 1), self.head.min(maps.heads - 1));
-        let values: Vec<Vec<f64>> = (0..seq).map(|q| (0..seq).map(|k| m[q * seq + k] as f64).collect()).collect();
+        let m = maps.head(
+            self.layer.min(maps.layers - 1),
+            self.head.min(maps.heads - 1),
+        );
+        let values: Vec<Vec<f64>> = (0..seq)
+            .map(|q| (0..seq).map(|k| m[q * seq + k] as f64).collect())
+            .collect();
         Some(Figure {
             title: format!("Attention, layer {} head {}", self.layer, self.head),
             x_label: "key".into(),
             y_label: "query".into(),
-            kind: FigureKind::Heatmap { row_labels: labels.clone(), col_labels: labels, values, range: (0.0, 1.0), colormap: Colormap::Viridis },
+            kind: FigureKind::Heatmap {
+                row_labels: labels.clone(),
+                col_labels: labels,
+                values,
+                range: (0.0, 1.0),
+                colormap: Colormap::Viridis,
+            },
             notes: vec![format!("model: {model}")],
         })
     }

@@ -3,9 +3,9 @@
 
 use egui::{Color32, RichText, Ui};
 use egui_plot::{Legend, Line, Plot, PlotPoints, Points, Polygon, Text};
+use prism_analysis::figure::Figure;
 use prism_analysis::geometry::color::ColorStudy;
 use prism_analysis::geometry::figures::rsa_by_layer;
-use prism_analysis::figure::Figure;
 
 use crate::gui::worker::ProjectionResult;
 
@@ -39,7 +39,13 @@ impl ColorsView {
             return request;
         };
         let n = study.representations.len();
-        let best = study.representations.iter().enumerate().min_by(|a, b| a.1.p.total_cmp(&b.1.p)).map(|(i, _)| i).unwrap_or(0);
+        let best = study
+            .representations
+            .iter()
+            .enumerate()
+            .min_by(|a, b| a.1.p.total_cmp(&b.1.p))
+            .map(|(i, _)| i)
+            .unwrap_or(0);
         let r = &study.representations[best];
         let corrected = (r.p * n as f64).min(1.0);
         ui.label(RichText::new(format!(
@@ -50,8 +56,16 @@ impl ColorsView {
             corrected,
             if corrected < 0.05 { "significant after correction" } else { "no evidence that this geometry mirrors CIELAB" }
         )).strong());
-        let c1 = study.representations.iter().filter(|r| r.claim1 == Some(true)).count();
-        let c2 = study.representations.iter().filter(|r| r.claim2 == Some(true)).count();
+        let c1 = study
+            .representations
+            .iter()
+            .filter(|r| r.claim1 == Some(true))
+            .count();
+        let c2 = study
+            .representations
+            .iter()
+            .filter(|r| r.claim2 == Some(true))
+            .count();
         ui.label(format!("Claim 1, cos(purple, blue) > cos(purple, red): holds in {c1} of {n}. Claim 2, cos(orange, red) > cos(purple, red): holds in {c2} of {n}."));
         ui.columns(2, |cols| {
             let ui = &mut cols[0];
@@ -106,14 +120,41 @@ impl ColorsView {
             Some(s) => {
                 ui.label(format!("PCA of the color words' {} vectors (click a row above for another representation)", study.representations.get(self.selected).map(|r| r.name.as_str()).unwrap_or("embed")));
                 let lex = prism_analysis::geometry::color::builtin_lexicon();
-                Plot::new("color-scatter").data_aspect(1.0).show(ui, |plot| {
-                    for (w, p) in s.words.iter().zip(&s.projection.points) {
-                        let c = lex.iter().find(|c| &c.name == w).map(|c| Color32::from_rgb((c.srgb[0] * 255.0) as u8, (c.srgb[1] * 255.0) as u8, (c.srgb[2] * 255.0) as u8)).unwrap_or(Color32::GRAY);
-                        plot.points(Points::new(w.clone(), PlotPoints::new(vec![[p[0], p[1]]])).radius(7.5).color(Color32::from_gray(128)));
-                        plot.points(Points::new(w.clone(), PlotPoints::new(vec![[p[0], p[1]]])).radius(6.0).color(c));
-                        plot.text(Text::new(format!("c-{w}"), [p[0], p[1]].into(), RichText::new(format!("  {w}")).size(12.0)).anchor(egui::Align2::LEFT_BOTTOM));
-                    }
-                });
+                Plot::new("color-scatter")
+                    .data_aspect(1.0)
+                    .show(ui, |plot| {
+                        for (w, p) in s.words.iter().zip(&s.projection.points) {
+                            let c = lex
+                                .iter()
+                                .find(|c| &c.name == w)
+                                .map(|c| {
+                                    Color32::from_rgb(
+                                        (c.srgb[0] * 255.0) as u8,
+                                        (c.srgb[1] * 255.0) as u8,
+                                        (c.srgb[2] * 255.0) as u8,
+                                    )
+                                })
+                                .unwrap_or(Color32::GRAY);
+                            plot.points(
+                                Points::new(w.clone(), PlotPoints::new(vec![[p[0], p[1]]]))
+                                    .radius(7.5)
+                                    .color(Color32::from_gray(128)),
+                            );
+                            plot.points(
+                                Points::new(w.clone(), PlotPoints::new(vec![[p[0], p[1]]]))
+                                    .radius(6.0)
+                                    .color(c),
+                            );
+                            plot.text(
+                                Text::new(
+                                    format!("c-{w}"),
+                                    [p[0], p[1]].into(),
+                                    RichText::new(format!("  {w}")).size(12.0),
+                                )
+                                .anchor(egui::Align2::LEFT_BOTTOM),
+                            );
+                        }
+                    });
             }
             None => {
                 if ui.button("Show the color words (PCA)").clicked() {

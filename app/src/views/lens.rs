@@ -29,31 +29,66 @@ pub fn ui(ui: &mut Ui, trace: &Trace, token_text: &dyn Fn(u32) -> String) -> boo
             if x > clip.right() || x + cw < clip.left() {
                 continue;
             }
-            painter.text(Pos2::new(x + cw / 2.0, rect.top() + top / 2.0), egui::Align2::CENTER_CENTER, clip_text(&show_token(&trace.tokens[pos].text), 9), font.clone(), ui.visuals().strong_text_color());
+            painter.text(
+                Pos2::new(x + cw / 2.0, rect.top() + top / 2.0),
+                egui::Align2::CENTER_CENTER,
+                clip_text(&show_token(&trace.tokens[pos].text), 9),
+                font.clone(),
+                ui.visuals().strong_text_color(),
+            );
             for (l, row) in lens.iter().enumerate() {
                 let y = rect.top() + top + ch * (layers - 1 - l) as f32;
                 if y > clip.bottom() || y + ch < clip.top() {
                     continue;
                 }
-                let Some(best) = row.get(pos).and_then(|p| p.first()) else { continue };
+                let Some(best) = row.get(pos).and_then(|p| p.first()) else {
+                    continue;
+                };
                 let bg = color32(Colormap::Viridis, best.p as f64);
                 let cell = Rect::from_min_size(Pos2::new(x, y), Vec2::new(cw - 1.0, ch - 1.0));
                 painter.rect_filled(cell, 2.0, bg);
-                painter.text(cell.center(), egui::Align2::CENTER_CENTER, clip_text(&show_token(&token_text(best.id)), 9), font.clone(), text_on(bg));
+                painter.text(
+                    cell.center(),
+                    egui::Align2::CENTER_CENTER,
+                    clip_text(&show_token(&token_text(best.id)), 9),
+                    font.clone(),
+                    text_on(bg),
+                );
             }
         }
         for l in 0..layers {
             let y = rect.top() + top + ch * (layers - 1 - l) as f32 + ch / 2.0;
-            let name = if l == layers - 1 { format!("{l} out") } else { format!("{l}") };
-            painter.text(Pos2::new(rect.left() + left - 6.0, y), egui::Align2::RIGHT_CENTER, name, font.clone(), ui.visuals().text_color());
+            let name = if l == layers - 1 {
+                format!("{l} out")
+            } else {
+                format!("{l}")
+            };
+            painter.text(
+                Pos2::new(rect.left() + left - 6.0, y),
+                egui::Align2::RIGHT_CENTER,
+                name,
+                font.clone(),
+                ui.visuals().text_color(),
+            );
         }
         if let Some(p) = resp.hover_pos() {
             let pos = ((p.x - rect.left() - left) / cw).floor();
             let l = ((p.y - rect.top() - top) / ch).floor();
             if pos >= 0.0 && l >= 0.0 && (pos as usize) < seq && (l as usize) < layers {
                 let (pos, layer) = (pos as usize, layers - 1 - l as usize);
-                let cell = Rect::from_min_size(Pos2::new(rect.left() + left + cw * pos as f32, rect.top() + top + ch * l), Vec2::new(cw - 1.0, ch - 1.0));
-                painter.rect_stroke(cell, 2.0, Stroke::new(2.0, Color32::RED), egui::StrokeKind::Outside);
+                let cell = Rect::from_min_size(
+                    Pos2::new(
+                        rect.left() + left + cw * pos as f32,
+                        rect.top() + top + ch * l,
+                    ),
+                    Vec2::new(cw - 1.0, ch - 1.0),
+                );
+                painter.rect_stroke(
+                    cell,
+                    2.0,
+                    Stroke::new(2.0, Color32::RED),
+                    egui::StrokeKind::Outside,
+                );
                 resp.show_tooltip_ui(|ui| {
                     ui.strong(format!("layer {layer}, after {:?}", trace.tokens[pos].text));
                     for p in &lens[layer][pos] {
@@ -80,13 +115,41 @@ pub fn figure(trace: &Trace, model: &str, token_text: &dyn Fn(u32) -> String) ->
     let layers = lens.len();
     let rows: Vec<String> = (0..layers).rev().map(|l| format!("layer {l}")).collect();
     let cols: Vec<String> = trace.tokens.iter().map(|t| show_token(&t.text)).collect();
-    let values: Vec<Vec<f64>> = (0..layers).rev().map(|l| lens[l].iter().map(|p| p.first().map(|x| x.p as f64).unwrap_or(0.0)).collect()).collect();
-    let top: Vec<String> = (0..layers).rev().flat_map(|l| lens[l].iter().map(|p| p.first().map(|x| token_text(x.id)).unwrap_or_default()).collect::<Vec<_>>()).collect();
+    let values: Vec<Vec<f64>> = (0..layers)
+        .rev()
+        .map(|l| {
+            lens[l]
+                .iter()
+                .map(|p| p.first().map(|x| x.p as f64).unwrap_or(0.0))
+                .collect()
+        })
+        .collect();
+    let top: Vec<String> = (0..layers)
+        .rev()
+        .flat_map(|l| {
+            lens[l]
+                .iter()
+                .map(|p| p.first().map(|x| token_text(x.id)).unwrap_or_default())
+                .collect::<Vec<_>>()
+        })
+        .collect();
     Some(Figure {
         title: "Logit lens: top-1 probability by layer and position".into(),
         x_label: "position".into(),
         y_label: "layer".into(),
-        kind: FigureKind::Heatmap { row_labels: rows, col_labels: cols, values, range: (0.0, 1.0), colormap: Colormap::Viridis },
-        notes: vec![format!("model: {model}"), format!("top tokens (row by row): {}", top.iter().take(40).cloned().collect::<Vec<_>>().join(" "))],
+        kind: FigureKind::Heatmap {
+            row_labels: rows,
+            col_labels: cols,
+            values,
+            range: (0.0, 1.0),
+            colormap: Colormap::Viridis,
+        },
+        notes: vec![
+            format!("model: {model}"),
+            format!(
+                "top tokens (row by row): {}",
+                top.iter().take(40).cloned().collect::<Vec<_>>().join(" ")
+            ),
+        ],
     })
 }

@@ -20,7 +20,13 @@ pub enum View {
 }
 
 impl View {
-    pub const ALL: [View; 5] = [View::Text, View::Attention, View::Lens, View::Embeddings, View::Colors];
+    pub const ALL: [View; 5] = [
+        View::Text,
+        View::Attention,
+        View::Lens,
+        View::Embeddings,
+        View::Colors,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {

@@ -39,13 +39,21 @@ pub fn legend_ui(ui: &mut Ui, gltr: bool) {
             ui.label("rank of the actual token:");
             for r in [1, 50, 500, 5000] {
                 let (c, name) = gltr_bucket(r);
-                ui.label(RichText::new(format!(" {name} ")).background_color(c).color(Color32::BLACK));
+                ui.label(
+                    RichText::new(format!(" {name} "))
+                        .background_color(c)
+                        .color(Color32::BLACK),
+                );
             }
         } else {
             ui.label("surprisal:");
             for b in [0.0, 2.0, 4.0, 8.0, 12.0, 16.0] {
                 let c = color32(Colormap::Viridis, b / MAX_BITS);
-                ui.label(RichText::new(format!(" {b:.0} bits ")).background_color(c).color(text_on(c)));
+                ui.label(
+                    RichText::new(format!(" {b:.0} bits "))
+                        .background_color(c)
+                        .color(text_on(c)),
+                );
             }
         }
         ui.label(RichText::new("(first token: not predicted)").weak());
@@ -58,7 +66,11 @@ pub fn hover_card(ui: &mut Ui, trace: &Trace, i: usize) {
     match trace.surprisal_bits[i] {
         Some(b) => {
             ui.label(format!("surprisal {b:.2} bits"));
-            ui.label(format!("rank {}   entropy {:.2} bits", trace.rank[i].unwrap_or(0), trace.entropy_bits[i].unwrap_or(0.0)));
+            ui.label(format!(
+                "rank {}   entropy {:.2} bits",
+                trace.rank[i].unwrap_or(0),
+                trace.entropy_bits[i].unwrap_or(0.0)
+            ));
         }
         None => {
             ui.label("first token: nothing came before it");
@@ -86,7 +98,11 @@ pub fn tokens_ui(ui: &mut Ui, trace: &Trace, gltr: bool) -> Option<usize> {
         ui.spacing_mut().item_spacing = egui::vec2(1.0, 3.0);
         for i in 0..trace.tokens.len() {
             let bg = token_color(trace, i, gltr);
-            let text = RichText::new(show_token(&trace.tokens[i].text)).monospace().size(16.0).background_color(bg).color(text_on(bg));
+            let text = RichText::new(show_token(&trace.tokens[i].text))
+                .monospace()
+                .size(16.0)
+                .background_color(bg)
+                .color(text_on(bg));
             let r = ui.add(egui::Label::new(text).sense(egui::Sense::hover()));
             if r.hovered() {
                 hovered = Some(i);
@@ -112,20 +128,33 @@ pub fn summary(trace: &Trace, text: Option<&str>) -> String {
     );
     if let Some(t) = text {
         let z = prism_analysis::metrics::zstd_bytes(t);
-        s.push_str(&format!(" · zstd -19: {} bits, {:.3} bits/byte", z * 8, (z * 8) as f64 / t.len().max(1) as f64));
+        s.push_str(&format!(
+            " · zstd -19: {} bits, {:.3} bits/byte",
+            z * 8,
+            (z * 8) as f64 / t.len().max(1) as f64
+        ));
     }
     s
 }
 
 /// The figure for export: surprisal per token.
 pub fn figure(trace: &Trace, model: &str) -> Figure {
-    let points: Vec<(f64, f64)> = trace.surprisal_bits.iter().enumerate().filter_map(|(i, s)| s.map(|b| (i as f64, b))).collect();
+    let points: Vec<(f64, f64)> = trace
+        .surprisal_bits
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.map(|b| (i as f64, b)))
+        .collect();
     Figure {
         title: "Surprisal per token".into(),
         x_label: "token".into(),
         y_label: "bits".into(),
         kind: FigureKind::Lines {
-            series: vec![Series { name: "surprisal".into(), points, color: Rgb(31, 119, 180) }],
+            series: vec![Series {
+                name: "surprisal".into(),
+                points,
+                color: Rgb(31, 119, 180),
+            }],
             band: None,
             x_ticks: Some(trace.tokens.iter().map(|t| show_token(&t.text)).collect()),
         },
