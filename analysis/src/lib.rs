@@ -1,6 +1,9 @@
 //! Prism's headless core: checkpoints, architectures, backends, traces and metrics.
 //! It never depends on a GUI toolkit, so the CLI, the tests and the benchmarks run it as is.
 
+// Input decides what happens here: no unwrap or expect outside tests, errors carry context instead.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod arch;
 pub mod backend;
 pub mod checkpoint;
