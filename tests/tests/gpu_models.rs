@@ -301,3 +301,26 @@ fn minilm_on_the_gpu_matches_sentence_transformers() {
         assert!(cos >= 0.99999, "cosine {cos}");
     }
 }
+
+#[test]
+fn neighbour_search_on_the_gpu_equals_the_cpu() {
+    use prism_analysis::geometry::similarity::{GpuNeighborIndex, NeighborIndex};
+    use prism_analysis::geometry::vectors::Table;
+    let model = smollm2();
+    let table = Table::from_weight(&model.weights.token_embedding).unwrap();
+    let cpu = NeighborIndex::new(&table);
+    let gpu_index = GpuNeighborIndex::new(gpu(), &table).unwrap();
+    for q in [4461usize, 2382, 30] {
+        let query = table.row(q).to_vec();
+        let a = cpu.nearest(&query, 10, &[q as u32]);
+        let b = gpu_index.nearest(&query, 10, &[q as u32]).unwrap();
+        assert_eq!(
+            a.iter().map(|n| n.id).collect::<Vec<_>>(),
+            b.iter().map(|n| n.id).collect::<Vec<_>>(),
+            "query {q}"
+        );
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x.cosine - y.cosine).abs() < 1e-5);
+        }
+    }
+}

@@ -225,3 +225,114 @@ mod tests {
         assert_eq!(m[0][1], 0.0);
     }
 }
+
+/// Exact neighbour search on the GPU: the unit-length vocabulary lives on the device, one matmul
+/// scores every row against the query, and only the scores come back.
+pub struct GpuNeighborIndex {
+    ctx: std::sync::Arc<crate::backend::gpu::context::GpuContext>,
+    matrix: crate::backend::gpu::upload::GpuMatrix,
+    rows: usize,
+    width: usize,
+}
+
+impl GpuNeighborIndex {
+    pub fn new(
+        ctx: std::sync::Arc<crate::backend::gpu::context::GpuContext>,
+        table: &Table,
+    ) -> crate::error::Result<GpuNeighborIndex> {
+        let cpu = NeighborIndex::new(table);
+        let t = candle_core::Tensor::from_vec(
+            cpu.unit,
+            (table.rows, table.width),
+            &candle_core::Device::Cpu,
+        )
+        .map_err(crate::error::backend_err)?;
+        let w = crate::weights::Weight {
+            name: "unit vocabulary".into(),
+            shape: vec![table.rows, table.width],
+            data: crate::weights::WeightData::Dense(t),
+        };
+        let matrix = crate::backend::gpu::upload::GpuMatrix::upload(&ctx, &w)?;
+        Ok(GpuNeighborIndex {
+            ctx,
+            matrix,
+            rows: table.rows,
+            width: table.width,
+        })
+    }
+
+    pub fn adapter(&self) -> String {
+        self.ctx.adapter.name.clone()
+    }
+
+    pub fn nearest(
+        &self,
+        query: &[f32],
+        k: usize,
+        exclude: &[u32],
+    ) -> crate::error::Result<Vec<Neighbor>> {
+        let qn = dot64(query, query).sqrt();
+        if qn == 0.0 || query.len() != self.width {
+            return Ok(Vec::new());
+        }
+        let q: Vec<f32> = query.iter().map(|&x| (x as f64 / qn) as f32).collect();
+        let ctx = &self.ctx;
+        let qb = ctx.upload_f32("query", &q);
+        let out = ctx.scratch("scores", self.rows)?;
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        for c in &self.matrix.chunks {
+            let params = [
+                1,
+                self.width as u32,
+                self.rows as u32,
+                c.rows as u32,
+                c.row0 as u32,
+                self.matrix.fmt,
+                c.nblocks,
+                0,
+                0,
+            ];
+            ctx.dispatch(
+                &mut enc,
+                prism_shaders::Shader::Matmul,
+                &params,
+                &[&c.buffer, &qb, &ctx.dummy, &out],
+                (c.rows.div_ceil(64) as u32, 1, 1),
+            );
+        }
+        let staging = ctx.staging("scores", (self.rows * 4) as u64)?;
+        enc.copy_buffer_to_buffer(&out, 0, &staging, 0, None);
+        let bytes = ctx.finish(enc, &[&staging])?;
+        let mut scores = crate::backend::gpu::context::f32s_from(
+            bytes.first().map(Vec::as_slice).unwrap_or(&[]),
+        );
+        for &e in exclude {
+            if let Some(s) = scores.get_mut(e as usize) {
+                *s = f32::NEG_INFINITY;
+            }
+        }
+        let k = k.min(self.rows);
+        let mut idx: Vec<u32> = (0..self.rows as u32).collect();
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let cmp = |a: &u32, b: &u32| {
+            scores[*b as usize]
+                .total_cmp(&scores[*a as usize])
+                .then(a.cmp(b))
+        };
+        if k < idx.len() {
+            idx.select_nth_unstable_by(k - 1, cmp);
+            idx.truncate(k);
+        }
+        idx.sort_by(cmp);
+        Ok(idx
+            .into_iter()
+            .filter(|&i| scores[i as usize].is_finite())
+            .map(|id| Neighbor {
+                id,
+                cosine: scores[id as usize] as f64,
+            })
+            .collect())
+    }
+}

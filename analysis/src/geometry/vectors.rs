@@ -147,7 +147,9 @@ impl<'a> Extractor<'a> {
         if self.embed.is_none() {
             self.embed = Some(Table::from_weight(&self.model.weights.token_embedding)?);
         }
-        self.embed.as_ref().ok_or_else(|| PrismError::Backend("embedding table unavailable".into()))
+        self.embed
+            .as_ref()
+            .ok_or_else(|| PrismError::Backend("embedding table unavailable".into()))
     }
 
     pub fn unembedding_table(&mut self) -> Result<&Table> {
@@ -159,7 +161,9 @@ impl<'a> Extractor<'a> {
         if self.unembed.is_none() {
             self.unembed = Some(Table::from_weight(self.model.weights.unembedding())?);
         }
-        self.unembed.as_ref().ok_or_else(|| PrismError::Backend("unembedding table unavailable".into()))
+        self.unembed
+            .as_ref()
+            .ok_or_else(|| PrismError::Backend("unembedding table unavailable".into()))
     }
 
     /// The tokens a word becomes on its own, with or without a leading space.

@@ -286,8 +286,32 @@ pub fn neighbors(a: NeighborsArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
-    let index = NeighborIndex::new(table);
-    let found = index.nearest(&v[0].vector, a.k as usize, &[]);
+    // Exact search on the GPU when one is asked for (or, under auto, when a hardware GPU exists).
+    let gpu_ctx = match a.source.backend.backend {
+        prism_analysis::backend::BackendChoice::Gpu => Some(
+            prism_analysis::backend::gpu::context::GpuContext::new(true)?,
+        ),
+        prism_analysis::backend::BackendChoice::Auto => {
+            prism_analysis::backend::gpu::context::GpuContext::new(false).ok()
+        }
+        prism_analysis::backend::BackendChoice::Cpu => None,
+    };
+    let (found, searched_on) = match gpu_ctx {
+        Some(ctx) => {
+            let index = prism_analysis::geometry::similarity::GpuNeighborIndex::new(
+                std::sync::Arc::new(ctx),
+                table,
+            )?;
+            (
+                index.nearest(&v[0].vector, a.k as usize, &[])?,
+                format!("gpu ({})", index.adapter()),
+            )
+        }
+        None => (
+            NeighborIndex::new(table).nearest(&v[0].vector, a.k as usize, &[]),
+            "cpu".to_string(),
+        ),
+    };
     let tok = model.tokenizer.as_ref();
     let rows: Vec<serde_json::Value> = found
         .iter()
@@ -297,13 +321,13 @@ pub fn neighbors(a: NeighborsArgs) -> anyhow::Result<()> {
         println!(
             "{}",
             serde_json::to_string(
-                &json!({"word": a.word, "source": a.source.source.to_string(), "against": against, "tokens": splits_json(&v), "neighbors": rows})
+                &json!({"word": a.word, "source": a.source.source.to_string(), "against": against, "searched_on": searched_on, "tokens": splits_json(&v), "neighbors": rows})
             )?
         );
         return Ok(());
     }
     println!(
-        "nearest {} tokens to {:?} ({} vector, searched in the {against} matrix, exact cosine):",
+        "nearest {} tokens to {:?} ({} vector, searched in the {against} matrix on the {searched_on}, exact cosine):",
         a.k, a.word, a.source.source
     );
     for (i, r) in rows.iter().enumerate() {

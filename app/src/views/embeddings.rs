@@ -237,9 +237,7 @@ impl EmbeddingsView {
             let radius = (b.width().max(b.height())) * 0.03;
             if let Some((i, _)) = index.pick([p.x, p.y], radius) {
                 self.hovered = Some(i);
-                resp.response
-                    .clone()
-                    .on_hover_text(r.words[i].to_string());
+                resp.response.clone().on_hover_text(r.words[i].to_string());
                 if resp.response.clicked() {
                     clicked_word = Some(r.words[i].clone());
                 }

@@ -36,7 +36,7 @@ pub struct GpuContext {
     /// Bytes of scratch, staging and uniform buffers allocated since the last `reset_run_bytes`.
     run_bytes: AtomicU64,
     /// Bound where a shader needs a buffer that a call does not use (a matmul without bias).
-    pub(crate) dummy: wgpu::Buffer,
+    pub dummy: wgpu::Buffer,
 }
 
 fn describe(info: &wgpu::AdapterInfo) -> AdapterDescription {
