@@ -191,41 +191,6 @@ pub fn axis_position(v: &[f32], from: &[f32], to: &[f32]) -> f64 {
         / dd
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn neighbours_are_exact_and_exclude() {
-        let table = Table {
-            rows: 5,
-            width: 3,
-            data: vec![
-                1.0, 0.0, 0.0, 0.9, 0.1, 0.0, 0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.7, 0.7, 0.0,
-            ],
-        };
-        let idx = NeighborIndex::new(&table);
-        let n = idx.nearest(&[1.0, 0.0, 0.0], 3, &[]);
-        assert_eq!(n.iter().map(|n| n.id).collect::<Vec<_>>(), vec![0, 1, 4]);
-        assert!((n[0].cosine - 1.0).abs() < 1e-9);
-        let n = idx.nearest(&[1.0, 0.0, 0.0], 2, &[0]);
-        assert_eq!(n.iter().map(|n| n.id).collect::<Vec<_>>(), vec![1, 4]);
-    }
-
-    #[test]
-    fn axis_and_analogy() {
-        assert!((axis_position(&[0.5, 0.0], &[0.0, 0.0], &[1.0, 0.0]) - 0.5).abs() < 1e-12);
-        assert!((axis_position(&[2.0, 5.0], &[0.0, 0.0], &[1.0, 0.0]) - 2.0).abs() < 1e-12);
-        assert_eq!(
-            analogy(&[1.0, 2.0], &[1.0, 0.0], &[0.0, 1.0]),
-            vec![0.0, 3.0]
-        );
-        let m = cosine_matrix(&[vec![1.0, 0.0], vec![0.0, 1.0], vec![1.0, 1.0]]);
-        assert!((m[0][2] - std::f64::consts::FRAC_1_SQRT_2).abs() < 1e-12);
-        assert_eq!(m[0][1], 0.0);
-    }
-}
-
 /// Exact neighbour search on the GPU: the unit-length vocabulary lives on the device, one matmul
 /// scores every row against the query, and only the scores come back.
 pub struct GpuNeighborIndex {
@@ -334,5 +299,40 @@ impl GpuNeighborIndex {
                 cosine: scores[id as usize] as f64,
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn neighbours_are_exact_and_exclude() {
+        let table = Table {
+            rows: 5,
+            width: 3,
+            data: vec![
+                1.0, 0.0, 0.0, 0.9, 0.1, 0.0, 0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.7, 0.7, 0.0,
+            ],
+        };
+        let idx = NeighborIndex::new(&table);
+        let n = idx.nearest(&[1.0, 0.0, 0.0], 3, &[]);
+        assert_eq!(n.iter().map(|n| n.id).collect::<Vec<_>>(), vec![0, 1, 4]);
+        assert!((n[0].cosine - 1.0).abs() < 1e-9);
+        let n = idx.nearest(&[1.0, 0.0, 0.0], 2, &[0]);
+        assert_eq!(n.iter().map(|n| n.id).collect::<Vec<_>>(), vec![1, 4]);
+    }
+
+    #[test]
+    fn axis_and_analogy() {
+        assert!((axis_position(&[0.5, 0.0], &[0.0, 0.0], &[1.0, 0.0]) - 0.5).abs() < 1e-12);
+        assert!((axis_position(&[2.0, 5.0], &[0.0, 0.0], &[1.0, 0.0]) - 2.0).abs() < 1e-12);
+        assert_eq!(
+            analogy(&[1.0, 2.0], &[1.0, 0.0], &[0.0, 1.0]),
+            vec![0.0, 3.0]
+        );
+        let m = cosine_matrix(&[vec![1.0, 0.0], vec![0.0, 1.0], vec![1.0, 1.0]]);
+        assert!((m[0][2] - std::f64::consts::FRAC_1_SQRT_2).abs() < 1e-12);
+        assert_eq!(m[0][1], 0.0);
     }
 }
