@@ -87,8 +87,6 @@ pub struct PrismApp {
     fonts_installed: bool,
 }
 
-pub const MAX_ATTENTION_CHARS: usize = 3000;
-
 impl PrismApp {
     pub fn new(
         ctx: &egui::Context,
@@ -177,7 +175,7 @@ impl PrismApp {
             generation: self.generation,
             text: self.s.prompt.clone(),
             bos: self.s.bos,
-            attention: self.s.prompt.chars().count() <= MAX_ATTENTION_CHARS,
+            attention: true,
             lens: self.lens_wanted,
         });
     }

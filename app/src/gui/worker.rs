@@ -16,6 +16,9 @@ use prism_analysis::geometry::vectors::{Extractor, Source};
 use prism_analysis::samples;
 use prism_analysis::trace::Trace;
 
+/// Longest text whose attention maps the app captures.
+pub const MAX_ATTENTION_TOKENS: usize = 1024;
+
 pub enum Job {
     Load {
         path: PathBuf,

@@ -148,7 +148,7 @@ impl AttentionView {
 
     pub fn ui(&mut self, ui: &mut Ui, trace: &Trace, generation: u64) {
         let Some(maps) = trace.attention() else {
-            ui.label("Attention was not captured for this text (texts over 768 tokens skip it: a full capture would take gigabytes). Shorten the text to see every head.");
+            ui.label(format!("Attention was not captured for this text: it has {} tokens, and the app captures every head's map up to {} tokens (beyond that a full capture takes gigabytes). Shorten the text to see them.", trace.tokens.len(), crate::gui::worker::MAX_ATTENTION_TOKENS));
             return;
         };
         self.layer = self.layer.min(maps.layers - 1);
