@@ -59,7 +59,12 @@ struct Cursor<R> {
     pos: u64,
     len: u64,
     path: std::path::PathBuf,
+    /// Array elements seen in the metadata: candle's reader keeps each as a 32-byte value.
+    array_elements: u64,
 }
+
+/// Bytes candle's reader spends per metadata array element, whatever its size on disk.
+const VALUE_BYTES: u64 = 32;
 
 impl<R: Read + Seek> Cursor<R> {
     fn err<T>(&self, msg: impl std::fmt::Display) -> Result<T> {
@@ -160,6 +165,18 @@ impl<R: Read + Seek> Cursor<R> {
                 if n > MAX_COUNT {
                     return self.err(format!("metadata {key:?}: array of {n} elements"));
                 }
+                // Reading the metadata costs about 32 bytes per element; refuse files whose arrays
+                // would take far more memory than the file is long.
+                self.array_elements = self.array_elements.saturating_add(n);
+                let budget = self.len.saturating_mul(8).saturating_add(64 << 20);
+                if self.array_elements.saturating_mul(VALUE_BYTES) > budget {
+                    return self.err(format!(
+                        "metadata {key:?}: {} array elements in all would take more than {} MB to read from a {}-byte file",
+                        self.array_elements,
+                        budget >> 20,
+                        self.len
+                    ));
+                }
                 match fixed(elem_ty) {
                     Some(size) => {
                         let total = n.saturating_mul(size);
@@ -194,6 +211,7 @@ pub fn scan(path: &Path) -> Result<Scan> {
         pos: 0,
         len,
         path: path.to_path_buf(),
+        array_elements: 0,
     };
     let magic = c.bytes::<4>("magic")?;
     if &magic != b"GGUF" {
