@@ -139,7 +139,7 @@ fn broken_gguf_headers() {
         &gguf_case(d, "array", |b| {
             b.set("tokenizer.ggml.tokens", Kv::ArrayClaim(8, 1 << 29))
         }),
-        "truncated",
+        "array elements",
     );
     info_and_run(
         &gguf_case(d, "arraytype", |b| b.set("x", Kv::ArrayClaim(77, 1))),
