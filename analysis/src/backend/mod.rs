@@ -202,6 +202,34 @@ pub fn create(
     }
 }
 
+/// Like [`create`], with a GPU device that already exists (the app's, when eframe renders with
+/// wgpu): `gpu` uses it whatever its kind, `auto` uses it when it is a hardware GPU.
+pub fn create_with_device(
+    model: &Arc<Model>,
+    choice: BackendChoice,
+    ctx: Arc<gpu::context::GpuContext>,
+) -> Result<(Box<dyn Backend>, Vec<String>)> {
+    match choice {
+        BackendChoice::Cpu => create(model, choice),
+        BackendChoice::Gpu => Ok((
+            Box::new(gpu::GpuBackend::new(model, ctx)?),
+            vec!["sharing the window's GPU device".into()],
+        )),
+        BackendChoice::Auto if !ctx.adapter.is_software() => {
+            let g = gpu::GpuBackend::new(model, ctx)?;
+            Ok((
+                Box::new(Fallback {
+                    gpu: g,
+                    model: model.clone(),
+                    cpu: OnceLock::new(),
+                }),
+                vec!["sharing the window's GPU device".into()],
+            ))
+        }
+        BackendChoice::Auto => create(model, choice),
+    }
+}
+
 /// `auto` on a GPU: a failed GPU run (device lost, out of memory) is retried on the CPU.
 struct Fallback {
     gpu: gpu::GpuBackend,

@@ -93,6 +93,16 @@ impl PrismApp {
         storage: Option<&dyn eframe::Storage>,
         launch: Launch,
     ) -> PrismApp {
+        Self::new_with_device(ctx, storage, launch, None)
+    }
+
+    /// `device`: the window's wgpu device when eframe renders with wgpu; the GPU backend shares it.
+    pub fn new_with_device(
+        ctx: &egui::Context,
+        storage: Option<&dyn eframe::Storage>,
+        launch: Launch,
+        device: Option<std::sync::Arc<prism_analysis::backend::gpu::context::GpuContext>>,
+    ) -> PrismApp {
         let mut s: Persisted = storage
             .and_then(|st| eframe::get_value(st, eframe::APP_KEY))
             .unwrap_or_default();
@@ -103,7 +113,7 @@ impl PrismApp {
             s.view = v;
         }
         let repaint_ctx = ctx.clone();
-        let worker = Worker::spawn(move || repaint_ctx.request_repaint());
+        let worker = Worker::spawn_with_device(move || repaint_ctx.request_repaint(), device);
         let mut app = PrismApp {
             s,
             worker,
@@ -878,7 +888,23 @@ pub fn run(launch: Launch) -> anyhow::Result<()> {
         options,
         Box::new(move |cc| {
             let storage = if screenshot { None } else { cc.storage };
-            Ok(Box::new(PrismApp::new(&cc.egui_ctx, storage, launch)))
+            // One GPU device: when the window renders with wgpu, the model runs on the same device.
+            let device = cc.wgpu_render_state.as_ref().map(|rs| {
+                std::sync::Arc::new(
+                    prism_analysis::backend::gpu::context::GpuContext::from_device(
+                        rs.device.clone(),
+                        rs.queue.clone(),
+                        &rs.adapter.get_info(),
+                        rs.device.limits(),
+                    ),
+                )
+            });
+            Ok(Box::new(PrismApp::new_with_device(
+                &cc.egui_ctx,
+                storage,
+                launch,
+                device,
+            )))
         }),
     )
     .map_err(|e| anyhow::anyhow!("cannot open a window: {e}"))

@@ -120,6 +120,14 @@ pub struct Worker {
 
 impl Worker {
     pub fn spawn(repaint: impl Fn() + Send + 'static) -> Worker {
+        Self::spawn_with_device(repaint, None)
+    }
+
+    /// `device`: the window's wgpu device, shared with the GPU backend when eframe renders with wgpu.
+    pub fn spawn_with_device(
+        repaint: impl Fn() + Send + 'static,
+        device: Option<Arc<prism_analysis::backend::gpu::context::GpuContext>>,
+    ) -> Worker {
         let (jobs, job_rx) = channel::<Job>();
         let (reply_tx, replies) = channel::<Reply>();
         let cancel = Arc::new(AtomicBool::new(false));
@@ -131,6 +139,7 @@ impl Worker {
                 let mut state = State {
                     model: None,
                     backend: None,
+                    device,
                 };
                 for job in job_rx {
                     let send = |r: Reply| {
@@ -183,6 +192,7 @@ impl Worker {
 struct State {
     model: Option<Arc<Model>>,
     backend: Option<Box<dyn Backend>>,
+    device: Option<Arc<prism_analysis::backend::gpu::context::GpuContext>>,
 }
 
 impl State {
@@ -205,8 +215,11 @@ impl State {
                     .and_then(|model| {
                         let model = Arc::new(model);
                         send(Reply::Progress("preparing the backend".into()));
-                        let (b, mut notes) =
-                            backend::create(&model, choice).map_err(|e| e.to_string())?;
+                        let (b, mut notes) = match &self.device {
+                            Some(ctx) => backend::create_with_device(&model, choice, ctx.clone()),
+                            None => backend::create(&model, choice),
+                        }
+                        .map_err(|e| e.to_string())?;
                         notes.extend(model.warnings.iter().cloned());
                         Ok((model, b, notes))
                     });
