@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod error;
 pub mod figure;
 pub mod geometry;
+pub mod guard;
 pub mod metrics;
 pub mod samples;
 pub mod tokenizer;

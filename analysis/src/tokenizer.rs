@@ -46,7 +46,14 @@ pub struct PrismTokenizer {
 impl PrismTokenizer {
     pub fn from_file(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| PrismError::io(path, e))?;
-        let mut inner = Tokenizer::from_bytes(&bytes).map_err(|e| PrismError::Tokenizer {
+        // The tokenizers crate can panic on some malformed files; a panic here is a bad file.
+        let parsed = crate::guard::guarded(|| Tokenizer::from_bytes(&bytes)).map_err(|panic| {
+            PrismError::Tokenizer {
+                path: path.to_path_buf(),
+                message: format!("cannot read tokenizer.json: malformed ({panic})"),
+            }
+        })?;
+        let mut inner = parsed.map_err(|e| PrismError::Tokenizer {
             path: path.to_path_buf(),
             message: format!("cannot read tokenizer.json: {e}"),
         })?;

@@ -8,7 +8,12 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     // A panic is a bug, never an answer to bad input; report it as one and exit 1, not 101.
+    // Panics contained by `prism_analysis::guard::guarded` (third-party parsers on bad files) unwind
+    // to their guard and become ordinary errors.
     std::panic::set_hook(Box::new(|info| {
+        if prism_analysis::guard::is_guarded() {
+            return;
+        }
         eprintln!("prism: internal error (a bug, please report it): {info}");
         std::process::exit(1);
     }));

@@ -16,6 +16,11 @@ fn tiny_gguf() -> PathBuf {
 }
 
 fn app(view: View, text: &str) -> PrismApp {
+    // Never read or write the user's own saved state from the tests.
+    std::env::set_var(
+        "PRISM_STATE_DIR",
+        std::env::temp_dir().join(format!("prism-gui-test-state-{}", std::process::id())),
+    );
     let ctx = egui::Context::default();
     PrismApp::new(
         &ctx,
@@ -181,4 +186,26 @@ fn snapshot_of_the_text_view() {
     wait_for(&mut h, "the run", |a| a.trace.is_some() && !a.busy());
     h.run_steps(4);
     h.snapshot("text_view");
+}
+
+#[test]
+fn saved_state_round_trips_and_a_corrupt_file_is_ignored() {
+    let dir = std::env::temp_dir().join(format!("prism-gui-state-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("state.json");
+    let mut s = prism_app::gui::Persisted::default();
+    s.prompt = "a saved prompt".into();
+    s.view = View::Lens;
+    s.dark = false;
+    prism_app::gui::save_state(&path, &s).unwrap();
+    let back = prism_app::gui::load_state(&path).expect("the state reads back");
+    assert_eq!(back.prompt, "a saved prompt");
+    assert_eq!(back.view, View::Lens);
+    assert!(!back.dark);
+    std::fs::write(&path, b"{ \"prompt\": 12, trunc").unwrap();
+    assert!(
+        prism_app::gui::load_state(&path).is_none(),
+        "a corrupt state file is ignored, not fatal"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -402,6 +402,14 @@ fn broken_safetensors_and_folders() {
     let f = folder("tok");
     std::fs::write(f.join("tokenizer.json"), "[1, 2, 3]").unwrap();
     info_and_run(&f, "tokenizer.json");
+    // Found by fuzzing (fuzz/corpus regression): the tokenizers crate panicked on this file.
+    let f = folder("tok-panic");
+    std::fs::write(
+        f.join("tokenizer.json"),
+        include_str!("../fixtures/regressions/tokenizer-decoder-panic.json"),
+    )
+    .unwrap();
+    info_and_run(&f, "tokenizer.json");
     // A shard index that points outside its folder.
     let f = folder("escape");
     std::fs::write(

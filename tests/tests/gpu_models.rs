@@ -324,3 +324,27 @@ fn neighbour_search_on_the_gpu_equals_the_cpu() {
         }
     }
 }
+
+#[test]
+fn a_failing_gpu_run_falls_back_to_the_cpu_under_auto() {
+    // A binding limit too small for any activation makes every GPU run fail, like an out-of-memory.
+    let model = std::sync::Arc::new(load(&tiny("llama-gguf/tiny-llama-q8_0.gguf")));
+    let mut ctx = prism_analysis::backend::gpu::context::GpuContext::new(true).expect("adapter");
+    ctx.limits.max_storage_buffer_binding_size = 64;
+    let gpu_backend =
+        prism_analysis::backend::gpu::GpuBackend::new(&model, std::sync::Arc::new(ctx));
+    // Weights still upload, in one-row chunks; it is the first activation buffer that does not fit.
+    let gpu_backend = gpu_backend.expect("weights upload in one-row chunks");
+    let backend = prism_analysis::backend::with_cpu_fallback(gpu_backend, model.clone());
+    let ids = [501u32, 500, 505, 194];
+    let trace =
+        prism_analysis::trace::Trace::run(&model, backend.as_ref(), &ids, Capture::default(), 5)
+            .expect("the CPU takes over");
+    assert!(
+        backend.describe().contains("fell back"),
+        "{}",
+        backend.describe()
+    );
+    let cpu = run_cpu(&model, &ids, Capture::default());
+    assert_eq!(trace.surprisal_bits, cpu.surprisal_bits);
+}

@@ -230,6 +230,16 @@ pub fn create_with_device(
     }
 }
 
+/// Wraps a GPU backend so that a failed run (device lost, out of memory, a limit) is retried on the
+/// CPU, as `auto` does.
+pub fn with_cpu_fallback(gpu: gpu::GpuBackend, model: Arc<Model>) -> Box<dyn Backend> {
+    Box::new(Fallback {
+        gpu,
+        model,
+        cpu: OnceLock::new(),
+    })
+}
+
 /// `auto` on a GPU: a failed GPU run (device lost, out of memory) is retried on the CPU.
 struct Fallback {
     gpu: gpu::GpuBackend,

@@ -819,6 +819,44 @@ impl PrismApp {
     }
 }
 
+/// Where the app keeps its state: `$PRISM_STATE_DIR/state.json`, else the user's config folder.
+pub fn state_path() -> Option<PathBuf> {
+    let dir = match std::env::var_os("PRISM_STATE_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => match std::env::var_os("XDG_CONFIG_HOME") {
+            Some(d) if !d.is_empty() => PathBuf::from(d).join("prism"),
+            _ => PathBuf::from(std::env::var_os("HOME")?)
+                .join(".config")
+                .join("prism"),
+        },
+    };
+    Some(dir.join("state.json"))
+}
+
+/// The saved state, or `None` when there is none or it cannot be read (a corrupt file is ignored).
+pub fn load_state(path: &std::path::Path) -> Option<Persisted> {
+    let text = std::fs::read_to_string(path).ok()?;
+    match serde_json::from_str(&text) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!(
+                "prism: ignoring the unreadable saved state {} ({e})",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// Writes the state atomically (temporary file, then rename).
+pub fn save_state(path: &std::path::Path, s: &Persisted) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let json = serde_json::to_vec_pretty(s).map_err(|e| e.to_string())?;
+    prism_analysis::figure::write_atomic(path, &json).map_err(|e| e.to_string())
+}
+
 /// DejaVu Sans (compiled in for figures) as a fallback after egui's own fonts, so arrows, symbols
 /// and most scripts in tokens draw as glyphs rather than boxes.
 pub fn install_fonts(ctx: &egui::Context) {
@@ -862,6 +900,14 @@ impl eframe::App for PrismApp {
     }
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        if self.screenshot.is_some() {
+            return;
+        }
+        if let Some(p) = state_path() {
+            if let Err(e) = save_state(&p, &self.s) {
+                eprintln!("prism: cannot save the app state: {e}");
+            }
+        }
         eframe::set_value(storage, eframe::APP_KEY, &self.s);
     }
 }
