@@ -193,10 +193,12 @@ fn saved_state_round_trips_and_a_corrupt_file_is_ignored() {
     let dir = std::env::temp_dir().join(format!("prism-gui-state-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("state.json");
-    let mut s = prism_app::gui::Persisted::default();
-    s.prompt = "a saved prompt".into();
-    s.view = View::Lens;
-    s.dark = false;
+    let s = prism_app::gui::Persisted {
+        prompt: "a saved prompt".into(),
+        view: View::Lens,
+        dark: false,
+        ..Default::default()
+    };
     prism_app::gui::save_state(&path, &s).unwrap();
     let back = prism_app::gui::load_state(&path).expect("the state reads back");
     assert_eq!(back.prompt, "a saved prompt");
