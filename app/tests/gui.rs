@@ -137,17 +137,35 @@ fn open_type_switch_views_hover_and_export() {
 fn a_bad_file_shows_an_error_and_the_app_keeps_working() {
     let dir = std::env::temp_dir().join(format!("prism-gui-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let bad = dir.join("broken.gguf");
-    std::fs::write(&bad, b"GGUF\x03\x00\x00\x00garbage").unwrap();
+    let good = std::fs::read(tiny_gguf()).unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("broken.gguf", b"GGUF\x03\x00\x00\x00garbage".to_vec()),
+        ("empty.gguf", Vec::new()),
+        (
+            "magic.gguf",
+            b"GGUX\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00".to_vec(),
+        ),
+        ("truncated.gguf", good[..good.len() / 2].to_vec()),
+        ("pytorch_model.bin", b"\x80\x02}q\x00.".to_vec()),
+    ];
     let mut h = harness(app(View::Text, "hello"));
     wait_for(&mut h, "the tiny model", |a| a.trace.is_some());
-    h.state_mut().open(&bad.display().to_string());
-    wait_for(&mut h, "the error", |a| a.error.is_some() && !a.busy());
-    assert!(h.state().error.as_ref().unwrap().contains("broken.gguf"));
-    assert!(
-        h.query_by_label_contains("broken.gguf").is_some(),
-        "the error is on screen"
-    );
+    for (name, bytes) in cases {
+        let bad = dir.join(name);
+        std::fs::write(&bad, bytes).unwrap();
+        h.state_mut().error = None;
+        h.state_mut().open(&bad.display().to_string());
+        wait_for(&mut h, "the error", |a| a.error.is_some() && !a.busy());
+        assert!(
+            h.state().error.as_ref().unwrap().contains(name),
+            "{name}: {:?}",
+            h.state().error
+        );
+        assert!(
+            h.query_by_label_contains(name).is_some(),
+            "the error for {name} is on screen"
+        );
+    }
     // Reopening a good model works.
     h.state_mut().open(&tiny_gguf().display().to_string());
     wait_for(&mut h, "the model again", |a| {
