@@ -227,6 +227,65 @@ pub struct ColorStudy {
     pub representations: Vec<Representation>,
 }
 
+/// What a study found, in the words both the CLI and the app print.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    pub best: String,
+    pub rho: f64,
+    pub p: f64,
+    /// `p` times the number of representations tested (Bonferroni), at most 1.
+    pub corrected_p: f64,
+    pub representations: usize,
+    pub claim1_holds: usize,
+    pub claim2_holds: usize,
+}
+
+impl ColorStudy {
+    pub fn verdict(&self) -> Option<Verdict> {
+        let n = self.representations.len();
+        let best = self
+            .representations
+            .iter()
+            .min_by(|a, b| a.p.total_cmp(&b.p))?;
+        let count = |f: fn(&Representation) -> Option<bool>| {
+            self.representations
+                .iter()
+                .filter(|r| f(r) == Some(true))
+                .count()
+        };
+        Some(Verdict {
+            best: best.name.clone(),
+            rho: best.rho,
+            p: best.p,
+            corrected_p: (best.p * n as f64).min(1.0),
+            representations: n,
+            claim1_holds: count(|r| r.claim1),
+            claim2_holds: count(|r| r.claim2),
+        })
+    }
+}
+
+impl Verdict {
+    /// Two lines: the RSA result with its correction, and how often each claim holds.
+    pub fn lines(&self) -> [String; 2] {
+        let finding = if self.corrected_p < 0.05 {
+            "significant after correction"
+        } else {
+            "not significant after correction: no evidence here that the geometry mirrors CIELAB"
+        };
+        [
+            format!(
+                "smallest Mantel p: {} (rho {:.3}, p {:.4}; {:.4} after Bonferroni over {} representations): {finding}",
+                self.best, self.rho, self.p, self.corrected_p, self.representations
+            ),
+            format!(
+                "claim 1 (purple nearer blue than red) holds in {} of {} representations; claim 2 (orange nearer red than purple is) in {}",
+                self.claim1_holds, self.representations, self.claim2_holds
+            ),
+        ]
+    }
+}
+
 fn claims(names: &[String], sims: &[Vec<f64>]) -> Option<Claims> {
     let at = |w: &str| names.iter().position(|n| n == w);
     let (pu, bl, rd, or) = (at("purple")?, at("blue")?, at("red")?, at("orange")?);

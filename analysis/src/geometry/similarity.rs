@@ -70,6 +70,27 @@ pub fn centered(vectors: &[Vec<f32>]) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// Indices of the `k` largest finite scores, largest first (ties by index).
+fn top_k_indices(scores: &[f32], k: usize) -> Vec<u32> {
+    let k = k.min(scores.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    let mut idx: Vec<u32> = (0..scores.len() as u32).collect();
+    let cmp = |a: &u32, b: &u32| {
+        scores[*b as usize]
+            .total_cmp(&scores[*a as usize])
+            .then(a.cmp(b))
+    };
+    if k < idx.len() {
+        idx.select_nth_unstable_by(k - 1, cmp);
+        idx.truncate(k);
+    }
+    idx.sort_by(cmp);
+    idx.retain(|&i| scores[i as usize].is_finite());
+    idx
+}
+
 /// A vocabulary with unit-length rows, for exact cosine neighbour search.
 pub struct NeighborIndex {
     pub rows: usize,
@@ -134,23 +155,8 @@ impl NeighborIndex {
                 *s = f32::NEG_INFINITY;
             }
         }
-        let k = k.min(self.rows);
-        let mut idx: Vec<u32> = (0..self.rows as u32).collect();
-        if k == 0 {
-            return Vec::new();
-        }
-        let cmp = |a: &u32, b: &u32| {
-            scores[*b as usize]
-                .total_cmp(&scores[*a as usize])
-                .then(a.cmp(b))
-        };
-        if k < idx.len() {
-            idx.select_nth_unstable_by(k - 1, cmp);
-            idx.truncate(k);
-        }
-        idx.sort_by(cmp);
-        idx.into_iter()
-            .filter(|&i| scores[i as usize].is_finite())
+        top_k_indices(&scores, k)
+            .into_iter()
             .map(|id| Neighbor {
                 id,
                 cosine: dot64(
@@ -276,24 +282,8 @@ impl GpuNeighborIndex {
                 *s = f32::NEG_INFINITY;
             }
         }
-        let k = k.min(self.rows);
-        let mut idx: Vec<u32> = (0..self.rows as u32).collect();
-        if k == 0 {
-            return Ok(Vec::new());
-        }
-        let cmp = |a: &u32, b: &u32| {
-            scores[*b as usize]
-                .total_cmp(&scores[*a as usize])
-                .then(a.cmp(b))
-        };
-        if k < idx.len() {
-            idx.select_nth_unstable_by(k - 1, cmp);
-            idx.truncate(k);
-        }
-        idx.sort_by(cmp);
-        Ok(idx
+        Ok(top_k_indices(&scores, k)
             .into_iter()
-            .filter(|&i| scores[i as usize].is_finite())
             .map(|id| Neighbor {
                 id,
                 cosine: scores[id as usize] as f64,

@@ -729,34 +729,11 @@ pub fn colors(a: ColorsArgs) -> anyhow::Result<()> {
         }
         let _ = r;
     }
-    let n = study.representations.len() as f64;
-    let best = study
-        .representations
-        .iter()
-        .min_by(|x, y| x.p.total_cmp(&y.p));
-    if let Some(b) = best {
-        let bonferroni = (b.p * n).min(1.0);
+    if let Some(v) = study.verdict() {
         println!();
-        println!(
-            "smallest Mantel p: {} (rho {:.3}, p {:.4}; {:.4} after Bonferroni over {} representations): {}",
-            b.name,
-            b.rho,
-            b.p,
-            bonferroni,
-            study.representations.len(),
-            if bonferroni < 0.05 { "significant after correction" } else { "not significant after correction: no evidence here that the geometry mirrors CIELAB" }
-        );
-        let c1 = study
-            .representations
-            .iter()
-            .filter(|r| r.claim1 == Some(true))
-            .count();
-        let c2 = study
-            .representations
-            .iter()
-            .filter(|r| r.claim2 == Some(true))
-            .count();
-        println!("claim 1 (purple nearer blue than red) holds in {c1} of {} representations; claim 2 (orange nearer red than purple is) in {c2}", study.representations.len());
+        for line in v.lines() {
+            println!("{line}");
+        }
     }
     Ok(())
 }

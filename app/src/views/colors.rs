@@ -38,35 +38,11 @@ impl ColorsView {
             ui.label("Does the model place purple nearer blue than red, and orange nearer red than purple is? Does its geometry of color words mirror perceptual color space (CIELAB)? Run the study to see, layer by layer.");
             return request;
         };
-        let n = study.representations.len();
-        let best = study
-            .representations
-            .iter()
-            .enumerate()
-            .min_by(|a, b| a.1.p.total_cmp(&b.1.p))
-            .map(|(i, _)| i)
-            .unwrap_or(0);
-        let r = &study.representations[best];
-        let corrected = (r.p * n as f64).min(1.0);
-        ui.label(RichText::new(format!(
-            "Smallest Mantel p: {} (rho {:.3}, p {:.4}; {:.3} after Bonferroni over {n} representations) — {}",
-            r.name,
-            r.rho,
-            r.p,
-            corrected,
-            if corrected < 0.05 { "significant after correction" } else { "no evidence that this geometry mirrors CIELAB" }
-        )).strong());
-        let c1 = study
-            .representations
-            .iter()
-            .filter(|r| r.claim1 == Some(true))
-            .count();
-        let c2 = study
-            .representations
-            .iter()
-            .filter(|r| r.claim2 == Some(true))
-            .count();
-        ui.label(format!("Claim 1, cos(purple, blue) > cos(purple, red): holds in {c1} of {n}. Claim 2, cos(orange, red) > cos(purple, red): holds in {c2} of {n}."));
+        if let Some(v) = study.verdict() {
+            let [rsa, claims] = v.lines();
+            ui.label(RichText::new(rsa).strong());
+            ui.label(claims);
+        }
         ui.columns(2, |cols| {
             let ui = &mut cols[0];
             Plot::new("rsa-by-layer").height(260.0).legend(Legend::default()).show(ui, |plot| {
