@@ -915,6 +915,12 @@ impl eframe::App for PrismApp {
 /// Opens the window. glow (OpenGL) is the default renderer: on software-only machines it costs far
 /// less CPU than wgpu; `PRISM_RENDERER=wgpu` picks wgpu.
 pub fn run(launch: Launch) -> anyhow::Result<()> {
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none() {
+        anyhow::bail!(
+            "no display to open the app on (neither DISPLAY nor WAYLAND_DISPLAY is set); the command line works without one: `prism run MODEL --text ...`, `prism --help`"
+        );
+    }
     let renderer = match std::env::var("PRISM_RENDERER").as_deref() {
         Ok("wgpu") => eframe::Renderer::Wgpu,
         _ => eframe::Renderer::Glow,
