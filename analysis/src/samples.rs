@@ -99,17 +99,25 @@ pub fn find(name: &str) -> Option<&'static Sample> {
 /// The default sample for a causal LM (the app opens it when started without a model).
 pub const DEFAULT: &str = "smollm2";
 
-/// `$PRISM_MODELS_DIR`, or `sample-models/` in the source tree this binary was built from.
+/// `$PRISM_MODELS_DIR`; else the `sample-models/` folder of the Prism checkout the process runs in
+/// (found from the working directory up, by its `manifest`); else the one in the source tree this
+/// binary was built from.
 pub fn models_dir() -> PathBuf {
-    match std::env::var_os("PRISM_MODELS_DIR") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => {
-            let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("sample-models");
-            dir.canonicalize().unwrap_or(dir)
+    if let Some(d) = std::env::var_os("PRISM_MODELS_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        for dir in cwd.ancestors() {
+            let candidate = dir.join("sample-models");
+            if candidate.join("manifest").is_file() {
+                return candidate;
+            }
         }
     }
+    let built = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("sample-models");
+    built.canonicalize().unwrap_or(built)
 }
 
 pub fn model_path(sample: &Sample) -> Result<PathBuf> {
