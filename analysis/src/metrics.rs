@@ -44,23 +44,34 @@ pub fn position_stats(row: &[f32], next: u32) -> PositionStats {
 /// The `k` most probable tokens of a logit row, most probable first.
 pub fn top_k_softmax(row: &[f32], k: usize) -> Vec<IdProb> {
     let lse = log_sum_exp(row);
-    let k = k.min(row.len());
-    let mut idx: Vec<u32> = (0..row.len() as u32).collect();
-    if k == 0 {
-        return Vec::new();
-    }
-    let cmp = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
-    if k < idx.len() {
-        idx.select_nth_unstable_by(k - 1, cmp);
-        idx.truncate(k);
-    }
-    idx.sort_by(cmp);
-    idx.into_iter()
+    top_k_order(row, k)
+        .into_iter()
         .map(|id| IdProb {
             id,
             p: (row[id as usize] as f64 - lse).exp() as f32,
         })
         .collect()
+}
+
+/// Indices of the `k` largest scores, largest first (ties by the smaller index), without sorting
+/// the whole row.
+pub fn top_k_order(scores: &[f32], k: usize) -> Vec<u32> {
+    let k = k.min(scores.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    let mut idx: Vec<u32> = (0..scores.len() as u32).collect();
+    let cmp = |a: &u32, b: &u32| {
+        scores[*b as usize]
+            .total_cmp(&scores[*a as usize])
+            .then(a.cmp(b))
+    };
+    if k < idx.len() {
+        idx.select_nth_unstable_by(k - 1, cmp);
+        idx.truncate(k);
+    }
+    idx.sort_by(cmp);
+    idx
 }
 
 /// Bytes zstd needs for `text` at its strongest standard level.

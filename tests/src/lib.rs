@@ -112,6 +112,22 @@ pub fn prism(args: &[&str]) -> Output {
         .expect("running prism")
 }
 
+/// Runs prism, expects success, and parses its standard output as JSON.
+pub fn json_of(args: &[&str]) -> Value {
+    let out = prism(args);
+    assert!(
+        out.status.success(),
+        "prism {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "prism {args:?}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
 /// A fresh temporary folder under the target directory, removed when dropped.
 pub struct TempDir(pub PathBuf);
 

@@ -1,22 +1,6 @@
 //! The command line as a user meets it: help, JSON schemas, exit codes, and the numbers in them.
 
 use prism_tests::*;
-use serde_json::Value;
-
-fn json_of(args: &[&str]) -> Value {
-    let out = prism(args);
-    assert!(
-        out.status.success(),
-        "prism {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "prism {args:?}: not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
 
 #[test]
 fn every_subcommand_has_help() {

@@ -1,17 +1,6 @@
 //! The geometry subcommands as a user runs them: JSON schemas, figures on disk, bad input.
 
 use prism_tests::*;
-use serde_json::Value;
-
-fn json_of(args: &[&str]) -> Value {
-    let out = prism(args);
-    assert!(
-        out.status.success(),
-        "prism {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("prism {args:?}: not JSON ({e})"))
-}
 
 #[test]
 fn colors_json_lists_every_representation_and_writes_figures() {

@@ -70,23 +70,9 @@ pub fn centered(vectors: &[Vec<f32>]) -> Vec<Vec<f32>> {
         .collect()
 }
 
-/// Indices of the `k` largest finite scores, largest first (ties by index).
+/// Indices of the `k` largest finite scores, largest first (excluded rows are -inf).
 fn top_k_indices(scores: &[f32], k: usize) -> Vec<u32> {
-    let k = k.min(scores.len());
-    if k == 0 {
-        return Vec::new();
-    }
-    let mut idx: Vec<u32> = (0..scores.len() as u32).collect();
-    let cmp = |a: &u32, b: &u32| {
-        scores[*b as usize]
-            .total_cmp(&scores[*a as usize])
-            .then(a.cmp(b))
-    };
-    if k < idx.len() {
-        idx.select_nth_unstable_by(k - 1, cmp);
-        idx.truncate(k);
-    }
-    idx.sort_by(cmp);
+    let mut idx = crate::metrics::top_k_order(scores, k);
     idx.retain(|&i| scores[i as usize].is_finite());
     idx
 }

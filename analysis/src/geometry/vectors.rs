@@ -166,6 +166,24 @@ impl<'a> Extractor<'a> {
             .ok_or_else(|| PrismError::Backend("unembedding table unavailable".into()))
     }
 
+    /// The vocabulary to search for neighbours: the unembedding when `unembed`, else the input
+    /// embedding; refused when its rows are not `width`-dimensional (a layer vector of a model whose
+    /// residual width differs from its embedding).
+    pub fn search_table(&mut self, unembed: bool, width: usize) -> Result<&Table> {
+        let (name, table) = if unembed {
+            ("unembedding", self.unembedding_table()?)
+        } else {
+            ("embedding", self.embedding_table()?)
+        };
+        if table.width != width {
+            return Err(PrismError::Input(format!(
+                "the vectors are {width}-dimensional but the {name} matrix is {}-dimensional",
+                table.width
+            )));
+        }
+        Ok(table)
+    }
+
     /// The tokens a word becomes on its own, with or without a leading space.
     pub fn word_ids(&self, word: &str, leading_space: bool) -> Result<Vec<u32>> {
         let tok = self.tokenizer()?;

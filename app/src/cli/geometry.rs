@@ -272,20 +272,10 @@ pub fn neighbors(a: NeighborsArgs) -> anyhow::Result<()> {
             "embed".into()
         }
     });
-    let table = match against.as_str() {
-        "embed" => ex.embedding_table()?,
-        "unembed" => ex.unembedding_table()?,
-        other => return Err(UsageError(format!("--against {other:?}: embed or unembed")).into()),
-    };
-    if table.width != v[0].vector.len() {
-        return Err(UsageError(format!(
-            "the {} vectors are {}-dimensional but the {against} matrix is {}-dimensional",
-            a.source.source,
-            v[0].vector.len(),
-            table.width
-        ))
-        .into());
+    if against != "embed" && against != "unembed" {
+        return Err(UsageError(format!("--against {against:?}: embed or unembed")).into());
     }
+    let table = ex.search_table(against == "unembed", v[0].vector.len())?;
     // Exact search on the GPU when one is asked for (or, under auto, when a hardware GPU exists).
     let gpu_ctx = match a.source.backend.backend {
         prism_analysis::backend::BackendChoice::Gpu => Some(
@@ -353,14 +343,7 @@ pub fn analogy(a: AnalogyArgs) -> anyhow::Result<()> {
     let words = vec![a.a.clone(), a.b.clone(), a.c.clone()];
     let v = ex.vectors(&words, a.source.source, &a.source.template)?;
     let target = analogy_vector(&v[0].vector, &v[1].vector, &v[2].vector);
-    let table = if a.source.source == Source::Unembed {
-        ex.unembedding_table()?
-    } else {
-        ex.embedding_table()?
-    };
-    if table.width != target.len() {
-        return Err(UsageError("vector and vocabulary widths differ".into()).into());
-    }
+    let table = ex.search_table(a.source.source == Source::Unembed, target.len())?;
     let exclude: Vec<u32> = v.iter().flat_map(|w| w.ids.iter().copied()).collect();
     let found = NeighborIndex::new(table).nearest(&target, a.k as usize, &exclude);
     let tok = model.tokenizer.as_ref();

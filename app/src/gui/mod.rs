@@ -185,7 +185,6 @@ impl PrismApp {
             generation: self.generation,
             text: self.s.prompt.clone(),
             bos: self.s.bos,
-            attention: true,
             lens: self.lens_wanted,
         });
     }

@@ -31,7 +31,6 @@ pub enum Job {
         generation: u64,
         text: String,
         bos: bool,
-        attention: bool,
         lens: bool,
     },
     Project {
@@ -189,6 +188,23 @@ impl Worker {
     }
 }
 
+/// Neighbours as (token text, cosine).
+fn token_texts(
+    model: &Model,
+    found: &[prism_analysis::geometry::similarity::Neighbor],
+) -> Vec<(String, f64)> {
+    let tok = model.tokenizer.as_ref();
+    found
+        .iter()
+        .map(|n| {
+            (
+                tok.map(|t| t.token_text(n.id)).unwrap_or_default(),
+                n.cosine,
+            )
+        })
+        .collect()
+}
+
 struct State {
     model: Option<Arc<Model>>,
     backend: Option<Box<dyn Backend>>,
@@ -259,7 +275,6 @@ impl State {
                 generation,
                 text,
                 bos,
-                attention,
                 lens,
             } => {
                 let result = self.ready().and_then(|(model, b)| {
@@ -269,8 +284,10 @@ impl State {
                         .ok_or("this model has no tokenizer")?;
                     let ids = tok.encode(&text, bos).map_err(|e| e.to_string())?;
                     backend::check_ids(model, &ids).map_err(|e| e.to_string())?;
+                    // Every head's map for 1,024 tokens of a 30-layer model is about a gigabyte;
+                    // beyond that the attention view says why it has none.
                     let capture = Capture {
-                        attention,
+                        attention: ids.len() <= MAX_ATTENTION_TOKENS,
                         residual: false,
                         logits: false,
                         logit_lens: lens,
@@ -323,26 +340,13 @@ impl State {
                     let v = ex
                         .vectors(std::slice::from_ref(&word), source, &template)
                         .map_err(|e| e.to_string())?;
-                    let table = if source == Source::Unembed {
-                        ex.unembedding_table()
-                    } else {
-                        ex.embedding_table()
-                    }
-                    .map_err(|e| e.to_string())?;
-                    if table.width != v[0].vector.len() {
-                        return Err("vector and vocabulary widths differ".into());
-                    }
-                    let found = NeighborIndex::new(table).nearest(&v[0].vector, 15, &[]);
-                    let tok = model.tokenizer.as_ref();
-                    Ok(found
-                        .into_iter()
-                        .map(|n| {
-                            (
-                                tok.map(|t| t.token_text(n.id)).unwrap_or_default(),
-                                n.cosine,
-                            )
-                        })
-                        .collect())
+                    let table = ex
+                        .search_table(source == Source::Unembed, v[0].vector.len())
+                        .map_err(|e| e.to_string())?;
+                    Ok(token_texts(
+                        model,
+                        &NeighborIndex::new(table).nearest(&v[0].vector, 15, &[]),
+                    ))
                 });
                 send(Reply::Neighbors { word, result });
             }
@@ -364,27 +368,14 @@ impl State {
                         &v[1].vector,
                         &v[2].vector,
                     );
-                    let table = if source == Source::Unembed {
-                        ex.unembedding_table()
-                    } else {
-                        ex.embedding_table()
-                    }
-                    .map_err(|e| e.to_string())?;
-                    if table.width != target.len() {
-                        return Err("vector and vocabulary widths differ".into());
-                    }
+                    let table = ex
+                        .search_table(source == Source::Unembed, target.len())
+                        .map_err(|e| e.to_string())?;
                     let exclude: Vec<u32> = v.iter().flat_map(|w| w.ids.iter().copied()).collect();
-                    let found = NeighborIndex::new(table).nearest(&target, 10, &exclude);
-                    let tok = model.tokenizer.as_ref();
-                    Ok(found
-                        .into_iter()
-                        .map(|n| {
-                            (
-                                tok.map(|t| t.token_text(n.id)).unwrap_or_default(),
-                                n.cosine,
-                            )
-                        })
-                        .collect())
+                    Ok(token_texts(
+                        model,
+                        &NeighborIndex::new(table).nearest(&target, 10, &exclude),
+                    ))
                 });
                 send(Reply::Analogy { query, result });
             }
