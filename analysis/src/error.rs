@@ -16,11 +16,11 @@ pub enum PrismError {
     },
     #[error("{path}: {message}")]
     Format { path: PathBuf, message: String },
-    #[error("{path}: unsupported architecture {found:?}; Prism supports {supported}")]
+    #[error("{path}: unsupported architecture {found}; Prism supports {supported}")]
     UnsupportedArch {
         path: PathBuf,
         found: String,
-        supported: &'static str,
+        supported: String,
     },
     #[error("{path}: tensor {tensor:?} has shape {found:?} and dtype {found_dtype}, expected shape {expected:?}")]
     Shape {

@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use candle_core::quantized::gguf_file::Value;
 use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::decoders::fuse::Fuse;
@@ -20,8 +19,8 @@ use tokenizers::{
     Tokenizer,
 };
 
-use crate::checkpoint::gguf::GgufMeta;
 use crate::error::{PrismError, Result};
+use crate::gguf::{GgufMeta, Value};
 
 const GPT2_PATTERN: &str =
     r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
@@ -110,9 +109,9 @@ impl PrismTokenizer {
         let model = meta
             .str("tokenizer.ggml.model")
             .ok_or_else(|| err("GGUF has no tokenizer (tokenizer.ggml.model is missing)".into()))?;
-        if !matches!(model, "gpt2" | "llama") {
+        if !matches!(model, "gpt2" | "llama" | "bert") {
             return Err(err(format!(
-                "GGUF tokenizer model {model:?} is not supported (gpt2, llama)"
+                "GGUF tokenizer model {model:?} is not supported (gpt2, llama, bert)"
             )));
         }
         let tokens = string_array(meta, "tokenizer.ggml.tokens").map_err(&err)?;
@@ -195,18 +194,37 @@ impl PrismTokenizer {
                         tokens.len()
                     )));
                 }
+                // Gemma's SentencePiece adds no leading space; Llama's does.
+                let space_prefix = meta
+                    .bool_opt("tokenizer.ggml.add_space_prefix")
+                    .map_err(|e| err(e.to_string()))?
+                    .unwrap_or(true);
                 let t = sentencepiece_as_bpe(
                     &tokens,
                     &scores,
                     &types,
                     id("tokenizer.ggml.unknown_token_id"),
+                    space_prefix,
                 )
                 .map_err(&err)?;
                 (t, "GGUF SentencePiece (llama)".to_string(), true)
             }
+            "bert" => {
+                let cls = id("tokenizer.ggml.cls_token_id").or(bos_id);
+                let sep = id("tokenizer.ggml.seperator_token_id").or(eos_id);
+                let t = wordpiece(
+                    &tokens,
+                    &types,
+                    id("tokenizer.ggml.unknown_token_id"),
+                    cls,
+                    sep,
+                )
+                .map_err(&err)?;
+                (t, "GGUF WordPiece (bert)".to_string(), false)
+            }
             other => {
                 return Err(err(format!(
-                    "GGUF tokenizer model {other:?} is not supported (gpt2, llama)"
+                    "GGUF tokenizer model {other:?} is not supported (gpt2, llama, bert)"
                 )))
             }
         };
@@ -222,6 +240,8 @@ impl PrismTokenizer {
             .map_err(|e| err(format!("cannot add special tokens: {e}")))?;
         let adds_bos = meta
             .bool_opt("tokenizer.ggml.add_bos_token")
+            .ok()
+            .flatten()
             .unwrap_or(default_bos)
             && bos_id.is_some();
         Ok(PrismTokenizer {
@@ -322,25 +342,11 @@ impl PrismTokenizer {
 }
 
 fn value_i64(v: &Value) -> i64 {
-    match v {
-        Value::I32(x) => *x as i64,
-        Value::U32(x) => *x as i64,
-        Value::I64(x) => *x,
-        Value::U64(x) => *x as i64,
-        Value::I8(x) => *x as i64,
-        Value::U8(x) => *x as i64,
-        Value::I16(x) => *x as i64,
-        Value::U16(x) => *x as i64,
-        _ => 1,
-    }
+    v.as_i64().unwrap_or(1)
 }
 
 fn value_f64(v: &Value) -> f64 {
-    match v {
-        Value::F32(x) => *x as f64,
-        Value::F64(x) => *x,
-        other => value_i64(other) as f64,
-    }
+    v.as_f64().unwrap_or(0.0)
 }
 
 fn string_array(meta: GgufMeta<'_>, key: &str) -> std::result::Result<Vec<String>, String> {
@@ -350,8 +356,8 @@ fn string_array(meta: GgufMeta<'_>, key: &str) -> std::result::Result<Vec<String
         .map(|(i, v)| match v {
             Value::String(s) => Ok(s.clone()),
             other => Err(format!(
-                "{key}[{i}] is {:?}, expected a string",
-                other.value_type()
+                "{key}[{i}] is a {}, expected a string",
+                other.type_name()
             )),
         })
         .collect()
@@ -402,6 +408,7 @@ fn sentencepiece_as_bpe(
     scores: &[f64],
     types: &[i64],
     unk: Option<u32>,
+    space_prefix: bool,
 ) -> std::result::Result<Tokenizer, String> {
     let vocab: std::collections::HashMap<&str, u32> = tokens
         .iter()
@@ -439,17 +446,75 @@ fn sentencepiece_as_bpe(
         .build()
         .map_err(|e| format!("cannot build the SentencePiece BPE: {e}"))?;
     let mut t = Tokenizer::new(bpe);
-    let normalizer = NormalizerSequence::new(vec![
-        NormalizerWrapper::Prepend(Prepend::new("▁".into())),
-        NormalizerWrapper::Replace(Replace::new(" ", "▁").map_err(|e| e.to_string())?),
-    ]);
-    t.with_normalizer(Some(normalizer))
+    let mut normalizers = Vec::new();
+    if space_prefix {
+        normalizers.push(NormalizerWrapper::Prepend(Prepend::new("▁".into())));
+    }
+    normalizers.push(NormalizerWrapper::Replace(
+        Replace::new(" ", "▁").map_err(|e| e.to_string())?,
+    ));
+    t.with_normalizer(Some(NormalizerSequence::new(normalizers)))
         .map_err(|e| e.to_string())?;
-    t.with_decoder(Some(DecoderSequence::new(vec![
+    let mut decoders = vec![
         DecoderWrapper::Replace(Replace::new("▁", " ").map_err(|e| e.to_string())?),
         DecoderWrapper::ByteFallback(ByteFallback::new()),
         DecoderWrapper::Fuse(Fuse::new()),
-        DecoderWrapper::Strip(Strip::new(' ', 1, 0)),
-    ])));
+    ];
+    if space_prefix {
+        decoders.push(DecoderWrapper::Strip(Strip::new(' ', 1, 0)));
+    }
+    t.with_decoder(Some(DecoderSequence::new(decoders)));
+    Ok(t)
+}
+
+/// BERT's WordPiece from llama.cpp's GGUF vocabulary, where a word-initial piece carries "▁" and a
+/// continuation piece carries nothing (the original "##" prefix is dropped by the converter).
+/// llama.cpp always lowercases and splits on punctuation, as BERT's uncased normalizer does.
+fn wordpiece(
+    tokens: &[String],
+    types: &[i64],
+    unk: Option<u32>,
+    cls: Option<u32>,
+    sep: Option<u32>,
+) -> std::result::Result<Tokenizer, String> {
+    use tokenizers::models::wordpiece::WordPiece;
+    use tokenizers::normalizers::bert::BertNormalizer;
+    use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+    use tokenizers::processors::bert::BertProcessing;
+    let mut vocab = std::collections::HashMap::new();
+    for (i, t) in tokens.iter().enumerate() {
+        let control = types.get(i).copied().unwrap_or(1) == 3;
+        let piece = if control {
+            t.clone()
+        } else if let Some(word) = t.strip_prefix('\u{2581}') {
+            word.to_string()
+        } else {
+            format!("##{t}")
+        };
+        vocab.entry(piece).or_insert(i as u32);
+    }
+    let unk_token = unk
+        .and_then(|u| tokens.get(u as usize))
+        .cloned()
+        .unwrap_or_else(|| "[UNK]".into());
+    let model = WordPiece::builder()
+        .vocab(
+            vocab
+                .into_iter()
+                .collect::<tokenizers::models::bpe::Vocab>(),
+        )
+        .unk_token(unk_token)
+        .continuing_subword_prefix("##".into())
+        .build()
+        .map_err(|e| format!("cannot build the WordPiece vocabulary: {e}"))?;
+    let mut t = Tokenizer::new(model);
+    t.with_normalizer(Some(BertNormalizer::new(true, true, None, true)))
+        .map_err(|e| e.to_string())?;
+    t.with_pre_tokenizer(Some(BertPreTokenizer));
+    if let (Some(c), Some(s)) = (cls, sep) {
+        let name = |i: u32| tokens.get(i as usize).cloned().unwrap_or_default();
+        t.with_post_processor(Some(BertProcessing::new((name(s), s), (name(c), c))));
+    }
+    t.with_decoder(Some(tokenizers::decoders::wordpiece::WordPiece::default()));
     Ok(t)
 }

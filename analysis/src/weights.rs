@@ -1,100 +1,291 @@
 //! Weights in one canonical layout shared by every architecture, file format and backend.
 //!
-//! Linear weights are `[out, in]` (HF layout). Quantized GGUF matrices stay quantized here; each
-//! backend decides how to hold them (the CPU backend dequantizes to f32 once).
+//! A [`Weight`] is a view of bytes in its stored format (F32, F16, BF16 or a ggml block format):
+//! memory-mapped from the checkpoint, or owned when the loader had to build it (a Gemma norm
+//! stored as `w`, used as `1 + w`). Nothing is expanded to f32 at load; each backend decodes at
+//! use. Linear weights are viewed as `[out, in]` (HF layout) whatever the storage: a dense view
+//! may be strided (GPT-2's Conv1D `[in, out]`, a slice of a fused `c_attn`), a block-format view is
+//! a range of whole rows.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use candle_core::quantized::QTensor;
-use candle_core::{DType, Device, Tensor};
+use crate::error::{PrismError, Result};
+use crate::quant::{dequantize, GgmlType};
 
-use crate::error::{backend_err, PrismError, Result};
-
-#[derive(Debug, Clone)]
-pub enum WeightData {
-    /// F32, F16 or BF16 values.
-    Dense(Tensor),
-    /// GGUF block-quantized data (also used for GGUF F32/F16 tensors).
-    Quantized(Arc<QTensor>),
+/// Where a weight's bytes live.
+#[derive(Clone)]
+pub enum Bytes {
+    Mapped(Arc<memmap2::Mmap>),
+    Owned(Arc<Vec<u8>>),
 }
 
+impl Bytes {
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
+impl std::fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bytes::Mapped(m) => write!(f, "Mapped({} bytes)", m.len()),
+            Bytes::Owned(v) => write!(f, "Owned({} bytes)", v.len()),
+        }
+    }
+}
+
+/// A weight: a 1-D vector or a 2-D `[rows, cols]` matrix in its stored format.
 #[derive(Debug, Clone)]
 pub struct Weight {
     /// The tensor's name in its file, for error messages.
     pub name: String,
+    /// `[n]` or `[rows, cols]`.
     pub shape: Vec<usize>,
-    pub data: WeightData,
+    pub dtype: GgmlType,
+    bytes: Bytes,
+    /// Byte offset of element (0, 0) in `bytes`.
+    start: usize,
+    /// Elements between consecutive rows and between consecutive columns of the view. For block
+    /// formats `col_stride` is 1 and `row_stride` is a whole number of blocks.
+    row_stride: usize,
+    col_stride: usize,
 }
 
 impl Weight {
-    pub fn dtype_name(&self) -> String {
-        match &self.data {
-            WeightData::Dense(t) => format!("{:?}", t.dtype()).to_uppercase(),
-            WeightData::Quantized(q) => ggml_dtype_name(q.dtype()).to_string(),
+    /// A contiguous row-major weight over `bytes[start..]`.
+    pub fn new(
+        name: impl Into<String>,
+        shape: Vec<usize>,
+        dtype: GgmlType,
+        bytes: Bytes,
+        start: usize,
+    ) -> Result<Weight> {
+        let name = name.into();
+        let n: usize = shape.iter().product();
+        let cols = *shape.last().unwrap_or(&1);
+        if shape.is_empty() || shape.len() > 2 || n == 0 {
+            return Err(PrismError::Input(format!(
+                "{name}: shape {shape:?} is not a vector or a matrix"
+            )));
         }
+        if !cols.is_multiple_of(dtype.block_values()) {
+            return Err(PrismError::Input(format!(
+                "{name}: rows of {cols} values are not whole {} blocks",
+                dtype.name()
+            )));
+        }
+        let len = dtype.bytes_for(n);
+        if start
+            .checked_add(len)
+            .is_none_or(|e| e > bytes.as_slice().len())
+        {
+            return Err(PrismError::Input(format!(
+                "{name}: {len} bytes at {start} run past the end of the data"
+            )));
+        }
+        Ok(Weight {
+            name,
+            shape,
+            dtype,
+            bytes,
+            start,
+            row_stride: cols,
+            col_stride: 1,
+        })
+    }
+
+    /// An owned f32 weight.
+    pub fn from_f32(name: impl Into<String>, shape: Vec<usize>, values: &[f32]) -> Result<Weight> {
+        let bytes: Vec<u8> = values.iter().flat_map(|x| x.to_le_bytes()).collect();
+        Weight::new(name, shape, GgmlType::F32, Bytes::Owned(Arc::new(bytes)), 0)
+    }
+
+    pub fn rows(&self) -> usize {
+        if self.shape.len() == 2 {
+            self.shape[0]
+        } else {
+            1
+        }
+    }
+
+    pub fn cols(&self) -> usize {
+        *self.shape.last().unwrap_or(&1)
     }
 
     pub fn element_count(&self) -> usize {
         self.shape.iter().product()
     }
 
-    /// The values as an f32 tensor of `self.shape`.
-    pub fn to_f32(&self) -> Result<Tensor> {
-        let t = match &self.data {
-            WeightData::Dense(t) => t.to_dtype(DType::F32).map_err(backend_err)?,
-            WeightData::Quantized(q) => q.dequantize(&Device::Cpu).map_err(backend_err)?,
-        };
-        t.reshape(self.shape.as_slice()).map_err(backend_err)
+    pub fn dtype_name(&self) -> &'static str {
+        self.dtype.name()
     }
 
-    /// Transposes a dense 2-D weight (GPT-2 Conv1D `[in, out]` to `[out, in]`).
-    pub(crate) fn transposed(self) -> Result<Weight> {
-        let t = self
-            .to_f32()?
-            .t()
-            .and_then(|t| t.contiguous())
-            .map_err(backend_err)?;
+    /// True when rows are contiguous and back to back (every block-format view, and dense views
+    /// that are not transposed or sliced by column).
+    pub fn is_contiguous(&self) -> bool {
+        self.col_stride == 1 && self.row_stride == self.cols()
+    }
+
+    /// Bytes the weight occupies in its stored format.
+    pub fn stored_bytes(&self) -> usize {
+        self.dtype.bytes_for(self.element_count())
+    }
+
+    /// The stored bytes of rows `r0..r0+n` (contiguous views only).
+    pub fn row_bytes(&self, r0: usize, n: usize) -> &[u8] {
+        debug_assert!(self.col_stride == 1);
+        let row = self.dtype.bytes_for(self.row_stride);
+        let cols = self.dtype.bytes_for(self.cols());
+        let s = self.start + r0 * row;
+        &self.bytes.as_slice()[s..s + (n.saturating_sub(1)) * row + if n > 0 { cols } else { 0 }]
+    }
+
+    /// Decodes row `r`, columns `c0..c0+out.len()` (`c0` and the length whole blocks for block formats).
+    #[inline(always)]
+    pub fn decode_row(&self, r: usize, c0: usize, out: &mut [f32]) {
+        let data = self.bytes.as_slice();
+        if self.col_stride == 1 {
+            let elem = r * self.row_stride + c0;
+            let s = self.start + self.dtype.bytes_for(elem);
+            let e = s + self.dtype.bytes_for(out.len());
+            dequantize(self.dtype, &data[s..e], out);
+        } else {
+            let size = self.dtype.block_bytes();
+            for (j, o) in out.iter_mut().enumerate() {
+                let at = self.start + (r * self.row_stride + (c0 + j) * self.col_stride) * size;
+                dequantize(self.dtype, &data[at..at + size], std::slice::from_mut(o));
+            }
+        }
+    }
+
+    /// Element (r, c) of a dense weight, decoded (for strided packing).
+    #[inline]
+    pub fn dense_at(&self, r: usize, c: usize) -> f32 {
+        let size = self.dtype.block_bytes();
+        let at = self.start + (r * self.row_stride + c * self.col_stride) * size;
+        let b = &self.bytes.as_slice()[at..at + size];
+        match self.dtype {
+            GgmlType::F16 => half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32(),
+            GgmlType::BF16 => half::bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32(),
+            _ => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        }
+    }
+
+    /// Strides in elements (row, column), for backends that read dense views directly.
+    pub fn strides(&self) -> (usize, usize) {
+        (self.row_stride, self.col_stride)
+    }
+
+    /// All values as f32, row-major in the view's `[rows, cols]` order.
+    pub fn to_f32(&self) -> Vec<f32> {
+        let (rows, cols) = (self.rows(), self.cols());
+        let mut out = vec![0f32; rows * cols];
+        for (r, row) in out.chunks_mut(cols).enumerate() {
+            self.decode_row(r, 0, row);
+        }
+        out
+    }
+
+    /// The view as a candle tensor of `self.shape` (for geometry and tests).
+    pub fn to_tensor(&self) -> Result<candle_core::Tensor> {
+        candle_core::Tensor::from_vec(
+            self.to_f32(),
+            self.shape.as_slice(),
+            &candle_core::Device::Cpu,
+        )
+        .map_err(crate::error::backend_err)
+    }
+
+    /// The transpose of a dense 2-D weight, as a strided view (GPT-2's Conv1D `[in, out]`).
+    pub fn transposed(&self) -> Result<Weight> {
+        if !self.dtype.is_dense() || self.shape.len() != 2 {
+            return Err(PrismError::Input(format!(
+                "{}: only dense matrices can be transposed ({} {:?})",
+                self.name,
+                self.dtype.name(),
+                self.shape
+            )));
+        }
         Ok(Weight {
-            name: self.name,
-            shape: t.dims().to_vec(),
-            data: WeightData::Dense(t),
+            shape: vec![self.shape[1], self.shape[0]],
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self.clone()
         })
     }
 
-    /// Rows `start..start+len` of a 2-D weight, or elements of a 1-D one.
-    pub(crate) fn narrow_rows(&self, start: usize, len: usize) -> Result<Weight> {
-        let t = self
-            .to_f32()?
-            .narrow(0, start, len)
-            .and_then(|t| t.contiguous())
-            .map_err(backend_err)?;
-        Ok(Weight {
-            name: format!("{}[{start}..{}]", self.name, start + len),
-            shape: t.dims().to_vec(),
-            data: WeightData::Dense(t),
-        })
+    /// Rows `start..start+len` of a matrix, or elements of a vector (a view, nothing copied).
+    pub fn narrow_rows(&self, start: usize, len: usize) -> Result<Weight> {
+        let name = format!("{}[{start}..{}]", self.name, start + len);
+        if self.shape.len() == 1 {
+            if start + len > self.shape[0] || !start.is_multiple_of(self.dtype.block_values()) {
+                return Err(PrismError::Input(format!("{name}: out of range")));
+            }
+            let mut w = self.clone();
+            w.start += self.dtype.bytes_for(start * w.col_stride);
+            w.shape = vec![len];
+            w.name = name;
+            return Ok(w);
+        }
+        if start + len > self.shape[0] {
+            return Err(PrismError::Input(format!(
+                "{name}: the matrix has {} rows",
+                self.shape[0]
+            )));
+        }
+        let mut w = self.clone();
+        if self.dtype.is_dense() {
+            w.start += start * self.row_stride * self.dtype.block_bytes();
+        } else {
+            w.start += self.dtype.bytes_for(start * self.row_stride);
+        }
+        w.shape[0] = len;
+        w.name = name;
+        Ok(w)
     }
-}
 
-pub fn ggml_dtype_name(d: candle_core::quantized::GgmlDType) -> &'static str {
-    use candle_core::quantized::GgmlDType as G;
-    match d {
-        G::F32 => "F32",
-        G::F16 => "F16",
-        G::BF16 => "BF16",
-        G::Q4_0 => "Q4_0",
-        G::Q4_1 => "Q4_1",
-        G::Q5_0 => "Q5_0",
-        G::Q5_1 => "Q5_1",
-        G::Q8_0 => "Q8_0",
-        G::Q8_1 => "Q8_1",
-        G::Q2K => "Q2_K",
-        G::Q3K => "Q3_K",
-        G::Q4K => "Q4_K",
-        G::Q5K => "Q5_K",
-        G::Q6K => "Q6_K",
-        G::Q8K => "Q8_K",
+    /// A new owned weight whose rows are `rows` of this one, in that order (a reordering of
+    /// fused projections); the stored format is kept.
+    pub fn gather_rows(&self, rows: &[usize]) -> Result<Weight> {
+        if self.shape.len() != 2 {
+            let v: Vec<f32> = {
+                let all = self.to_f32();
+                rows.iter().map(|&r| all[r]).collect()
+            };
+            return Weight::from_f32(self.name.clone(), vec![rows.len()], &v);
+        }
+        if !self.is_contiguous() {
+            let cols = self.cols();
+            let mut v = vec![0f32; rows.len() * cols];
+            for (o, &r) in v.chunks_mut(cols).zip(rows) {
+                self.decode_row(r, 0, o);
+            }
+            return Weight::from_f32(self.name.clone(), vec![rows.len(), cols], &v);
+        }
+        let mut bytes = Vec::with_capacity(rows.len() * self.dtype.bytes_for(self.cols()));
+        for &r in rows {
+            if r >= self.shape[0] {
+                return Err(PrismError::Input(format!("{}: no row {r}", self.name)));
+            }
+            bytes.extend_from_slice(self.row_bytes(r, 1));
+        }
+        Weight::new(
+            self.name.clone(),
+            vec![rows.len(), self.cols()],
+            self.dtype,
+            Bytes::Owned(Arc::new(bytes)),
+            0,
+        )
+    }
+
+    /// A new owned f32 weight with `f` applied to every value (Gemma's `1 + w` norms).
+    pub fn map_f32(&self, f: impl Fn(f32) -> f32) -> Result<Weight> {
+        let v: Vec<f32> = self.to_f32().into_iter().map(f).collect();
+        Weight::from_f32(self.name.clone(), self.shape.clone(), &v)
     }
 }
 
@@ -105,12 +296,12 @@ pub struct TensorInfo {
     pub dtype: String,
 }
 
-/// A file format's view of its tensors, in canonical `[out, in]` order.
+/// A file format's view of its tensors, in canonical row-major `[rows, cols]` order.
 pub trait TensorSource {
     fn path(&self) -> &Path;
     fn info(&self, name: &str) -> Option<TensorInfo>;
     fn names(&self) -> Vec<String>;
-    /// Reads the tensor's data. Callers go through [`get`], which checks the shape first.
+    /// The tensor as a weight view. Callers go through [`get`], which checks the shape first.
     fn load(&self, name: &str) -> Result<Weight>;
 }
 
@@ -162,12 +353,90 @@ pub struct LayerWeights {
     pub k: Linear,
     pub v: Linear,
     pub o: Linear,
+    /// Per-head norms of q and k (`ArchSpec::qk_norm`): `[head_dim]`.
+    pub q_norm: Option<NormWeights>,
+    pub k_norm: Option<NormWeights>,
+    /// Norm of the attention output before the residual add (`BlockKind::Sandwich`).
+    pub post_attn_norm: Option<NormWeights>,
     /// Pre-MLP norm, or for post-LN models the norm after the MLP residual.
     pub mlp_norm: NormWeights,
-    /// Present for SwiGLU MLPs.
+    /// Present for gated MLPs.
     pub gate: Option<Linear>,
     pub up: Linear,
     pub down: Linear,
+    /// Norm of the MLP output before the residual add (`BlockKind::Sandwich`).
+    pub post_mlp_norm: Option<NormWeights>,
+}
+
+impl LayerWeights {
+    pub fn linear(&self, which: LinearId) -> Option<&Linear> {
+        match which {
+            LinearId::Q => Some(&self.q),
+            LinearId::K => Some(&self.k),
+            LinearId::V => Some(&self.v),
+            LinearId::O => Some(&self.o),
+            LinearId::Gate => self.gate.as_ref(),
+            LinearId::Up => Some(&self.up),
+            LinearId::Down => Some(&self.down),
+        }
+    }
+
+    pub fn norm(&self, which: NormId) -> Option<&NormWeights> {
+        match which {
+            NormId::Attn => Some(&self.attn_norm),
+            NormId::Mlp => Some(&self.mlp_norm),
+            NormId::Q => self.q_norm.as_ref(),
+            NormId::K => self.k_norm.as_ref(),
+            NormId::PostAttn => self.post_attn_norm.as_ref(),
+            NormId::PostMlp => self.post_mlp_norm.as_ref(),
+        }
+    }
+}
+
+/// The linear maps of a block, by role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LinearId {
+    Q,
+    K,
+    V,
+    O,
+    Gate,
+    Up,
+    Down,
+}
+
+impl LinearId {
+    pub const ALL: [LinearId; 7] = [
+        LinearId::Q,
+        LinearId::K,
+        LinearId::V,
+        LinearId::O,
+        LinearId::Gate,
+        LinearId::Up,
+        LinearId::Down,
+    ];
+}
+
+/// The norms of a block, by role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NormId {
+    Attn,
+    Mlp,
+    Q,
+    K,
+    PostAttn,
+    PostMlp,
+}
+
+impl NormId {
+    pub const ALL: [NormId; 6] = [
+        NormId::Attn,
+        NormId::Mlp,
+        NormId::Q,
+        NormId::K,
+        NormId::PostAttn,
+        NormId::PostMlp,
+    ];
 }
 
 #[derive(Debug, Clone)]
@@ -181,10 +450,12 @@ pub struct ModelWeights {
     pub final_norm: Option<NormWeights>,
     /// `[vocab, hidden]`; `None` when tied to the token embedding (or for encoders).
     pub lm_head: Option<Weight>,
+    /// `[vocab]` output bias (GPT-2 GGUF files may carry none; some checkpoints do).
+    pub lm_head_bias: Option<Weight>,
 }
 
 impl ModelWeights {
-    /// The unembedding matrix `[vocab, hidden]`, if the model has one.
+    /// The unembedding matrix `[vocab, hidden]`.
     pub fn unembedding(&self) -> &Weight {
         self.lm_head.as_ref().unwrap_or(&self.token_embedding)
     }
@@ -193,27 +464,26 @@ impl ModelWeights {
         let mut out = vec![&self.token_embedding];
         out.extend(self.position_embedding.iter());
         out.extend(self.token_type_embedding.iter());
-        fn norm(n: &Option<NormWeights>) -> Vec<&Weight> {
+        fn norm(n: Option<&NormWeights>) -> Vec<&Weight> {
             n.iter()
                 .flat_map(|n| std::iter::once(&n.weight).chain(n.bias.iter()))
                 .collect()
         }
-        out.extend(norm(&self.embedding_norm));
+        out.extend(norm(self.embedding_norm.as_ref()));
         for l in &self.layers {
-            for n in [&l.attn_norm, &l.mlp_norm] {
-                out.push(&n.weight);
-                out.extend(n.bias.iter());
+            for id in NormId::ALL {
+                out.extend(norm(l.norm(id)));
             }
-            for lin in [&l.q, &l.k, &l.v, &l.o, &l.up, &l.down]
-                .into_iter()
-                .chain(l.gate.iter())
-            {
-                out.push(&lin.weight);
-                out.extend(lin.bias.iter());
+            for id in LinearId::ALL {
+                if let Some(lin) = l.linear(id) {
+                    out.push(&lin.weight);
+                    out.extend(lin.bias.iter());
+                }
             }
         }
-        out.extend(norm(&self.final_norm));
+        out.extend(norm(self.final_norm.as_ref()));
         out.extend(self.lm_head.iter());
+        out.extend(self.lm_head_bias.iter());
         out
     }
 }

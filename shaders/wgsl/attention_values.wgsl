@@ -1,4 +1,5 @@
-// Attention-weighted sum for a block of queries: ctx[q0 + qi][h][d] = sum_k p[h][qi][k] * v[k][h / group][d].
+// Attention-weighted sum for a block of queries of one sequence:
+//   ctx[q_row + q0 + qi][h][d] = sum_key p[h][qi][key] * v[k_row + key][h / group][d].
 
 struct Params {
     q_rows: u32,
@@ -7,8 +8,8 @@ struct Params {
     heads: u32,
     kv_heads: u32,
     head_dim: u32,
-    _pad0: u32,
-    _pad1: u32,
+    q_row: u32,
+    k_row: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -30,8 +31,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var key = 0u; key < params.keys; key++) {
         let w = p[pb + key];
         if (w != 0.0) {
-            acc += w * v[(key * params.kv_heads + kvh) * params.head_dim + d];
+            acc += w * v[((params.k_row + key) * params.kv_heads + kvh) * params.head_dim + d];
         }
     }
-    ctx[((params.q0 + qi) * params.heads + h) * params.head_dim + d] = acc;
+    ctx[((params.q_row + params.q0 + qi) * params.heads + h) * params.head_dim + d] = acc;
 }

@@ -1,13 +1,14 @@
-// Embedding gather: y[t][j] = W[ids[t]][j], decoding W from its stored format (quant.wgsl).
+// Embedding gather: y[t][j] (+)= W[ids[t]][j], decoding W from its stored format (quant.wgsl).
 // W may be one row chunk (rows row0 .. row0 + nrows) of a larger table; other rows are left alone.
+// With accumulate = 1 the rows are added (learned positions, BERT's token types).
 
 struct Params {
     rows: u32,
     width: u32,
     fmt: u32,
-    nblocks: u32,
     row0: u32,
     nrows: u32,
+    accumulate: u32,
     _pad0: u32,
     _pad1: u32,
 }
@@ -27,5 +28,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (id < params.row0 || id >= params.row0 + params.nrows) {
         return;
     }
-    y[t * params.width + j] = weight_at(params.fmt, params.nblocks, (id - params.row0) * params.width + j);
+    let w = weight_at(params.fmt, (id - params.row0) * params.width + j);
+    let at = t * params.width + j;
+    if (params.accumulate == 1u) {
+        y[at] += w;
+    } else {
+        y[at] = w;
+    }
 }

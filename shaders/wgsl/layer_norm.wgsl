@@ -1,5 +1,5 @@
 // LayerNorm over the last dimension with biased variance: y = (x - mean) / sqrt(var + eps) * w + b.
-// One workgroup per row; two reductions in shared memory (mean, then variance of the centred row).
+// One workgroup per row (rows beyond 65535 continue in the y dimension); two reductions in shared memory (mean, then variance of the centred row).
 
 struct Params {
     rows: u32,
@@ -32,7 +32,10 @@ fn reduce_sum(lid: u32) -> f32 {
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let row = wid.x;
+    let row = wid.y * 65535u + wid.x;
+    if (row >= params.rows) {
+        return;
+    }
     let base = row * params.width;
     var acc = 0.0;
     for (var i = lid.x; i < params.width; i += WG) {

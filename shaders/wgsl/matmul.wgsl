@@ -11,12 +11,8 @@ struct Params {
     out_rows: u32,
     o_offset: u32,
     fmt: u32,
-    nblocks: u32,
     has_bias: u32,
     accumulate: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -54,7 +50,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             let row_base = local_o * params.in_dim;
             let width = min(CHUNK, params.in_dim - c * CHUNK);
             for (var k = 0u; k < width; k++) {
-                let w = weight_at(params.fmt, params.nblocks, row_base + c * CHUNK + k);
+                let w = weight_at(params.fmt, row_base + c * CHUNK + k);
                 for (var tt = 0u; tt < TILE_T; tt++) {
                     acc[tt] += w * xs[tt * CHUNK + k];
                 }

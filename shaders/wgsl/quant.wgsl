@@ -1,14 +1,25 @@
 // Weight decoding shared by matmul.wgsl and embed.wgsl (prepended to them; not a shader on its own).
 //
-// Weights are uploaded into one array<u32> per matrix, row-major [rows][cols], blocks of 32 along
-// each row. Formats:
-//   0 F32   one f32 per word
-//   1 F16   two f16 per word (element e in word e/2, low half first)
-//   2 BF16  two bf16 per word
-//   3 Q8_0  [nblocks scales as f32][nblocks * 8 words of i8]          w = d * q
-//   4 Q4_0  [nblocks scales as f32][nblocks * 4 words of nibbles]     w = d * (q - 8)
-//   5 Q4_1  [nblocks (d, m) pairs as f32][nblocks * 4 words]          w = d * q + m
-// In the Q4 formats byte j of a block holds element j in its low nibble and j + 16 in its high one.
+// A matrix is uploaded into one array<u32>, row-major [rows][cols]. Dense formats pack elements
+// into words; block formats keep ggml's block bytes exactly, each block padded to whole words, so
+// that the GPU holds at most 1.12x the file's bytes. Every decoder reproduces gguf-py's arithmetic.
+//   fmt  name     values/block  words/block
+//    0   F32      1             1
+//    1   F16      2 per word
+//    2   BF16     2 per word
+//    3   Q8_0     32            9    f16 d, 32 x i8                        w = q * d
+//    4   Q4_0     32            5    f16 d, 16 bytes of nibbles            w = d * (q - 8)
+//    5   Q4_1     32            5    f16 d, f16 m, 16 bytes                w = d * q + m
+//    6   Q5_0     32            6    f16 d, u32 qh, 16 bytes               w = d * (q - 16)
+//    7   Q5_1     32            6    f16 d, f16 m, u32 qh, 16 bytes        w = d * q + m
+//    8   Q2_K     256           21   scales[16], qs[64], f16 d, f16 dmin
+//    9   Q3_K     256           28   hmask[32], qs[64], scales[12], f16 d
+//   10   Q4_K     256           36   f16 d, f16 dmin, scales[12], qs[128]
+//   11   Q5_K     256           44   f16 d, f16 dmin, scales[12], qh[32], qs[128]
+//   12   Q6_K     256           53   ql[128], qh[64], i8 scales[16], f16 d
+//   13   IQ4_NL   32            5    f16 d, 16 bytes of level indices
+//   14   IQ4_XS   256           34   f16 d, u16 scales_h, scales_l[4], qs[128]
+// In the 32-value nibble formats byte j holds element j in its low nibble and j + 16 in its high one.
 
 @group(0) @binding(1) var<storage, read> wq: array<u32>;
 
@@ -28,12 +39,52 @@ fn f16_bits_to_f32(h: u32) -> f32 {
     return select(magnitude, -magnitude, sign == 1u);
 }
 
-fn weight_byte(word_base: u32, byte_index: u32) -> u32 {
-    return (wq[word_base + byte_index / 4u] >> ((byte_index % 4u) * 8u)) & 0xffu;
+// Byte `i` of the block that starts at word `base`.
+fn byte_at(base: u32, i: u32) -> u32 {
+    return (wq[base + i / 4u] >> ((i % 4u) * 8u)) & 0xffu;
 }
 
-// One weight, at flat element index e = row * cols + col (cols a multiple of 32 for block formats).
-fn weight_at(fmt: u32, nblocks: u32, e: u32) -> f32 {
+// The f16 at (even) byte `i` of the block at `base`.
+fn half_at(base: u32, i: u32) -> f32 {
+    return f16_bits_to_f32((wq[base + i / 4u] >> ((i % 4u) * 8u)) & 0xffffu);
+}
+
+fn signed_byte(b: u32) -> f32 {
+    return f32(i32(b << 24u) >> 24u);
+}
+
+fn iq4_level(q: u32) -> f32 {
+    var levels = array<f32, 16>(-127.0, -104.0, -83.0, -65.0, -49.0, -35.0, -22.0, -10.0,
+                                1.0, 13.0, 25.0, 38.0, 53.0, 69.0, 89.0, 113.0);
+    return levels[q];
+}
+
+// The 6-bit scale (which = 0) or min (which = 1) of sub-block `sub` of a Q4_K/Q5_K block whose
+// 12 scale bytes start at byte 4.
+fn k_scale(base: u32, sub: u32, which: u32) -> f32 {
+    let o = 4u + which * 4u;
+    if (sub < 4u) {
+        return f32(byte_at(base, o + sub) & 63u);
+    }
+    let j = sub - 4u;
+    let packed = byte_at(base, 12u + j);
+    let low = select(packed & 0xfu, packed >> 4u, which == 1u);
+    return f32(low | ((byte_at(base, o + j) >> 2u) & 0x30u));
+}
+
+// A 32-value nibble block: element j's nibble at byte `first + j % 16`.
+fn nibble(base: u32, first: u32, j: u32) -> u32 {
+    let b = byte_at(base, first + j % 16u);
+    return select(b & 0xfu, b >> 4u, j >= 16u);
+}
+
+// The fifth bit of element j of a Q5 block whose qh word starts at byte `at`.
+fn fifth_bit(base: u32, at: u32, j: u32) -> u32 {
+    return (byte_at(base, at + j / 8u) >> (j % 8u)) & 1u;
+}
+
+// One weight, at flat element index e = row * cols + col of the uploaded matrix.
+fn weight_at(fmt: u32, e: u32) -> f32 {
     switch fmt {
         case 0u: {
             return bitcast<f32>(wq[e]);
@@ -44,29 +95,98 @@ fn weight_at(fmt: u32, nblocks: u32, e: u32) -> f32 {
         }
         case 2u: {
             let word = wq[e / 2u];
-            let bits = select(word << 16u, word & 0xffff0000u, (e & 1u) == 1u);
-            return bitcast<f32>(bits);
+            return bitcast<f32>(select(word << 16u, word & 0xffff0000u, (e & 1u) == 1u));
         }
         case 3u: {
-            let blk = e / 32u;
-            let j = e % 32u;
-            let q = weight_byte(nblocks + blk * 8u, j);
-            let signed_q = f32(i32(q << 24u) >> 24u);
-            return bitcast<f32>(wq[blk]) * signed_q;
+            let base = (e / 32u) * 9u;
+            return signed_byte(byte_at(base, 2u + e % 32u)) * half_at(base, 0u);
         }
         case 4u: {
-            let blk = e / 32u;
+            let base = (e / 32u) * 5u;
+            return half_at(base, 0u) * (f32(nibble(base, 2u, e % 32u)) - 8.0);
+        }
+        case 5u: {
+            let base = (e / 32u) * 5u;
+            return half_at(base, 0u) * f32(nibble(base, 4u, e % 32u)) + half_at(base, 2u);
+        }
+        case 6u: {
+            let base = (e / 32u) * 6u;
             let j = e % 32u;
-            let byte = weight_byte(nblocks + blk * 4u, j % 16u);
-            let q = select(byte & 0xfu, byte >> 4u, j >= 16u);
-            return bitcast<f32>(wq[blk]) * (f32(q) - 8.0);
+            let q = nibble(base, 6u, j) | (fifth_bit(base, 2u, j) << 4u);
+            return half_at(base, 0u) * (f32(q) - 16.0);
+        }
+        case 7u: {
+            let base = (e / 32u) * 6u;
+            let j = e % 32u;
+            let q = nibble(base, 8u, j) | (fifth_bit(base, 4u, j) << 4u);
+            return half_at(base, 0u) * f32(q) + half_at(base, 2u);
+        }
+        case 8u: {
+            let base = (e / 256u) * 21u;
+            let v = e % 256u;
+            let q = (byte_at(base, 16u + (v / 128u) * 32u + v % 32u) >> (2u * ((v % 128u) / 32u))) & 3u;
+            let sc = byte_at(base, v / 16u);
+            let dl = half_at(base, 80u) * f32(sc & 0xfu);
+            let ml = half_at(base, 82u) * f32(sc >> 4u);
+            return dl * f32(q) - ml;
+        }
+        case 9u: {
+            let base = (e / 256u) * 28u;
+            let v = e % 256u;
+            let s = v / 16u;
+            let low_sc = (byte_at(base, 96u + s % 8u) >> (4u * (s / 8u))) & 0xfu;
+            let high_sc = (byte_at(base, 104u + s % 4u) >> (2u * (s / 4u))) & 3u;
+            let scale = f32(i32(low_sc | (high_sc << 4u)) - 32);
+            let dl = half_at(base, 108u) * scale;
+            let low = (byte_at(base, 32u + (v / 128u) * 32u + v % 32u) >> (2u * ((v % 128u) / 32u))) & 3u;
+            let unset = ((byte_at(base, v % 32u) >> (v / 32u)) & 1u) ^ 1u;
+            return dl * f32(i32(low) - i32(unset << 2u));
+        }
+        case 10u: {
+            let base = (e / 256u) * 36u;
+            let v = e % 256u;
+            let sub = v / 32u;
+            let q = (byte_at(base, 16u + (sub / 2u) * 32u + v % 32u) >> (4u * (sub % 2u))) & 0xfu;
+            let dl = half_at(base, 0u) * k_scale(base, sub, 0u);
+            let ml = half_at(base, 2u) * k_scale(base, sub, 1u);
+            return dl * f32(q) - ml;
+        }
+        case 11u: {
+            let base = (e / 256u) * 44u;
+            let v = e % 256u;
+            let sub = v / 32u;
+            let low = (byte_at(base, 48u + (sub / 2u) * 32u + v % 32u) >> (4u * (sub % 2u))) & 0xfu;
+            let high = (byte_at(base, 16u + v % 32u) >> sub) & 1u;
+            let dl = half_at(base, 0u) * k_scale(base, sub, 0u);
+            let ml = half_at(base, 2u) * k_scale(base, sub, 1u);
+            return dl * f32(low | (high << 4u)) - ml;
+        }
+        case 12u: {
+            let base = (e / 256u) * 53u;
+            let v = e % 256u;
+            let g = v / 128u;
+            let l = v % 128u;
+            let low = (byte_at(base, g * 64u + l % 64u) >> (4u * (l / 64u))) & 0xfu;
+            let high = (byte_at(base, 128u + g * 32u + l % 32u) >> (2u * (l / 32u))) & 3u;
+            let dl = half_at(base, 208u) * signed_byte(byte_at(base, 192u + v / 16u));
+            return dl * f32(i32(low | (high << 4u)) - 32);
+        }
+        case 13u: {
+            let base = (e / 32u) * 5u;
+            return half_at(base, 0u) * iq4_level(nibble(base, 2u, e % 32u));
         }
         default: {
-            let blk = e / 32u;
-            let j = e % 32u;
-            let byte = weight_byte(2u * nblocks + blk * 4u, j % 16u);
-            let q = select(byte & 0xfu, byte >> 4u, j >= 16u);
-            return bitcast<f32>(wq[2u * blk]) * f32(q) + bitcast<f32>(wq[2u * blk + 1u]);
+            let base = (e / 256u) * 34u;
+            let v = e % 256u;
+            let sub = v / 32u;
+            let low_sc = (byte_at(base, 4u + sub / 2u) >> (4u * (sub % 2u))) & 0xfu;
+            let scales_h = byte_at(base, 2u) | (byte_at(base, 3u) << 8u);
+            let high_sc = (scales_h >> (2u * sub)) & 3u;
+            let dl = half_at(base, 0u) * f32(i32(low_sc | (high_sc << 4u)) - 32);
+            let j = v % 32u;
+            let b = byte_at(base, 8u + sub * 16u + j % 16u);
+            let q = select(b & 0xfu, b >> 4u, j >= 16u);
+            return dl * iq4_level(q);
         }
     }
 }

@@ -1,5 +1,5 @@
 // RMSNorm over the last dimension: y = x / sqrt(mean(x^2) + eps) * w.
-// One workgroup per row; the sum of squares is reduced in shared memory.
+// One workgroup per row (rows beyond 65535 continue in the y dimension); the sum of squares is reduced in shared memory.
 
 struct Params {
     rows: u32,
@@ -18,7 +18,10 @@ var<workgroup> partial: array<f32, 256>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let row = wid.x;
+    let row = wid.y * 65535u + wid.x;
+    if (row >= params.rows) {
+        return;
+    }
     let base = row * params.width;
     var acc = 0.0;
     for (var i = lid.x; i < params.width; i += WG) {

@@ -1,13 +1,18 @@
-// Rotary position embedding, in place on x[t][head * head_dim + d].
-// pairing 0: HF rotate_half, dims i and i + d/2 form a pair.
+// Rotary position embedding, in place on x[r][head * head_dim + d], over the first `dims` dims of
+// each head (partial RoPE rotates fewer than head_dim).
+// pairing 0: HF rotate_half, dims i and i + dims/2 form a pair.
 // pairing 1: llama.cpp interleaved, dims 2i and 2i + 1 form a pair (raw GGUF q/k rows).
-// cos/sin tables [t][head_dim / 2] come from the host, computed exactly as the CPU backend does.
+// cos/sin tables [r][dims / 2] come from the host, computed exactly as the CPU backend does.
 
 struct Params {
     rows: u32,
     heads: u32,
     head_dim: u32,
     pairing: u32,
+    dims: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -17,7 +22,7 @@ struct Params {
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let half = params.head_dim / 2u;
+    let half = params.dims / 2u;
     let i = gid.x;
     let h = gid.y;
     let t = gid.z;
@@ -36,5 +41,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let x0 = x[a];
     let x1 = x[b];
     x[a] = x0 * c - x1 * s;
-    x[b] = x0 * s + x1 * c;
+    x[b] = x1 * c + x0 * s;
 }

@@ -565,3 +565,77 @@ pub fn names(tensors: &[T]) -> HashMap<String, usize> {
         .map(|(i, t)| (t.name.clone(), i))
         .collect()
 }
+
+/// A `[rows, cols]` weight of seeded normal values stored as `ty`: quantized with candle-core's
+/// quantizer where it has one, or taken from the reference GGUF files (IQ4_NL, IQ4_XS), whose
+/// blocks are real llama.cpp output.
+pub fn weight_of_type(
+    rows: usize,
+    cols: usize,
+    ty: prism_analysis::quant::GgmlType,
+    seed: u64,
+) -> prism_analysis::weights::Weight {
+    use prism_analysis::quant::GgmlType as G;
+    use prism_analysis::weights::{Bytes, Weight};
+    let data = Rng::new(seed).vec(rows * cols, 0.5, 0.0);
+    let bytes: Vec<u8> = match ty {
+        G::F32 => data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        G::F16 => data
+            .iter()
+            .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+            .collect(),
+        G::BF16 => data
+            .iter()
+            .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
+            .collect(),
+        G::IQ4NL | G::IQ4XS => {
+            // Real llama.cpp blocks: rows of the llama3 fixture's first tensor of that type.
+            let file = if ty == G::IQ4NL {
+                "llama3-IQ4_NL.gguf"
+            } else {
+                "llama3-IQ4_XS.gguf"
+            };
+            let path = crate::fixtures().join("archs/llama3").join(file);
+            let f = prism_analysis::gguf::open(&path).expect("fixture gguf");
+            let t = f
+                .tensors
+                .iter()
+                .find(|t| t.ggml_type == ty.id())
+                .expect("a tensor of the type");
+            // Whole blocks, cycled: every block stays a real one.
+            let need = ty.bytes_for(cols);
+            let start = t.start as usize;
+            let all = &f.map()[start..start + t.bytes as usize];
+            all.iter().cycle().take(rows * need).copied().collect()
+        }
+        other => {
+            let candle_ty = match other {
+                G::Q4_0 => GgmlDType::Q4_0,
+                G::Q4_1 => GgmlDType::Q4_1,
+                G::Q5_0 => GgmlDType::Q5_0,
+                G::Q5_1 => GgmlDType::Q5_1,
+                G::Q8_0 => GgmlDType::Q8_0,
+                G::Q2K => GgmlDType::Q2K,
+                G::Q3K => GgmlDType::Q3K,
+                G::Q4K => GgmlDType::Q4K,
+                G::Q5K => GgmlDType::Q5K,
+                _ => GgmlDType::Q6K,
+            };
+            let t = candle_core::Tensor::from_vec(data, (rows, cols), &candle_core::Device::Cpu)
+                .expect("tensor");
+            QTensor::quantize(&t, candle_ty)
+                .expect("quantize")
+                .data()
+                .expect("bytes")
+                .to_vec()
+        }
+    };
+    Weight::new(
+        format!("w{}", ty.name()),
+        vec![rows, cols],
+        ty,
+        Bytes::Owned(std::sync::Arc::new(bytes)),
+        0,
+    )
+    .expect("weight")
+}

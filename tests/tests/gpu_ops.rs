@@ -1,34 +1,31 @@
 //! Every GPU op against a plain CPU reference on seeded random inputs of ragged sizes (not
-//! multiples of the workgroup size), with the output buffer poisoned (NaN) first.
+//! multiples of the workgroup size), with the output buffer poisoned (NaN) first. The ops are
+//! recorded through the same functions the backend uses (`backend::gpu::ops`).
 
-use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{Device, Tensor};
+use prism_analysis::arch::{Activation, RopePairing};
+use prism_analysis::backend::forward::{AttnShape, Edit, EditKind};
 use prism_analysis::backend::gpu::context::{f32s_from, u32_bytes, u32s_from, GpuContext};
+use prism_analysis::backend::gpu::ops;
 use prism_analysis::backend::gpu::upload::GpuMatrix;
-use prism_analysis::backend::rope_tables;
-use prism_analysis::weights::{Weight, WeightData};
-use prism_shaders::Shader;
-use prism_tests::synth::Rng;
+use prism_analysis::quant::GgmlType;
+use prism_tests::synth::{weight_of_type, Rng};
 use prism_tests::*;
 
 fn poisoned(ctx: &GpuContext, len: usize) -> wgpu::Buffer {
     ctx.upload_f32("poisoned output", &vec![f32::NAN; len])
 }
 
-/// Runs one dispatch and reads `out` back.
+/// Records with `f`, runs, and reads `out` back.
 fn run(
     ctx: &GpuContext,
-    shader: Shader,
-    params: &[u32],
-    buffers: &[&wgpu::Buffer],
-    groups: (u32, u32, u32),
     out: &wgpu::Buffer,
-) -> Vec<u8> {
+    f: impl FnOnce(&mut wgpu::CommandEncoder),
+) -> Vec<f32> {
     let mut enc = ctx.device.create_command_encoder(&Default::default());
-    ctx.dispatch(&mut enc, shader, params, buffers, groups);
+    f(&mut enc);
     let staging = ctx.staging("out", out.size()).unwrap();
     enc.copy_buffer_to_buffer(out, 0, &staging, 0, None);
-    ctx.finish(enc, &[&staging]).unwrap().remove(0)
+    f32s_from(&ctx.finish(enc, &[&staging]).unwrap().remove(0))
 }
 
 #[track_caller]
@@ -43,50 +40,30 @@ fn assert_close(got: &[f32], want: &[f64], what: &str) {
     }
 }
 
-fn weight(rows: usize, cols: usize, ty: GgmlDType, seed: u64) -> Weight {
-    let data = Rng::new(seed).vec(rows * cols, 0.5, 0.0);
-    let t = Tensor::from_vec(data, (rows, cols), &Device::Cpu).unwrap();
-    let wd = match ty {
-        GgmlDType::F32 => WeightData::Dense(t),
-        GgmlDType::F16 => WeightData::Dense(t.to_dtype(candle_core::DType::F16).unwrap()),
-        GgmlDType::BF16 => WeightData::Dense(t.to_dtype(candle_core::DType::BF16).unwrap()),
-        q => WeightData::Quantized(std::sync::Arc::new(QTensor::quantize(&t, q).unwrap())),
-    };
-    Weight {
-        name: format!("w{ty:?}"),
-        shape: vec![rows, cols],
-        data: wd,
-    }
-}
-
-fn f32_matrix(w: &Weight) -> Vec<f32> {
-    w.to_f32()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
-}
-
 #[test]
 fn matmul_every_format_ragged_with_bias_and_accumulate() {
     let ctx = gpu();
-    for (ty, cols) in [
-        (GgmlDType::F32, 70),
-        (GgmlDType::F16, 70),
-        (GgmlDType::BF16, 38),
-        (GgmlDType::Q8_0, 96),
-        (GgmlDType::Q4_0, 96),
-        (GgmlDType::Q4_1, 160),
-    ] {
+    for ty in GgmlType::ALL {
+        let cols = match ty.block_values() {
+            256 => 512,
+            32 => 96,
+            _ if ty == GgmlType::BF16 => 38,
+            _ => 70,
+        };
         for (tokens, out, accumulate) in [(1usize, 67usize, false), (13, 67, true), (9, 130, false)]
         {
-            let w = weight(out, cols, ty, 7 + tokens as u64);
-            let wf = f32_matrix(&w);
+            let w = weight_of_type(out, cols, ty, 7 + tokens as u64);
+            let wf = w.to_f32();
             let x = Rng::new(99).vec(tokens * cols, 1.0, 0.0);
             let bias = Rng::new(5).vec(out, 0.3, 0.0);
             let y0 = Rng::new(6).vec(tokens * out, 1.0, 0.0);
             let m = GpuMatrix::upload(&ctx, &w).unwrap();
+            assert!(
+                m.bytes as f64 <= 1.12 * m.stored_bytes as f64 + 4.0,
+                "{ty:?}: {} GPU bytes for {} stored",
+                m.bytes,
+                m.stored_bytes
+            );
             let xb = ctx.upload_f32("x", &x);
             let bb = ctx.upload_f32("bias", &bias);
             let yb = if accumulate {
@@ -95,8 +72,13 @@ fn matmul_every_format_ragged_with_bias_and_accumulate() {
                 poisoned(&ctx, tokens * out)
             };
             let mut want = vec![0f64; tokens * out];
+            // f32 accumulation error grows with the sum of |x w|: the tolerance follows it.
+            let mut magnitude = vec![0f64; tokens * out];
             for t in 0..tokens {
                 for o in 0..out {
+                    magnitude[t * out + o] = (0..cols)
+                        .map(|i| (x[t * cols + i] as f64 * wf[o * cols + i] as f64).abs())
+                        .sum();
                     let dot: f64 = (0..cols)
                         .map(|i| x[t * cols + i] as f64 * wf[o * cols + i] as f64)
                         .sum();
@@ -109,73 +91,72 @@ fn matmul_every_format_ragged_with_bias_and_accumulate() {
                         };
                 }
             }
-            let c = &m.chunks[0];
-            let params = [
-                tokens as u32,
-                cols as u32,
-                out as u32,
-                c.rows as u32,
-                0,
-                m.fmt,
-                c.nblocks,
-                1,
-                accumulate as u32,
-            ];
-            let got = f32s_from(&run(
-                &ctx,
-                Shader::Matmul,
-                &params,
-                &[&c.buffer, &xb, &bb, &yb],
-                (out.div_ceil(64) as u32, tokens.div_ceil(8) as u32, 1),
-                &yb,
-            ));
-            assert_close(
-                &got,
-                &want,
-                &format!("matmul {ty:?} {tokens}x{cols}->{out}"),
-            );
+            let got = run(&ctx, &yb, |enc| {
+                ops::matmul::matmul(&ctx, enc, &xb, &m, Some(&bb), &yb, tokens, accumulate).unwrap()
+            });
+            for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                let err = (g as f64 - w).abs();
+                assert!(
+                    err <= 2e-6 * (magnitude[i] + 1.0),
+                    "matmul {ty:?} {tokens}x{cols}->{out} [{i}]: gpu {g} vs reference {w} (error {err:e}, sum |xw| {})",
+                    magnitude[i]
+                );
+            }
         }
     }
 }
 
 #[test]
-fn embedding_gather_decodes_rows() {
+fn embedding_gather_decodes_rows_and_accumulates() {
     let ctx = gpu();
-    for ty in [GgmlDType::Q8_0, GgmlDType::F16, GgmlDType::Q4_1] {
-        let (vocab, width) = (37, 64);
-        let w = weight(vocab, width, ty, 3);
-        let wf = f32_matrix(&w);
+    for ty in [
+        GgmlType::Q8_0,
+        GgmlType::F16,
+        GgmlType::Q4_1,
+        GgmlType::Q6K,
+        GgmlType::IQ4XS,
+    ] {
+        let vocab = 37;
+        let width = if ty.block_values() == 256 { 256 } else { 64 };
+        let w = weight_of_type(vocab, width, ty, 3);
+        let wf = w.to_f32();
         let m = GpuMatrix::upload(&ctx, &w).unwrap();
         let ids: Vec<u32> = vec![5, 0, 36, 5, 17];
         let idb = ctx.upload("ids", &u32_bytes(&ids));
-        let y = poisoned(&ctx, ids.len() * width);
-        let c = &m.chunks[0];
-        let params = [
-            ids.len() as u32,
-            width as u32,
-            m.fmt,
-            c.nblocks,
-            0,
-            vocab as u32,
-        ];
-        let got = f32s_from(&run(
-            &ctx,
-            Shader::Embed,
-            &params,
-            &[&c.buffer, &idb, &y],
-            (1, ids.len() as u32, 1),
-            &y,
-        ));
-        let want: Vec<f64> = ids
-            .iter()
-            .flat_map(|&id| {
-                wf[id as usize * width..(id as usize + 1) * width]
-                    .iter()
-                    .map(|&v| v as f64)
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        assert_close(&got, &want, &format!("embed {ty:?}"));
+        let base = Rng::new(8).vec(ids.len() * width, 1.0, 0.0);
+        for accumulate in [false, true] {
+            let y = if accumulate {
+                ctx.upload_f32("y", &base)
+            } else {
+                poisoned(&ctx, ids.len() * width)
+            };
+            let got = run(&ctx, &y, |enc| {
+                ops::embed::embed(&ctx, enc, &m, &idb, &y, ids.len(), accumulate).unwrap()
+            });
+            let want: Vec<f64> = ids
+                .iter()
+                .enumerate()
+                .flat_map(|(r, &id)| {
+                    let row = &wf[id as usize * width..(id as usize + 1) * width];
+                    row.iter()
+                        .enumerate()
+                        .map(|(j, &v)| {
+                            v as f64
+                                + if accumulate {
+                                    base[r * width + j] as f64
+                                } else {
+                                    0.0
+                                }
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            assert_close(
+                &got,
+                &want,
+                &format!("embed {ty:?} accumulate={accumulate}"),
+            );
+        }
     }
 }
 
@@ -194,15 +175,9 @@ fn norms_ragged_widths() {
             ctx.upload_f32("b", &b),
         );
         let y = poisoned(&ctx, rows * width);
-        let params = [rows as u32, width as u32, eps.to_bits(), 0];
-        let got = f32s_from(&run(
-            &ctx,
-            Shader::RmsNorm,
-            &params,
-            &[&xb, &wb, &y],
-            (rows as u32, 1, 1),
-            &y,
-        ));
+        let got = run(&ctx, &y, |enc| {
+            ops::norm::norm(&ctx, enc, &xb, &wb, None, &y, rows, width, eps).unwrap()
+        });
         let mut want = Vec::new();
         for r in x.chunks(width) {
             let ms = r.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / width as f64;
@@ -214,14 +189,9 @@ fn norms_ragged_widths() {
         }
         assert_close(&got, &want, &format!("rms_norm width {width}"));
         let y = poisoned(&ctx, rows * width);
-        let got = f32s_from(&run(
-            &ctx,
-            Shader::LayerNorm,
-            &params,
-            &[&xb, &wb, &bb, &y],
-            (rows as u32, 1, 1),
-            &y,
-        ));
+        let got = run(&ctx, &y, |enc| {
+            ops::norm::norm(&ctx, enc, &xb, &wb, Some(&bb), &y, rows, width, eps).unwrap()
+        });
         let mut want = Vec::new();
         for r in x.chunks(width) {
             let mean = r.iter().map(|&v| v as f64).sum::<f64>() / width as f64;
@@ -235,218 +205,182 @@ fn norms_ragged_widths() {
 }
 
 #[test]
-fn rope_both_pairings() {
+fn rope_both_pairings_and_partial() {
     let ctx = gpu();
     let (t, heads, hd) = (9usize, 3usize, 16usize);
     let x = Rng::new(4).vec(t * heads * hd, 1.0, 0.0);
-    let (cos, sin) = rope_tables(t, hd, 10000.0);
-    let (cb, sb) = (ctx.upload_f32("cos", &cos), ctx.upload_f32("sin", &sin));
-    for pairing in [0u32, 1] {
-        let xb = ctx.upload_f32("x", &x);
-        let got = f32s_from(&run(
-            &ctx,
-            Shader::Rope,
-            &[t as u32, heads as u32, hd as u32, pairing],
-            &[&cb, &sb, &xb],
-            (1, heads as u32, t as u32),
-            &xb,
-        ));
-        let mut want: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-        let half = hd / 2;
+    for dims in [16usize, 4] {
+        let half = dims / 2;
+        let freqs: Vec<f32> = (0..half)
+            .map(|i| 1.0 / 10000f32.powf(2.0 * i as f32 / dims as f32))
+            .collect();
+        let (mut cos, mut sin) = (Vec::new(), Vec::new());
         for p in 0..t {
-            for h in 0..heads {
-                let base = (p * heads + h) * hd;
-                for i in 0..half {
-                    let (a, b) = if pairing == 0 {
-                        (base + i, base + i + half)
-                    } else {
-                        (base + 2 * i, base + 2 * i + 1)
-                    };
-                    let (c, s) = (cos[p * half + i] as f64, sin[p * half + i] as f64);
-                    let (x0, x1) = (x[a] as f64, x[b] as f64);
-                    want[a] = x0 * c - x1 * s;
-                    want[b] = x0 * s + x1 * c;
-                }
+            for f in &freqs {
+                cos.push((p as f32 * f).cos());
+                sin.push((p as f32 * f).sin());
             }
         }
-        assert_close(&got, &want, &format!("rope pairing {pairing}"));
-    }
-}
-
-#[test]
-fn attention_scores_softmax_and_values_in_query_blocks() {
-    let ctx = gpu();
-    let (t, nh, nkv, hd) = (13usize, 4usize, 2usize, 16usize);
-    let q = Rng::new(10).vec(t * nh * hd, 1.0, 0.0);
-    let k = Rng::new(11).vec(t * nkv * hd, 1.0, 0.0);
-    let v = Rng::new(12).vec(t * nkv * hd, 1.0, 0.0);
-    let scale = 0.25f32;
-    let (qb, kb, vb) = (
-        ctx.upload_f32("q", &q),
-        ctx.upload_f32("k", &k),
-        ctx.upload_f32("v", &v),
-    );
-    for (causal, window) in [(true, u32::MAX), (false, u32::MAX), (true, 4)] {
-        // Reference probabilities [h][q][k] and context [q][h][d].
-        let mut probs = vec![0f64; nh * t * t];
-        let mut ctx_ref = vec![0f64; t * nh * hd];
-        for h in 0..nh {
-            let kvh = h / (nh / nkv);
-            for qi in 0..t {
-                let allowed = |key: usize| !causal || (key <= qi && ((qi - key) as u32) < window);
-                let scores: Vec<f64> = (0..t)
-                    .map(|key| {
-                        if allowed(key) {
-                            (0..hd)
-                                .map(|d| {
-                                    q[(qi * nh + h) * hd + d] as f64
-                                        * k[(key * nkv + kvh) * hd + d] as f64
-                                })
-                                .sum::<f64>()
-                                * scale as f64
-                        } else {
-                            f64::NEG_INFINITY
-                        }
-                    })
-                    .collect();
-                let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let z: f64 = scores.iter().map(|s| (s - m).exp()).sum();
-                for key in 0..t {
-                    let p = (scores[key] - m).exp() / z;
-                    probs[(h * t + qi) * t + key] = p;
-                    for d in 0..hd {
-                        ctx_ref[(qi * nh + h) * hd + d] += p * v[(key * nkv + kvh) * hd + d] as f64;
+        let (cb, sb) = (ctx.upload_f32("cos", &cos), ctx.upload_f32("sin", &sin));
+        for pairing in [RopePairing::Half, RopePairing::Interleaved] {
+            let xb = ctx.upload_f32("x", &x);
+            let got = run(&ctx, &xb, |enc| {
+                ops::rope::rope(&ctx, enc, &xb, &cb, &sb, t, heads, hd, dims, pairing).unwrap()
+            });
+            let mut want: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+            for p in 0..t {
+                for h in 0..heads {
+                    let base = (p * heads + h) * hd;
+                    for i in 0..half {
+                        let (a, b) = match pairing {
+                            RopePairing::Half => (base + i, base + i + half),
+                            RopePairing::Interleaved => (base + 2 * i, base + 2 * i + 1),
+                        };
+                        let (c, s) = (cos[p * half + i] as f64, sin[p * half + i] as f64);
+                        let (x0, x1) = (x[a] as f64, x[b] as f64);
+                        want[a] = x0 * c - x1 * s;
+                        want[b] = x0 * s + x1 * c;
                     }
                 }
             }
+            assert_close(&got, &want, &format!("rope {pairing:?} over {dims} dims"));
         }
-        // Two query blocks: rows 0..8 and 8..13.
-        let out = poisoned(&ctx, t * nh * hd);
-        let mut got_probs = vec![0f32; nh * t * t];
-        for (q0, qr) in [(0usize, 8usize), (8, 5)] {
-            let s = poisoned(&ctx, nh * qr * t);
-            let params = [
-                qr as u32,
-                q0 as u32,
-                t as u32,
-                nh as u32,
-                nkv as u32,
-                hd as u32,
-                causal as u32,
-                window,
-                scale.to_bits(),
-            ];
-            run(
-                &ctx,
-                Shader::AttentionScores,
-                &params,
-                &[&qb, &kb, &s],
-                (1, qr as u32, nh as u32),
-                &s,
-            );
-            let p = f32s_from(&run(
-                &ctx,
-                Shader::Softmax,
-                &[(nh * qr) as u32, t as u32],
-                &[&s],
-                ((nh * qr) as u32, 1, 1),
-                &s,
-            ));
-            for h in 0..nh {
-                for r in 0..qr {
-                    got_probs[(h * t + q0 + r) * t..(h * t + q0 + r + 1) * t]
-                        .copy_from_slice(&p[(h * qr + r) * t..(h * qr + r + 1) * t]);
+    }
+}
+
+/// Reference attention for one sequence: probabilities [h][q][key] and values [q][h][d].
+#[allow(clippy::too_many_arguments)]
+fn attention_reference(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    sh: &AttnShape,
+    q_row: usize,
+    k_row: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let (t, nh, nkv, hd, keys) = (sh.seq, sh.heads, sh.kv_heads, sh.head_dim, sh.keys);
+    let mut probs = vec![0f64; nh * t * keys];
+    let mut out = vec![0f64; t * nh * hd];
+    for h in 0..nh {
+        let kvh = h / (nh / nkv);
+        for qi in 0..t {
+            let pos = sh.past + qi;
+            let allowed =
+                |key: usize| !sh.causal || (key <= pos && sh.window.is_none_or(|w| pos - key < w));
+            let scores: Vec<f64> = (0..keys)
+                .map(|key| {
+                    if !allowed(key) {
+                        return f64::NEG_INFINITY;
+                    }
+                    let s = (0..hd)
+                        .map(|d| {
+                            q[((q_row + qi) * nh + h) * hd + d] as f64
+                                * k[((k_row + key) * nkv + kvh) * hd + d] as f64
+                        })
+                        .sum::<f64>()
+                        * sh.scale as f64;
+                    match sh.softcap {
+                        Some(c) => c as f64 * (s / c as f64).tanh(),
+                        None => s,
+                    }
+                })
+                .collect();
+            let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let z: f64 = scores.iter().map(|s| (s - m).exp()).sum();
+            for key in 0..keys {
+                let p = (scores[key] - m).exp() / z;
+                probs[(h * t + qi) * keys + key] = p;
+                for d in 0..hd {
+                    out[(qi * nh + h) * hd + d] +=
+                        p * v[((k_row + key) * nkv + kvh) * hd + d] as f64;
                 }
             }
-            run(
-                &ctx,
-                Shader::AttentionValues,
-                &[
-                    qr as u32, q0 as u32, t as u32, nh as u32, nkv as u32, hd as u32,
-                ],
-                &[&s, &vb, &out],
-                (1, qr as u32, nh as u32),
-                &out,
-            );
         }
-        assert_close(
-            &got_probs,
-            &probs,
-            &format!("attention probabilities causal={causal} window={window}"),
-        );
-        let staging = ctx.staging("ctx", out.size()).unwrap();
-        let mut enc = ctx.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(&out, 0, &staging, 0, None);
-        let got = f32s_from(&ctx.finish(enc, &[&staging]).unwrap()[0]);
-        assert_close(&got, &ctx_ref, &format!("attention values causal={causal}"));
     }
+    (probs, out)
 }
 
 #[test]
-fn elementwise_ops() {
+fn attention_in_query_blocks_with_cache_offsets_windows_and_softcap() {
     let ctx = gpu();
-    let n = 1000;
-    let x = Rng::new(20).vec(n, 2.0, 0.0);
-    let up = Rng::new(21).vec(n, 1.0, 0.0);
-    for mode in [0u32, 1] {
-        let xb = ctx.upload_f32("x", &x);
-        let got = f32s_from(&run(
-            &ctx,
-            Shader::Gelu,
-            &[n as u32, mode],
-            &[&xb],
-            ctx.linear_groups(n, 256),
-            &xb,
-        ));
-        let want: Vec<f64> = x
-            .iter()
-            .map(|&v| {
-                let v = v as f64;
-                if mode == 0 {
-                    0.5 * v * (1.0 + (0.7978845608028654 * (v + 0.044715 * v.powi(3))).tanh())
-                } else {
-                    0.5 * v * (1.0 + libm_erf(v / std::f64::consts::SQRT_2))
+    let (nh, nkv, hd) = (4usize, 2usize, 16usize);
+    // (queries, past keys, causal, window, softcap)
+    for (t, past, causal, window, softcap) in [
+        (13usize, 0usize, true, None, None),
+        (13, 0, false, None, None),
+        (13, 0, true, Some(4), Some(5.0f32)),
+        (3, 6, true, Some(5), None),
+    ] {
+        let keys = past + t;
+        let batch = 2;
+        let stride = keys + 2;
+        let q = Rng::new(10).vec(batch * t * nh * hd, 1.0, 0.0);
+        let k = Rng::new(11).vec(batch * stride * nkv * hd, 1.0, 0.0);
+        let v = Rng::new(12).vec(batch * stride * nkv * hd, 1.0, 0.0);
+        let sh = AttnShape {
+            batch,
+            seq: t,
+            past,
+            keys,
+            key_stride: stride,
+            heads: nh,
+            kv_heads: nkv,
+            head_dim: hd,
+            scale: 0.25,
+            softcap,
+            window,
+            causal,
+        };
+        let (qb, kb, vb) = (
+            ctx.upload_f32("q", &q),
+            ctx.upload_f32("k", &k),
+            ctx.upload_f32("v", &v),
+        );
+        let out = poisoned(&ctx, batch * t * nh * hd);
+        let scores = poisoned(&ctx, nh * 8 * keys);
+        let got = run(&ctx, &out, |enc| {
+            for b in 0..batch {
+                let mut q0 = 0;
+                while q0 < t {
+                    let qr = 8.min(t - q0);
+                    ops::attention::attention_block(
+                        &ctx, enc, &qb, &kb, &vb, &out, &scores, &sh, b, q0, qr,
+                    )
+                    .unwrap();
+                    q0 += qr;
                 }
-            })
-            .collect();
-        assert_close(&got, &want, &format!("gelu mode {mode}"));
-    }
-    let gb = ctx.upload_f32("gate", &x);
-    let ub = ctx.upload_f32("up", &up);
-    let got = f32s_from(&run(
-        &ctx,
-        Shader::SiluGate,
-        &[n as u32],
-        &[&gb, &ub],
-        ctx.linear_groups(n, 256),
-        &gb,
-    ));
-    let want: Vec<f64> = x
-        .iter()
-        .zip(&up)
-        .map(|(&g, &u)| g as f64 / (1.0 + (-g as f64).exp()) * u as f64)
-        .collect();
-    assert_close(&got, &want, "silu_gate");
-    for x_len in [n, 10] {
-        let yb = ctx.upload_f32("y", &up);
-        let xb = ctx.upload_f32("x", &x);
-        let got = f32s_from(&run(
-            &ctx,
-            Shader::Add,
-            &[n as u32, x_len as u32],
-            &[&xb, &yb],
-            ctx.linear_groups(n, 256),
-            &yb,
-        ));
-        let want: Vec<f64> = (0..n).map(|i| up[i] as f64 + x[i % x_len] as f64).collect();
-        assert_close(&got, &want, &format!("add x_len {x_len}"));
+            }
+        });
+        for b in 0..batch {
+            let (_, want) = attention_reference(&q, &k, &v, &sh, b * t, b * stride);
+            assert_close(
+                &got[b * t * nh * hd..(b + 1) * t * nh * hd],
+                &want,
+                &format!("attention t={t} past={past} causal={causal} window={window:?} softcap={softcap:?} batch {b}"),
+            );
+        }
+        // The probabilities of the last block, as the backend copies them out.
+        let last = t - (t - 1) / 8 * 8;
+        let got_p = run(&ctx, &scores, |_| {});
+        let (probs, _) =
+            attention_reference(&q, &k, &v, &sh, (batch - 1) * t, (batch - 1) * stride);
+        let q0 = t - last;
+        for h in 0..nh {
+            for r in 0..last {
+                let want = &probs[(h * t + q0 + r) * keys..(h * t + q0 + r + 1) * keys];
+                let got = &got_p[(h * last + r) * keys..(h * last + r + 1) * keys];
+                assert_close(
+                    got,
+                    want,
+                    &format!("probabilities t={t} past={past} head {h} row {r}"),
+                );
+            }
+        }
     }
 }
 
-/// erf by its series / continued fraction, in f64, as the reference for the shader's approximation.
-fn libm_erf(x: f64) -> f64 {
-    // Abramowitz-Stegun 7.1.26 is what the shader uses; the reference must be independent:
-    // the Taylor series converges fast for |x| < 3, and erf is 1 to double precision beyond 6.
+/// erf by its Taylor series in f64, independent of both the shader's and the CPU's.
+fn erf_series(x: f64) -> f64 {
     if x.abs() > 6.0 {
         return x.signum();
     }
@@ -464,6 +398,137 @@ fn libm_erf(x: f64) -> f64 {
     2.0 / std::f64::consts::PI.sqrt() * sum
 }
 
+fn gelu_tanh(v: f64) -> f64 {
+    0.5 * v * (1.0 + (0.7978845608028654 * (v + 0.044715 * v.powi(3))).tanh())
+}
+
+#[test]
+fn elementwise_ops() {
+    let ctx = gpu();
+    let n = 1000;
+    let x = Rng::new(20).vec(n, 2.0, 0.0);
+    let up = Rng::new(21).vec(n, 1.0, 0.0);
+    for act in [Activation::GeluTanh, Activation::GeluErf] {
+        let xb = ctx.upload_f32("x", &x);
+        let got = run(&ctx, &xb, |enc| {
+            ops::elementwise::gelu(&ctx, enc, &xb, n, act).unwrap()
+        });
+        let want: Vec<f64> = x
+            .iter()
+            .map(|&v| {
+                let v = v as f64;
+                match act {
+                    Activation::GeluTanh => gelu_tanh(v),
+                    _ => 0.5 * v * (1.0 + erf_series(v / std::f64::consts::SQRT_2)),
+                }
+            })
+            .collect();
+        assert_close(&got, &want, &format!("gelu {act:?}"));
+    }
+    for act in [Activation::SwiGlu, Activation::GeGluTanh] {
+        let gb = ctx.upload_f32("gate", &x);
+        let ub = ctx.upload_f32("up", &up);
+        let got = run(&ctx, &gb, |enc| {
+            ops::elementwise::gated(&ctx, enc, &gb, &ub, n, act).unwrap()
+        });
+        let want: Vec<f64> = x
+            .iter()
+            .zip(&up)
+            .map(|(&g, &u)| {
+                let g = g as f64;
+                let a = match act {
+                    Activation::SwiGlu => g / (1.0 + (-g).exp()),
+                    _ => gelu_tanh(g),
+                };
+                a * u as f64
+            })
+            .collect();
+        assert_close(&got, &want, &format!("gated {act:?}"));
+    }
+    for x_len in [n, 10] {
+        let yb = ctx.upload_f32("y", &up);
+        let xb = ctx.upload_f32("x", &x);
+        let got = run(&ctx, &yb, |enc| {
+            ops::elementwise::add(&ctx, enc, &xb, &yb, n, x_len).unwrap()
+        });
+        let want: Vec<f64> = (0..n).map(|i| up[i] as f64 + x[i % x_len] as f64).collect();
+        assert_close(&got, &want, &format!("add x_len {x_len}"));
+    }
+    for softcap in [false, true] {
+        let xb = ctx.upload_f32("x", &x);
+        let got = run(&ctx, &xb, |enc| {
+            ops::elementwise::scale(&ctx, enc, &xb, n, 1.5, softcap).unwrap()
+        });
+        let want: Vec<f64> = x
+            .iter()
+            .map(|&v| {
+                if softcap {
+                    1.5 * (v as f64 / 1.5).tanh()
+                } else {
+                    v as f64 * 1.5
+                }
+            })
+            .collect();
+        assert_close(&got, &want, &format!("scale softcap={softcap}"));
+    }
+}
+
+#[test]
+fn edits_add_set_zero_mean_on_rows_and_columns() {
+    let ctx = gpu();
+    let (rows, width) = (7usize, 10usize);
+    let x = Rng::new(40).vec(rows * width, 1.0, 0.0);
+    let vector: Vec<f32> = (0..4).map(|i| i as f32 - 1.5).collect();
+    let set_values: Vec<f32> = (0..8).map(|i| i as f32 * 0.5).collect();
+    let cases: Vec<(&str, EditKind<'_>)> = vec![
+        (
+            "add",
+            EditKind::Add {
+                vector: &vector,
+                scale: -2.0,
+            },
+        ),
+        ("set", EditKind::Set(set_values.clone())),
+        ("zero", EditKind::Zero),
+        (
+            "mean",
+            EditKind::Mean {
+                over: vec![0, 1, 2, 3, 4],
+            },
+        ),
+    ];
+    for (name, kind) in cases {
+        let e = Edit {
+            rows: vec![1, 4],
+            col0: 3,
+            ncols: 4,
+            kind,
+        };
+        let mut want: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        for (i, &r) in e.rows.iter().enumerate() {
+            for c in 0..4 {
+                let at = r * width + 3 + c;
+                want[at] = match &e.kind {
+                    EditKind::Add { vector, scale } => x[at] as f64 + (*scale * vector[c]) as f64,
+                    EditKind::Set(v) => v[i * 4 + c] as f64,
+                    EditKind::Zero => 0.0,
+                    EditKind::Mean { over } => {
+                        over.iter()
+                            .map(|&o| x[o * width + 3 + c] as f64)
+                            .sum::<f64>()
+                            / over.len() as f64
+                    }
+                };
+            }
+        }
+        let xb = ctx.upload_f32("x", &x);
+        let got = run(&ctx, &xb, |enc| {
+            ops::edit::edit(&ctx, enc, &xb, width, &e).unwrap()
+        });
+        assert_close(&got, &want, &format!("edit {name}"));
+    }
+}
+
 #[test]
 fn logit_stats_match_f64() {
     let ctx = gpu();
@@ -477,13 +542,18 @@ fn logit_stats_match_f64() {
     let ids = ctx.upload("ids", &vec![0xffu8; rows * k * 4]);
     let ps = poisoned(&ctx, rows * k);
     let mut enc = ctx.device.create_command_encoder(&Default::default());
-    ctx.dispatch(
+    ops::logits::logit_stats(
+        &ctx,
         &mut enc,
-        Shader::LogitStats,
-        &[rows as u32, vocab as u32, k as u32, 0],
-        &[&lb, &tb, &stats, &ids, &ps],
-        (rows as u32, 1, 1),
-    );
+        &lb,
+        &tb,
+        (&stats, &ids, &ps),
+        rows,
+        vocab,
+        k,
+        0,
+    )
+    .unwrap();
     let st: Vec<wgpu::Buffer> = [&stats, &ids, &ps]
         .iter()
         .map(|b| ctx.staging("s", b.size()).unwrap())
@@ -515,4 +585,16 @@ fn logit_stats_match_f64() {
             assert!((g - w.p).abs() < 1e-5, "top p row {r}");
         }
     }
+}
+
+#[test]
+fn a_binding_too_large_is_refused_with_a_message() {
+    let ctx = gpu();
+    let big = ctx.buffer("big", (ctx.max_binding() / 4 + 16) as usize);
+    let Ok(big) = big else {
+        return; // the adapter cannot even allocate it: nothing to dispatch
+    };
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    let err = ops::elementwise::scale(&ctx, &mut enc, &big, 16, 2.0, false).unwrap_err();
+    assert!(err.to_string().contains("binds at once"), "{err}");
 }

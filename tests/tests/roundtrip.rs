@@ -83,7 +83,7 @@ fn llama_hf_and_gguf_agree() {
 }
 
 #[test]
-fn qwen2_hf_and_gguf_agree_and_biases_count() {
+fn qwen2_hf_and_gguf_agree_and_biases_are_required() {
     let dir = TempDir::new("qwen-rt");
     let tensors = llama_tensors(SMALL, 8, true, true);
     write_hf(
@@ -103,7 +103,7 @@ fn qwen2_hf_and_gguf_agree_and_biases_count() {
     let a = logits_of(&dir.path().join("hf"));
     let b = logits_of(&dir.path().join("m.gguf"));
     assert!(max_abs_diff(&a, &b) < 1e-4);
-    // Without the biases the function changes.
+    // Qwen2 always has q/k/v biases: a folder without them is refused, naming the tensor.
     let no_bias: Vec<T> = tensors
         .iter()
         .filter(|t| !t.name.ends_with("bias"))
@@ -116,7 +116,11 @@ fn qwen2_hf_and_gguf_agree_and_biases_count() {
         Dtype::F32,
         1,
     );
-    assert!(max_abs_diff(&a, &logits_of(&dir.path().join("nobias"))) > 1e-2);
+    let err = prism_analysis::checkpoint::load(&dir.path().join("nobias"))
+        .err()
+        .expect("a Qwen2 folder without biases is refused")
+        .to_string();
+    assert!(err.contains("q_proj.bias"), "{err}");
 }
 
 #[test]

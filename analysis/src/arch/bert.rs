@@ -2,16 +2,32 @@
 //! token types, exact-erf GELU, bidirectional attention (Devlin et al. 2018,
 //! <https://arxiv.org/abs/1810.04805>; reference implementation: transformers' `modeling_bert.py`).
 
-use std::path::Path;
-
 use serde::Deserialize;
 
-use super::{parse_config, Activation, ArchSpec, Family, NormKind, Positions};
+use super::{
+    Activation, ArchSpec, Architecture, Bias, BlockKind, Format, GgufConfig, HfConfig, Loader,
+    NormKind, Positions,
+};
 use crate::error::{PrismError, Result};
 use crate::weights::{get, get_opt, LayerWeights, Linear, ModelWeights, NormWeights, TensorSource};
 
+pub static ARCH: Architecture = Architecture {
+    name: "bert",
+    covers: "BERT encoders such as MiniLM",
+    hf_model_types: &["bert"],
+    gguf_names: &["bert"],
+    spec_from_hf,
+    spec_from_gguf,
+    load_weights,
+    unused_tensor: |n| {
+        n.contains("pooler.") || n.starts_with("cls.") || n.ends_with("position_ids")
+    },
+    // Pooling is not part of the forward pass (`prism embed` states how it pools).
+    harmless_gguf_keys: &["pooling_type"],
+};
+
 #[derive(Debug, Deserialize)]
-struct HfConfig {
+struct Config {
     vocab_size: usize,
     hidden_size: usize,
     num_hidden_layers: usize,
@@ -41,16 +57,26 @@ fn default_eps() -> f64 {
     1e-12
 }
 
-pub fn spec_from_hf(config: &serde_json::Value, named: &str, path: &Path) -> Result<ArchSpec> {
-    let c: HfConfig = parse_config(config, path)?;
-    let activation = match c.hidden_act.as_str() {
+fn base(spec: &mut ArchSpec) {
+    spec.norm = NormKind::LayerNorm;
+    spec.positions = Positions::LearnedWithTokenType;
+    spec.activation = Activation::GeluErf;
+    spec.block = BlockKind::PostNorm;
+    spec.causal = false;
+    spec.final_norm = false;
+}
+
+fn spec_from_hf(cfg: &HfConfig<'_>) -> Result<ArchSpec> {
+    let c: Config = cfg.parse()?;
+    let mut spec = ArchSpec::base("bert", cfg.named.clone());
+    base(&mut spec);
+    spec.activation = match c.hidden_act.as_str() {
         "gelu" => Activation::GeluErf,
         "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
         other => {
-            return Err(PrismError::format(
-                path,
-                format!("BERT hidden_act {other:?} is not supported (gelu, gelu_new)"),
-            ))
+            return Err(cfg.err(format!(
+                "BERT hidden_act {other:?} is not supported (gelu, gelu_new)"
+            )))
         }
     };
     if let Some(p) = c
@@ -58,41 +84,47 @@ pub fn spec_from_hf(config: &serde_json::Value, named: &str, path: &Path) -> Res
         .as_deref()
         .filter(|p| *p != "absolute")
     {
-        return Err(PrismError::format(
-            path,
-            format!("BERT position_embedding_type {p:?} is not supported (absolute)"),
-        ));
+        return Err(cfg.err(format!(
+            "BERT position_embedding_type {p:?} is not supported (absolute)"
+        )));
     }
-    Ok(ArchSpec {
-        family: Family::Bert,
-        architecture: named.to_string(),
-        n_layers: c.num_hidden_layers,
-        hidden: c.hidden_size,
-        n_heads: c.num_attention_heads,
-        n_kv_heads: c.num_attention_heads,
-        head_dim: c.hidden_size / c.num_attention_heads.max(1),
-        intermediate: c.intermediate_size,
-        vocab: c.vocab_size,
-        context_length: c.max_position_embeddings,
-        norm: NormKind::LayerNorm,
-        norm_eps: c.layer_norm_eps,
-        positions: Positions::LearnedWithTokenType,
-        activation,
-        causal: false,
-        post_norm: true,
-        final_norm: false,
-        tied_embeddings: false,
-        sliding_window: None,
-        type_vocab: c.type_vocab_size.max(1),
-    })
+    spec.n_layers = c.num_hidden_layers;
+    spec.hidden = c.hidden_size;
+    spec.n_heads = c.num_attention_heads;
+    spec.n_kv_heads = c.num_attention_heads;
+    spec.head_dim = c.hidden_size / c.num_attention_heads.max(1);
+    spec.intermediate = c.intermediate_size;
+    spec.vocab = c.vocab_size;
+    spec.context_length = c.max_position_embeddings;
+    spec.norm_eps = c.layer_norm_eps;
+    spec.type_vocab = c.type_vocab_size.max(1);
+    spec.check_sizes(cfg.path)?;
+    spec.uniform_layers(None);
+    Ok(spec)
 }
 
-pub fn load_weights(src: &dyn TensorSource, spec: &ArchSpec) -> Result<ModelWeights> {
-    let prefix = if src.info("bert.embeddings.word_embeddings.weight").is_some() {
-        "bert."
-    } else {
-        ""
+fn spec_from_gguf(cfg: &GgufConfig<'_>) -> Result<ArchSpec> {
+    let mut spec = ArchSpec::base("bert", cfg.arch.to_string());
+    cfg.common(&mut spec)?;
+    base(&mut spec);
+    spec.n_kv_heads = spec.n_heads;
+    if cfg.meta.bool_opt(&cfg.key("attention.causal"))? == Some(true) {
+        return Err(cfg.err("a causal BERT is not supported"));
+    }
+    spec.type_vocab = match cfg.usize_opt("token_type_count")? {
+        Some(n) => n.max(1),
+        None => cfg
+            .src
+            .info("token_types.weight")
+            .and_then(|i| i.shape.first().copied())
+            .unwrap_or(1),
     };
+    spec.uniform_layers(None);
+    Ok(spec)
+}
+
+fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Result<ModelWeights> {
+    let l = Loader { src, spec };
     let (h, f) = (spec.hidden, spec.intermediate);
     if spec.n_heads * spec.head_dim != h {
         return Err(PrismError::format(
@@ -100,6 +132,60 @@ pub fn load_weights(src: &dyn TensorSource, spec: &ArchSpec) -> Result<ModelWeig
             format!("hidden size {h} is not divisible by {} heads", spec.n_heads),
         ));
     }
+    if format == Format::Gguf {
+        let mut layers = Vec::with_capacity(spec.n_layers);
+        for i in 0..spec.n_layers {
+            let b = format!("blk.{i}");
+            let lin = |name: &str, out, inp| l.linear(&format!("{b}.{name}"), out, inp, Bias::Yes);
+            let (q, k, v) = if src.info(&format!("{b}.attn_qkv.weight")).is_some() {
+                let mut parts = l
+                    .split(&lin("attn_qkv", 3 * h, h)?, &[h, h, h])?
+                    .into_iter();
+                let mut next = || {
+                    parts
+                        .next()
+                        .ok_or_else(|| PrismError::Input("qkv split".into()))
+                };
+                (next()?, next()?, next()?)
+            } else {
+                (
+                    lin("attn_q", h, h)?,
+                    lin("attn_k", h, h)?,
+                    lin("attn_v", h, h)?,
+                )
+            };
+            layers.push(LayerWeights {
+                attn_norm: l.norm(&format!("{b}.attn_output_norm"), h, false)?,
+                q,
+                k,
+                v,
+                o: lin("attn_output", h, h)?,
+                q_norm: None,
+                k_norm: None,
+                post_attn_norm: None,
+                mlp_norm: l.norm(&format!("{b}.layer_output_norm"), h, false)?,
+                gate: None,
+                up: lin("ffn_up", f, h)?,
+                down: lin("ffn_down", h, f)?,
+                post_mlp_norm: None,
+            });
+        }
+        return Ok(ModelWeights {
+            token_embedding: get(src, "token_embd.weight", &[spec.vocab, h])?,
+            position_embedding: Some(get(src, "position_embd.weight", &[spec.context_length, h])?),
+            token_type_embedding: Some(get(src, "token_types.weight", &[spec.type_vocab, h])?),
+            embedding_norm: Some(l.norm("token_embd_norm", h, false)?),
+            layers,
+            final_norm: None,
+            lm_head: None,
+            lm_head_bias: None,
+        });
+    }
+    let prefix = if src.info("bert.embeddings.word_embeddings.weight").is_some() {
+        "bert."
+    } else {
+        ""
+    };
     // Old checkpoints call LayerNorm parameters gamma/beta.
     let norm = |base: String| -> Result<NormWeights> {
         let weight = match get_opt(src, &format!("{base}.weight"), &[h])? {
@@ -116,10 +202,7 @@ pub fn load_weights(src: &dyn TensorSource, spec: &ArchSpec) -> Result<ModelWeig
         })
     };
     let linear = |base: String, out: usize, inp: usize| -> Result<Linear> {
-        Ok(Linear {
-            weight: get(src, &format!("{base}.weight"), &[out, inp])?,
-            bias: Some(get(src, &format!("{base}.bias"), &[out])?),
-        })
+        l.linear(&base, out, inp, Bias::Yes)
     };
     let mut layers = Vec::with_capacity(spec.n_layers);
     for i in 0..spec.n_layers {
@@ -130,10 +213,14 @@ pub fn load_weights(src: &dyn TensorSource, spec: &ArchSpec) -> Result<ModelWeig
             k: linear(format!("{b}.attention.self.key"), h, h)?,
             v: linear(format!("{b}.attention.self.value"), h, h)?,
             o: linear(format!("{b}.attention.output.dense"), h, h)?,
+            q_norm: None,
+            k_norm: None,
+            post_attn_norm: None,
             mlp_norm: norm(format!("{b}.output.LayerNorm"))?,
             gate: None,
             up: linear(format!("{b}.intermediate.dense"), f, h)?,
             down: linear(format!("{b}.output.dense"), h, f)?,
+            post_mlp_norm: None,
         });
     }
     let e = format!("{prefix}embeddings");
@@ -157,5 +244,6 @@ pub fn load_weights(src: &dyn TensorSource, spec: &ArchSpec) -> Result<ModelWeig
         layers,
         final_norm: None,
         lm_head: None,
+        lm_head_bias: None,
     })
 }

@@ -1,19 +1,33 @@
 //! GPT-2: pre-LN decoder blocks with learned positions, LayerNorm, `gelu_new` and a tied LM head
 //! (Radford et al. 2019; reference implementation: transformers' `modeling_gpt2.py`).
 //!
-//! Checkpoints store Conv1D weights as `[in, out]`, and q/k/v side by side in `c_attn`; both are
-//! brought to the canonical `[out, in]` layout here, so the backends never see them.
-
-use std::path::Path;
+//! HF checkpoints store Conv1D weights as `[in, out]` and q/k/v side by side in `c_attn`; they are
+//! viewed as `[out, in]` row ranges (strided views, nothing copied). llama.cpp's converter stores
+//! them transposed already, as `attn_qkv`.
 
 use serde::Deserialize;
 
-use super::{parse_config, Activation, ArchSpec, Family, NormKind, Positions};
+use super::{
+    Activation, ArchSpec, Architecture, Bias, Format, GgufConfig, HfConfig, Loader, NormKind,
+    Positions,
+};
 use crate::error::{PrismError, Result};
-use crate::weights::{get, LayerWeights, Linear, ModelWeights, NormWeights, TensorSource};
+use crate::weights::{get, LayerWeights, Linear, ModelWeights, TensorSource};
+
+pub static ARCH: Architecture = Architecture {
+    name: "gpt2",
+    covers: "GPT-2",
+    hf_model_types: &["gpt2"],
+    gguf_names: &["gpt2"],
+    spec_from_hf,
+    spec_from_gguf,
+    load_weights,
+    unused_tensor: |n| n.ends_with(".attn.bias") || n.ends_with(".attn.masked_bias"),
+    harmless_gguf_keys: &[],
+};
 
 #[derive(Debug, Deserialize)]
-struct HfConfig {
+struct Config {
     vocab_size: usize,
     n_positions: usize,
     n_embd: usize,
@@ -34,48 +48,56 @@ fn default_act() -> String {
     "gelu_new".into()
 }
 
-pub fn spec_from_hf(config: &serde_json::Value, named: &str, path: &Path) -> Result<ArchSpec> {
-    let c: HfConfig = parse_config(config, path)?;
-    let activation = match c.activation_function.as_str() {
+fn base(spec: &mut ArchSpec) {
+    spec.norm = NormKind::LayerNorm;
+    spec.positions = Positions::Learned;
+    spec.activation = Activation::GeluTanh;
+    spec.tied_embeddings = true;
+}
+
+fn spec_from_hf(cfg: &HfConfig<'_>) -> Result<ArchSpec> {
+    let c: Config = cfg.parse()?;
+    let mut spec = ArchSpec::base("gpt2", cfg.named.clone());
+    base(&mut spec);
+    spec.activation = match c.activation_function.as_str() {
         "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
         "gelu" => Activation::GeluErf,
         other => {
-            return Err(PrismError::format(
-                path,
-                format!("GPT-2 activation {other:?} is not supported (gelu_new, gelu)"),
-            ))
+            return Err(cfg.err(format!(
+                "GPT-2 activation {other:?} is not supported (gelu_new, gelu)"
+            )))
         }
     };
-    Ok(ArchSpec {
-        family: Family::Gpt2,
-        architecture: named.to_string(),
-        n_layers: c.n_layer,
-        hidden: c.n_embd,
-        n_heads: c.n_head,
-        n_kv_heads: c.n_head,
-        head_dim: c.n_embd / c.n_head.max(1),
-        intermediate: c.n_inner.unwrap_or(4 * c.n_embd),
-        vocab: c.vocab_size,
-        context_length: c.n_positions,
-        norm: NormKind::LayerNorm,
-        norm_eps: c.layer_norm_epsilon,
-        positions: Positions::Learned,
-        activation,
-        causal: true,
-        post_norm: false,
-        final_norm: true,
-        tied_embeddings: true,
-        sliding_window: None,
-        type_vocab: 0,
-    })
+    spec.n_layers = c.n_layer;
+    spec.hidden = c.n_embd;
+    spec.n_heads = c.n_head;
+    spec.n_kv_heads = c.n_head;
+    spec.head_dim = c.n_embd / c.n_head.max(1);
+    spec.intermediate = c.n_inner.unwrap_or(4 * c.n_embd);
+    spec.vocab = c.vocab_size;
+    spec.context_length = c.n_positions;
+    spec.norm_eps = c.layer_norm_epsilon;
+    spec.check_sizes(cfg.path)?;
+    spec.uniform_layers(None);
+    Ok(spec)
 }
 
-pub fn load_weights(src: &dyn TensorSource, spec: &ArchSpec) -> Result<ModelWeights> {
-    let prefix = if src.info("transformer.wte.weight").is_some() {
-        "transformer."
-    } else {
-        ""
-    };
+fn spec_from_gguf(cfg: &GgufConfig<'_>) -> Result<ArchSpec> {
+    let mut spec = ArchSpec::base("gpt2", cfg.arch.to_string());
+    cfg.common(&mut spec)?;
+    base(&mut spec);
+    if cfg.f64_opt("attention.layer_norm_epsilon")?.is_none() {
+        return Err(cfg.err("GPT-2 GGUF without attention.layer_norm_epsilon"));
+    }
+    spec.n_kv_heads = spec.n_heads;
+    spec.uniform_layers(None);
+    // GPT-2 is tied; a separate output matrix, when the converter wrote one, is a copy of it.
+    spec.tied_embeddings = cfg.src.info("output.weight").is_none();
+    Ok(spec)
+}
+
+fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Result<ModelWeights> {
+    let l = Loader { src, spec };
     let (h, f) = (spec.hidden, spec.intermediate);
     if spec.n_heads * spec.head_dim != h {
         return Err(PrismError::format(
@@ -83,13 +105,13 @@ pub fn load_weights(src: &dyn TensorSource, spec: &ArchSpec) -> Result<ModelWeig
             format!("n_embd {h} is not divisible by n_head {}", spec.n_heads),
         ));
     }
-    let norm = |base: String| -> Result<NormWeights> {
-        Ok(NormWeights {
-            weight: get(src, &format!("{base}.weight"), &[h])?,
-            bias: Some(get(src, &format!("{base}.bias"), &[h])?),
-        })
+    let gguf = format == Format::Gguf;
+    let prefix = if !gguf && src.info("transformer.wte.weight").is_some() {
+        "transformer."
+    } else {
+        ""
     };
-    // Conv1D: y = x @ W + b with W stored [in, out].
+    // Conv1D: y = x @ W + b with W stored [in, out], viewed as [out, in].
     let conv1d = |base: String, inp: usize, out: usize| -> Result<Linear> {
         Ok(Linear {
             weight: get(src, &format!("{base}.weight"), &[inp, out])?.transposed()?,
@@ -98,40 +120,74 @@ pub fn load_weights(src: &dyn TensorSource, spec: &ArchSpec) -> Result<ModelWeig
     };
     let mut layers = Vec::with_capacity(spec.n_layers);
     for i in 0..spec.n_layers {
-        let b = format!("{prefix}h.{i}");
-        let qkv = conv1d(format!("{b}.attn.c_attn"), h, 3 * h)?;
-        let part = |k: usize| -> Result<Linear> {
-            Ok(Linear {
-                weight: qkv.weight.narrow_rows(k * h, h)?,
-                bias: match &qkv.bias {
-                    Some(bias) => Some(bias.narrow_rows(k * h, h)?),
-                    None => None,
-                },
-            })
+        let (attn_norm, qkv, o, mlp_norm, up, down) = if gguf {
+            let b = format!("blk.{i}");
+            (
+                l.norm(&format!("{b}.attn_norm"), h, false)?,
+                l.linear(&format!("{b}.attn_qkv"), 3 * h, h, Bias::Yes)?,
+                l.linear(&format!("{b}.attn_output"), h, h, Bias::Yes)?,
+                l.norm(&format!("{b}.ffn_norm"), h, false)?,
+                l.linear(&format!("{b}.ffn_up"), f, h, Bias::Yes)?,
+                l.linear(&format!("{b}.ffn_down"), h, f, Bias::Yes)?,
+            )
+        } else {
+            let b = format!("{prefix}h.{i}");
+            (
+                l.norm(&format!("{b}.ln_1"), h, false)?,
+                conv1d(format!("{b}.attn.c_attn"), h, 3 * h)?,
+                conv1d(format!("{b}.attn.c_proj"), h, h)?,
+                l.norm(&format!("{b}.ln_2"), h, false)?,
+                conv1d(format!("{b}.mlp.c_fc"), h, f)?,
+                conv1d(format!("{b}.mlp.c_proj"), f, h)?,
+            )
+        };
+        let mut parts = l.split(&qkv, &[h, h, h])?.into_iter();
+        let mut next = || {
+            parts
+                .next()
+                .ok_or_else(|| PrismError::Input("qkv split".into()))
         };
         layers.push(LayerWeights {
-            attn_norm: norm(format!("{b}.ln_1"))?,
-            q: part(0)?,
-            k: part(1)?,
-            v: part(2)?,
-            o: conv1d(format!("{b}.attn.c_proj"), h, h)?,
-            mlp_norm: norm(format!("{b}.ln_2"))?,
+            attn_norm,
+            q: next()?,
+            k: next()?,
+            v: next()?,
+            o,
+            q_norm: None,
+            k_norm: None,
+            post_attn_norm: None,
+            mlp_norm,
             gate: None,
-            up: conv1d(format!("{b}.mlp.c_fc"), h, f)?,
-            down: conv1d(format!("{b}.mlp.c_proj"), f, h)?,
+            up,
+            down,
+            post_mlp_norm: None,
         });
     }
+    let (embed, positions, final_norm) = if gguf {
+        (
+            "token_embd.weight".to_string(),
+            "position_embd.weight".to_string(),
+            "output_norm".to_string(),
+        )
+    } else {
+        (
+            format!("{prefix}wte.weight"),
+            format!("{prefix}wpe.weight"),
+            format!("{prefix}ln_f"),
+        )
+    };
     Ok(ModelWeights {
-        token_embedding: get(src, &format!("{prefix}wte.weight"), &[spec.vocab, h])?,
-        position_embedding: Some(get(
-            src,
-            &format!("{prefix}wpe.weight"),
-            &[spec.context_length, h],
-        )?),
+        token_embedding: get(src, &embed, &[spec.vocab, h])?,
+        position_embedding: Some(get(src, &positions, &[spec.context_length, h])?),
         token_type_embedding: None,
         embedding_norm: None,
         layers,
-        final_norm: Some(norm(format!("{prefix}ln_f"))?),
-        lm_head: None,
+        final_norm: Some(l.norm(&final_norm, h, false)?),
+        lm_head: if gguf {
+            l.lm_head("output.weight")?
+        } else {
+            None
+        },
+        lm_head_bias: None,
     })
 }

@@ -1,24 +1,34 @@
-//! The Llama family: Llama, SmolLM/SmolLM2, TinyLlama, Mistral and Qwen2 (which adds q/k/v biases).
+//! The Llama family: Llama 1-3 (with Llama 3's RoPE scaling), SmolLM/SmolLM2, TinyLlama, Mistral
+//! (sliding window) and Qwen2 (q/k/v biases).
 //!
 //! Pre-norm decoder blocks with RMSNorm, rotary positions, grouped-query attention and a SwiGLU MLP
 //! (Touvron et al. 2023, <https://arxiv.org/abs/2302.13971>; reference implementation:
-//! transformers' `modeling_llama.py`).
-
-use std::path::Path;
+//! transformers' `modeling_llama.py`, `modeling_mistral.py`, `modeling_qwen2.py`).
 
 use serde::Deserialize;
 
 use super::{
-    check_rope_scaling, parse_config, rope_theta_from_hf, Activation, ArchSpec, Family, NormKind,
-    Positions, RopePairing,
+    ArchSpec, Architecture, Bias, Format, GgufConfig, HfConfig, LayerKind, Loader, Rope,
+    RopePairing,
 };
-use crate::checkpoint::gguf::GgufMeta;
-use crate::error::{PrismError, Result};
-use crate::weights::{get, get_opt, LayerWeights, Linear, ModelWeights, NormWeights, TensorSource};
+use crate::error::Result;
+use crate::weights::{get, LayerWeights, ModelWeights, TensorSource};
 
-/// Mirrors the fields of HF `LlamaConfig` / `MistralConfig` / `Qwen2Config` that change the computation.
+pub static ARCH: Architecture = Architecture {
+    name: "llama",
+    covers: "Llama 1-3, SmolLM, TinyLlama, Mistral, Qwen2",
+    hf_model_types: &["llama", "mistral", "qwen2", "smollm", "smollm2"],
+    gguf_names: &["llama", "mistral", "qwen2"],
+    spec_from_hf,
+    spec_from_gguf,
+    load_weights,
+    unused_tensor: |n| n.ends_with("rotary_emb.inv_freq"),
+    harmless_gguf_keys: &["rope.scaling.original_context_length"],
+};
+
+/// The fields of HF `LlamaConfig` / `MistralConfig` / `Qwen2Config` that change the computation.
 #[derive(Debug, Deserialize)]
-struct HfConfig {
+struct Config {
     vocab_size: usize,
     hidden_size: usize,
     intermediate_size: usize,
@@ -34,8 +44,10 @@ struct HfConfig {
     tie_word_embeddings: bool,
     sliding_window: Option<usize>,
     use_sliding_window: Option<bool>,
-    #[serde(default)]
+    max_window_layers: Option<usize>,
     hidden_act: Option<String>,
+    #[serde(default)]
+    mlp_bias: bool,
 }
 
 fn default_rms_eps() -> f64 {
@@ -46,241 +58,160 @@ fn default_context() -> usize {
     2048
 }
 
-pub fn spec_from_hf(
-    config: &serde_json::Value,
-    model_type: &str,
-    named: &str,
-    path: &Path,
-) -> Result<ArchSpec> {
-    let c: HfConfig = parse_config(config, path)?;
-    check_rope_scaling(config, path)?;
+fn spec_from_hf(cfg: &HfConfig<'_>) -> Result<ArchSpec> {
+    let c: Config = cfg.parse()?;
     if let Some(act) = c.hidden_act.as_deref().filter(|a| *a != "silu") {
-        return Err(PrismError::format(
-            path,
-            format!("hidden_act {act:?} in a Llama-family model; only \"silu\" is supported"),
-        ));
+        return Err(cfg.err(format!(
+            "hidden_act {act:?} in a Llama-family model; only \"silu\" is supported"
+        )));
     }
-    let head_dim = c
+    if c.mlp_bias {
+        return Err(cfg.err("mlp_bias is not supported in the Llama family"));
+    }
+    let mut spec = ArchSpec::base("llama", cfg.named.clone());
+    spec.n_layers = c.num_hidden_layers;
+    spec.hidden = c.hidden_size;
+    spec.n_heads = c.num_attention_heads;
+    spec.n_kv_heads = c.num_key_value_heads.unwrap_or(c.num_attention_heads);
+    spec.head_dim = c
         .head_dim
         .unwrap_or(c.hidden_size / c.num_attention_heads.max(1));
-    // Qwen2 only applies its window when `use_sliding_window` is true; Mistral always does.
-    let sliding_window = match model_type {
+    spec.intermediate = c.intermediate_size;
+    spec.vocab = c.vocab_size;
+    spec.context_length = c.max_position_embeddings;
+    spec.norm_eps = c.rms_norm_eps;
+    spec.tied_embeddings = c.tie_word_embeddings;
+    spec.check_sizes(cfg.path)?;
+    spec.rope = Some(Rope::from_hf(
+        cfg.rope_theta(10_000.0),
+        spec.head_dim,
+        RopePairing::Half,
+        &cfg.rope_scaling()?,
+        c.max_position_embeddings,
+        cfg,
+    )?);
+    // Mistral slides on every layer; Qwen2 only with use_sliding_window, from max_window_layers on.
+    let window = match cfg.model_type {
         "qwen2" if c.use_sliding_window != Some(true) => None,
         _ => c.sliding_window,
     };
-    Ok(ArchSpec {
-        family: Family::Llama,
-        architecture: named.to_string(),
-        n_layers: c.num_hidden_layers,
-        hidden: c.hidden_size,
-        n_heads: c.num_attention_heads,
-        n_kv_heads: c.num_key_value_heads.unwrap_or(c.num_attention_heads),
-        head_dim,
-        intermediate: c.intermediate_size,
-        vocab: c.vocab_size,
-        context_length: c.max_position_embeddings,
-        norm: NormKind::RmsNorm,
-        norm_eps: c.rms_norm_eps,
-        positions: Positions::Rope {
-            theta: rope_theta_from_hf(config, 10_000.0),
-            pairing: RopePairing::Half,
-        },
-        activation: Activation::SwiGlu,
-        causal: true,
-        post_norm: false,
-        final_norm: true,
-        tied_embeddings: c.tie_word_embeddings,
-        sliding_window,
-        type_vocab: 0,
-    })
+    spec.layers = match cfg.layer_types(spec.n_layers, window)? {
+        Some(mut kinds) => {
+            kinds.iter_mut().for_each(|k| k.local_rope = false);
+            kinds
+        }
+        None => (0..spec.n_layers)
+            .map(|i| LayerKind {
+                window: match (cfg.model_type, c.max_window_layers) {
+                    ("qwen2", Some(m)) if i < m => None,
+                    _ => window,
+                },
+                local_rope: false,
+            })
+            .collect(),
+    };
+    Ok(spec)
 }
 
-/// GGUF architectures served by this file.
-pub const GGUF_ARCHES: &[&str] = &["llama", "mistral", "qwen2"];
-
-pub fn spec_from_gguf(
-    meta: GgufMeta<'_>,
-    arch: &str,
-    vocab_from_tensors: usize,
-) -> Result<ArchSpec> {
-    let k = |s: &str| format!("{arch}.{s}");
-    let hidden = meta.usize(&k("embedding_length"))?;
-    let n_heads = meta.usize(&k("attention.head_count"))?;
-    let n_kv_heads = meta
-        .u64_opt(&k("attention.head_count_kv"))?
-        .map(|v| v as usize)
-        .unwrap_or(n_heads);
-    let head_dim = match meta.u64_opt(&k("attention.key_length"))? {
-        Some(d) => d as usize,
-        None => hidden / n_heads.max(1),
-    };
-    if let Some(rot) = meta.u64_opt(&k("rope.dimension_count"))? {
-        if rot as usize != head_dim {
-            return Err(PrismError::format(
-                meta.path(),
-                format!("partial RoPE ({rot} of {head_dim} dims) is not supported yet"),
-            ));
-        }
-    }
-    if let Some(kind) = meta.str(&k("rope.scaling.type")).filter(|s| *s != "none") {
-        return Err(PrismError::format(
-            meta.path(),
-            format!("RoPE scaling {kind:?} is not supported yet (only plain RoPE)"),
-        ));
-    }
-    let vocab = match meta.u64_opt(&k("vocab_size"))? {
-        Some(v) => v as usize,
-        None => vocab_from_tensors,
-    };
-    // llama.cpp's converter permutes q/k rows for "llama" (interleaved-pair RoPE) but not for qwen2 (NeoX RoPE).
-    let pairing = if arch == "qwen2" {
+fn spec_from_gguf(cfg: &GgufConfig<'_>) -> Result<ArchSpec> {
+    let mut spec = ArchSpec::base("llama", cfg.arch.to_string());
+    cfg.common(&mut spec)?;
+    // llama.cpp's converter permutes q/k rows for "llama" (interleaved-pair RoPE), not for qwen2.
+    let pairing = if cfg.arch == "qwen2" {
         RopePairing::Half
     } else {
         RopePairing::Interleaved
     };
-    Ok(ArchSpec {
-        family: Family::Llama,
-        architecture: arch.to_string(),
-        n_layers: meta.usize(&k("block_count"))?,
-        hidden,
-        n_heads,
-        n_kv_heads,
-        head_dim,
-        intermediate: meta.usize(&k("feed_forward_length"))?,
-        vocab,
-        context_length: meta.usize(&k("context_length"))?,
-        norm: NormKind::RmsNorm,
-        norm_eps: meta
-            .f64_opt(&k("attention.layer_norm_rms_epsilon"))?
-            .unwrap_or(1e-5),
-        positions: Positions::Rope {
-            theta: meta.f64_opt(&k("rope.freq_base"))?.unwrap_or(10_000.0),
-            pairing,
-        },
-        activation: Activation::SwiGlu,
-        causal: true,
-        post_norm: false,
-        final_norm: true,
-        tied_embeddings: false,
-        sliding_window: None,
-        type_vocab: 0,
-    })
+    spec.rope = Some(cfg.rope(&spec, 10_000.0, pairing)?);
+    let window = cfg
+        .usize_opt("attention.sliding_window")?
+        .filter(|&w| w > 0);
+    spec.uniform_layers(window);
+    // GGUF has no tie flag: a missing output matrix means the embedding doubles as it.
+    spec.tied_embeddings = cfg.src.info("output.weight").is_none();
+    Ok(spec)
 }
 
-/// Tensor names, in HF and GGUF spelling.
-struct Names {
-    embed: &'static str,
-    final_norm: &'static str,
-    lm_head: &'static str,
-    layer: fn(usize, &str) -> String,
+fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Result<ModelWeights> {
+    // In GGUF, biases are there or not; in HF folders Qwen2 always has q/k/v biases, and
+    // `attention_bias` models have them on o as well.
+    let (qkv_bias, o_bias) = if format == Format::Gguf {
+        (Bias::Maybe, Bias::Maybe)
+    } else {
+        let attention_bias = src.info("model.layers.0.self_attn.o_proj.bias").is_some();
+        let qwen = spec.architecture.contains("Qwen2");
+        match (qwen, attention_bias) {
+            (_, true) => (Bias::Yes, Bias::Yes),
+            (true, false) => (Bias::Yes, Bias::No),
+            _ => (Bias::No, Bias::No),
+        }
+    };
+    load_decoder(src, spec, format, qkv_bias, o_bias)
 }
 
-const HF: Names = Names {
-    embed: "model.embed_tokens.weight",
-    final_norm: "model.norm.weight",
-    lm_head: "lm_head.weight",
-    layer: |i, part| {
-        let p = match part {
-            "attn_norm" => "input_layernorm",
-            "mlp_norm" => "post_attention_layernorm",
-            "q" => "self_attn.q_proj",
-            "k" => "self_attn.k_proj",
-            "v" => "self_attn.v_proj",
-            "o" => "self_attn.o_proj",
-            "gate" => "mlp.gate_proj",
-            "up" => "mlp.up_proj",
-            _ => "mlp.down_proj",
-        };
-        format!("model.layers.{i}.{p}")
-    },
-};
-
-const GGUF: Names = Names {
-    embed: "token_embd.weight",
-    final_norm: "output_norm.weight",
-    lm_head: "output.weight",
-    layer: |i, part| {
-        let p = match part {
-            "attn_norm" => "attn_norm",
-            "mlp_norm" => "ffn_norm",
-            "q" => "attn_q",
-            "k" => "attn_k",
-            "v" => "attn_v",
-            "o" => "attn_output",
-            "gate" => "ffn_gate",
-            "up" => "ffn_up",
-            _ => "ffn_down",
-        };
-        format!("blk.{i}.{p}")
-    },
-};
-
-pub fn load_weights(
+/// Weights of a Llama-shaped decoder in HF or GGUF naming, with q/k norms when the spec has them
+/// (shared with Qwen3).
+pub(super) fn load_decoder(
     src: &dyn TensorSource,
-    spec: &mut ArchSpec,
-    gguf: bool,
+    spec: &ArchSpec,
+    format: Format,
+    qkv_bias: Bias,
+    o_bias: Bias,
 ) -> Result<ModelWeights> {
-    let n = if gguf { &GGUF } else { &HF };
-    let (h, v, q, kv, f) = (
+    let l = Loader { src, spec };
+    let (h, v, q, kv, f, hd) = (
         spec.hidden,
         spec.vocab,
         spec.q_dim(),
         spec.kv_dim(),
         spec.intermediate,
+        spec.head_dim,
     );
-    let linear = |i: usize, part: &str, out: usize, inp: usize| -> Result<Linear> {
-        let base = (n.layer)(i, part);
-        Ok(Linear {
-            weight: get(src, &format!("{base}.weight"), &[out, inp])?,
-            bias: get_opt(src, &format!("{base}.bias"), &[out])?,
-        })
-    };
-    let norm = |name: String| -> Result<NormWeights> {
-        Ok(NormWeights {
-            weight: get(src, &name, &[h])?,
-            bias: None,
-        })
-    };
+    let gguf = format == Format::Gguf;
     let mut layers = Vec::with_capacity(spec.n_layers);
     for i in 0..spec.n_layers {
+        let n = |hf: &str, gg: &str| {
+            if gguf {
+                format!("blk.{i}.{gg}")
+            } else {
+                format!("model.layers.{i}.{hf}")
+            }
+        };
+        let qk_norm = |hf: &str, gg: &str| -> Result<Option<crate::weights::NormWeights>> {
+            match spec.qk_norm {
+                true => l.norm(&n(hf, gg), hd, false).map(Some),
+                false => Ok(None),
+            }
+        };
         layers.push(LayerWeights {
-            attn_norm: norm(format!("{}.weight", (n.layer)(i, "attn_norm")))?,
-            q: linear(i, "q", q, h)?,
-            k: linear(i, "k", kv, h)?,
-            v: linear(i, "v", kv, h)?,
-            o: linear(i, "o", h, q)?,
-            mlp_norm: norm(format!("{}.weight", (n.layer)(i, "mlp_norm")))?,
-            gate: Some(linear(i, "gate", f, h)?),
-            up: linear(i, "up", f, h)?,
-            down: linear(i, "down", h, f)?,
+            attn_norm: l.norm(&n("input_layernorm", "attn_norm"), h, false)?,
+            q: l.linear(&n("self_attn.q_proj", "attn_q"), q, h, qkv_bias)?,
+            k: l.linear(&n("self_attn.k_proj", "attn_k"), kv, h, qkv_bias)?,
+            v: l.linear(&n("self_attn.v_proj", "attn_v"), kv, h, qkv_bias)?,
+            o: l.linear(&n("self_attn.o_proj", "attn_output"), h, q, o_bias)?,
+            q_norm: qk_norm("self_attn.q_norm", "attn_q_norm")?,
+            k_norm: qk_norm("self_attn.k_norm", "attn_k_norm")?,
+            post_attn_norm: None,
+            mlp_norm: l.norm(&n("post_attention_layernorm", "ffn_norm"), h, false)?,
+            gate: Some(l.linear(&n("mlp.gate_proj", "ffn_gate"), f, h, Bias::No)?),
+            up: l.linear(&n("mlp.up_proj", "ffn_up"), f, h, Bias::No)?,
+            down: l.linear(&n("mlp.down_proj", "ffn_down"), h, f, Bias::No)?,
+            post_mlp_norm: None,
         });
     }
-    let lm_head = if spec.tied_embeddings {
-        None
+    let (embed, final_norm, head) = if gguf {
+        ("token_embd.weight", "output_norm", "output.weight")
     } else {
-        get_opt(src, n.lm_head, &[v, h])?
+        ("model.embed_tokens.weight", "model.norm", "lm_head.weight")
     };
-    if lm_head.is_none() && !spec.tied_embeddings {
-        if gguf {
-            // GGUF has no tie flag: a missing output matrix means the embedding doubles as it (SmolLM2).
-            spec.tied_embeddings = true;
-        } else {
-            return Err(PrismError::MissingTensor {
-                path: src.path().to_path_buf(),
-                tensor: format!(
-                    "{} (config.json says the embeddings are not tied)",
-                    n.lm_head
-                ),
-            });
-        }
-    }
     Ok(ModelWeights {
-        token_embedding: get(src, n.embed, &[v, h])?,
+        token_embedding: get(src, embed, &[v, h])?,
         position_embedding: None,
         token_type_embedding: None,
         embedding_norm: None,
         layers,
-        final_norm: Some(norm(n.final_norm.to_string())?),
-        lm_head,
+        final_norm: Some(l.norm(final_norm, h, false)?),
+        lm_head: l.lm_head(head)?,
+        lm_head_bias: None,
     })
 }

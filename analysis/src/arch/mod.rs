@@ -1,25 +1,74 @@
 //! Architecture descriptions: one file per family, each turning a config (HF `config.json` or GGUF
-//! metadata) into an [`ArchSpec`] and naming its tensors. Both backends execute the same spec.
+//! metadata) into an [`ArchSpec`] and loading its weights into the canonical [`ModelWeights`].
+//! Both backends execute the same spec. Adding an architecture is one file here plus one line in
+//! [`REGISTRY`].
 
 pub mod bert;
+pub mod gemma;
 pub mod gpt2;
+pub mod gptneox;
 pub mod llama;
+pub mod phi3;
+pub mod qwen3;
+mod rope;
 
 use std::path::Path;
 
 use serde::Serialize;
 
+pub use rope::{Rope, RopeScaling};
+
 use crate::error::{PrismError, Result};
+use crate::gguf::GgufMeta;
+use crate::weights::{get, get_opt, Linear, ModelWeights, NormWeights, TensorSource};
 
-/// The families Prism can run, for error messages.
-pub const SUPPORTED: &str = "llama, mistral, qwen2, smollm (Llama family), gpt2, bert";
-
+/// Which file format a checkpoint came in; loaders name tensors accordingly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Family {
-    Llama,
-    Gpt2,
-    Bert,
+pub enum Format {
+    #[serde(rename = "gguf")]
+    Gguf,
+    #[serde(rename = "safetensors")]
+    Safetensors,
+}
+
+/// One supported architecture family.
+pub struct Architecture {
+    /// Short name ("llama", "gemma2").
+    pub name: &'static str,
+    /// What it covers, for messages and `prism info`.
+    pub covers: &'static str,
+    /// HF `model_type` values it reads.
+    pub hf_model_types: &'static [&'static str],
+    /// GGUF `general.architecture` values it reads.
+    pub gguf_names: &'static [&'static str],
+    pub spec_from_hf: fn(&HfConfig<'_>) -> Result<ArchSpec>,
+    pub spec_from_gguf: fn(&GgufConfig<'_>) -> Result<ArchSpec>,
+    pub load_weights: fn(&dyn TensorSource, &ArchSpec, Format) -> Result<ModelWeights>,
+    /// Stored tensors the computation does not use (training buffers, heads Prism does not run).
+    pub unused_tensor: fn(&str) -> bool,
+    /// `{arch}.*` GGUF keys that do not change the computation.
+    pub harmless_gguf_keys: &'static [&'static str],
+}
+
+/// Every architecture Prism runs.
+pub static REGISTRY: &[&Architecture] = &[
+    &llama::ARCH,
+    &qwen3::ARCH,
+    &gemma::GEMMA2,
+    &gemma::GEMMA3,
+    &phi3::ARCH,
+    &gptneox::ARCH,
+    &gpt2::ARCH,
+    &bert::ARCH,
+];
+
+/// The supported architectures, for error messages.
+pub fn supported() -> String {
+    REGISTRY
+        .iter()
+        .map(|a| format!("{} ({})", a.name, a.covers))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -31,36 +80,67 @@ pub enum NormKind {
 /// Which dimensions of a head RoPE rotates together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum RopePairing {
-    /// HF `rotate_half`: dims i and i + d/2 form a pair.
+    /// HF `rotate_half` (NeoX style): dims i and i + d/2 of the rotated part form a pair.
     Half,
     /// llama.cpp "norm" RoPE on raw GGUF q/k rows: dims 2i and 2i+1 form a pair.
     Interleaved,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Positions {
     /// A learned position table added to the token embedding (GPT-2).
     Learned,
     /// Learned positions plus token-type 0, then a LayerNorm (BERT).
     LearnedWithTokenType,
-    /// Rotary embeddings applied to q and k.
-    Rope { theta: f64, pairing: RopePairing },
+    /// Rotary embeddings applied to q and k ([`ArchSpec::rope`]).
+    Rope,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Activation {
-    /// GELU, tanh approximation (`gelu_new`, `gelu_pytorch_tanh`).
-    GeluTanh,
-    /// GELU, exact erf form.
-    GeluErf,
-    /// SiLU(gate) * up.
+    /// down(silu(gate) * up).
     SwiGlu,
+    /// down(gelu_tanh(gate) * up) (Gemma).
+    GeGluTanh,
+    /// GELU, tanh approximation (`gelu_new`, `gelu_pytorch_tanh`), no gate.
+    GeluTanh,
+    /// GELU, exact erf form, no gate.
+    GeluErf,
+}
+
+impl Activation {
+    pub fn is_gated(self) -> bool {
+        matches!(self, Activation::SwiGlu | Activation::GeGluTanh)
+    }
+}
+
+/// How a block wires its two sub-layers into the residual stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum BlockKind {
+    /// h += attn(norm(h)); h += mlp(norm(h)) (Llama, GPT-2).
+    PreNorm,
+    /// h += attn(norm1(h)) + mlp(norm2(h)), both norms of the same h (GPT-NeoX).
+    Parallel,
+    /// h = norm(h + attn(h)); h = norm(h + mlp(h)) (BERT).
+    PostNorm,
+    /// h += post_norm(attn(norm(h))); h += post_norm(mlp(norm(h))) (Gemma 2 and 3).
+    Sandwich,
+}
+
+/// What differs from layer to layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LayerKind {
+    /// Sliding-window attention over this many keys (the query's own included), or full attention.
+    pub window: Option<usize>,
+    /// Uses the local RoPE frequencies ([`Rope::inv_freq_local`]).
+    pub local_rope: bool,
 }
 
 /// Everything a backend needs to know to execute a model.
 #[derive(Debug, Clone, Serialize)]
 pub struct ArchSpec {
-    pub family: Family,
+    /// The registry entry ("llama", "gemma2").
+    pub family: &'static str,
     /// The name the checkpoint gave (`LlamaForCausalLM`, GGUF `llama`, ...).
     pub architecture: String,
     pub n_layers: usize,
@@ -74,16 +154,26 @@ pub struct ArchSpec {
     pub norm: NormKind,
     pub norm_eps: f64,
     pub positions: Positions,
+    pub rope: Option<Rope>,
     pub activation: Activation,
+    pub block: BlockKind,
+    /// Per-head norms of q and k after the projections, before RoPE (Qwen3, Gemma 3).
+    pub qk_norm: bool,
+    /// The token embedding is multiplied by this (Gemma: sqrt(hidden)).
+    pub embed_scale: Option<f32>,
+    /// Attention scores are q.k times this.
+    pub attn_scale: f32,
+    /// Scores become cap * tanh(s / cap) before the mask (Gemma 2).
+    pub attn_softcap: Option<f32>,
+    /// Logits become cap * tanh(z / cap) (Gemma 2).
+    pub final_softcap: Option<f32>,
+    pub layers: Vec<LayerKind>,
     /// Causal decoders predict the next token; encoders (BERT) attend both ways.
     pub causal: bool,
-    /// Post-LN blocks (BERT): norm after each residual add instead of before each sub-block.
-    pub post_norm: bool,
-    /// A final norm after the last block (Llama, GPT-2).
+    /// A final norm after the last block (every decoder here).
     pub final_norm: bool,
     /// The output matrix is the token embedding.
     pub tied_embeddings: bool,
-    pub sliding_window: Option<usize>,
     pub type_vocab: usize,
 }
 
@@ -106,9 +196,61 @@ impl ArchSpec {
         self.n_kv_heads * self.head_dim
     }
 
-    /// Checks the numbers against each other and against sane maxima.
-    pub fn validate(&self, path: &Path) -> Result<()> {
-        let bad = |m: String| Err(PrismError::format(path, m));
+    /// A spec with the fields every family shares filled in, and the rest at their plainest.
+    pub(crate) fn base(family: &'static str, architecture: String) -> ArchSpec {
+        ArchSpec {
+            family,
+            architecture,
+            n_layers: 0,
+            hidden: 0,
+            n_heads: 0,
+            n_kv_heads: 0,
+            head_dim: 0,
+            intermediate: 0,
+            vocab: 0,
+            context_length: 0,
+            norm: NormKind::RmsNorm,
+            norm_eps: 1e-5,
+            positions: Positions::Rope,
+            rope: None,
+            activation: Activation::SwiGlu,
+            block: BlockKind::PreNorm,
+            qk_norm: false,
+            embed_scale: None,
+            attn_scale: 0.0,
+            attn_softcap: None,
+            final_softcap: None,
+            layers: Vec::new(),
+            causal: true,
+            final_norm: true,
+            tied_embeddings: false,
+            type_vocab: 0,
+        }
+    }
+
+    /// Every layer the same: full attention, or one sliding window for all.
+    pub(crate) fn uniform_layers(&mut self, window: Option<usize>) {
+        self.layers = vec![
+            LayerKind {
+                window,
+                local_rope: false,
+            };
+            self.n_layers
+        ];
+    }
+
+    /// The default attention scale 1/sqrt(head_dim), unless a family set its own.
+    fn finish(&mut self) {
+        if self.attn_scale == 0.0 {
+            self.attn_scale = (1.0 / (self.head_dim as f64).sqrt()) as f32;
+        }
+        if self.layers.is_empty() {
+            self.uniform_layers(None);
+        }
+    }
+
+    /// Checks the sizes against sane maxima, before anything is allocated from them.
+    pub fn check_sizes(&self, path: &Path) -> Result<()> {
         let dims = [
             ("layers", self.n_layers, MAX_LAYERS),
             ("hidden size", self.hidden, MAX_HIDDEN),
@@ -121,40 +263,302 @@ impl ArchSpec {
         ];
         for (name, value, max) in dims {
             if value == 0 || value > max {
-                return bad(format!("{name} is {value}, expected 1..={max}"));
+                return Err(PrismError::format(
+                    path,
+                    format!("{name} is {value}, expected 1..={max}"),
+                ));
             }
         }
+        Ok(())
+    }
+
+    /// Checks the numbers against each other and against sane maxima.
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        self.check_sizes(path)?;
+        let bad = |m: String| Err(PrismError::format(path, m));
         if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(format!(
                 "{} attention heads is not a multiple of {} kv heads",
                 self.n_heads, self.n_kv_heads
             ));
         }
-        if let Positions::Rope { theta, .. } = self.positions {
-            if !(theta.is_finite() && theta > 1.0) {
-                return bad(format!("RoPE theta {theta} is not a usable base"));
-            }
-            if !self.head_dim.is_multiple_of(2) {
-                return bad(format!(
-                    "RoPE needs an even head dim, found {}",
-                    self.head_dim
-                ));
-            }
+        if self.layers.len() != self.n_layers {
+            return bad(format!(
+                "{} layer descriptions for {} layers (sliding-window pattern)",
+                self.layers.len(),
+                self.n_layers
+            ));
+        }
+        if let Some(w) = self
+            .layers
+            .iter()
+            .find_map(|l| l.window.filter(|&w| w == 0))
+        {
+            return bad(format!("a sliding window of {w} tokens"));
+        }
+        match (&self.positions, &self.rope) {
+            (Positions::Rope, None) => return bad("RoPE positions without RoPE frequencies".into()),
+            (Positions::Rope, Some(r)) => r.validate(self.head_dim, path)?,
+            _ => {}
+        }
+        if self.layers.iter().any(|l| l.local_rope)
+            && self
+                .rope
+                .as_ref()
+                .is_none_or(|r| r.inv_freq_local.is_none())
+        {
+            return bad("local RoPE layers without local frequencies".into());
         }
         if !(self.norm_eps.is_finite() && self.norm_eps > 0.0 && self.norm_eps < 1.0) {
             return bad(format!("norm epsilon {} is out of range", self.norm_eps));
+        }
+        for (name, v) in [
+            ("attention scale", Some(self.attn_scale)),
+            ("attention soft-cap", self.attn_softcap),
+            ("final soft-cap", self.final_softcap),
+            ("embedding scale", self.embed_scale),
+        ] {
+            if let Some(v) = v {
+                if !(v.is_finite() && v > 0.0) {
+                    return bad(format!("{name} {v} is not a positive number"));
+                }
+            }
         }
         Ok(())
     }
 }
 
+/// An HF `config.json`, with helpers that name the file in their errors.
+pub struct HfConfig<'a> {
+    pub value: &'a serde_json::Value,
+    pub path: &'a Path,
+    pub model_type: &'a str,
+    /// `architectures` joined, or the model type.
+    pub named: String,
+}
+
+impl<'a> HfConfig<'a> {
+    /// Parses a family's serde config, turning serde's message into one that names the file.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        T::deserialize(self.value)
+            .map_err(|e| PrismError::format(self.path, format!("config.json: {e}")))
+    }
+
+    pub fn get(&self, key: &str) -> Option<&'a serde_json::Value> {
+        self.value.get(key).filter(|v| !v.is_null())
+    }
+
+    pub fn err(&self, msg: impl Into<String>) -> PrismError {
+        PrismError::format(self.path, msg.into())
+    }
+
+    /// `rope_theta` at the top level (transformers 4) or inside `rope_parameters` (transformers 5).
+    pub fn rope_theta(&self, default: f64) -> f64 {
+        self.get("rope_theta")
+            .and_then(|v| v.as_f64())
+            .or_else(|| {
+                self.get("rope_parameters")
+                    .and_then(|p| p.get("rope_theta"))
+                    .and_then(|v| v.as_f64())
+            })
+            .unwrap_or(default)
+    }
+
+    /// The RoPE scaling a config asks for (`rope_scaling`, or `rope_parameters` in transformers 5).
+    pub fn rope_scaling(&self) -> Result<RopeScaling> {
+        let params = self
+            .get("rope_scaling")
+            .or_else(|| self.get("rope_parameters"));
+        rope::scaling_from_hf(params, self)
+    }
+
+    /// The per-layer kinds from `layer_types` ("sliding_attention" / "full_attention").
+    pub fn layer_types(
+        &self,
+        n_layers: usize,
+        window: Option<usize>,
+    ) -> Result<Option<Vec<LayerKind>>> {
+        let Some(types) = self.get("layer_types").and_then(|v| v.as_array()) else {
+            return Ok(None);
+        };
+        if types.len() != n_layers {
+            return Err(self.err(format!(
+                "layer_types lists {} layers for num_hidden_layers {n_layers}",
+                types.len()
+            )));
+        }
+        types
+            .iter()
+            .map(|t| match t.as_str() {
+                Some("full_attention") => Ok(LayerKind {
+                    window: None,
+                    local_rope: false,
+                }),
+                Some("sliding_attention") => Ok(LayerKind {
+                    window: Some(window.ok_or_else(|| {
+                        self.err("layer_types has sliding layers but sliding_window is not set")
+                    })?),
+                    local_rope: true,
+                }),
+                other => Err(self.err(format!("layer_types entry {other:?} is not supported"))),
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+}
+
+/// GGUF metadata for one architecture, with the tensors (some hyperparameters live there).
+pub struct GgufConfig<'a> {
+    pub meta: GgufMeta<'a>,
+    pub arch: &'a str,
+    pub src: &'a dyn TensorSource,
+}
+
+impl GgufConfig<'_> {
+    /// The key `{arch}.{name}`.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}.{name}", self.arch)
+    }
+
+    pub fn usize(&self, name: &str) -> Result<usize> {
+        self.meta.usize(&self.key(name))
+    }
+
+    pub fn usize_opt(&self, name: &str) -> Result<Option<usize>> {
+        Ok(self.meta.u64_opt(&self.key(name))?.map(|v| v as usize))
+    }
+
+    pub fn f64_opt(&self, name: &str) -> Result<Option<f64>> {
+        self.meta.f64_opt(&self.key(name))
+    }
+
+    pub fn err(&self, msg: impl Into<String>) -> PrismError {
+        PrismError::format(self.meta.path(), msg.into())
+    }
+
+    /// The hyperparameters every GGUF decoder states the same way.
+    pub fn common(&self, spec: &mut ArchSpec) -> Result<()> {
+        spec.n_layers = self.usize("block_count")?;
+        spec.hidden = self.usize("embedding_length")?;
+        spec.n_heads = self.usize("attention.head_count")?;
+        spec.n_kv_heads = self
+            .usize_opt("attention.head_count_kv")?
+            .unwrap_or(spec.n_heads);
+        spec.intermediate = self.usize("feed_forward_length")?;
+        spec.context_length = self.usize("context_length")?;
+        let key_length = self.usize_opt("attention.key_length")?;
+        let value_length = self.usize_opt("attention.value_length")?;
+        spec.head_dim = key_length.unwrap_or(spec.hidden / spec.n_heads.max(1));
+        if let Some(v) = value_length.filter(|&v| v != spec.head_dim) {
+            return Err(self.err(format!(
+                "attention.value_length {v} differs from the key length {}; Prism needs them equal",
+                spec.head_dim
+            )));
+        }
+        spec.vocab = match self.usize_opt("vocab_size")? {
+            Some(v) => v,
+            None => self
+                .src
+                .info("token_embd.weight")
+                .and_then(|i| i.shape.first().copied())
+                .unwrap_or(0),
+        };
+        spec.check_sizes(self.meta.path())?;
+        if let Some(eps) = self.f64_opt("attention.layer_norm_rms_epsilon")? {
+            spec.norm = NormKind::RmsNorm;
+            spec.norm_eps = eps;
+        }
+        if let Some(eps) = self.f64_opt("attention.layer_norm_epsilon")? {
+            spec.norm = NormKind::LayerNorm;
+            spec.norm_eps = eps;
+        }
+        Ok(())
+    }
+
+    /// RoPE from `rope.*` keys and the `rope_freqs` / `rope_factors_*` tensors.
+    pub fn rope(&self, spec: &ArchSpec, default_theta: f64, pairing: RopePairing) -> Result<Rope> {
+        rope::from_gguf(self, spec, default_theta, pairing)
+    }
+}
+
+/// Shared tensor-loading helpers, with shapes checked against the spec.
+pub(crate) struct Loader<'a> {
+    pub src: &'a dyn TensorSource,
+    pub spec: &'a ArchSpec,
+}
+
+/// Whether a linear map has a bias.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bias {
+    No,
+    Maybe,
+    Yes,
+}
+
+impl Loader<'_> {
+    /// `{base}.weight` `[out, in]` and, per `bias`, `{base}.bias` `[out]`.
+    pub fn linear(&self, base: &str, out: usize, inp: usize, bias: Bias) -> Result<Linear> {
+        let weight = get(self.src, &format!("{base}.weight"), &[out, inp])?;
+        let bias = match bias {
+            Bias::No => None,
+            Bias::Maybe => get_opt(self.src, &format!("{base}.bias"), &[out])?,
+            Bias::Yes => Some(get(self.src, &format!("{base}.bias"), &[out])?),
+        };
+        Ok(Linear { weight, bias })
+    }
+
+    /// `{base}.weight` (and `{base}.bias` for LayerNorm) of width `width`; `plus_one` turns a
+    /// stored Gemma offset w into the scale 1 + w, computed in f32 exactly as transformers does.
+    pub fn norm(&self, base: &str, width: usize, plus_one: bool) -> Result<NormWeights> {
+        let mut weight = get(self.src, &format!("{base}.weight"), &[width])?;
+        if plus_one {
+            weight = weight.map_f32(|w| 1.0 + w)?;
+        }
+        let bias = match self.spec.norm {
+            NormKind::LayerNorm => Some(get(self.src, &format!("{base}.bias"), &[width])?),
+            NormKind::RmsNorm => None,
+        };
+        Ok(NormWeights { weight, bias })
+    }
+
+    /// A fused projection split into row ranges (Phi-3's qkv and gate_up, GPT-2's c_attn).
+    pub fn split(&self, fused: &Linear, sizes: &[usize]) -> Result<Vec<Linear>> {
+        let mut out = Vec::with_capacity(sizes.len());
+        let mut start = 0;
+        for &n in sizes {
+            out.push(Linear {
+                weight: fused.weight.narrow_rows(start, n)?,
+                bias: fused
+                    .bias
+                    .as_ref()
+                    .map(|b| b.narrow_rows(start, n))
+                    .transpose()?,
+            });
+            start += n;
+        }
+        Ok(out)
+    }
+
+    /// The output matrix: `name` when the model is untied, else none (the embedding is used).
+    pub fn lm_head(&self, name: &str) -> Result<Option<crate::weights::Weight>> {
+        if self.spec.tied_embeddings {
+            // Some checkpoints store a copy of the tied matrix; it is the embedding by definition.
+            let _ = self.src.info(name);
+            return Ok(None);
+        }
+        get(self.src, name, &[self.spec.vocab, self.spec.hidden]).map(Some)
+    }
+}
+
 /// Picks the family from an HF `config.json` and builds its spec.
-pub fn spec_from_hf_config(config: &serde_json::Value, path: &Path) -> Result<ArchSpec> {
+pub fn spec_from_hf(
+    config: &serde_json::Value,
+    path: &Path,
+) -> Result<(&'static Architecture, ArchSpec)> {
     let model_type = config
         .get("model_type")
         .and_then(|v| v.as_str())
-        .unwrap_or("")
-        .to_string();
+        .unwrap_or("");
     let architectures: Vec<String> = config
         .get("architectures")
         .and_then(|v| v.as_array())
@@ -165,73 +569,74 @@ pub fn spec_from_hf_config(config: &serde_json::Value, path: &Path) -> Result<Ar
         })
         .unwrap_or_default();
     let named = if architectures.is_empty() {
-        model_type.clone()
+        model_type.to_string()
     } else {
         architectures.join(", ")
     };
-    let spec = match model_type.as_str() {
-        "llama" | "mistral" | "qwen2" | "smollm" | "smollm2" => {
-            llama::spec_from_hf(config, &model_type, &named, path)?
-        }
-        "gpt2" => gpt2::spec_from_hf(config, &named, path)?,
-        "bert" => bert::spec_from_hf(config, &named, path)?,
-        "" => {
-            return Err(PrismError::format(
-                path,
-                "config.json has no \"model_type\"; cannot tell the architecture",
-            ))
-        }
-        other => {
-            return Err(PrismError::UnsupportedArch {
-                path: path.to_path_buf(),
-                found: format!("{other} ({named})"),
-                supported: SUPPORTED,
-            })
-        }
-    };
-    spec.validate(path)?;
-    Ok(spec)
-}
-
-/// Parses a family's serde config, turning serde's message into one that names the file.
-pub(crate) fn parse_config<T: serde::de::DeserializeOwned>(
-    config: &serde_json::Value,
-    path: &Path,
-) -> Result<T> {
-    T::deserialize(config).map_err(|e| PrismError::format(path, format!("config.json: {e}")))
-}
-
-/// `rope_theta` at the top level (transformers 4) or inside `rope_parameters` (transformers 5).
-pub(crate) fn rope_theta_from_hf(config: &serde_json::Value, default: f64) -> f64 {
-    config
-        .get("rope_theta")
-        .and_then(|v| v.as_f64())
-        .or_else(|| {
-            config
-                .get("rope_parameters")
-                .and_then(|p| p.get("rope_theta"))
-                .and_then(|v| v.as_f64())
-        })
-        .unwrap_or(default)
-}
-
-/// RoPE scaling changes the frequencies; Prism only implements plain RoPE, so anything else is refused
-/// rather than run wrongly.
-pub(crate) fn check_rope_scaling(config: &serde_json::Value, path: &Path) -> Result<()> {
-    for key in ["rope_scaling", "rope_parameters"] {
-        if let Some(obj) = config.get(key).filter(|v| !v.is_null()) {
-            let kind = obj
-                .get("rope_type")
-                .or_else(|| obj.get("type"))
-                .and_then(|v| v.as_str())
-                .unwrap_or("default");
-            if kind != "default" {
-                return Err(PrismError::format(
-                    path,
-                    format!("RoPE scaling {kind:?} is not supported yet (only plain RoPE)"),
-                ));
-            }
-        }
+    if model_type.is_empty() {
+        return Err(PrismError::format(
+            path,
+            "config.json has no \"model_type\"; cannot tell the architecture",
+        ));
     }
-    Ok(())
+    let arch = REGISTRY
+        .iter()
+        .find(|a| a.hf_model_types.contains(&model_type))
+        .ok_or_else(|| PrismError::UnsupportedArch {
+            path: path.to_path_buf(),
+            found: format!("{model_type} ({named})"),
+            supported: supported(),
+        })?;
+    let cfg = HfConfig {
+        value: config,
+        path,
+        model_type,
+        named,
+    };
+    let mut spec = (arch.spec_from_hf)(&cfg)?;
+    spec.finish();
+    spec.validate(path)?;
+    Ok((arch, spec))
+}
+
+/// Picks the family from GGUF metadata and builds its spec, refusing keys it would ignore.
+pub fn spec_from_gguf(
+    meta: GgufMeta<'_>,
+    src: &dyn TensorSource,
+) -> Result<(&'static Architecture, ArchSpec)> {
+    let path = meta.path();
+    let name = meta
+        .str("general.architecture")
+        .ok_or_else(|| PrismError::format(path, "GGUF metadata has no general.architecture"))?;
+    let arch = REGISTRY
+        .iter()
+        .find(|a| a.gguf_names.contains(&name))
+        .ok_or_else(|| PrismError::UnsupportedArch {
+            path: path.to_path_buf(),
+            found: format!("GGUF {name:?}"),
+            supported: supported(),
+        })?;
+    let cfg = GgufConfig {
+        meta,
+        arch: name,
+        src,
+    };
+    let mut spec = (arch.spec_from_gguf)(&cfg)?;
+    spec.finish();
+    spec.validate(path)?;
+    const ALWAYS_HARMLESS: &[&str] = &["vocab_size", "rope.dimension_count"];
+    let mut harmless = ALWAYS_HARMLESS.to_vec();
+    harmless.extend_from_slice(arch.harmless_gguf_keys);
+    let unread = meta.unread(&format!("{name}."), &harmless);
+    if !unread.is_empty() {
+        return Err(PrismError::format(
+            path,
+            format!(
+                "GGUF metadata {} may change what the model computes, and Prism does not implement {}; refusing rather than computing something else",
+                unread.join(", "),
+                if unread.len() == 1 { "it" } else { "them" }
+            ),
+        ));
+    }
+    Ok((arch, spec))
 }

@@ -1,7 +1,11 @@
-//! Backends execute an [`ArchSpec`] on token ids. The CPU backend (candle-core) is the reference;
-//! the GPU backend (wgpu) fills the same [`ForwardOutput`].
+//! Backends execute an [`ArchSpec`](crate::arch::ArchSpec) on token ids. The forward pass is
+//! written once ([`forward`]) over a small set of ops ([`forward::Exec`]); the CPU backend
+//! (Prism's own packed GEMM over weights decoded at use, the reference) and the GPU backend (WGSL
+//! through wgpu) implement those ops. Interventions, captures, batches of sequences, runs that
+//! start at a layer, and KV-cached sessions therefore behave identically on both.
 
 pub mod cpu;
+pub mod forward;
 pub mod gpu;
 
 use std::sync::{Arc, OnceLock};
@@ -10,21 +14,24 @@ use serde::Serialize;
 
 use crate::checkpoint::Model;
 use crate::error::{PrismError, Result};
+use crate::intervene::Intervention;
 
-/// What the caller wants back besides the final hidden states and logits. Everything is opt-in
-/// because attention maps and residual streams are large.
+/// What the caller wants back besides the final hidden states. Everything is opt-in because
+/// attention maps and residual streams are large.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Capture {
     /// Attention probabilities for every layer and head.
     pub attention: bool,
     /// The residual stream after the embeddings and after every block.
     pub residual: bool,
-    /// The full `[seq, vocab]` logits (the metrics are always computed).
+    /// The full logits of the logit rows (the metrics are always computed).
     pub logits: bool,
-    /// Top predictions of every layer's residual stream through the final norm and unembedding.
+    /// Top predictions of every residual entry through the final norm and unembedding.
     pub logit_lens: bool,
     /// How many next-token predictions to keep per position (0 means 5).
     pub top_k: usize,
+    /// The attention output, MLP output and per-head attention values of every layer.
+    pub sites: bool,
 }
 
 impl Capture {
@@ -35,6 +42,7 @@ impl Capture {
             logits: true,
             logit_lens: true,
             top_k: 5,
+            sites: false,
         }
     }
 }
@@ -84,45 +92,116 @@ pub struct IdProb {
     pub p: f32,
 }
 
-/// Per-position statistics a backend may compute itself instead of returning the logits
-/// (row i describes the distribution predicted at position i for token i + 1).
-#[derive(Debug, Clone)]
+/// Statistics of logit rows (row i describes the distribution predicted at that row's position).
+#[derive(Debug, Clone, Default)]
 pub struct RowStats {
     pub entropy_bits: Vec<f64>,
-    /// Surprisal of the actual next token (meaningless on the last row).
+    /// Surprisal of the row's target token (NaN where there is none).
     pub surprisal_bits: Vec<f64>,
+    /// Rank of the target (1 = top choice; 0 where there is none).
     pub rank: Vec<usize>,
     pub top: Vec<Vec<IdProb>>,
 }
 
-/// RoPE cos and sin tables `[seq][head_dim / 2]`, computed in f32 as transformers does; both
-/// backends use these exact numbers.
-pub fn rope_tables(seq: usize, head_dim: usize, theta: f64) -> (Vec<f32>, Vec<f32>) {
-    let half = head_dim / 2;
-    let dim = head_dim as f32;
-    let inv_freq: Vec<f32> = (0..half)
-        .map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / dim))
-        .collect();
-    let mut cos = Vec::with_capacity(seq * half);
-    let mut sin = Vec::with_capacity(seq * half);
-    for p in 0..seq {
-        for f in &inv_freq {
-            let angle = p as f32 * f;
-            cos.push(angle.cos());
-            sin.push(angle.sin());
-        }
-    }
-    (cos, sin)
+/// Where a run starts.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// Token ids, `batch * seq` of them.
+    Ids(&'a [u32]),
+    /// The residual stream entering block `layer` (`layer == n_layers`: after the last block),
+    /// `batch * seq * hidden` values. Blocks below `layer` are not run.
+    Residual { layer: usize, data: &'a [f32] },
 }
 
-/// What a backend computes for one sequence.
+/// Which rows get logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitRows {
+    None,
+    /// The last row of each sequence.
+    Last,
+    All,
+}
+
+/// One run of the model over `batch` sequences of `seq` new tokens each.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub batch: usize,
+    pub seq: usize,
+    pub input: Input<'a>,
+    /// Applied to every sequence.
+    pub interventions: &'a [Intervention],
+    /// Applied to sequence b only (empty, or one list per sequence), after the shared ones.
+    pub per_sequence: &'a [Vec<Intervention>],
+    pub capture: Capture,
+    pub logits: LogitRows,
+    /// Next-token targets of the logit rows, for surprisal and rank (`u32::MAX`: none).
+    pub targets: Option<&'a [u32]>,
+}
+
+impl<'a> Request<'a> {
+    /// A plain run of one sequence of ids.
+    pub fn ids(ids: &'a [u32]) -> Request<'a> {
+        Request {
+            batch: 1,
+            seq: ids.len(),
+            input: Input::Ids(ids),
+            interventions: &[],
+            per_sequence: &[],
+            capture: Capture::default(),
+            logits: LogitRows::All,
+            targets: None,
+        }
+    }
+}
+
+/// Per-layer site values `[rows, width]`, captured when [`Capture::sites`] is set.
+#[derive(Debug, Clone, Default)]
+pub struct Sites {
+    pub attn_out: Vec<Vec<f32>>,
+    pub mlp_out: Vec<Vec<f32>>,
+    /// The input of o_proj: every head's attention-weighted values, `[rows, heads * head_dim]`.
+    pub head_z: Vec<Vec<f32>>,
+}
+
+/// The logits of the requested rows.
+#[derive(Debug, Clone, Default)]
+pub struct LogitsOut {
+    /// Row indices (into `batch * seq`).
+    pub rows: Vec<usize>,
+    pub stats: RowStats,
+    /// `[rows.len(), vocab]`, when [`Capture::logits`] is set.
+    pub full: Option<Vec<f32>>,
+}
+
+/// What a run computed.
+#[derive(Debug, Clone, Default)]
+pub struct RunOutput {
+    pub batch: usize,
+    pub seq: usize,
+    /// Positions that were already in the KV cache before this run.
+    pub past: usize,
+    pub hidden: usize,
+    /// `[rows, hidden]`: after the final norm for decoders, the last block's output for encoders.
+    pub final_hidden: Vec<f32>,
+    /// Entry l is the residual stream entering block l, `[rows, hidden]`; entry n_layers is after
+    /// the last block. Entries below the run's start layer are empty.
+    pub residual: Option<Vec<Vec<f32>>>,
+    pub sites: Option<Sites>,
+    /// Per layer `[batch][heads][seq][keys]` (keys = past + seq); empty below the start layer.
+    pub attention: Option<Vec<Vec<f32>>>,
+    pub logits: Option<LogitsOut>,
+    /// `[entry][row]` top-5 of each residual entry through the final norm and unembedding.
+    pub logit_lens: Option<Vec<Vec<Vec<IdProb>>>>,
+}
+
+/// What a backend computes for one sequence (the shape every view reads).
 #[derive(Debug, Clone)]
 pub struct ForwardOutput {
     pub seq: usize,
     pub hidden: usize,
-    /// `[seq, vocab]` logits for decoders (the GPU returns them only when captured).
+    /// `[seq, vocab]` logits for decoders, when captured.
     pub logits: Option<Vec<f32>>,
-    /// Statistics computed by the backend (the GPU's way of not shipping logits back).
+    /// Per-position statistics (decoders).
     pub row_stats: Option<RowStats>,
     /// `[seq, hidden]`: after the final norm for decoders, the last block's output for encoders.
     pub final_hidden: Vec<f32>,
@@ -133,8 +212,21 @@ pub struct ForwardOutput {
     pub logit_lens: Option<Vec<Vec<Vec<IdProb>>>>,
 }
 
-pub trait Backend: Send {
-    /// A short description for reports ("cpu (candle, 2 threads)").
+/// A sequence being extended: the KV cache of everything run so far.
+pub trait Session {
+    /// Runs `req` as the continuation of what the session holds (positions start at `len()`).
+    fn run(&mut self, req: &Request<'_>) -> Result<RunOutput>;
+    /// Positions held.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Forgets everything.
+    fn reset(&mut self);
+}
+
+pub trait Backend: Send + Sync {
+    /// A short description for reports ("cpu (avx2, 2 threads)").
     fn describe(&self) -> String;
     /// The GPU adapter, for GPU backends.
     fn adapter(&self) -> Option<gpu::context::AdapterDescription> {
@@ -144,7 +236,104 @@ pub trait Backend: Send {
     fn gpu_bytes(&self) -> Option<(u64, u64)> {
         None
     }
-    fn forward(&self, ids: &[u32], capture: Capture) -> Result<ForwardOutput>;
+    /// One run (no KV cache).
+    fn run(&self, req: &Request<'_>) -> Result<RunOutput>;
+    /// A KV-cached session for `batch` sequences of up to `capacity` positions.
+    fn session(&self, batch: usize, capacity: usize) -> Result<Box<dyn Session + '_>>;
+
+    /// A plain pass over one sequence, with the metrics of every position.
+    fn forward(&self, ids: &[u32], capture: Capture) -> Result<ForwardOutput> {
+        forward_with(self, ids, capture, &[])
+    }
+}
+
+/// One sequence through `backend` with `interventions`, in the shape every view reads.
+pub fn forward_with<B: Backend + ?Sized>(
+    backend: &B,
+    ids: &[u32],
+    capture: Capture,
+    interventions: &[Intervention],
+) -> Result<ForwardOutput> {
+    let targets: Vec<u32> = ids[1..].iter().copied().chain([u32::MAX]).collect();
+    let mut req = Request::ids(ids);
+    req.capture = Capture {
+        top_k: capture.top_k.max(1),
+        ..capture
+    };
+    req.interventions = interventions;
+    req.targets = Some(&targets);
+    let out = backend.run(&req)?;
+    Ok(single_sequence(out))
+}
+
+/// A one-sequence [`RunOutput`] as a [`ForwardOutput`].
+pub fn single_sequence(out: RunOutput) -> ForwardOutput {
+    let seq = out.seq;
+    let layers = out.attention.as_ref().map(|a| a.len()).unwrap_or(0);
+    let attention = out.attention.map(|per_layer| {
+        let heads = per_layer
+            .first()
+            .map(|l| l.len() / (seq * (out.past + seq)).max(1))
+            .unwrap_or(0);
+        AttentionMaps {
+            layers,
+            heads,
+            seq,
+            data: per_layer.concat(),
+        }
+    });
+    let (row_stats, logits) = match out.logits {
+        Some(l) => (Some(l.stats), l.full),
+        None => (None, None),
+    };
+    ForwardOutput {
+        seq,
+        hidden: out.hidden,
+        logits,
+        row_stats,
+        final_hidden: out.final_hidden,
+        residual: out.residual,
+        attention,
+        logit_lens: out.logit_lens,
+    }
+}
+
+/// The logit lens of residual entries computed earlier (`entries[i]` is `[rows, hidden]`): each
+/// through the final norm and the unembedding, top-5 per row. The app uses it to fill the lens
+/// lazily, visible layers first.
+pub fn lens<B: Backend + ?Sized>(
+    backend: &B,
+    n_layers: usize,
+    entries: &[&[f32]],
+    hidden: usize,
+) -> Result<Vec<Vec<Vec<IdProb>>>> {
+    let rows = entries
+        .first()
+        .map(|e| e.len() / hidden.max(1))
+        .unwrap_or(0);
+    if entries.is_empty() || rows == 0 {
+        return Ok(Vec::new());
+    }
+    let data: Vec<f32> = entries.concat();
+    let req = Request {
+        batch: entries.len(),
+        seq: rows,
+        input: Input::Residual {
+            layer: n_layers,
+            data: &data,
+        },
+        interventions: &[],
+        per_sequence: &[],
+        capture: Capture {
+            top_k: 5,
+            ..Capture::default()
+        },
+        logits: LogitRows::All,
+        targets: None,
+    };
+    let out = backend.run(&req)?;
+    let top = out.logits.map(|l| l.stats.top).unwrap_or_default();
+    Ok(top.chunks(rows).map(|c| c.to_vec()).collect())
 }
 
 /// Which backend the user asked for.
@@ -178,21 +367,14 @@ pub fn create(
     match choice {
         BackendChoice::Cpu => Ok((Box::new(cpu::CpuBackend::new(model)?), Vec::new())),
         BackendChoice::Gpu => {
-            let ctx = Arc::new(gpu::context::GpuContext::new(true)?);
+            let ctx = gpu::context::GpuContext::shared(true)?;
             Ok((Box::new(gpu::GpuBackend::new(model, ctx)?), Vec::new()))
         }
         BackendChoice::Auto => {
-            match gpu::context::GpuContext::new(false)
-                .and_then(|ctx| gpu::GpuBackend::new(model, Arc::new(ctx)))
+            match gpu::context::GpuContext::shared(false)
+                .and_then(|ctx| gpu::GpuBackend::new(model, ctx))
             {
-                Ok(g) => Ok((
-                    Box::new(Fallback {
-                        gpu: g,
-                        model: model.clone(),
-                        cpu: OnceLock::new(),
-                    }),
-                    Vec::new(),
-                )),
+                Ok(g) => Ok((with_cpu_fallback(g, model.clone()), Vec::new())),
                 Err(e) => Ok((
                     Box::new(cpu::CpuBackend::new(model)?),
                     vec![format!("backend auto: using the CPU ({e})")],
@@ -215,17 +397,10 @@ pub fn create_with_device(
             Box::new(gpu::GpuBackend::new(model, ctx)?),
             vec!["sharing the window's GPU device".into()],
         )),
-        BackendChoice::Auto if !ctx.adapter.is_software() => {
-            let g = gpu::GpuBackend::new(model, ctx)?;
-            Ok((
-                Box::new(Fallback {
-                    gpu: g,
-                    model: model.clone(),
-                    cpu: OnceLock::new(),
-                }),
-                vec!["sharing the window's GPU device".into()],
-            ))
-        }
+        BackendChoice::Auto if !ctx.adapter.is_software() => Ok((
+            with_cpu_fallback(gpu::GpuBackend::new(model, ctx)?, model.clone()),
+            vec!["sharing the window's GPU device".into()],
+        )),
         BackendChoice::Auto => create(model, choice),
     }
 }
@@ -247,11 +422,33 @@ struct Fallback {
     cpu: OnceLock<std::result::Result<cpu::CpuBackend, String>>,
 }
 
+impl Fallback {
+    fn cpu(&self, why: &str) -> Result<&cpu::CpuBackend> {
+        eprintln!("prism: the GPU run failed ({why}); retrying on the CPU");
+        match self
+            .cpu
+            .get_or_init(|| cpu::CpuBackend::new(&self.model).map_err(|e| e.to_string()))
+        {
+            Ok(c) => Ok(c),
+            Err(e) => Err(PrismError::Backend(format!(
+                "GPU failed ({why}) and the CPU backend could not start ({e})"
+            ))),
+        }
+    }
+
+    fn fell_back(&self) -> Option<&cpu::CpuBackend> {
+        match self.cpu.get() {
+            Some(Ok(c)) => Some(c),
+            _ => None,
+        }
+    }
+}
+
 impl Backend for Fallback {
     fn describe(&self) -> String {
-        match self.cpu.get() {
-            Some(Ok(c)) => format!("{} (fell back from the GPU)", c.describe()),
-            _ => self.gpu.describe(),
+        match self.fell_back() {
+            Some(c) => format!("{} (fell back from the GPU)", c.describe()),
+            None => self.gpu.describe(),
         }
     }
 
@@ -263,25 +460,23 @@ impl Backend for Fallback {
         self.gpu.gpu_bytes()
     }
 
-    fn forward(&self, ids: &[u32], capture: Capture) -> Result<ForwardOutput> {
-        if let Some(Ok(c)) = self.cpu.get() {
-            return c.forward(ids, capture);
+    fn run(&self, req: &Request<'_>) -> Result<RunOutput> {
+        if let Some(c) = self.fell_back() {
+            return c.run(req);
         }
-        match self.gpu.forward(ids, capture) {
-            Ok(out) => Ok(out),
-            Err(PrismError::Backend(msg)) => {
-                eprintln!("prism: the GPU run failed ({msg}); retrying on the CPU");
-                let cpu = self
-                    .cpu
-                    .get_or_init(|| cpu::CpuBackend::new(&self.model).map_err(|e| e.to_string()));
-                match cpu {
-                    Ok(c) => c.forward(ids, capture),
-                    Err(e) => Err(PrismError::Backend(format!(
-                        "GPU failed ({msg}) and the CPU backend could not start ({e})"
-                    ))),
-                }
-            }
-            Err(e) => Err(e),
+        match self.gpu.run(req) {
+            Err(PrismError::Backend(msg)) => self.cpu(&msg)?.run(req),
+            other => other,
+        }
+    }
+
+    fn session(&self, batch: usize, capacity: usize) -> Result<Box<dyn Session + '_>> {
+        if let Some(c) = self.fell_back() {
+            return c.session(batch, capacity);
+        }
+        match self.gpu.session(batch, capacity) {
+            Err(PrismError::Backend(msg)) => self.cpu(&msg)?.session(batch, capacity),
+            other => other,
         }
     }
 }

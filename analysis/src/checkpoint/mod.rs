@@ -2,27 +2,20 @@
 //! tokenizer, an HF folder (single or sharded safetensors), or a sample model's name.
 
 pub mod gguf;
-pub mod gguf_scan;
 pub mod safetensors;
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::arch::{self, ArchSpec, Family};
+pub use crate::arch::Format;
+use crate::arch::{self, ArchSpec, Architecture};
 use crate::error::{PrismError, Result};
 use crate::samples;
 use crate::tokenizer::PrismTokenizer;
-use crate::weights::{ModelWeights, TensorSource};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Format {
-    #[serde(rename = "gguf")]
-    Gguf,
-    #[serde(rename = "safetensors")]
-    Safetensors,
-}
+use crate::weights::{ModelWeights, TensorInfo, TensorSource, Weight};
 
 /// What `prism info` shows about a checkpoint.
 #[derive(Debug, Clone, Serialize)]
@@ -35,6 +28,10 @@ pub struct ModelInfo {
     /// Tensors per stored dtype, over every tensor in the file(s).
     pub dtypes: BTreeMap<String, usize>,
     pub tokenizer: Option<String>,
+    /// The chat template the checkpoint carries (GGUF `tokenizer.chat_template`, or
+    /// `tokenizer_config.json`'s `chat_template`).
+    #[serde(skip)]
+    pub chat_template: Option<String>,
 }
 
 pub struct Model {
@@ -263,17 +260,13 @@ fn load_hf(dir: &Path, files: Vec<PathBuf>) -> Result<Model> {
         ));
     }
     let config = read_json(&config_path, 4 << 20)?;
-    let mut spec = arch::spec_from_hf_config(&config, &config_path)?;
+    let (family, spec) = arch::spec_from_hf(&config, &config_path)?;
     let file_size = files
         .iter()
         .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
         .sum();
     let src = safetensors::SafetensorsCheckpoint::open(files)?;
-    let weights = match spec.family {
-        Family::Llama => arch::llama::load_weights(&src, &mut spec, false)?,
-        Family::Gpt2 => arch::gpt2::load_weights(&src, &spec)?,
-        Family::Bert => arch::bert::load_weights(&src, &spec)?,
-    };
+    let weights = load_weights(family, &src, &spec, Format::Safetensors, BTreeSet::new())?;
     let tok_path = dir.join("tokenizer.json");
     let (tokenizer, mut warnings) = if tok_path.exists() {
         (Some(PrismTokenizer::from_file(&tok_path)?), Vec::new())
@@ -289,6 +282,7 @@ fn load_hf(dir: &Path, files: Vec<PathBuf>) -> Result<Model> {
     if let Some(t) = &tokenizer {
         warnings.extend(t.warnings.iter().cloned());
     }
+    let chat_template = hf_chat_template(dir)?;
     Ok(Model {
         info: ModelInfo {
             path: dir.to_path_buf(),
@@ -297,6 +291,7 @@ fn load_hf(dir: &Path, files: Vec<PathBuf>) -> Result<Model> {
             n_params: param_count(&src, &weights),
             dtypes: dtype_counts(&src),
             tokenizer: tokenizer.as_ref().map(|t| t.kind.clone()),
+            chat_template,
         },
         spec,
         weights,
@@ -305,26 +300,115 @@ fn load_hf(dir: &Path, files: Vec<PathBuf>) -> Result<Model> {
     })
 }
 
+/// `chat_template` from `tokenizer_config.json` (a string, or a list of named templates of which
+/// "default" is used), or `chat_template.jinja`.
+fn hf_chat_template(dir: &Path) -> Result<Option<String>> {
+    let jinja = dir.join("chat_template.jinja");
+    if jinja.exists() {
+        let len = std::fs::metadata(&jinja)
+            .map_err(|e| PrismError::io(&jinja, e))?
+            .len();
+        if len > 1 << 20 {
+            return Err(PrismError::format(&jinja, "chat template over 1 MB"));
+        }
+        return std::fs::read_to_string(&jinja)
+            .map(Some)
+            .map_err(|e| PrismError::io(&jinja, e));
+    }
+    let path = dir.join("tokenizer_config.json");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let cfg = read_json(&path, 16 << 20)?;
+    Ok(match cfg.get("chat_template") {
+        Some(serde_json::Value::String(t)) => Some(t.clone()),
+        Some(serde_json::Value::Array(list)) => list
+            .iter()
+            .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+            .or_else(|| list.first())
+            .and_then(|t| t.get("template"))
+            .and_then(|t| t.as_str())
+            .map(str::to_string),
+        _ => None,
+    })
+}
+
+/// Loads the weights through a source that records what was read, then refuses the checkpoint
+/// if it holds tensors the architecture would silently ignore.
+fn load_weights(
+    family: &Architecture,
+    src: &dyn TensorSource,
+    spec: &ArchSpec,
+    format: Format,
+    already_read: BTreeSet<String>,
+) -> Result<ModelWeights> {
+    let tracked = Tracked {
+        inner: src,
+        read: RefCell::new(already_read),
+    };
+    let weights = (family.load_weights)(&tracked, spec, format)?;
+    let read = tracked.read.borrow();
+    let ignored: Vec<String> = src
+        .names()
+        .into_iter()
+        .filter(|n| !read.contains(n) && !(family.unused_tensor)(n))
+        .collect();
+    if !ignored.is_empty() {
+        let shown: Vec<&str> = ignored.iter().take(5).map(String::as_str).collect();
+        return Err(PrismError::format(
+            src.path(),
+            format!(
+                "{} tensor{} that Prism's {} loader does not use ({}{}); they may change what the model computes, so Prism refuses the file rather than ignore them",
+                ignored.len(),
+                if ignored.len() == 1 { "" } else { "s" },
+                family.name,
+                shown.join(", "),
+                if ignored.len() > shown.len() { ", ..." } else { "" }
+            ),
+        ));
+    }
+    Ok(weights)
+}
+
+/// A [`TensorSource`] that remembers which tensors were looked at.
+struct Tracked<'a> {
+    inner: &'a dyn TensorSource,
+    read: RefCell<BTreeSet<String>>,
+}
+
+impl TensorSource for Tracked<'_> {
+    fn path(&self) -> &Path {
+        self.inner.path()
+    }
+
+    fn info(&self, name: &str) -> Option<TensorInfo> {
+        let info = self.inner.info(name);
+        if info.is_some() {
+            self.read.borrow_mut().insert(name.to_string());
+        }
+        info
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.inner.names()
+    }
+
+    fn load(&self, name: &str) -> Result<Weight> {
+        self.read.borrow_mut().insert(name.to_string());
+        self.inner.load(name)
+    }
+}
+
 fn load_gguf(path: &Path) -> Result<Model> {
     let src = gguf::GgufCheckpoint::open(path)?;
-    let meta = src.meta();
-    let arch_name = meta
-        .str("general.architecture")
-        .ok_or_else(|| PrismError::format(path, "GGUF metadata has no general.architecture"))?;
-    if !arch::llama::GGUF_ARCHES.contains(&arch_name) {
-        return Err(PrismError::UnsupportedArch {
-            path: path.to_path_buf(),
-            found: format!("GGUF {arch_name:?}"),
-            supported: "GGUF llama, mistral, qwen2 (GPT-2 and BERT as safetensors folders)",
-        });
-    }
-    let vocab_from_tensors = src
-        .info("token_embd.weight")
-        .and_then(|i| i.shape.first().copied())
-        .unwrap_or(0);
-    let mut spec = arch::llama::spec_from_gguf(meta, arch_name, vocab_from_tensors)?;
-    spec.validate(path)?;
-    let weights = arch::llama::load_weights(&src, &mut spec, true)?;
+    let meta = src.file.meta();
+    let tracked = Tracked {
+        inner: &src,
+        read: RefCell::new(BTreeSet::new()),
+    };
+    // Some hyperparameters are tensors (RoPE factors): the spec reads through the tracker too.
+    let (family, spec) = arch::spec_from_gguf(meta, &tracked)?;
+    let weights = load_weights(family, &src, &spec, Format::Gguf, tracked.read.into_inner())?;
     let tokenizer = if meta.get("tokenizer.ggml.model").is_some() {
         Some(PrismTokenizer::from_gguf(meta)?)
     } else {
@@ -335,14 +419,16 @@ fn load_gguf(path: &Path) -> Result<Model> {
         Some(t) => warnings.extend(t.warnings.iter().cloned()),
         None => warnings.push("the GGUF has no tokenizer: only token ids can be run".to_string()),
     }
+    let chat_template = meta.str("tokenizer.chat_template").map(str::to_string);
     Ok(Model {
         info: ModelInfo {
             path: path.to_path_buf(),
             format: Format::Gguf,
-            file_size: src.file_len,
+            file_size: src.file.file_len,
             n_params: param_count(&src, &weights),
             dtypes: dtype_counts(&src),
             tokenizer: tokenizer.as_ref().map(|t| t.kind.clone()),
+            chat_template,
         },
         spec,
         weights,

@@ -1,18 +1,29 @@
-//! Safetensors files (single or sharded), memory-mapped through candle-core.
+//! Safetensors files (single or sharded), memory-mapped; tensors are views of the mapped bytes.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use candle_core::safetensors::MmapedSafetensors;
-use candle_core::Device;
+use safetensors::tensor::Dtype;
 
 use crate::error::{PrismError, Result};
-use crate::weights::{TensorInfo, TensorSource, Weight, WeightData};
+use crate::quant::GgmlType;
+use crate::weights::{Bytes, TensorInfo, TensorSource, Weight};
+
+struct Entry {
+    file: usize,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    /// Absolute byte offset in the file.
+    start: usize,
+}
 
 pub struct SafetensorsCheckpoint {
     /// The first file, for messages; `files` lists every shard.
     path: PathBuf,
     pub files: Vec<PathBuf>,
-    inner: MmapedSafetensors,
+    maps: Vec<Arc<memmap2::Mmap>>,
+    tensors: HashMap<String, Entry>,
 }
 
 impl SafetensorsCheckpoint {
@@ -20,14 +31,38 @@ impl SafetensorsCheckpoint {
         let Some(path) = files.first().cloned() else {
             return Err(PrismError::Input("no safetensors files given".into()));
         };
-        for f in &files {
+        let mut maps = Vec::new();
+        let mut tensors = HashMap::new();
+        for (i, f) in files.iter().enumerate() {
             check_header(f)?;
+            let file = std::fs::File::open(f).map_err(|e| PrismError::io(f, e))?;
+            // SAFETY: the file is mapped read-only; Prism never writes to it, and a checkpoint
+            // changing under a running viewer is outside what any loader can defend against.
+            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| PrismError::io(f, e))?;
+            let (n, meta) = safetensors::SafeTensors::read_metadata(&map)
+                .map_err(|e| PrismError::format(f, format!("safetensors: {e}")))?;
+            for (name, info) in meta.tensors() {
+                let entry = Entry {
+                    file: i,
+                    dtype: info.dtype,
+                    shape: info.shape.clone(),
+                    start: 8 + n + info.data_offsets.0,
+                };
+                if tensors.insert(name.clone(), entry).is_some() {
+                    return Err(PrismError::format(
+                        f,
+                        format!("tensor {name:?} appears in more than one shard"),
+                    ));
+                }
+            }
+            maps.push(Arc::new(map));
         }
-        // SAFETY: the files are mapped read-only; Prism never writes to them, and a checkpoint
-        // changing under a running viewer is outside what any loader can defend against.
-        let inner = unsafe { MmapedSafetensors::multi(&files) }
-            .map_err(|e| PrismError::format(&path, format!("safetensors: {e}")))?;
-        Ok(SafetensorsCheckpoint { path, files, inner })
+        Ok(SafetensorsCheckpoint {
+            path,
+            files,
+            maps,
+            tensors,
+        })
     }
 }
 
@@ -66,44 +101,52 @@ impl TensorSource for SafetensorsCheckpoint {
     }
 
     fn info(&self, name: &str) -> Option<TensorInfo> {
-        let view = self.inner.get(name).ok()?;
-        Some(TensorInfo {
-            shape: view.shape().to_vec(),
-            dtype: format!("{:?}", view.dtype()),
+        self.tensors.get(name).map(|e| TensorInfo {
+            shape: e.shape.clone(),
+            dtype: format!("{:?}", e.dtype),
         })
     }
 
     fn names(&self) -> Vec<String> {
-        let mut n: Vec<String> = self
-            .inner
-            .tensors()
-            .into_iter()
-            .map(|(name, _)| name)
-            .collect();
+        let mut n: Vec<String> = self.tensors.keys().cloned().collect();
         n.sort();
         n
     }
 
     fn load(&self, name: &str) -> Result<Weight> {
-        let t = self.inner.load(name, &Device::Cpu).map_err(|e| {
-            PrismError::format(&self.path, format!("safetensors tensor {name:?}: {e}"))
-        })?;
-        let dtype = t.dtype();
-        if !matches!(
-            dtype,
-            candle_core::DType::F32 | candle_core::DType::F16 | candle_core::DType::BF16
-        ) {
-            return Err(PrismError::format(
-                &self.path,
-                format!(
-                    "tensor {name:?} has dtype {dtype:?}; Prism reads F32, F16 and BF16 weights"
+        let e = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| PrismError::MissingTensor {
+                path: self.path.clone(),
+                tensor: name.to_string(),
+            })?;
+        let file = &self.files[e.file];
+        let dtype = match e.dtype {
+            Dtype::F32 => GgmlType::F32,
+            Dtype::F16 => GgmlType::F16,
+            Dtype::BF16 => GgmlType::BF16,
+            other => {
+                return Err(PrismError::format(
+                    file,
+                    format!(
+                    "tensor {name:?} has dtype {other:?}; Prism reads F32, F16 and BF16 weights"
                 ),
-            ));
-        }
-        Ok(Weight {
-            name: name.to_string(),
-            shape: t.dims().to_vec(),
-            data: WeightData::Dense(t),
-        })
+                ))
+            }
+        };
+        let shape = if e.shape.is_empty() {
+            vec![1]
+        } else {
+            e.shape.clone()
+        };
+        Weight::new(
+            name,
+            shape,
+            dtype,
+            Bytes::Mapped(self.maps[e.file].clone()),
+            e.start,
+        )
+        .map_err(|err| PrismError::format(file, err.to_string()))
     }
 }

@@ -198,17 +198,11 @@ impl GpuNeighborIndex {
         table: &Table,
     ) -> crate::error::Result<GpuNeighborIndex> {
         let cpu = NeighborIndex::new(table);
-        let t = candle_core::Tensor::from_vec(
-            cpu.unit,
-            (table.rows, table.width),
-            &candle_core::Device::Cpu,
-        )
-        .map_err(crate::error::backend_err)?;
-        let w = crate::weights::Weight {
-            name: "unit vocabulary".into(),
-            shape: vec![table.rows, table.width],
-            data: crate::weights::WeightData::Dense(t),
-        };
+        let w = crate::weights::Weight::from_f32(
+            "unit vocabulary",
+            vec![table.rows, table.width],
+            &cpu.unit,
+        )?;
         let matrix = crate::backend::gpu::upload::GpuMatrix::upload(&ctx, &w)?;
         Ok(GpuNeighborIndex {
             ctx,
@@ -237,26 +231,16 @@ impl GpuNeighborIndex {
         let qb = ctx.upload_f32("query", &q);
         let out = ctx.scratch("scores", self.rows)?;
         let mut enc = ctx.device.create_command_encoder(&Default::default());
-        for c in &self.matrix.chunks {
-            let params = [
-                1,
-                self.width as u32,
-                self.rows as u32,
-                c.rows as u32,
-                c.row0 as u32,
-                self.matrix.fmt,
-                c.nblocks,
-                0,
-                0,
-            ];
-            ctx.dispatch(
-                &mut enc,
-                prism_shaders::Shader::Matmul,
-                &params,
-                &[&c.buffer, &qb, &ctx.dummy, &out],
-                (c.rows.div_ceil(64) as u32, 1, 1),
-            );
-        }
+        crate::backend::gpu::ops::matmul::matmul(
+            ctx,
+            &mut enc,
+            &qb,
+            &self.matrix,
+            None,
+            &out,
+            1,
+            false,
+        )?;
         let staging = ctx.staging("scores", (self.rows * 4) as u64)?;
         enc.copy_buffer_to_buffer(&out, 0, &staging, 0, None);
         let bytes = ctx.finish(enc, &[&staging])?;

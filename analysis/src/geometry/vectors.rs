@@ -82,11 +82,7 @@ pub struct Table {
 
 impl Table {
     pub fn from_weight(w: &Weight) -> Result<Table> {
-        let t = w.to_f32()?;
-        let data: Vec<f32> = t
-            .flatten_all()
-            .and_then(|t| t.to_vec1())
-            .map_err(crate::error::backend_err)?;
+        let data = w.to_f32();
         Ok(Table {
             rows: w.shape[0],
             width: w.shape.get(1).copied().unwrap_or(1),

@@ -95,8 +95,29 @@ pub fn info(a: InfoArgs) -> anyhow::Result<()> {
     let positions = match s.positions {
         Positions::Learned => "learned".to_string(),
         Positions::LearnedWithTokenType => "learned + token type".to_string(),
-        Positions::Rope { theta, pairing } => format!("RoPE (theta {theta}, {pairing:?} pairs)"),
+        Positions::Rope => match &s.rope {
+            Some(r) => {
+                let mut text = format!("RoPE (theta {}, {:?} pairs", r.theta, r.pairing);
+                if r.dims < s.head_dim {
+                    text += &format!(", first {} of {} dims", r.dims, s.head_dim);
+                }
+                if let Some(local) = r.theta_local {
+                    text += &format!(", local layers theta {local}");
+                }
+                if r.scaling != "none" {
+                    text += &format!(", scaling {}", r.scaling);
+                }
+                text + ")"
+            }
+            None => "RoPE".to_string(),
+        },
     };
+    let windows: Vec<String> = s
+        .layers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| l.window.map(|w| format!("{i}:{w}")))
+        .collect();
     let dtypes: Vec<String> = i.dtypes.iter().map(|(k, v)| format!("{k} x{v}")).collect();
     let rows = [
         ("file", format!("{} ({:?})", i.path.display(), i.format)),
@@ -126,16 +147,27 @@ pub fn info(a: InfoArgs) -> anyhow::Result<()> {
         (
             "norm",
             format!(
-                "{:?}, eps {:e}{}",
+                "{:?}, eps {:e}, {:?} blocks{}",
                 s.norm,
                 s.norm_eps,
-                if s.post_norm { ", post-LN" } else { "" }
+                s.block,
+                if s.qk_norm { ", q/k norms" } else { "" }
             ),
         ),
         (
             "attention",
             if s.causal {
-                "causal".to_string()
+                let mut text = format!("causal, scale {:.4}", s.attn_scale);
+                if !windows.is_empty() {
+                    text += &format!(", sliding windows (layer:tokens) {}", windows.join(" "));
+                }
+                if let Some(c) = s.attn_softcap {
+                    text += &format!(", scores soft-capped at {c}");
+                }
+                if let Some(c) = s.final_softcap {
+                    text += &format!(", logits soft-capped at {c}");
+                }
+                text
             } else {
                 "bidirectional".to_string()
             },

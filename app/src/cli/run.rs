@@ -76,6 +76,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         logits: false,
         logit_lens: a.lens,
         top_k: a.top as usize,
+        sites: false,
     };
     let trace = Trace::run(&model, backend.as_ref(), &ids, capture, a.top as usize)?;
     let total_bits = trace.total_bits();

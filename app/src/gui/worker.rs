@@ -292,6 +292,7 @@ impl State {
                         logits: false,
                         logit_lens: lens,
                         top_k: 10,
+                        sites: false,
                     };
                     Trace::run(model, b, &ids, capture, 10).map_err(|e| e.to_string())
                 });

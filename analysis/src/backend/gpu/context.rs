@@ -57,6 +57,21 @@ type MapSlot = Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>
 const MAX_BINDING: u64 = 1 << 30;
 
 impl GpuContext {
+    /// The process's GPU device, opened once and shared by every backend and the neighbour search
+    /// (software adapters only when `allow_software`).
+    pub fn shared(allow_software: bool) -> Result<Arc<GpuContext>> {
+        static ANY: Mutex<Option<Arc<GpuContext>>> = Mutex::new(None);
+        static HARDWARE: Mutex<Option<Arc<GpuContext>>> = Mutex::new(None);
+        let slot = if allow_software { &ANY } else { &HARDWARE };
+        let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(ctx) = guard.as_ref().filter(|c| !c.is_lost()) {
+            return Ok(ctx.clone());
+        }
+        let ctx = Arc::new(GpuContext::new(allow_software)?);
+        *guard = Some(ctx.clone());
+        Ok(ctx)
+    }
+
     /// Opens a headless device. Software adapters (llvmpipe/lavapipe) are used only when
     /// `allow_software` is set: `--backend gpu` allows them, `auto` does not.
     pub fn new(allow_software: bool) -> Result<GpuContext> {
@@ -236,6 +251,26 @@ impl GpuContext {
         }))
     }
 
+    /// A storage buffer of `len` f32s that may exceed one binding (copy targets: captures, caches).
+    pub fn buffer(&self, label: &str, len: usize) -> Result<wgpu::Buffer> {
+        let size = (len.max(1) * 4) as u64;
+        if size > self.limits.max_buffer_size {
+            return Err(PrismError::Backend(format!(
+                "{label} needs {size} bytes, more than this GPU allows in one buffer ({} bytes); capture less or use a shorter text",
+                self.limits.max_buffer_size
+            )));
+        }
+        self.count(size);
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        }))
+    }
+
     /// A host-readable buffer that copies land in before the one readback.
     pub fn staging(&self, label: &str, bytes: u64) -> Result<wgpu::Buffer> {
         if bytes > self.limits.max_buffer_size {
@@ -253,6 +288,8 @@ impl GpuContext {
     }
 
     /// Records one dispatch: binding 0 is the uniform `params`, bindings 1.. are `buffers`.
+    /// A buffer larger than one binding, or a grid beyond the adapter's limits, is refused here
+    /// with a message rather than by the driver.
     pub fn dispatch(
         &self,
         enc: &mut wgpu::CommandEncoder,
@@ -260,7 +297,25 @@ impl GpuContext {
         params: &[u32],
         buffers: &[&wgpu::Buffer],
         groups: (u32, u32, u32),
-    ) {
+    ) -> Result<()> {
+        if let Some(b) = buffers.iter().find(|b| b.size() > self.max_binding()) {
+            return Err(PrismError::Backend(format!(
+                "{}: a {}-byte buffer is more than this GPU binds at once ({} bytes); use a shorter text or capture less",
+                shader.file_name(),
+                b.size(),
+                self.max_binding()
+            )));
+        }
+        let max = self.limits.max_compute_workgroups_per_dimension;
+        if groups.0 > max || groups.1 > max || groups.2 > max {
+            return Err(PrismError::Backend(format!(
+                "{}: a grid of {groups:?} workgroups exceeds this GPU's limit of {max} per dimension; use a shorter text",
+                shader.file_name()
+            )));
+        }
+        if groups.0 == 0 || groups.1 == 0 || groups.2 == 0 {
+            return Ok(());
+        }
         let pipeline = self.pipeline(shader);
         let mut words = params.to_vec();
         while !words.len().is_multiple_of(4) {
@@ -295,6 +350,7 @@ impl GpuContext {
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(groups.0, groups.1, groups.2);
+        Ok(())
     }
 
     /// Workgroup counts for `n` items in groups of `per_group`, split over x and y so that no

@@ -1,72 +1,33 @@
-//! A bounds-checking walk over a GGUF header, run before candle's reader sees the file.
-//!
-//! It skips values instead of storing them, so a hostile header cannot make it allocate, and it
-//! reports the byte offset of the first thing that is wrong. Limits mirror llama.cpp's.
+//! Reading a GGUF file. The header is walked with a bounds check before every read, so a hostile
+//! header cannot make Prism allocate more than the file justifies, and every error names the byte
+//! offset where the file went wrong. Limits mirror llama.cpp's.
 
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+use std::io::{BufReader, Read};
 use std::path::Path;
+use std::sync::Arc;
 
+use super::{GgufFile, TensorEntry, Value};
 use crate::error::{PrismError, Result};
+use crate::quant::ggml_block;
 
 const MAX_STRING: u64 = 1 << 30;
 const MAX_COUNT: u64 = 1 << 30;
 const MAX_DIMS: u32 = 4;
 const MAX_DEPTH: usize = 8;
-
-/// What the scan learned about one tensor: enough to check sizes and overlaps.
-#[derive(Debug, Clone)]
-pub struct ScannedTensor {
-    pub name: String,
-    /// ggml order (ne[0] first).
-    pub ne: Vec<u64>,
-    pub ggml_type: u32,
-    pub offset: u64,
-}
-
-#[derive(Debug)]
-pub struct Scan {
-    pub version: u32,
-    pub tensors: Vec<ScannedTensor>,
-    pub alignment: u64,
-    pub data_offset: u64,
-    pub file_len: u64,
-}
-
-/// (block size in elements, bytes per block) of the ggml types candle can read.
-pub fn ggml_block(ty: u32) -> Option<(u64, u64)> {
-    Some(match ty {
-        0 => (1, 4),     // F32
-        1 => (1, 2),     // F16
-        30 => (1, 2),    // BF16
-        2 => (32, 18),   // Q4_0
-        3 => (32, 20),   // Q4_1
-        6 => (32, 22),   // Q5_0
-        7 => (32, 24),   // Q5_1
-        8 => (32, 34),   // Q8_0
-        9 => (32, 36),   // Q8_1
-        10 => (256, 84), // Q2_K
-        11 => (256, 110),
-        12 => (256, 144),
-        13 => (256, 176),
-        14 => (256, 210),
-        15 => (256, 292),
-        _ => return None,
-    })
-}
+/// Bytes a parsed metadata array element costs in memory, whatever its size on disk.
+const VALUE_BYTES: u64 = std::mem::size_of::<Value>() as u64;
 
 struct Cursor<R> {
     inner: R,
     pos: u64,
     len: u64,
     path: std::path::PathBuf,
-    /// Array elements seen in the metadata: candle's reader keeps each as a 32-byte value.
     array_elements: u64,
 }
 
-/// Bytes candle's reader spends per metadata array element, whatever its size on disk.
-const VALUE_BYTES: u64 = 32;
-
-impl<R: Read + Seek> Cursor<R> {
+impl<R: Read> Cursor<R> {
     fn err<T>(&self, msg: impl std::fmt::Display) -> Result<T> {
         Err(PrismError::format(
             &self.path,
@@ -102,15 +63,6 @@ impl<R: Read + Seek> Cursor<R> {
         Ok(u64::from_le_bytes(self.bytes::<8>(what)?))
     }
 
-    fn skip(&mut self, n: u64, what: &str) -> Result<()> {
-        self.need(n, what)?;
-        self.inner
-            .seek(SeekFrom::Current(n as i64))
-            .map_err(|e| PrismError::io(&self.path, e))?;
-        self.pos += n;
-        Ok(())
-    }
-
     fn string(&mut self, what: &str) -> Result<String> {
         let n = self.u64(what)?;
         if n > MAX_STRING {
@@ -125,35 +77,21 @@ impl<R: Read + Seek> Cursor<R> {
         Ok(String::from_utf8_lossy(&v).into_owned())
     }
 
-    fn skip_string(&mut self, what: &str) -> Result<()> {
-        let n = self.u64(what)?;
-        if n > MAX_STRING {
-            return self.err(format!("{what} claims a string of {n} bytes"));
-        }
-        self.skip(n, what)
-    }
-
-    /// Skips one value of type `ty`, returning it as an integer when it is one (for `general.alignment`).
-    fn skip_value(&mut self, ty: u32, key: &str, depth: usize) -> Result<Option<u64>> {
-        let fixed = |ty: u32| -> Option<u64> {
-            match ty {
-                0 | 1 | 7 => Some(1),
-                2 | 3 => Some(2),
-                4..=6 => Some(4),
-                10..=12 => Some(8),
-                _ => None,
-            }
-        };
-        if let Some(size) = fixed(ty) {
-            return Ok(match size {
-                1 => Some(self.bytes::<1>(key)?[0] as u64),
-                2 => Some(u16::from_le_bytes(self.bytes::<2>(key)?) as u64),
-                4 => Some(self.u32(key)? as u64),
-                _ => Some(self.u64(key)?),
-            });
-        }
-        match ty {
-            8 => self.skip_string(key).map(|_| None),
+    fn value(&mut self, ty: u32, key: &str, depth: usize) -> Result<Value> {
+        Ok(match ty {
+            0 => Value::U8(self.bytes::<1>(key)?[0]),
+            1 => Value::I8(self.bytes::<1>(key)?[0] as i8),
+            2 => Value::U16(u16::from_le_bytes(self.bytes::<2>(key)?)),
+            3 => Value::I16(i16::from_le_bytes(self.bytes::<2>(key)?)),
+            4 => Value::U32(self.u32(key)?),
+            5 => Value::I32(self.u32(key)? as i32),
+            6 => Value::F32(f32::from_bits(self.u32(key)?)),
+            7 => match self.bytes::<1>(key)?[0] {
+                0 => Value::Bool(false),
+                1 => Value::Bool(true),
+                b => return self.err(format!("metadata {key:?}: bool byte {b}")),
+            },
+            8 => Value::String(self.string(key)?),
             9 => {
                 if depth >= MAX_DEPTH {
                     return self.err(format!(
@@ -165,7 +103,18 @@ impl<R: Read + Seek> Cursor<R> {
                 if n > MAX_COUNT {
                     return self.err(format!("metadata {key:?}: array of {n} elements"));
                 }
-                // Reading the metadata costs about 32 bytes per element; refuse files whose arrays
+                let min_size = match elem_ty {
+                    0 | 1 | 7 => 1,
+                    2 | 3 => 2,
+                    4..=6 => 4,
+                    8..=12 => 8,
+                    other => {
+                        return self.err(format!(
+                            "metadata {key:?}: unknown array element type {other}"
+                        ))
+                    }
+                };
+                // Parsed values take more room than their bytes on disk: refuse files whose arrays
                 // would take far more memory than the file is long.
                 self.array_elements = self.array_elements.saturating_add(n);
                 let budget = self.len.saturating_mul(8).saturating_add(64 << 20);
@@ -177,37 +126,30 @@ impl<R: Read + Seek> Cursor<R> {
                         self.len
                     ));
                 }
-                match fixed(elem_ty) {
-                    Some(size) => {
-                        let total = n.saturating_mul(size);
-                        self.skip(total, &format!("metadata {key:?} array"))?;
-                    }
-                    None if elem_ty == 8 || elem_ty == 9 => {
-                        // Each string needs at least its 8-byte length.
-                        self.need(n.saturating_mul(8), &format!("metadata {key:?} array"))?;
-                        for _ in 0..n {
-                            self.skip_value(elem_ty, key, depth + 1)?;
-                        }
-                    }
-                    None => {
-                        return self.err(format!(
-                            "metadata {key:?}: unknown array element type {elem_ty}"
-                        ))
-                    }
+                self.need(
+                    n.saturating_mul(min_size),
+                    &format!("metadata {key:?} array"),
+                )?;
+                let mut items = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    items.push(self.value(elem_ty, key, depth + 1)?);
                 }
-                Ok(None)
+                Value::Array(items)
             }
-            _ => self.err(format!("metadata {key:?}: unknown value type {ty}")),
-        }
+            10 => Value::U64(self.u64(key)?),
+            11 => Value::I64(self.u64(key)? as i64),
+            12 => Value::F64(f64::from_bits(self.u64(key)?)),
+            other => return self.err(format!("metadata {key:?}: unknown value type {other}")),
+        })
     }
 }
 
-/// Walks the whole header and checks every tensor's extent against the file.
-pub fn scan(path: &Path) -> Result<Scan> {
+/// Opens a GGUF file: walks and checks the whole header, then maps the file.
+pub fn open(path: &Path) -> Result<GgufFile> {
     let file = std::fs::File::open(path).map_err(|e| PrismError::io(path, e))?;
     let len = file.metadata().map_err(|e| PrismError::io(path, e))?.len();
     let mut c = Cursor {
-        inner: BufReader::new(file),
+        inner: BufReader::new(&file),
         pos: 0,
         len,
         path: path.to_path_buf(),
@@ -237,19 +179,31 @@ pub fn scan(path: &Path) -> Result<Scan> {
             "header declares {n_tensors} tensors and {n_kv} metadata entries, more than a {len}-byte file can hold"
         ));
     }
+    let mut metadata = HashMap::with_capacity(n_kv as usize);
     let mut alignment = 32u64;
     for _ in 0..n_kv {
         let key = c.string("metadata key")?;
         let ty = c.u32(&format!("type of metadata {key:?}"))?;
-        let value = c.skip_value(ty, &key, 0)?;
+        let value = c.value(ty, &key, 0)?;
         if key == "general.alignment" {
-            match value {
-                Some(a) if a > 0 && a.is_power_of_two() && a <= 1 << 20 => alignment = a,
+            match value.as_i64() {
+                Some(a) if a > 0 && (a as u64).is_power_of_two() && a <= 1 << 20 => {
+                    alignment = a as u64
+                }
                 _ => return c.err(format!("general.alignment {value:?} is not a power of two")),
             }
         }
+        if metadata.insert(key.clone(), value).is_some() {
+            return c.err(format!("metadata key {key:?} appears twice"));
+        }
     }
-    let mut tensors = Vec::with_capacity(n_tensors.min(1 << 16) as usize);
+    struct Raw {
+        name: String,
+        ne: Vec<u64>,
+        ggml_type: u32,
+        offset: u64,
+    }
+    let mut raw = Vec::with_capacity(n_tensors.min(1 << 16) as usize);
     for _ in 0..n_tensors {
         let name = c.string("tensor name")?;
         let n_dims = c.u32(&format!("tensor {name:?} dimension count"))?;
@@ -264,7 +218,7 @@ pub fn scan(path: &Path) -> Result<Scan> {
         }
         let ggml_type = c.u32(&format!("tensor {name:?} type"))?;
         let offset = c.u64(&format!("tensor {name:?} offset"))?;
-        tensors.push(ScannedTensor {
+        raw.push(Raw {
             name,
             ne,
             ggml_type,
@@ -272,8 +226,8 @@ pub fn scan(path: &Path) -> Result<Scan> {
         });
     }
     let data_offset = c.pos.div_ceil(alignment) * alignment;
-    let mut extents = Vec::with_capacity(tensors.len());
-    for t in &tensors {
+    let mut tensors = Vec::with_capacity(raw.len());
+    for t in raw {
         let bad = |m: String| {
             Err(PrismError::format(
                 path,
@@ -281,7 +235,7 @@ pub fn scan(path: &Path) -> Result<Scan> {
             ))
         };
         let Some((block, block_bytes)) = ggml_block(t.ggml_type) else {
-            return bad(format!("unknown or unsupported ggml type {}", t.ggml_type));
+            return bad(format!("unknown ggml type {}", t.ggml_type));
         };
         let Some(elems) = t.ne.iter().try_fold(1u64, |a, &d| a.checked_mul(d)) else {
             return bad(format!("dimensions {:?} overflow", t.ne));
@@ -300,9 +254,14 @@ pub fn scan(path: &Path) -> Result<Scan> {
             return bad(format!("offset {} is not aligned to {alignment}", t.offset));
         }
         let start = data_offset.checked_add(t.offset);
-        let end = start.and_then(|s| s.checked_add(bytes));
-        match (start, end) {
-            (Some(s), Some(e)) if e <= len => extents.push((s, e, t.name.as_str())),
+        match (start, start.and_then(|s| s.checked_add(bytes))) {
+            (Some(s), Some(e)) if e <= len => tensors.push(TensorEntry {
+                name: t.name,
+                ne: t.ne,
+                ggml_type: t.ggml_type,
+                start: s,
+                bytes,
+            }),
             _ => {
                 return bad(format!(
                     "data at offset {} + {} bytes runs past the end of the {len}-byte file (truncated?)",
@@ -312,6 +271,10 @@ pub fn scan(path: &Path) -> Result<Scan> {
             }
         }
     }
+    let mut extents: Vec<(u64, u64, &str)> = tensors
+        .iter()
+        .map(|t| (t.start, t.start + t.bytes, t.name.as_str()))
+        .collect();
     extents.sort_unstable();
     for pair in extents.windows(2) {
         if pair[1].0 < pair[0].1 {
@@ -321,19 +284,34 @@ pub fn scan(path: &Path) -> Result<Scan> {
             ));
         }
     }
-    let mut names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
-    names.sort_unstable();
-    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+    let mut index = HashMap::with_capacity(tensors.len());
+    for (i, t) in tensors.iter().enumerate() {
+        if index.insert(t.name.clone(), i).is_some() {
+            return Err(PrismError::format(
+                path,
+                format!("GGUF tensor {:?} appears twice", t.name),
+            ));
+        }
+    }
+    // SAFETY: the file is mapped read-only and Prism never writes to it; a checkpoint changing under
+    // a running viewer is outside what any loader can defend against.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| PrismError::io(path, e))?;
+    if map.len() as u64 != len {
         return Err(PrismError::format(
             path,
-            format!("GGUF tensor {:?} appears twice", w[0]),
+            "the file changed size while it was being opened",
         ));
     }
-    Ok(Scan {
+    Ok(GgufFile {
+        path: path.to_path_buf(),
         version,
-        tensors,
         alignment,
         data_offset,
         file_len: len,
+        metadata,
+        tensors,
+        index,
+        map: Arc::new(map),
+        used: RefCell::new(BTreeSet::new()),
     })
 }

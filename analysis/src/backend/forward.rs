@@ -1,0 +1,802 @@
+//! The forward pass, written once. A backend supplies the ops ([`Exec`]); this file decides what
+//! runs in which order for every architecture ([`crate::arch::BlockKind`]), where interventions
+//! apply, what is captured, how a KV cache grows, and how a run starting at a layer skips the
+//! layers below it.
+
+use crate::arch::{ArchSpec, BlockKind, Positions};
+use crate::backend::{Input, LogitRows, LogitsOut, Request, RunOutput, Sites};
+use crate::error::{PrismError, Result};
+use crate::intervene::{Intervention, Op, PositionSet, Site};
+use crate::weights::{LinearId, NormId};
+
+/// A norm of the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NormSel {
+    Layer(usize, NormId),
+    Final,
+    Embedding,
+}
+
+/// A learned table added row by row to the embedding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    Positions,
+    TokenType,
+}
+
+/// Shape of one attention call.
+#[derive(Debug, Clone, Copy)]
+pub struct AttnShape {
+    pub batch: usize,
+    /// Queries per sequence (rows of q per sequence).
+    pub seq: usize,
+    /// Keys before the first query (its position); queries sit at past..past+seq.
+    pub past: usize,
+    /// Keys per sequence (past + seq).
+    pub keys: usize,
+    /// Rows reserved per sequence in the key and value buffers (the cache capacity).
+    pub key_stride: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub scale: f32,
+    pub softcap: Option<f32>,
+    pub window: Option<usize>,
+    pub causal: bool,
+}
+
+/// A change to some rows (and a column range) of a buffer `[rows, width]`.
+#[derive(Debug, Clone)]
+pub struct Edit<'a> {
+    pub rows: Vec<usize>,
+    pub col0: usize,
+    pub ncols: usize,
+    pub kind: EditKind<'a>,
+}
+
+#[derive(Debug, Clone)]
+pub enum EditKind<'a> {
+    /// x += scale * vector (one vector for every row).
+    Add {
+        vector: &'a [f32],
+        scale: f32,
+    },
+    /// x = values, `rows.len() * ncols` of them.
+    Set(Vec<f32>),
+    Zero,
+    /// x = the mean of x over rows `over` (taken before any row changes).
+    Mean {
+        over: Vec<usize>,
+    },
+}
+
+/// The ops a backend implements. Buffers are cheap handles (`Clone`); results come back from
+/// [`Exec::finish`] in the slots [`Exec::read`] and [`Exec::logits`] hand out.
+pub trait Exec {
+    type Buf: Clone;
+
+    fn spec(&self) -> &ArchSpec;
+    /// A zeroed buffer of `len` floats.
+    fn alloc(&mut self, len: usize, what: &'static str) -> Result<Self::Buf>;
+    fn upload(&mut self, data: &[f32], what: &'static str) -> Result<Self::Buf>;
+    /// out[r] = token_embedding[ids[r]].
+    fn embed(&mut self, ids: &[u32], out: &Self::Buf) -> Result<()>;
+    /// out[r] += table[rows[r]].
+    fn add_table_rows(&mut self, table: Table, rows: &[u32], out: &Self::Buf) -> Result<()>;
+    /// out[rows, out_dim] (+)= x[rows, in_dim] W^T + b.
+    fn linear(
+        &mut self,
+        x: &Self::Buf,
+        layer: usize,
+        which: LinearId,
+        out: &Self::Buf,
+        rows: usize,
+        accumulate: bool,
+    ) -> Result<()>;
+    /// out = norm(x) over rows of the norm weight's width (`rows` of them).
+    fn norm(&mut self, x: &Self::Buf, which: NormSel, out: &Self::Buf, rows: usize) -> Result<()>;
+    /// Rotates the first `dims` of every head of x `[rows, heads * head_dim]` in place, with cos and
+    /// sin tables `[rows][dims / 2]`.
+    fn rope(
+        &mut self,
+        x: &Self::Buf,
+        rows: usize,
+        heads: usize,
+        cos: &[f32],
+        sin: &[f32],
+    ) -> Result<()>;
+    /// out `[batch*seq, heads*head_dim]` = softmax(mask(cap(scale q k^T))) v; the probabilities
+    /// `[batch][heads][seq][keys]` go to `probs` when given.
+    fn attention(
+        &mut self,
+        q: &Self::Buf,
+        k: &Self::Buf,
+        v: &Self::Buf,
+        out: &Self::Buf,
+        shape: &AttnShape,
+        probs: Option<&Self::Buf>,
+    ) -> Result<()>;
+    /// gate = act(gate) * up (the spec's gated activation), `n` values.
+    fn gated(&mut self, gate: &Self::Buf, up: &Self::Buf, n: usize) -> Result<()>;
+    /// x = act(x) in place (the spec's plain activation), `n` values.
+    fn activate(&mut self, x: &Self::Buf, n: usize) -> Result<()>;
+    /// dst += src, `n` values.
+    fn add(&mut self, src: &Self::Buf, dst: &Self::Buf, n: usize) -> Result<()>;
+    fn scale(&mut self, x: &Self::Buf, n: usize, s: f32) -> Result<()>;
+    fn copy(
+        &mut self,
+        src: &Self::Buf,
+        src_off: usize,
+        dst: &Self::Buf,
+        dst_off: usize,
+        n: usize,
+    ) -> Result<()>;
+    fn edit(&mut self, x: &Self::Buf, width: usize, edit: &Edit<'_>) -> Result<()>;
+    /// Schedules `n` values at `off` for the readback; returns their slot.
+    fn read(&mut self, x: &Self::Buf, off: usize, n: usize) -> Result<usize>;
+    /// Logits of `rows` of `hidden` `[.., hidden]` through the unembedding (and the final
+    /// soft-cap), reduced to statistics against `targets`; returns a slot.
+    fn logits(
+        &mut self,
+        hidden: &Self::Buf,
+        rows: &[usize],
+        targets: &[u32],
+        top_k: usize,
+        keep: bool,
+    ) -> Result<usize>;
+    /// Runs what was scheduled and returns every slot.
+    fn finish(&mut self) -> Result<Readback>;
+}
+
+/// What [`Exec::finish`] returns.
+#[derive(Default)]
+pub struct Readback {
+    pub data: Vec<Vec<f32>>,
+    pub logits: Vec<LogitsOut>,
+}
+
+/// Keys and values of every layer, `[batch][capacity][kv_dim]` each.
+pub struct KvCache<B> {
+    pub k: Vec<B>,
+    pub v: Vec<B>,
+    pub batch: usize,
+    pub capacity: usize,
+    pub len: usize,
+}
+
+impl<B> KvCache<B> {
+    pub fn new(batch: usize, capacity: usize) -> Self {
+        KvCache {
+            k: Vec::new(),
+            v: Vec::new(),
+            batch,
+            capacity,
+            len: 0,
+        }
+    }
+}
+
+/// Interventions of a request, looked up by site.
+struct Edits<'a> {
+    req: &'a Request<'a>,
+    past: usize,
+}
+
+impl<'a> Edits<'a> {
+    /// (sequence, intervention) pairs for a site of a layer, in application order.
+    fn at(&self, site: Site, layer: usize) -> Vec<(usize, &'a Intervention)> {
+        let mut out = Vec::new();
+        for b in 0..self.req.batch {
+            for iv in self.req.interventions {
+                if iv.site == site && iv.layer == layer {
+                    out.push((b, iv));
+                }
+            }
+            if let Some(list) = self.req.per_sequence.get(b) {
+                for iv in list {
+                    if iv.site == site && iv.layer == layer {
+                        out.push((b, iv));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Applies the interventions of a site to `buf` `[rows, width]`.
+    fn apply<E: Exec>(
+        &self,
+        e: &mut E,
+        site: Site,
+        layer: usize,
+        buf: &E::Buf,
+        width: usize,
+        head_dim: usize,
+    ) -> Result<()> {
+        let t = self.req.seq;
+        for (b, iv) in self.at(site, layer) {
+            // Rows of this sequence the intervention touches, with each row's index into
+            // the intervention's own position list (for patch values).
+            let mut rows = Vec::new();
+            let mut value_index = Vec::new();
+            for local in 0..t {
+                let pos = self.past + local;
+                let idx = match &iv.positions {
+                    PositionSet::All => Some(pos),
+                    PositionSet::List(l) => l.iter().position(|&p| p == pos),
+                };
+                if let Some(i) = idx {
+                    rows.push(b * t + local);
+                    value_index.push(i);
+                }
+            }
+            if rows.is_empty() {
+                continue;
+            }
+            let (col0, ncols) = match (site, iv.head) {
+                (Site::Head, Some(h)) => (h * head_dim, head_dim),
+                _ => (0, width),
+            };
+            let kind = match iv.op {
+                Op::Add => EditKind::Add {
+                    vector: iv.vector.as_deref().unwrap_or(&[]),
+                    scale: iv.scale.unwrap_or(1.0),
+                },
+                Op::Set => {
+                    let v = iv.vector.as_deref().unwrap_or(&[]);
+                    EditKind::Set(rows.iter().flat_map(|_| v.iter().copied()).collect())
+                }
+                Op::Zero => EditKind::Zero,
+                Op::Mean => EditKind::Mean {
+                    over: (b * t..(b + 1) * t).collect(),
+                },
+                Op::Patch => {
+                    let values = iv.values.as_deref().unwrap_or(&[]);
+                    let mut flat = Vec::with_capacity(rows.len() * ncols);
+                    for &i in &value_index {
+                        let v = values.get(i).ok_or_else(|| {
+                            PrismError::Input(format!(
+                                "intervention ({}): the patch source has no position {i}",
+                                iv.describe()
+                            ))
+                        })?;
+                        flat.extend_from_slice(v);
+                    }
+                    EditKind::Set(flat)
+                }
+            };
+            e.edit(
+                buf,
+                width,
+                &Edit {
+                    rows,
+                    col0,
+                    ncols,
+                    kind,
+                },
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `req` on `e`, continuing `cache` when there is one.
+pub fn run<E: Exec>(
+    e: &mut E,
+    req: &Request<'_>,
+    mut cache: Option<&mut KvCache<E::Buf>>,
+) -> Result<RunOutput> {
+    let s = e.spec().clone();
+    let (b, t, h) = (req.batch, req.seq, s.hidden);
+    let rows = b * t;
+    let past = check(&s, req, cache.as_deref())?;
+    let start = match req.input {
+        Input::Ids(_) => 0,
+        Input::Residual { layer, .. } => layer,
+    };
+    let n = s.n_layers;
+    let edits = Edits { req, past };
+    let cap = req.capture;
+    let positions: Vec<u32> = (0..rows).map(|r| (past + r % t) as u32).collect();
+
+    // Embeddings, or the residual stream handed in.
+    let mut x = match req.input {
+        Input::Ids(ids) => {
+            let x = e.alloc(rows * h, "residual")?;
+            e.embed(ids, &x)?;
+            if let Some(sc) = s.embed_scale {
+                e.scale(&x, rows * h, sc)?;
+            }
+            match s.positions {
+                Positions::Learned => e.add_table_rows(Table::Positions, &positions, &x)?,
+                Positions::LearnedWithTokenType => {
+                    e.add_table_rows(Table::Positions, &positions, &x)?;
+                    e.add_table_rows(Table::TokenType, &vec![0; rows], &x)?;
+                }
+                Positions::Rope => {}
+            }
+            x
+        }
+        Input::Residual { data, .. } => e.upload(data, "residual")?,
+    };
+    let sized = |on: bool, len: usize| if on { len } else { 1 };
+    let sandwich = s.block == BlockKind::Sandwich;
+    let mut sc = Scratch {
+        normed: e.alloc(rows * h, "normed")?,
+        normed2: e.alloc(sized(s.block == BlockKind::Parallel, rows * h), "normed 2")?,
+        q: e.alloc(rows * s.q_dim(), "q")?,
+        k: e.alloc(rows * s.kv_dim(), "k")?,
+        v: e.alloc(rows * s.kv_dim(), "v")?,
+        qn: e.alloc(sized(s.qk_norm, rows * s.q_dim()), "q normed")?,
+        kn: e.alloc(sized(s.qk_norm, rows * s.kv_dim()), "k normed")?,
+        z: e.alloc(rows * s.q_dim(), "attention values")?,
+        attn: e.alloc(rows * h, "attention output")?,
+        attn2: e.alloc(sized(sandwich, rows * h), "attention output normed")?,
+        gate: e.alloc(
+            sized(s.activation.is_gated(), rows * s.intermediate),
+            "mlp gate",
+        )?,
+        up: e.alloc(rows * s.intermediate, "mlp up")?,
+        mlp: e.alloc(rows * h, "mlp output")?,
+        mlp2: e.alloc(sized(sandwich, rows * h), "mlp output normed")?,
+        lens: e.alloc(
+            sized(cap.logit_lens && s.causal, rows * h),
+            "logit lens input",
+        )?,
+        probs: if cap.attention {
+            Some(e.alloc(b * s.n_heads * t * (past + t), "attention probabilities")?)
+        } else {
+            None
+        },
+    };
+    if matches!(req.input, Input::Ids(_)) && s.positions == Positions::LearnedWithTokenType {
+        e.norm(&x, NormSel::Embedding, &sc.normed, rows)?;
+        std::mem::swap(&mut x, &mut sc.normed);
+    }
+
+    // RoPE tables for the positions of this run: global and, when some layer uses them, local.
+    let total_len = past + t;
+    let (global, local) = match (&s.rope, s.positions) {
+        (Some(r), Positions::Rope) => {
+            let g = r.tables(&positions, false, total_len);
+            let l = if s.layers.iter().any(|k| k.local_rope) {
+                Some(r.tables(&positions, true, total_len))
+            } else {
+                None
+            };
+            (Some(g), l)
+        }
+        _ => (None, None),
+    };
+    if let Some(c) = cache.as_deref_mut() {
+        while c.k.len() < n {
+            c.k.push(e.alloc(b * c.capacity * s.kv_dim(), "key cache")?);
+            c.v.push(e.alloc(b * c.capacity * s.kv_dim(), "value cache")?);
+        }
+    }
+
+    let mut slots = Slots {
+        residual: vec![None; n + 1],
+        attention: vec![None; n],
+        attn_out: vec![None; n],
+        mlp_out: vec![None; n],
+        head_z: vec![None; n],
+        lens: vec![None; n + 1],
+        ..Slots::default()
+    };
+    let ctx = Ctx {
+        s: &s,
+        req,
+        b,
+        t,
+        past,
+        global: global.as_ref(),
+        local: local.as_ref(),
+        edits: &edits,
+    };
+    for l in start..n {
+        edits.apply(e, Site::ResidPre, l, &x, h, s.head_dim)?;
+        ctx.entry(e, &x, l, &sc, &mut slots)?;
+        match s.block {
+            BlockKind::PreNorm => {
+                e.norm(&x, NormSel::Layer(l, NormId::Attn), &sc.normed, rows)?;
+                ctx.attention(e, l, &sc.normed, &sc, cache.as_deref_mut(), &mut slots)?;
+                e.add(&sc.attn, &x, rows * h)?;
+                e.norm(&x, NormSel::Layer(l, NormId::Mlp), &sc.normed, rows)?;
+                ctx.mlp(e, l, &sc.normed, &sc, &mut slots)?;
+                e.add(&sc.mlp, &x, rows * h)?;
+            }
+            BlockKind::Parallel => {
+                e.norm(&x, NormSel::Layer(l, NormId::Attn), &sc.normed, rows)?;
+                e.norm(&x, NormSel::Layer(l, NormId::Mlp), &sc.normed2, rows)?;
+                ctx.attention(e, l, &sc.normed, &sc, cache.as_deref_mut(), &mut slots)?;
+                ctx.mlp(e, l, &sc.normed2, &sc, &mut slots)?;
+                e.add(&sc.attn, &x, rows * h)?;
+                e.add(&sc.mlp, &x, rows * h)?;
+            }
+            BlockKind::Sandwich => {
+                e.norm(&x, NormSel::Layer(l, NormId::Attn), &sc.normed, rows)?;
+                ctx.attention(e, l, &sc.normed, &sc, cache.as_deref_mut(), &mut slots)?;
+                e.norm(
+                    &sc.attn,
+                    NormSel::Layer(l, NormId::PostAttn),
+                    &sc.attn2,
+                    rows,
+                )?;
+                e.add(&sc.attn2, &x, rows * h)?;
+                e.norm(&x, NormSel::Layer(l, NormId::Mlp), &sc.normed, rows)?;
+                ctx.mlp(e, l, &sc.normed, &sc, &mut slots)?;
+                e.norm(&sc.mlp, NormSel::Layer(l, NormId::PostMlp), &sc.mlp2, rows)?;
+                e.add(&sc.mlp2, &x, rows * h)?;
+            }
+            BlockKind::PostNorm => {
+                ctx.attention(e, l, &x, &sc, cache.as_deref_mut(), &mut slots)?;
+                e.add(&sc.attn, &x, rows * h)?;
+                e.norm(&x, NormSel::Layer(l, NormId::Attn), &sc.normed, rows)?;
+                std::mem::swap(&mut x, &mut sc.normed);
+                ctx.mlp(e, l, &x, &sc, &mut slots)?;
+                e.add(&sc.mlp, &x, rows * h)?;
+                e.norm(&x, NormSel::Layer(l, NormId::Mlp), &sc.normed, rows)?;
+                std::mem::swap(&mut x, &mut sc.normed);
+            }
+        }
+        edits.apply(e, Site::ResidPost, l, &x, h, s.head_dim)?;
+    }
+    ctx.entry(e, &x, n, &sc, &mut slots)?;
+    let final_hidden = if s.final_norm {
+        e.norm(&x, NormSel::Final, &sc.normed, rows)?;
+        sc.normed.clone()
+    } else {
+        x.clone()
+    };
+    slots.final_hidden = Some(e.read(&final_hidden, 0, rows * h)?);
+    if s.causal {
+        let logit_rows: Vec<usize> = match req.logits {
+            LogitRows::None => Vec::new(),
+            LogitRows::Last => (0..b).map(|i| i * t + t - 1).collect(),
+            LogitRows::All => (0..rows).collect(),
+        };
+        if !logit_rows.is_empty() {
+            let targets: Vec<u32> = match req.targets {
+                Some(tg) => tg.to_vec(),
+                None => vec![u32::MAX; logit_rows.len()],
+            };
+            let k = cap.top_k.max(1);
+            slots.logits = Some(e.logits(&final_hidden, &logit_rows, &targets, k, cap.logits)?);
+        }
+    }
+    let mut back = e.finish()?;
+    if let Some(c) = cache {
+        c.len = past + t;
+    }
+    Ok(collect(&mut back, &slots, req, past, h, start))
+}
+
+/// Checks a request against the model and the cache; returns the cached length.
+fn check<B>(s: &ArchSpec, req: &Request<'_>, cache: Option<&KvCache<B>>) -> Result<usize> {
+    let (b, t, h) = (req.batch, req.seq, s.hidden);
+    let rows = b * t;
+    if b == 0 || t == 0 {
+        return Err(PrismError::Input("nothing to run: no tokens".into()));
+    }
+    let past = cache.map(|c| c.len).unwrap_or(0);
+    if let Some(c) = cache {
+        if c.batch != b {
+            return Err(PrismError::Input(format!(
+                "the session holds {} sequences, the request {b}",
+                c.batch
+            )));
+        }
+        if past + t > c.capacity {
+            return Err(PrismError::Input(format!(
+                "{} tokens do not fit the session's {} positions",
+                past + t,
+                c.capacity
+            )));
+        }
+    }
+    if past + t > s.context_length {
+        return Err(PrismError::Input(format!(
+            "{} tokens exceed the model's context of {}",
+            past + t,
+            s.context_length
+        )));
+    }
+    if !req.per_sequence.is_empty() && req.per_sequence.len() != b {
+        return Err(PrismError::Input(format!(
+            "{} per-sequence intervention lists for {b} sequences",
+            req.per_sequence.len()
+        )));
+    }
+    for iv in req
+        .interventions
+        .iter()
+        .chain(req.per_sequence.iter().flatten())
+    {
+        iv.validate(s, past + t)?;
+    }
+    match req.input {
+        Input::Ids(ids) => {
+            if ids.len() != rows {
+                return Err(PrismError::Input(format!(
+                    "{} ids for {b} x {t} tokens",
+                    ids.len()
+                )));
+            }
+            if let Some(bad) = ids.iter().find(|&&i| i as usize >= s.vocab) {
+                return Err(PrismError::Input(format!(
+                    "token id {bad} is outside the model's vocabulary of {}",
+                    s.vocab
+                )));
+            }
+        }
+        Input::Residual { layer, data } => {
+            if layer > s.n_layers || data.len() != rows * h {
+                return Err(PrismError::Input(format!(
+                    "a residual input at layer {layer} of {} values does not fit {b} x {t} x {h} of a {}-layer model",
+                    data.len(),
+                    s.n_layers
+                )));
+            }
+            if cache.is_some() && layer > 0 {
+                return Err(PrismError::Input(
+                    "a KV-cached session starts at the embeddings".into(),
+                ));
+            }
+        }
+    }
+    let n_logit = match req.logits {
+        LogitRows::None => 0,
+        LogitRows::Last => b,
+        LogitRows::All => rows,
+    };
+    if let Some(tg) = req.targets {
+        if tg.len() != n_logit {
+            return Err(PrismError::Input(format!(
+                "{} targets for {n_logit} logit rows",
+                tg.len()
+            )));
+        }
+    }
+    Ok(past)
+}
+
+/// Turns the readback into a [`RunOutput`].
+fn collect(
+    back: &mut Readback,
+    slots: &Slots,
+    req: &Request<'_>,
+    past: usize,
+    hidden: usize,
+    start: usize,
+) -> RunOutput {
+    let mut take = |slot: Option<usize>| -> Vec<f32> {
+        slot.and_then(|i| back.data.get_mut(i).map(std::mem::take))
+            .unwrap_or_default()
+    };
+    let cap = req.capture;
+    let mut out = RunOutput {
+        batch: req.batch,
+        seq: req.seq,
+        past,
+        hidden,
+        ..RunOutput::default()
+    };
+    out.final_hidden = take(slots.final_hidden);
+    if cap.residual {
+        out.residual = Some(slots.residual.iter().map(|&sl| take(sl)).collect());
+    }
+    if cap.attention {
+        out.attention = Some(slots.attention.iter().map(|&sl| take(sl)).collect());
+    }
+    if cap.sites {
+        out.sites = Some(Sites {
+            attn_out: slots.attn_out.iter().map(|&sl| take(sl)).collect(),
+            mlp_out: slots.mlp_out.iter().map(|&sl| take(sl)).collect(),
+            head_z: slots.head_z.iter().map(|&sl| take(sl)).collect(),
+        });
+    }
+    if let Some(sl) = slots.logits {
+        out.logits = back.logits.get_mut(sl).map(std::mem::take);
+    }
+    if cap.logit_lens && slots.lens.iter().any(Option::is_some) {
+        out.logit_lens = Some(
+            slots
+                .lens
+                .iter()
+                .enumerate()
+                .map(|(entry, &sl)| match sl {
+                    Some(i) if entry >= start => back
+                        .logits
+                        .get_mut(i)
+                        .map(|l| std::mem::take(&mut l.stats.top))
+                        .unwrap_or_default(),
+                    _ => Vec::new(),
+                })
+                .collect(),
+        );
+    }
+    out
+}
+
+/// Scratch buffers reused by every layer.
+struct Scratch<B> {
+    normed: B,
+    normed2: B,
+    q: B,
+    k: B,
+    v: B,
+    qn: B,
+    kn: B,
+    z: B,
+    attn: B,
+    attn2: B,
+    gate: B,
+    up: B,
+    mlp: B,
+    mlp2: B,
+    lens: B,
+    probs: Option<B>,
+}
+
+/// Slots of the readback.
+#[derive(Default)]
+struct Slots {
+    residual: Vec<Option<usize>>,
+    attention: Vec<Option<usize>>,
+    attn_out: Vec<Option<usize>>,
+    mlp_out: Vec<Option<usize>>,
+    head_z: Vec<Option<usize>>,
+    final_hidden: Option<usize>,
+    logits: Option<usize>,
+    /// Logit-lens slots per residual entry.
+    lens: Vec<Option<usize>>,
+}
+
+/// What every layer of a run shares.
+struct Ctx<'a> {
+    s: &'a ArchSpec,
+    req: &'a Request<'a>,
+    b: usize,
+    t: usize,
+    past: usize,
+    global: Option<&'a (Vec<f32>, Vec<f32>)>,
+    local: Option<&'a (Vec<f32>, Vec<f32>)>,
+    edits: &'a Edits<'a>,
+}
+
+impl Ctx<'_> {
+    /// Residual entry `entry` (the stream entering block `entry`): captured, and through the lens.
+    fn entry<E: Exec>(
+        &self,
+        e: &mut E,
+        x: &E::Buf,
+        entry: usize,
+        sc: &Scratch<E::Buf>,
+        slots: &mut Slots,
+    ) -> Result<()> {
+        let rows = self.b * self.t;
+        let cap = self.req.capture;
+        if cap.residual {
+            slots.residual[entry] = Some(e.read(x, 0, rows * self.s.hidden)?);
+        }
+        if cap.logit_lens && self.s.causal {
+            let src = if self.s.final_norm {
+                e.norm(x, NormSel::Final, &sc.lens, rows)?;
+                &sc.lens
+            } else {
+                x
+            };
+            let all: Vec<usize> = (0..rows).collect();
+            slots.lens[entry] = Some(e.logits(src, &all, &vec![u32::MAX; rows], 5, false)?);
+        }
+        Ok(())
+    }
+
+    /// The attention sub-layer of layer `l` on `input`; its output lands in `sc.attn`.
+    fn attention<E: Exec>(
+        &self,
+        e: &mut E,
+        l: usize,
+        input: &E::Buf,
+        sc: &Scratch<E::Buf>,
+        cache: Option<&mut KvCache<E::Buf>>,
+        slots: &mut Slots,
+    ) -> Result<()> {
+        let s = self.s;
+        let (b, t) = (self.b, self.t);
+        let rows = b * t;
+        let (nh, nkv, hd) = (s.n_heads, s.n_kv_heads, s.head_dim);
+        e.linear(input, l, LinearId::Q, &sc.q, rows, false)?;
+        e.linear(input, l, LinearId::K, &sc.k, rows, false)?;
+        e.linear(input, l, LinearId::V, &sc.v, rows, false)?;
+        let (q, k) = if s.qk_norm {
+            e.norm(&sc.q, NormSel::Layer(l, NormId::Q), &sc.qn, rows * nh)?;
+            e.norm(&sc.k, NormSel::Layer(l, NormId::K), &sc.kn, rows * nkv)?;
+            (&sc.qn, &sc.kn)
+        } else {
+            (&sc.q, &sc.k)
+        };
+        let kind = s.layers[l];
+        let table = if kind.local_rope {
+            self.local
+        } else {
+            self.global
+        };
+        if let Some((cos, sin)) = table {
+            e.rope(q, rows, nh, cos, sin)?;
+            e.rope(k, rows, nkv, cos, sin)?;
+        }
+        let kv = s.kv_dim();
+        let (keys, values, key_stride) = match cache {
+            Some(c) => {
+                for seq in 0..b {
+                    let dst = (seq * c.capacity + self.past) * kv;
+                    e.copy(k, seq * t * kv, &c.k[l], dst, t * kv)?;
+                    e.copy(&sc.v, seq * t * kv, &c.v[l], dst, t * kv)?;
+                }
+                (c.k[l].clone(), c.v[l].clone(), c.capacity)
+            }
+            None => (k.clone(), sc.v.clone(), t),
+        };
+        let shape = AttnShape {
+            batch: b,
+            seq: t,
+            past: self.past,
+            keys: self.past + t,
+            key_stride,
+            heads: nh,
+            kv_heads: nkv,
+            head_dim: hd,
+            scale: s.attn_scale,
+            softcap: s.attn_softcap,
+            window: kind.window,
+            causal: s.causal,
+        };
+        e.attention(q, &keys, &values, &sc.z, &shape, sc.probs.as_ref())?;
+        if let Some(p) = &sc.probs {
+            slots.attention[l] = Some(e.read(p, 0, b * nh * t * (self.past + t))?);
+        }
+        self.edits.apply(e, Site::Head, l, &sc.z, nh * hd, hd)?;
+        if self.req.capture.sites {
+            slots.head_z[l] = Some(e.read(&sc.z, 0, rows * nh * hd)?);
+        }
+        e.linear(&sc.z, l, LinearId::O, &sc.attn, rows, false)?;
+        self.edits
+            .apply(e, Site::AttnOut, l, &sc.attn, s.hidden, hd)?;
+        if self.req.capture.sites {
+            slots.attn_out[l] = Some(e.read(&sc.attn, 0, rows * s.hidden)?);
+        }
+        Ok(())
+    }
+
+    /// The MLP of layer `l` on `input`; its output lands in `sc.mlp`.
+    fn mlp<E: Exec>(
+        &self,
+        e: &mut E,
+        l: usize,
+        input: &E::Buf,
+        sc: &Scratch<E::Buf>,
+        slots: &mut Slots,
+    ) -> Result<()> {
+        let s = self.s;
+        let rows = self.b * self.t;
+        let n = rows * s.intermediate;
+        if s.activation.is_gated() {
+            e.linear(input, l, LinearId::Gate, &sc.gate, rows, false)?;
+            e.linear(input, l, LinearId::Up, &sc.up, rows, false)?;
+            e.gated(&sc.gate, &sc.up, n)?;
+            e.linear(&sc.gate, l, LinearId::Down, &sc.mlp, rows, false)?;
+        } else {
+            e.linear(input, l, LinearId::Up, &sc.up, rows, false)?;
+            e.activate(&sc.up, n)?;
+            e.linear(&sc.up, l, LinearId::Down, &sc.mlp, rows, false)?;
+        }
+        self.edits
+            .apply(e, Site::MlpOut, l, &sc.mlp, s.hidden, s.head_dim)?;
+        if self.req.capture.sites {
+            slots.mlp_out[l] = Some(e.read(&sc.mlp, 0, rows * s.hidden)?);
+        }
+        Ok(())
+    }
+}

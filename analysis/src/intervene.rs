@@ -1,0 +1,347 @@
+//! Interventions as data: where (a site of a layer, optionally one head, some positions) and what
+//! (add, set, zero, mean, patch). Both backends apply them through the same code path
+//! (`backend::forward`), to a single pass, to every step of a generation, and to every view.
+//!
+//! Sites, per 0-based layer L: `resid_pre` (the input of block L), `resid_post` (its output),
+//! `attn_out` (the attention sub-layer's output after o_proj, before the residual add),
+//! `mlp_out` (the MLP's output after down_proj, before the add), and `head` (head H's slice of the
+//! input to o_proj). Several interventions on one site apply in list order; sites apply in forward
+//! order; `mean` averages the site over all positions of the same run, as it is at that moment.
+
+use serde::{Deserialize, Serialize};
+
+use crate::arch::ArchSpec;
+use crate::error::{PrismError, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Site {
+    ResidPre,
+    ResidPost,
+    AttnOut,
+    MlpOut,
+    Head,
+}
+
+impl Site {
+    pub const ALL: [Site; 5] = [
+        Site::ResidPre,
+        Site::ResidPost,
+        Site::AttnOut,
+        Site::MlpOut,
+        Site::Head,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Site::ResidPre => "resid_pre",
+            Site::ResidPost => "resid_post",
+            Site::AttnOut => "attn_out",
+            Site::MlpOut => "mlp_out",
+            Site::Head => "head",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Site> {
+        Site::ALL.into_iter().find(|x| x.name() == s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    /// x += scale * vector
+    Add,
+    /// x = vector
+    Set,
+    /// x = 0
+    Zero,
+    /// x = the mean of x over all positions of the same run
+    Mean,
+    /// x = the value of the same site and position in another run
+    Patch,
+}
+
+/// Which positions an intervention touches.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PositionSet {
+    #[default]
+    All,
+    List(Vec<usize>),
+}
+
+impl Serialize for PositionSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            PositionSet::All => s.serialize_str("all"),
+            PositionSet::List(l) => l.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PositionSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Word(String),
+            List(Vec<usize>),
+        }
+        match Repr::deserialize(d)? {
+            Repr::Word(w) if w == "all" => Ok(PositionSet::All),
+            Repr::Word(w) => Err(serde::de::Error::custom(format!(
+                "positions {w:?}: expected \"all\" or a list of token indices"
+            ))),
+            Repr::List(l) => Ok(PositionSet::List(l)),
+        }
+    }
+}
+
+impl PositionSet {
+    pub fn contains(&self, p: usize) -> bool {
+        match self {
+            PositionSet::All => true,
+            PositionSet::List(l) => l.contains(&p),
+        }
+    }
+}
+
+/// One intervention. In JSON: `{"site", "layer", "head"?, "positions"?, "op", "vector"?, "scale"?}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Intervention {
+    pub site: Site,
+    pub layer: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<usize>,
+    #[serde(default)]
+    pub positions: PositionSet,
+    pub op: Op,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vector: Option<Vec<f32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<f32>,
+    /// For `patch`: the other run's values, one vector per position (for `"all"`, one per
+    /// position of the run), filled in by Prism from `source_ids` / `source_text`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<Vec<f32>>>,
+    /// For `patch` in a file: the token ids of the run to take values from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ids: Option<Vec<u32>>,
+    /// For `patch` in a file: the text of the run to take values from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_text: Option<String>,
+}
+
+impl Intervention {
+    /// A bare intervention of `op` at a site.
+    pub fn new(site: Site, layer: usize, op: Op) -> Intervention {
+        Intervention {
+            site,
+            layer,
+            head: None,
+            positions: PositionSet::All,
+            op,
+            vector: None,
+            scale: None,
+            values: None,
+            source_ids: None,
+            source_text: None,
+        }
+    }
+
+    pub fn head(mut self, head: usize) -> Self {
+        self.head = Some(head);
+        self
+    }
+
+    pub fn at(mut self, positions: Vec<usize>) -> Self {
+        self.positions = PositionSet::List(positions);
+        self
+    }
+
+    pub fn with_vector(mut self, v: Vec<f32>, scale: Option<f32>) -> Self {
+        self.vector = Some(v);
+        self.scale = scale;
+        self
+    }
+
+    /// Width of the site's vectors.
+    pub fn width(&self, spec: &ArchSpec) -> usize {
+        match self.site {
+            Site::Head => spec.head_dim,
+            _ => spec.hidden,
+        }
+    }
+
+    /// A one-line description ("zero head 2.4 at all positions").
+    pub fn describe(&self) -> String {
+        let place = match (self.site, self.head) {
+            (Site::Head, Some(h)) => format!("head {}.{h}", self.layer),
+            (s, _) => format!("{}@{}", s.name(), self.layer),
+        };
+        let at = match &self.positions {
+            PositionSet::All => "all positions".to_string(),
+            PositionSet::List(l) => format!(
+                "positions {}",
+                l.iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        };
+        let what = match self.op {
+            Op::Add => format!("add {} x vector", self.scale.unwrap_or(1.0)),
+            Op::Set => "set".into(),
+            Op::Zero => "zero".into(),
+            Op::Mean => "mean-ablate".into(),
+            Op::Patch => "patch".into(),
+        };
+        format!("{what} {place} at {at}")
+    }
+
+    /// Refuses an intervention the model cannot take, saying why. `seq_len` is the number of
+    /// positions of the run it applies to.
+    pub fn validate(&self, spec: &ArchSpec, seq_len: usize) -> Result<()> {
+        let bad = |m: String| {
+            Err(PrismError::Input(format!(
+                "intervention ({}): {m}",
+                self.describe()
+            )))
+        };
+        if self.layer >= spec.n_layers {
+            return bad(format!(
+                "layer {} is out of range: the model has layers 0..{}",
+                self.layer,
+                spec.n_layers - 1
+            ));
+        }
+        match (self.site, self.head) {
+            (Site::Head, None) => return bad("site \"head\" needs a \"head\"".into()),
+            (Site::Head, Some(h)) if h >= spec.n_heads => {
+                return bad(format!(
+                    "head {h} is out of range: the model has heads 0..{}",
+                    spec.n_heads - 1
+                ))
+            }
+            (s, Some(_)) if s != Site::Head => {
+                return bad(format!(
+                    "\"head\" only applies to site \"head\", not {:?}",
+                    s.name()
+                ))
+            }
+            _ => {}
+        }
+        if let PositionSet::List(l) = &self.positions {
+            if l.is_empty() {
+                return bad("the position list is empty".into());
+            }
+            if let Some(p) = l.iter().find(|&&p| p >= seq_len) {
+                return bad(format!(
+                    "position {p} is out of range: the text has {seq_len} tokens (0..{})",
+                    seq_len.saturating_sub(1)
+                ));
+            }
+        }
+        let width = self.width(spec);
+        match self.op {
+            Op::Add | Op::Set => match &self.vector {
+                None => return bad(format!("op {:?} needs a \"vector\"", self.op_name())),
+                Some(v) if v.len() != width => {
+                    return bad(format!(
+                        "the vector has {} values, but {} vectors of this model have {width}",
+                        v.len(),
+                        if self.site == Site::Head {
+                            "head"
+                        } else {
+                            "residual"
+                        }
+                    ))
+                }
+                Some(v) if v.iter().any(|x| !x.is_finite()) => {
+                    return bad("the vector holds a value that is not a finite number".into())
+                }
+                _ => {}
+            },
+            Op::Patch => {
+                let Some(values) = &self.values else {
+                    return bad(
+                        "op \"patch\" needs a source run (\"source_ids\" or \"source_text\")"
+                            .into(),
+                    );
+                };
+                let n = match &self.positions {
+                    PositionSet::All => seq_len,
+                    PositionSet::List(l) => l.len(),
+                };
+                if values.len() < n || values.iter().any(|v| v.len() != width) {
+                    return bad(format!(
+                        "the patch source gives {} vectors; {n} of width {width} are needed (a source run as long as this one)",
+                        values.len()
+                    ));
+                }
+            }
+            Op::Zero | Op::Mean => {}
+        }
+        if let Some(s) = self.scale {
+            if !s.is_finite() {
+                return bad(format!("scale {s} is not a finite number"));
+            }
+        }
+        Ok(())
+    }
+
+    fn op_name(&self) -> &'static str {
+        match self.op {
+            Op::Add => "add",
+            Op::Set => "set",
+            Op::Zero => "zero",
+            Op::Mean => "mean",
+            Op::Patch => "patch",
+        }
+    }
+}
+
+/// Parses an interventions file (a JSON list), naming the entry and field that is wrong.
+pub fn parse_list(text: &str) -> Result<Vec<Intervention>> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        PrismError::Input(format!(
+            "interventions file, line {} column {}{}: {inner}",
+            inner.line(),
+            inner.column(),
+            if path.is_empty() || path == "." {
+                String::new()
+            } else {
+                format!(", at {path}")
+            }
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_contract_shape() {
+        let list = parse_list(
+            r#"[{"site":"head","layer":2,"head":4,"op":"zero","positions":"all"},
+                {"site":"resid_post","layer":1,"op":"add","vector":[1,2],"scale":-3.5,"positions":[0,2]}]"#,
+        )
+        .unwrap();
+        assert_eq!(list[0].site, Site::Head);
+        assert_eq!(list[1].positions, PositionSet::List(vec![0, 2]));
+        assert_eq!(list[1].scale, Some(-3.5));
+    }
+
+    #[test]
+    fn a_bad_field_is_named_with_its_line() {
+        let e = parse_list("[\n{\"site\":\"resid_pre\",\"layer\":0,\"op\":\"double\"}]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && e.contains("[0].op"), "{e}");
+    }
+}
