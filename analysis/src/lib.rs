@@ -16,6 +16,8 @@ pub mod intervene;
 pub mod metrics;
 pub mod quant;
 pub mod samples;
+#[macro_use]
+pub mod simd;
 pub mod tokenizer;
 pub mod trace;
 pub mod weights;

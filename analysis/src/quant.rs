@@ -8,7 +8,7 @@
 // The block decoders index several arrays with one counter, as the format descriptions do.
 #![allow(clippy::needless_range_loop)]
 
-use half::{bf16, f16};
+use half::bf16;
 use serde::Serialize;
 
 /// Every ggml type id Prism knows: its name, block size in values and bytes per block. Types Prism
@@ -181,17 +181,33 @@ impl GgmlType {
     }
 }
 
-fn f16_at(b: &[u8], at: usize) -> f32 {
-    f16::from_bits(u16::from_le_bytes([b[at], b[at + 1]])).to_f32()
+/// IEEE half to f32, exactly, by bit manipulation (inlined into the decoders).
+#[inline(always)]
+pub fn f16_to_f32(h: u16) -> f32 {
+    let h = h as u32;
+    let sign = (h & 0x8000) << 16;
+    let exponent = (h >> 10) & 0x1f;
+    let mantissa = h & 0x3ff;
+    if exponent == 0 {
+        // Zero and subnormals: mantissa * 2^-24, exact in f32.
+        f32::from_bits((mantissa as f32 * 5.960_464_5e-8).to_bits() | sign)
+    } else if exponent == 31 {
+        f32::from_bits(sign | 0x7f80_0000 | (mantissa << 13))
+    } else {
+        f32::from_bits(sign | ((exponent + 112) << 23) | (mantissa << 13))
+    }
+}
+
+#[inline(always)]
+pub fn f16_at(b: &[u8], at: usize) -> f32 {
+    f16_to_f32(u16::from_le_bytes([b[at], b[at + 1]]))
 }
 
 /// Decodes `dst.len()` values from `src`, which holds exactly the blocks that cover them.
 /// For dense types any length works; for block types `dst.len()` is a multiple of the block.
 #[inline(always)]
 pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
-    let qk = ty.block_values();
-    let bb = ty.block_bytes();
-    debug_assert_eq!(src.len(), dst.len() / qk * bb);
+    debug_assert_eq!(src.len(), dst.len() / ty.block_values() * ty.block_bytes());
     match ty {
         GgmlType::F32 => {
             for (d, s) in dst.iter_mut().zip(src.chunks_exact(4)) {
@@ -200,7 +216,7 @@ pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
         }
         GgmlType::F16 => {
             for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
-                *d = f16::from_bits(u16::from_le_bytes([s[0], s[1]])).to_f32();
+                *d = f16_to_f32(u16::from_le_bytes([s[0], s[1]]));
             }
         }
         GgmlType::BF16 => {
@@ -208,31 +224,38 @@ pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
                 *d = bf16::from_bits(u16::from_le_bytes([s[0], s[1]])).to_f32();
             }
         }
-        GgmlType::Q4_0 => blocks(src, dst, qk, bb, q4_0),
-        GgmlType::Q4_1 => blocks(src, dst, qk, bb, q4_1),
-        GgmlType::Q5_0 => blocks(src, dst, qk, bb, q5_0),
-        GgmlType::Q5_1 => blocks(src, dst, qk, bb, q5_1),
-        GgmlType::Q8_0 => blocks(src, dst, qk, bb, q8_0),
-        GgmlType::Q2K => blocks(src, dst, qk, bb, q2_k),
-        GgmlType::Q3K => blocks(src, dst, qk, bb, q3_k),
-        GgmlType::Q4K => blocks(src, dst, qk, bb, q4_k),
-        GgmlType::Q5K => blocks(src, dst, qk, bb, q5_k),
-        GgmlType::Q6K => blocks(src, dst, qk, bb, q6_k),
-        GgmlType::IQ4NL => blocks(src, dst, qk, bb, iq4_nl),
-        GgmlType::IQ4XS => blocks(src, dst, qk, bb, iq4_xs),
+        GgmlType::Q4_0 => blocks::<18, 32>(src, dst, q4_0),
+        GgmlType::Q4_1 => blocks::<20, 32>(src, dst, q4_1),
+        GgmlType::Q5_0 => blocks::<22, 32>(src, dst, q5_0),
+        GgmlType::Q5_1 => blocks::<24, 32>(src, dst, q5_1),
+        GgmlType::Q8_0 => blocks::<34, 32>(src, dst, q8_0),
+        GgmlType::Q2K => blocks::<84, 256>(src, dst, q2_k),
+        GgmlType::Q3K => blocks::<110, 256>(src, dst, q3_k),
+        GgmlType::Q4K => blocks::<144, 256>(src, dst, q4_k),
+        GgmlType::Q5K => blocks::<176, 256>(src, dst, q5_k),
+        GgmlType::Q6K => blocks::<210, 256>(src, dst, q6_k),
+        GgmlType::IQ4NL => blocks::<18, 32>(src, dst, iq4_nl),
+        GgmlType::IQ4XS => blocks::<136, 256>(src, dst, iq4_xs),
     }
 }
 
-/// Applies a block decoder to every block (generic over the decoder so that it inlines).
+/// Applies a block decoder to every block. The blocks are fixed-size arrays, so the decoders
+/// index without bounds checks and the compiler vectorizes them.
 #[inline(always)]
-fn blocks(src: &[u8], dst: &mut [f32], qk: usize, bb: usize, f: impl Fn(&[u8], &mut [f32])) {
-    for (d, s) in dst.chunks_exact_mut(qk).zip(src.chunks_exact(bb)) {
-        f(s, d);
+fn blocks<const BB: usize, const QK: usize>(
+    src: &[u8],
+    dst: &mut [f32],
+    f: fn(&[u8; BB], &mut [f32; QK]),
+) {
+    for (d, s) in dst.chunks_exact_mut(QK).zip(src.chunks_exact(BB)) {
+        if let (Ok(d), Ok(s)) = (<&mut [f32; QK]>::try_from(d), <&[u8; BB]>::try_from(s)) {
+            f(s, d);
+        }
     }
 }
 
 #[inline(always)]
-fn q4_0(b: &[u8], y: &mut [f32]) {
+fn q4_0(b: &[u8; 18], y: &mut [f32; 32]) {
     let d = f16_at(b, 0);
     let qs = &b[2..18];
     for j in 0..16 {
@@ -242,7 +265,7 @@ fn q4_0(b: &[u8], y: &mut [f32]) {
 }
 
 #[inline(always)]
-fn q4_1(b: &[u8], y: &mut [f32]) {
+fn q4_1(b: &[u8; 20], y: &mut [f32; 32]) {
     let d = f16_at(b, 0);
     let m = f16_at(b, 2);
     let qs = &b[4..20];
@@ -253,7 +276,7 @@ fn q4_1(b: &[u8], y: &mut [f32]) {
 }
 
 #[inline(always)]
-fn q5_0(b: &[u8], y: &mut [f32]) {
+fn q5_0(b: &[u8; 22], y: &mut [f32; 32]) {
     let d = f16_at(b, 0);
     let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
     let qs = &b[6..22];
@@ -266,7 +289,7 @@ fn q5_0(b: &[u8], y: &mut [f32]) {
 }
 
 #[inline(always)]
-fn q5_1(b: &[u8], y: &mut [f32]) {
+fn q5_1(b: &[u8; 24], y: &mut [f32; 32]) {
     let d = f16_at(b, 0);
     let m = f16_at(b, 2);
     let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
@@ -280,7 +303,7 @@ fn q5_1(b: &[u8], y: &mut [f32]) {
 }
 
 #[inline(always)]
-fn q8_0(b: &[u8], y: &mut [f32]) {
+fn q8_0(b: &[u8; 34], y: &mut [f32; 32]) {
     let d = f16_at(b, 0);
     for (v, &q) in y.iter_mut().zip(&b[2..34]) {
         *v = (q as i8) as f32 * d;
@@ -290,7 +313,7 @@ fn q8_0(b: &[u8], y: &mut [f32]) {
 /// Q2_K: scales[16], qs[64], d, dmin. Value 128g + 32s + j is bits 2s..2s+1 of qs[32g + j];
 /// sub-block v/16 has scale d*(sc & 15) and offset dmin*(sc >> 4).
 #[inline(always)]
-fn q2_k(b: &[u8], y: &mut [f32]) {
+fn q2_k(b: &[u8; 84], y: &mut [f32; 256]) {
     let scales = &b[0..16];
     let qs = &b[16..80];
     let d = f16_at(b, 80);
@@ -314,7 +337,7 @@ fn q2_k(b: &[u8], y: &mut [f32]) {
 /// Q3_K: hmask[32], qs[64], scales[12] (16 six-bit values, offset 32), d. The low two bits are
 /// as in Q2_K; bit v/32 of hmask[v % 32] unset subtracts 4.
 #[inline(always)]
-fn q3_k(b: &[u8], y: &mut [f32]) {
+fn q3_k(b: &[u8; 110], y: &mut [f32; 256]) {
     let hmask = &b[0..32];
     let qs = &b[32..96];
     let sc = &b[96..108];
@@ -343,7 +366,7 @@ fn q3_k(b: &[u8], y: &mut [f32]) {
 }
 
 /// The eight 6-bit (scale, min) pairs of Q4_K and Q5_K.
-fn k_scale_min(s: &[u8]) -> ([u8; 8], [u8; 8]) {
+pub fn k_scale_min(s: &[u8]) -> ([u8; 8], [u8; 8]) {
     let mut sc = [0u8; 8];
     let mut m = [0u8; 8];
     for j in 0..4 {
@@ -357,7 +380,7 @@ fn k_scale_min(s: &[u8]) -> ([u8; 8], [u8; 8]) {
 
 /// Q4_K: d, dmin, scales[12], qs[128]; sub-block 2g+s uses nibble s of qs[32g..32g+32].
 #[inline(always)]
-fn q4_k(b: &[u8], y: &mut [f32]) {
+fn q4_k(b: &[u8; 144], y: &mut [f32; 256]) {
     let d = f16_at(b, 0);
     let dmin = f16_at(b, 2);
     let (sc, m) = k_scale_min(&b[4..16]);
@@ -375,7 +398,7 @@ fn q4_k(b: &[u8], y: &mut [f32]) {
 
 /// Q5_K: as Q4_K plus qh[32], bit `sub` of qh[j] is the fifth bit.
 #[inline(always)]
-fn q5_k(b: &[u8], y: &mut [f32]) {
+fn q5_k(b: &[u8; 176], y: &mut [f32; 256]) {
     let d = f16_at(b, 0);
     let dmin = f16_at(b, 2);
     let (sc, m) = k_scale_min(&b[4..16]);
@@ -395,7 +418,7 @@ fn q5_k(b: &[u8], y: &mut [f32]) {
 /// Q6_K: ql[128], qh[64], scales[16] (i8), d. Value 128g + 32s + j: low nibble (s < 2) or high
 /// nibble (s >= 2) of ql[64g + 32(s % 2) + j], and bits 2s..2s+1 of qh[32g + j] on top.
 #[inline(always)]
-fn q6_k(b: &[u8], y: &mut [f32]) {
+fn q6_k(b: &[u8; 210], y: &mut [f32; 256]) {
     let ql = &b[0..128];
     let qh = &b[128..192];
     let scales = &b[192..208];
@@ -424,7 +447,7 @@ pub const IQ4_LEVELS: [i8; 16] = [
 ];
 
 #[inline(always)]
-fn iq4_nl(b: &[u8], y: &mut [f32]) {
+fn iq4_nl(b: &[u8; 18], y: &mut [f32; 32]) {
     let d = f16_at(b, 0);
     let qs = &b[2..18];
     for j in 0..16 {
@@ -435,7 +458,7 @@ fn iq4_nl(b: &[u8], y: &mut [f32]) {
 
 /// IQ4_XS: d, scales_h (u16), scales_l[4], qs[128]; eight sub-blocks of 32 with 6-bit scales.
 #[inline(always)]
-fn iq4_xs(b: &[u8], y: &mut [f32]) {
+fn iq4_xs(b: &[u8; 136], y: &mut [f32; 256]) {
     let d = f16_at(b, 0);
     let scales_h = u16::from_le_bytes([b[2], b[3]]);
     let scales_l = &b[4..8];
@@ -471,9 +494,21 @@ mod tests {
     }
 
     #[test]
+    fn f16_bits_convert_exactly() {
+        for bits in 0..=u16::MAX {
+            let want = half::f16::from_bits(bits).to_f32();
+            let got = f16_to_f32(bits);
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "{bits:#06x}: {got} vs {want}"
+            );
+        }
+    }
+
+    #[test]
     fn q8_0_block() {
         let mut b = vec![0u8; 34];
-        b[0..2].copy_from_slice(&f16::from_f32(0.5).to_bits().to_le_bytes());
+        b[0..2].copy_from_slice(&half::f16::from_f32(0.5).to_bits().to_le_bytes());
         b[2] = 4;
         b[3] = (-6i8) as u8;
         let mut y = [0f32; 32];

@@ -241,6 +241,14 @@ pub trait Backend: Send + Sync {
     /// A KV-cached session for `batch` sequences of up to `capacity` positions.
     fn session(&self, batch: usize, capacity: usize) -> Result<Box<dyn Session + '_>>;
 
+    /// Starts (or stops) collecting time per op kind.
+    fn set_profiling(&self, _on: bool) {}
+
+    /// (op kind, milliseconds, calls) since the last call, while profiling is on.
+    fn take_profile(&self) -> Vec<(String, f64, usize)> {
+        Vec::new()
+    }
+
     /// A plain pass over one sequence, with the metrics of every position.
     fn forward(&self, ids: &[u32], capture: Capture) -> Result<ForwardOutput> {
         forward_with(self, ids, capture, &[])

@@ -27,6 +27,10 @@ pub struct BenchArgs {
     /// Print a JSON list instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also report the time per op kind (CPU: wall time of each op; GPU: timestamp queries where
+    /// the adapter has them).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 #[derive(Serialize)]
@@ -43,6 +47,18 @@ struct Point {
     load_ms: f64,
     gpu_weight_bytes: Option<u64>,
     gpu_peak_bytes: Option<u64>,
+    /// Peak resident memory of the process so far (bytes).
+    peak_rss_bytes: Option<u64>,
+    /// (op, ms per pass, calls per pass), with --profile.
+    profile: Vec<(String, f64, f64)>,
+}
+
+/// The process's peak resident set (VmHWM), where the OS reports it.
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// Token ids for a benchmark: a real text tokenized and repeated, or a fixed pattern without a tokenizer.
@@ -110,6 +126,8 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
             }
             let mut times = Vec::new();
             let mut peak_run = 0;
+            b.set_profiling(a.profile);
+            let _ = b.take_profile();
             for _ in 0..a.repeats {
                 let t = Instant::now();
                 b.forward(&ids, cap)?;
@@ -120,6 +138,13 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
             }
             times.sort_by(f64::total_cmp);
             let median = times[times.len() / 2];
+            let reps = a.repeats as f64;
+            let profile: Vec<(String, f64, f64)> = b
+                .take_profile()
+                .into_iter()
+                .map(|(op, ms, n)| (op, ms / reps, n as f64 / reps))
+                .collect();
+            b.set_profiling(false);
             let gpu = b.gpu_bytes();
             points.push(Point {
                 backend: b.describe(),
@@ -134,6 +159,8 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
                 load_ms,
                 gpu_weight_bytes: gpu.map(|g| g.0),
                 gpu_peak_bytes: gpu.map(|g| g.0 + peak_run),
+                peak_rss_bytes: peak_rss(),
+                profile,
             });
             if !a.json {
                 let p = points.last().expect("just pushed");
@@ -150,8 +177,14 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
                     match p.gpu_peak_bytes {
                         Some(b) => format!("  GPU peak {:.1} MB", b as f64 / 1e6),
                         None => String::new(),
-                    }
+                    } + &p
+                        .peak_rss_bytes
+                        .map(|b| format!("  peak RSS {:.0} MB", b as f64 / 1e6))
+                        .unwrap_or_default()
                 );
+                for (op, ms, calls) in &p.profile {
+                    println!("      {op:<12} {ms:>9.2} ms per pass  ({calls:.0} calls)");
+                }
             }
         }
         if !a.json {

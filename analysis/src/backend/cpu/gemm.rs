@@ -11,56 +11,12 @@
 //! generation) a row-streaming GEMV is used instead.
 
 use std::cell::RefCell;
-use std::sync::OnceLock;
 
 use super::pool::Pool;
 use crate::quant::{dequantize, GgmlType};
 use crate::weights::Weight;
 
-/// The instruction set the kernels use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Isa {
-    Scalar,
-    Avx2,
-    Avx512,
-}
-
-impl Isa {
-    pub fn name(self) -> &'static str {
-        match self {
-            Isa::Scalar => "scalar",
-            Isa::Avx2 => "avx2",
-            Isa::Avx512 => "avx512",
-        }
-    }
-}
-
-/// The best instruction set this CPU has, capped by `PRISM_CPU_ISA` (avx512, avx2, scalar).
-pub fn isa() -> Isa {
-    static ISA: OnceLock<Isa> = OnceLock::new();
-    *ISA.get_or_init(|| {
-        let available = detect();
-        let cap = match std::env::var("PRISM_CPU_ISA").ok().as_deref() {
-            Some("scalar") => Isa::Scalar,
-            Some("avx2") => Isa::Avx2,
-            _ => Isa::Avx512,
-        };
-        available.min(cap)
-    })
-}
-
-fn detect() -> Isa {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
-            return Isa::Avx512;
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return Isa::Avx2;
-        }
-    }
-    Isa::Scalar
-}
+pub use crate::simd::{detect, isa, Isa};
 
 /// A row-major f32 matrix `[rows, cols]` with `stride` floats between rows.
 #[derive(Clone, Copy)]
@@ -77,21 +33,19 @@ pub trait PanelSource: Sync {
     fn k(&self) -> usize;
     /// k-blocks start and end on multiples of this (the weight's block size).
     fn k_step(&self) -> usize;
-    /// Rows `n0..n0+nr`, columns `k0..k0+kc`, into `dst[kk * width + j]`, zero for
-    /// `nr <= j < width`.
-    #[allow(clippy::too_many_arguments)]
-    fn pack(
+    /// Rows `n0..n0+nr`, columns `k0..k0+kc`, into `dst[kk * K::NR + j]`, zero for
+    /// `nr <= j < K::NR`; `tmp` holds at least `8 * kc` floats.
+    fn pack<K: Kernel>(
         &self,
         n0: usize,
         nr: usize,
         k0: usize,
         kc: usize,
-        width: usize,
         dst: &mut [f32],
-        row: &mut [f32],
+        tmp: &mut [f32],
     );
     /// Row `r` (all k values) into `out`.
-    fn row(&self, r: usize, out: &mut [f32]);
+    fn row<K: Kernel>(&self, r: usize, out: &mut [f32]);
 }
 
 /// A weight matrix `[out, in]` as the B operand.
@@ -111,17 +65,17 @@ impl PanelSource for WeightPanel<'_> {
     }
 
     #[inline(always)]
-    fn pack(
+    fn pack<K: Kernel>(
         &self,
         n0: usize,
         nr: usize,
         k0: usize,
         kc: usize,
-        width: usize,
         dst: &mut [f32],
-        row: &mut [f32],
+        tmp: &mut [f32],
     ) {
         let w = self.0;
+        let width = K::NR;
         let (rs, cs) = w.strides();
         if cs != 1 && w.dtype == GgmlType::F32 && rs == 1 {
             // A transposed dense view (GPT-2 Conv1D): the NR rows of one column are contiguous.
@@ -137,24 +91,38 @@ impl PanelSource for WeightPanel<'_> {
             }
             return;
         }
-        for j in 0..width {
-            if j < nr {
-                let r = &mut row[..kc];
-                w.decode_row(n0 + j, k0, r);
-                for (kk, &v) in r.iter().enumerate() {
-                    dst[kk * width + j] = v;
-                }
-            } else {
-                for kk in 0..kc {
-                    dst[kk * width + j] = 0.0;
+        // Eight rows at a time: decoded row by row, then transposed eight by eight.
+        let mut j = 0;
+        while j < width {
+            let rows = 8.min(nr.saturating_sub(j));
+            let block = &mut tmp[..8 * kc];
+            let contiguous = w.is_contiguous();
+            let (b0, b1) = (w.dtype.bytes_for(k0), w.dtype.bytes_for(k0 + kc));
+            for r in 0..8 {
+                let out = &mut block[r * kc..(r + 1) * kc];
+                if r >= rows {
+                    out.iter_mut().for_each(|x| *x = 0.0);
+                } else if contiguous {
+                    // SAFETY: the kernel's decoder runs where its instruction set exists.
+                    unsafe { K::decode(w.dtype, &w.row_bytes(n0 + j + r, 1)[b0..b1], out) };
+                } else {
+                    w.decode_row(n0 + j + r, k0, out);
                 }
             }
+            // SAFETY: `block` holds 8 rows of kc, and dst columns j..j+8 of kc rows exist.
+            unsafe { K::transpose8(block.as_ptr(), kc, dst.as_mut_ptr().add(j), width) };
+            j += 8;
         }
     }
 
     #[inline(always)]
-    fn row(&self, r: usize, out: &mut [f32]) {
-        self.0.decode_row(r, 0, out);
+    fn row<K: Kernel>(&self, r: usize, out: &mut [f32]) {
+        if self.0.is_contiguous() {
+            // SAFETY: the kernel's decoder runs where its instruction set exists.
+            unsafe { K::decode(self.0.dtype, self.0.row_bytes(r, 1), out) }
+        } else {
+            self.0.decode_row(r, 0, out);
+        }
     }
 }
 
@@ -181,16 +149,44 @@ impl PanelSource for Strided<'_> {
     }
 
     #[inline(always)]
-    fn pack(
+    fn pack<K: Kernel>(
         &self,
         n0: usize,
         nr: usize,
         k0: usize,
         kc: usize,
-        width: usize,
         dst: &mut [f32],
-        _row: &mut [f32],
+        tmp: &mut [f32],
     ) {
+        let width = K::NR;
+        if self.row_stride == 1 && nr == width {
+            // Columns of the panel are contiguous (attention's values): plain copies.
+            for kk in 0..kc {
+                let base = (k0 + kk) * self.col_stride + n0;
+                dst[kk * width..kk * width + width].copy_from_slice(&self.data[base..base + width]);
+            }
+            return;
+        }
+        if self.col_stride == 1 {
+            // Rows are contiguous (attention's keys): copied eight at a time, then transposed.
+            let mut j = 0;
+            while j < width {
+                let block = &mut tmp[..8 * kc];
+                for r in 0..8 {
+                    let out = &mut block[r * kc..(r + 1) * kc];
+                    if j + r < nr {
+                        let base = (n0 + j + r) * self.row_stride + k0;
+                        out.copy_from_slice(&self.data[base..base + kc]);
+                    } else {
+                        out.iter_mut().for_each(|x| *x = 0.0);
+                    }
+                }
+                // SAFETY: `block` holds 8 rows of kc, and dst columns j..j+8 of kc rows exist.
+                unsafe { K::transpose8(block.as_ptr(), kc, dst.as_mut_ptr().add(j), width) };
+                j += 8;
+            }
+            return;
+        }
         for kk in 0..kc {
             let base = (k0 + kk) * self.col_stride;
             let d = &mut dst[kk * width..kk * width + width];
@@ -205,7 +201,7 @@ impl PanelSource for Strided<'_> {
     }
 
     #[inline(always)]
-    fn row(&self, r: usize, out: &mut [f32]) {
+    fn row<K: Kernel>(&self, r: usize, out: &mut [f32]) {
         for (c, o) in out.iter_mut().enumerate() {
             *o = self.data[r * self.row_stride + c * self.col_stride];
         }
@@ -270,28 +266,48 @@ const MC: usize = 256;
 const GEMV_ROWS: usize = 4;
 
 thread_local! {
+    /// The packed A of the multiply this thread started last.
+    static PACKED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static SCRATCH: RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
 /// C[m, n] (+)= A[m, k] · B^T, split over the pool by columns of C.
 pub fn gemm<S: PanelSource>(a: MatA<'_>, b: &S, c: MatC, accumulate: bool, pool: Option<&Pool>) {
+    gemm_on(isa(), a, b, c, accumulate, pool)
+}
+
+/// [`gemm`] with a given instruction set (`isa` must not exceed what the CPU has; tests use it to
+/// check every path on one machine).
+pub fn gemm_on<S: PanelSource>(
+    isa: Isa,
+    a: MatA<'_>,
+    b: &S,
+    c: MatC,
+    accumulate: bool,
+    pool: Option<&Pool>,
+) {
     let (m, n) = (a.rows, b.n());
     if m == 0 || n == 0 {
         return;
     }
     debug_assert_eq!(a.cols, b.k());
     debug_assert!((m - 1) * c.stride + n <= c.len);
-    let isa = isa();
-    let nr = match isa {
-        Isa::Avx512 => 32,
-        Isa::Avx2 => 16,
-        Isa::Scalar => 8,
+    let isa = isa.min(detect());
+    let (mr, nr) = match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => (x86::Avx512::MR, x86::Avx512::NR),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => (x86::Avx2::MR, x86::Avx2::NR),
+        _ => (Portable::MR, Portable::NR),
     };
+    // A is packed once, shared by every task (GEMV reads it as it is).
+    let step = b.k_step().max(1);
+    let packed = (m > GEMV_ROWS).then(|| PackedA::new(a, mr, (KC / step).max(1) * step, pool));
     // Column chunks: enough for load balance, each a whole number of panels.
     let threads = pool.map(|p| p.threads()).unwrap_or(1);
     let work = m.max(1) * a.cols * n;
     let want = if threads > 1 && work > 1 << 16 {
-        threads * 4
+        threads * 3
     } else {
         1
     };
@@ -300,15 +316,23 @@ pub fn gemm<S: PanelSource>(a: MatA<'_>, b: &S, c: MatC, accumulate: bool, pool:
     let task = |t: usize| {
         let n0 = t * chunk;
         let n1 = (n0 + chunk).min(n);
+        let job = Job {
+            a,
+            packed: packed.as_ref(),
+            c,
+            n0,
+            n1,
+            acc: accumulate,
+        };
         // SAFETY: the kernels only run on CPUs that have their instruction set (`isa()`), and
         // each task writes only columns n0..n1 of C.
         unsafe {
             match isa {
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => columns_avx512(a, b, c, n0, n1, accumulate),
+                Isa::Avx512 => columns_avx512(&job, b),
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => columns_avx2(a, b, c, n0, n1, accumulate),
-                _ => columns_scalar(a, b, c, n0, n1, accumulate),
+                Isa::Avx2 => columns_avx2(&job, b),
+                _ => columns_scalar(&job, b),
             }
         }
     };
@@ -318,45 +342,127 @@ pub fn gemm<S: PanelSource>(a: MatA<'_>, b: &S, c: MatC, accumulate: bool, pool:
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn columns_avx512<S: PanelSource>(
-    a: MatA<'_>,
-    b: &S,
+/// A packed once: every (row block, k block) as MR-row panels `[kc][MR]`, zero-padded.
+struct PackedA {
+    data: Vec<f32>,
+    kc_max: usize,
+    /// Rows per block: a multiple of MR, so that no panel straddles two blocks.
+    mc: usize,
+    /// Offset of block (mi, ki) at `offsets[mi * k_blocks + ki]`.
+    offsets: Vec<usize>,
+    k_blocks: usize,
+}
+
+impl Drop for PackedA {
+    fn drop(&mut self) {
+        // Hand the buffer back for the next multiply on this thread.
+        let data = std::mem::take(&mut self.data);
+        PACKED.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.capacity() < data.capacity() {
+                *slot = data;
+            }
+        });
+    }
+}
+
+crate::simd::multiversion! {
+    /// `rows` rows of `kc` values (row stride `stride`, from `start`) as one panel `[kc][mr]`.
+    fn interleave(src: &[f32], start: usize, stride: usize, rows: usize, kc: usize, mr: usize, panel: &mut [f32]) {
+        for i in 0..rows {
+            let row = &src[start + i * stride..start + i * stride + kc];
+            for q in 0..kc {
+                panel[q * mr + i] = row[q];
+            }
+        }
+    }
+}
+
+impl PackedA {
+    fn new(a: MatA<'_>, mr: usize, kc_max: usize, pool: Option<&Pool>) -> PackedA {
+        let (m, k) = (a.rows, a.cols);
+        let mc_block = (MC / mr).max(1) * mr;
+        let k_blocks = k.div_ceil(kc_max);
+        let mut offsets = Vec::new();
+        let mut total = 0;
+        for m0 in (0..m).step_by(mc_block) {
+            let padded = mc_block.min(m - m0).div_ceil(mr) * mr;
+            for k0 in (0..k).step_by(kc_max) {
+                offsets.push(total);
+                total += padded * kc_max.min(k - k0);
+            }
+        }
+        let mut data = PACKED.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
+        data.clear();
+        data.resize(total, 0.0);
+        let out = MatC::new(&mut data, 0);
+        // One task per MR-row panel group of one block.
+        let panels = m.div_ceil(mr);
+        let pack = |p: usize| {
+            let r0 = p * mr;
+            let (mi, within) = (r0 / mc_block, r0 % mc_block);
+            let m0 = mi * mc_block;
+            let mc = mc_block.min(m - m0);
+            let rows = mr.min(mc - within);
+            for ki in 0..k_blocks {
+                let k0 = ki * kc_max;
+                let kc = kc_max.min(k - k0);
+                let base = offsets[mi * k_blocks + ki] + within * kc;
+                // SAFETY: each panel (p) owns its own kc * mr floats of every block.
+                let panel = unsafe { out.slice_mut(base, base + kc * mr) };
+                interleave(
+                    a.data,
+                    (m0 + within) * a.stride + k0,
+                    a.stride,
+                    rows,
+                    kc,
+                    mr,
+                    panel,
+                );
+            }
+        };
+        match pool {
+            Some(p) if m * k > 1 << 16 => p.run(panels, &pack),
+            _ => (0..panels).for_each(pack),
+        }
+        PackedA {
+            data,
+            kc_max,
+            mc: mc_block,
+            offsets,
+            k_blocks,
+        }
+    }
+}
+
+/// One task's share of a multiply.
+struct Job<'a> {
+    a: MatA<'a>,
+    packed: Option<&'a PackedA>,
     c: MatC,
     n0: usize,
     n1: usize,
     acc: bool,
-) {
-    columns::<x86::Avx512, S>(a, b, c, n0, n1, acc)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn columns_avx512<S: PanelSource>(job: &Job<'_>, b: &S) {
+    columns::<x86::Avx512, S>(job, b)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn columns_avx2<S: PanelSource>(
-    a: MatA<'_>,
-    b: &S,
-    c: MatC,
-    n0: usize,
-    n1: usize,
-    acc: bool,
-) {
-    columns::<x86::Avx2, S>(a, b, c, n0, n1, acc)
+unsafe fn columns_avx2<S: PanelSource>(job: &Job<'_>, b: &S) {
+    columns::<x86::Avx2, S>(job, b)
 }
 
-unsafe fn columns_scalar<S: PanelSource>(
-    a: MatA<'_>,
-    b: &S,
-    c: MatC,
-    n0: usize,
-    n1: usize,
-    acc: bool,
-) {
-    columns::<Portable, S>(a, b, c, n0, n1, acc)
+unsafe fn columns_scalar<S: PanelSource>(job: &Job<'_>, b: &S) {
+    columns::<Portable, S>(job, b)
 }
 
 /// A register-tiled microkernel: C[mr, nr] (+)= A-panel `[kc][MR]` · B-panel `[kc][NR]`.
-pub(crate) trait Kernel {
+pub trait Kernel {
     const MR: usize;
     const NR: usize;
     /// # Safety
@@ -374,118 +480,135 @@ pub(crate) trait Kernel {
         acc: bool,
     );
     /// sum(x[i] * y[i]).
+    ///
+    /// # Safety
+    /// The CPU has the kernel's instruction set.
     unsafe fn dot(x: &[f32], y: &[f32]) -> f32;
+
+    /// Decodes whole blocks of `ty` (the stored bytes `src`) into `dst`, exactly as
+    /// [`crate::quant::dequantize`] does.
+    ///
+    /// # Safety
+    /// The CPU has the kernel's instruction set.
+    #[inline(always)]
+    unsafe fn decode(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
+        dequantize(ty, src, dst)
+    }
+
+    /// `dst[kk * width + r] = src[r * kc + kk]` for 8 rows r and kc columns kk.
+    ///
+    /// # Safety
+    /// `src` holds 8 rows of `kc`, `dst` holds `kc` rows of `width >= 8`, and the CPU has the
+    /// kernel's instruction set.
+    #[inline(always)]
+    unsafe fn transpose8(src: *const f32, kc: usize, dst: *mut f32, width: usize) {
+        for kk in 0..kc {
+            for r in 0..8 {
+                *dst.add(kk * width + r) = *src.add(r * kc + kk);
+            }
+        }
+    }
 }
 
 /// Columns `n0..n1` of C.
 #[inline(always)]
-unsafe fn columns<K: Kernel, S: PanelSource>(
-    a: MatA<'_>,
-    b: &S,
-    c: MatC,
-    n0: usize,
-    n1: usize,
-    acc: bool,
-) {
+unsafe fn columns<K: Kernel, S: PanelSource>(job: &Job<'_>, b: &S) {
+    let Some(packed) = job.packed else {
+        return gemv::<K, S>(job, b);
+    };
+    let (a, n0, n1) = (job.a, job.n0, job.n1);
     let (m, k) = (a.rows, a.cols);
-    if m <= GEMV_ROWS {
-        return gemv::<K, S>(a, b, c, n0, n1, acc);
-    }
-    let step = b.k_step().max(1);
-    let kc_max = (KC / step).max(1) * step;
-    SCRATCH.with(|cell| {
-        let mut scratch = cell.borrow_mut();
-        let (apack, bpack, row) = &mut *scratch;
-        let mc_max = MC.min(m).div_ceil(K::MR) * K::MR;
-        apack.resize(mc_max * kc_max, 0.0);
-        bpack.resize(kc_max * K::NR, 0.0);
-        row.resize(kc_max.max(k.min(kc_max)), 0.0);
-        let mut k0 = 0;
-        while k0 < k {
-            let kc = kc_max.min(k - k0);
-            let first = k0 == 0;
-            let mut m0 = 0;
-            while m0 < m {
-                let mc = MC.min(m - m0);
-                pack_a::<K>(a, m0, mc, k0, kc, apack);
-                let mut j0 = n0;
-                while j0 < n1 {
-                    let nr = K::NR.min(n1 - j0);
-                    b.pack(j0, nr, k0, kc, K::NR, bpack, row);
-                    for mb in 0..mc.div_ceil(K::MR) {
-                        let mr = K::MR.min(mc - mb * K::MR);
-                        let cp = c.ptr.add((m0 + mb * K::MR) * c.stride + j0);
-                        K::run(
-                            kc,
-                            apack.as_ptr().add(mb * kc * K::MR),
-                            bpack.as_ptr(),
-                            cp,
-                            c.stride,
-                            mr,
-                            nr,
-                            acc || !first,
-                        );
-                    }
-                    j0 += K::NR;
-                }
-                m0 += MC;
+    let kc_max = packed.kc_max;
+    // No closures from here on: code inside a closure would not get this function's target
+    // features, and the intrinsics would become calls.
+    let mut scratch = SCRATCH.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
+    let (bpack, tmp, _) = &mut scratch;
+    bpack.resize(kc_max * K::NR, 0.0);
+    tmp.resize(8 * kc_max, 0.0);
+    // When A is small enough to stay in L2, each panel of C is finished over every k-block
+    // before the next (C never leaves the cache: what matters for a wide C such as the logits);
+    // otherwise each k-block of A stays in L2 while every panel passes over it.
+    let panel_outer = m * k * 4 <= 512 << 10;
+    let panels = n1.saturating_sub(n0).div_ceil(K::NR);
+    if panel_outer {
+        for p in 0..panels {
+            for ki in 0..packed.k_blocks {
+                tile::<K, S>(job, b, packed, bpack, tmp, n0 + p * K::NR, ki);
             }
-            k0 += kc;
         }
-    });
+    } else {
+        for ki in 0..packed.k_blocks {
+            for p in 0..panels {
+                tile::<K, S>(job, b, packed, bpack, tmp, n0 + p * K::NR, ki);
+            }
+        }
+    }
+    SCRATCH.with(|cell| *cell.borrow_mut() = scratch);
 }
 
-/// Rows `m0..m0+mc`, columns `k0..k0+kc` of A as MR-row panels `[kc][MR]`, zero-padded.
+/// One NR-wide panel of B over one k-block: packed, then swept by every MR-row block of A.
 #[inline(always)]
-fn pack_a<K: Kernel>(a: MatA<'_>, m0: usize, mc: usize, k0: usize, kc: usize, out: &mut [f32]) {
-    for mb in 0..mc.div_ceil(K::MR) {
-        let panel = &mut out[mb * kc * K::MR..(mb + 1) * kc * K::MR];
-        for i in 0..K::MR {
-            let r = mb * K::MR + i;
-            if r < mc {
-                let src = &a.data[(m0 + r) * a.stride + k0..][..kc];
-                for (p, &v) in src.iter().enumerate() {
-                    panel[p * K::MR + i] = v;
-                }
-            } else {
-                for p in 0..kc {
-                    panel[p * K::MR + i] = 0.0;
-                }
-            }
+unsafe fn tile<K: Kernel, S: PanelSource>(
+    job: &Job<'_>,
+    b: &S,
+    packed: &PackedA,
+    bpack: &mut [f32],
+    tmp: &mut [f32],
+    j0: usize,
+    ki: usize,
+) {
+    let (m, k, c) = (job.a.rows, job.a.cols, job.c);
+    let k0 = ki * packed.kc_max;
+    let kc = packed.kc_max.min(k - k0);
+    let nr = K::NR.min(job.n1 - j0);
+    b.pack::<K>(j0, nr, k0, kc, bpack, tmp);
+    let mut m0 = 0;
+    let mut mi = 0;
+    while m0 < m {
+        let mc = packed.mc.min(m - m0);
+        let apack = &packed.data[packed.offsets[mi * packed.k_blocks + ki]..];
+        for mb in 0..mc.div_ceil(K::MR) {
+            let mr = K::MR.min(mc - mb * K::MR);
+            let cp = c.ptr.add((m0 + mb * K::MR) * c.stride + j0);
+            K::run(
+                kc,
+                apack.as_ptr().add(mb * kc * K::MR),
+                bpack.as_ptr(),
+                cp,
+                c.stride,
+                mr,
+                nr,
+                job.acc || k0 > 0,
+            );
         }
+        m0 += packed.mc;
+        mi += 1;
     }
 }
 
 /// Few rows of A: each row of B is decoded once into L1 and dotted with every row of A.
 #[inline(always)]
-unsafe fn gemv<K: Kernel, S: PanelSource>(
-    a: MatA<'_>,
-    b: &S,
-    c: MatC,
-    n0: usize,
-    n1: usize,
-    acc: bool,
-) {
+unsafe fn gemv<K: Kernel, S: PanelSource>(job: &Job<'_>, b: &S) {
+    let (a, c) = (job.a, job.c);
     let k = a.cols;
-    SCRATCH.with(|cell| {
-        let mut scratch = cell.borrow_mut();
-        let row = &mut scratch.2;
-        row.resize(k.max(row.len()), 0.0);
-        let row = &mut row[..k];
-        for j in n0..n1 {
-            b.row(j, row);
-            for i in 0..a.rows {
-                let x = &a.data[i * a.stride..i * a.stride + k];
-                let v = K::dot(x, row);
-                let cp = c.ptr.add(i * c.stride + j);
-                *cp = if acc { *cp + v } else { v };
-            }
+    let mut scratch = SCRATCH.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
+    let row = &mut scratch.2;
+    row.resize(k.max(row.len()), 0.0);
+    let row = &mut row[..k];
+    for j in job.n0..job.n1 {
+        b.row::<K>(j, row);
+        for i in 0..a.rows {
+            let x = &a.data[i * a.stride..i * a.stride + k];
+            let v = K::dot(x, row);
+            let cp = c.ptr.add(i * c.stride + j);
+            *cp = if job.acc { *cp + v } else { v };
         }
-    });
+    }
+    SCRATCH.with(|cell| *cell.borrow_mut() = scratch);
 }
 
 /// Plain Rust: a 4 x 8 tile (vectorized by the compiler where it can).
-struct Portable;
+pub struct Portable;
 
 impl Kernel for Portable {
     const MR: usize = 4;
@@ -554,10 +677,164 @@ unsafe fn store_tile(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub mod x86 {
     use std::arch::x86_64::*;
 
     use super::{store_tile, Kernel};
+    use crate::quant::{dequantize, f16_at, k_scale_min, GgmlType};
+
+    /// 8 x 8 transposes with AVX shuffles (both x86 kernels use it).
+    ///
+    /// # Safety
+    /// As [`Kernel::transpose8`], on a CPU with AVX.
+    #[inline(always)]
+    pub unsafe fn transpose8_avx(src: *const f32, kc: usize, dst: *mut f32, width: usize) {
+        let mut kk = 0;
+        while kk + 8 <= kc {
+            let r0 = _mm256_loadu_ps(src.add(kk));
+            let r1 = _mm256_loadu_ps(src.add(kc + kk));
+            let r2 = _mm256_loadu_ps(src.add(2 * kc + kk));
+            let r3 = _mm256_loadu_ps(src.add(3 * kc + kk));
+            let r4 = _mm256_loadu_ps(src.add(4 * kc + kk));
+            let r5 = _mm256_loadu_ps(src.add(5 * kc + kk));
+            let r6 = _mm256_loadu_ps(src.add(6 * kc + kk));
+            let r7 = _mm256_loadu_ps(src.add(7 * kc + kk));
+            let t0 = _mm256_unpacklo_ps(r0, r1);
+            let t1 = _mm256_unpackhi_ps(r0, r1);
+            let t2 = _mm256_unpacklo_ps(r2, r3);
+            let t3 = _mm256_unpackhi_ps(r2, r3);
+            let t4 = _mm256_unpacklo_ps(r4, r5);
+            let t5 = _mm256_unpackhi_ps(r4, r5);
+            let t6 = _mm256_unpacklo_ps(r6, r7);
+            let t7 = _mm256_unpackhi_ps(r6, r7);
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            let out = [
+                _mm256_permute2f128_ps::<0x20>(u0, u4),
+                _mm256_permute2f128_ps::<0x20>(u1, u5),
+                _mm256_permute2f128_ps::<0x20>(u2, u6),
+                _mm256_permute2f128_ps::<0x20>(u3, u7),
+                _mm256_permute2f128_ps::<0x31>(u0, u4),
+                _mm256_permute2f128_ps::<0x31>(u1, u5),
+                _mm256_permute2f128_ps::<0x31>(u2, u6),
+                _mm256_permute2f128_ps::<0x31>(u3, u7),
+            ];
+            for (c, v) in out.into_iter().enumerate() {
+                _mm256_storeu_ps(dst.add((kk + c) * width), v);
+            }
+            kk += 8;
+        }
+        while kk < kc {
+            for r in 0..8 {
+                *dst.add(kk * width + r) = *src.add(r * kc + kk);
+            }
+            kk += 1;
+        }
+    }
+
+    /// AVX2 decoders for the commonest formats, bit for bit what `quant::dequantize` computes
+    /// (the same f32 multiplies and adds, never fused); the rest go to the portable decoders.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `src` holds the blocks of `dst.len()` values.
+    #[inline(always)]
+    pub unsafe fn decode_avx2(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
+        let n = dst.len() / ty.block_values();
+        let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+        let bb = ty.block_bytes();
+        match ty {
+            GgmlType::Q8_0 => {
+                for b in 0..n {
+                    let p = s.add(b * bb);
+                    let scale = _mm256_set1_ps(f16_at(src, b * bb));
+                    for part in 0..4 {
+                        let q = _mm_loadl_epi64(p.add(2 + part * 8) as *const __m128i);
+                        let v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+                        _mm256_storeu_ps(d.add(b * 32 + part * 8), _mm256_mul_ps(v, scale));
+                    }
+                }
+            }
+            GgmlType::Q4_0 | GgmlType::Q4_1 => {
+                let low4 = _mm_set1_epi8(0x0f);
+                let eight = _mm256_set1_epi32(8);
+                for b in 0..n {
+                    let p = s.add(b * bb);
+                    let scale = _mm256_set1_ps(f16_at(src, b * bb));
+                    let (q_at, min) = if ty == GgmlType::Q4_1 {
+                        (4, Some(_mm256_set1_ps(f16_at(src, b * bb + 2))))
+                    } else {
+                        (2, None)
+                    };
+                    let raw = _mm_loadu_si128(p.add(q_at) as *const __m128i);
+                    let lo = _mm_and_si128(raw, low4);
+                    let hi = _mm_and_si128(_mm_srli_epi16::<4>(raw), low4);
+                    for (half, nib) in [lo, hi].into_iter().enumerate() {
+                        for part in 0..2 {
+                            let bytes = if part == 0 {
+                                nib
+                            } else {
+                                _mm_srli_si128::<8>(nib)
+                            };
+                            let mut q = _mm256_cvtepu8_epi32(bytes);
+                            if min.is_none() {
+                                q = _mm256_sub_epi32(q, eight);
+                            }
+                            let v = _mm256_mul_ps(scale, _mm256_cvtepi32_ps(q));
+                            let v = match min {
+                                Some(m) => _mm256_add_ps(v, m),
+                                None => v,
+                            };
+                            _mm256_storeu_ps(d.add(b * 32 + half * 16 + part * 8), v);
+                        }
+                    }
+                }
+            }
+            GgmlType::Q4K => {
+                let low4 = _mm_set1_epi8(0x0f);
+                for b in 0..n {
+                    let blk = &src[b * bb..(b + 1) * bb];
+                    let dd = f16_at(blk, 0);
+                    let dmin = f16_at(blk, 2);
+                    let (sc, m) = k_scale_min(&blk[4..16]);
+                    for sub in 0..8 {
+                        let dl = _mm256_set1_ps(dd * sc[sub] as f32);
+                        let ml = _mm256_set1_ps(dmin * m[sub] as f32);
+                        let (g, shift) = (sub / 2, sub % 2);
+                        for part in 0..2 {
+                            let raw = _mm_loadu_si128(
+                                blk.as_ptr().add(16 + g * 32 + part * 16) as *const __m128i
+                            );
+                            let nib = if shift == 0 {
+                                _mm_and_si128(raw, low4)
+                            } else {
+                                _mm_and_si128(_mm_srli_epi16::<4>(raw), low4)
+                            };
+                            for eighth in 0..2 {
+                                let bytes = if eighth == 0 {
+                                    nib
+                                } else {
+                                    _mm_srli_si128::<8>(nib)
+                                };
+                                let q = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes));
+                                let v = _mm256_sub_ps(_mm256_mul_ps(dl, q), ml);
+                                _mm256_storeu_ps(
+                                    d.add(b * 256 + sub * 32 + part * 16 + eighth * 8),
+                                    v,
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            _ => dequantize(ty, src, dst),
+        }
+    }
 
     /// AVX2 + FMA: a 6 x 16 tile in twelve ymm accumulators.
     pub struct Avx2;
@@ -585,6 +862,16 @@ mod x86 {
     impl Kernel for Avx2 {
         const MR: usize = 6;
         const NR: usize = 16;
+
+        #[inline(always)]
+        unsafe fn transpose8(src: *const f32, kc: usize, dst: *mut f32, width: usize) {
+            transpose8_avx(src, kc, dst, width)
+        }
+
+        #[inline(always)]
+        unsafe fn decode(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
+            decode_avx2(ty, src, dst)
+        }
 
         #[inline(always)]
         #[allow(clippy::too_many_arguments)]
@@ -692,6 +979,16 @@ mod x86 {
         const NR: usize = 32;
 
         #[inline(always)]
+        unsafe fn transpose8(src: *const f32, kc: usize, dst: *mut f32, width: usize) {
+            transpose8_avx(src, kc, dst, width)
+        }
+
+        #[inline(always)]
+        unsafe fn decode(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
+            decode_avx2(ty, src, dst)
+        }
+
+        #[inline(always)]
         #[allow(clippy::too_many_arguments)]
         unsafe fn run(
             kc: usize,
@@ -797,7 +1094,7 @@ pub fn decode(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn decode_avx2(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
-    dequantize(ty, src, dst)
+    x86::decode_avx2(ty, src, dst)
 }
 
 #[cfg(test)]
@@ -858,6 +1155,217 @@ mod tests {
                     "{m}x{n}x{k}: {x} vs {y}"
                 );
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod decode_tests {
+    use super::*;
+
+    #[test]
+    fn vector_decoders_are_bit_identical_to_the_portable_ones() {
+        // Every byte pattern the decoders care about, from a seeded generator.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut byte = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        };
+        for ty in GgmlType::ALL.into_iter().filter(|t| !t.is_dense()) {
+            let blocks = 7;
+            let mut src: Vec<u8> = (0..blocks * ty.block_bytes()).map(|_| byte()).collect();
+            // Keep the f16 scales finite so that the values compare.
+            for b in 0..blocks {
+                let at = b * ty.block_bytes();
+                let scale_at = match ty {
+                    GgmlType::Q2K => 80,
+                    GgmlType::Q3K => 108,
+                    GgmlType::Q6K => 208,
+                    _ => 0,
+                };
+                src[at + scale_at + 1] &= 0x3b;
+                if matches!(
+                    ty,
+                    GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q2K
+                ) {
+                    let min_at = if ty == GgmlType::Q2K { 82 } else { 2 };
+                    src[at + min_at + 1] &= 0x3b;
+                }
+            }
+            let n = blocks * ty.block_values();
+            let mut want = vec![0f32; n];
+            dequantize(ty, &src, &mut want);
+            let mut got = vec![f32::NAN; n];
+            decode(ty, &src, &mut got);
+            assert_eq!(
+                got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                "{ty:?}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+
+    #[test]
+    #[ignore]
+    fn gemm_speed() {
+        let pool = Pool::global();
+        let (m, n, k) = (512, 1536, 576);
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32).collect();
+        let b: Vec<f32> = (0..n * k).map(|i| (i % 5) as f32).collect();
+        let mut c = vec![0f32; m * n];
+        for (label, threads) in [("1 thread", None), ("pool", Some(pool))] {
+            let t = std::time::Instant::now();
+            let reps = 10;
+            for _ in 0..reps {
+                gemm(
+                    MatA {
+                        data: &a,
+                        rows: m,
+                        cols: k,
+                        stride: k,
+                    },
+                    &Strided {
+                        data: &b,
+                        n,
+                        k,
+                        row_stride: k,
+                        col_stride: 1,
+                    },
+                    MatC::new(&mut c, n),
+                    false,
+                    threads,
+                );
+            }
+            let s = t.elapsed().as_secs_f64() / reps as f64;
+            println!(
+                "{label} {:?}: {:.1} ms, {:.1} GFLOP/s",
+                isa(),
+                s * 1e3,
+                2.0 * (m * n * k) as f64 / s / 1e9
+            );
+        }
+        let q = crate::weights::Weight::from_f32("b", vec![n, k], &b).unwrap();
+        let t = std::time::Instant::now();
+        for _ in 0..10 {
+            gemm(
+                MatA {
+                    data: &a,
+                    rows: m,
+                    cols: k,
+                    stride: k,
+                },
+                &WeightPanel(&q),
+                MatC::new(&mut c, n),
+                false,
+                Some(pool),
+            );
+        }
+        let s = t.elapsed().as_secs_f64() / 10.0;
+        println!(
+            "weight f32 pool: {:.1} ms, {:.1} GFLOP/s",
+            s * 1e3,
+            2.0 * (m * n * k) as f64 / s / 1e9
+        );
+        use candle_core::quantized::{GgmlDType, QTensor};
+        for (ty, cty) in [
+            (GgmlType::Q4_1, GgmlDType::Q4_1),
+            (GgmlType::Q8_0, GgmlDType::Q8_0),
+        ] {
+            let t = candle_core::Tensor::from_vec(b.clone(), (n, k), &candle_core::Device::Cpu)
+                .unwrap();
+            let bytes = QTensor::quantize(&t, cty).unwrap().data().unwrap().to_vec();
+            let w = crate::weights::Weight::new(
+                "q",
+                vec![n, k],
+                ty,
+                crate::weights::Bytes::Owned(std::sync::Arc::new(bytes)),
+                0,
+            )
+            .unwrap();
+            for rows in [512usize, 128, 1] {
+                let t = std::time::Instant::now();
+                for _ in 0..10 {
+                    gemm(
+                        MatA {
+                            data: &a,
+                            rows,
+                            cols: k,
+                            stride: k,
+                        },
+                        &WeightPanel(&w),
+                        MatC::new(&mut c, n),
+                        false,
+                        Some(pool),
+                    );
+                }
+                let s = t.elapsed().as_secs_f64() / 10.0;
+                println!(
+                    "{ty:?} m={rows} pool: {:.2} ms, {:.1} GFLOP/s",
+                    s * 1e3,
+                    2.0 * (rows * n * k) as f64 / s / 1e9
+                );
+            }
+            if ty == GgmlType::Q8_0 {
+                // The unembedding's shape: a vocabulary of outputs.
+                let big: Vec<f32> = (0..49152 * k)
+                    .map(|i| ((i * 31 % 17) as f32 - 8.0) / 9.0)
+                    .collect();
+                let t = candle_core::Tensor::from_vec(big, (49152, k), &candle_core::Device::Cpu)
+                    .unwrap();
+                let bytes = QTensor::quantize(&t, cty).unwrap().data().unwrap().to_vec();
+                let w = crate::weights::Weight::new(
+                    "u",
+                    vec![49152, k],
+                    ty,
+                    crate::weights::Bytes::Owned(std::sync::Arc::new(bytes)),
+                    0,
+                )
+                .unwrap();
+                let mut out = vec![0f32; 256 * (49152 + 16)];
+                for rows in [128usize, 256] {
+                    let t = std::time::Instant::now();
+                    gemm(
+                        MatA {
+                            data: &a,
+                            rows,
+                            cols: k,
+                            stride: k,
+                        },
+                        &WeightPanel(&w),
+                        MatC::new(&mut out, 49152 + 16),
+                        false,
+                        Some(pool),
+                    );
+                    let s = t.elapsed().as_secs_f64();
+                    println!(
+                        "unembedding Q8_0 m={rows}: {:.2} ms, {:.1} GFLOP/s",
+                        s * 1e3,
+                        2.0 * (rows * 49152 * k) as f64 / s / 1e9
+                    );
+                }
+            }
+            let mut row = vec![0f32; k];
+            let raw = w.row_bytes(0, n).to_vec();
+            let t = std::time::Instant::now();
+            for r in 0..n {
+                decode(
+                    ty,
+                    &raw[r * ty.bytes_for(k)..(r + 1) * ty.bytes_for(k)],
+                    &mut row,
+                );
+            }
+            let s = t.elapsed().as_secs_f64();
+            println!(
+                "  decode_row alone: {:.2} ns/weight",
+                s * 1e9 / (n * k) as f64
+            );
         }
     }
 }

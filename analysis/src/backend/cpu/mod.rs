@@ -11,12 +11,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use self::gemm::{MatA, MatC, Strided, WeightPanel};
 use self::pool::Pool;
-use super::forward::{self, AttnShape, Edit, EditKind, Exec, KvCache, NormSel, Readback, Table};
-use super::{Backend, IdProb, LogitsOut, Request, RowStats, RunOutput, Session};
+use super::forward::{
+    self, AttnShape, Edit, EditKind, Exec, KvCache, NormSel, OpTimes, Readback, Table, Timed,
+};
+use super::{Backend, LogitsOut, Request, RowStats, RunOutput, Session};
 use crate::arch::ArchSpec;
 use crate::checkpoint::Model;
 use crate::error::{PrismError, Result};
-use crate::metrics::{position_stats, top_k_softmax};
+use crate::metrics::{row_stats, RowStat};
 use crate::weights::{LinearId, ModelWeights, NormWeights, Weight};
 
 pub struct CpuBackend {
@@ -24,6 +26,8 @@ pub struct CpuBackend {
     /// Views of the checkpoint's bytes (cloning them copies no weight data).
     weights: ModelWeights,
     pool: &'static Pool,
+    /// Time per op kind, collected while profiling is on.
+    profile: Mutex<Option<OpTimes>>,
 }
 
 impl CpuBackend {
@@ -32,7 +36,41 @@ impl CpuBackend {
             spec: model.spec.clone(),
             weights: model.weights.clone(),
             pool: Pool::global(),
+            profile: Mutex::new(None),
         })
+    }
+}
+
+impl CpuBackend {
+    /// Runs the forward pass on `e`, timing every op while profiling is on.
+    fn run_exec(
+        &self,
+        e: &mut CpuExec<'_>,
+        req: &Request<'_>,
+        cache: Option<&mut KvCache<CpuBuf>>,
+    ) -> Result<RunOutput> {
+        let profiling = self
+            .profile
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        if !profiling {
+            return forward::run(e, req, cache);
+        }
+        let mut timed = Timed {
+            inner: e,
+            times: OpTimes::default(),
+        };
+        let out = forward::run(&mut timed, req, cache);
+        if let Some(p) = self
+            .profile
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            p.merge(&timed.times);
+        }
+        out
     }
 }
 
@@ -43,7 +81,23 @@ impl Backend for CpuBackend {
 
     fn run(&self, req: &Request<'_>) -> Result<RunOutput> {
         let mut e = CpuExec::new(self);
-        forward::run(&mut e, req, None)
+        self.run_exec(&mut e, req, None)
+    }
+
+    fn set_profiling(&self, on: bool) {
+        *self.profile.lock().unwrap_or_else(|e| e.into_inner()) = on.then(OpTimes::default);
+    }
+
+    fn take_profile(&self) -> Vec<(String, f64, usize)> {
+        let mut guard = self.profile.lock().unwrap_or_else(|e| e.into_inner());
+        match guard.as_mut() {
+            Some(times) => std::mem::take(times)
+                .0
+                .into_iter()
+                .map(|(k, (d, n))| (k.to_string(), d.as_secs_f64() * 1e3, n))
+                .collect(),
+            None => Vec::new(),
+        }
     }
 
     fn session(&self, batch: usize, capacity: usize) -> Result<Box<dyn Session + '_>> {
@@ -62,7 +116,7 @@ struct CpuSession<'a> {
 impl Session for CpuSession<'_> {
     fn run(&mut self, req: &Request<'_>) -> Result<RunOutput> {
         let mut e = CpuExec::new(self.backend);
-        forward::run(&mut e, req, Some(&mut self.cache))
+        self.backend.run_exec(&mut e, req, Some(&mut self.cache))
     }
 
     fn len(&self) -> usize {
@@ -452,9 +506,12 @@ impl Exec for CpuExec<'_> {
             None
         };
         // A few rows at a time, so that a long text never holds all its logits at once.
-        const CHUNK: usize = 64;
+        const CHUNK: usize = 128;
         let mut a = Vec::with_capacity(CHUNK.min(rows.len()) * h);
-        let mut logits = vec![0f32; CHUNK.min(rows.len()) * vocab];
+        // Rows padded past a multiple of 4 KiB: a stride of exactly 2^k bytes would put every row
+        // of a tile in the same cache set.
+        let stride = vocab + 16;
+        let mut logits = vec![0f32; CHUNK.min(rows.len()) * stride];
         for (chunk_rows, chunk_targets) in rows.chunks(CHUNK).zip(targets.chunks(CHUNK)) {
             let c = chunk_rows.len();
             a.clear();
@@ -469,46 +526,44 @@ impl Exec for CpuExec<'_> {
                     stride: h,
                 },
                 &WeightPanel(u),
-                MatC::new(&mut logits[..c * vocab], vocab),
+                MatC::new(&mut logits[..c * stride], stride),
                 false,
                 Some(self.b.pool),
             );
-            let block = &mut logits[..c * vocab];
-            if let Some(b) = &bias {
-                for row in block.chunks_mut(vocab) {
+            let block = &mut logits[..c * stride];
+            for row in block.chunks_mut(stride) {
+                let row = &mut row[..vocab];
+                if let Some(b) = &bias {
                     row.iter_mut().zip(b).for_each(|(x, b)| *x += b);
                 }
+                if let Some(cap) = s.final_softcap {
+                    ops::softcap(row, cap);
+                }
             }
-            if let Some(cap) = s.final_softcap {
-                ops::softcap(block, cap);
-            }
-            let per_row: Vec<Mutex<Option<RowResult>>> = (0..c).map(|_| Mutex::new(None)).collect();
+            let per_row: Vec<Mutex<Option<RowStat>>> = (0..c).map(|_| Mutex::new(None)).collect();
             let block_ref = &*block;
             self.b.pool.run(c, &|i| {
-                let row = &block_ref[i * vocab..(i + 1) * vocab];
-                let target = chunk_targets[i];
-                let st = position_stats(row, if target == u32::MAX { 0 } else { target });
-                let (surprisal, rank) = if target == u32::MAX || target as usize >= vocab {
-                    (f64::NAN, 0)
-                } else {
-                    (st.surprisal_bits, st.rank)
-                };
-                let top = top_k_softmax(row, top_k);
+                let row = &block_ref[i * stride..i * stride + vocab];
+                let target = Some(chunk_targets[i]).filter(|&t| t != u32::MAX);
                 *per_row[i].lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some((st.entropy_bits, surprisal, rank, top));
+                    Some(row_stats(row, target, top_k));
             });
             for cell in per_row {
-                let (entropy, surprisal, rank, top) = cell
+                let st = cell
                     .into_inner()
                     .unwrap_or_else(|e| e.into_inner())
                     .ok_or_else(|| PrismError::Backend("a logit row was not computed".into()))?;
-                stats.entropy_bits.push(entropy);
-                stats.surprisal_bits.push(surprisal);
-                stats.rank.push(rank);
-                stats.top.push(top);
+                stats.entropy_bits.push(st.entropy_bits);
+                stats
+                    .surprisal_bits
+                    .push(st.surprisal_bits.unwrap_or(f64::NAN));
+                stats.rank.push(st.rank.unwrap_or(0));
+                stats.top.push(st.top);
             }
             if let Some(f) = &mut full {
-                f.extend_from_slice(block);
+                for row in block.chunks(stride) {
+                    f.extend_from_slice(&row[..vocab]);
+                }
             }
         }
         self.back.logits.push(LogitsOut {
@@ -523,9 +578,6 @@ impl Exec for CpuExec<'_> {
         Ok(std::mem::take(&mut self.back))
     }
 }
-
-/// Entropy, surprisal, rank and top-k of one logit row.
-type RowResult = (f64, f64, usize, Vec<IdProb>);
 
 /// `f` over chunks of `x` (and the matching chunks of `y`, when given) across the pool.
 fn parallel_zip(pool: &Pool, x: &mut [f32], y: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync) {
