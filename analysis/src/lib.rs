@@ -4,20 +4,24 @@
 // Input decides what happens here: no unwrap or expect outside tests, errors carry context instead.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod ablation;
 pub mod arch;
 pub mod backend;
 pub mod checkpoint;
 pub mod error;
 pub mod figure;
+pub mod generate;
 pub mod geometry;
 pub mod gguf;
 pub mod guard;
 pub mod intervene;
 pub mod metrics;
+pub mod patching;
 pub mod quant;
 pub mod samples;
 #[macro_use]
 pub mod simd;
+pub mod steering;
 pub mod tokenizer;
 pub mod trace;
 pub mod weights;

@@ -40,6 +40,8 @@ pub struct PrismTokenizer {
     pub adds_bos: bool,
     /// Things the user should know, such as an unknown pre-tokenizer replaced by GPT-2's.
     pub warnings: Vec<String>,
+    /// Other tokens that end a generation (GGUF end-of-turn and end-of-message ids).
+    pub end_of_turn: Vec<u32>,
 }
 
 impl PrismTokenizer {
@@ -97,6 +99,7 @@ impl PrismTokenizer {
             eos_id,
             adds_bos,
             warnings: Vec::new(),
+            end_of_turn: Vec::new(),
         })
     }
 
@@ -244,6 +247,10 @@ impl PrismTokenizer {
             .flatten()
             .unwrap_or(default_bos)
             && bos_id.is_some();
+        let end_of_turn = ["tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"]
+            .iter()
+            .filter_map(|k| id(k))
+            .collect();
         Ok(PrismTokenizer {
             inner,
             kind,
@@ -251,6 +258,7 @@ impl PrismTokenizer {
             eos_id,
             adds_bos,
             warnings,
+            end_of_turn,
         })
     }
 
@@ -307,6 +315,24 @@ impl PrismTokenizer {
             }
         }
         Ok((ids, offsets))
+    }
+
+    /// Text for a sequence of ids, special tokens included (as transformers' `decode` gives it).
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| PrismError::Input(format!("cannot decode the tokens: {e}")))
+    }
+
+    /// The ids that end a generation: EOS and any end-of-turn token.
+    pub fn end_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.eos_id.into_iter().collect();
+        for &e in &self.end_of_turn {
+            if !ids.contains(&e) {
+                ids.push(e);
+            }
+        }
+        ids
     }
 
     /// True for byte-level BPE vocabularies, where a leading space is part of a word's token.

@@ -3,9 +3,12 @@
 
 use serde::Serialize;
 
-use crate::backend::{check_ids, AttentionMaps, Backend, Capture, ForwardOutput, IdProb};
+use crate::backend::{
+    check_ids, forward_with, AttentionMaps, Backend, Capture, ForwardOutput, IdProb,
+};
 use crate::checkpoint::Model;
 use crate::error::{PrismError, Result};
+use crate::intervene::Intervention;
 use crate::metrics::{position_stats, top_k_softmax};
 
 #[derive(Debug, Clone, Serialize)]
@@ -34,6 +37,8 @@ pub struct Trace {
     pub top: Vec<Vec<Prediction>>,
     pub output: ForwardOutput,
     pub backend: String,
+    /// The interventions this run had (empty for a plain run).
+    pub interventions: Vec<Intervention>,
 }
 
 impl Trace {
@@ -45,8 +50,23 @@ impl Trace {
         capture: Capture,
         top_k: usize,
     ) -> Result<Trace> {
+        Trace::run_with(model, backend, ids, capture, top_k, &[])
+    }
+
+    /// [`Trace::run`] with interventions, which the trace records.
+    pub fn run_with(
+        model: &Model,
+        backend: &dyn Backend,
+        ids: &[u32],
+        capture: Capture,
+        top_k: usize,
+        interventions: &[Intervention],
+    ) -> Result<Trace> {
         check_ids(model, ids)?;
-        let mut output = backend.forward(ids, capture)?;
+        for iv in interventions {
+            iv.validate(&model.spec, ids.len())?;
+        }
+        let mut output = forward_with(backend, ids, capture, interventions)?;
         let vocab = model.spec.vocab;
         let text = |id: u32| match &model.tokenizer {
             Some(t) => t.token_text(id),
@@ -112,6 +132,7 @@ impl Trace {
             top,
             output,
             backend: backend.describe(),
+            interventions: interventions.to_vec(),
         })
     }
 

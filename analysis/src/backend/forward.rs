@@ -256,8 +256,9 @@ impl<'a> Edits<'a> {
                     for &i in &value_index {
                         let v = values.get(i).ok_or_else(|| {
                             PrismError::Input(format!(
-                                "intervention ({}): the patch source has no position {i}",
-                                iv.describe()
+                                "intervention ({}): the patch source run has {} positions; this run needs position {i} (patch from a source at least as long)",
+                                iv.describe(),
+                                values.len()
                             ))
                         })?;
                         flat.extend_from_slice(v);
@@ -508,12 +509,14 @@ fn check<B>(s: &ArchSpec, req: &Request<'_>, cache: Option<&KvCache<B>>) -> Resu
             req.per_sequence.len()
         )));
     }
+    // Positions beyond this run are allowed (a generation reaches them later); callers check
+    // positions against their text.
     for iv in req
         .interventions
         .iter()
         .chain(req.per_sequence.iter().flatten())
     {
-        iv.validate(s, past + t)?;
+        iv.validate(s, s.context_length)?;
     }
     match req.input {
         Input::Ids(ids) => {

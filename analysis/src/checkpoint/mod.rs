@@ -32,6 +32,8 @@ pub struct ModelInfo {
     /// `tokenizer_config.json`'s `chat_template`).
     #[serde(skip)]
     pub chat_template: Option<String>,
+    /// Token ids that end a generation (EOS, end of turn), from the tokenizer and the config.
+    pub end_ids: Vec<u32>,
 }
 
 pub struct Model {
@@ -283,6 +285,17 @@ fn load_hf(dir: &Path, files: Vec<PathBuf>) -> Result<Model> {
         warnings.extend(t.warnings.iter().cloned());
     }
     let chat_template = hf_chat_template(dir)?;
+    let mut end_ids = tokenizer.as_ref().map(|t| t.end_ids()).unwrap_or_default();
+    let config_eos = match config.get("eos_token_id") {
+        Some(serde_json::Value::Number(n)) => n.as_u64().into_iter().collect(),
+        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_u64()).collect(),
+        _ => Vec::new(),
+    };
+    for id in config_eos {
+        if (id as usize) < spec.vocab && !end_ids.contains(&(id as u32)) {
+            end_ids.push(id as u32);
+        }
+    }
     Ok(Model {
         info: ModelInfo {
             path: dir.to_path_buf(),
@@ -292,6 +305,7 @@ fn load_hf(dir: &Path, files: Vec<PathBuf>) -> Result<Model> {
             dtypes: dtype_counts(&src),
             tokenizer: tokenizer.as_ref().map(|t| t.kind.clone()),
             chat_template,
+            end_ids,
         },
         spec,
         weights,
@@ -420,6 +434,7 @@ fn load_gguf(path: &Path) -> Result<Model> {
         None => warnings.push("the GGUF has no tokenizer: only token ids can be run".to_string()),
     }
     let chat_template = meta.str("tokenizer.chat_template").map(str::to_string);
+    let end_ids = tokenizer.as_ref().map(|t| t.end_ids()).unwrap_or_default();
     Ok(Model {
         info: ModelInfo {
             path: path.to_path_buf(),
@@ -429,6 +444,7 @@ fn load_gguf(path: &Path) -> Result<Model> {
             dtypes: dtype_counts(&src),
             tokenizer: tokenizer.as_ref().map(|t| t.kind.clone()),
             chat_template,
+            end_ids,
         },
         spec,
         weights,

@@ -1,6 +1,7 @@
 //! Figures are data: a [`Figure`] value is drawn on screen by the app and to SVG/PNG here, and it
 //! exports its numbers as CSV and JSON. An export from the GUI and one from the CLI are the same.
 
+pub mod build;
 pub mod render;
 
 use std::io::Write;

@@ -189,18 +189,7 @@ fn print_splits(v: &[WordVector]) {
     }
 }
 
-fn export(fig: &prism_analysis::figure::Figure, path: &std::path::Path) -> anyhow::Result<()> {
-    let files = fig.export(path)?;
-    eprintln!(
-        "prism: wrote {}",
-        files
-            .iter()
-            .map(|f| f.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    Ok(())
-}
+use super::export_figure as export;
 
 pub fn similar(a: SimilarArgs) -> anyhow::Result<()> {
     let model = load_model(&a.model.model)?;

@@ -1,6 +1,7 @@
 //! Subcommands of the `prism` command line. Each prints a readable report, or JSON with `--json`.
 
 mod bench;
+mod experiments;
 mod fetch;
 mod geometry;
 mod info;
@@ -56,6 +57,16 @@ pub enum Command {
     Run(run::RunArgs),
     /// Sentence embedding of a text (mean-pooled, L2-normalized).
     Embed(run::EmbedArgs),
+    /// Generate text, greedy or sampled, with each token's probability and entropy; steer it with
+    /// a control vector or any interventions.
+    Generate(experiments::GenerateArgs),
+    /// Activation patching: how much of the clean answer comes back when one site of the corrupt
+    /// run takes its clean value, per layer and position (or head).
+    Patch(experiments::PatchArgs),
+    /// Head ablation: the change in a text's total surprisal when each head is zeroed or averaged.
+    Ablate(experiments::AblateArgs),
+    /// Make a steering vector (llama.cpp control-vector GGUF) from prompt pairs or a concept axis.
+    Steer(experiments::SteerArgs),
     /// Download, verify and unpack the sample models (all, or the ones named).
     FetchSamples(fetch::FetchArgs),
     /// Time full forward passes on the CPU and the GPU: ms per pass, tokens/s, GFLOP/s.
@@ -136,6 +147,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Info(a) => info::info(a),
         Command::Run(a) => run::run(a),
         Command::Embed(a) => run::embed(a),
+        Command::Generate(a) => experiments::generate_cmd(a),
+        Command::Patch(a) => experiments::patch_cmd(a),
+        Command::Ablate(a) => experiments::ablate_cmd(a),
+        Command::Steer(a) => experiments::steer_cmd(a),
         Command::FetchSamples(a) => fetch::fetch(a),
         Command::Bench(a) => bench::bench(a),
         Command::BenchGeometry(a) => bench::bench_geometry(a),
@@ -177,6 +192,23 @@ fn gui(a: GuiArgs) -> anyhow::Result<()> {
         screenshot: a.screenshot,
         backend: a.backend,
     })
+}
+
+/// Writes a figure (SVG or PNG by the extension, with CSV and JSON next to it) and says where.
+pub fn export_figure(
+    fig: &prism_analysis::figure::Figure,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let files = fig.export(path)?;
+    eprintln!(
+        "prism: wrote {}",
+        files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
 }
 
 /// Resolves and loads a model; a sample that is not there yet is fetched first.

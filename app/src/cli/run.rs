@@ -34,6 +34,22 @@ pub struct RunArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// A JSON list of interventions ({"site", "layer", "head"?, "positions"?, "op", "vector"?,
+    /// "scale"?}) applied to this run.
+    #[arg(long)]
+    pub interventions: Option<std::path::PathBuf>,
+    /// Write a figure of the run (SVG or PNG by the extension, with CSV and JSON data).
+    #[arg(long)]
+    pub figure: Option<std::path::PathBuf>,
+    /// Which figure: text (surprisal per token), attention (one head's map) or lens.
+    #[arg(long, default_value = "text")]
+    pub figure_view: String,
+    /// The attention figure's layer.
+    #[arg(long, default_value_t = 0)]
+    pub layer: usize,
+    /// The attention figure's head.
+    #[arg(long, default_value_t = 0)]
+    pub head: usize,
 }
 
 #[derive(Args, Debug)]
@@ -70,15 +86,60 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     for n in &notes {
         eprintln!("prism: {n}");
     }
+    let view = a.figure.as_ref().map(|_| a.figure_view.as_str());
+    if let Some(v) = view.filter(|v| !matches!(*v, "text" | "attention" | "lens")) {
+        return Err(UsageError(format!("--figure-view {v:?}: text, attention or lens")).into());
+    }
+    let interventions = match &a.interventions {
+        Some(path) => super::experiments::read_interventions(path, &model, backend.as_ref())?,
+        None => Vec::new(),
+    };
     let capture = Capture {
-        attention: a.attention,
+        attention: a.attention || view == Some("attention"),
         residual: a.hidden,
         logits: false,
-        logit_lens: a.lens,
+        logit_lens: a.lens || view == Some("lens"),
         top_k: a.top as usize,
         sites: false,
     };
-    let trace = Trace::run(&model, backend.as_ref(), &ids, capture, a.top as usize)?;
+    let trace = Trace::run_with(
+        &model,
+        backend.as_ref(),
+        &ids,
+        capture,
+        a.top as usize,
+        &interventions,
+    )?;
+    if let (Some(path), Some(v)) = (&a.figure, view) {
+        use prism_analysis::figure::build;
+        let name = model.info.path.display().to_string();
+        let text = |id: u32| {
+            model
+                .tokenizer
+                .as_ref()
+                .map(|t| t.token_text(id))
+                .unwrap_or_else(|| format!("<{id}>"))
+        };
+        let fig = match v {
+            "attention" => {
+                if a.layer >= model.spec.n_layers || a.head >= model.spec.n_heads {
+                    return Err(UsageError(format!(
+                        "--layer {} --head {}: the model has layers 0..{} and heads 0..{}",
+                        a.layer,
+                        a.head,
+                        model.spec.n_layers - 1,
+                        model.spec.n_heads - 1
+                    ))
+                    .into());
+                }
+                build::attention_figure(&trace, a.layer, a.head, &name)
+            }
+            "lens" => build::lens_figure(&trace, &name, &text),
+            _ => Some(build::text_figure(&trace, &name)),
+        };
+        let fig = fig.ok_or_else(|| UsageError("the run captured nothing to draw".into()))?;
+        super::export_figure(&fig, path)?;
+    }
     let total_bits = trace.total_bits();
     let predicted_bytes = trace.predicted_bytes();
     let bits_per_byte = if predicted_bytes > 0 {
@@ -107,6 +168,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             "zstd_bytes": zstd,
             "zstd_bits_per_byte": match (zstd, text_bytes) { (Some(z), Some(t)) if t > 0 => Some(z as f64 * 8.0 / t as f64), _ => None },
         });
+        if !interventions.is_empty() {
+            v["interventions"] = serde_json::to_value(&interventions)?;
+        }
         if let Some(att) = trace.attention() {
             v["attention"] = serde_json::to_value(att.to_nested())?;
         }

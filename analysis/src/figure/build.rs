@@ -1,0 +1,275 @@
+//! Every figure Prism draws from a run or an experiment, built here so that the app's export and
+//! the command line's `--figure` write the same picture for the same input.
+
+use super::{Colormap, Figure, FigureKind, Rgb, Series};
+use crate::ablation::AblationResult;
+use crate::checkpoint::Model;
+use crate::generate::Generation;
+use crate::intervene::{Intervention, Site};
+use crate::patching::PatchResult;
+use crate::trace::Trace;
+
+/// A token as it should appear on screen and in figures: visible whitespace.
+pub fn show_token(s: &str) -> String {
+    s.replace('\n', "↵").replace('\t', "⇥").replace(' ', "·")
+}
+
+/// Notes naming the interventions a run had, so that an exported figure says what it shows.
+fn intervention_notes(list: &[Intervention]) -> Vec<String> {
+    list.iter()
+        .map(|iv| format!("intervention: {}", iv.describe()))
+        .collect()
+}
+
+/// The summary line of a run: tokens, bits, bits per byte.
+pub fn run_summary(trace: &Trace) -> String {
+    let predicted = trace.surprisal_bits.iter().flatten().count();
+    let bytes = trace.predicted_bytes();
+    format!(
+        "{} tokens · {:.1} bits for {predicted} predicted tokens · {:.3} bits/byte",
+        trace.tokens.len(),
+        trace.total_bits(),
+        trace.total_bits() / bytes.max(1) as f64
+    )
+}
+
+/// Surprisal per token.
+pub fn text_figure(trace: &Trace, model: &str) -> Figure {
+    let points: Vec<(f64, f64)> = trace
+        .surprisal_bits
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.map(|b| (i as f64, b)))
+        .collect();
+    let mut notes = vec![format!("model: {model}; {}", run_summary(trace))];
+    notes.extend(intervention_notes(&trace.interventions));
+    Figure {
+        title: "Surprisal per token".into(),
+        x_label: "token".into(),
+        y_label: "bits".into(),
+        kind: FigureKind::Lines {
+            series: vec![Series {
+                name: "surprisal".into(),
+                points,
+                color: Rgb(31, 119, 180),
+            }],
+            band: None,
+            x_ticks: Some(trace.tokens.iter().map(|t| show_token(&t.text)).collect()),
+        },
+        notes,
+    }
+}
+
+/// One head's attention map.
+pub fn attention_figure(trace: &Trace, layer: usize, head: usize, model: &str) -> Option<Figure> {
+    let maps = trace.attention()?;
+    let (layer, head) = (layer.min(maps.layers - 1), head.min(maps.heads - 1));
+    let seq = maps.seq;
+    let labels: Vec<String> = trace.tokens.iter().map(|t| show_token(&t.text)).collect();
+    let m = maps.head(layer, head);
+    let values: Vec<Vec<f64>> = (0..seq)
+        .map(|q| (0..seq).map(|k| m[q * seq + k] as f64).collect())
+        .collect();
+    let mut notes = vec![format!("model: {model}")];
+    notes.extend(intervention_notes(&trace.interventions));
+    Some(Figure {
+        title: format!("Attention, layer {layer} head {head}"),
+        x_label: "key".into(),
+        y_label: "query".into(),
+        kind: FigureKind::Heatmap {
+            row_labels: labels.clone(),
+            col_labels: labels,
+            values,
+            range: (0.0, 1.0),
+            colormap: Colormap::Viridis,
+        },
+        notes,
+    })
+}
+
+/// The logit lens: top-1 probability per layer (rows, last layer on top) and position.
+pub fn lens_figure(
+    trace: &Trace,
+    model: &str,
+    token_text: &dyn Fn(u32) -> String,
+) -> Option<Figure> {
+    let lens = trace.output.logit_lens.as_ref()?;
+    let layers = lens.len();
+    let rows: Vec<String> = (0..layers).rev().map(|l| format!("layer {l}")).collect();
+    let cols: Vec<String> = trace.tokens.iter().map(|t| show_token(&t.text)).collect();
+    let values: Vec<Vec<f64>> = (0..layers)
+        .rev()
+        .map(|l| {
+            lens[l]
+                .iter()
+                .map(|p| p.first().map(|x| x.p as f64).unwrap_or(f64::NAN))
+                .collect()
+        })
+        .collect();
+    let top: Vec<String> = (0..layers)
+        .rev()
+        .flat_map(|l| {
+            lens[l]
+                .iter()
+                .map(|p| p.first().map(|x| token_text(x.id)).unwrap_or_default())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut notes = vec![
+        format!("model: {model}"),
+        format!(
+            "top tokens (row by row): {}",
+            top.iter().take(40).cloned().collect::<Vec<_>>().join(" ")
+        ),
+    ];
+    notes.extend(intervention_notes(&trace.interventions));
+    Some(Figure {
+        title: "Logit lens: top-1 probability by layer and position".into(),
+        x_label: "position".into(),
+        y_label: "layer".into(),
+        kind: FigureKind::Heatmap {
+            row_labels: rows,
+            col_labels: cols,
+            values,
+            range: (0.0, 1.0),
+            colormap: Colormap::Viridis,
+        },
+        notes,
+    })
+}
+
+/// An activation-patching grid: layers as rows (last on top), positions or heads as columns.
+pub fn patching_figure(
+    r: &PatchResult,
+    col_labels: Vec<String>,
+    title: &str,
+    model: &str,
+) -> Figure {
+    let n = r.effect.len();
+    let values: Vec<Vec<f64>> = (0..n).rev().map(|l| r.effect[l].clone()).collect();
+    let lo = values.iter().flatten().cloned().fold(0.0f64, f64::min);
+    let hi = values.iter().flatten().cloned().fold(1.0f64, f64::max);
+    let bound = lo.abs().max(hi.abs()).max(1e-9);
+    Figure {
+        title: title.to_string(),
+        x_label: if r.site == crate::intervene::Site::Head {
+            "head".into()
+        } else {
+            "position".into()
+        },
+        y_label: "layer".into(),
+        kind: FigureKind::Heatmap {
+            row_labels: (0..n).rev().map(|l| format!("layer {l}")).collect(),
+            col_labels,
+            values,
+            range: (-bound, bound),
+            colormap: Colormap::Diverging,
+        },
+        notes: vec![
+            format!("model: {model}"),
+            format!(
+                "site {}; effect = (m_patched - m_corrupt) / (m_clean - m_corrupt), m = logit[answer] - logit[wrong]; m_clean {:.3}, m_corrupt {:.3}",
+                r.site.name(),
+                r.clean_metric,
+                r.corrupt_metric
+            ),
+        ],
+    }
+}
+
+/// Column labels of a patching grid: head numbers, or per position the corrupt token, written
+/// `clean→corrupt` where the two prompts differ.
+pub fn patching_columns(model: &Model, clean: &[u32], corrupt: &[u32], site: Site) -> Vec<String> {
+    if site == Site::Head {
+        return (0..model.spec.n_heads).map(|h| h.to_string()).collect();
+    }
+    let text = |i: u32| match &model.tokenizer {
+        Some(t) => show_token(&t.token_text(i)),
+        None => i.to_string(),
+    };
+    clean
+        .iter()
+        .zip(corrupt)
+        .map(|(&c, &x)| {
+            if c == x {
+                text(x)
+            } else {
+                format!("{}→{}", text(c), text(x))
+            }
+        })
+        .collect()
+}
+
+/// The per-head Δ total bits of an ablation.
+pub fn ablation_figure(r: &AblationResult, mode: &str, model: &str) -> Figure {
+    let n = r.delta_bits.len();
+    let heads = r.delta_bits.first().map(|row| row.len()).unwrap_or(0);
+    let values: Vec<Vec<f64>> = (0..n).rev().map(|l| r.delta_bits[l].clone()).collect();
+    let bound = values
+        .iter()
+        .flatten()
+        .fold(0.0f64, |m, v| m.max(v.abs()))
+        .max(1e-9);
+    Figure {
+        title: format!("Head ablation ({mode}): change in total surprisal"),
+        x_label: "head".into(),
+        y_label: "layer".into(),
+        kind: FigureKind::Heatmap {
+            row_labels: (0..n).rev().map(|l| format!("layer {l}")).collect(),
+            col_labels: (0..heads).map(|h| h.to_string()).collect(),
+            values,
+            range: (-bound, bound),
+            colormap: Colormap::Diverging,
+        },
+        notes: vec![
+            format!("model: {model}"),
+            format!(
+                "Δ bits = total surprisal with the head ablated minus without; baseline {:.2} bits",
+                r.baseline_bits
+            ),
+        ],
+    }
+}
+
+/// A generation: the entropy of each step's distribution and the chosen token's surprisal.
+pub fn generation_figure(g: &Generation, model: &str) -> Figure {
+    let entropy: Vec<(f64, f64)> = g
+        .tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (i as f64, t.entropy_bits))
+        .collect();
+    let surprisal: Vec<(f64, f64)> = g
+        .tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (i as f64, -(t.p.max(f32::MIN_POSITIVE) as f64).log2()))
+        .collect();
+    let mut notes = vec![
+        format!("model: {model}"),
+        format!("{} tokens, {}", g.tokens.len(), g.stop_reason.describe()),
+    ];
+    notes.extend(intervention_notes(&g.interventions));
+    Figure {
+        title: "Generation: how unsure the model was at each step".into(),
+        x_label: "generated token".into(),
+        y_label: "bits".into(),
+        kind: FigureKind::Lines {
+            series: vec![
+                Series {
+                    name: "entropy of the distribution".into(),
+                    points: entropy,
+                    color: Rgb(214, 39, 40),
+                },
+                Series {
+                    name: "surprisal of the chosen token".into(),
+                    points: surprisal,
+                    color: Rgb(31, 119, 180),
+                },
+            ],
+            band: None,
+            x_ticks: Some(g.tokens.iter().map(|t| show_token(&t.text)).collect()),
+        },
+        notes,
+    }
+}

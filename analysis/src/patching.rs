@@ -1,0 +1,212 @@
+//! Activation patching (causal tracing): how much of the clean run's answer comes back when one
+//! site of the corrupt run takes its clean value. For each layer L and position p (or head h), the
+//! corrupt run is repeated from layer L (the layers below are as in the corrupt run, so they are
+//! not recomputed) with the site patched, every position (or head) of a layer in one batch.
+//!
+//! metric m = logit[answer] - logit[wrong] at the last position;
+//! effect = (m_patched - m_corrupt) / (m_clean - m_corrupt).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::Serialize;
+
+use crate::backend::{Backend, Capture, Input, LogitRows, Request, RunOutput};
+use crate::checkpoint::Model;
+use crate::error::{PrismError, Result};
+use crate::intervene::{Intervention, Op, PositionSet, Site};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PatchResult {
+    pub site: Site,
+    pub clean_metric: f64,
+    pub corrupt_metric: f64,
+    /// `[layer][position]`, or `[layer][head]` for the head site.
+    pub effect: Vec<Vec<f64>>,
+    /// The raw metric of every patched run, same shape.
+    #[serde(skip)]
+    pub patched_metric: Vec<Vec<f64>>,
+    /// The top prediction of every patched run at the last position (id, probability).
+    #[serde(skip)]
+    pub patched_top: Vec<Vec<(u32, f32)>>,
+}
+
+/// The answer-minus-wrong logit difference of each sequence's last row.
+fn metrics(
+    out: &RunOutput,
+    vocab: usize,
+    answer: u32,
+    wrong: u32,
+) -> Result<Vec<(f64, (u32, f32))>> {
+    let logits = out
+        .logits
+        .as_ref()
+        .ok_or_else(|| PrismError::Backend("no logits".into()))?;
+    let full = logits
+        .full
+        .as_ref()
+        .ok_or_else(|| PrismError::Backend("no full logits".into()))?;
+    Ok(full
+        .chunks(vocab)
+        .zip(&logits.stats.top)
+        .map(|(row, top)| {
+            let m = row[answer as usize] as f64 - row[wrong as usize] as f64;
+            let best = top.first().map(|t| (t.id, t.p)).unwrap_or((0, 0.0));
+            (m, best)
+        })
+        .collect())
+}
+
+/// Runs the whole patching grid for `site`. `progress(done, total)` is called after each layer.
+#[allow(clippy::too_many_arguments)]
+pub fn patch(
+    model: &Model,
+    backend: &dyn Backend,
+    clean: &[u32],
+    corrupt: &[u32],
+    answer: u32,
+    wrong: u32,
+    site: Site,
+    progress: &mut dyn FnMut(usize, usize),
+    cancel: &AtomicBool,
+) -> Result<PatchResult> {
+    let s = &model.spec;
+    if !s.causal {
+        return Err(PrismError::Input(
+            "activation patching needs a causal language model".into(),
+        ));
+    }
+    crate::backend::check_ids(model, clean)?;
+    crate::backend::check_ids(model, corrupt)?;
+    if clean.len() != corrupt.len() {
+        return Err(PrismError::Input(format!(
+            "the clean prompt has {} tokens and the corrupt one {}: patching needs equal lengths",
+            clean.len(),
+            corrupt.len()
+        )));
+    }
+    for (what, id) in [("answer", answer), ("wrong", wrong)] {
+        if id as usize >= s.vocab {
+            return Err(PrismError::Input(format!(
+                "the {what} token id {id} is outside the vocabulary of {}",
+                s.vocab
+            )));
+        }
+    }
+    let (t, h, vocab) = (clean.len(), s.hidden, s.vocab);
+    let run = |ids: &[u32], sites: bool| -> Result<RunOutput> {
+        backend.run(&Request {
+            batch: 1,
+            seq: ids.len(),
+            input: Input::Ids(ids),
+            interventions: &[],
+            per_sequence: &[],
+            capture: Capture {
+                residual: true,
+                logits: true,
+                sites,
+                top_k: 1,
+                ..Capture::default()
+            },
+            logits: LogitRows::Last,
+            targets: None,
+        })
+    };
+    let clean_run = run(clean, true)?;
+    let corrupt_run = run(corrupt, false)?;
+    let clean_metric = metrics(&clean_run, vocab, answer, wrong)?[0].0;
+    let corrupt_metric = metrics(&corrupt_run, vocab, answer, wrong)?[0].0;
+    if (clean_metric - corrupt_metric).abs() < 1e-9 {
+        return Err(PrismError::Input(format!(
+            "the clean and corrupt runs give the same metric ({clean_metric:.4}): there is no effect to recover"
+        )));
+    }
+    let clean_res = clean_run.residual.unwrap_or_default();
+    let corrupt_res = corrupt_run.residual.unwrap_or_default();
+    let sites = clean_run.sites.unwrap_or_default();
+    let hd = s.head_dim;
+    let cols = if site == Site::Head { s.n_heads } else { t };
+    let mut effect = Vec::with_capacity(s.n_layers);
+    let mut patched_metric = Vec::with_capacity(s.n_layers);
+    let mut patched_top = Vec::with_capacity(s.n_layers);
+    // Columns per batch, so that one batch stays near a thousand rows.
+    let per_batch = (1024 / t).clamp(1, cols);
+    for layer in 0..s.n_layers {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(PrismError::Cancelled);
+        }
+        let start = &corrupt_res[layer];
+        let mut row_m = Vec::with_capacity(cols);
+        let mut row_top = Vec::with_capacity(cols);
+        for c0 in (0..cols).step_by(per_batch) {
+            let n = per_batch.min(cols - c0);
+            let per_sequence: Vec<Vec<Intervention>> = (c0..c0 + n)
+                .map(|c| {
+                    let row = |v: &[f32], p: usize| v[p * h..(p + 1) * h].to_vec();
+                    let iv = match site {
+                        Site::ResidPre => Intervention::new(Site::ResidPre, layer, Op::Set)
+                            .at(vec![c])
+                            .with_vector(row(&clean_res[layer], c), None),
+                        Site::AttnOut => Intervention::new(Site::AttnOut, layer, Op::Set)
+                            .at(vec![c])
+                            .with_vector(row(&sites.attn_out[layer], c), None),
+                        Site::MlpOut => Intervention::new(Site::MlpOut, layer, Op::Set)
+                            .at(vec![c])
+                            .with_vector(row(&sites.mlp_out[layer], c), None),
+                        Site::ResidPost => Intervention::new(Site::ResidPost, layer, Op::Set)
+                            .at(vec![c])
+                            .with_vector(row(&clean_res[layer + 1], c), None),
+                        Site::Head => {
+                            let z = &sites.head_z[layer];
+                            let width = s.n_heads * hd;
+                            let values = (0..t)
+                                .map(|p| z[p * width + c * hd..p * width + (c + 1) * hd].to_vec())
+                                .collect();
+                            Intervention {
+                                positions: PositionSet::All,
+                                values: Some(values),
+                                ..Intervention::new(Site::Head, layer, Op::Patch).head(c)
+                            }
+                        }
+                    };
+                    vec![iv]
+                })
+                .collect();
+            let data: Vec<f32> = (0..n).flat_map(|_| start.iter().copied()).collect();
+            let out = backend.run(&Request {
+                batch: n,
+                seq: t,
+                input: Input::Residual { layer, data: &data },
+                interventions: &[],
+                per_sequence: &per_sequence,
+                capture: Capture {
+                    logits: true,
+                    top_k: 1,
+                    ..Capture::default()
+                },
+                logits: LogitRows::Last,
+                targets: None,
+            })?;
+            for (m, top) in metrics(&out, vocab, answer, wrong)? {
+                row_m.push(m);
+                row_top.push(top);
+            }
+        }
+        effect.push(
+            row_m
+                .iter()
+                .map(|m| (m - corrupt_metric) / (clean_metric - corrupt_metric))
+                .collect(),
+        );
+        patched_metric.push(row_m);
+        patched_top.push(row_top);
+        progress(layer + 1, s.n_layers);
+    }
+    Ok(PatchResult {
+        site,
+        clean_metric,
+        corrupt_metric,
+        effect,
+        patched_metric,
+        patched_top,
+    })
+}
