@@ -40,6 +40,9 @@ pub enum PrismError {
     Fetch { what: String, message: String },
     #[error("{0}")]
     Backend(String),
+    /// A model or a capture that would not fit in memory, refused before allocating.
+    #[error("{0}")]
+    TooLarge(String),
     #[error("cancelled")]
     Cancelled,
 }
@@ -55,6 +58,7 @@ impl PrismError {
                 | PrismError::MissingTensor { .. }
                 | PrismError::Input(_)
                 | PrismError::Tokenizer { .. }
+                | PrismError::TooLarge(_)
         ) || matches!(self, PrismError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound
             || source.kind() == std::io::ErrorKind::UnexpectedEof
             || source.kind() == std::io::ErrorKind::InvalidData

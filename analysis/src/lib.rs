@@ -15,6 +15,7 @@ pub mod geometry;
 pub mod gguf;
 pub mod guard;
 pub mod intervene;
+pub mod memory;
 pub mod metrics;
 pub mod patching;
 pub mod quant;

@@ -17,6 +17,13 @@ fn main() -> ExitCode {
         eprintln!("prism: internal error (a bug, please report it): {info}");
         std::process::exit(1);
     }));
+    // `prism ... | head` ends quietly, as other command-line tools do, instead of failing to print.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    quiet_graphics_probe();
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -34,4 +41,37 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Vulkan's window-system layers print "XDG_RUNTIME_DIR is invalid or not set" on every adapter
+/// probe when the variable is missing (servers, containers, CI). Prism draws no windows from the
+/// command line, so it gives them a private folder instead of letting them print noise.
+fn quiet_graphics_probe() {
+    let valid = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(std::path::PathBuf::from)
+        .is_some_and(|d| d.is_dir());
+    if valid {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("prism-xdg-{}", user_id()));
+    if std::fs::create_dir_all(&dir).is_ok() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+        }
+        // Called first thing in main, before any thread exists.
+        std::env::set_var("XDG_RUNTIME_DIR", &dir);
+    }
+}
+
+fn user_id() -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(m) = std::fs::metadata("/proc/self") {
+            return m.uid().to_string();
+        }
+    }
+    std::env::var("USER").unwrap_or_else(|_| "user".into())
 }

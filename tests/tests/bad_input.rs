@@ -15,11 +15,16 @@ struct Outcome {
 
 /// Runs prism under a 1 GiB address-space limit, killing it after 5 seconds.
 fn prism_limited(args: &[&str]) -> Outcome {
+    prism_limited_env(args, &[])
+}
+
+fn prism_limited_env(args: &[&str], env: &[(&str, &str)]) -> Outcome {
     let mut child = Command::new("sh")
         .arg("-c")
         .arg("ulimit -v 1048576; exec \"$0\" \"$@\"")
         .arg(prism_bin())
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -47,7 +52,12 @@ fn prism_limited(args: &[&str]) -> Outcome {
 
 #[track_caller]
 fn expect_bad(args: &[&str], needle: &str) {
-    let o = prism_limited(args);
+    expect_bad_env(args, &[], needle)
+}
+
+#[track_caller]
+fn expect_bad_env(args: &[&str], env: &[(&str, &str)], needle: &str) {
+    let o = prism_limited_env(args, env);
     assert_eq!(
         o.code,
         Some(2),
@@ -466,4 +476,34 @@ fn bad_text_and_ids() {
     assert_eq!(o.code, Some(2));
     assert!(o.stderr.contains("unknown backend \"tpu\""), "{}", o.stderr);
     expect_bad(&["info", "no-such-model-name"], "not a sample model name");
+}
+
+#[test]
+fn models_and_captures_that_do_not_fit_are_refused_before_allocating() {
+    let gguf = tiny("llama-gguf/tiny-llama-f32.gguf");
+    let g = gguf.to_str().unwrap();
+    // The model: its weights plus the fixed overhead against what is available.
+    expect_bad_env(
+        &["run", g, "--ids", "1,2,3"],
+        &[("PRISM_MEMORY_LIMIT", "100M")],
+        "needs about 3",
+    );
+    let o = prism_limited_env(&["info", g], &[("PRISM_MEMORY_LIMIT", "100M")]);
+    assert!(o.stderr.contains("is available"), "{}", o.stderr);
+    // A capture: SmolLM2's attention maps for 2,000 tokens are 30 x 9 x 2000^2 x 4 bytes = 4.3 GB.
+    sample("smollm2");
+    let text = "word ".repeat(2000);
+    expect_bad_env(
+        &[
+            "run",
+            "smollm2",
+            "--backend",
+            "cpu",
+            "--attention",
+            "--text",
+            &text,
+        ],
+        &[("PRISM_MEMORY_LIMIT", "1G")],
+        "capture less",
+    );
 }

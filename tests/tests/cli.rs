@@ -238,9 +238,11 @@ fn bench_json_has_the_documented_fields() {
         "cpu,gpu",
         "--repeats",
         "2",
+        "--generate",
+        "5",
         "--json",
     ]);
-    let points = v.as_array().unwrap();
+    let points = v["passes"].as_array().unwrap();
     assert_eq!(points.len(), 4);
     for p in points {
         for k in [
@@ -261,4 +263,12 @@ fn bench_json_has_the_documented_fields() {
         points[2]["gpu_peak_bytes"].as_u64().unwrap()
             > points[2]["gpu_weight_bytes"].as_u64().unwrap()
     );
+    // Greedy generation timed on both backends, never stopping early.
+    let gens = v["generate"].as_array().unwrap();
+    assert_eq!(gens.len(), 2);
+    for g in gens {
+        assert_eq!(g["new_tokens"], 5, "{g}");
+        assert!(g["tokens_per_s"].as_f64().unwrap() > 0.0);
+    }
+    assert!(!v["ids"].as_array().unwrap().is_empty());
 }

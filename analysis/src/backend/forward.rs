@@ -553,6 +553,14 @@ fn check<B>(s: &ArchSpec, req: &Request<'_>, cache: Option<&KvCache<B>>) -> Resu
         LogitRows::Last => b,
         LogitRows::All => rows,
     };
+    let captured = crate::memory::capture_bytes(s, &req.capture, b, past, t, n_logit);
+    if captured > 64 << 20 {
+        crate::memory::check(
+            captured + crate::memory::OVERHEAD,
+            &format!("capturing {} for {b} x {t} tokens", capture_names(&req.capture)),
+            "capture less (no attention maps, or a shorter text), or run on a machine with more memory",
+        )?;
+    }
     if let Some(tg) = req.targets {
         if tg.len() != n_logit {
             return Err(PrismError::Input(format!(
@@ -562,6 +570,20 @@ fn check<B>(s: &ArchSpec, req: &Request<'_>, cache: Option<&KvCache<B>>) -> Resu
         }
     }
     Ok(past)
+}
+
+fn capture_names(c: &crate::backend::Capture) -> String {
+    let names: Vec<&str> = [
+        (c.attention, "attention maps"),
+        (c.residual, "the residual stream"),
+        (c.sites, "sites"),
+        (c.logits, "logits"),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, n)| *n)
+    .collect();
+    names.join(", ")
 }
 
 /// Turns the readback into a [`RunOutput`].

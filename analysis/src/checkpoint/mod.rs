@@ -87,6 +87,7 @@ fn refuse_pickle(p: &Path) -> PrismError {
 
 /// Opens a checkpoint (see [`resolve`] for names) and loads its spec, weights and tokenizer.
 pub fn load(path: &Path) -> Result<Model> {
+    check_fits(path)?;
     if path.is_dir() {
         return load_folder(path);
     }
@@ -124,6 +125,34 @@ pub fn load(path: &Path) -> Result<Model> {
         path,
         "not a recognised checkpoint: Prism opens .gguf files, .safetensors files and Hugging Face folders",
     ))
+}
+
+/// Refuses a checkpoint whose weight files (mapped, and read in full by every pass) plus
+/// [`crate::memory::OVERHEAD`] exceed the available memory, before anything is mapped.
+fn check_fits(path: &Path) -> Result<()> {
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let weights = if path.is_dir() {
+        std::fs::read_dir(path)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+                    .map(|p| size(&p))
+                    .sum()
+            })
+            .unwrap_or(0)
+    } else {
+        size(path)
+    };
+    crate::memory::check(
+        weights + crate::memory::OVERHEAD,
+        &format!(
+            "{} ({} of weights, kept in their stored format)",
+            path.display(),
+            crate::memory::human(weights)
+        ),
+        "close other programs, or pick a smaller or more strongly quantized file",
+    )
 }
 
 fn load_folder(dir: &Path) -> Result<Model> {

@@ -102,6 +102,61 @@ pub fn color_scatter(
     scatter(title, &labels, points, &colors, axes, notes)
 }
 
+/// A color word's own sRGB color, or a neutral palette color for other words.
+pub fn word_colors(words: &[String]) -> Vec<Rgb> {
+    let lexicon = super::color::builtin_lexicon();
+    words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            lexicon
+                .iter()
+                .find(|c| &c.name == w)
+                .map(rgb_of)
+                .unwrap_or_else(|| palette(i))
+        })
+        .collect()
+}
+
+/// The scatter of a PCA or t-SNE projection of word vectors, as both the app and
+/// `prism project --figure` draw it.
+pub fn projection_figure(
+    words: &[String],
+    p: &super::project::Projection,
+    source: &str,
+    model: &str,
+) -> Figure {
+    let method = match p.method {
+        super::project::Method::Pca => "PCA",
+        super::project::Method::Tsne => "t-SNE",
+    };
+    let axes = match &p.explained_variance_ratio {
+        Some(r) => (
+            format!(
+                "PC1 ({:.1}% of variance)",
+                r.first().unwrap_or(&0.0) * 100.0
+            ),
+            format!("PC2 ({:.1}%)", r.get(1).unwrap_or(&0.0) * 100.0),
+        ),
+        None => (format!("{method} 1"), format!("{method} 2")),
+    };
+    let mut notes = vec![format!(
+        "model: {model}; source: {source}; {} words",
+        words.len()
+    )];
+    if p.dims > 2 {
+        notes[0].push_str(&format!("; first two of {} dimensions shown", p.dims));
+    }
+    scatter(
+        &format!("{method} of {source} vectors"),
+        words,
+        &p.points,
+        &word_colors(words),
+        (&axes.0, &axes.1),
+        notes,
+    )
+}
+
 /// RSA rho for every representation of a study, with the 95% band of the permutation null.
 pub fn rsa_by_layer(study: &ColorStudy) -> Figure {
     let names: Vec<String> = study

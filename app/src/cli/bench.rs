@@ -18,7 +18,8 @@ pub struct BenchArgs {
     /// Backends to time, comma-separated (cpu, gpu, auto).
     #[arg(long, value_delimiter = ',', default_value = "cpu,gpu")]
     pub backend: Vec<String>,
-    /// What each pass captures: none, attention, or all (attention, residual stream, logits, logit lens).
+    /// What each pass captures: none, all, or a comma list of attention, residual, logits, lens
+    /// (the logit lens) and sites (attention/MLP outputs and per-head values).
     #[arg(long, default_value = "none")]
     pub capture: String,
     /// Timed passes per point, after 2 warm-up passes.
@@ -31,6 +32,77 @@ pub struct BenchArgs {
     /// the adapter has them).
     #[arg(long)]
     pub profile: bool,
+    /// Also time greedy generation of this many tokens (KV cache, no early stop) from the first
+    /// 8 tokens of the benchmark text, as `scripts/bench_torch.py --generate` times transformers.
+    #[arg(long, default_value_t = 0)]
+    pub generate: usize,
+}
+
+#[derive(Serialize)]
+struct GenPoint {
+    backend: String,
+    new_tokens: usize,
+    seconds: f64,
+    /// New tokens / total time, prompt pass included (as transformers' `generate` is timed).
+    tokens_per_s: f64,
+}
+
+/// Dense-matmul work per token: 2 · parameters, plus the logit lens's extra unembedding of every
+/// block's output when it is captured.
+fn flops_per_token(params: f64, s: &prism_analysis::arch::ArchSpec, cap: Capture) -> f64 {
+    let lens = if cap.logit_lens {
+        2.0 * (s.n_layers * s.vocab * s.hidden) as f64
+    } else {
+        0.0
+    };
+    2.0 * params + lens
+}
+
+fn parse_capture(spec: &str) -> anyhow::Result<Capture> {
+    let mut c = Capture::default();
+    for part in spec.split(',').map(str::trim) {
+        match part {
+            "none" => {}
+            "all" => c = Capture::all(),
+            "attention" => c.attention = true,
+            "residual" => c.residual = true,
+            "logits" => c.logits = true,
+            "lens" => c.logit_lens = true,
+            "sites" => c.sites = true,
+            other => return Err(UsageError(format!(
+                "unknown capture {other:?} (none, all, attention, residual, logits, lens, sites)"
+            ))
+            .into()),
+        }
+    }
+    Ok(c)
+}
+
+/// Times greedy generation the way the PyTorch script times `generate`: after a short warm-up,
+/// the whole call, prompt pass included.
+fn bench_generation(
+    model: &prism_analysis::checkpoint::Model,
+    b: &dyn backend::Backend,
+    n: usize,
+) -> anyhow::Result<GenPoint> {
+    use prism_analysis::generate::{generate, GenSettings, Sampling};
+    let prompt: Vec<u32> = bench_ids(model, 8)?;
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let settings = |max_tokens| GenSettings {
+        max_tokens,
+        sampling: Sampling::default(),
+        stop: Vec::new(),
+    };
+    generate(model, b, &prompt, &settings(4), &[], &cancel, &mut |_| {})?;
+    let t = Instant::now();
+    let g = generate(model, b, &prompt, &settings(n), &[], &cancel, &mut |_| {})?;
+    let seconds = t.elapsed().as_secs_f64();
+    Ok(GenPoint {
+        backend: b.describe(),
+        new_tokens: g.tokens.len(),
+        seconds,
+        tokens_per_s: g.tokens.len() as f64 / seconds,
+    })
 }
 
 #[derive(Serialize)]
@@ -61,7 +133,8 @@ pub fn peak_rss() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Token ids for a benchmark: a real text tokenized and repeated, or a fixed pattern without a tokenizer.
+/// Token ids for a benchmark: a real text tokenized (a fixed pattern without a tokenizer),
+/// repeated to `n` (0: the text once).
 fn bench_ids(model: &prism_analysis::checkpoint::Model, n: usize) -> anyhow::Result<Vec<u32>> {
     const TEXT: &str = "Photosynthesis is the process by which green plants, algae and some bacteria convert light energy into chemical energy. During this process, carbon dioxide and water are combined to produce glucose and oxygen. ";
     let mut ids = match &model.tokenizer {
@@ -73,23 +146,14 @@ fn bench_ids(model: &prism_analysis::checkpoint::Model, n: usize) -> anyhow::Res
     if ids.is_empty() {
         ids.push(0);
     }
+    if n == 0 {
+        return Ok(ids);
+    }
     Ok(ids.iter().cycle().take(n).copied().collect())
 }
 
 pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
-    let capture = match a.capture.as_str() {
-        "none" => Capture::default(),
-        "attention" => Capture {
-            attention: true,
-            ..Capture::default()
-        },
-        "all" => Capture::all(),
-        other => {
-            return Err(
-                UsageError(format!("unknown capture {other:?} (none, attention, all)")).into(),
-            )
-        }
-    };
+    let capture = parse_capture(&a.capture)?;
     let started = Instant::now();
     let model = load_model(&a.model.model)?;
     let model_load_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -104,6 +168,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
     }
     let params = model.info.n_params as f64;
     let mut points = Vec::new();
+    let mut generation = Vec::new();
     for name in &a.backend {
         let choice: BackendChoice = name.parse().map_err(UsageError)?;
         let t0 = Instant::now();
@@ -155,7 +220,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
                 min_ms: times[0],
                 max_ms: times[times.len() - 1],
                 tokens_per_s: n as f64 / (median / 1e3),
-                gflops: 2.0 * params * n as f64 / (median / 1e3) / 1e9,
+                gflops: flops_per_token(params, &model.spec, cap) * n as f64 / (median / 1e3) / 1e9,
                 load_ms,
                 gpu_weight_bytes: gpu.map(|g| g.0),
                 gpu_peak_bytes: gpu.map(|g| g.0 + peak_run),
@@ -187,9 +252,20 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
                 }
             }
         }
+        if a.generate > 0 {
+            let g = bench_generation(&model, b.as_ref(), a.generate)?;
+            if !a.json {
+                println!(
+                    "{:<48} generate {} tokens greedy: {:.2} s, {:.1} tok/s (prompt pass included)",
+                    g.backend, g.new_tokens, g.seconds, g.tokens_per_s
+                );
+            }
+            generation.push(g);
+        }
         if !a.json {
             println!(
-                "  load (model + backend): {load_ms:.0} ms{}",
+                "  load (model + backend): {load_ms:.0} ms; CPU kernels: {}{}",
+                prism_analysis::simd::isa().name(),
                 adapter
                     .map(|a| format!("; adapter {a}"))
                     .unwrap_or_default()
@@ -197,7 +273,15 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
         }
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&points)?);
+        let out = serde_json::json!({
+            "model": model.info.path,
+            "n_params": model.info.n_params,
+            "cpu_isa": prism_analysis::simd::isa().name(),
+            "ids": bench_ids(&model, 0)?,
+            "passes": points,
+            "generate": generation,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
     }
     Ok(())
 }

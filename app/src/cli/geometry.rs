@@ -7,7 +7,7 @@ use clap::Args;
 use prism_analysis::backend::{self, Backend};
 use prism_analysis::geometry::color::{builtin_lexicon, parse_lexicon, run_study, ColorWord};
 use prism_analysis::geometry::figures::{
-    color_scatter, palette, rsa_by_layer, scatter, similarity_heatmap,
+    color_scatter, projection_figure, rsa_by_layer, similarity_heatmap,
 };
 use prism_analysis::geometry::presets;
 use prism_analysis::geometry::project::{project as run_projection, Method, Stage};
@@ -268,19 +268,16 @@ pub fn neighbors(a: NeighborsArgs) -> anyhow::Result<()> {
     // Exact search on the GPU when one is asked for (or, under auto, when a hardware GPU exists).
     let gpu_ctx = match a.source.backend.backend {
         prism_analysis::backend::BackendChoice::Gpu => Some(
-            prism_analysis::backend::gpu::context::GpuContext::new(true)?,
+            prism_analysis::backend::gpu::context::GpuContext::shared(true)?,
         ),
         prism_analysis::backend::BackendChoice::Auto => {
-            prism_analysis::backend::gpu::context::GpuContext::new(false).ok()
+            prism_analysis::backend::gpu::context::GpuContext::shared(false).ok()
         }
         prism_analysis::backend::BackendChoice::Cpu => None,
     };
     let (found, searched_on) = match gpu_ctx {
         Some(ctx) => {
-            let index = prism_analysis::geometry::similarity::GpuNeighborIndex::new(
-                std::sync::Arc::new(ctx),
-                table,
-            )?;
+            let index = prism_analysis::geometry::similarity::GpuNeighborIndex::new(ctx, table)?;
             (
                 index.nearest(&v[0].vector, a.k as usize, &[])?,
                 format!("gpu ({})", index.adapter()),
@@ -453,53 +450,11 @@ pub fn project(a: ProjectArgs) -> anyhow::Result<()> {
         &cancel,
     )?;
     if let Some(path) = &a.figure {
-        let lexicon = builtin_lexicon();
-        let colors: Vec<_> = words
-            .iter()
-            .enumerate()
-            .map(|(i, w)| {
-                lexicon
-                    .iter()
-                    .find(|c| &c.name == w)
-                    .map(|c| {
-                        prism_analysis::figure::Rgb(
-                            (c.srgb[0] * 255.0) as u8,
-                            (c.srgb[1] * 255.0) as u8,
-                            (c.srgb[2] * 255.0) as u8,
-                        )
-                    })
-                    .unwrap_or_else(|| palette(i))
-            })
-            .collect();
-        let axes = match (a.method, &p.explained_variance_ratio) {
-            (Method::Pca, Some(r)) => (
-                format!("PC1 ({:.1}% of variance)", r[0] * 100.0),
-                format!("PC2 ({:.1}%)", r.get(1).unwrap_or(&0.0) * 100.0),
-            ),
-            _ => ("t-SNE 1".to_string(), "t-SNE 2".to_string()),
-        };
-        let notes = vec![format!(
-            "model: {}; source: {}; {} words; first two of {} dimensions shown",
-            model.info.path.display(),
-            a.source.source,
-            words.len(),
-            a.dims
-        )];
-        let fig = scatter(
-            &format!(
-                "{} of {} vectors",
-                if a.method == Method::Pca {
-                    "PCA"
-                } else {
-                    "t-SNE"
-                },
-                a.source.source
-            ),
+        let fig = projection_figure(
             &words,
-            &p.points,
-            &colors,
-            (&axes.0, &axes.1),
-            notes,
+            &p,
+            &a.source.source.to_string(),
+            &model.info.path.display().to_string(),
         );
         export(&fig, path)?;
     }

@@ -35,6 +35,15 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// The CPU backend as `info` names it: f32 activations, the kernels' instruction set, threads.
+fn cpu_label() -> String {
+    format!(
+        "cpu (f32, {} kernels, {} threads)",
+        prism_analysis::simd::isa().name(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    )
+}
+
 pub fn info(a: InfoArgs) -> anyhow::Result<()> {
     let model = load_model(&a.model.model)?;
     let s = &model.spec;
@@ -42,14 +51,14 @@ pub fn info(a: InfoArgs) -> anyhow::Result<()> {
     // The backend is created only when asked about: `--backend gpu` uploads the weights and
     // reports the adapter and how many bytes the GPU holds.
     let (backend, adapter) = match a.backend.backend {
-        BackendChoice::Cpu => ("cpu (candle-core, f32)".to_string(), None),
+        BackendChoice::Cpu => (cpu_label(), None),
         // Probing is enough for `auto`: no weights are uploaded just to print a card.
-        BackendChoice::Auto => match backend::gpu::context::GpuContext::new(false) {
+        BackendChoice::Auto => match backend::gpu::context::GpuContext::shared(false) {
             Ok(ctx) => (
                 format!("auto: gpu ({}, {})", ctx.adapter.name, ctx.adapter.backend),
                 Some(ctx.adapter.clone()),
             ),
-            Err(e) => (format!("auto: cpu (candle-core, f32), since {e}"), None),
+            Err(e) => (format!("auto: {}, since {e}", cpu_label()), None),
         },
         choice => {
             let (b, notes) = backend::create(&model, choice)?;
