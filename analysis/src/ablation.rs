@@ -41,13 +41,14 @@ pub fn head_ablation(layer: usize, head: usize, mode: AblationMode) -> Intervent
     Intervention::new(Site::Head, layer, mode.op()).head(head)
 }
 
-/// The per-head table of Δ total bits for `ids`. `progress(done, total)` after each layer.
+/// The per-head table of Δ total bits for `ids`. `progress(done, total, row)` after each layer,
+/// with that layer's Δ bits.
 pub fn ablate(
     model: &Model,
     backend: &dyn Backend,
     ids: &[u32],
     mode: AblationMode,
-    progress: &mut dyn FnMut(usize, usize),
+    progress: &mut dyn FnMut(usize, usize, &[f64]),
     cancel: &AtomicBool,
 ) -> Result<AblationResult> {
     let s = &model.spec;
@@ -124,7 +125,7 @@ pub fn ablate(
             }
         }
         delta_bits.push(row);
-        progress(layer + 1, s.n_layers);
+        progress(layer + 1, s.n_layers, &delta_bits[layer]);
     }
     Ok(AblationResult {
         baseline_bits,

@@ -56,7 +56,8 @@ fn metrics(
         .collect())
 }
 
-/// Runs the whole patching grid for `site`. `progress(done, total)` is called after each layer.
+/// Runs the whole patching grid for `site`. `progress(done, total, row)` is called after each
+/// layer with that layer's effects, so that a view can fill the grid in as it goes.
 #[allow(clippy::too_many_arguments)]
 pub fn patch(
     model: &Model,
@@ -66,7 +67,7 @@ pub fn patch(
     answer: u32,
     wrong: u32,
     site: Site,
-    progress: &mut dyn FnMut(usize, usize),
+    progress: &mut dyn FnMut(usize, usize, &[f64]),
     cancel: &AtomicBool,
 ) -> Result<PatchResult> {
     let s = &model.spec;
@@ -125,7 +126,7 @@ pub fn patch(
     let sites = clean_run.sites.unwrap_or_default();
     let hd = s.head_dim;
     let cols = if site == Site::Head { s.n_heads } else { t };
-    let mut effect = Vec::with_capacity(s.n_layers);
+    let mut effect: Vec<Vec<f64>> = Vec::with_capacity(s.n_layers);
     let mut patched_metric = Vec::with_capacity(s.n_layers);
     let mut patched_top = Vec::with_capacity(s.n_layers);
     // Columns per batch, so that one batch stays near a thousand rows.
@@ -199,7 +200,7 @@ pub fn patch(
         );
         patched_metric.push(row_m);
         patched_top.push(row_top);
-        progress(layer + 1, s.n_layers);
+        progress(layer + 1, s.n_layers, &effect[layer]);
     }
     Ok(PatchResult {
         site,

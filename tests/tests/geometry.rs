@@ -220,3 +220,32 @@ fn neighbours_analogies_and_projections_on_smollm2() {
         "a cancelled projection stops"
     );
 }
+
+#[test]
+fn a_cancelled_tsne_returns_at_once() {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    // 1,500 random 64-d points: a full run takes seconds on 2 cores.
+    let mut rng = prism_tests::synth::Rng::new(7);
+    let points: Vec<Vec<f32>> = (0..1500).map(|_| rng.vec(64, 1.0, 0.0)).collect();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let c = cancel.clone();
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        c.store(true, Ordering::SeqCst);
+        Instant::now()
+    });
+    let result = project(&points, Method::Tsne, 2, &mut |_| {}, &cancel);
+    let returned = Instant::now();
+    let cancelled_at = stopper.join().unwrap();
+    assert!(
+        matches!(result, Err(prism_analysis::PrismError::Cancelled)),
+        "t-SNE was not cancelled"
+    );
+    assert!(
+        returned.duration_since(cancelled_at) < Duration::from_millis(500),
+        "t-SNE took {:?} to notice the cancel",
+        returned.duration_since(cancelled_at)
+    );
+}

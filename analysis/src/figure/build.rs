@@ -94,22 +94,39 @@ pub fn lens_figure(
     token_text: &dyn Fn(u32) -> String,
 ) -> Option<Figure> {
     let lens = trace.output.logit_lens.as_ref()?;
+    let rows: Vec<Option<&[Vec<crate::backend::IdProb>]>> =
+        lens.iter().map(|l| Some(l.as_slice())).collect();
+    lens_rows_figure(trace, &rows, model, token_text)
+}
+
+/// The logit lens from rows computed one layer at a time (`None`: not computed, drawn empty).
+pub fn lens_rows_figure(
+    trace: &Trace,
+    lens: &[Option<&[Vec<crate::backend::IdProb>]>],
+    model: &str,
+    token_text: &dyn Fn(u32) -> String,
+) -> Option<Figure> {
+    if lens.iter().all(|l| l.is_none()) {
+        return None;
+    }
     let layers = lens.len();
     let rows: Vec<String> = (0..layers).rev().map(|l| format!("layer {l}")).collect();
     let cols: Vec<String> = trace.tokens.iter().map(|t| show_token(&t.text)).collect();
     let values: Vec<Vec<f64>> = (0..layers)
         .rev()
-        .map(|l| {
-            lens[l]
+        .map(|l| match lens[l] {
+            Some(row) => row
                 .iter()
                 .map(|p| p.first().map(|x| x.p as f64).unwrap_or(f64::NAN))
-                .collect()
+                .collect(),
+            None => vec![f64::NAN; cols.len()],
         })
         .collect();
     let top: Vec<String> = (0..layers)
         .rev()
         .flat_map(|l| {
             lens[l]
+                .unwrap_or(&[])
                 .iter()
                 .map(|p| p.first().map(|x| token_text(x.id)).unwrap_or_default())
                 .collect::<Vec<_>>()

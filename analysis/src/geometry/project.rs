@@ -71,7 +71,8 @@ fn matrix(vectors: &[Vec<f32>]) -> Result<Array2<f64>> {
     .map_err(|e| PrismError::Input(format!("cannot build the data matrix: {e}")))
 }
 
-/// Projects `vectors` to `dims` (2 or 3) dimensions. `cancel` is checked between stages.
+/// Projects `vectors` to `dims` (2 or 3) dimensions. `cancel` is checked between stages, and
+/// stops a running t-SNE at once.
 pub fn project(
     vectors: &[Vec<f32>],
     method: Method,
@@ -119,13 +120,36 @@ pub fn project(
                     "{n} words are too few for t-SNE (at least 5 are needed)"
                 )));
             }
-            let rng = SmallRng::seed_from_u64(TSNE_SEED);
-            let emb = TSneParams::embedding_size_with_rng(dims, rng)
-                .perplexity(perplexity)
-                .approx_threshold(if n > 300 { 0.5 } else { 0.0 })
-                .max_iter(1000)
-                .transform(x)
-                .map_err(|e| PrismError::Input(format!("t-SNE failed: {e}")))?;
+            // linfa's t-SNE has no way to stop it midway, so it runs on a thread of its own and
+            // a cancel returns at once; an abandoned run finishes in the background and is dropped.
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::Builder::new()
+                .name("prism-tsne".into())
+                .spawn(move || {
+                    let rng = SmallRng::seed_from_u64(TSNE_SEED);
+                    let out = TSneParams::embedding_size_with_rng(dims, rng)
+                        .perplexity(perplexity)
+                        .approx_threshold(if n > 300 { 0.5 } else { 0.0 })
+                        .max_iter(1000)
+                        .transform(x)
+                        .map_err(|e| e.to_string());
+                    let _ = tx.send(out);
+                })
+                .map_err(|e| PrismError::Backend(format!("cannot start t-SNE: {e}")))?;
+            let emb = loop {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(PrismError::Cancelled);
+                }
+                match rx.recv_timeout(std::time::Duration::from_millis(20)) {
+                    Ok(r) => {
+                        break r.map_err(|e| PrismError::Input(format!("t-SNE failed: {e}")))?
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                        return Err(PrismError::Backend("t-SNE stopped unexpectedly".into()))
+                    }
+                }
+            };
             Projection {
                 method,
                 dims,

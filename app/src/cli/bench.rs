@@ -69,10 +69,12 @@ fn parse_capture(spec: &str) -> anyhow::Result<Capture> {
             "logits" => c.logits = true,
             "lens" => c.logit_lens = true,
             "sites" => c.sites = true,
-            other => return Err(UsageError(format!(
+            other => {
+                return Err(UsageError(format!(
                 "unknown capture {other:?} (none, all, attention, residual, logits, lens, sites)"
             ))
-            .into()),
+                .into())
+            }
         }
     }
     Ok(c)

@@ -362,7 +362,7 @@ pub fn patch_cmd(a: PatchArgs) -> anyhow::Result<()> {
         answer,
         wrong,
         a.site,
-        &mut |done, total| eprint!("\rprism: patching layer {done}/{total}"),
+        &mut |done, total, _| eprint!("\rprism: patching layer {done}/{total}"),
         &cancel,
     )?;
     eprintln!();
@@ -463,7 +463,7 @@ pub fn ablate_cmd(a: AblateArgs) -> anyhow::Result<()> {
         b.as_ref(),
         &ids,
         a.mode,
-        &mut |done, total| eprint!("\rprism: ablating heads of layer {done}/{total}"),
+        &mut |done, total, _| eprint!("\rprism: ablating heads of layer {done}/{total}"),
         &cancel,
     )?;
     eprintln!();

@@ -36,7 +36,7 @@ pub struct GuiArgs {
     /// The prompt to start with.
     #[arg(long)]
     pub text: Option<String>,
-    /// The view to show: text, attention, lens, embeddings, colors.
+    /// The view to show: text, attention, lens, embeddings, colors, generate, patch, ablate, steer.
     #[arg(long)]
     pub view: Option<String>,
     /// Render the view once its work is done, save a PNG here, and exit.
@@ -164,14 +164,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn gui(a: GuiArgs) -> anyhow::Result<()> {
-    let view = match a.view.as_deref() {
-        Some(v) => Some(crate::views::View::from_name(v).ok_or_else(|| {
-            UsageError(format!(
-                "unknown view {v:?} (text, attention, lens, embeddings, colors)"
-            ))
-        })?),
-        None => None,
-    };
+    let ids = crate::views::ids();
+    if let Some(v) = a.view.as_deref() {
+        if !ids.contains(&v) {
+            return Err(UsageError(format!("unknown view {v:?} ({})", ids.join(", "))).into());
+        }
+    }
+    let view = a.view;
     if let Some(p) = &a.screenshot {
         let dir = p
             .parent()

@@ -1,23 +1,49 @@
-//! The GUI's worker thread: loading, forward passes, projections and studies run here, never on
-//! the UI thread. Jobs go in through a channel; replies come back through another, and each reply
-//! asks the UI to repaint.
+//! The GUI's worker thread: loading and every computation run here, never on the UI thread. Jobs
+//! go in through a channel; replies come back through another, and each reply asks the UI to
+//! repaint. A view's own work is a [`Job::Task`]: a closure from that view's file, whose messages
+//! come back addressed to the view (by its id), so that the worker knows nothing about views.
 
+use std::any::Any;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use prism_analysis::backend::{self, Backend, BackendChoice, Capture};
 use prism_analysis::checkpoint::{self, Model};
-use prism_analysis::geometry::color::{builtin_lexicon, run_study, ColorStudy};
-use prism_analysis::geometry::project::{project, Method, Projection};
-use prism_analysis::geometry::similarity::{cosine_matrix, NeighborIndex};
-use prism_analysis::geometry::vectors::{Extractor, Source};
+use prism_analysis::intervene::Intervention;
 use prism_analysis::samples;
 use prism_analysis::trace::Trace;
 
 /// Longest text whose attention maps the app captures.
 pub const MAX_ATTENTION_TOKENS: usize = 1024;
+
+/// What a view's task gets: the open model, its backend, its cancel flag, and a way to send
+/// messages back to the view.
+pub struct TaskCx<'a> {
+    pub model: &'a Arc<Model>,
+    pub backend: &'a dyn Backend,
+    pub cancel: &'a AtomicBool,
+    to: &'static str,
+    send: &'a dyn Fn(Reply),
+}
+
+impl TaskCx<'_> {
+    /// A message for the view that sent the task.
+    pub fn send<T: Any + Send>(&self, msg: T) {
+        (self.send)(Reply::ToView {
+            to: self.to,
+            msg: Box::new(msg),
+        });
+    }
+
+    /// A line for the status bar.
+    pub fn progress(&self, s: impl Into<String>) {
+        (self.send)(Reply::Progress(s.into()));
+    }
+}
+
+pub type TaskFn = Box<dyn FnOnce(&TaskCx<'_>) + Send>;
 
 pub enum Job {
     Load {
@@ -27,37 +53,16 @@ pub enum Job {
     Fetch {
         sample: String,
     },
+    /// The shared run of the prompt that the text, attention and lens views show.
     Run {
-        generation: u64,
+        id: u64,
         text: String,
         bos: bool,
-        lens: bool,
+        interventions: Vec<Intervention>,
     },
-    Project {
-        generation: u64,
-        words: Vec<String>,
-        source: Source,
-        method: Method,
-        template: String,
-    },
-    Neighbors {
-        word: String,
-        source: Source,
-        template: String,
-    },
-    Analogy {
-        a: String,
-        b: String,
-        c: String,
-        source: Source,
-        template: String,
-    },
-    /// PCA of every row of the input embedding.
-    ProjectVocabulary {
-        generation: u64,
-    },
-    Colors {
-        template: String,
+    Task {
+        to: &'static str,
+        run: TaskFn,
     },
 }
 
@@ -69,16 +74,6 @@ pub struct Loaded {
     pub notes: Vec<String>,
 }
 
-pub struct ProjectionResult {
-    pub words: Vec<String>,
-    pub split: Vec<(String, Vec<String>)>,
-    pub projection: Projection,
-    pub similarity: Vec<Vec<f64>>,
-    pub vectors: Vec<Vec<f32>>,
-}
-
-// Replies are few per second; boxing the large ones would only add noise.
-#[allow(clippy::large_enum_variant)]
 pub enum Reply {
     Progress(String),
     FetchProgress {
@@ -88,33 +83,28 @@ pub enum Reply {
     Fetched(Result<PathBuf, String>),
     Loaded(Result<Loaded, String>),
     Ran {
-        generation: u64,
-        result: Result<Trace, String>,
+        id: u64,
+        result: Result<Box<Trace>, String>,
         text: String,
     },
-    Projected {
-        generation: u64,
-        result: Result<ProjectionResult, String>,
+    /// A message from a view's task, for that view.
+    ToView {
+        to: &'static str,
+        msg: Box<dyn Any + Send>,
     },
-    Neighbors {
-        word: String,
-        result: Result<Vec<(String, f64)>, String>,
+    /// A view's task could not run (no model) or failed unexpectedly.
+    TaskFailed {
+        to: &'static str,
+        error: String,
     },
-    Analogy {
-        query: String,
-        result: Result<Vec<(String, f64)>, String>,
-    },
-    Vocabulary {
-        result: Result<(Vec<String>, Vec<[f64; 2]>), String>,
-    },
-    Colors(Result<ColorStudy, String>),
 }
 
 pub struct Worker {
-    jobs: Sender<Job>,
+    jobs: Sender<(Job, Arc<AtomicBool>)>,
     pub replies: Receiver<Reply>,
-    pub cancel: Arc<AtomicBool>,
-    pending: Arc<std::sync::atomic::AtomicUsize>,
+    pending: Arc<AtomicUsize>,
+    /// The cancel flags of queued and running jobs.
+    flags: Arc<Mutex<Vec<Arc<AtomicBool>>>>,
 }
 
 impl Worker {
@@ -122,16 +112,16 @@ impl Worker {
         Self::spawn_with_device(repaint, None)
     }
 
-    /// `device`: the window's wgpu device, shared with the GPU backend when eframe renders with wgpu.
+    /// `device`: the one GPU device of the app (the window's, when eframe renders with wgpu).
     pub fn spawn_with_device(
         repaint: impl Fn() + Send + 'static,
         device: Option<Arc<prism_analysis::backend::gpu::context::GpuContext>>,
     ) -> Worker {
-        let (jobs, job_rx) = channel::<Job>();
+        let (jobs, job_rx) = channel::<(Job, Arc<AtomicBool>)>();
         let (reply_tx, replies) = channel::<Reply>();
-        let cancel = Arc::new(AtomicBool::new(false));
-        let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (c, p) = (cancel.clone(), pending.clone());
+        let pending = Arc::new(AtomicUsize::new(0));
+        let flags: Arc<Mutex<Vec<Arc<AtomicBool>>>> = Arc::default();
+        let (p, f) = (pending.clone(), flags.clone());
         let spawned = std::thread::Builder::new()
             .name("prism-worker".into())
             .spawn(move || {
@@ -140,14 +130,18 @@ impl Worker {
                     backend: None,
                     device,
                 };
-                for job in job_rx {
+                for (job, cancel) in job_rx {
                     let send = |r: Reply| {
                         let _ = reply_tx.send(r);
                         repaint();
                     };
+                    let to = match &job {
+                        Job::Task { to, .. } => Some(*to),
+                        _ => None,
+                    };
                     // A panic in a job is a bug; it must not take the app down with it.
                     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        state.handle(job, &send, &c)
+                        state.handle(job, &send, &cancel)
                     }));
                     if let Err(e) = outcome {
                         let msg = e
@@ -155,9 +149,14 @@ impl Worker {
                             .cloned()
                             .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
                             .unwrap_or_default();
-                        send(Reply::Progress(format!(
-                            "internal error in the worker (a bug): {msg}"
-                        )));
+                        let error = format!("internal error in the worker (a bug): {msg}");
+                        match to {
+                            Some(to) => send(Reply::TaskFailed { to, error }),
+                            None => send(Reply::Progress(error)),
+                        }
+                    }
+                    if let Ok(mut list) = f.lock() {
+                        list.retain(|x| !Arc::ptr_eq(x, &cancel));
                     }
                     p.fetch_sub(1, Ordering::SeqCst);
                     repaint();
@@ -169,16 +168,42 @@ impl Worker {
         Worker {
             jobs,
             replies,
-            cancel,
             pending,
+            flags,
         }
     }
 
-    pub fn send(&self, job: Job) {
-        self.cancel.store(false, Ordering::SeqCst);
+    /// Queues a job; the returned flag cancels it (before it starts, or between its steps).
+    pub fn send(&self, job: Job) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(false));
         self.pending.fetch_add(1, Ordering::SeqCst);
-        if self.jobs.send(job).is_err() {
+        if let Ok(mut list) = self.flags.lock() {
+            list.push(flag.clone());
+        }
+        if self.jobs.send((job, flag.clone())).is_err() {
             self.pending.fetch_sub(1, Ordering::SeqCst);
+        }
+        flag
+    }
+
+    /// Queues a view's task (see [`TaskCx`]).
+    pub fn task(
+        &self,
+        to: &'static str,
+        run: impl FnOnce(&TaskCx<'_>) + Send + 'static,
+    ) -> Arc<AtomicBool> {
+        self.send(Job::Task {
+            to,
+            run: Box::new(run),
+        })
+    }
+
+    /// Cancels every queued and running job.
+    pub fn cancel_all(&self) {
+        if let Ok(list) = self.flags.lock() {
+            for f in list.iter() {
+                f.store(true, Ordering::SeqCst);
+            }
         }
     }
 
@@ -186,23 +211,6 @@ impl Worker {
     pub fn busy(&self) -> bool {
         self.pending.load(Ordering::SeqCst) > 0
     }
-}
-
-/// Neighbours as (token text, cosine).
-fn token_texts(
-    model: &Model,
-    found: &[prism_analysis::geometry::similarity::Neighbor],
-) -> Vec<(String, f64)> {
-    let tok = model.tokenizer.as_ref();
-    found
-        .iter()
-        .map(|n| {
-            (
-                tok.map(|t| t.token_text(n.id)).unwrap_or_default(),
-                n.cosine,
-            )
-        })
-        .collect()
 }
 
 struct State {
@@ -224,39 +232,7 @@ impl State {
             Job::Load {
                 path,
                 backend: choice,
-            } => {
-                send(Reply::Progress(format!("loading {}", path.display())));
-                let result = checkpoint::load(&path)
-                    .map_err(|e| e.to_string())
-                    .and_then(|model| {
-                        let model = Arc::new(model);
-                        send(Reply::Progress("preparing the backend".into()));
-                        let (b, mut notes) = match &self.device {
-                            Some(ctx) => backend::create_with_device(&model, choice, ctx.clone()),
-                            None => backend::create(&model, choice),
-                        }
-                        .map_err(|e| e.to_string())?;
-                        notes.extend(model.warnings.iter().cloned());
-                        Ok((model, b, notes))
-                    });
-                if cancel.load(Ordering::SeqCst) {
-                    send(Reply::Loaded(Err("loading cancelled".into())));
-                    return;
-                }
-                match result {
-                    Ok((model, b, notes)) => {
-                        let loaded = Loaded {
-                            model: model.clone(),
-                            backend: b.describe(),
-                            notes,
-                        };
-                        self.model = Some(model);
-                        self.backend = Some(b);
-                        send(Reply::Loaded(Ok(loaded)));
-                    }
-                    Err(e) => send(Reply::Loaded(Err(e))),
-                }
-            }
+            } => self.load(path, choice, send, cancel),
             Job::Fetch { sample } => {
                 let Some(s) = samples::find(&sample) else {
                     send(Reply::Fetched(Err(format!("unknown sample {sample:?}"))));
@@ -272,11 +248,14 @@ impl State {
                 ));
             }
             Job::Run {
-                generation,
+                id,
                 text,
                 bos,
-                lens,
+                interventions,
             } => {
+                if cancel.load(Ordering::SeqCst) {
+                    return;
+                }
                 let result = self.ready().and_then(|(model, b)| {
                     let tok = model
                         .tokenizer
@@ -290,138 +269,75 @@ impl State {
                         attention: ids.len() <= MAX_ATTENTION_TOKENS,
                         residual: false,
                         logits: false,
-                        logit_lens: lens,
+                        logit_lens: false,
                         top_k: 10,
                         sites: false,
                     };
-                    Trace::run(model, b, &ids, capture, 10).map_err(|e| e.to_string())
+                    Trace::run_with(model, b, &ids, capture, 10, &interventions)
+                        .map(Box::new)
+                        .map_err(|e| e.to_string())
                 });
-                send(Reply::Ran {
-                    generation,
-                    result,
-                    text,
-                });
+                send(Reply::Ran { id, result, text });
             }
-            Job::Project {
-                generation,
-                words,
-                source,
-                method,
-                template,
-            } => {
-                let result = self.ready().and_then(|(model, b)| {
-                    let mut ex = Extractor::new(model, b);
-                    let v = ex
-                        .vectors(&words, source, &template)
-                        .map_err(|e| e.to_string())?;
-                    let vectors: Vec<Vec<f32>> = v.iter().map(|w| w.vector.clone()).collect();
-                    let projection = project(&vectors, method, 2, &mut |_| {}, cancel)
-                        .map_err(|e| e.to_string())?;
-                    Ok(ProjectionResult {
-                        split: v
-                            .iter()
-                            .filter(|w| w.is_split())
-                            .map(|w| (w.word.clone(), w.pieces.clone()))
-                            .collect(),
-                        words,
-                        similarity: cosine_matrix(&vectors),
-                        projection,
-                        vectors,
-                    })
-                });
-                send(Reply::Projected { generation, result });
-            }
-            Job::Neighbors {
-                word,
-                source,
-                template,
-            } => {
-                let result = self.ready().and_then(|(model, b)| {
-                    let mut ex = Extractor::new(model, b);
-                    let v = ex
-                        .vectors(std::slice::from_ref(&word), source, &template)
-                        .map_err(|e| e.to_string())?;
-                    let table = ex
-                        .search_table(source == Source::Unembed, v[0].vector.len())
-                        .map_err(|e| e.to_string())?;
-                    Ok(token_texts(
+            Job::Task { to, run } => {
+                if cancel.load(Ordering::SeqCst) {
+                    send(Reply::TaskFailed {
+                        to,
+                        error: "cancelled".into(),
+                    });
+                    return;
+                }
+                match self.ready() {
+                    Ok((model, backend)) => run(&TaskCx {
                         model,
-                        &NeighborIndex::new(table).nearest(&v[0].vector, 15, &[]),
-                    ))
-                });
-                send(Reply::Neighbors { word, result });
+                        backend,
+                        cancel,
+                        to,
+                        send,
+                    }),
+                    Err(error) => send(Reply::TaskFailed { to, error }),
+                }
             }
-            Job::Analogy {
-                a,
-                b,
-                c,
-                source,
-                template,
-            } => {
-                let query = format!("{a} - {b} + {c}");
-                let result = self.ready().and_then(|(model, be)| {
-                    let mut ex = Extractor::new(model, be);
-                    let v = ex
-                        .vectors(&[a, b, c], source, &template)
-                        .map_err(|e| e.to_string())?;
-                    let target = prism_analysis::geometry::similarity::analogy(
-                        &v[0].vector,
-                        &v[1].vector,
-                        &v[2].vector,
-                    );
-                    let table = ex
-                        .search_table(source == Source::Unembed, target.len())
-                        .map_err(|e| e.to_string())?;
-                    let exclude: Vec<u32> = v.iter().flat_map(|w| w.ids.iter().copied()).collect();
-                    Ok(token_texts(
-                        model,
-                        &NeighborIndex::new(table).nearest(&target, 10, &exclude),
-                    ))
-                });
-                send(Reply::Analogy { query, result });
+        }
+    }
+
+    fn load(
+        &mut self,
+        path: PathBuf,
+        choice: BackendChoice,
+        send: &dyn Fn(Reply),
+        cancel: &AtomicBool,
+    ) {
+        send(Reply::Progress(format!("loading {}", path.display())));
+        let result = checkpoint::load(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|model| {
+                let model = Arc::new(model);
+                send(Reply::Progress("preparing the backend".into()));
+                let (b, mut notes) = match &self.device {
+                    Some(ctx) => backend::create_with_device(&model, choice, ctx.clone()),
+                    None => backend::create(&model, choice),
+                }
+                .map_err(|e| e.to_string())?;
+                notes.extend(model.warnings.iter().cloned());
+                Ok((model, b, notes))
+            });
+        if cancel.load(Ordering::SeqCst) {
+            send(Reply::Loaded(Err("loading cancelled".into())));
+            return;
+        }
+        match result {
+            Ok((model, b, notes)) => {
+                let loaded = Loaded {
+                    model: model.clone(),
+                    backend: b.describe(),
+                    notes,
+                };
+                self.model = Some(model);
+                self.backend = Some(b);
+                send(Reply::Loaded(Ok(loaded)));
             }
-            Job::ProjectVocabulary { generation } => {
-                let result = self.ready().and_then(|(model, be)| {
-                    send(Reply::Progress("PCA of the whole vocabulary".into()));
-                    let mut ex = Extractor::new(model, be);
-                    let table = ex.embedding_table().map_err(|e| e.to_string())?;
-                    let rows: Vec<Vec<f32>> =
-                        (0..table.rows).map(|i| table.row(i).to_vec()).collect();
-                    let p = project(&rows, Method::Pca, 2, &mut |_| {}, cancel)
-                        .map_err(|e| e.to_string())?;
-                    let tok = model.tokenizer.as_ref();
-                    let labels = (0..table.rows as u32)
-                        .map(|i| {
-                            tok.map(|t| t.token_text(i))
-                                .unwrap_or_else(|| format!("<{i}>"))
-                        })
-                        .collect();
-                    Ok((labels, p.points.iter().map(|q| [q[0], q[1]]).collect()))
-                });
-                let _ = generation;
-                send(Reply::Vocabulary { result });
-            }
-            Job::Colors { template } => {
-                let result = self.ready().and_then(|(model, b)| {
-                    let mut ex = Extractor::new(model, b);
-                    let mut progress = |done: usize, total: usize| {
-                        send(Reply::Progress(format!(
-                            "color study: {done} of {total} representations"
-                        )))
-                    };
-                    run_study(
-                        &mut ex,
-                        &builtin_lexicon(),
-                        &template,
-                        prism_analysis::geometry::rsa::DEFAULT_PERMUTATIONS,
-                        prism_analysis::geometry::rsa::DEFAULT_SEED,
-                        &mut progress,
-                        Some(cancel),
-                    )
-                    .map_err(|e| e.to_string())
-                });
-                send(Reply::Colors(result));
-            }
+            Err(e) => send(Reply::Loaded(Err(e))),
         }
     }
 }

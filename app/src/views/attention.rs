@@ -6,11 +6,11 @@ use egui::{
     Color32, ColorImage, Pos2, Rect, Sense, Stroke, TextureHandle, TextureOptions, Ui, Vec2,
 };
 use prism_analysis::backend::AttentionMaps;
-use prism_analysis::figure::{Colormap, Figure, FigureKind};
+use prism_analysis::figure::{build, Colormap, Figure};
 use prism_analysis::trace::Trace;
 use serde::{Deserialize, Serialize};
 
-use super::{color32, show_token};
+use super::{color32, restore_into, show_token, Cx, View};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AttentionColormap {
@@ -31,6 +31,7 @@ impl AttentionColormap {
 }
 
 #[derive(Serialize, Deserialize)]
+#[serde(default)]
 pub struct AttentionView {
     pub layer: usize,
     pub head: usize,
@@ -146,7 +147,7 @@ impl AttentionView {
         cache
     }
 
-    pub fn ui(&mut self, ui: &mut Ui, trace: &Trace, generation: u64) {
+    fn show(&mut self, ui: &mut Ui, trace: &Trace, generation: u64) {
         let Some(maps) = trace.attention() else {
             ui.label(format!("Attention was not captured for this text: it has {} tokens, and the app captures every head's map up to {} tokens (beyond that a full capture takes gigabytes). Shorten the text to see them.", trace.tokens.len(), crate::gui::worker::MAX_ATTENTION_TOKENS));
             return;
@@ -383,33 +384,44 @@ impl AttentionView {
         }
         ui.label(format!("tokens {start}..{end} of {seq}; left: queries, right: keys; lines for weights ≥ {:.2}; click a token on the left to follow it", self.threshold));
     }
+}
 
-    /// The selected head's map as a figure for export.
-    pub fn figure(&self, trace: &Trace, model: &str) -> Option<Figure> {
-        let maps = trace.attention()?;
-        let seq = maps.seq;
-        let labels: Vec<String> = trace.tokens.iter().map(|t| show_token(&t.text)).collect();
-        let m = maps.head(
-            self.layer.min(maps.layers - 1),
-            self.head.min(maps.heads - 1),
-        );
-        let values: Vec<Vec<f64>> = (0..seq)
-            .map(|q| (0..seq).map(|k| m[q * seq + k] as f64).collect())
-            .collect();
-        Some(Figure {
-            title: format!("Attention, layer {} head {}", self.layer, self.head),
-            x_label: "key".into(),
-            y_label: "query".into(),
-            kind: FigureKind::Heatmap {
-                row_labels: labels.clone(),
-                col_labels: labels,
-                values,
-                range: (0.0, 1.0),
-                colormap: Colormap::Viridis,
-            },
-            notes: vec![format!("model: {model}")],
-        })
+impl View for AttentionView {
+    fn id(&self) -> &'static str {
+        "attention"
     }
+
+    fn label(&self) -> &'static str {
+        "Attention"
+    }
+
+    fn ui(&mut self, ui: &mut Ui, cx: &mut Cx<'_>) {
+        match cx.run {
+            Some(run) => self.show(ui, &run.trace, run.id),
+            None => {
+                ui.label("Run a text first (Text view).");
+            }
+        }
+    }
+
+    fn figure(&self, cx: &Cx<'_>) -> Option<Figure> {
+        let run = cx.run?;
+        build::attention_figure(&run.trace, self.layer, self.head, &cx.model_name())
+    }
+
+    fn ready(&self, cx: &Cx<'_>) -> bool {
+        cx.run.is_some()
+    }
+
+    fn save(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    fn restore(&mut self, v: &serde_json::Value) {
+        restore_into(self, v)
+    }
+
+    crate::view_any!();
 }
 
 fn truncate(s: &str, n: usize) -> String {

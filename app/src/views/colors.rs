@@ -1,33 +1,94 @@
 //! The color study on screen: RSA rho by representation with the permutation null band and
-//! p-values, the two claims with their cosines, and the color words placed by PCA in their own colors.
+//! p-values, the two claims with their cosines, and the color words placed by PCA in their own
+//! colors. The study runs on the first visit.
 
 use egui::{Color32, RichText, Ui};
 use egui_plot::{Legend, Line, Plot, PlotPoints, Points, Polygon, Text};
 use prism_analysis::figure::Figure;
-use prism_analysis::geometry::color::ColorStudy;
+use prism_analysis::geometry::color::{builtin_lexicon, run_study, ColorStudy};
 use prism_analysis::geometry::figures::rsa_by_layer;
+use prism_analysis::geometry::project::{project, Method, Projection};
+use prism_analysis::geometry::vectors::{Extractor, Source, DEFAULT_TEMPLATE};
 
-use crate::gui::worker::ProjectionResult;
+use super::{Cx, View};
+
+/// The color words placed by PCA of one representation.
+pub struct Scatter {
+    pub words: Vec<String>,
+    pub projection: Projection,
+}
 
 #[derive(Default)]
 pub struct ColorsView {
     pub study: Option<ColorStudy>,
-    pub scatter: Option<ProjectionResult>,
+    pub scatter: Option<Scatter>,
     pub error: Option<String>,
     pub selected: usize,
+    started: bool,
 }
 
-pub enum Request {
-    Run,
-    Scatter(String),
+enum Msg {
+    Study(Result<ColorStudy, String>),
+    Scatter(Result<Scatter, String>),
 }
 
 impl ColorsView {
-    pub fn ui(&mut self, ui: &mut Ui, busy: bool) -> Option<Request> {
-        let mut request = None;
+    fn run_study(&mut self, cx: &Cx<'_>) {
+        self.error = None;
+        cx.worker.task("colors", |t| {
+            let mut ex = Extractor::new(t.model, t.backend);
+            let mut progress = |done: usize, total: usize| {
+                t.progress(format!("color study: {done} of {total} representations"))
+            };
+            let r = run_study(
+                &mut ex,
+                &builtin_lexicon(),
+                DEFAULT_TEMPLATE,
+                prism_analysis::geometry::rsa::DEFAULT_PERMUTATIONS,
+                prism_analysis::geometry::rsa::DEFAULT_SEED,
+                &mut progress,
+                Some(t.cancel),
+            )
+            .map_err(|e| e.to_string());
+            t.send(Msg::Study(r));
+        });
+    }
+
+    fn request_scatter(&self, cx: &Cx<'_>, source: &str) {
+        let Ok(source) = source.parse::<Source>() else {
+            return;
+        };
+        cx.worker.task("colors", move |t| {
+            let words: Vec<String> = builtin_lexicon().iter().map(|c| c.name.clone()).collect();
+            let r = (|| {
+                let mut ex = Extractor::new(t.model, t.backend);
+                let v = ex
+                    .vectors(&words, source, DEFAULT_TEMPLATE)
+                    .map_err(|e| e.to_string())?;
+                let vectors: Vec<Vec<f32>> = v.into_iter().map(|w| w.vector).collect();
+                let projection = project(&vectors, Method::Pca, 2, &mut |_| {}, t.cancel)
+                    .map_err(|e| e.to_string())?;
+                Ok(Scatter { words, projection })
+            })();
+            t.send(Msg::Scatter(r));
+        });
+    }
+
+    fn show(&mut self, ui: &mut Ui, cx: &mut Cx<'_>) {
+        if cx.loaded.is_none() {
+            super::no_model(ui);
+            return;
+        }
+        if !self.started {
+            self.started = true;
+            self.run_study(cx);
+            self.request_scatter(cx, "embed");
+        }
+        let busy = cx.worker.busy();
+        let mut scatter_request = None;
         ui.horizontal(|ui| {
-            if ui.add_enabled(!busy, egui::Button::new("Run the color study")).clicked() {
-                request = Some(Request::Run);
+            if ui.add_enabled(!busy, egui::Button::new("Run the color study again")).clicked() {
+                self.run_study(cx);
             }
             ui.label(RichText::new("31 CSS color words · template \"The color of the object is {}.\" · Mantel test, 10,000 permutations").weak());
         });
@@ -35,8 +96,12 @@ impl ColorsView {
             ui.colored_label(Color32::from_rgb(200, 60, 60), e);
         }
         let Some(study) = &self.study else {
-            ui.label("Does the model place purple nearer blue than red, and orange nearer red than purple is? Does its geometry of color words mirror perceptual color space (CIELAB)? Run the study to see, layer by layer.");
-            return request;
+            ui.label("Does the model place purple nearer blue than red, and orange nearer red than purple is? Does its geometry of color words mirror perceptual color space (CIELAB)? The study answers layer by layer.");
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label("running the color study…");
+            });
+            return;
         };
         if let Some(v) = study.verdict() {
             let [rsa, claims] = v.lines();
@@ -71,7 +136,7 @@ impl ColorsView {
                     for (i, r) in study.representations.iter().enumerate() {
                         if ui.selectable_label(self.selected == i, &r.name).clicked() {
                             self.selected = i;
-                            request = Some(Request::Scatter(r.name.clone()));
+                            scatter_request = Some(r.name.clone());
                         }
                         let (a, b, c) = r.cosines.as_ref().map(|c| (c.purple_blue, c.purple_red, c.orange_red)).unwrap_or_default();
                         ui.label(format!("{a:.3}"));
@@ -133,15 +198,57 @@ impl ColorsView {
                     });
             }
             None => {
-                if ui.button("Show the color words (PCA)").clicked() {
-                    request = Some(Request::Scatter("embed".into()));
-                }
+                ui.spinner();
             }
         }
-        request
+        if let Some(src) = scatter_request {
+            self.request_scatter(cx, &src);
+        }
+    }
+}
+
+impl View for ColorsView {
+    fn id(&self) -> &'static str {
+        "colors"
     }
 
-    pub fn figure(&self) -> Option<Figure> {
+    fn label(&self) -> &'static str {
+        "Color study"
+    }
+
+    fn ui(&mut self, ui: &mut Ui, cx: &mut Cx<'_>) {
+        self.show(ui, cx);
+    }
+
+    fn figure(&self, _cx: &Cx<'_>) -> Option<Figure> {
         self.study.as_ref().map(rsa_by_layer)
     }
+
+    fn ready(&self, _cx: &Cx<'_>) -> bool {
+        self.study.is_some() && self.scatter.is_some()
+    }
+
+    fn on_message(&mut self, msg: Box<dyn std::any::Any + Send>, _cx: &mut Cx<'_>) {
+        let Ok(msg) = msg.downcast::<Msg>() else {
+            return;
+        };
+        match *msg {
+            Msg::Study(Ok(s)) => {
+                self.study = Some(s);
+                self.error = None;
+            }
+            Msg::Scatter(Ok(s)) => self.scatter = Some(s),
+            Msg::Study(Err(e)) | Msg::Scatter(Err(e)) => self.error = Some(e),
+        }
+    }
+
+    fn on_failed(&mut self, error: String, _cx: &mut Cx<'_>) {
+        self.error = Some(error);
+    }
+
+    fn on_model(&mut self, _cx: &mut Cx<'_>) {
+        *self = ColorsView::default();
+    }
+
+    crate::view_any!();
 }

@@ -1,21 +1,36 @@
 //! The embeddings view: a word list projected by PCA or t-SNE (off the UI thread), color words in
 //! their own color, hover picking through a kiddo k-d tree, nearest neighbours of a clicked word,
 //! a similarity heatmap, a concept-axis strip and an analogy box; and the whole vocabulary at once.
+//! The default words are projected on the first visit.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use egui::{Color32, RichText, Ui};
 use egui_plot::{Plot, PlotPoints, Points, Text};
 use prism_analysis::figure::{Figure, Rgb};
-use prism_analysis::geometry::color::builtin_lexicon;
-use prism_analysis::geometry::figures::{palette, scatter};
+use prism_analysis::geometry::figures::{projection_figure, word_colors};
 use prism_analysis::geometry::presets;
-use prism_analysis::geometry::project::{Method, PointIndex};
-use prism_analysis::geometry::similarity::axis_position;
-use prism_analysis::geometry::vectors::DEFAULT_TEMPLATE;
+use prism_analysis::geometry::project::{project, Method, PointIndex, Projection};
+use prism_analysis::geometry::similarity::{axis_position, cosine_matrix, NeighborIndex};
+use prism_analysis::geometry::vectors::{Extractor, Source, DEFAULT_TEMPLATE};
 use serde::{Deserialize, Serialize};
 
-use crate::gui::worker::ProjectionResult;
+use super::{restore_into, show_token, Cx, View};
+use crate::gui::worker::TaskCx;
+
+pub struct ProjectionResult {
+    pub words: Vec<String>,
+    /// Words the tokenizer split: (word, its pieces as shown on screen).
+    pub split: Vec<(String, Vec<String>)>,
+    pub projection: Projection,
+    pub similarity: Vec<Vec<f64>>,
+    pub vectors: Vec<Vec<f32>>,
+    pub source: String,
+}
 
 #[derive(Serialize, Deserialize)]
+#[serde(default)]
 pub struct EmbeddingsView {
     pub words: String,
     pub source: String,
@@ -39,6 +54,11 @@ pub struct EmbeddingsView {
     pub analogy_result: Option<(String, Vec<(String, f64)>)>,
     #[serde(skip)]
     pub error: Option<String>,
+    /// The default words were projected for the open model.
+    #[serde(skip)]
+    started: bool,
+    #[serde(skip)]
+    running: Option<Arc<AtomicBool>>,
 }
 
 impl Default for EmbeddingsView {
@@ -59,36 +79,43 @@ impl Default for EmbeddingsView {
             neighbors: None,
             analogy_result: None,
             error: None,
+            started: false,
+            running: None,
         }
     }
 }
 
-/// What the view asks the app to do.
-pub enum Request {
-    Project,
-    Neighbors(String),
-    Analogy,
-    Vocabulary,
+/// Messages from this view's tasks.
+enum Msg {
+    Projected(Result<ProjectionResult, String>),
+    Neighbors(String, Result<Vec<(String, f64)>, String>),
+    Analogy(String, Result<Vec<(String, f64)>, String>),
+    Vocabulary(Result<(Vec<String>, Vec<[f64; 2]>), String>),
 }
 
-fn word_colors(words: &[String]) -> Vec<Rgb> {
-    let lex = builtin_lexicon();
-    words
+/// Neighbours as (token text, cosine).
+fn token_texts(
+    t: &TaskCx<'_>,
+    found: &[prism_analysis::geometry::similarity::Neighbor],
+) -> Vec<(String, f64)> {
+    let tok = t.model.tokenizer.as_ref();
+    found
         .iter()
-        .enumerate()
-        .map(|(i, w)| {
-            lex.iter()
-                .find(|c| &c.name == w)
-                .map(|c| {
-                    Rgb(
-                        (c.srgb[0] * 255.0) as u8,
-                        (c.srgb[1] * 255.0) as u8,
-                        (c.srgb[2] * 255.0) as u8,
-                    )
-                })
-                .unwrap_or_else(|| palette(i))
+        .map(|n| {
+            (
+                tok.map(|t| t.token_text(n.id)).unwrap_or_default(),
+                n.cosine,
+            )
         })
         .collect()
+}
+
+/// The representations a model offers, as the source picker lists them.
+fn sources(n_layers: usize) -> Vec<String> {
+    let mut v: Vec<String> = vec!["embed".into(), "embed_nospace".into(), "unembed".into()];
+    v.extend((0..n_layers).map(|l| Source::Layer(l).to_string()));
+    v.push("final_norm".into());
+    v
 }
 
 impl EmbeddingsView {
@@ -104,7 +131,129 @@ impl EmbeddingsView {
         }
     }
 
-    pub fn set_result(&mut self, r: Result<ProjectionResult, String>) {
+    /// Projects the word list on the worker (the Project button, and the first visit).
+    pub fn request_projection(&mut self, cx: &Cx<'_>) {
+        let source: Source = match self.source.parse() {
+            Ok(s) => s,
+            Err(e) => {
+                self.error = Some(e);
+                return;
+            }
+        };
+        if let Some(r) = self.running.take() {
+            r.store(true, Ordering::SeqCst);
+        }
+        self.error = None;
+        let (words, method, template) = (self.word_list(), self.method(), self.template.clone());
+        self.running = Some(cx.worker.task("embeddings", move |t| {
+            let result = (|| {
+                let mut ex = Extractor::new(t.model, t.backend);
+                let v = ex
+                    .vectors(&words, source, &template)
+                    .map_err(|e| e.to_string())?;
+                let vectors: Vec<Vec<f32>> = v.iter().map(|w| w.vector.clone()).collect();
+                if method == Method::Tsne {
+                    t.progress(format!("t-SNE of {} words", words.len()));
+                }
+                let projection = project(&vectors, method, 2, &mut |_| {}, t.cancel)
+                    .map_err(|e| e.to_string())?;
+                Ok(ProjectionResult {
+                    split: v
+                        .iter()
+                        .filter(|w| w.is_split())
+                        .map(|w| {
+                            (
+                                w.word.clone(),
+                                w.pieces.iter().map(|p| show_token(p)).collect(),
+                            )
+                        })
+                        .collect(),
+                    words,
+                    similarity: cosine_matrix(&vectors),
+                    projection,
+                    vectors,
+                    source: source.to_string(),
+                })
+            })();
+            t.send(Msg::Projected(result));
+        }));
+    }
+
+    fn request_neighbors(&self, cx: &Cx<'_>, word: String) {
+        let (Ok(source), template) = (self.source.parse::<Source>(), self.template.clone()) else {
+            return;
+        };
+        cx.worker.task("embeddings", move |t| {
+            let result = (|| {
+                let mut ex = Extractor::new(t.model, t.backend);
+                let v = ex
+                    .vectors(std::slice::from_ref(&word), source, &template)
+                    .map_err(|e| e.to_string())?;
+                let table = ex
+                    .search_table(source == Source::Unembed, v[0].vector.len())
+                    .map_err(|e| e.to_string())?;
+                Ok(token_texts(
+                    t,
+                    &NeighborIndex::new(table).nearest(&v[0].vector, 15, &[]),
+                ))
+            })();
+            t.send(Msg::Neighbors(word, result));
+        });
+    }
+
+    fn request_analogy(&self, cx: &Cx<'_>) {
+        let (Ok(source), template) = (self.source.parse::<Source>(), self.template.clone()) else {
+            return;
+        };
+        let [a, b, c] = self.analogy.clone();
+        cx.worker.task("embeddings", move |t| {
+            let query = format!("{a} - {b} + {c}");
+            let result = (|| {
+                let mut ex = Extractor::new(t.model, t.backend);
+                let v = ex
+                    .vectors(&[a, b, c], source, &template)
+                    .map_err(|e| e.to_string())?;
+                let target = prism_analysis::geometry::similarity::analogy(
+                    &v[0].vector,
+                    &v[1].vector,
+                    &v[2].vector,
+                );
+                let table = ex
+                    .search_table(source == Source::Unembed, target.len())
+                    .map_err(|e| e.to_string())?;
+                let exclude: Vec<u32> = v.iter().flat_map(|w| w.ids.iter().copied()).collect();
+                Ok(token_texts(
+                    t,
+                    &NeighborIndex::new(table).nearest(&target, 10, &exclude),
+                ))
+            })();
+            t.send(Msg::Analogy(query, result));
+        });
+    }
+
+    fn request_vocabulary(&self, cx: &Cx<'_>) {
+        cx.worker.task("embeddings", move |t| {
+            t.progress("PCA of the whole vocabulary");
+            let result = (|| {
+                let mut ex = Extractor::new(t.model, t.backend);
+                let table = ex.embedding_table().map_err(|e| e.to_string())?;
+                let rows: Vec<Vec<f32>> = (0..table.rows).map(|i| table.row(i).to_vec()).collect();
+                let p = project(&rows, Method::Pca, 2, &mut |_| {}, t.cancel)
+                    .map_err(|e| e.to_string())?;
+                let tok = t.model.tokenizer.as_ref();
+                let labels = (0..table.rows as u32)
+                    .map(|i| {
+                        tok.map(|t| t.token_text(i))
+                            .unwrap_or_else(|| format!("<{i}>"))
+                    })
+                    .collect();
+                Ok((labels, p.points.iter().map(|q| [q[0], q[1]]).collect()))
+            })();
+            t.send(Msg::Vocabulary(result));
+        });
+    }
+
+    fn set_result(&mut self, r: Result<ProjectionResult, String>) {
         match r {
             Ok(r) => {
                 let pts: Vec<[f64; 2]> = r.projection.points.iter().map(|p| [p[0], p[1]]).collect();
@@ -116,7 +265,7 @@ impl EmbeddingsView {
         }
     }
 
-    pub fn set_vocabulary(&mut self, r: Result<(Vec<String>, Vec<[f64; 2]>), String>) {
+    fn set_vocabulary(&mut self, r: Result<(Vec<String>, Vec<[f64; 2]>), String>) {
         match r.and_then(|(l, p)| {
             PointIndex::new(&p)
                 .map(|i| (l, p, i))
@@ -127,26 +276,45 @@ impl EmbeddingsView {
         }
     }
 
-    pub fn ui(&mut self, ui: &mut Ui, busy: bool) -> Option<Request> {
-        let mut request = None;
+    fn show(&mut self, ui: &mut Ui, cx: &mut Cx<'_>) {
+        let Some(loaded) = cx.loaded else {
+            super::no_model(ui);
+            return;
+        };
+        if !self.started {
+            self.started = true;
+            self.request_projection(cx);
+        }
+        let busy = cx.worker.busy();
+        let n_layers = loaded.model.spec.n_layers;
         egui::Panel::left("emb-controls").resizable(true).default_size(230.0).show(ui, |ui| {
             ui.horizontal(|ui| {
-                ui.label("preset");
+                let l = ui.label("preset");
                 egui::ComboBox::from_id_salt("preset").selected_text("choose…").show_ui(ui, |ui| {
                     for name in presets::NAMES {
                         if ui.selectable_label(false, *name).clicked() {
                             self.words = presets::preset(name).unwrap_or_default().join("\n");
                         }
                     }
-                });
+                }).response.labelled_by(l.id);
             });
-            ui.label("words (one per line)");
+            let l = ui.label("words (one per line)");
             egui::ScrollArea::vertical().max_height(180.0).show(ui, |ui| {
-                ui.add(egui::TextEdit::multiline(&mut self.words).desired_rows(8).desired_width(f32::INFINITY));
+                ui.add(egui::TextEdit::multiline(&mut self.words).desired_rows(8).desired_width(f32::INFINITY))
+                    .labelled_by(l.id);
             });
             ui.horizontal(|ui| {
-                ui.label("source");
-                ui.add(egui::TextEdit::singleline(&mut self.source).desired_width(110.0)).on_hover_text("embed, embed_nospace, unembed, layer:N, final_norm");
+                let l = ui.label("source");
+                egui::ComboBox::from_id_salt("source")
+                    .selected_text(self.source.clone())
+                    .show_ui(ui, |ui| {
+                        for s in sources(n_layers) {
+                            ui.selectable_value(&mut self.source, s.clone(), s);
+                        }
+                    })
+                    .response
+                    .labelled_by(l.id)
+                    .on_hover_text("embed: the input embedding row of the word; embed_nospace: without a leading space; unembed: its output row; layer:N: the residual stream after block N at the word's last token inside the template; final_norm: after the final norm");
             });
             if self.source.starts_with("layer") || self.source == "final_norm" {
                 ui.add(egui::TextEdit::singleline(&mut self.template).hint_text("template with {}"));
@@ -156,20 +324,22 @@ impl EmbeddingsView {
                 ui.radio_value(&mut self.method_tsne, true, "t-SNE");
             });
             if ui.add_enabled(!busy, egui::Button::new("Project")).clicked() {
-                request = Some(Request::Project);
+                self.request_projection(cx);
             }
             if ui.checkbox(&mut self.whole_vocabulary, "whole vocabulary (PCA of the input embedding)").changed() && self.whole_vocabulary && self.vocabulary.is_none() {
-                request = Some(Request::Vocabulary);
+                self.request_vocabulary(cx);
             }
             ui.separator();
             ui.strong("Analogy  A − B + C");
             ui.horizontal(|ui| {
-                for s in self.analogy.iter_mut() {
-                    ui.add(egui::TextEdit::singleline(s).desired_width(60.0));
+                for (s, name) in self.analogy.iter_mut().zip(["A", "B", "C"]) {
+                    let l = ui.label(name);
+                    ui.add(egui::TextEdit::singleline(s).desired_width(48.0))
+                        .labelled_by(l.id);
                 }
             });
             if ui.add_enabled(!busy, egui::Button::new("Solve")).clicked() {
-                request = Some(Request::Analogy);
+                self.request_analogy(cx);
             }
             if let Some((q, list)) = &self.analogy_result {
                 ui.label(RichText::new(q).weak());
@@ -192,11 +362,14 @@ impl EmbeddingsView {
         }
         if self.whole_vocabulary {
             self.vocabulary_ui(ui);
-            return request;
+            return;
         }
         let Some(r) = &self.result else {
-            ui.label("Press Project to place the words.");
-            return request;
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label("placing the words…");
+            });
+            return;
         };
         let colors = word_colors(&r.words);
         let mut clicked_word = None;
@@ -244,7 +417,7 @@ impl EmbeddingsView {
             }
         }
         if let Some(w) = clicked_word {
-            request = Some(Request::Neighbors(w));
+            self.request_neighbors(cx, w);
         }
         if !r.split.is_empty() {
             ui.label(
@@ -260,16 +433,17 @@ impl EmbeddingsView {
             );
         }
         ui.horizontal(|ui| {
-            ui.label("axis");
-            ui.add(egui::TextEdit::singleline(&mut self.axis_from).desired_width(80.0));
-            ui.label("to");
-            ui.add(egui::TextEdit::singleline(&mut self.axis_to).desired_width(80.0));
+            let l = ui.label("axis from");
+            ui.add(egui::TextEdit::singleline(&mut self.axis_from).desired_width(80.0))
+                .labelled_by(l.id);
+            let l = ui.label("to");
+            ui.add(egui::TextEdit::singleline(&mut self.axis_to).desired_width(80.0))
+                .labelled_by(l.id);
         });
         self.axis_ui(ui, r, &colors);
         ui.collapsing("similarity heatmap", |ui| {
             heatmap_ui(ui, &r.words, &r.similarity)
         });
-        request
     }
 
     fn axis_ui(&self, ui: &mut Ui, r: &ProjectionResult, colors: &[Rgb]) {
@@ -335,29 +509,75 @@ impl EmbeddingsView {
             labels.len()
         ));
     }
+}
 
-    pub fn figure(&self, model: &str) -> Option<Figure> {
+impl View for EmbeddingsView {
+    fn id(&self) -> &'static str {
+        "embeddings"
+    }
+
+    fn label(&self) -> &'static str {
+        "Embeddings"
+    }
+
+    fn ui(&mut self, ui: &mut Ui, cx: &mut Cx<'_>) {
+        self.show(ui, cx);
+    }
+
+    fn figure(&self, cx: &Cx<'_>) -> Option<Figure> {
         let r = self.result.as_ref()?;
-        let axes = match &r.projection.explained_variance_ratio {
-            Some(v) => (
-                format!("PC1 ({:.1}%)", v[0] * 100.0),
-                format!("PC2 ({:.1}%)", v.get(1).unwrap_or(&0.0) * 100.0),
-            ),
-            None => ("t-SNE 1".to_string(), "t-SNE 2".to_string()),
-        };
-        Some(scatter(
-            &format!(
-                "{} of {} vectors",
-                if self.method_tsne { "t-SNE" } else { "PCA" },
-                self.source
-            ),
+        Some(projection_figure(
             &r.words,
-            &r.projection.points,
-            &word_colors(&r.words),
-            (&axes.0, &axes.1),
-            vec![format!("model: {model}; source {}", self.source)],
+            &r.projection,
+            &r.source,
+            &cx.model_name(),
         ))
     }
+
+    fn ready(&self, _cx: &Cx<'_>) -> bool {
+        self.result.is_some()
+    }
+
+    fn on_message(&mut self, msg: Box<dyn std::any::Any + Send>, _cx: &mut Cx<'_>) {
+        let Ok(msg) = msg.downcast::<Msg>() else {
+            return;
+        };
+        match *msg {
+            Msg::Projected(r) => {
+                self.running = None;
+                self.set_result(r)
+            }
+            Msg::Neighbors(word, Ok(list)) => self.neighbors = Some((word, list)),
+            Msg::Analogy(query, Ok(list)) => self.analogy_result = Some((query, list)),
+            Msg::Vocabulary(r) => self.set_vocabulary(r),
+            Msg::Neighbors(_, Err(e)) | Msg::Analogy(_, Err(e)) => self.error = Some(e),
+        }
+    }
+
+    fn on_failed(&mut self, error: String, _cx: &mut Cx<'_>) {
+        self.running = None;
+        self.error = Some(error);
+    }
+
+    fn on_model(&mut self, _cx: &mut Cx<'_>) {
+        self.result = None;
+        self.index = None;
+        self.vocabulary = None;
+        self.neighbors = None;
+        self.analogy_result = None;
+        self.error = None;
+        self.started = false;
+    }
+
+    fn save(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    fn restore(&mut self, v: &serde_json::Value) {
+        restore_into(self, v)
+    }
+
+    crate::view_any!();
 }
 
 #[allow(clippy::needless_range_loop)]

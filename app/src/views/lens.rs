@@ -1,19 +1,170 @@
 //! The logit lens: what each layer's residual stream would predict if it were the last, read
 //! through the final norm and the unembedding. Rows are layers (the output on top), columns are
-//! positions; each cell shows the top token, colored by its probability.
+//! positions; each cell shows the top token, colored by its probability. Rows are computed lazily
+//! on the worker, one layer at a time from the top (the rows on screen first), from one run that
+//! captures the residual stream.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use egui::{Color32, Pos2, Rect, Sense, Stroke, Ui, Vec2};
-use prism_analysis::figure::{Colormap, Figure, FigureKind};
+use prism_analysis::backend::{Capture, IdProb};
+use prism_analysis::figure::{build, Colormap, Figure};
 use prism_analysis::trace::Trace;
 
-use super::{color32, show_token, text_on};
+use super::{color32, show_token, text_on, Cx, View};
 
-/// Returns true when the user asks for the lens to be computed.
-pub fn ui(ui: &mut Ui, trace: &Trace, token_text: &dyn Fn(u32) -> String) -> bool {
-    let Some(lens) = &trace.output.logit_lens else {
-        ui.label("The logit lens runs every layer's residual stream through the final norm and the unembedding: one extra unembedding per layer, so it is computed on request.");
-        return ui.button("Compute the logit lens").clicked();
-    };
+/// The lens of one run of the prompt, filled in layer by layer.
+#[derive(Default)]
+pub struct LensView {
+    /// The run (id) the rows belong to, and one entry per residual entry (layer).
+    for_run: Option<u64>,
+    rows: Vec<Option<Vec<Vec<IdProb>>>>,
+    cancel: Option<Arc<AtomicBool>>,
+    error: Option<String>,
+}
+
+/// One layer of the lens, from the worker.
+struct LensRow {
+    run: u64,
+    layers: usize,
+    layer: usize,
+    rows: Vec<Vec<IdProb>>,
+}
+
+impl LensView {
+    fn start(&mut self, cx: &mut Cx<'_>, run_id: u64, trace: &Trace) {
+        if let Some(c) = self.cancel.take() {
+            c.store(true, Ordering::SeqCst);
+        }
+        self.for_run = Some(run_id);
+        self.rows.clear();
+        self.error = None;
+        let ids: Vec<u32> = trace.tokens.iter().map(|t| t.id).collect();
+        let interventions = trace.interventions.clone();
+        self.cancel = Some(cx.worker.task("lens", move |t| {
+            let model = t.model;
+            let capture = Capture {
+                residual: true,
+                top_k: 5,
+                ..Capture::default()
+            };
+            let run = match Trace::run_with(model, t.backend, &ids, capture, 5, &interventions) {
+                Ok(r) => r,
+                Err(e) => return t.send(Err::<LensRow, String>(e.to_string())),
+            };
+            let residual = run.output.residual.unwrap_or_default();
+            let layers = residual.len();
+            for layer in (0..layers).rev() {
+                if t.cancel.load(Ordering::SeqCst) {
+                    return;
+                }
+                t.progress(format!("logit lens: layer {layer}"));
+                let rows = prism_analysis::backend::lens(
+                    t.backend,
+                    model.spec.n_layers,
+                    &[&residual[layer]],
+                    model.spec.hidden,
+                );
+                match rows {
+                    Ok(mut r) => t.send(Ok::<LensRow, String>(LensRow {
+                        run: run_id,
+                        layers,
+                        layer,
+                        rows: r.pop().unwrap_or_default(),
+                    })),
+                    Err(e) => return t.send(Err::<LensRow, String>(e.to_string())),
+                }
+            }
+            t.progress("logit lens computed");
+        }));
+    }
+
+    /// Every layer of the lens has arrived.
+    pub fn complete(&self) -> bool {
+        !self.rows.is_empty() && self.rows.iter().all(|r| r.is_some())
+    }
+}
+
+impl View for LensView {
+    fn id(&self) -> &'static str {
+        "lens"
+    }
+
+    fn label(&self) -> &'static str {
+        "Logit lens"
+    }
+
+    fn ui(&mut self, ui: &mut Ui, cx: &mut Cx<'_>) {
+        let Some(run) = cx.run else {
+            ui.label("Run a text first (Text view).");
+            return;
+        };
+        if self.for_run != Some(run.id) {
+            self.start(cx, run.id, &run.trace);
+        }
+        if let Some(e) = &self.error {
+            super::error_line(ui, e);
+        }
+        if self.rows.is_empty() {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label("computing the lens, the top layers first…");
+            });
+            return;
+        }
+        let token_text = |id: u32| cx.token_text(id);
+        draw(ui, &run.trace, &self.rows, &token_text);
+    }
+
+    fn figure(&self, cx: &Cx<'_>) -> Option<Figure> {
+        let run = cx.run?;
+        if self.for_run != Some(run.id) {
+            return None;
+        }
+        let rows: Vec<Option<&[Vec<IdProb>]>> = self.rows.iter().map(|r| r.as_deref()).collect();
+        build::lens_rows_figure(&run.trace, &rows, &cx.model_name(), &|id| cx.token_text(id))
+    }
+
+    fn ready(&self, cx: &Cx<'_>) -> bool {
+        cx.run.is_some_and(|r| self.for_run == Some(r.id)) && self.complete()
+    }
+
+    fn on_message(&mut self, msg: Box<dyn std::any::Any + Send>, _cx: &mut Cx<'_>) {
+        let Ok(msg) = msg.downcast::<Result<LensRow, String>>() else {
+            return;
+        };
+        match *msg {
+            Ok(row) if Some(row.run) == self.for_run => {
+                if self.rows.len() != row.layers {
+                    self.rows = vec![None; row.layers];
+                }
+                self.rows[row.layer] = Some(row.rows);
+            }
+            Ok(_) => {}
+            Err(e) => self.error = Some(e),
+        }
+    }
+
+    fn on_failed(&mut self, error: String, _cx: &mut Cx<'_>) {
+        if error != "cancelled" {
+            self.error = Some(error);
+        }
+    }
+
+    fn on_model(&mut self, _cx: &mut Cx<'_>) {
+        *self = LensView::default();
+    }
+
+    crate::view_any!();
+}
+
+fn draw(
+    ui: &mut Ui,
+    trace: &Trace,
+    lens: &[Option<Vec<Vec<IdProb>>>],
+    token_text: &dyn Fn(u32) -> String,
+) {
     let layers = lens.len();
     let seq = trace.tokens.len();
     let (cw, ch, left, top) = (74.0f32, 20.0f32, 56.0f32, 22.0f32);
@@ -41,7 +192,11 @@ pub fn ui(ui: &mut Ui, trace: &Trace, token_text: &dyn Fn(u32) -> String) -> boo
                 if y > clip.bottom() || y + ch < clip.top() {
                     continue;
                 }
-                let Some(best) = row.get(pos).and_then(|p| p.first()) else {
+                let Some(best) = row
+                    .as_ref()
+                    .and_then(|r| r.get(pos))
+                    .and_then(|p| p.first())
+                else {
                     continue;
                 };
                 let bg = color32(Colormap::Viridis, best.p as f64);
@@ -91,14 +246,20 @@ pub fn ui(ui: &mut Ui, trace: &Trace, token_text: &dyn Fn(u32) -> String) -> boo
                 );
                 resp.show_tooltip_ui(|ui| {
                     ui.strong(format!("layer {layer}, after {:?}", trace.tokens[pos].text));
-                    for p in &lens[layer][pos] {
-                        ui.label(format!("{:?}  {:.1}%", token_text(p.id), p.p * 100.0));
+                    match lens[layer].as_ref().and_then(|r| r.get(pos)) {
+                        Some(top) => {
+                            for p in top {
+                                ui.label(format!("{:?}  {:.1}%", token_text(p.id), p.p * 100.0));
+                            }
+                        }
+                        None => {
+                            ui.label("not computed yet");
+                        }
                     }
                 });
             }
         }
     });
-    false
 }
 
 fn clip_text(s: &str, n: usize) -> String {
@@ -107,49 +268,4 @@ fn clip_text(s: &str, n: usize) -> String {
     } else {
         s.to_string()
     }
-}
-
-/// The lens as a figure: top-1 probability per layer and position.
-pub fn figure(trace: &Trace, model: &str, token_text: &dyn Fn(u32) -> String) -> Option<Figure> {
-    let lens = trace.output.logit_lens.as_ref()?;
-    let layers = lens.len();
-    let rows: Vec<String> = (0..layers).rev().map(|l| format!("layer {l}")).collect();
-    let cols: Vec<String> = trace.tokens.iter().map(|t| show_token(&t.text)).collect();
-    let values: Vec<Vec<f64>> = (0..layers)
-        .rev()
-        .map(|l| {
-            lens[l]
-                .iter()
-                .map(|p| p.first().map(|x| x.p as f64).unwrap_or(0.0))
-                .collect()
-        })
-        .collect();
-    let top: Vec<String> = (0..layers)
-        .rev()
-        .flat_map(|l| {
-            lens[l]
-                .iter()
-                .map(|p| p.first().map(|x| token_text(x.id)).unwrap_or_default())
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    Some(Figure {
-        title: "Logit lens: top-1 probability by layer and position".into(),
-        x_label: "position".into(),
-        y_label: "layer".into(),
-        kind: FigureKind::Heatmap {
-            row_labels: rows,
-            col_labels: cols,
-            values,
-            range: (0.0, 1.0),
-            colormap: Colormap::Viridis,
-        },
-        notes: vec![
-            format!("model: {model}"),
-            format!(
-                "top tokens (row by row): {}",
-                top.iter().take(40).cloned().collect::<Vec<_>>().join(" ")
-            ),
-        ],
-    })
 }

@@ -2,10 +2,84 @@
 //! per token, and a summary that sets the model's bits beside zstd's.
 
 use egui::{Color32, RichText, Ui};
-use prism_analysis::figure::{Colormap, Figure, FigureKind, Rgb, Series};
+use prism_analysis::figure::{build, Colormap, Figure};
 use prism_analysis::trace::Trace;
+use serde::{Deserialize, Serialize};
 
-use super::{color32, show_token, text_on};
+use super::{color32, restore_into, show_token, text_on, Cx, View};
+
+/// The text view's own settings.
+#[derive(Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TextView {
+    pub gltr: bool,
+}
+
+impl View for TextView {
+    fn id(&self) -> &'static str {
+        "text"
+    }
+
+    fn label(&self) -> &'static str {
+        "Text"
+    }
+
+    fn ui(&mut self, ui: &mut Ui, cx: &mut Cx<'_>) {
+        ui.horizontal(|ui| {
+            ui.checkbox(&mut self.gltr, "GLTR rank colors");
+            if ui.checkbox(cx.bos, "prepend BOS").changed() {
+                *cx.prompt_edited = true;
+            }
+        });
+        let edit = egui::TextEdit::multiline(cx.prompt)
+            .desired_rows(4)
+            .desired_width(f32::INFINITY)
+            .hint_text("Type a text to run");
+        let resp = egui::ScrollArea::vertical()
+            .id_salt("prompt")
+            .max_height(140.0)
+            .show(ui, |ui| ui.add(edit))
+            .inner;
+        if resp.changed() {
+            *cx.prompt_edited = true;
+        }
+        ui.separator();
+        let Some(run) = cx.run else {
+            if cx.loaded.is_some() {
+                ui.label("Type a text to see how surprised the model is by each token.");
+            } else {
+                super::no_model(ui);
+            }
+            return;
+        };
+        legend_ui(ui, self.gltr);
+        ui.label(RichText::new(summary(&run.trace, Some(&run.text))).strong());
+        egui::ScrollArea::vertical()
+            .id_salt("tokens")
+            .show(ui, |ui| {
+                tokens_ui(ui, &run.trace, self.gltr);
+            });
+    }
+
+    fn figure(&self, cx: &Cx<'_>) -> Option<Figure> {
+        cx.run
+            .map(|r| build::text_figure(&r.trace, &cx.model_name()))
+    }
+
+    fn ready(&self, cx: &Cx<'_>) -> bool {
+        cx.run.is_some()
+    }
+
+    fn save(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    fn restore(&mut self, v: &serde_json::Value) {
+        restore_into(self, v)
+    }
+
+    crate::view_any!();
+}
 
 /// Surprisal mapped to 0..1 for coloring: 0 bits cool, 16 bits and more hot.
 pub const MAX_BITS: f64 = 16.0;
@@ -117,15 +191,7 @@ pub fn tokens_ui(ui: &mut Ui, trace: &Trace, gltr: bool) -> Option<usize> {
 }
 
 pub fn summary(trace: &Trace, text: Option<&str>) -> String {
-    let bits = trace.total_bits();
-    let bytes = trace.predicted_bytes().max(1);
-    let mut s = format!(
-        "{} tokens · {:.1} bits for {} predicted tokens · {:.3} bits/byte",
-        trace.tokens.len(),
-        bits,
-        trace.surprisal_bits.iter().flatten().count(),
-        bits / bytes as f64
-    );
+    let mut s = build::run_summary(trace);
     if let Some(t) = text {
         let z = prism_analysis::metrics::zstd_bytes(t);
         s.push_str(&format!(
@@ -134,30 +200,11 @@ pub fn summary(trace: &Trace, text: Option<&str>) -> String {
             (z * 8) as f64 / t.len().max(1) as f64
         ));
     }
-    s
-}
-
-/// The figure for export: surprisal per token.
-pub fn figure(trace: &Trace, model: &str) -> Figure {
-    let points: Vec<(f64, f64)> = trace
-        .surprisal_bits
-        .iter()
-        .enumerate()
-        .filter_map(|(i, s)| s.map(|b| (i as f64, b)))
-        .collect();
-    Figure {
-        title: "Surprisal per token".into(),
-        x_label: "token".into(),
-        y_label: "bits".into(),
-        kind: FigureKind::Lines {
-            series: vec![Series {
-                name: "surprisal".into(),
-                points,
-                color: Rgb(31, 119, 180),
-            }],
-            band: None,
-            x_ticks: Some(trace.tokens.iter().map(|t| show_token(&t.text)).collect()),
-        },
-        notes: vec![format!("model: {model}; {}", summary(trace, None))],
+    if !trace.interventions.is_empty() {
+        s.push_str(&format!(
+            " · {} intervention(s) active",
+            trace.interventions.len()
+        ));
     }
+    s
 }
