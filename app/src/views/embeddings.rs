@@ -162,10 +162,14 @@ impl EmbeddingsView {
                         .iter()
                         .filter(|w| w.is_split())
                         .map(|w| {
-                            (
-                                w.word.clone(),
-                                w.pieces.iter().map(|p| show_token(p)).collect(),
-                            )
+                            // Shown as the text view shows tokens ("·te + al"), not as raw BPE bytes.
+                            let pieces = match &t.model.tokenizer {
+                                Some(tok) => {
+                                    w.ids.iter().map(|&i| show_token(&tok.token_text(i))).collect()
+                                }
+                                None => w.pieces.clone(),
+                            };
+                            (w.word.clone(), pieces)
                         })
                         .collect(),
                     words,
