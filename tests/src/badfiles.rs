@@ -191,3 +191,44 @@ pub fn copy_dir(src: &Path, dst: &Path) {
         }
     }
 }
+
+/// Copies a real GGUF file with its metadata edited by `edit` (tensors unchanged).
+pub fn rewrite_gguf(
+    src: &Path,
+    dst: &Path,
+    edit: impl FnOnce(&mut Vec<(String, prism_analysis::gguf::Value)>),
+) {
+    use prism_analysis::gguf::{self, WriteTensor};
+    let f = gguf::open(src).expect("a readable GGUF");
+    let mut meta: Vec<(String, gguf::Value)> = f
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    meta.sort_by(|a, b| a.0.cmp(&b.0));
+    edit(&mut meta);
+    let map = f.map().clone();
+    let tensors: Vec<WriteTensor<'_>> = f
+        .tensors
+        .iter()
+        .map(|t| WriteTensor {
+            name: &t.name,
+            ne: t.ne.clone(),
+            ggml_type: t.ggml_type,
+            data: &map[t.start as usize..(t.start + t.bytes) as usize],
+        })
+        .collect();
+    let meta_refs: Vec<(&str, gguf::Value)> =
+        meta.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    gguf::write(dst, &meta_refs, &tensors).expect("write the edited GGUF");
+}
+
+/// Sets (or adds) a metadata key in an editable list.
+pub fn set_meta(
+    meta: &mut Vec<(String, prism_analysis::gguf::Value)>,
+    key: &str,
+    v: prism_analysis::gguf::Value,
+) {
+    meta.retain(|(k, _)| k != key);
+    meta.push((key.to_string(), v));
+}

@@ -507,3 +507,100 @@ fn models_and_captures_that_do_not_fit_are_refused_before_allocating() {
         "capture less",
     );
 }
+
+#[test]
+fn metadata_that_would_change_the_function_is_implemented_or_refused_by_name() {
+    use prism_analysis::gguf::Value;
+    let dir = TempDir::new("arch-meta");
+    let d = dir.path();
+    // An i-quant Prism cannot decode: the type and the tensor are named, whether its rows fit
+    // the type's blocks or not.
+    info_and_run(
+        &gguf_case(d, "iq2-short", |b| b.tensors[2].ty = 16),
+        "\"blk.0.attn_q.weight\": row length 32 is not a multiple of IQ2_XXS's block size 256",
+    );
+    let mut wide = GgufBuilder::tiny_llama();
+    wide.set("llama.embedding_length", Kv::U32(256));
+    wide.set("llama.feed_forward_length", Kv::U32(256));
+    let mut offset = 0u64;
+    for t in &mut wide.tensors {
+        for n in &mut t.ne {
+            if *n == 32 || *n == 64 {
+                *n = 256;
+            }
+        }
+        if t.name == "blk.0.attn_q.weight" {
+            t.ty = 16;
+        }
+        t.offset = offset;
+        let elems: u64 = t.ne.iter().product();
+        let bytes = if t.ty == 16 {
+            elems / 256 * 66
+        } else {
+            elems * 4
+        };
+        offset += bytes.div_ceil(32) * 32;
+    }
+    wide.data_len = offset as usize;
+    let p = d.join("iq2.gguf");
+    wide.write(&p);
+    info_and_run(
+        &p,
+        "\"blk.0.attn_q.weight\" has ggml type 16 (IQ2_XXS), which Prism cannot decode",
+    );
+    // A key of the architecture that Prism does not understand is refused, not ignored.
+    info_and_run(
+        &gguf_case(d, "expert", |b| b.set("llama.expert_count", Kv::U32(8))),
+        "llama.expert_count",
+    );
+    // RoPE settings out of range.
+    info_and_run(
+        &gguf_case(d, "base", |b| b.set("llama.rope.freq_base", Kv::F32(-1.0))),
+        "freq_base",
+    );
+    info_and_run(
+        &gguf_case(d, "scaling", |b| {
+            b.set("llama.rope.scaling.type", Kv::Str("linear".into()));
+            b.set("llama.rope.scaling.factor", Kv::F32(0.0));
+        }),
+        "scaling.factor",
+    );
+    info_and_run(
+        &gguf_case(d, "yarn", |b| {
+            b.set("llama.rope.scaling.type", Kv::Str("yarn".into()))
+        }),
+        "yarn",
+    );
+    // Real llama.cpp files with one setting made inconsistent.
+    let gemma3 = fixtures().join("archs/gemma3/gemma3-IQ4_NL.gguf");
+    let bad = d.join("pattern.gguf");
+    rewrite_gguf(&gemma3, &bad, |m| {
+        set_meta(
+            m,
+            "gemma3.attention.sliding_window_pattern",
+            Value::Array(vec![Value::Bool(true); 3]),
+        )
+    });
+    info_and_run(&bad, "sliding_window_pattern has 3 entries");
+    let bad = d.join("softcap.gguf");
+    let gemma2 = std::fs::read_dir(fixtures().join("archs/gemma2"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "gguf"))
+        .expect("a gemma2 GGUF fixture");
+    rewrite_gguf(&gemma2, &bad, |m| {
+        set_meta(m, "gemma2.attn_logit_softcapping", Value::F32(f32::NAN))
+    });
+    info_and_run(&bad, "attn_logit_softcapping");
+    let bad = d.join("heads.gguf");
+    rewrite_gguf(&gemma2, &bad, |m| {
+        set_meta(m, "gemma2.attention.head_count_kv", Value::U32(3))
+    });
+    info_and_run(&bad, "head");
+    let bad = d.join("tokenizer.gguf");
+    rewrite_gguf(&gemma2, &bad, |m| {
+        set_meta(m, "tokenizer.ggml.model", Value::String("rwkv".into()))
+    });
+    info_and_run(&bad, "tokenizer model");
+}

@@ -294,7 +294,9 @@ impl Rope {
         }
         for t in std::iter::once(self.theta).chain(self.theta_local) {
             if !(t.is_finite() && t > 1.0) {
-                return bad(format!("RoPE theta {t} is not a usable base"));
+                return bad(format!(
+                    "RoPE base {t} (config rope_theta, GGUF rope.freq_base) is not a usable base: it must be a finite number above 1"
+                ));
             }
         }
         let lists = std::iter::once(&self.inv_freq)

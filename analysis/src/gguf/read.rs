@@ -245,8 +245,9 @@ pub fn open(path: &Path) -> Result<GgufFile> {
         }
         if t.ne[0] % block != 0 {
             return bad(format!(
-                "row length {} is not a multiple of the block size {block}",
-                t.ne[0]
+                "row length {} is not a multiple of {}'s block size {block}",
+                t.ne[0],
+                crate::quant::ggml_type_name(t.ggml_type)
             ));
         }
         let bytes = elems / block * block_bytes;

@@ -164,9 +164,11 @@ impl EmbeddingsView {
                         .map(|w| {
                             // Shown as the text view shows tokens ("·te + al"), not as raw BPE bytes.
                             let pieces = match &t.model.tokenizer {
-                                Some(tok) => {
-                                    w.ids.iter().map(|&i| show_token(&tok.token_text(i))).collect()
-                                }
+                                Some(tok) => w
+                                    .ids
+                                    .iter()
+                                    .map(|&i| show_token(&tok.token_text(i)))
+                                    .collect(),
                                 None => w.pieces.clone(),
                             };
                             (w.word.clone(), pieces)
