@@ -190,3 +190,140 @@ fn weight_at(fmt: u32, e: u32) -> f32 {
         }
     }
 }
+
+// The 32 weights at flat indices e0 .. e0 + 31 of a block-format matrix (e0 a multiple of 32, so
+// the 32 lie in one block and, for K-quants, one sub-block), into `wv`. Each block's f16 scales
+// and sub-block scales are decoded once per 32 weights; every value is computed with exactly the
+// arithmetic of `weight_at`, so the results are bit-identical.
+var<private> wv: array<f32, 32>;
+
+fn decode32(fmt: u32, e0: u32) {
+    switch fmt {
+        case 3u: {
+            let base = (e0 / 32u) * 9u;
+            let d = half_at(base, 0u);
+            for (var j = 0u; j < 32u; j++) {
+                wv[j] = signed_byte(byte_at(base, 2u + j)) * d;
+            }
+        }
+        case 4u: {
+            let base = (e0 / 32u) * 5u;
+            let d = half_at(base, 0u);
+            for (var j = 0u; j < 32u; j++) {
+                wv[j] = d * (f32(nibble(base, 2u, j)) - 8.0);
+            }
+        }
+        case 5u: {
+            let base = (e0 / 32u) * 5u;
+            let d = half_at(base, 0u);
+            let m = half_at(base, 2u);
+            for (var j = 0u; j < 32u; j++) {
+                wv[j] = d * f32(nibble(base, 4u, j)) + m;
+            }
+        }
+        case 6u: {
+            let base = (e0 / 32u) * 6u;
+            let d = half_at(base, 0u);
+            for (var j = 0u; j < 32u; j++) {
+                let q = nibble(base, 6u, j) | (fifth_bit(base, 2u, j) << 4u);
+                wv[j] = d * (f32(q) - 16.0);
+            }
+        }
+        case 7u: {
+            let base = (e0 / 32u) * 6u;
+            let d = half_at(base, 0u);
+            let m = half_at(base, 2u);
+            for (var j = 0u; j < 32u; j++) {
+                let q = nibble(base, 8u, j) | (fifth_bit(base, 4u, j) << 4u);
+                wv[j] = d * f32(q) + m;
+            }
+        }
+        case 8u: {
+            let base = (e0 / 256u) * 21u;
+            let d = half_at(base, 80u);
+            let dmin = half_at(base, 82u);
+            for (var j = 0u; j < 32u; j++) {
+                let v = e0 % 256u + j;
+                let q = (byte_at(base, 16u + (v / 128u) * 32u + v % 32u) >> (2u * ((v % 128u) / 32u))) & 3u;
+                let sc = byte_at(base, v / 16u);
+                wv[j] = d * f32(sc & 0xfu) * f32(q) - dmin * f32(sc >> 4u);
+            }
+        }
+        case 9u: {
+            let base = (e0 / 256u) * 28u;
+            let d = half_at(base, 108u);
+            for (var j = 0u; j < 32u; j++) {
+                let v = e0 % 256u + j;
+                let s = v / 16u;
+                let low_sc = (byte_at(base, 96u + s % 8u) >> (4u * (s / 8u))) & 0xfu;
+                let high_sc = (byte_at(base, 104u + s % 4u) >> (2u * (s / 4u))) & 3u;
+                let dl = d * f32(i32(low_sc | (high_sc << 4u)) - 32);
+                let low = (byte_at(base, 32u + (v / 128u) * 32u + v % 32u) >> (2u * ((v % 128u) / 32u))) & 3u;
+                let unset = ((byte_at(base, v % 32u) >> (v / 32u)) & 1u) ^ 1u;
+                wv[j] = dl * f32(i32(low) - i32(unset << 2u));
+            }
+        }
+        case 10u: {
+            let base = (e0 / 256u) * 36u;
+            let sub = (e0 % 256u) / 32u;
+            let dl = half_at(base, 0u) * k_scale(base, sub, 0u);
+            let ml = half_at(base, 2u) * k_scale(base, sub, 1u);
+            let first = 16u + (sub / 2u) * 32u;
+            let shift = 4u * (sub % 2u);
+            for (var j = 0u; j < 32u; j++) {
+                let q = (byte_at(base, first + j) >> shift) & 0xfu;
+                wv[j] = dl * f32(q) - ml;
+            }
+        }
+        case 11u: {
+            let base = (e0 / 256u) * 44u;
+            let sub = (e0 % 256u) / 32u;
+            let dl = half_at(base, 0u) * k_scale(base, sub, 0u);
+            let ml = half_at(base, 2u) * k_scale(base, sub, 1u);
+            let first = 48u + (sub / 2u) * 32u;
+            let shift = 4u * (sub % 2u);
+            for (var j = 0u; j < 32u; j++) {
+                let low = (byte_at(base, first + j) >> shift) & 0xfu;
+                let high = (byte_at(base, 16u + j) >> sub) & 1u;
+                wv[j] = dl * f32(low | (high << 4u)) - ml;
+            }
+        }
+        case 12u: {
+            let base = (e0 / 256u) * 53u;
+            let d = half_at(base, 208u);
+            for (var j = 0u; j < 32u; j++) {
+                let v = e0 % 256u + j;
+                let g = v / 128u;
+                let l = v % 128u;
+                let low = (byte_at(base, g * 64u + l % 64u) >> (4u * (l / 64u))) & 0xfu;
+                let high = (byte_at(base, 128u + g * 32u + l % 32u) >> (2u * (l / 32u))) & 3u;
+                let dl = d * signed_byte(byte_at(base, 192u + v / 16u));
+                wv[j] = dl * f32(i32(low | (high << 4u)) - 32);
+            }
+        }
+        case 13u: {
+            let base = (e0 / 32u) * 5u;
+            let d = half_at(base, 0u);
+            for (var j = 0u; j < 32u; j++) {
+                wv[j] = d * iq4_level(nibble(base, 2u, j));
+            }
+        }
+        case 14u: {
+            let base = (e0 / 256u) * 34u;
+            let sub = (e0 % 256u) / 32u;
+            let low_sc = (byte_at(base, 4u + sub / 2u) >> (4u * (sub % 2u))) & 0xfu;
+            let scales_h = byte_at(base, 2u) | (byte_at(base, 3u) << 8u);
+            let high_sc = (scales_h >> (2u * sub)) & 3u;
+            let dl = half_at(base, 0u) * f32(i32(low_sc | (high_sc << 4u)) - 32);
+            for (var j = 0u; j < 32u; j++) {
+                let b = byte_at(base, 8u + sub * 16u + j % 16u);
+                wv[j] = dl * iq4_level(select(b & 0xfu, b >> 4u, j >= 16u));
+            }
+        }
+        default: {
+            for (var j = 0u; j < 32u; j++) {
+                wv[j] = weight_at(fmt, e0 + j);
+            }
+        }
+    }
+}

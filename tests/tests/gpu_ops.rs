@@ -50,8 +50,12 @@ fn matmul_every_format_ragged_with_bias_and_accumulate() {
             _ if ty == GgmlType::BF16 => 38,
             _ => 70,
         };
-        for (tokens, out, accumulate) in [(1usize, 67usize, false), (13, 67, true), (9, 130, false)]
-        {
+        for (tokens, out, accumulate) in [
+            (1usize, 67usize, false),
+            (13, 67, true),
+            (9, 130, false),
+            (37, 67, true),
+        ] {
             let w = weight_of_type(out, cols, ty, 7 + tokens as u64);
             let wf = w.to_f32();
             let x = Rng::new(99).vec(tokens * cols, 1.0, 0.0);

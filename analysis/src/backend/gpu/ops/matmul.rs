@@ -25,7 +25,7 @@ unsafe impl Params for MatmulParams {}
 
 /// Outputs per workgroup (x) and tokens per workgroup (y), as in the shader.
 pub const OUTPUTS_PER_GROUP: usize = 64;
-pub const TOKENS_PER_GROUP: usize = 8;
+pub const TOKENS_PER_GROUP: usize = 16;
 
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(
