@@ -272,3 +272,44 @@ fn bench_json_has_the_documented_fields() {
     }
     assert!(!v["ids"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn bench_profile_gives_gpu_time_per_shader_from_timestamps() {
+    // lavapipe has timestamp queries: every shader of a pass shows up with its dispatch count,
+    // and the GPU time of the parts is within the pass's wall time.
+    let g = tiny("llama-gguf/tiny-llama-q8_0.gguf");
+    let v = json_of(&[
+        "bench",
+        g.to_str().unwrap(),
+        "--tokens",
+        "16",
+        "--backend",
+        "gpu",
+        "--repeats",
+        "2",
+        "--profile",
+        "--json",
+    ]);
+    let p = &v["passes"][0];
+    let profile = p["profile"].as_array().expect("profile");
+    let names: Vec<&str> = profile.iter().map(|e| e[0].as_str().unwrap()).collect();
+    for shader in [
+        "matmul",
+        "rms_norm",
+        "rope",
+        "attention_scores",
+        "softmax",
+        "logit_stats",
+    ] {
+        assert!(names.contains(&shader), "{shader} missing from {names:?}");
+    }
+    // Two layers of q, k, v, o, gate, up and down, plus the unembedding.
+    let matmul = profile.iter().find(|e| e[0] == "matmul").unwrap();
+    assert_eq!(matmul[2].as_f64().unwrap(), 15.0);
+    let gpu_ms: f64 = profile.iter().map(|e| e[1].as_f64().unwrap()).sum();
+    assert!(
+        gpu_ms > 0.0 && gpu_ms <= p["max_ms"].as_f64().unwrap() * 1.05,
+        "{gpu_ms} ms of GPU time in a pass of {}",
+        p["max_ms"]
+    );
+}

@@ -250,7 +250,10 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
                         .unwrap_or_default()
                 );
                 for (op, ms, calls) in &p.profile {
-                    println!("      {op:<12} {ms:>9.2} ms per pass  ({calls:.0} calls)");
+                    println!("      {op:<16} {ms:>9.2} ms per pass  ({calls:.0} calls)");
+                }
+                if a.profile && p.profile.is_empty() {
+                    println!("      (no per-op times: this adapter has no GPU timestamp queries)");
                 }
             }
         }

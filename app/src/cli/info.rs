@@ -68,13 +68,6 @@ pub fn info(a: InfoArgs) -> anyhow::Result<()> {
             (b.describe(), b.adapter())
         }
     };
-    let k_quants: usize = model
-        .info
-        .dtypes
-        .iter()
-        .filter(|(k, _)| k.ends_with("_K"))
-        .map(|(_, v)| v)
-        .sum();
     if a.json {
         let v = serde_json::json!({
             "path": i.path,
@@ -200,13 +193,8 @@ pub fn info(a: InfoArgs) -> anyhow::Result<()> {
         ("backend", backend),
     ];
     let mut rows = rows.to_vec();
-    if k_quants > 0 {
-        rows.push((
-            "GPU note",
-            format!(
-                "{k_quants} K-quant tensors have no GPU decoder yet: the GPU holds them as f16"
-            ),
-        ));
+    if let Some(a) = &adapter {
+        rows.push(("GPU features", a.features.join(", ")));
     }
     for (k, v) in rows {
         println!("{k:>15}  {v}");

@@ -18,6 +18,29 @@ pub struct AdapterDescription {
     pub backend: String,
     pub device_type: String,
     pub driver: String,
+    /// The adapter features Prism's kernels know of, each with whether Prism uses it. Only
+    /// timestamps are used today (for `prism bench --profile`); the matmul is the exact f32 path
+    /// everywhere, and a faster path is never chosen on a device that lacks its feature.
+    pub features: Vec<String>,
+}
+
+/// The features Prism looks for, as `prism info` names them.
+fn feature_list(available: wgpu::Features, enabled: wgpu::Features) -> Vec<String> {
+    [
+        (wgpu::Features::TIMESTAMP_QUERY, "timestamp queries"),
+        (wgpu::Features::SUBGROUP, "subgroups"),
+        (wgpu::Features::SHADER_F16, "shader f16"),
+    ]
+    .iter()
+    .map(|(f, name)| {
+        let state = match (available.contains(*f), enabled.contains(*f)) {
+            (true, true) => "used",
+            (true, false) => "available, not used",
+            (false, _) => "absent",
+        };
+        format!("{name}: {state}")
+    })
+    .collect()
 }
 
 impl AdapterDescription {
@@ -37,10 +60,28 @@ pub struct GpuContext {
     run_bytes: AtomicU64,
     /// Bound where a shader needs a buffer that a call does not use (a matmul without bias).
     pub dummy: wgpu::Buffer,
+    /// GPU timestamps around every dispatch, while profiling is on.
+    profiler: Mutex<Option<Profiler>>,
 }
 
-fn describe(info: &wgpu::AdapterInfo) -> AdapterDescription {
+/// Timestamp queries around each dispatch of a run (`TIMESTAMP_QUERY`), summed per shader.
+struct Profiler {
+    set: wgpu::QuerySet,
+    /// The shader of each timed dispatch of the current run, in order.
+    pending: Vec<&'static str>,
+    /// Dispatches beyond the query set's capacity in the current run (not timed).
+    untimed: usize,
+    /// Per shader: total nanoseconds and dispatches, since the last `take_profile`.
+    totals: HashMap<&'static str, (f64, usize)>,
+    untimed_total: usize,
+}
+
+/// Two timestamps per dispatch.
+const MAX_TIMED: u32 = wgpu::QUERY_SET_MAX_QUERIES / 2;
+
+fn describe(info: &wgpu::AdapterInfo, features: Vec<String>) -> AdapterDescription {
     AdapterDescription {
+        features,
         name: info.name.clone(),
         backend: format!("{:?}", info.backend),
         device_type: format!("{:?}", info.device_type),
@@ -117,7 +158,8 @@ impl GpuContext {
             supported.max_compute_workgroup_storage_size.min(16384);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("prism"),
-            required_features: wgpu::Features::empty(),
+            // Timestamps, where the adapter has them, for `prism bench --profile`.
+            required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::default(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -129,7 +171,10 @@ impl GpuContext {
                 info.name
             ))
         })?;
-        Ok(Self::from_device(device, queue, &info, limits))
+        let features = feature_list(adapter.features(), device.features());
+        let mut ctx = Self::from_device(device, queue, &info, limits);
+        ctx.adapter.features = features;
+        Ok(ctx)
     }
 
     /// Wraps a device someone else created (eframe's, in the app).
@@ -142,6 +187,7 @@ impl GpuContext {
         let lost = Arc::new(AtomicBool::new(false));
         let flag = lost.clone();
         device.set_device_lost_callback(move |_reason, _msg| flag.store(true, Ordering::SeqCst));
+        let features = feature_list(device.features(), device.features());
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("dummy"),
             size: 16,
@@ -151,12 +197,13 @@ impl GpuContext {
         GpuContext {
             device,
             queue,
-            adapter: describe(info),
+            adapter: describe(info, features),
             limits,
             pipelines: Mutex::new(HashMap::new()),
             lost,
             run_bytes: AtomicU64::new(0),
             dummy,
+            profiler: Mutex::new(None),
         }
     }
 
@@ -343,9 +390,26 @@ impl GpuContext {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
+        let mut profiler = self.profiler.lock().unwrap_or_else(|e| e.into_inner());
+        let timestamp_writes = match profiler.as_mut() {
+            Some(p) if (p.pending.len() as u32) < MAX_TIMED => {
+                let i = p.pending.len() as u32;
+                p.pending.push(shader.file_name());
+                Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &p.set,
+                    beginning_of_pass_write_index: Some(2 * i),
+                    end_of_pass_write_index: Some(2 * i + 1),
+                })
+            }
+            Some(p) => {
+                p.untimed += 1;
+                None
+            }
+            None => None,
+        };
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(shader.file_name()),
-            timestamp_writes: None,
+            timestamp_writes,
         });
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
@@ -368,6 +432,128 @@ impl GpuContext {
 
     /// Submits `enc`, waits, and reads every staging buffer back: the one readback of a run.
     pub fn finish(
+        &self,
+        mut enc: wgpu::CommandEncoder,
+        staging: &[&wgpu::Buffer],
+    ) -> Result<Vec<Vec<u8>>> {
+        // With profiling on, the run's timestamps come back with the same readback.
+        let timed = self.resolve_timestamps(&mut enc);
+        let mut all: Vec<&wgpu::Buffer> = staging.to_vec();
+        if let Some((buf, _)) = &timed {
+            all.push(buf);
+        }
+        let mut out = self.submit_and_read(enc, &all)?;
+        if let Some((_, labels)) = timed {
+            if let Some(bytes) = out.pop() {
+                self.add_timestamps(&labels, &bytes);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Starts (or stops) timing every dispatch on the GPU. Returns false when the device has no
+    /// timestamp queries, and then nothing is timed.
+    pub fn set_profiling(&self, on: bool) -> bool {
+        let mut p = self.profiler.lock().unwrap_or_else(|e| e.into_inner());
+        if !on {
+            *p = None;
+            return true;
+        }
+        if !self
+            .device
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
+        {
+            *p = None;
+            return false;
+        }
+        if p.is_none() {
+            *p = Some(Profiler {
+                set: self.device.create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("prism-profile"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count: 2 * MAX_TIMED,
+                }),
+                pending: Vec::new(),
+                untimed: 0,
+                totals: HashMap::new(),
+                untimed_total: 0,
+            });
+        }
+        true
+    }
+
+    /// GPU milliseconds and dispatches per shader since the last call (slowest first), plus a
+    /// line for dispatches that went untimed because a run had more than the query set holds.
+    pub fn take_profile(&self) -> Vec<(String, f64, usize)> {
+        let mut p = self.profiler.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(p) = p.as_mut() else {
+            return Vec::new();
+        };
+        let mut out: Vec<(String, f64, usize)> = p
+            .totals
+            .drain()
+            .map(|(k, (ns, n))| (k.trim_end_matches(".wgsl").to_string(), ns / 1e6, n))
+            .collect();
+        out.sort_by(|a, b| b.1.total_cmp(&a.1));
+        if p.untimed_total > 0 {
+            out.push(("(untimed)".into(), 0.0, p.untimed_total));
+            p.untimed_total = 0;
+        }
+        out
+    }
+
+    /// Resolves the current run's timestamps into a readable buffer, if profiling.
+    fn resolve_timestamps(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+    ) -> Option<(wgpu::Buffer, Vec<&'static str>)> {
+        let mut guard = self.profiler.lock().unwrap_or_else(|e| e.into_inner());
+        let p = guard.as_mut()?;
+        p.untimed_total += std::mem::take(&mut p.untimed);
+        let labels = std::mem::take(&mut p.pending);
+        if labels.is_empty() {
+            return None;
+        }
+        let n = 2 * labels.len() as u32;
+        let bytes = n as u64 * wgpu::QUERY_SIZE as u64;
+        let resolve = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("timestamps"),
+            size: bytes,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let read = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("timestamps-read"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        enc.resolve_query_set(&p.set, 0..n, &resolve, 0);
+        enc.copy_buffer_to_buffer(&resolve, 0, &read, 0, bytes);
+        Some((read, labels))
+    }
+
+    fn add_timestamps(&self, labels: &[&'static str], bytes: &[u8]) {
+        let period = self.queue.get_timestamp_period() as f64;
+        let ticks: Vec<u64> = bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect();
+        let mut guard = self.profiler.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(p) = guard.as_mut() else { return };
+        for (i, label) in labels.iter().enumerate() {
+            let (a, b) = (ticks.get(2 * i), ticks.get(2 * i + 1));
+            if let (Some(&a), Some(&b)) = (a, b) {
+                let e = p.totals.entry(label).or_insert((0.0, 0));
+                e.0 += b.saturating_sub(a) as f64 * period;
+                e.1 += 1;
+            }
+        }
+    }
+
+    /// Submits `enc`, waits, and reads every staging buffer back.
+    fn submit_and_read(
         &self,
         enc: wgpu::CommandEncoder,
         staging: &[&wgpu::Buffer],

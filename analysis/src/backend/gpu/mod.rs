@@ -174,6 +174,15 @@ impl Backend for GpuBackend {
         forward::run(&mut e, req, None)
     }
 
+    fn set_profiling(&self, on: bool) {
+        self.ctx.set_profiling(on);
+    }
+
+    /// GPU time per shader from timestamp queries (empty where the adapter has none).
+    fn take_profile(&self) -> Vec<(String, f64, usize)> {
+        self.ctx.take_profile()
+    }
+
     fn session(&self, batch: usize, capacity: usize) -> Result<Box<dyn Session + '_>> {
         Ok(Box::new(GpuSession {
             backend: self,
