@@ -738,7 +738,7 @@ pub mod x86 {
         }
     }
 
-    /// AVX2 decoders for the commonest formats, bit for bit what `quant::dequantize` computes
+    /// AVX2 decoders for the commonest formats (Q8_0, Q4_0, Q4_1, Q4_K, Q6_K), bit for bit what `quant::dequantize` computes
     /// (the same f32 multiplies and adds, never fused); the rest go to the portable decoders.
     ///
     /// # Safety
@@ -827,6 +827,53 @@ pub mod x86 {
                                     d.add(b * 256 + sub * 32 + part * 16 + eighth * 8),
                                     v,
                                 );
+                            }
+                        }
+                    }
+                }
+            }
+            GgmlType::Q6K => {
+                let low4 = _mm_set1_epi8(0x0f);
+                let three = _mm_set1_epi8(3);
+                let bias = _mm256_set1_epi32(32);
+                for b in 0..n {
+                    let blk = &src[b * bb..(b + 1) * bb];
+                    let (ql, qh) = (blk.as_ptr(), blk.as_ptr().add(128));
+                    let dd = f16_at(blk, 208);
+                    for g in 0..2 {
+                        for sub in 0..4 {
+                            let shift_low = 4 * (sub / 2);
+                            let shift_high = _mm_cvtsi32_si128(2 * sub as i32);
+                            for half in 0..2 {
+                                let scale = blk[192 + g * 8 + sub * 2 + half] as i8;
+                                let dl = _mm256_set1_ps(dd * scale as f32);
+                                let k0 = half * 16;
+                                let raw = _mm_loadu_si128(
+                                    ql.add(g * 64 + 32 * (sub % 2) + k0) as *const __m128i
+                                );
+                                let low = if shift_low == 0 {
+                                    _mm_and_si128(raw, low4)
+                                } else {
+                                    _mm_and_si128(_mm_srli_epi16::<4>(raw), low4)
+                                };
+                                let rawh = _mm_loadu_si128(qh.add(g * 32 + k0) as *const __m128i);
+                                let high = _mm_and_si128(_mm_srl_epi16(rawh, shift_high), three);
+                                let q = _mm_or_si128(low, _mm_slli_epi16::<4>(high));
+                                for eighth in 0..2 {
+                                    let bytes = if eighth == 0 {
+                                        q
+                                    } else {
+                                        _mm_srli_si128::<8>(q)
+                                    };
+                                    let v = _mm256_cvtepi32_ps(_mm256_sub_epi32(
+                                        _mm256_cvtepu8_epi32(bytes),
+                                        bias,
+                                    ));
+                                    _mm256_storeu_ps(
+                                        d.add(b * 256 + g * 128 + sub * 32 + k0 + eighth * 8),
+                                        _mm256_mul_ps(dl, v),
+                                    );
+                                }
                             }
                         }
                     }
