@@ -1,11 +1,11 @@
 //! The logit lens: what each layer's residual stream would predict if it were the last, read
 //! through the final norm and the unembedding. Rows are layers (the output on top), columns are
 //! positions; each cell shows the top token, colored by its probability. Rows are computed lazily
-//! on the worker, one layer at a time from the top (the rows on screen first), from one run that
-//! captures the residual stream.
+//! on the worker, one layer at a time from one run that captures the residual stream: the layers
+//! on screen first (the view tells the worker as it scrolls), then the rest from the top.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use egui::{Color32, Pos2, Rect, Sense, Stroke, Ui, Vec2};
 use prism_analysis::backend::{Capture, IdProb};
@@ -22,6 +22,8 @@ pub struct LensView {
     rows: Vec<Option<Vec<Vec<IdProb>>>>,
     cancel: Option<Arc<AtomicBool>>,
     error: Option<String>,
+    /// The layers on screen, read by the worker to choose the next layer.
+    visible: Arc<Mutex<Vec<usize>>>,
 }
 
 /// One layer of the lens, from the worker.
@@ -38,8 +40,11 @@ impl LensView {
             c.store(true, Ordering::SeqCst);
         }
         self.for_run = Some(run_id);
-        self.rows.clear();
+        // One row per residual entry: the embeddings and every block's output.
+        let n = cx.loaded.map_or(0, |l| l.model.spec.n_layers + 1);
+        self.rows = vec![None; n];
         self.error = None;
+        let visible = self.visible.clone();
         let ids: Vec<u32> = trace.tokens.iter().map(|t| t.id).collect();
         let interventions = trace.interventions.clone();
         self.cancel = Some(cx.worker.task("lens", move |t| {
@@ -55,10 +60,16 @@ impl LensView {
             };
             let residual = run.output.residual.unwrap_or_default();
             let layers = residual.len();
-            for layer in (0..layers).rev() {
+            let mut done = vec![false; layers];
+            for _ in 0..layers {
                 if t.cancel.load(Ordering::SeqCst) {
                     return;
                 }
+                let on_screen = visible.lock().map(|v| v.clone()).unwrap_or_default();
+                let Some(layer) = next_layer(&done, &on_screen) else {
+                    break;
+                };
+                done[layer] = true;
                 t.progress(format!("logit lens: layer {layer}"));
                 let rows = prism_analysis::backend::lens(
                     t.backend,
@@ -106,15 +117,21 @@ impl View for LensView {
         if let Some(e) = &self.error {
             super::error_line(ui, e);
         }
-        if self.rows.is_empty() {
+        if !self.complete() {
             ui.horizontal(|ui| {
                 ui.spinner();
-                ui.label("computing the lens, the top layers first…");
+                ui.label(format!(
+                    "computing the lens: {} of {} layers, those on screen first",
+                    self.rows.iter().filter(|r| r.is_some()).count(),
+                    self.rows.len()
+                ));
             });
-            return;
         }
         let token_text = |id: u32| cx.token_text(id);
-        draw(ui, &run.trace, &self.rows, &token_text);
+        let on_screen = draw(ui, &run.trace, &self.rows, &token_text);
+        if let Ok(mut v) = self.visible.lock() {
+            *v = on_screen;
+        }
     }
 
     fn figure(&self, cx: &Cx<'_>) -> Option<Figure> {
@@ -159,13 +176,24 @@ impl View for LensView {
     crate::view_any!();
 }
 
+/// The next layer to compute: one on screen first, else the highest one left.
+pub fn next_layer(done: &[bool], on_screen: &[usize]) -> Option<usize> {
+    on_screen
+        .iter()
+        .copied()
+        .find(|&l| l < done.len() && !done[l])
+        .or_else(|| (0..done.len()).rev().find(|&l| !done[l]))
+}
+
+/// Draws the grid; returns the layers whose rows are on screen, top first.
 fn draw(
     ui: &mut Ui,
     trace: &Trace,
     lens: &[Option<Vec<Vec<IdProb>>>],
     token_text: &dyn Fn(u32) -> String,
-) {
+) -> Vec<usize> {
     let layers = lens.len();
+    let mut on_screen = Vec::new();
     let seq = trace.tokens.len();
     let (cw, ch, left, top) = (74.0f32, 20.0f32, 56.0f32, 22.0f32);
     ui.label("rows: layers (0 = embeddings, bottom; the model's output on top) · columns: positions, predicting the next token · color: probability");
@@ -175,6 +203,13 @@ fn draw(
         let painter = ui.painter_at(rect);
         let clip = ui.clip_rect();
         let font = egui::FontId::monospace(10.5);
+        on_screen = (0..layers)
+            .rev()
+            .filter(|&l| {
+                let y = rect.top() + top + ch * (layers - 1 - l) as f32;
+                y <= clip.bottom() && y + ch >= clip.top()
+            })
+            .collect();
         for pos in 0..seq {
             let x = rect.left() + left + cw * pos as f32;
             if x > clip.right() || x + cw < clip.left() {
@@ -260,6 +295,7 @@ fn draw(
             }
         }
     });
+    on_screen
 }
 
 fn clip_text(s: &str, n: usize) -> String {
@@ -267,5 +303,25 @@ fn clip_text(s: &str, n: usize) -> String {
         format!("{}…", s.chars().take(n - 1).collect::<String>())
     } else {
         s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_layer;
+
+    #[test]
+    fn layers_on_screen_come_first_then_the_rest_from_the_top() {
+        let mut done = vec![false; 31];
+        // Scrolled to the bottom: layers 4..0 are on screen.
+        let on_screen = [4, 3, 2, 1, 0];
+        let mut order = Vec::new();
+        while let Some(l) = next_layer(&done, &on_screen) {
+            done[l] = true;
+            order.push(l);
+        }
+        assert_eq!(&order[..6], &[4, 3, 2, 1, 0, 30]);
+        assert_eq!(order.len(), 31);
+        assert_eq!(next_layer(&done, &on_screen), None);
     }
 }
