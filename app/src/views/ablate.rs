@@ -4,8 +4,6 @@
 //! can be applied everywhere (an active intervention).
 
 use std::any::Any;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use egui::{RichText, Ui};
 use prism_analysis::ablation::{ablate, head_ablation, AblationMode, AblationResult};
@@ -15,6 +13,7 @@ use prism_analysis::trace::Trace;
 use serde::{Deserialize, Serialize};
 
 use super::grid::Grid;
+use super::gridrun::{start_or_stop, GridMsg, GridRun, GridSender};
 use super::strip::{self, Scale};
 use super::{restore_into, Cx, View};
 
@@ -53,17 +52,15 @@ impl Default for AblateView {
     }
 }
 
-pub struct Run {
-    pub tag: u64,
+/// What an ablation run works on, known once its text is tokenized.
+pub struct Info {
     pub mode: AblationMode,
     pub ids: Vec<u32>,
-    pub n_layers: usize,
     pub n_heads: usize,
-    pub rows: Vec<Vec<f64>>,
-    pub result: Option<AblationResult>,
-    pub error: Option<String>,
-    cancel: Arc<AtomicBool>,
 }
+
+/// One ablation run as it fills in.
+pub type Run = GridRun<AblationResult, Info>;
 
 /// The text with the selected heads ablated together, against the plain run.
 pub struct Detail {
@@ -88,28 +85,10 @@ impl Detail {
     }
 }
 
-// Messages are a few per second; boxing the result would only add noise.
-#[allow(clippy::large_enum_variant)]
-enum Msg {
-    Started {
-        tag: u64,
-        ids: Vec<u32>,
-        n_layers: usize,
-        n_heads: usize,
-    },
-    Row {
-        tag: u64,
-        layer: usize,
-        row: Vec<f64>,
-    },
-    Done {
-        tag: u64,
-        result: Result<AblationResult, String>,
-    },
-    Detail {
-        heads: Vec<(usize, usize)>,
-        traces: Result<(Trace, Trace), String>,
-    },
+/// The selected heads ablated together.
+struct DetailMsg {
+    heads: Vec<(usize, usize)>,
+    traces: Result<(Trace, Trace), String>,
 }
 
 impl AblateView {
@@ -123,13 +102,14 @@ impl AblateView {
 
     pub fn start(&mut self, cx: &Cx<'_>) {
         if let Some(r) = &self.run {
-            r.cancel.store(true, Ordering::SeqCst);
+            r.stop();
         }
         self.tag += 1;
         let (tag, text, mode) = (self.tag, self.text.clone(), self.mode());
         self.detail = None;
         self.selected.clear();
         let cancel = cx.worker.task("ablate", move |t| {
+            let grid = GridSender::<AblationResult, Info>::new(t, tag);
             let result = (|| {
                 let tok = t
                     .model
@@ -138,12 +118,14 @@ impl AblateView {
                     .ok_or("this model has no tokenizer")?;
                 let ids = tok.encode(&text, false).map_err(|e| e.to_string())?;
                 let s = &t.model.spec;
-                t.send(Msg::Started {
-                    tag,
-                    ids: ids.clone(),
-                    n_layers: s.n_layers,
-                    n_heads: s.n_heads,
-                });
+                grid.started(
+                    s.n_layers,
+                    Info {
+                        mode,
+                        ids: ids.clone(),
+                        n_heads: s.n_heads,
+                    },
+                );
                 ablate(
                     t.model,
                     t.backend,
@@ -151,33 +133,15 @@ impl AblateView {
                     mode,
                     &mut |done, total, row| {
                         t.progress(format!("ablating the heads of layer {done} of {total}"));
-                        t.send(Msg::Row {
-                            tag,
-                            layer: done - 1,
-                            row: row.to_vec(),
-                        });
+                        grid.row(done, row);
                     },
                     t.cancel,
                 )
                 .map_err(|e| e.to_string())
             })();
-            t.progress(match &result {
-                Ok(_) => "ablation done",
-                Err(_) => "ablation stopped",
-            });
-            t.send(Msg::Done { tag, result });
+            grid.done(result, "ablation");
         });
-        self.run = Some(Run {
-            tag,
-            mode,
-            ids: Vec::new(),
-            n_layers: 0,
-            n_heads: 0,
-            rows: Vec::new(),
-            result: None,
-            error: None,
-            cancel,
-        });
+        self.run = Some(Run::new(tag, cancel));
     }
 
     fn open_detail(&mut self, cx: &Cx<'_>) {
@@ -188,7 +152,10 @@ impl AblateView {
             self.detail = None;
             return;
         }
-        let (ids, mode, heads) = (run.ids.clone(), run.mode, self.selected.clone());
+        let Some(info) = &run.info else {
+            return;
+        };
+        let (ids, mode, heads) = (info.ids.clone(), info.mode, self.selected.clone());
         self.detail = Some(Detail {
             heads: heads.clone(),
             traces: None,
@@ -204,7 +171,7 @@ impl AblateView {
                         .map(|abl| (base, abl))
                 })
                 .map_err(|e| e.to_string());
-            t.send(Msg::Detail { heads, traces });
+            t.send(DetailMsg { heads, traces });
         });
     }
 
@@ -314,17 +281,7 @@ impl View for AblateView {
             .labelled_by(l.id);
             ui.radio_value(&mut self.mean, false, "zero");
             ui.radio_value(&mut self.mean, true, "mean");
-            let running = self
-                .run
-                .as_ref()
-                .is_some_and(|r| r.result.is_none() && r.error.is_none());
-            if running {
-                if ui.button("Stop").clicked() {
-                    if let Some(r) = &self.run {
-                        r.cancel.store(true, Ordering::SeqCst);
-                    }
-                }
-            } else if ui.button("Ablate every head").clicked() {
+            if start_or_stop(ui, self.run.as_ref(), "Ablate every head") {
                 self.start(cx);
             }
         });
@@ -335,11 +292,15 @@ impl View for AblateView {
             super::error_line(ui, e);
             return;
         }
+        let Some(info) = &run.info else {
+            ui.spinner();
+            return;
+        };
         match &run.result {
             Some(r) => ui.label(format!(
                 "baseline {:.2} bits; Δ total bits when each head is {}-ablated (red: the text got harder to predict)",
                 r.baseline_bits,
-                if run.mode == AblationMode::Mean { "mean" } else { "zero" }
+                if info.mode == AblationMode::Mean { "mean" } else { "zero" }
             )),
             None => ui.label(format!(
                 "ablating: {} of {} layers…",
@@ -347,16 +308,8 @@ impl View for AblateView {
                 run.n_layers.max(1)
             )),
         };
-        if run.n_layers == 0 {
-            ui.spinner();
-            return;
-        }
-        let cols: Vec<String> = (0..run.n_heads).map(|h| format!("head {h}")).collect();
-        let bound = run
-            .rows
-            .iter()
-            .flatten()
-            .fold(0.5f64, |m, v| m.max(v.abs()));
+        let cols: Vec<String> = (0..info.n_heads).map(|h| format!("head {h}")).collect();
+        let bound = run.bound(0.5);
         let selected = self.selected.clone();
         let mut clicked = None;
         let n_layers = run.n_layers;
@@ -395,7 +348,7 @@ impl View for AblateView {
     fn figure(&self, cx: &Cx<'_>) -> Option<Figure> {
         let run = self.run.as_ref()?;
         let r = run.result.as_ref()?;
-        let mode = if run.mode == AblationMode::Mean {
+        let mode = if run.info.as_ref()?.mode == AblationMode::Mean {
             "mean"
         } else {
             "zero"
@@ -410,52 +363,31 @@ impl View for AblateView {
     }
 
     fn on_message(&mut self, msg: Box<dyn Any + Send>, _cx: &mut Cx<'_>) {
-        let Ok(msg) = msg.downcast::<Msg>() else {
-            return;
-        };
-        if let Msg::Detail { heads, traces } = *msg {
-            if let Some(d) = self.detail.as_mut().filter(|d| d.heads == heads) {
-                d.traces = Some(traces);
-            }
-            return;
-        }
-        let Some(run) = self.run.as_mut() else {
-            return;
-        };
-        match *msg {
-            Msg::Started {
-                tag,
-                ids,
-                n_layers,
-                n_heads,
-            } if tag == run.tag => {
-                run.ids = ids;
-                run.n_layers = n_layers;
-                run.n_heads = n_heads;
-            }
-            Msg::Row { tag, layer, row } if tag == run.tag && run.rows.len() == layer => {
-                run.rows.push(row);
-            }
-            Msg::Done { tag, result } if tag == run.tag => match result {
-                Ok(r) => {
-                    run.rows = r.delta_bits.clone();
-                    run.result = Some(r);
+        let msg = match msg.downcast::<GridMsg<AblationResult, Info>>() {
+            Ok(m) => {
+                if let Some(run) = self.run.as_mut() {
+                    run.apply(*m, |r| r.delta_bits.clone());
                 }
-                Err(e) => run.error = Some(e),
-            },
-            _ => {}
+                return;
+            }
+            Err(other) => other,
+        };
+        if let Ok(m) = msg.downcast::<DetailMsg>() {
+            if let Some(d) = self.detail.as_mut().filter(|d| d.heads == m.heads) {
+                d.traces = Some(m.traces);
+            }
         }
     }
 
     fn on_failed(&mut self, error: String, _cx: &mut Cx<'_>) {
-        if let Some(r) = self.run.as_mut().filter(|r| r.result.is_none()) {
-            r.error = Some(error);
+        if let Some(r) = self.run.as_mut() {
+            r.fail(error);
         }
     }
 
     fn on_model(&mut self, _cx: &mut Cx<'_>) {
         if let Some(r) = &self.run {
-            r.cancel.store(true, Ordering::SeqCst);
+            r.stop();
         }
         self.run = None;
         self.detail = None;

@@ -8,6 +8,7 @@ pub mod colors;
 pub mod embeddings;
 pub mod generate;
 pub mod grid;
+pub mod gridrun;
 pub mod lens;
 pub mod patch;
 pub mod steer;

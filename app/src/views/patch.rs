@@ -4,8 +4,6 @@
 //! and its surprisal strip. Opens with the Eiffel Tower / Colosseum example.
 
 use std::any::Any;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use egui::{RichText, Ui};
 use prism_analysis::backend::Capture;
@@ -16,6 +14,7 @@ use prism_analysis::trace::Trace;
 use serde::{Deserialize, Serialize};
 
 use super::grid::Grid;
+use super::gridrun::{start_or_stop, GridMsg, GridRun, GridSender};
 use super::strip::{self, Scale};
 use super::{restore_into, show_token, Cx, View};
 use crate::gui::worker::TaskCx;
@@ -56,19 +55,16 @@ impl Default for PatchView {
     }
 }
 
-/// One patching run as it fills in.
-pub struct Run {
-    pub tag: u64,
+/// What a patching run works on, known once its prompts are tokenized.
+pub struct Info {
     pub site: Site,
     pub clean_ids: Vec<u32>,
     pub corrupt_ids: Vec<u32>,
     pub cols: Vec<String>,
-    pub n_layers: usize,
-    pub rows: Vec<Vec<f64>>,
-    pub result: Option<PatchResult>,
-    pub error: Option<String>,
-    cancel: Arc<AtomicBool>,
 }
+
+/// One patching run as it fills in.
+pub type Run = GridRun<PatchResult, Info>;
 
 /// The corrupt prompt run with one cell's site patched.
 pub struct Detail {
@@ -77,31 +73,12 @@ pub struct Detail {
     pub trace: Option<Result<Trace, String>>,
 }
 
-// Messages are a few per second; boxing the result would only add noise.
-#[allow(clippy::large_enum_variant)]
-enum Msg {
-    Started {
-        tag: u64,
-        clean: Vec<u32>,
-        corrupt: Vec<u32>,
-        cols: Vec<String>,
-        n_layers: usize,
-    },
-    Row {
-        tag: u64,
-        layer: usize,
-        row: Vec<f64>,
-    },
-    Done {
-        tag: u64,
-        result: Result<PatchResult, String>,
-    },
-    Detail {
-        tag: u64,
-        layer: usize,
-        col: usize,
-        trace: Result<Trace, String>,
-    },
+/// The patched run of a clicked cell.
+struct DetailMsg {
+    tag: u64,
+    layer: usize,
+    col: usize,
+    trace: Result<Trace, String>,
 }
 
 /// A text that must be exactly one token, or a message that shows its tokens.
@@ -154,7 +131,7 @@ fn cell_intervention(
 impl PatchView {
     pub fn start(&mut self, cx: &Cx<'_>) {
         if let Some(r) = &self.run {
-            r.cancel.store(true, Ordering::SeqCst);
+            r.stop();
         }
         let Some(site) = Site::from_name(&self.site) else {
             return;
@@ -169,6 +146,7 @@ impl PatchView {
         );
         self.detail = None;
         let cancel = cx.worker.task("patch", move |t| {
+            let grid = GridSender::<PatchResult, Info>::new(t, tag);
             let result = (|| {
                 let tok = t
                     .model
@@ -195,13 +173,15 @@ impl PatchView {
                 let a = single_token(t, "answer", &answer)?;
                 let w = single_token(t, "wrong answer", &wrong)?;
                 let cols = build::patching_columns(t.model, &c, &x, site);
-                t.send(Msg::Started {
-                    tag,
-                    clean: c.clone(),
-                    corrupt: x.clone(),
-                    cols,
-                    n_layers: t.model.spec.n_layers,
-                });
+                grid.started(
+                    t.model.spec.n_layers,
+                    Info {
+                        site,
+                        clean_ids: c.clone(),
+                        corrupt_ids: x.clone(),
+                        cols,
+                    },
+                );
                 patch(
                     t.model,
                     t.backend,
@@ -212,45 +192,29 @@ impl PatchView {
                     site,
                     &mut |done, total, row| {
                         t.progress(format!("patching {}: layer {done} of {total}", site.name()));
-                        t.send(Msg::Row {
-                            tag,
-                            layer: done - 1,
-                            row: row.to_vec(),
-                        });
+                        grid.row(done, row);
                     },
                     t.cancel,
                 )
                 .map_err(|e| e.to_string())
             })();
-            t.progress(match &result {
-                Ok(_) => "patching done",
-                Err(_) => "patching stopped",
-            });
-            t.send(Msg::Done { tag, result });
+            grid.done(result, "patching");
         });
-        self.run = Some(Run {
-            tag,
-            site,
-            clean_ids: Vec::new(),
-            corrupt_ids: Vec::new(),
-            cols: Vec::new(),
-            n_layers: 0,
-            rows: Vec::new(),
-            result: None,
-            error: None,
-            cancel,
-        });
+        self.run = Some(Run::new(tag, cancel));
     }
 
     fn open_cell(&mut self, cx: &Cx<'_>, layer: usize, col: usize) {
         let Some(run) = &self.run else {
             return;
         };
+        let Some(info) = &run.info else {
+            return;
+        };
         let (tag, site, clean, corrupt) = (
             run.tag,
-            run.site,
-            run.clean_ids.clone(),
-            run.corrupt_ids.clone(),
+            info.site,
+            info.clean_ids.clone(),
+            info.corrupt_ids.clone(),
         );
         self.detail = Some(Detail {
             layer,
@@ -262,7 +226,7 @@ impl PatchView {
                 Trace::run_with(t.model, t.backend, &corrupt, Capture::default(), 10, &[iv])
                     .map_err(|e| e.to_string())
             });
-            t.send(Msg::Detail {
+            t.send(DetailMsg {
                 tag,
                 layer,
                 col,
@@ -271,19 +235,19 @@ impl PatchView {
         });
     }
 
-    fn detail_ui(&self, ui: &mut Ui, run: &Run) {
+    fn detail_ui(&self, ui: &mut Ui, run: &Run, info: &Info) {
         let Some(d) = &self.detail else {
             ui.label(RichText::new("Click a cell to see what the patched run predicts.").weak());
             return;
         };
-        let what = match run.site {
+        let what = match info.site {
             Site::Head => format!("head {}.{}", d.layer, d.col),
             s => format!(
                 "{}@{} at position {} ({})",
                 s.name(),
                 d.layer,
                 d.col,
-                run.cols.get(d.col).cloned().unwrap_or_default()
+                info.cols.get(d.col).cloned().unwrap_or_default()
             ),
         };
         ui.strong(format!(
@@ -388,17 +352,7 @@ impl View for PatchView {
             for s in SITES {
                 ui.radio_value(&mut self.site, s.to_string(), s);
             }
-            let running = self
-                .run
-                .as_ref()
-                .is_some_and(|r| r.result.is_none() && r.error.is_none());
-            if running {
-                if ui.button("Stop").clicked() {
-                    if let Some(r) = &self.run {
-                        r.cancel.store(true, Ordering::SeqCst);
-                    }
-                }
-            } else if ui.button("Run patching").clicked() {
+            if start_or_stop(ui, self.run.as_ref(), "Run patching") {
                 self.start(cx);
             }
         });
@@ -416,20 +370,16 @@ impl View for PatchView {
             )),
             None => ui.label(format!(
                 "patching {}: {} of {} layers…",
-                run.site.name(),
+                self.site,
                 run.rows.len(),
                 run.n_layers.max(1)
             )),
         };
-        if run.n_layers == 0 {
+        let Some(info) = &run.info else {
             ui.spinner();
             return;
-        }
-        let bound = run
-            .rows
-            .iter()
-            .flatten()
-            .fold(1.0f64, |m, v| m.max(v.abs()));
+        };
+        let bound = run.bound(1.0);
         let selected: Vec<(usize, usize)> = self.detail.iter().map(|d| (d.layer, d.col)).collect();
         let mut clicked = None;
         ui.columns(2, |cols| {
@@ -438,14 +388,14 @@ impl View for PatchView {
                 name: "patching grid",
                 rows: &run.rows,
                 n_rows: run.n_layers,
-                col_labels: &run.cols,
+                col_labels: &info.cols,
                 bound,
                 colormap: Colormap::Diverging,
                 selected: &selected,
                 format: &|v| format!("{v:.2}"),
             }
             .show(&mut cols[0]);
-            self.detail_ui(&mut cols[1], run);
+            self.detail_ui(&mut cols[1], run, info);
         });
         if let Some(c) = clicked {
             self.open_cell(cx, c.row, c.col);
@@ -457,7 +407,7 @@ impl View for PatchView {
         let r = run.result.as_ref()?;
         Some(build::patching_figure(
             r,
-            run.cols.clone(),
+            run.info.as_ref()?.cols.clone(),
             &format!("Activation patching ({})", r.site.name()),
             &cx.model_name(),
         ))
@@ -470,62 +420,33 @@ impl View for PatchView {
     }
 
     fn on_message(&mut self, msg: Box<dyn Any + Send>, _cx: &mut Cx<'_>) {
-        let Ok(msg) = msg.downcast::<Msg>() else {
-            return;
-        };
         let Some(run) = self.run.as_mut() else {
             return;
         };
-        match *msg {
-            Msg::Started {
-                tag,
-                clean,
-                corrupt,
-                cols,
-                n_layers,
-            } if tag == run.tag => {
-                run.clean_ids = clean;
-                run.corrupt_ids = corrupt;
-                run.cols = cols;
-                run.n_layers = n_layers;
+        let msg = match msg.downcast::<GridMsg<PatchResult, Info>>() {
+            Ok(m) => return run.apply(*m, |r| r.effect.clone()),
+            Err(other) => other,
+        };
+        if let Ok(m) = msg.downcast::<DetailMsg>() {
+            let d = self
+                .detail
+                .as_mut()
+                .filter(|d| m.tag == run.tag && (d.layer, d.col) == (m.layer, m.col));
+            if let Some(d) = d {
+                d.trace = Some(m.trace);
             }
-            Msg::Row { tag, layer, row } if tag == run.tag && run.rows.len() == layer => {
-                run.rows.push(row);
-            }
-            Msg::Done { tag, result } if tag == run.tag => match result {
-                Ok(r) => {
-                    run.rows = r.effect.clone();
-                    run.result = Some(r);
-                }
-                Err(e) => run.error = Some(e),
-            },
-            Msg::Detail {
-                tag,
-                layer,
-                col,
-                trace,
-            } if tag == run.tag => {
-                if let Some(d) = self
-                    .detail
-                    .as_mut()
-                    .filter(|d| (d.layer, d.col) == (layer, col))
-                {
-                    d.trace = Some(trace);
-                }
-            }
-            _ => {}
         }
     }
 
     fn on_failed(&mut self, error: String, _cx: &mut Cx<'_>) {
-        if let Some(r) = self.run.as_mut().filter(|r| r.result.is_none()) {
-            r.error = Some(error);
+        if let Some(r) = self.run.as_mut() {
+            r.fail(error);
         }
     }
 
     fn on_model(&mut self, _cx: &mut Cx<'_>) {
         if let Some(r) = &self.run {
-            r.cancel.store(true, Ordering::SeqCst);
+            r.stop();
         }
         self.run = None;
         self.detail = None;
