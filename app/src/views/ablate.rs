@@ -260,12 +260,7 @@ impl View for AblateView {
     }
 
     fn ui(&mut self, ui: &mut Ui, cx: &mut Cx<'_>) {
-        let Some(loaded) = cx.loaded else {
-            super::no_model(ui);
-            return;
-        };
-        if !loaded.model.spec.causal {
-            ui.label("Head ablation measures surprisal: it needs a causal language model.");
+        if super::causal_model(ui, cx, "Head ablation (which measures surprisal)").is_none() {
             return;
         }
         if !self.started {

@@ -251,17 +251,9 @@ impl View for GenerateView {
     }
 
     fn ui(&mut self, ui: &mut Ui, cx: &mut Cx<'_>) {
-        let Some(loaded) = cx.loaded else {
-            super::no_model(ui);
+        let Some(loaded) = super::causal_model(ui, cx, "Generation") else {
             return;
         };
-        if !loaded.model.spec.causal {
-            ui.label(format!(
-                "{} is an encoder: it does not generate text.",
-                loaded.model.spec.architecture
-            ));
-            return;
-        }
         let has_template = loaded.model.info.chat_template.is_some();
         if !self.started {
             self.started = true;

@@ -155,6 +155,22 @@ pub fn no_model(ui: &mut Ui) {
     ui.label("Open a model to begin (File, Open; or drop a .gguf file or a folder on the window).");
 }
 
+/// The open model when it is a causal language model; otherwise the view says why it needs one.
+pub fn causal_model<'a>(ui: &mut Ui, cx: &Cx<'a>, what: &str) -> Option<&'a Loaded> {
+    let Some(l) = cx.loaded else {
+        no_model(ui);
+        return None;
+    };
+    if !l.model.spec.causal {
+        ui.label(format!(
+            "{what} needs a causal language model; {} is an encoder.",
+            l.model.spec.architecture
+        ));
+        return None;
+    }
+    Some(l)
+}
+
 /// An error line in a view.
 pub fn error_line(ui: &mut Ui, e: &str) {
     ui.colored_label(Color32::from_rgb(220, 80, 80), format!("⚠ {e}"));

@@ -309,12 +309,7 @@ impl View for PatchView {
     }
 
     fn ui(&mut self, ui: &mut Ui, cx: &mut Cx<'_>) {
-        let Some(loaded) = cx.loaded else {
-            super::no_model(ui);
-            return;
-        };
-        if !loaded.model.spec.causal {
-            ui.label("Activation patching needs a causal language model.");
+        if super::causal_model(ui, cx, "Activation patching").is_none() {
             return;
         }
         if !self.started {

@@ -295,13 +295,12 @@ impl View for SteerView {
     }
 
     fn ui(&mut self, ui: &mut Ui, cx: &mut Cx<'_>) {
-        let Some(loaded) = cx.loaded else {
-            super::no_model(ui);
+        let Some(loaded) = super::causal_model(ui, cx, "Steering") else {
             return;
         };
         let n_layers = loaded.model.spec.n_layers;
-        if !loaded.model.spec.causal || n_layers < 2 {
-            ui.label("Steering needs a causal language model of at least two layers.");
+        if n_layers < 2 {
+            ui.label("Steering needs a model of at least two layers.");
             return;
         }
         if !self.started {
