@@ -1,10 +1,11 @@
 //! WGSL compute shaders for Prism's GPU backend: one file per op under `wgsl/`, embedded in the
-//! binary, and each validated by naga in this crate's tests. `quant.wgsl` holds the weight decoders
-//! shared by the matmul and the embedding gather; it is prepended to them, not compiled alone.
+//! binary, and each validated by naga in this crate's tests. Libraries are prepended to the shaders
+//! that use them rather than compiled alone: `quant.wgsl` (the weight decoders, for the matmuls and
+//! the embedding gather) and `linear.wgsl` (what the two matmul kernels share).
 
-/// Declares every shader once: its variant, its file, and whether it reads weights.
+/// Declares every shader once: its variant, its file, and the libraries prepended to it.
 macro_rules! shaders {
-    ($($variant:ident => $file:literal, $weights:literal;)*) => {
+    ($($variant:ident => $file:literal, [$($lib:ident),*];)*) => {
         /// Every shader Prism ships. The GPU backend asks for a shader's source by this name.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum Shader {
@@ -27,10 +28,10 @@ macro_rules! shaders {
                 }
             }
 
-            /// True for shaders that decode weights (they get `quant.wgsl` prepended).
-            pub fn reads_weights(self) -> bool {
+            /// The libraries prepended to the shader, in order.
+            pub fn libraries(self) -> &'static [&'static str] {
                 match self {
-                    $(Shader::$variant => $weights,)*
+                    $(Shader::$variant => &[$($lib),*],)*
                 }
             }
         }
@@ -38,34 +39,38 @@ macro_rules! shaders {
 }
 
 shaders! {
-    Embed => "embed.wgsl", true;
-    Add => "add.wgsl", false;
-    Scale => "scale.wgsl", false;
-    RmsNorm => "rms_norm.wgsl", false;
-    LayerNorm => "layer_norm.wgsl", false;
-    Matmul => "matmul.wgsl", true;
-    Rope => "rope.wgsl", false;
-    AttentionScores => "attention_scores.wgsl", false;
-    Softmax => "softmax.wgsl", false;
-    AttentionValues => "attention_values.wgsl", false;
-    Gelu => "gelu.wgsl", false;
-    Gated => "gated.wgsl", false;
-    Edit => "edit.wgsl", false;
-    LogitStats => "logit_stats.wgsl", false;
+    Embed => "embed.wgsl", [QUANT];
+    Add => "add.wgsl", [];
+    Scale => "scale.wgsl", [];
+    RmsNorm => "rms_norm.wgsl", [];
+    LayerNorm => "layer_norm.wgsl", [];
+    Matmul => "matmul.wgsl", [QUANT, LINEAR];
+    Matvec => "matvec.wgsl", [QUANT, LINEAR];
+    Rope => "rope.wgsl", [];
+    AttentionScores => "attention_scores.wgsl", [];
+    Softmax => "softmax.wgsl", [];
+    AttentionValues => "attention_values.wgsl", [];
+    Gelu => "gelu.wgsl", [];
+    Gated => "gated.wgsl", [];
+    Edit => "edit.wgsl", [];
+    LogitStats => "logit_stats.wgsl", [];
 }
 
 const QUANT: &str = include_str!("../wgsl/quant.wgsl");
+const LINEAR: &str = include_str!("../wgsl/linear.wgsl");
 
 impl Shader {
     /// Files that are included into other shaders rather than compiled alone.
-    pub const LIBRARIES: &'static [&'static str] = &["quant.wgsl"];
+    pub const LIBRARIES: &'static [&'static str] = &["quant.wgsl", "linear.wgsl"];
 
-    /// The complete WGSL source, with the weight decoders prepended where the shader needs them.
+    /// The complete WGSL source, with its libraries prepended.
     pub fn source(self) -> String {
-        if self.reads_weights() {
-            format!("{QUANT}\n{}", self.own_source())
-        } else {
-            self.own_source().to_string()
+        let mut s = String::new();
+        for lib in self.libraries() {
+            s.push_str(lib);
+            s.push('\n');
         }
+        s.push_str(self.own_source());
+        s
     }
 }

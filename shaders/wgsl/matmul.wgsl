@@ -1,88 +1,85 @@
-// y[t][o] = sum_i x[t][i] * W[o][i] + bias[o]  (+ y[t][o] when accumulate = 1, for residual adds).
-// W may be one row chunk of a larger matrix: its rows are outputs o_offset .. o_offset + out_rows.
-// W is decoded from its stored format inside the loop (quant.wgsl); activations stay f32.
-// A workgroup computes 64 outputs for 16 tokens, walking the input in chunks of 32 staged in
-// shared memory; each thread decodes its row's 32 weights of a chunk at once (`decode32`: a
-// block's scales once per chunk), so each weight is decoded once per 16 tokens.
+// The matmul for prefill-shaped work (more than 8 tokens); the formula is in linear.wgsl.
+// A workgroup of 256 threads computes a 64-output x 64-token tile, walking the input in steps of
+// 32 staged in shared memory: each step the 256 threads decode the tile's 64 x 32 weights once
+// (8 consecutive weights each, one block's scales per run, quant.wgsl) and load the 64 x 32 inputs,
+// then each thread accumulates a 4 x 4 register tile from vec4 reads of both.
 
-struct Params {
-    rows: u32,
-    in_dim: u32,
-    out_stride: u32,
-    out_rows: u32,
-    o_offset: u32,
-    fmt: u32,
-    has_bias: u32,
-    accumulate: u32,
-}
+const BK: u32 = 32u;
+// [k][output / 4] and [k][token / 4], as vec4s.
+var<workgroup> ws: array<vec4<f32>, 512>;
+var<workgroup> xs: array<vec4<f32>, 512>;
 
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let tx = li % 16u;
+    let ty = li / 16u;
+    let o0 = wid.x * 64u;
+    let t0 = wid.y * 64u;
+    // The staging role of this thread: row (or token) li / 4, inputs (li % 4) * 8 .. + 8.
+    let sr = li / 4u;
+    let sq = li % 4u;
 
-const TILE_T: u32 = 16u;
-const CHUNK: u32 = 32u;
-var<workgroup> xs: array<f32, 512>;
-
-@compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let local_o = wid.x * 64u + lid.x;
-    let o = params.o_offset + local_o;
-    let t0 = wid.y * TILE_T;
-    var acc: array<f32, 16>;
-    for (var tt = 0u; tt < TILE_T; tt++) {
-        acc[tt] = 0.0;
-    }
-    let n_chunks = (params.in_dim + CHUNK - 1u) / CHUNK;
-    for (var c = 0u; c < n_chunks; c++) {
-        for (var j = 0u; j < TILE_T / 2u; j++) {
-            let idx = lid.x * (TILE_T / 2u) + j;
-            let t = t0 + idx / CHUNK;
-            let i = c * CHUNK + idx % CHUNK;
-            var v = 0.0;
-            if (t < params.rows && i < params.in_dim) {
-                v = x[t * params.in_dim + i];
-            }
-            xs[idx] = v;
-        }
-        workgroupBarrier();
-        if (local_o < params.out_rows) {
-            let e0 = local_o * params.in_dim + c * CHUNK;
-            let width = min(CHUNK, params.in_dim - c * CHUNK);
-            if (params.fmt >= 3u) {
-                // Block formats: rows are whole blocks, so a chunk is 32 weights of one block.
-                decode32(params.fmt, e0);
-            } else {
-                for (var k = 0u; k < width; k++) {
-                    wv[k] = weight_at(params.fmt, e0 + k);
-                }
-            }
-            for (var k = 0u; k < width; k++) {
-                let w = wv[k];
-                for (var tt = 0u; tt < TILE_T; tt++) {
-                    acc[tt] += w * xs[tt * CHUNK + k];
-                }
-            }
-        }
-        workgroupBarrier();
-    }
-    if (local_o >= params.out_rows) {
-        return;
-    }
-    var b = 0.0;
-    if (params.has_bias == 1u) {
-        b = bias[o];
-    }
-    for (var tt = 0u; tt < TILE_T; tt++) {
-        let t = t0 + tt;
+    // RMSNorm prologue: the sum of squares of each of the 64 tokens, 4 threads per token; each
+    // thread keeps the factor of the token it stages.
+    var rstd = 1.0;
+    if (params.norm == 1u) {
+        var ss = 0.0;
+        let t = t0 + sr;
         if (t < params.rows) {
-            let idx = t * params.out_stride + o;
-            var v = acc[tt] + b;
-            if (params.accumulate == 1u) {
-                v += y[idx];
+            for (var i = sq; i < params.in_dim; i += 4u) {
+                let v = x[t * params.in_dim + i];
+                ss += v * v;
             }
-            y[idx] = v;
+        }
+        xs[sr][sq] = ss;
+        workgroupBarrier();
+        let p = xs[sr];
+        rstd = rstd_of(p.x + p.y + p.z + p.w);
+        workgroupBarrier();
+    }
+
+    var acc: array<vec4<f32>, 4>;
+    for (var j = 0u; j < 4u; j++) {
+        acc[j] = vec4<f32>(0.0);
+    }
+    let steps = (params.in_dim + BK - 1u) / BK;
+    for (var c = 0u; c < steps; c++) {
+        let k0 = c * BK + sq * 8u;
+        // Weights: row o0 + sr, inputs k0 .. k0 + 8, decoded once for all 64 tokens.
+        let o = o0 + sr;
+        let n = min(8u, params.in_dim - min(k0, params.in_dim));
+        if (o < params.out_rows && n > 0u) {
+            decode_run(params.fmt, o * params.in_dim + k0, n);
+        }
+        for (var j = 0u; j < 8u; j++) {
+            var w = 0.0;
+            if (o < params.out_rows && j < n) {
+                w = wv[j];
+            }
+            ws[(sq * 8u + j) * 16u + sr / 4u][sr % 4u] = w;
+            xs[(sq * 8u + j) * 16u + sr / 4u][sr % 4u] = input_at(t0 + sr, k0 + j, rstd);
+        }
+        workgroupBarrier();
+        for (var k = 0u; k < BK; k++) {
+            let a = ws[k * 16u + tx];
+            let b = xs[k * 16u + ty];
+            acc[0] += a * b.x;
+            acc[1] += a * b.y;
+            acc[2] += a * b.z;
+            acc[3] += a * b.w;
+        }
+        workgroupBarrier();
+    }
+    for (var j = 0u; j < 4u; j++) {
+        let t = t0 + ty * 4u + j;
+        if (t >= params.rows) {
+            continue;
+        }
+        for (var i = 0u; i < 4u; i++) {
+            let o = o0 + tx * 4u + i;
+            if (o < params.out_rows) {
+                store(t, params.o_offset + o, acc[j][i]);
+            }
         }
     }
 }

@@ -191,41 +191,43 @@ fn weight_at(fmt: u32, e: u32) -> f32 {
     }
 }
 
-// The 32 weights at flat indices e0 .. e0 + 31 of a block-format matrix (e0 a multiple of 32, so
-// the 32 lie in one block and, for K-quants, one sub-block), into `wv`. Each block's f16 scales
-// and sub-block scales are decoded once per 32 weights; every value is computed with exactly the
-// arithmetic of `weight_at`, so the results are bit-identical.
+// The n (at most 32) weights at flat indices e0 .. e0 + n - 1 of a matrix, into `wv`. For block
+// formats the run lies inside one 32-value block or K-quant sub-block (e0 % 32 + n <= 32), so a
+// block's f16 scales and sub-block scales are decoded once per run; every value is computed with
+// exactly the arithmetic of `weight_at`, so the results are bit-identical. Dense formats decode
+// value by value. The matvec kernel decodes runs of 32, the tiled matmul runs of 8.
 var<private> wv: array<f32, 32>;
 
-fn decode32(fmt: u32, e0: u32) {
+fn decode_run(fmt: u32, e0: u32, n: u32) {
+    let p0 = e0 % 32u;
     switch fmt {
         case 3u: {
             let base = (e0 / 32u) * 9u;
             let d = half_at(base, 0u);
-            for (var j = 0u; j < 32u; j++) {
-                wv[j] = signed_byte(byte_at(base, 2u + j)) * d;
+            for (var j = 0u; j < n; j++) {
+                wv[j] = signed_byte(byte_at(base, 2u + p0 + j)) * d;
             }
         }
         case 4u: {
             let base = (e0 / 32u) * 5u;
             let d = half_at(base, 0u);
-            for (var j = 0u; j < 32u; j++) {
-                wv[j] = d * (f32(nibble(base, 2u, j)) - 8.0);
+            for (var j = 0u; j < n; j++) {
+                wv[j] = d * (f32(nibble(base, 2u, p0 + j)) - 8.0);
             }
         }
         case 5u: {
             let base = (e0 / 32u) * 5u;
             let d = half_at(base, 0u);
             let m = half_at(base, 2u);
-            for (var j = 0u; j < 32u; j++) {
-                wv[j] = d * f32(nibble(base, 4u, j)) + m;
+            for (var j = 0u; j < n; j++) {
+                wv[j] = d * f32(nibble(base, 4u, p0 + j)) + m;
             }
         }
         case 6u: {
             let base = (e0 / 32u) * 6u;
             let d = half_at(base, 0u);
-            for (var j = 0u; j < 32u; j++) {
-                let q = nibble(base, 6u, j) | (fifth_bit(base, 2u, j) << 4u);
+            for (var j = 0u; j < n; j++) {
+                let q = nibble(base, 6u, p0 + j) | (fifth_bit(base, 2u, p0 + j) << 4u);
                 wv[j] = d * (f32(q) - 16.0);
             }
         }
@@ -233,8 +235,8 @@ fn decode32(fmt: u32, e0: u32) {
             let base = (e0 / 32u) * 6u;
             let d = half_at(base, 0u);
             let m = half_at(base, 2u);
-            for (var j = 0u; j < 32u; j++) {
-                let q = nibble(base, 8u, j) | (fifth_bit(base, 4u, j) << 4u);
+            for (var j = 0u; j < n; j++) {
+                let q = nibble(base, 8u, p0 + j) | (fifth_bit(base, 4u, p0 + j) << 4u);
                 wv[j] = d * f32(q) + m;
             }
         }
@@ -242,7 +244,7 @@ fn decode32(fmt: u32, e0: u32) {
             let base = (e0 / 256u) * 21u;
             let d = half_at(base, 80u);
             let dmin = half_at(base, 82u);
-            for (var j = 0u; j < 32u; j++) {
+            for (var j = 0u; j < n; j++) {
                 let v = e0 % 256u + j;
                 let q = (byte_at(base, 16u + (v / 128u) * 32u + v % 32u) >> (2u * ((v % 128u) / 32u))) & 3u;
                 let sc = byte_at(base, v / 16u);
@@ -252,7 +254,7 @@ fn decode32(fmt: u32, e0: u32) {
         case 9u: {
             let base = (e0 / 256u) * 28u;
             let d = half_at(base, 108u);
-            for (var j = 0u; j < 32u; j++) {
+            for (var j = 0u; j < n; j++) {
                 let v = e0 % 256u + j;
                 let s = v / 16u;
                 let low_sc = (byte_at(base, 96u + s % 8u) >> (4u * (s / 8u))) & 0xfu;
@@ -268,9 +270,9 @@ fn decode32(fmt: u32, e0: u32) {
             let sub = (e0 % 256u) / 32u;
             let dl = half_at(base, 0u) * k_scale(base, sub, 0u);
             let ml = half_at(base, 2u) * k_scale(base, sub, 1u);
-            let first = 16u + (sub / 2u) * 32u;
+            let first = 16u + (sub / 2u) * 32u + p0;
             let shift = 4u * (sub % 2u);
-            for (var j = 0u; j < 32u; j++) {
+            for (var j = 0u; j < n; j++) {
                 let q = (byte_at(base, first + j) >> shift) & 0xfu;
                 wv[j] = dl * f32(q) - ml;
             }
@@ -280,18 +282,18 @@ fn decode32(fmt: u32, e0: u32) {
             let sub = (e0 % 256u) / 32u;
             let dl = half_at(base, 0u) * k_scale(base, sub, 0u);
             let ml = half_at(base, 2u) * k_scale(base, sub, 1u);
-            let first = 48u + (sub / 2u) * 32u;
+            let first = 48u + (sub / 2u) * 32u + p0;
             let shift = 4u * (sub % 2u);
-            for (var j = 0u; j < 32u; j++) {
+            for (var j = 0u; j < n; j++) {
                 let low = (byte_at(base, first + j) >> shift) & 0xfu;
-                let high = (byte_at(base, 16u + j) >> sub) & 1u;
+                let high = (byte_at(base, 16u + p0 + j) >> sub) & 1u;
                 wv[j] = dl * f32(low | (high << 4u)) - ml;
             }
         }
         case 12u: {
             let base = (e0 / 256u) * 53u;
             let d = half_at(base, 208u);
-            for (var j = 0u; j < 32u; j++) {
+            for (var j = 0u; j < n; j++) {
                 let v = e0 % 256u + j;
                 let g = v / 128u;
                 let l = v % 128u;
@@ -304,8 +306,8 @@ fn decode32(fmt: u32, e0: u32) {
         case 13u: {
             let base = (e0 / 32u) * 5u;
             let d = half_at(base, 0u);
-            for (var j = 0u; j < 32u; j++) {
-                wv[j] = d * iq4_level(nibble(base, 2u, j));
+            for (var j = 0u; j < n; j++) {
+                wv[j] = d * iq4_level(nibble(base, 2u, p0 + j));
             }
         }
         case 14u: {
@@ -315,13 +317,14 @@ fn decode32(fmt: u32, e0: u32) {
             let scales_h = byte_at(base, 2u) | (byte_at(base, 3u) << 8u);
             let high_sc = (scales_h >> (2u * sub)) & 3u;
             let dl = half_at(base, 0u) * f32(i32(low_sc | (high_sc << 4u)) - 32);
-            for (var j = 0u; j < 32u; j++) {
-                let b = byte_at(base, 8u + sub * 16u + j % 16u);
-                wv[j] = dl * iq4_level(select(b & 0xfu, b >> 4u, j >= 16u));
+            for (var j = 0u; j < n; j++) {
+                let pj = p0 + j;
+                let b = byte_at(base, 8u + sub * 16u + pj % 16u);
+                wv[j] = dl * iq4_level(select(b & 0xfu, b >> 4u, pj >= 16u));
             }
         }
         default: {
-            for (var j = 0u; j < 32u; j++) {
+            for (var j = 0u; j < n; j++) {
                 wv[j] = weight_at(fmt, e0 + j);
             }
         }

@@ -40,9 +40,24 @@ fn assert_close(got: &[f32], want: &[f64], what: &str) {
     }
 }
 
+fn silu(g: f64) -> f64 {
+    g / (1.0 + (-g).exp())
+}
+
+/// Both matmul kernels (tiled and matrix-vector), every stored format, ragged sizes (tiles cut in
+/// both directions), with a bias, each epilogue (store, add, SiLU and GELU gates) and with and
+/// without the RMSNorm folded in, against f64.
 #[test]
-fn matmul_every_format_ragged_with_bias_and_accumulate() {
+fn matmul_kernels_every_format_epilogue_and_folded_norm() {
+    use ops::matmul::{matmul_with, Epilogue, Kernel, Linear};
     let ctx = gpu();
+    let epilogues = [
+        Epilogue::Store,
+        Epilogue::Accumulate,
+        Epilogue::Gated(Activation::SwiGlu),
+        Epilogue::Gated(Activation::GeGluTanh),
+    ];
+    let mut case = 0usize;
     for ty in GgmlType::ALL {
         let cols = match ty.block_values() {
             256 => 512,
@@ -50,15 +65,20 @@ fn matmul_every_format_ragged_with_bias_and_accumulate() {
             _ if ty == GgmlType::BF16 => 38,
             _ => 70,
         };
-        for (tokens, out, accumulate) in [
-            (1usize, 67usize, false),
-            (13, 67, true),
-            (9, 130, false),
-            (37, 67, true),
+        for (tokens, out, kernel) in [
+            (1usize, 67usize, Kernel::Vector),
+            (8, 130, Kernel::Vector),
+            (3, 67, Kernel::Tiled),
+            (13, 67, Kernel::Auto),
+            (70, 130, Kernel::Tiled),
         ] {
+            case += 1;
+            let epilogue = epilogues[case % 4];
+            let folded = !case.is_multiple_of(3);
             let w = weight_of_type(out, cols, ty, 7 + tokens as u64);
             let wf = w.to_f32();
             let x = Rng::new(99).vec(tokens * cols, 1.0, 0.0);
+            let g = Rng::new(3).vec(cols, 0.5, 1.0);
             let bias = Rng::new(5).vec(out, 0.3, 0.0);
             let y0 = Rng::new(6).vec(tokens * out, 1.0, 0.0);
             let m = GpuMatrix::upload(&ctx, &w).unwrap();
@@ -69,45 +89,84 @@ fn matmul_every_format_ragged_with_bias_and_accumulate() {
                 m.stored_bytes
             );
             let xb = ctx.upload_f32("x", &x);
+            let gb = ctx.upload_f32("norm weight", &g);
             let bb = ctx.upload_f32("bias", &bias);
-            let yb = if accumulate {
-                ctx.upload_f32("y", &y0)
-            } else {
+            let yb = if epilogue == Epilogue::Store {
                 poisoned(&ctx, tokens * out)
+            } else {
+                ctx.upload_f32("y", &y0)
             };
+            // The input the matrix sees: x, or RMSNorm(x) * g.
+            let eps = 1e-5;
+            let xin: Vec<f64> = (0..tokens * cols)
+                .map(|k| {
+                    let t = k / cols;
+                    let v = x[k] as f64;
+                    if folded {
+                        let row = &x[t * cols..(t + 1) * cols];
+                        let ms = row.iter().map(|&a| (a as f64).powi(2)).sum::<f64>() / cols as f64;
+                        v / (ms + eps).sqrt() * g[k % cols] as f64
+                    } else {
+                        v
+                    }
+                })
+                .collect();
             let mut want = vec![0f64; tokens * out];
             // f32 accumulation error grows with the sum of |x w|: the tolerance follows it.
             let mut magnitude = vec![0f64; tokens * out];
             for t in 0..tokens {
                 for o in 0..out {
-                    magnitude[t * out + o] = (0..cols)
-                        .map(|i| (x[t * cols + i] as f64 * wf[o * cols + i] as f64).abs())
-                        .sum();
-                    let dot: f64 = (0..cols)
-                        .map(|i| x[t * cols + i] as f64 * wf[o * cols + i] as f64)
-                        .sum();
-                    want[t * out + o] = dot
-                        + bias[o] as f64
-                        + if accumulate {
-                            y0[t * out + o] as f64
-                        } else {
-                            0.0
-                        };
+                    let i = t * out + o;
+                    let terms = (0..cols).map(|c| xin[t * cols + c] * wf[o * cols + c] as f64);
+                    magnitude[i] = terms.clone().map(f64::abs).sum();
+                    let r = terms.sum::<f64>() + bias[o] as f64;
+                    let y = y0[i] as f64;
+                    want[i] = match epilogue {
+                        Epilogue::Store => r,
+                        Epilogue::Accumulate => r + y,
+                        Epilogue::Gated(Activation::SwiGlu) => silu(y) * r,
+                        Epilogue::Gated(_) => gelu_tanh(y) * r,
+                    };
+                    if let Epilogue::Gated(_) = epilogue {
+                        magnitude[i] *= y.abs().max(1.0);
+                    }
                 }
             }
-            let got = run(&ctx, &yb, |enc| {
-                ops::matmul::matmul(&ctx, enc, &xb, &m, Some(&bb), &yb, tokens, accumulate).unwrap()
-            });
+            let mut l = Linear::new(&xb, &m, &yb, tokens);
+            l.bias = Some(&bb);
+            l.epilogue = epilogue;
+            l.norm = folded.then_some((&gb, eps as f32));
+            let got = run(&ctx, &yb, |enc| matmul_with(&ctx, enc, &l, kernel).unwrap());
             for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
                 let err = (g as f64 - w).abs();
                 assert!(
                     err <= 2e-6 * (magnitude[i] + 1.0),
-                    "matmul {ty:?} {tokens}x{cols}->{out} [{i}]: gpu {g} vs reference {w} (error {err:e}, sum |xw| {})",
+                    "matmul {kernel:?} {epilogue:?} norm {folded} {ty:?} {tokens}x{cols}->{out} [{i}]: gpu {g} vs reference {w} (error {err:e}, sum |xw| {})",
                     magnitude[i]
                 );
             }
         }
     }
+}
+
+#[test]
+fn the_matrix_vector_kernel_refuses_more_than_eight_tokens() {
+    use ops::matmul::{matmul_with, Kernel, Linear};
+    let ctx = gpu();
+    let w = weight_of_type(16, 32, GgmlType::F32, 1);
+    let m = GpuMatrix::upload(&ctx, &w).unwrap();
+    let xb = ctx.upload_f32("x", &[0.0; 9 * 32]);
+    let yb = poisoned(&ctx, 9 * 16);
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    let err = matmul_with(
+        &ctx,
+        &mut enc,
+        &Linear::new(&xb, &m, &yb, 9),
+        Kernel::Vector,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("at most 8 tokens"), "{err}");
 }
 
 #[test]

@@ -17,6 +17,28 @@ pub enum NormSel {
     Embedding,
 }
 
+/// The input of a linear layer: a buffer, possibly with a norm that the backend folds into the
+/// matmul (see [`Exec::norm_input`]).
+#[derive(Debug)]
+pub struct LinearIn<'a, B> {
+    pub x: &'a B,
+    pub norm: Option<NormSel>,
+}
+
+impl<B> Clone for LinearIn<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<B> Copy for LinearIn<'_, B> {}
+
+impl<'a, B> LinearIn<'a, B> {
+    pub fn plain(x: &'a B) -> Self {
+        LinearIn { x, norm: None }
+    }
+}
+
 /// A learned table added row by row to the embedding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Table {
@@ -83,10 +105,11 @@ pub trait Exec {
     fn embed(&mut self, ids: &[u32], out: &Self::Buf) -> Result<()>;
     /// out[r] += table[rows[r]].
     fn add_table_rows(&mut self, table: Table, rows: &[u32], out: &Self::Buf) -> Result<()>;
-    /// out[rows, out_dim] (+)= x[rows, in_dim] W^T + b.
+    /// out[rows, out_dim] (+)= x[rows, in_dim] W^T + b, with x normalized first when the input
+    /// carries a norm (only backends whose `norm_input` attaches one see that).
     fn linear(
         &mut self,
-        x: &Self::Buf,
+        x: LinearIn<'_, Self::Buf>,
         layer: usize,
         which: LinearId,
         out: &Self::Buf,
@@ -95,6 +118,32 @@ pub trait Exec {
     ) -> Result<()>;
     /// out = norm(x) over rows of the norm weight's width (`rows` of them).
     fn norm(&mut self, x: &Self::Buf, which: NormSel, out: &Self::Buf, rows: usize) -> Result<()>;
+    /// norm(x) as the input of the linear layers that follow: by default normalized into `out`; a
+    /// backend that folds the norm into its matmuls returns x with the norm attached instead.
+    fn norm_input<'b>(
+        &mut self,
+        x: &'b Self::Buf,
+        which: NormSel,
+        out: &'b Self::Buf,
+        rows: usize,
+    ) -> Result<LinearIn<'b, Self::Buf>> {
+        self.norm(x, which, out, rows)?;
+        Ok(LinearIn::plain(out))
+    }
+    /// gate = act(x W_gate^T) * (x W_up^T), the gated MLP's first half (`up` is scratch).
+    fn linear_gated(
+        &mut self,
+        x: LinearIn<'_, Self::Buf>,
+        layer: usize,
+        gate: &Self::Buf,
+        up: &Self::Buf,
+        rows: usize,
+    ) -> Result<()> {
+        self.linear(x, layer, LinearId::Gate, gate, rows, false)?;
+        self.linear(x, layer, LinearId::Up, up, rows, false)?;
+        let n = rows * self.spec().intermediate;
+        self.gated(gate, up, n)
+    }
     /// Rotates the first `dims` of every head of x `[rows, heads * head_dim]` in place, with cos and
     /// sin tables `[rows][dims / 2]`.
     fn rope(
@@ -400,24 +449,25 @@ pub fn run<E: Exec>(
         ctx.entry(e, &x, l, &sc, &mut slots)?;
         match s.block {
             BlockKind::PreNorm => {
-                e.norm(&x, NormSel::Layer(l, NormId::Attn), &sc.normed, rows)?;
-                ctx.attention(e, l, &sc.normed, &sc, cache.as_deref_mut(), &mut slots)?;
+                let input = e.norm_input(&x, NormSel::Layer(l, NormId::Attn), &sc.normed, rows)?;
+                ctx.attention(e, l, input, &sc, cache.as_deref_mut(), &mut slots)?;
                 e.add(&sc.attn, &x, rows * h)?;
-                e.norm(&x, NormSel::Layer(l, NormId::Mlp), &sc.normed, rows)?;
-                ctx.mlp(e, l, &sc.normed, &sc, &mut slots)?;
+                let input = e.norm_input(&x, NormSel::Layer(l, NormId::Mlp), &sc.normed, rows)?;
+                ctx.mlp(e, l, input, &sc, &mut slots)?;
                 e.add(&sc.mlp, &x, rows * h)?;
             }
             BlockKind::Parallel => {
-                e.norm(&x, NormSel::Layer(l, NormId::Attn), &sc.normed, rows)?;
-                e.norm(&x, NormSel::Layer(l, NormId::Mlp), &sc.normed2, rows)?;
-                ctx.attention(e, l, &sc.normed, &sc, cache.as_deref_mut(), &mut slots)?;
-                ctx.mlp(e, l, &sc.normed2, &sc, &mut slots)?;
+                let attn_in =
+                    e.norm_input(&x, NormSel::Layer(l, NormId::Attn), &sc.normed, rows)?;
+                let mlp_in = e.norm_input(&x, NormSel::Layer(l, NormId::Mlp), &sc.normed2, rows)?;
+                ctx.attention(e, l, attn_in, &sc, cache.as_deref_mut(), &mut slots)?;
+                ctx.mlp(e, l, mlp_in, &sc, &mut slots)?;
                 e.add(&sc.attn, &x, rows * h)?;
                 e.add(&sc.mlp, &x, rows * h)?;
             }
             BlockKind::Sandwich => {
-                e.norm(&x, NormSel::Layer(l, NormId::Attn), &sc.normed, rows)?;
-                ctx.attention(e, l, &sc.normed, &sc, cache.as_deref_mut(), &mut slots)?;
+                let input = e.norm_input(&x, NormSel::Layer(l, NormId::Attn), &sc.normed, rows)?;
+                ctx.attention(e, l, input, &sc, cache.as_deref_mut(), &mut slots)?;
                 e.norm(
                     &sc.attn,
                     NormSel::Layer(l, NormId::PostAttn),
@@ -425,17 +475,24 @@ pub fn run<E: Exec>(
                     rows,
                 )?;
                 e.add(&sc.attn2, &x, rows * h)?;
-                e.norm(&x, NormSel::Layer(l, NormId::Mlp), &sc.normed, rows)?;
-                ctx.mlp(e, l, &sc.normed, &sc, &mut slots)?;
+                let input = e.norm_input(&x, NormSel::Layer(l, NormId::Mlp), &sc.normed, rows)?;
+                ctx.mlp(e, l, input, &sc, &mut slots)?;
                 e.norm(&sc.mlp, NormSel::Layer(l, NormId::PostMlp), &sc.mlp2, rows)?;
                 e.add(&sc.mlp2, &x, rows * h)?;
             }
             BlockKind::PostNorm => {
-                ctx.attention(e, l, &x, &sc, cache.as_deref_mut(), &mut slots)?;
+                ctx.attention(
+                    e,
+                    l,
+                    LinearIn::plain(&x),
+                    &sc,
+                    cache.as_deref_mut(),
+                    &mut slots,
+                )?;
                 e.add(&sc.attn, &x, rows * h)?;
                 e.norm(&x, NormSel::Layer(l, NormId::Attn), &sc.normed, rows)?;
                 std::mem::swap(&mut x, &mut sc.normed);
-                ctx.mlp(e, l, &x, &sc, &mut slots)?;
+                ctx.mlp(e, l, LinearIn::plain(&x), &sc, &mut slots)?;
                 e.add(&sc.mlp, &x, rows * h)?;
                 e.norm(&x, NormSel::Layer(l, NormId::Mlp), &sc.normed, rows)?;
                 std::mem::swap(&mut x, &mut sc.normed);
@@ -723,7 +780,7 @@ impl Ctx<'_> {
         &self,
         e: &mut E,
         l: usize,
-        input: &E::Buf,
+        input: LinearIn<'_, E::Buf>,
         sc: &Scratch<E::Buf>,
         cache: Option<&mut KvCache<E::Buf>>,
         slots: &mut Slots,
@@ -786,7 +843,14 @@ impl Ctx<'_> {
         if self.req.capture.sites {
             slots.head_z[l] = Some(e.read(&sc.z, 0, rows * nh * hd)?);
         }
-        e.linear(&sc.z, l, LinearId::O, &sc.attn, rows, false)?;
+        e.linear(
+            LinearIn::plain(&sc.z),
+            l,
+            LinearId::O,
+            &sc.attn,
+            rows,
+            false,
+        )?;
         self.edits
             .apply(e, Site::AttnOut, l, &sc.attn, s.hidden, hd)?;
         if self.req.capture.sites {
@@ -800,7 +864,7 @@ impl Ctx<'_> {
         &self,
         e: &mut E,
         l: usize,
-        input: &E::Buf,
+        input: LinearIn<'_, E::Buf>,
         sc: &Scratch<E::Buf>,
         slots: &mut Slots,
     ) -> Result<()> {
@@ -808,14 +872,26 @@ impl Ctx<'_> {
         let rows = self.b * self.t;
         let n = rows * s.intermediate;
         if s.activation.is_gated() {
-            e.linear(input, l, LinearId::Gate, &sc.gate, rows, false)?;
-            e.linear(input, l, LinearId::Up, &sc.up, rows, false)?;
-            e.gated(&sc.gate, &sc.up, n)?;
-            e.linear(&sc.gate, l, LinearId::Down, &sc.mlp, rows, false)?;
+            e.linear_gated(input, l, &sc.gate, &sc.up, rows)?;
+            e.linear(
+                LinearIn::plain(&sc.gate),
+                l,
+                LinearId::Down,
+                &sc.mlp,
+                rows,
+                false,
+            )?;
         } else {
             e.linear(input, l, LinearId::Up, &sc.up, rows, false)?;
             e.activate(&sc.up, n)?;
-            e.linear(&sc.up, l, LinearId::Down, &sc.mlp, rows, false)?;
+            e.linear(
+                LinearIn::plain(&sc.up),
+                l,
+                LinearId::Down,
+                &sc.mlp,
+                rows,
+                false,
+            )?;
         }
         self.edits
             .apply(e, Site::MlpOut, l, &sc.mlp, s.hidden, s.head_dim)?;
@@ -882,7 +958,7 @@ impl<E: Exec> Exec for Timed<'_, E> {
     }
     fn linear(
         &mut self,
-        x: &E::Buf,
+        x: LinearIn<'_, E::Buf>,
         layer: usize,
         which: LinearId,
         out: &E::Buf,
@@ -897,6 +973,29 @@ impl<E: Exec> Exec for Timed<'_, E> {
     }
     fn norm(&mut self, x: &E::Buf, which: NormSel, out: &E::Buf, rows: usize) -> Result<()> {
         timed!(self, "norm", self.inner.norm(x, which, out, rows))
+    }
+    fn norm_input<'b>(
+        &mut self,
+        x: &'b E::Buf,
+        which: NormSel,
+        out: &'b E::Buf,
+        rows: usize,
+    ) -> Result<LinearIn<'b, E::Buf>> {
+        timed!(self, "norm", self.inner.norm_input(x, which, out, rows))
+    }
+    fn linear_gated(
+        &mut self,
+        x: LinearIn<'_, E::Buf>,
+        layer: usize,
+        gate: &E::Buf,
+        up: &E::Buf,
+        rows: usize,
+    ) -> Result<()> {
+        timed!(
+            self,
+            "linear",
+            self.inner.linear_gated(x, layer, gate, up, rows)
+        )
     }
     fn rope(
         &mut self,

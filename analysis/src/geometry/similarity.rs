@@ -231,16 +231,8 @@ impl GpuNeighborIndex {
         let qb = ctx.upload_f32("query", &q);
         let out = ctx.scratch("scores", self.rows)?;
         let mut enc = ctx.device.create_command_encoder(&Default::default());
-        crate::backend::gpu::ops::matmul::matmul(
-            ctx,
-            &mut enc,
-            &qb,
-            &self.matrix,
-            None,
-            &out,
-            1,
-            false,
-        )?;
+        use crate::backend::gpu::ops::matmul::{matmul, Linear};
+        matmul(ctx, &mut enc, &Linear::new(&qb, &self.matrix, &out, 1))?;
         let staging = ctx.staging("scores", (self.rows * 4) as u64)?;
         enc.copy_buffer_to_buffer(&out, 0, &staging, 0, None);
         let bytes = ctx.finish(enc, &[&staging])?;

@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use self::gemm::{MatA, MatC, Strided, WeightPanel};
 use self::pool::Pool;
 use super::forward::{
-    self, AttnShape, Edit, EditKind, Exec, KvCache, NormSel, OpTimes, Readback, Table, Timed,
+    self, AttnShape, Edit, EditKind, Exec, KvCache, LinearIn, NormSel, OpTimes, Readback, Table,
+    Timed,
 };
 use super::{Backend, LogitsOut, Request, RowStats, RunOutput, Session};
 use crate::arch::ArchSpec;
@@ -243,13 +244,20 @@ impl Exec for CpuExec<'_> {
 
     fn linear(
         &mut self,
-        x: &CpuBuf,
+        x: LinearIn<'_, CpuBuf>,
         layer: usize,
         which: LinearId,
         out: &CpuBuf,
         rows: usize,
         accumulate: bool,
     ) -> Result<()> {
+        // The CPU normalizes in `norm_input` (the default), so no input carries a norm here.
+        if let Some(n) = x.norm {
+            return Err(PrismError::Backend(format!(
+                "the CPU backend was handed the {n:?} norm to fold into a matmul"
+            )));
+        }
+        let x = x.x;
         let lin = self
             .b
             .weights

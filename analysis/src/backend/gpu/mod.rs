@@ -9,8 +9,9 @@ pub mod upload;
 use std::sync::Arc;
 
 use self::context::{f32s_from, u32_bytes, u32s_from, GpuContext};
+use self::ops::matmul::{Epilogue, Linear};
 use self::upload::{upload_vector, GpuMatrix};
-use super::forward::{self, AttnShape, Edit, Exec, KvCache, NormSel, Readback, Table};
+use super::forward::{self, AttnShape, Edit, Exec, KvCache, LinearIn, NormSel, Readback, Table};
 use super::{Backend, IdProb, LogitsOut, Request, RowStats, RunOutput, Session};
 use crate::arch::{ArchSpec, NormKind};
 use crate::checkpoint::Model;
@@ -273,6 +274,39 @@ impl<'a> GpuExec<'a> {
         found.ok_or_else(|| PrismError::Backend(format!("the model has no {which:?} norm")))
     }
 
+    fn matmul(
+        &mut self,
+        x: LinearIn<'_, wgpu::Buffer>,
+        layer: usize,
+        which: LinearId,
+        out: &wgpu::Buffer,
+        rows: usize,
+        epilogue: Epilogue,
+    ) -> Result<()> {
+        let ctx = self.ctx();
+        let lin = self
+            .g
+            .layers
+            .get(layer)
+            .and_then(|l| l.linears.iter().find(|(i, _)| *i == which))
+            .map(|(_, l)| l)
+            .ok_or_else(|| PrismError::Backend(format!("layer {layer} has no {which:?} weight")))?;
+        let norm = match x.norm {
+            Some(sel) => Some((&self.norm_of(sel)?.w, self.g.spec.norm_eps as f32)),
+            None => None,
+        };
+        let l = Linear {
+            x: x.x,
+            w: &lin.w,
+            bias: lin.bias.as_ref(),
+            y: out,
+            rows,
+            epilogue,
+            norm,
+        };
+        ops::matmul::matmul(ctx, self.enc()?, &l)
+    }
+
     fn stage(&mut self, src: &wgpu::Buffer, off: usize, n: usize, label: &str) -> Result<usize> {
         let st = self.ctx().staging(label, (n * 4) as u64)?;
         self.enc()?
@@ -323,31 +357,53 @@ impl Exec for GpuExec<'_> {
 
     fn linear(
         &mut self,
-        x: &wgpu::Buffer,
+        x: LinearIn<'_, wgpu::Buffer>,
         layer: usize,
         which: LinearId,
         out: &wgpu::Buffer,
         rows: usize,
         accumulate: bool,
     ) -> Result<()> {
-        let ctx = self.ctx();
-        let lin = self
-            .g
-            .layers
-            .get(layer)
-            .and_then(|l| l.linears.iter().find(|(i, _)| *i == which))
-            .map(|(_, l)| l)
-            .ok_or_else(|| PrismError::Backend(format!("layer {layer} has no {which:?} weight")))?;
-        ops::matmul::matmul(
-            ctx,
-            self.enc()?,
-            x,
-            &lin.w,
-            lin.bias.as_ref(),
-            out,
-            rows,
-            accumulate,
-        )
+        let epilogue = if accumulate {
+            Epilogue::Accumulate
+        } else {
+            Epilogue::Store
+        };
+        self.matmul(x, layer, which, out, rows, epilogue)
+    }
+
+    /// RMSNorms of the hidden width are folded into the matmuls that read them (`linear.wgsl`):
+    /// the normalized activations are never written.
+    fn norm_input<'b>(
+        &mut self,
+        x: &'b wgpu::Buffer,
+        which: NormSel,
+        out: &'b wgpu::Buffer,
+        rows: usize,
+    ) -> Result<LinearIn<'b, wgpu::Buffer>> {
+        let n = self.norm_of(which)?;
+        if self.g.spec.norm == NormKind::RmsNorm && n.width == self.g.spec.hidden {
+            return Ok(LinearIn {
+                x,
+                norm: Some(which),
+            });
+        }
+        self.norm(x, which, out, rows)?;
+        Ok(LinearIn::plain(out))
+    }
+
+    /// The up projection's epilogue applies the activation to the gate and multiplies.
+    fn linear_gated(
+        &mut self,
+        x: LinearIn<'_, wgpu::Buffer>,
+        layer: usize,
+        gate: &wgpu::Buffer,
+        _up: &wgpu::Buffer,
+        rows: usize,
+    ) -> Result<()> {
+        self.matmul(x, layer, LinearId::Gate, gate, rows, Epilogue::Store)?;
+        let act = self.g.spec.activation;
+        self.matmul(x, layer, LinearId::Up, gate, rows, Epilogue::Gated(act))
     }
 
     fn norm(
@@ -522,7 +578,7 @@ impl Exec for GpuExec<'_> {
                 );
                 i += len;
             }
-            ops::matmul::matmul(ctx, enc, &input, unembed, None, &logits, c, false)?;
+            ops::matmul::matmul(ctx, enc, &Linear::new(&input, unembed, &logits, c))?;
             if let Some(b) = bias {
                 ops::elementwise::add(ctx, enc, b, &logits, c * v, v)?;
             }

@@ -1,11 +1,13 @@
-//! `matmul.wgsl`: y[rows][out] (+)= x[rows][in] W^T + b, over every row chunk of W.
+//! `matmul.wgsl` (tiled, for more than 8 tokens) and `matvec.wgsl` (1 to 8 tokens), sharing
+//! `linear.wgsl`: y[rows][out] (op)= rstd * (x * g) W^T + b, over every row chunk of W.
 
 use prism_shaders::Shader;
 
-use super::{record, Params};
+use super::{record, spread, Params};
+use crate::arch::Activation;
 use crate::backend::gpu::context::GpuContext;
 use crate::backend::gpu::upload::GpuMatrix;
-use crate::error::Result;
+use crate::error::{PrismError, Result};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -17,51 +19,142 @@ pub struct MatmulParams {
     pub o_offset: u32,
     pub fmt: u32,
     pub has_bias: u32,
-    pub accumulate: u32,
+    pub epilogue: u32,
+    pub norm: u32,
+    pub eps: f32,
+    pub _pad0: u32,
+    pub _pad1: u32,
 }
 
-// SAFETY: repr(C), all fields u32.
+// SAFETY: repr(C), 32-bit fields.
 unsafe impl Params for MatmulParams {}
 
-/// Outputs per workgroup (x) and tokens per workgroup (y), as in the shader.
-pub const OUTPUTS_PER_GROUP: usize = 64;
-pub const TOKENS_PER_GROUP: usize = 16;
+/// The tiled kernel's tile: outputs (x) and tokens (y) per workgroup.
+pub const TILE_OUTPUTS: usize = 64;
+pub const TILE_TOKENS: usize = 64;
+/// The matrix-vector kernel: outputs per workgroup, and the most tokens it takes.
+pub const VEC_OUTPUTS: usize = 8;
+pub const VEC_TOKENS: usize = 8;
 
-#[allow(clippy::too_many_arguments)]
-pub fn matmul(
+/// What happens to the output.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Epilogue {
+    /// y = result.
+    Store,
+    /// y += result (a residual add).
+    Accumulate,
+    /// y = act(y) * result: y holds the gate projection, the matrix is the up projection.
+    Gated(Activation),
+}
+
+impl Epilogue {
+    fn code(self) -> Result<u32> {
+        Ok(match self {
+            Epilogue::Store => 0,
+            Epilogue::Accumulate => 1,
+            Epilogue::Gated(Activation::SwiGlu) => 2,
+            Epilogue::Gated(Activation::GeGluTanh) => 3,
+            Epilogue::Gated(a) => {
+                return Err(PrismError::Backend(format!(
+                    "{a:?} is not a gated activation"
+                )))
+            }
+        })
+    }
+}
+
+/// Which kernel runs: chosen by the number of tokens, or forced (the op tests run both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    Auto,
+    Tiled,
+    Vector,
+}
+
+/// One linear layer's work.
+pub struct Linear<'a> {
+    pub x: &'a wgpu::Buffer,
+    pub w: &'a GpuMatrix,
+    pub bias: Option<&'a wgpu::Buffer>,
+    pub y: &'a wgpu::Buffer,
+    pub rows: usize,
+    pub epilogue: Epilogue,
+    /// RMSNorm of x folded in: (weight of the hidden width, eps).
+    pub norm: Option<(&'a wgpu::Buffer, f32)>,
+}
+
+impl<'a> Linear<'a> {
+    pub fn new(x: &'a wgpu::Buffer, w: &'a GpuMatrix, y: &'a wgpu::Buffer, rows: usize) -> Self {
+        Linear {
+            x,
+            w,
+            bias: None,
+            y,
+            rows,
+            epilogue: Epilogue::Store,
+            norm: None,
+        }
+    }
+}
+
+pub fn matmul(ctx: &GpuContext, enc: &mut wgpu::CommandEncoder, l: &Linear<'_>) -> Result<()> {
+    matmul_with(ctx, enc, l, Kernel::Auto)
+}
+
+pub fn matmul_with(
     ctx: &GpuContext,
     enc: &mut wgpu::CommandEncoder,
-    x: &wgpu::Buffer,
-    w: &GpuMatrix,
-    bias: Option<&wgpu::Buffer>,
-    y: &wgpu::Buffer,
-    rows: usize,
-    accumulate: bool,
+    l: &Linear<'_>,
+    kernel: Kernel,
 ) -> Result<()> {
-    for c in &w.chunks {
+    let vector = match kernel {
+        Kernel::Auto => l.rows <= VEC_TOKENS,
+        Kernel::Vector if l.rows > VEC_TOKENS => {
+            return Err(PrismError::Backend(format!(
+                "the matrix-vector kernel takes at most {VEC_TOKENS} tokens, not {}",
+                l.rows
+            )))
+        }
+        Kernel::Vector => true,
+        Kernel::Tiled => false,
+    };
+    let epilogue = l.epilogue.code()?;
+    for c in &l.w.chunks {
         let p = MatmulParams {
-            rows: rows as u32,
-            in_dim: w.cols as u32,
-            out_stride: w.rows as u32,
+            rows: l.rows as u32,
+            in_dim: l.w.cols as u32,
+            out_stride: l.w.rows as u32,
             out_rows: c.rows as u32,
             o_offset: c.row0 as u32,
-            fmt: w.fmt,
-            has_bias: bias.is_some() as u32,
-            accumulate: accumulate as u32,
+            fmt: l.w.fmt,
+            has_bias: l.bias.is_some() as u32,
+            epilogue,
+            norm: l.norm.is_some() as u32,
+            eps: l.norm.map_or(0.0, |n| n.1),
+            _pad0: 0,
+            _pad1: 0,
         };
-        let groups = (
-            c.rows.div_ceil(OUTPUTS_PER_GROUP) as u32,
-            rows.div_ceil(TOKENS_PER_GROUP) as u32,
-            1,
-        );
-        record(
-            ctx,
-            enc,
-            Shader::Matmul,
-            &p,
-            &[&c.buffer, x, bias.unwrap_or(&ctx.dummy), y],
-            groups,
-        )?;
+        let (shader, groups) = if vector {
+            (Shader::Matvec, spread(c.rows, VEC_OUTPUTS))
+        } else {
+            (
+                Shader::Matmul,
+                (
+                    c.rows.div_ceil(TILE_OUTPUTS) as u32,
+                    l.rows.div_ceil(TILE_TOKENS) as u32,
+                    1,
+                ),
+            )
+        };
+        let dummy = &ctx.dummy;
+        let buffers = [
+            &c.buffer,
+            l.x,
+            l.bias.unwrap_or(dummy),
+            l.y,
+            l.norm.map_or(dummy, |n| n.0),
+        ];
+        record(ctx, enc, shader, &p, &buffers, groups)?;
     }
     Ok(())
 }
