@@ -1,7 +1,8 @@
 //! WGSL compute shaders for Prism's GPU backend: one file per op under `wgsl/`, embedded in the
 //! binary, and each validated by naga in this crate's tests. Libraries are prepended to the shaders
 //! that use them rather than compiled alone: `quant.wgsl` (the weight decoders, for the matmuls and
-//! the embedding gather) and `linear.wgsl` (what the two matmul kernels share).
+//! the embedding gather), `linear.wgsl` (what the two matmul kernels share) and `reduce.wgsl`
+//! (workgroup reductions).
 
 /// Declares every shader once: its variant, its file, and the libraries prepended to it.
 macro_rules! shaders {
@@ -47,9 +48,7 @@ shaders! {
     Matmul => "matmul.wgsl", [QUANT, LINEAR];
     Matvec => "matvec.wgsl", [QUANT, LINEAR];
     Rope => "rope.wgsl", [];
-    AttentionScores => "attention_scores.wgsl", [];
-    Softmax => "softmax.wgsl", [];
-    AttentionValues => "attention_values.wgsl", [];
+    Attention => "attention.wgsl", [REDUCE];
     Gelu => "gelu.wgsl", [];
     Gated => "gated.wgsl", [];
     Edit => "edit.wgsl", [];
@@ -58,10 +57,11 @@ shaders! {
 
 const QUANT: &str = include_str!("../wgsl/quant.wgsl");
 const LINEAR: &str = include_str!("../wgsl/linear.wgsl");
+const REDUCE: &str = include_str!("../wgsl/reduce.wgsl");
 
 impl Shader {
     /// Files that are included into other shaders rather than compiled alone.
-    pub const LIBRARIES: &'static [&'static str] = &["quant.wgsl", "linear.wgsl"];
+    pub const LIBRARIES: &'static [&'static str] = &["quant.wgsl", "linear.wgsl", "reduce.wgsl"];
 
     /// The complete WGSL source, with its libraries prepended.
     pub fn source(self) -> String {

@@ -363,16 +363,22 @@ fn attention_reference(
     (probs, out)
 }
 
+/// The fused kernel, with and without the probabilities written, over several key tiles, two
+/// sequences whose cache rows are strided, cache offsets, windows, soft-caps, grouped heads and head
+/// sizes up to the largest (256).
 #[test]
-fn attention_in_query_blocks_with_cache_offsets_windows_and_softcap() {
+fn fused_attention_with_and_without_probabilities() {
     let ctx = gpu();
-    let (nh, nkv, hd) = (4usize, 2usize, 16usize);
-    // (queries, past keys, causal, window, softcap)
-    for (t, past, causal, window, softcap) in [
-        (13usize, 0usize, true, None, None),
-        (13, 0, false, None, None),
-        (13, 0, true, Some(4), Some(5.0f32)),
-        (3, 6, true, Some(5), None),
+    // (queries, past keys, causal, window, softcap, heads, kv heads, head dim)
+    for (t, past, causal, window, softcap, nh, nkv, hd) in [
+        (13usize, 0usize, true, None, None, 4usize, 2usize, 16usize),
+        (13, 0, false, None, None, 4, 2, 16),
+        (13, 0, true, Some(4), Some(5.0f32), 4, 2, 16),
+        (3, 6, true, Some(5), None, 4, 2, 16),
+        (70, 80, true, None, None, 2, 1, 80),
+        (67, 0, true, Some(40), None, 3, 3, 64),
+        (2, 130, true, None, Some(30.0), 2, 1, 256),
+        (1, 200, true, None, None, 6, 2, 8),
     ] {
         let keys = past + t;
         let batch = 2;
@@ -399,50 +405,68 @@ fn attention_in_query_blocks_with_cache_offsets_windows_and_softcap() {
             ctx.upload_f32("k", &k),
             ctx.upload_f32("v", &v),
         );
-        let out = poisoned(&ctx, batch * t * nh * hd);
-        let scores = poisoned(&ctx, nh * 8 * keys);
-        let got = run(&ctx, &out, |enc| {
+        let what = format!(
+            "attention t={t} past={past} causal={causal} window={window:?} softcap={softcap:?} heads {nh}/{nkv}x{hd}"
+        );
+        for with_probs in [false, true] {
+            let out = poisoned(&ctx, batch * t * nh * hd);
+            let probs = poisoned(&ctx, batch * nh * t * keys);
+            let got = run(&ctx, &out, |enc| {
+                let p = with_probs.then_some(&probs);
+                ops::attention::attention(&ctx, enc, &qb, &kb, &vb, &out, p, &sh).unwrap()
+            });
+            let got_p = run(&ctx, &probs, |_| {});
             for b in 0..batch {
-                let mut q0 = 0;
-                while q0 < t {
-                    let qr = 8.min(t - q0);
-                    ops::attention::attention_block(
-                        &ctx, enc, &qb, &kb, &vb, &out, &scores, &sh, b, q0, qr,
-                    )
-                    .unwrap();
-                    q0 += qr;
-                }
-            }
-        });
-        for b in 0..batch {
-            let (_, want) = attention_reference(&q, &k, &v, &sh, b * t, b * stride);
-            assert_close(
-                &got[b * t * nh * hd..(b + 1) * t * nh * hd],
-                &want,
-                &format!("attention t={t} past={past} causal={causal} window={window:?} softcap={softcap:?} batch {b}"),
-            );
-        }
-        // The probabilities of the last block, as the backend copies them out.
-        let last = t - (t - 1) / 8 * 8;
-        let got_p = run(&ctx, &scores, |_| {});
-        let (probs, _) =
-            attention_reference(&q, &k, &v, &sh, (batch - 1) * t, (batch - 1) * stride);
-        let q0 = t - last;
-        for h in 0..nh {
-            for r in 0..last {
-                let want = &probs[(h * t + q0 + r) * keys..(h * t + q0 + r + 1) * keys];
-                let got = &got_p[(h * last + r) * keys..(h * last + r + 1) * keys];
+                let (want_p, want) = attention_reference(&q, &k, &v, &sh, b * t, b * stride);
+                let span = b * t * nh * hd..(b + 1) * t * nh * hd;
                 assert_close(
-                    got,
-                    want,
-                    &format!("probabilities t={t} past={past} head {h} row {r}"),
+                    &got[span],
+                    &want,
+                    &format!("{what} probs {with_probs} batch {b}"),
                 );
+                let span = b * nh * t * keys..(b + 1) * nh * t * keys;
+                if with_probs {
+                    assert_close(
+                        &got_p[span],
+                        &want_p,
+                        &format!("{what} probabilities batch {b}"),
+                    );
+                } else {
+                    assert!(
+                        got_p[span].iter().all(|p| p.is_nan()),
+                        "{what}: probabilities written"
+                    );
+                }
             }
         }
     }
 }
 
-/// erf by its Taylor series in f64, independent of both the shader's and the CPU's.
+#[test]
+fn attention_refuses_heads_larger_than_the_kernel() {
+    let ctx = gpu();
+    let sh = AttnShape {
+        batch: 1,
+        seq: 1,
+        past: 0,
+        keys: 1,
+        key_stride: 1,
+        heads: 1,
+        kv_heads: 1,
+        head_dim: 512,
+        scale: 1.0,
+        softcap: None,
+        window: None,
+        causal: true,
+    };
+    let b = ctx.upload_f32("x", &[0.0; 512]);
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    let err = ops::attention::attention(&ctx, &mut enc, &b, &b, &b, &b, None, &sh)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("up to 256"), "{err}");
+}
+
 fn erf_series(x: f64) -> f64 {
     if x.abs() > 6.0 {
         return x.signum();

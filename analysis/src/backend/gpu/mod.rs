@@ -455,31 +455,7 @@ impl Exec for GpuExec<'_> {
         probs: Option<&wgpu::Buffer>,
     ) -> Result<()> {
         let ctx = self.ctx();
-        let limit = ctx.max_binding().min(SCRATCH_LIMIT);
-        let block = ops::attention::query_block(sh, limit);
-        let scores = ctx.buffer("attention scores", sh.heads * block * sh.keys)?;
-        for b in 0..sh.batch {
-            let mut q0 = 0;
-            while q0 < sh.seq {
-                let qr = block.min(sh.seq - q0);
-                let enc = self.enc()?;
-                ops::attention::attention_block(ctx, enc, q, k, v, out, &scores, sh, b, q0, qr)?;
-                if let Some(p) = probs {
-                    for h in 0..sh.heads {
-                        let dst = ((b * sh.heads + h) * sh.seq + q0) * sh.keys;
-                        enc.copy_buffer_to_buffer(
-                            &scores,
-                            (h * qr * sh.keys * 4) as u64,
-                            p,
-                            (dst * 4) as u64,
-                            Some((qr * sh.keys * 4) as u64),
-                        );
-                    }
-                }
-                q0 += qr;
-            }
-        }
-        Ok(())
+        ops::attention::attention(ctx, self.enc()?, q, k, v, out, probs, sh)
     }
 
     fn gated(&mut self, gate: &wgpu::Buffer, up: &wgpu::Buffer, n: usize) -> Result<()> {

@@ -1,86 +1,72 @@
-//! `attention_scores.wgsl`, `softmax.wgsl` and `attention_values.wgsl`: one sequence, one block of
-//! queries at a time, so that a block's scores fit one binding.
+//! `attention.wgsl`: scores, mask, softmax and values in one dispatch per layer, one workgroup per
+//! (query, head, sequence); the probabilities are written only when they are captured, straight
+//! into the capture buffer, or, where it is larger than one binding, in blocks of queries through a
+//! scratch buffer and copies.
 
 use prism_shaders::Shader;
 
-use super::{per_row, record, Params};
+use super::{record, Params};
 use crate::backend::forward::AttnShape;
 use crate::backend::gpu::context::GpuContext;
-use crate::error::Result;
+use crate::error::{PrismError, Result};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct ScoresParams {
-    pub q_rows: u32,
-    pub q0: u32,
+pub struct AttentionParams {
+    pub seq: u32,
     pub past: u32,
     pub keys: u32,
+    pub key_stride: u32,
     pub heads: u32,
     pub kv_heads: u32,
     pub head_dim: u32,
     pub causal: u32,
     pub window: u32,
-    pub q_row: u32,
-    pub k_row: u32,
     pub scale: f32,
     pub softcap: f32,
+    pub write_probs: u32,
+    pub q0: u32,
+    pub q_rows: u32,
+    pub b0: u32,
+    pub _pad: u32,
 }
 
 // SAFETY: repr(C), 32-bit fields.
-unsafe impl Params for ScoresParams {}
+unsafe impl Params for AttentionParams {}
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct SoftmaxParams {
-    pub rows: u32,
-    pub width: u32,
-}
+/// The largest head dimension the kernel takes (4 slots of 64 threads).
+pub const MAX_HEAD_DIM: usize = 256;
 
-// SAFETY: repr(C), all fields u32.
-unsafe impl Params for SoftmaxParams {}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct ValuesParams {
-    pub q_rows: u32,
-    pub q0: u32,
-    pub keys: u32,
-    pub heads: u32,
-    pub kv_heads: u32,
-    pub head_dim: u32,
-    pub q_row: u32,
-    pub k_row: u32,
-}
-
-// SAFETY: repr(C), all fields u32.
-unsafe impl Params for ValuesParams {}
-
-/// Queries per block, so that `heads * block * keys` scores fit `limit` bytes.
-pub fn query_block(sh: &AttnShape, limit: u64) -> usize {
-    ((limit as usize / 4) / (sh.heads * sh.keys).max(1)).clamp(1, sh.seq)
-}
-
-/// Scores, softmax and values for queries `q0..q0 + qr` of sequence `b`; the probabilities are
-/// left in `scores` as `[heads][qr][keys]`.
+/// out `[batch * seq, heads * head_dim]` from q, the keys and values `[batch * key_stride, kv_heads
+/// * head_dim]`; with `probs`, the probabilities `[batch][heads][seq][keys]` as well.
 #[allow(clippy::too_many_arguments)]
-pub fn attention_block(
+pub fn attention(
     ctx: &GpuContext,
     enc: &mut wgpu::CommandEncoder,
     q: &wgpu::Buffer,
     k: &wgpu::Buffer,
     v: &wgpu::Buffer,
     out: &wgpu::Buffer,
-    scores: &wgpu::Buffer,
+    probs: Option<&wgpu::Buffer>,
     sh: &AttnShape,
-    b: usize,
-    q0: usize,
-    qr: usize,
 ) -> Result<()> {
-    let p = ScoresParams {
-        q_rows: qr as u32,
-        q0: q0 as u32,
+    if sh.head_dim > MAX_HEAD_DIM {
+        return Err(PrismError::Backend(format!(
+            "attention.wgsl takes heads of up to {MAX_HEAD_DIM} dimensions, not {}",
+            sh.head_dim
+        )));
+    }
+    if sh.keys == 0 || sh.kv_heads == 0 || !sh.heads.is_multiple_of(sh.kv_heads) {
+        return Err(PrismError::Backend(format!(
+            "attention over {} keys with {} query heads and {} key/value heads",
+            sh.keys, sh.heads, sh.kv_heads
+        )));
+    }
+    let mut p = AttentionParams {
+        seq: sh.seq as u32,
         past: sh.past as u32,
         keys: sh.keys as u32,
+        key_stride: sh.key_stride as u32,
         heads: sh.heads as u32,
         kv_heads: sh.kv_heads as u32,
         head_dim: sh.head_dim as u32,
@@ -89,41 +75,52 @@ pub fn attention_block(
             .window
             .unwrap_or(u32::MAX as usize)
             .min(u32::MAX as usize) as u32,
-        q_row: (b * sh.seq) as u32,
-        k_row: (b * sh.key_stride) as u32,
         scale: sh.scale,
         softcap: sh.softcap.unwrap_or(0.0),
+        write_probs: probs.is_some() as u32,
+        q0: 0,
+        q_rows: sh.seq as u32,
+        b0: 0,
+        _pad: 0,
     };
-    record(
-        ctx,
-        enc,
-        Shader::AttentionScores,
-        &p,
-        &[q, k, scores],
-        (sh.keys.div_ceil(64) as u32, qr as u32, sh.heads as u32),
-    )?;
-    let rows = sh.heads * qr;
-    let sp = SoftmaxParams {
-        rows: rows as u32,
-        width: sh.keys as u32,
+    let limit = ctx.max_binding();
+    let probs = match probs {
+        Some(pr) if pr.size() > limit => pr,
+        direct => {
+            let groups = (sh.seq as u32, sh.heads as u32, sh.batch as u32);
+            let pr = direct.unwrap_or(&ctx.dummy);
+            return record(ctx, enc, Shader::Attention, &p, &[q, k, v, out, pr], groups);
+        }
     };
-    record(ctx, enc, Shader::Softmax, &sp, &[scores], per_row(rows))?;
-    let vp = ValuesParams {
-        q_rows: qr as u32,
-        q0: q0 as u32,
-        keys: sh.keys as u32,
-        heads: sh.heads as u32,
-        kv_heads: sh.kv_heads as u32,
-        head_dim: sh.head_dim as u32,
-        q_row: (b * sh.seq) as u32,
-        k_row: (b * sh.key_stride) as u32,
-    };
-    record(
-        ctx,
-        enc,
-        Shader::AttentionValues,
-        &vp,
-        &[scores, v, out],
-        (sh.head_dim.div_ceil(64) as u32, qr as u32, sh.heads as u32),
-    )
+    let row = sh.heads * sh.keys * 4;
+    let block = (limit as usize / row.max(1)).clamp(1, sh.seq.max(1));
+    let scratch = ctx.buffer("attention probabilities", sh.heads * block * sh.keys)?;
+    for b in 0..sh.batch {
+        let mut q0 = 0;
+        while q0 < sh.seq {
+            let qr = block.min(sh.seq - q0);
+            (p.q0, p.q_rows, p.b0) = (q0 as u32, qr as u32, b as u32);
+            let groups = (qr as u32, sh.heads as u32, 1);
+            record(
+                ctx,
+                enc,
+                Shader::Attention,
+                &p,
+                &[q, k, v, out, &scratch],
+                groups,
+            )?;
+            for h in 0..sh.heads {
+                let dst = ((b * sh.heads + h) * sh.seq + q0) * sh.keys;
+                enc.copy_buffer_to_buffer(
+                    &scratch,
+                    (h * qr * sh.keys * 4) as u64,
+                    probs,
+                    (dst * 4) as u64,
+                    Some((qr * sh.keys * 4) as u64),
+                );
+            }
+            q0 += qr;
+        }
+    }
+    Ok(())
 }
