@@ -30,9 +30,9 @@ macro_rules! shaders {
             }
 
             /// The libraries prepended to the shader, in order.
-            pub fn libraries(self) -> &'static [&'static str] {
+            pub fn libraries(self) -> &'static [Library] {
                 match self {
-                    $(Shader::$variant => &[$($lib),*],)*
+                    $(Shader::$variant => &[$(Library::$lib),*],)*
                 }
             }
         }
@@ -40,37 +40,126 @@ macro_rules! shaders {
 }
 
 shaders! {
-    Embed => "embed.wgsl", [QUANT];
+    Embed => "embed.wgsl", [Quant];
     Add => "add.wgsl", [];
     Scale => "scale.wgsl", [];
-    RmsNorm => "rms_norm.wgsl", [];
-    LayerNorm => "layer_norm.wgsl", [];
-    Matmul => "matmul.wgsl", [QUANT, LINEAR];
-    Matvec => "matvec.wgsl", [QUANT, LINEAR];
+    RmsNorm => "rms_norm.wgsl", [Reduce];
+    LayerNorm => "layer_norm.wgsl", [Reduce];
+    Matmul => "matmul.wgsl", [Staged, Quant, Linear];
+    Matvec => "matvec.wgsl", [Quant, Linear];
     Rope => "rope.wgsl", [];
-    Attention => "attention.wgsl", [REDUCE];
+    Attention => "attention.wgsl", [Reduce];
     Gelu => "gelu.wgsl", [];
     Gated => "gated.wgsl", [];
     Edit => "edit.wgsl", [];
-    LogitStats => "logit_stats.wgsl", [];
+    LogitStats => "logit_stats.wgsl", [Reduce];
+    SubgroupProbe => "subgroup_probe.wgsl", [SubgroupOps];
 }
 
 const QUANT: &str = include_str!("../wgsl/quant.wgsl");
 const LINEAR: &str = include_str!("../wgsl/linear.wgsl");
 const REDUCE: &str = include_str!("../wgsl/reduce.wgsl");
+const REDUCE_SUBGROUP: &str = include_str!("../wgsl/reduce_subgroup.wgsl");
+
+/// A piece of WGSL prepended to the shaders that use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Library {
+    /// `quant.wgsl`: the weight decoders.
+    Quant,
+    /// `linear.wgsl`: what the two matmul kernels share.
+    Linear,
+    /// `reduce.wgsl`, or `reduce_subgroup.wgsl` on the subgroup path: workgroup reductions.
+    Reduce,
+    /// `alias Staged = f32;`, or `f16` on the f16 path: the type weights are staged in.
+    Staged,
+    /// No text: the shader uses subgroup operations on every path (the subgroup probe).
+    SubgroupOps,
+}
+
+/// The feature paths a shader can be built for, chosen once per device (`GpuContext`). The
+/// default is the exact path that every adapter runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Paths {
+    /// Reductions with subgroup operations (`SUBGROUP`); the same numbers up to summation order.
+    pub subgroups: bool,
+    /// Matmul weights staged in shared memory as f16 (`SHADER_F16`), accumulation in f32: the
+    /// "fast" mode, each weight rounded to f16.
+    pub f16_weights: bool,
+}
+
+impl Paths {
+    /// Every combination, for validation.
+    pub const ALL: [Paths; 4] = [
+        Paths {
+            subgroups: false,
+            f16_weights: false,
+        },
+        Paths {
+            subgroups: true,
+            f16_weights: false,
+        },
+        Paths {
+            subgroups: false,
+            f16_weights: true,
+        },
+        Paths {
+            subgroups: true,
+            f16_weights: true,
+        },
+    ];
+}
 
 impl Shader {
     /// Files that are included into other shaders rather than compiled alone.
-    pub const LIBRARIES: &'static [&'static str] = &["quant.wgsl", "linear.wgsl", "reduce.wgsl"];
+    pub const LIBRARIES: &'static [&'static str] = &[
+        "quant.wgsl",
+        "linear.wgsl",
+        "reduce.wgsl",
+        "reduce_subgroup.wgsl",
+    ];
 
-    /// The complete WGSL source, with its libraries prepended.
+    /// The complete WGSL source on the exact path.
     pub fn source(self) -> String {
-        let mut s = String::new();
+        self.source_with(Paths::default())
+    }
+
+    /// The complete WGSL source for `paths`: the `enable` directives it needs, its libraries in
+    /// their form for those paths, then the shader.
+    pub fn source_with(self, paths: Paths) -> String {
+        let mut directives = String::new();
+        let mut body = String::new();
         for lib in self.libraries() {
-            s.push_str(lib);
-            s.push('\n');
+            let text = match lib {
+                Library::Quant => QUANT,
+                Library::Linear => LINEAR,
+                // Naga takes subgroup operations without an `enable` (it refuses `enable subgroups`).
+                Library::Reduce if paths.subgroups => REDUCE_SUBGROUP,
+                Library::Reduce => REDUCE,
+                Library::Staged if paths.f16_weights => {
+                    directives.push_str("enable f16;\n");
+                    "alias Staged = f16;\n"
+                }
+                Library::Staged => "alias Staged = f32;\n",
+                Library::SubgroupOps => "",
+            };
+            body.push_str(text);
+            body.push('\n');
         }
-        s.push_str(self.own_source());
-        s
+        directives + &body + self.own_source()
+    }
+
+    /// Whether the shader differs between the two values of a path (the pipeline cache keys on
+    /// this).
+    pub fn uses_subgroups(self) -> bool {
+        self.libraries().contains(&Library::Reduce)
+    }
+
+    /// Whether the shader needs subgroup operations whatever the path.
+    pub fn needs_subgroups(self) -> bool {
+        self.libraries().contains(&Library::SubgroupOps)
+    }
+
+    pub fn uses_f16(self) -> bool {
+        self.libraries().contains(&Library::Staged)
     }
 }

@@ -1,5 +1,6 @@
 // LayerNorm over the last dimension with biased variance: y = (x - mean) / sqrt(var + eps) * w + b.
-// One workgroup per row (rows beyond 65535 continue in the y dimension); two reductions in shared memory (mean, then variance of the centred row).
+// One workgroup per row (rows beyond 65535 continue in the y dimension); two reductions
+// (reduce.wgsl or its subgroup form): the mean, then the variance of the centred row.
 
 struct Params {
     rows: u32,
@@ -15,21 +16,6 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 const WG: u32 = 256u;
-var<workgroup> partial: array<f32, 256>;
-
-fn reduce_sum(lid: u32) -> f32 {
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-        if (lid < stride) {
-            partial[lid] += partial[lid + stride];
-        }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-}
-
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let row = wid.y * 65535u + wid.x;
@@ -41,15 +27,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     for (var i = lid.x; i < params.width; i += WG) {
         acc += x[base + i];
     }
-    partial[lid.x] = acc;
-    let mean = reduce_sum(lid.x) / f32(params.width);
+    let mean = group_sum(acc, lid.x) / f32(params.width);
     var acc2 = 0.0;
     for (var i = lid.x; i < params.width; i += WG) {
         let d = x[base + i] - mean;
         acc2 += d * d;
     }
-    partial[lid.x] = acc2;
-    let var_ = reduce_sum(lid.x) / f32(params.width);
+    let var_ = group_sum(acc2, lid.x) / f32(params.width);
     let scale = 1.0 / sqrt(var_ + params.eps);
     for (var i = lid.x; i < params.width; i += WG) {
         y[base + i] = (x[base + i] - mean) * scale * w[i] + b[i];

@@ -1,7 +1,8 @@
 // Per-row statistics of logits, so the full [tokens][vocab] matrix need not leave the GPU:
 // log-sum-exp, entropy (bits), surprisal (bits) and rank of the target token, and the top-k ids
 // and probabilities (k passes, each picking the best entry after the previous one in the order
-// (logit descending, id ascending)). One workgroup per row.
+// (logit descending, id ascending)). One workgroup per row; reductions from reduce.wgsl (or its
+// subgroup form).
 
 struct Params {
     rows: u32,
@@ -19,39 +20,6 @@ struct Params {
 
 const WG: u32 = 256u;
 const NEG_INF: f32 = -3.4028235e38;
-var<workgroup> red_v: array<f32, 256>;
-var<workgroup> red_i: array<u32, 256>;
-
-fn reduce_max(lid: u32) {
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-        if (lid < stride) {
-            let a = red_v[lid];
-            let b = red_v[lid + stride];
-            let ia = red_i[lid];
-            let ib = red_i[lid + stride];
-            if (b > a || (b == a && ib < ia)) {
-                red_v[lid] = b;
-                red_i[lid] = ib;
-            }
-        }
-        workgroupBarrier();
-    }
-}
-
-fn reduce_sum(lid: u32) -> f32 {
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-        if (lid < stride) {
-            red_v[lid] += red_v[lid + stride];
-        }
-        workgroupBarrier();
-    }
-    let total = red_v[0];
-    workgroupBarrier();
-    return total;
-}
-
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let row = wid.x;
@@ -62,18 +30,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     for (var i = lid.x; i < params.vocab; i += WG) {
         m = max(m, logits[base + i]);
     }
-    red_v[lid.x] = m;
-    red_i[lid.x] = 0u;
-    reduce_max(lid.x);
-    let row_max = red_v[0];
-    workgroupBarrier();
+    let row_max = group_max(m, lid.x);
     // Sum of exponentials.
     var s = 0.0;
     for (var i = lid.x; i < params.vocab; i += WG) {
         s += exp(logits[base + i] - row_max);
     }
-    red_v[lid.x] = s;
-    let sum = reduce_sum(lid.x);
+    let sum = group_sum(s, lid.x);
     let lse = row_max + log(sum);
     // Entropy in nats: -sum p log p with log p = x - lse.
     var ent = 0.0;
@@ -84,8 +47,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             ent -= p * lp;
         }
     }
-    red_v[lid.x] = ent;
-    let entropy = reduce_sum(lid.x);
+    let entropy = group_sum(ent, lid.x);
     // Rank of the target: 1 + how many logits are larger.
     let target_id = targets[out_row];
     var target_logit = 0.0;
@@ -98,8 +60,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             larger += 1.0;
         }
     }
-    red_v[lid.x] = larger;
-    let rank = reduce_sum(lid.x) + 1.0;
+    let rank = group_sum(larger, lid.x) + 1.0;
     if (lid.x == 0u) {
         let ln2 = 0.6931471805599453;
         stats[out_row * 4u] = lse;
@@ -121,15 +82,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
                 best_i = i;
             }
         }
-        red_v[lid.x] = best_v;
-        red_i[lid.x] = best_i;
-        reduce_max(lid.x);
-        prev_v = red_v[0];
-        prev_i = red_i[0];
+        let best = group_best(best_v, best_i, lid.x);
+        prev_v = best.v;
+        prev_i = best.i;
         if (lid.x == 0u) {
             top_ids[out_row * params.k + j] = prev_i;
             top_p[out_row * params.k + j] = exp(prev_v - lse);
         }
-        workgroupBarrier();
     }
 }

@@ -2,11 +2,12 @@
 // A workgroup of 256 threads computes a 64-output x 64-token tile, walking the input in steps of
 // 32 staged in shared memory: each step the 256 threads decode the tile's 64 x 32 weights once
 // (8 consecutive weights each, one block's scales per run, quant.wgsl) and load the 64 x 32 inputs,
-// then each thread accumulates a 4 x 4 register tile from vec4 reads of both.
+// then each thread accumulates a 4 x 4 register tile from vec4 reads of both. Weights are staged
+// as `Staged`: f32 on the exact path, f16 on the fast one (accumulation stays f32).
 
 const BK: u32 = 32u;
 // [k][output / 4] and [k][token / 4], as vec4s.
-var<workgroup> ws: array<vec4<f32>, 512>;
+var<workgroup> ws: array<vec4<Staged>, 512>;
 var<workgroup> xs: array<vec4<f32>, 512>;
 
 @compute @workgroup_size(256)
@@ -56,12 +57,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             if (o < params.out_rows && j < n) {
                 w = wv[j];
             }
-            ws[(sq * 8u + j) * 16u + sr / 4u][sr % 4u] = w;
+            ws[(sq * 8u + j) * 16u + sr / 4u][sr % 4u] = Staged(w);
             xs[(sq * 8u + j) * 16u + sr / 4u][sr % 4u] = input_at(t0 + sr, k0 + j, rstd);
         }
         workgroupBarrier();
         for (var k = 0u; k < BK; k++) {
-            let a = ws[k * 16u + tx];
+            let a = vec4<f32>(ws[k * 16u + tx]);
             let b = xs[k * 16u + ty];
             acc[0] += a * b.x;
             acc[1] += a * b.y;

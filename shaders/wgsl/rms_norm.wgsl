@@ -1,5 +1,6 @@
 // RMSNorm over the last dimension: y = x / sqrt(mean(x^2) + eps) * w.
-// One workgroup per row (rows beyond 65535 continue in the y dimension); the sum of squares is reduced in shared memory.
+// One workgroup per row (rows beyond 65535 continue in the y dimension); the sum of squares is
+// reduced with reduce.wgsl (or its subgroup form).
 
 struct Params {
     rows: u32,
@@ -14,7 +15,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
 const WG: u32 = 256u;
-var<workgroup> partial: array<f32, 256>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -28,15 +28,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         let v = x[base + i];
         acc += v * v;
     }
-    partial[lid.x] = acc;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-        if (lid.x < stride) {
-            partial[lid.x] += partial[lid.x + stride];
-        }
-        workgroupBarrier();
-    }
-    let scale = 1.0 / sqrt(partial[0] / f32(params.width) + params.eps);
+    let scale = 1.0 / sqrt(group_sum(acc, lid.x) / f32(params.width) + params.eps);
     for (var i = lid.x; i < params.width; i += WG) {
         y[base + i] = x[base + i] * scale * w[i];
     }

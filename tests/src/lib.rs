@@ -169,6 +169,38 @@ pub fn gpu() -> std::sync::Arc<prism_analysis::backend::gpu::context::GpuContext
     .clone()
 }
 
+/// A GPU context on each feature path this machine's adapter can run, named: "exact" (no
+/// subgroups, f32 staging), "subgroups" and "fast" (f16 weight staging), each opened once. A path
+/// the adapter lacks is left out (`choose_paths` never picks it).
+pub fn gpu_paths() -> Vec<(
+    &'static str,
+    std::sync::Arc<prism_analysis::backend::gpu::context::GpuContext>,
+)> {
+    use prism_analysis::backend::gpu::context::{GpuContext, PathRequest};
+    use std::sync::{Arc, OnceLock};
+    static ALL: OnceLock<Vec<(&'static str, Arc<GpuContext>)>> = OnceLock::new();
+    ALL.get_or_init(|| {
+        let open = |req: PathRequest| Arc::new(GpuContext::with_paths(true, req).expect("adapter"));
+        let mut v = vec![("exact", open(PathRequest::PLAIN))];
+        let sg = open(PathRequest {
+            subgroups: true,
+            fast: false,
+        });
+        if sg.paths.subgroups {
+            v.push(("subgroups", sg));
+        }
+        let fast = open(PathRequest {
+            subgroups: false,
+            fast: true,
+        });
+        if fast.paths.f16_weights {
+            v.push(("fast", fast));
+        }
+        v
+    })
+    .clone()
+}
+
 pub fn run_gpu(model: &Model, ids: &[u32], capture: Capture) -> Trace {
     let backend = prism_analysis::backend::gpu::GpuBackend::new(model, gpu()).expect("gpu backend");
     Trace::run(model, &backend, ids, capture, 5).expect("gpu forward pass")

@@ -50,100 +50,105 @@ fn silu(g: f64) -> f64 {
 #[test]
 fn matmul_kernels_every_format_epilogue_and_folded_norm() {
     use ops::matmul::{matmul_with, Epilogue, Kernel, Linear};
-    let ctx = gpu();
-    let epilogues = [
-        Epilogue::Store,
-        Epilogue::Accumulate,
-        Epilogue::Gated(Activation::SwiGlu),
-        Epilogue::Gated(Activation::GeGluTanh),
-    ];
-    let mut case = 0usize;
-    for ty in GgmlType::ALL {
-        let cols = match ty.block_values() {
-            256 => 512,
-            32 => 96,
-            _ if ty == GgmlType::BF16 => 38,
-            _ => 70,
-        };
-        for (tokens, out, kernel) in [
-            (1usize, 67usize, Kernel::Vector),
-            (8, 130, Kernel::Vector),
-            (3, 67, Kernel::Tiled),
-            (13, 67, Kernel::Auto),
-            (70, 130, Kernel::Tiled),
-        ] {
-            case += 1;
-            let epilogue = epilogues[case % 4];
-            let folded = !case.is_multiple_of(3);
-            let w = weight_of_type(out, cols, ty, 7 + tokens as u64);
-            let wf = w.to_f32();
-            let x = Rng::new(99).vec(tokens * cols, 1.0, 0.0);
-            let g = Rng::new(3).vec(cols, 0.5, 1.0);
-            let bias = Rng::new(5).vec(out, 0.3, 0.0);
-            let y0 = Rng::new(6).vec(tokens * out, 1.0, 0.0);
-            let m = GpuMatrix::upload(&ctx, &w).unwrap();
-            assert!(
-                m.bytes as f64 <= 1.12 * m.stored_bytes as f64 + 4.0,
-                "{ty:?}: {} GPU bytes for {} stored",
-                m.bytes,
-                m.stored_bytes
-            );
-            let xb = ctx.upload_f32("x", &x);
-            let gb = ctx.upload_f32("norm weight", &g);
-            let bb = ctx.upload_f32("bias", &bias);
-            let yb = if epilogue == Epilogue::Store {
-                poisoned(&ctx, tokens * out)
-            } else {
-                ctx.upload_f32("y", &y0)
+    for (path, ctx) in gpu_paths() {
+        let epilogues = [
+            Epilogue::Store,
+            Epilogue::Accumulate,
+            Epilogue::Gated(Activation::SwiGlu),
+            Epilogue::Gated(Activation::GeGluTanh),
+        ];
+        let mut case = 0usize;
+        for ty in GgmlType::ALL {
+            let cols = match ty.block_values() {
+                256 => 512,
+                32 => 96,
+                _ if ty == GgmlType::BF16 => 38,
+                _ => 70,
             };
-            // The input the matrix sees: x, or RMSNorm(x) * g.
-            let eps = 1e-5;
-            let xin: Vec<f64> = (0..tokens * cols)
-                .map(|k| {
-                    let t = k / cols;
-                    let v = x[k] as f64;
-                    if folded {
-                        let row = &x[t * cols..(t + 1) * cols];
-                        let ms = row.iter().map(|&a| (a as f64).powi(2)).sum::<f64>() / cols as f64;
-                        v / (ms + eps).sqrt() * g[k % cols] as f64
-                    } else {
-                        v
-                    }
-                })
-                .collect();
-            let mut want = vec![0f64; tokens * out];
-            // f32 accumulation error grows with the sum of |x w|: the tolerance follows it.
-            let mut magnitude = vec![0f64; tokens * out];
-            for t in 0..tokens {
-                for o in 0..out {
-                    let i = t * out + o;
-                    let terms = (0..cols).map(|c| xin[t * cols + c] * wf[o * cols + c] as f64);
-                    magnitude[i] = terms.clone().map(f64::abs).sum();
-                    let r = terms.sum::<f64>() + bias[o] as f64;
-                    let y = y0[i] as f64;
-                    want[i] = match epilogue {
-                        Epilogue::Store => r,
-                        Epilogue::Accumulate => r + y,
-                        Epilogue::Gated(Activation::SwiGlu) => silu(y) * r,
-                        Epilogue::Gated(_) => gelu_tanh(y) * r,
-                    };
-                    if let Epilogue::Gated(_) = epilogue {
-                        magnitude[i] *= y.abs().max(1.0);
+            for (tokens, out, kernel) in [
+                (1usize, 67usize, Kernel::Vector),
+                (8, 130, Kernel::Vector),
+                (3, 67, Kernel::Tiled),
+                (13, 67, Kernel::Auto),
+                (70, 130, Kernel::Tiled),
+            ] {
+                case += 1;
+                let epilogue = epilogues[case % 4];
+                let folded = !case.is_multiple_of(3);
+                let w = weight_of_type(out, cols, ty, 7 + tokens as u64);
+                let wf = w.to_f32();
+                let x = Rng::new(99).vec(tokens * cols, 1.0, 0.0);
+                let g = Rng::new(3).vec(cols, 0.5, 1.0);
+                let bias = Rng::new(5).vec(out, 0.3, 0.0);
+                let y0 = Rng::new(6).vec(tokens * out, 1.0, 0.0);
+                let m = GpuMatrix::upload(&ctx, &w).unwrap();
+                assert!(
+                    m.bytes as f64 <= 1.12 * m.stored_bytes as f64 + 4.0,
+                    "{ty:?}: {} GPU bytes for {} stored",
+                    m.bytes,
+                    m.stored_bytes
+                );
+                let xb = ctx.upload_f32("x", &x);
+                let gb = ctx.upload_f32("norm weight", &g);
+                let bb = ctx.upload_f32("bias", &bias);
+                let yb = if epilogue == Epilogue::Store {
+                    poisoned(&ctx, tokens * out)
+                } else {
+                    ctx.upload_f32("y", &y0)
+                };
+                // The input the matrix sees: x, or RMSNorm(x) * g.
+                let eps = 1e-5;
+                let xin: Vec<f64> = (0..tokens * cols)
+                    .map(|k| {
+                        let t = k / cols;
+                        let v = x[k] as f64;
+                        if folded {
+                            let row = &x[t * cols..(t + 1) * cols];
+                            let ms =
+                                row.iter().map(|&a| (a as f64).powi(2)).sum::<f64>() / cols as f64;
+                            v / (ms + eps).sqrt() * g[k % cols] as f64
+                        } else {
+                            v
+                        }
+                    })
+                    .collect();
+                let mut want = vec![0f64; tokens * out];
+                // f32 accumulation error grows with the sum of |x w|: the tolerance follows it.
+                let mut magnitude = vec![0f64; tokens * out];
+                for t in 0..tokens {
+                    for o in 0..out {
+                        let i = t * out + o;
+                        let terms = (0..cols).map(|c| xin[t * cols + c] * wf[o * cols + c] as f64);
+                        magnitude[i] = terms.clone().map(f64::abs).sum();
+                        let r = terms.sum::<f64>() + bias[o] as f64;
+                        let y = y0[i] as f64;
+                        want[i] = match epilogue {
+                            Epilogue::Store => r,
+                            Epilogue::Accumulate => r + y,
+                            Epilogue::Gated(Activation::SwiGlu) => silu(y) * r,
+                            Epilogue::Gated(_) => gelu_tanh(y) * r,
+                        };
+                        if let Epilogue::Gated(_) = epilogue {
+                            magnitude[i] *= y.abs().max(1.0);
+                        }
                     }
                 }
-            }
-            let mut l = Linear::new(&xb, &m, &yb, tokens);
-            l.bias = Some(&bb);
-            l.epilogue = epilogue;
-            l.norm = folded.then_some((&gb, eps as f32));
-            let got = run(&ctx, &yb, |enc| matmul_with(&ctx, enc, &l, kernel).unwrap());
-            for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
-                let err = (g as f64 - w).abs();
-                assert!(
-                    err <= 2e-6 * (magnitude[i] + 1.0),
-                    "matmul {kernel:?} {epilogue:?} norm {folded} {ty:?} {tokens}x{cols}->{out} [{i}]: gpu {g} vs reference {w} (error {err:e}, sum |xw| {})",
-                    magnitude[i]
-                );
+                let mut l = Linear::new(&xb, &m, &yb, tokens);
+                l.bias = Some(&bb);
+                l.epilogue = epilogue;
+                l.norm = folded.then_some((&gb, eps as f32));
+                let got = run(&ctx, &yb, |enc| matmul_with(&ctx, enc, &l, kernel).unwrap());
+                for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                    let err = (g as f64 - w).abs();
+                    // The fast path rounds each weight to f16 (half an ulp, 2^-12, to nearest;
+                    // 2^-11 allows either neighbour).
+                    let rounding = if path == "fast" { 2f64.powi(-11) } else { 0.0 };
+                    assert!(
+                        err <= 2e-6 * (magnitude[i] + 1.0) + rounding * magnitude[i],
+                        "[{path}] matmul {kernel:?} {epilogue:?} norm {folded} {ty:?} {tokens}x{cols}->{out} [{i}]: gpu {g} vs reference {w} (error {err:e}, sum |xw| {})",
+                        magnitude[i]
+                    );
+                }
             }
         }
     }
@@ -225,45 +230,46 @@ fn embedding_gather_decodes_rows_and_accumulates() {
 
 #[test]
 fn norms_ragged_widths() {
-    let ctx = gpu();
-    for width in [70usize, 300, 577] {
-        let rows = 5;
-        let x = Rng::new(1).vec(rows * width, 2.0, 0.5);
-        let w = Rng::new(2).vec(width, 0.2, 1.0);
-        let b = Rng::new(3).vec(width, 0.2, 0.0);
-        let eps = 1e-5f32;
-        let (xb, wb, bb) = (
-            ctx.upload_f32("x", &x),
-            ctx.upload_f32("w", &w),
-            ctx.upload_f32("b", &b),
-        );
-        let y = poisoned(&ctx, rows * width);
-        let got = run(&ctx, &y, |enc| {
-            ops::norm::norm(&ctx, enc, &xb, &wb, None, &y, rows, width, eps).unwrap()
-        });
-        let mut want = Vec::new();
-        for r in x.chunks(width) {
-            let ms = r.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / width as f64;
-            want.extend(
-                r.iter()
-                    .zip(&w)
-                    .map(|(&v, &g)| v as f64 / (ms + eps as f64).sqrt() * g as f64),
+    for (path, ctx) in gpu_paths() {
+        for width in [70usize, 300, 577] {
+            let rows = 5;
+            let x = Rng::new(1).vec(rows * width, 2.0, 0.5);
+            let w = Rng::new(2).vec(width, 0.2, 1.0);
+            let b = Rng::new(3).vec(width, 0.2, 0.0);
+            let eps = 1e-5f32;
+            let (xb, wb, bb) = (
+                ctx.upload_f32("x", &x),
+                ctx.upload_f32("w", &w),
+                ctx.upload_f32("b", &b),
             );
+            let y = poisoned(&ctx, rows * width);
+            let got = run(&ctx, &y, |enc| {
+                ops::norm::norm(&ctx, enc, &xb, &wb, None, &y, rows, width, eps).unwrap()
+            });
+            let mut want = Vec::new();
+            for r in x.chunks(width) {
+                let ms = r.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / width as f64;
+                want.extend(
+                    r.iter()
+                        .zip(&w)
+                        .map(|(&v, &g)| v as f64 / (ms + eps as f64).sqrt() * g as f64),
+                );
+            }
+            assert_close(&got, &want, &format!("[{path}] rms_norm width {width}"));
+            let y = poisoned(&ctx, rows * width);
+            let got = run(&ctx, &y, |enc| {
+                ops::norm::norm(&ctx, enc, &xb, &wb, Some(&bb), &y, rows, width, eps).unwrap()
+            });
+            let mut want = Vec::new();
+            for r in x.chunks(width) {
+                let mean = r.iter().map(|&v| v as f64).sum::<f64>() / width as f64;
+                let var = r.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / width as f64;
+                want.extend(r.iter().zip(w.iter().zip(&b)).map(|(&v, (&g, &bb))| {
+                    (v as f64 - mean) / (var + eps as f64).sqrt() * g as f64 + bb as f64
+                }));
+            }
+            assert_close(&got, &want, &format!("[{path}] layer_norm width {width}"));
         }
-        assert_close(&got, &want, &format!("rms_norm width {width}"));
-        let y = poisoned(&ctx, rows * width);
-        let got = run(&ctx, &y, |enc| {
-            ops::norm::norm(&ctx, enc, &xb, &wb, Some(&bb), &y, rows, width, eps).unwrap()
-        });
-        let mut want = Vec::new();
-        for r in x.chunks(width) {
-            let mean = r.iter().map(|&v| v as f64).sum::<f64>() / width as f64;
-            let var = r.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / width as f64;
-            want.extend(r.iter().zip(w.iter().zip(&b)).map(|(&v, (&g, &bb))| {
-                (v as f64 - mean) / (var + eps as f64).sqrt() * g as f64 + bb as f64
-            }));
-        }
-        assert_close(&got, &want, &format!("layer_norm width {width}"));
     }
 }
 
@@ -368,74 +374,75 @@ fn attention_reference(
 /// sizes up to the largest (256).
 #[test]
 fn fused_attention_with_and_without_probabilities() {
-    let ctx = gpu();
-    // (queries, past keys, causal, window, softcap, heads, kv heads, head dim)
-    for (t, past, causal, window, softcap, nh, nkv, hd) in [
-        (13usize, 0usize, true, None, None, 4usize, 2usize, 16usize),
-        (13, 0, false, None, None, 4, 2, 16),
-        (13, 0, true, Some(4), Some(5.0f32), 4, 2, 16),
-        (3, 6, true, Some(5), None, 4, 2, 16),
-        (70, 80, true, None, None, 2, 1, 80),
-        (67, 0, true, Some(40), None, 3, 3, 64),
-        (2, 130, true, None, Some(30.0), 2, 1, 256),
-        (1, 200, true, None, None, 6, 2, 8),
-    ] {
-        let keys = past + t;
-        let batch = 2;
-        let stride = keys + 2;
-        let q = Rng::new(10).vec(batch * t * nh * hd, 1.0, 0.0);
-        let k = Rng::new(11).vec(batch * stride * nkv * hd, 1.0, 0.0);
-        let v = Rng::new(12).vec(batch * stride * nkv * hd, 1.0, 0.0);
-        let sh = AttnShape {
-            batch,
-            seq: t,
-            past,
-            keys,
-            key_stride: stride,
-            heads: nh,
-            kv_heads: nkv,
-            head_dim: hd,
-            scale: 0.25,
-            softcap,
-            window,
-            causal,
-        };
-        let (qb, kb, vb) = (
-            ctx.upload_f32("q", &q),
-            ctx.upload_f32("k", &k),
-            ctx.upload_f32("v", &v),
-        );
-        let what = format!(
-            "attention t={t} past={past} causal={causal} window={window:?} softcap={softcap:?} heads {nh}/{nkv}x{hd}"
-        );
-        for with_probs in [false, true] {
-            let out = poisoned(&ctx, batch * t * nh * hd);
-            let probs = poisoned(&ctx, batch * nh * t * keys);
-            let got = run(&ctx, &out, |enc| {
-                let p = with_probs.then_some(&probs);
-                ops::attention::attention(&ctx, enc, &qb, &kb, &vb, &out, p, &sh).unwrap()
-            });
-            let got_p = run(&ctx, &probs, |_| {});
-            for b in 0..batch {
-                let (want_p, want) = attention_reference(&q, &k, &v, &sh, b * t, b * stride);
-                let span = b * t * nh * hd..(b + 1) * t * nh * hd;
-                assert_close(
-                    &got[span],
-                    &want,
-                    &format!("{what} probs {with_probs} batch {b}"),
-                );
-                let span = b * nh * t * keys..(b + 1) * nh * t * keys;
-                if with_probs {
+    for (path, ctx) in gpu_paths() {
+        // (queries, past keys, causal, window, softcap, heads, kv heads, head dim)
+        for (t, past, causal, window, softcap, nh, nkv, hd) in [
+            (13usize, 0usize, true, None, None, 4usize, 2usize, 16usize),
+            (13, 0, false, None, None, 4, 2, 16),
+            (13, 0, true, Some(4), Some(5.0f32), 4, 2, 16),
+            (3, 6, true, Some(5), None, 4, 2, 16),
+            (70, 80, true, None, None, 2, 1, 80),
+            (67, 0, true, Some(40), None, 3, 3, 64),
+            (2, 130, true, None, Some(30.0), 2, 1, 256),
+            (1, 200, true, None, None, 6, 2, 8),
+        ] {
+            let keys = past + t;
+            let batch = 2;
+            let stride = keys + 2;
+            let q = Rng::new(10).vec(batch * t * nh * hd, 1.0, 0.0);
+            let k = Rng::new(11).vec(batch * stride * nkv * hd, 1.0, 0.0);
+            let v = Rng::new(12).vec(batch * stride * nkv * hd, 1.0, 0.0);
+            let sh = AttnShape {
+                batch,
+                seq: t,
+                past,
+                keys,
+                key_stride: stride,
+                heads: nh,
+                kv_heads: nkv,
+                head_dim: hd,
+                scale: 0.25,
+                softcap,
+                window,
+                causal,
+            };
+            let (qb, kb, vb) = (
+                ctx.upload_f32("q", &q),
+                ctx.upload_f32("k", &k),
+                ctx.upload_f32("v", &v),
+            );
+            let what = format!(
+                "[{path}] attention t={t} past={past} causal={causal} window={window:?} softcap={softcap:?} heads {nh}/{nkv}x{hd}"
+            );
+            for with_probs in [false, true] {
+                let out = poisoned(&ctx, batch * t * nh * hd);
+                let probs = poisoned(&ctx, batch * nh * t * keys);
+                let got = run(&ctx, &out, |enc| {
+                    let p = with_probs.then_some(&probs);
+                    ops::attention::attention(&ctx, enc, &qb, &kb, &vb, &out, p, &sh).unwrap()
+                });
+                let got_p = run(&ctx, &probs, |_| {});
+                for b in 0..batch {
+                    let (want_p, want) = attention_reference(&q, &k, &v, &sh, b * t, b * stride);
+                    let span = b * t * nh * hd..(b + 1) * t * nh * hd;
                     assert_close(
-                        &got_p[span],
-                        &want_p,
-                        &format!("{what} probabilities batch {b}"),
+                        &got[span],
+                        &want,
+                        &format!("[{path}] {what} probs {with_probs} batch {b}"),
                     );
-                } else {
-                    assert!(
-                        got_p[span].iter().all(|p| p.is_nan()),
-                        "{what}: probabilities written"
-                    );
+                    let span = b * nh * t * keys..(b + 1) * nh * t * keys;
+                    if with_probs {
+                        assert_close(
+                            &got_p[span],
+                            &want_p,
+                            &format!("[{path}] {what} probabilities batch {b}"),
+                        );
+                    } else {
+                        assert!(
+                            got_p[span].iter().all(|p| p.is_nan()),
+                            "{what}: probabilities written"
+                        );
+                    }
                 }
             }
         }
@@ -618,58 +625,59 @@ fn edits_add_set_zero_mean_on_rows_and_columns() {
 
 #[test]
 fn logit_stats_match_f64() {
-    let ctx = gpu();
-    let (rows, vocab, k) = (6usize, 1001usize, 5usize);
-    let mut logits = Rng::new(30).vec(rows * vocab, 3.0, 0.0);
-    logits[2 * vocab + 7] = logits[2 * vocab + 9]; // a tie, resolved by the smaller id
-    let targets: Vec<u32> = vec![3, 500, 9, 1000, 0, 77];
-    let lb = ctx.upload_f32("logits", &logits);
-    let tb = ctx.upload("targets", &u32_bytes(&targets));
-    let stats = poisoned(&ctx, rows * 4);
-    let ids = ctx.upload("ids", &vec![0xffu8; rows * k * 4]);
-    let ps = poisoned(&ctx, rows * k);
-    let mut enc = ctx.device.create_command_encoder(&Default::default());
-    ops::logits::logit_stats(
-        &ctx,
-        &mut enc,
-        &lb,
-        &tb,
-        (&stats, &ids, &ps),
-        rows,
-        vocab,
-        k,
-        0,
-    )
-    .unwrap();
-    let st: Vec<wgpu::Buffer> = [&stats, &ids, &ps]
-        .iter()
-        .map(|b| ctx.staging("s", b.size()).unwrap())
-        .collect();
-    for (src, dst) in [&stats, &ids, &ps].iter().zip(&st) {
-        enc.copy_buffer_to_buffer(src, 0, dst, 0, None);
-    }
-    let out = ctx.finish(enc, &[&st[0], &st[1], &st[2]]).unwrap();
-    let (stats, ids, ps) = (f32s_from(&out[0]), u32s_from(&out[1]), f32s_from(&out[2]));
-    for r in 0..rows {
-        let row = &logits[r * vocab..(r + 1) * vocab];
-        let s = prism_analysis::metrics::position_stats(row, targets[r]);
-        let top = prism_analysis::metrics::top_k_softmax(row, k);
-        assert!(
-            (stats[r * 4 + 1] as f64 - s.entropy_bits).abs() < 1e-4,
-            "entropy row {r}"
-        );
-        assert!(
-            (stats[r * 4 + 2] as f64 - s.surprisal_bits).abs() < 1e-4,
-            "surprisal row {r}"
-        );
-        assert_eq!(stats[r * 4 + 3] as usize, s.rank, "rank row {r}");
-        assert_eq!(
-            ids[r * k..(r + 1) * k].to_vec(),
-            top.iter().map(|t| t.id).collect::<Vec<_>>(),
-            "top ids row {r}"
-        );
-        for (g, w) in ps[r * k..(r + 1) * k].iter().zip(&top) {
-            assert!((g - w.p).abs() < 1e-5, "top p row {r}");
+    for (path, ctx) in gpu_paths() {
+        let (rows, vocab, k) = (6usize, 1001usize, 5usize);
+        let mut logits = Rng::new(30).vec(rows * vocab, 3.0, 0.0);
+        logits[2 * vocab + 7] = logits[2 * vocab + 9]; // a tie, resolved by the smaller id
+        let targets: Vec<u32> = vec![3, 500, 9, 1000, 0, 77];
+        let lb = ctx.upload_f32("logits", &logits);
+        let tb = ctx.upload("targets", &u32_bytes(&targets));
+        let stats = poisoned(&ctx, rows * 4);
+        let ids = ctx.upload("ids", &vec![0xffu8; rows * k * 4]);
+        let ps = poisoned(&ctx, rows * k);
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        ops::logits::logit_stats(
+            &ctx,
+            &mut enc,
+            &lb,
+            &tb,
+            (&stats, &ids, &ps),
+            rows,
+            vocab,
+            k,
+            0,
+        )
+        .unwrap();
+        let st: Vec<wgpu::Buffer> = [&stats, &ids, &ps]
+            .iter()
+            .map(|b| ctx.staging("s", b.size()).unwrap())
+            .collect();
+        for (src, dst) in [&stats, &ids, &ps].iter().zip(&st) {
+            enc.copy_buffer_to_buffer(src, 0, dst, 0, None);
+        }
+        let out = ctx.finish(enc, &[&st[0], &st[1], &st[2]]).unwrap();
+        let (stats, ids, ps) = (f32s_from(&out[0]), u32s_from(&out[1]), f32s_from(&out[2]));
+        for r in 0..rows {
+            let row = &logits[r * vocab..(r + 1) * vocab];
+            let s = prism_analysis::metrics::position_stats(row, targets[r]);
+            let top = prism_analysis::metrics::top_k_softmax(row, k);
+            assert!(
+                (stats[r * 4 + 1] as f64 - s.entropy_bits).abs() < 1e-4,
+                "[{path}] entropy row {r}"
+            );
+            assert!(
+                (stats[r * 4 + 2] as f64 - s.surprisal_bits).abs() < 1e-4,
+                "[{path}] surprisal row {r}"
+            );
+            assert_eq!(stats[r * 4 + 3] as usize, s.rank, "[{path}] rank row {r}");
+            assert_eq!(
+                ids[r * k..(r + 1) * k].to_vec(),
+                top.iter().map(|t| t.id).collect::<Vec<_>>(),
+                "[{path}] top ids row {r}"
+            );
+            for (g, w) in ps[r * k..(r + 1) * k].iter().zip(&top) {
+                assert!((g - w.p).abs() < 1e-5, "[{path}] top p row {r}");
+            }
         }
     }
 }
@@ -684,4 +692,154 @@ fn a_binding_too_large_is_refused_with_a_message() {
     let mut enc = ctx.device.create_command_encoder(&Default::default());
     let err = ops::elementwise::scale(&ctx, &mut enc, &big, 16, 2.0, false).unwrap_err();
     assert!(err.to_string().contains("binds at once"), "{err}");
+}
+
+/// The fast path really stages f16: its result is the matmul with every weight rounded to f16
+/// (within f32 accumulation), and not the exact one.
+#[test]
+fn the_fast_path_rounds_weights_to_f16_and_the_exact_path_does_not() {
+    use ops::matmul::{matmul_with, Kernel, Linear};
+    let (tokens, out, cols) = (20usize, 70usize, 96usize);
+    let w = weight_of_type(out, cols, GgmlType::F32, 3);
+    let wf = w.to_f32();
+    let x = Rng::new(4).vec(tokens * cols, 1.0, 0.0);
+    let reference = |round: bool| -> Vec<f64> {
+        let mut y = vec![0f64; tokens * out];
+        for t in 0..tokens {
+            for o in 0..out {
+                y[t * out + o] = (0..cols)
+                    .map(|c| {
+                        let wv = wf[o * cols + c];
+                        let wv = if round {
+                            half::f16::from_f32(wv).to_f64()
+                        } else {
+                            wv as f64
+                        };
+                        x[t * cols + c] as f64 * wv
+                    })
+                    .sum();
+            }
+        }
+        y
+    };
+    let (exact, rounded) = (reference(false), reference(true));
+    let mut seen = Vec::new();
+    for (path, ctx) in gpu_paths() {
+        seen.push(path);
+        let m = GpuMatrix::upload(&ctx, &w).unwrap();
+        let xb = ctx.upload_f32("x", &x);
+        let yb = poisoned(&ctx, tokens * out);
+        let l = Linear::new(&xb, &m, &yb, tokens);
+        let got = run(&ctx, &yb, |enc| {
+            matmul_with(&ctx, enc, &l, Kernel::Tiled).unwrap()
+        });
+        let dist = |want: &[f64]| {
+            got.iter()
+                .zip(want)
+                .map(|(&g, &w)| (g as f64 - w).abs())
+                .fold(0f64, f64::max)
+        };
+        let (to_exact, to_rounded) = (dist(&exact), dist(&rounded));
+        if path == "fast" {
+            assert!(
+                to_rounded < 1e-5,
+                "fast: {to_rounded} from the f16-rounded product"
+            );
+            assert!(
+                to_exact > 1e-4,
+                "fast: {to_exact} from the exact product (no rounding?)"
+            );
+        } else {
+            assert!(to_exact < 1e-5, "{path}: {to_exact} from the exact product");
+        }
+    }
+    eprintln!("paths on this adapter: {seen:?}");
+}
+
+/// The choice of paths, for devices this machine does not have: a path is taken only when its
+/// feature is enabled, asked for and (subgroups) probed, and `prism info` says why not otherwise.
+#[test]
+fn feature_paths_are_never_chosen_without_their_feature() {
+    use prism_analysis::backend::gpu::context::{choose_paths, PathRequest};
+    use wgpu::Features as F;
+    let all = F::SUBGROUP | F::SHADER_F16 | F::TIMESTAMP_QUERY;
+    let fast = PathRequest {
+        subgroups: true,
+        fast: true,
+    };
+    // Everything there, asked for, probe passed.
+    let (p, lines) = choose_paths(all, all, fast, Some(true), false);
+    assert!(p.subgroups && p.f16_weights, "{lines:?}");
+    // No f16 on the device: the exact mode, and the line says so.
+    let (p, lines) = choose_paths(F::SUBGROUP, F::SUBGROUP, fast, Some(true), false);
+    assert!(!p.f16_weights && p.subgroups);
+    assert!(lines[2].contains("running the exact mode"), "{lines:?}");
+    // Subgroups present but laid out differently from what the reductions assume.
+    let (p, lines) = choose_paths(all, all, fast, Some(false), false);
+    assert!(!p.subgroups);
+    assert!(lines[1].contains("not runs of consecutive"), "{lines:?}");
+    // Available on the adapter but not enabled on the device (not asked for).
+    let (p, lines) = choose_paths(all, F::TIMESTAMP_QUERY, PathRequest::PLAIN, None, false);
+    assert!(!p.subgroups && !p.f16_weights);
+    assert!(lines[1].contains("PRISM_GPU_SUBGROUPS=off"), "{lines:?}");
+    assert!(lines[2].contains("exact mode"), "{lines:?}");
+    // Nothing at all.
+    let (p, lines) = choose_paths(F::empty(), F::empty(), fast, None, false);
+    assert!(!p.subgroups && !p.f16_weights);
+    assert!(
+        lines.iter().skip(1).all(|l| l.contains("absent")),
+        "{lines:?}"
+    );
+    // Cooperative matrices: reported, never used (no kernel).
+    let coop = F::EXPERIMENTAL_COOPERATIVE_MATRIX;
+    let (_, lines) = choose_paths(coop, coop, fast, None, true);
+    assert!(
+        lines[3].contains("16x16x16 f16 available, not used"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn the_cooperative_matrix_probe_wants_16x16x16_f16_with_f32_accumulation() {
+    use prism_analysis::backend::gpu::context::has_coop_16x16x16_f16;
+    use wgpu::{CooperativeMatrixProperties as P, CooperativeScalarType as T};
+    let shape = |m, ab, cr| P {
+        m_size: m,
+        n_size: 16,
+        k_size: 16,
+        ab_type: ab,
+        cr_type: cr,
+        saturating_accumulation: false,
+    };
+    assert!(has_coop_16x16x16_f16(&[
+        shape(8, T::F16, T::F32),
+        shape(16, T::F16, T::F32)
+    ]));
+    assert!(!has_coop_16x16x16_f16(&[shape(16, T::F16, T::F16)]));
+    assert!(!has_coop_16x16x16_f16(&[shape(8, T::F16, T::F32)]));
+    assert!(!has_coop_16x16x16_f16(&[]));
+}
+
+/// The path variables: their values, and bad ones refused by name.
+#[test]
+fn path_variables_are_checked() {
+    use prism_analysis::backend::gpu::context::PathRequest;
+    let r = PathRequest::from_values(None, None).unwrap();
+    assert!(
+        r.subgroups && !r.fast,
+        "defaults: subgroups where probed, exact mode"
+    );
+    let r = PathRequest::from_values(Some("fast"), Some("off")).unwrap();
+    assert!(!r.subgroups && r.fast);
+    let err = PathRequest::from_values(Some("fastest"), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("PRISM_GPU_MODE") && err.contains("exact or fast"),
+        "{err}"
+    );
+    let err = PathRequest::from_values(None, Some("maybe"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("PRISM_GPU_SUBGROUPS"), "{err}");
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use prism_shaders::Shader;
+use prism_shaders::{Paths, Shader};
 use serde::Serialize;
 use wgpu::util::DeviceExt;
 
@@ -18,29 +18,143 @@ pub struct AdapterDescription {
     pub backend: String,
     pub device_type: String,
     pub driver: String,
-    /// The adapter features Prism's kernels know of, each with whether Prism uses it. Only
-    /// timestamps are used today (for `prism bench --profile`); the matmul is the exact f32 path
-    /// everywhere, and a faster path is never chosen on a device that lacks its feature.
+    /// The adapter features Prism's kernels know of, each with whether Prism uses it and why not.
+    /// A path is never chosen on a device that lacks its feature.
     pub features: Vec<String>,
 }
 
-/// The features Prism looks for, as `prism info` names them.
-fn feature_list(available: wgpu::Features, enabled: wgpu::Features) -> Vec<String> {
-    [
-        (wgpu::Features::TIMESTAMP_QUERY, "timestamp queries"),
-        (wgpu::Features::SUBGROUP, "subgroups"),
-        (wgpu::Features::SHADER_F16, "shader f16"),
-    ]
-    .iter()
-    .map(|(f, name)| {
-        let state = match (available.contains(*f), enabled.contains(*f)) {
-            (true, true) => "used",
-            (true, false) => "available, not used",
-            (false, _) => "absent",
-        };
-        format!("{name}: {state}")
+/// What the user asked of the feature paths, from the environment: `PRISM_GPU_MODE=exact|fast`
+/// (fast: matmul weights staged as f16) and `PRISM_GPU_SUBGROUPS=on|off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathRequest {
+    pub subgroups: bool,
+    pub fast: bool,
+}
+
+impl Default for PathRequest {
+    fn default() -> Self {
+        PathRequest {
+            subgroups: true,
+            fast: false,
+        }
+    }
+}
+
+impl PathRequest {
+    /// The exact path without subgroups: what every adapter runs.
+    pub const PLAIN: PathRequest = PathRequest {
+        subgroups: false,
+        fast: false,
+    };
+
+    pub fn from_env() -> Result<PathRequest> {
+        let mode = std::env::var("PRISM_GPU_MODE").ok();
+        let subgroups = std::env::var("PRISM_GPU_SUBGROUPS").ok();
+        Self::from_values(mode.as_deref(), subgroups.as_deref())
+    }
+
+    /// The request for the values of `PRISM_GPU_MODE` and `PRISM_GPU_SUBGROUPS` (None: unset).
+    pub fn from_values(mode: Option<&str>, subgroups: Option<&str>) -> Result<PathRequest> {
+        let mut r = PathRequest::default();
+        if let Some(v) = mode {
+            r.fast = match v.trim() {
+                "" | "exact" => false,
+                "fast" => true,
+                other => {
+                    return Err(PrismError::Input(format!(
+                        "PRISM_GPU_MODE={other:?}: use exact or fast"
+                    )))
+                }
+            };
+        }
+        if let Some(v) = subgroups {
+            r.subgroups = match v.trim() {
+                "" | "on" | "1" => true,
+                "off" | "0" => false,
+                other => {
+                    return Err(PrismError::Input(format!(
+                        "PRISM_GPU_SUBGROUPS={other:?}: use on or off"
+                    )))
+                }
+            };
+        }
+        Ok(r)
+    }
+}
+
+/// Whether an adapter offers the cooperative-matrix shape the kernels would use: 16x16x16 with f16
+/// inputs and f32 accumulation.
+pub fn has_coop_16x16x16_f16(props: &[wgpu::CooperativeMatrixProperties]) -> bool {
+    props.iter().any(|p| {
+        (p.m_size, p.n_size, p.k_size) == (16, 16, 16)
+            && p.ab_type == wgpu::CooperativeScalarType::F16
+            && p.cr_type == wgpu::CooperativeScalarType::F32
     })
-    .collect()
+}
+
+/// The paths for a device with `enabled` features (of those `available`), what was asked, and
+/// whether the subgroup probe passed (None: not run); with one line per feature for `prism info`.
+/// Pure, so that the choice is tested for devices this machine does not have.
+pub fn choose_paths(
+    available: wgpu::Features,
+    enabled: wgpu::Features,
+    req: PathRequest,
+    subgroup_probe: Option<bool>,
+    coop_16: bool,
+) -> (Paths, Vec<String>) {
+    let has = |f: wgpu::Features| available.contains(f);
+    let on = |f: wgpu::Features| enabled.contains(f);
+    let paths = Paths {
+        subgroups: req.subgroups && on(wgpu::Features::SUBGROUP) && subgroup_probe == Some(true),
+        f16_weights: req.fast && on(wgpu::Features::SHADER_F16),
+    };
+    let timestamps = match (
+        has(wgpu::Features::TIMESTAMP_QUERY),
+        on(wgpu::Features::TIMESTAMP_QUERY),
+    ) {
+        (true, true) => "used (prism bench --profile)",
+        (true, false) => "available, not used",
+        (false, _) => "absent",
+    };
+    let subgroups = if paths.subgroups {
+        "used (reductions in norms, attention, logit statistics)"
+    } else if !has(wgpu::Features::SUBGROUP) {
+        "absent"
+    } else if !req.subgroups {
+        "available, not used (PRISM_GPU_SUBGROUPS=off)"
+    } else if subgroup_probe == Some(false) {
+        "available, not used (its subgroups are not runs of consecutive invocations, as the reductions assume)"
+    } else {
+        "available, not used"
+    };
+    let f16 = if paths.f16_weights {
+        "used (fast mode: matmul weights staged as f16)"
+    } else if !has(wgpu::Features::SHADER_F16) {
+        if req.fast {
+            "absent (PRISM_GPU_MODE=fast asked for it; running the exact mode)"
+        } else {
+            "absent"
+        }
+    } else {
+        "available, not used (exact mode; PRISM_GPU_MODE=fast uses it)"
+    };
+    let coop = match (
+        has(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX),
+        coop_16,
+    ) {
+        (true, true) => {
+            "16x16x16 f16 available, not used (Prism has no cooperative-matrix kernel yet)"
+        }
+        (true, false) => "available without a 16x16x16 f16 shape, not used",
+        (false, _) => "absent",
+    };
+    let lines = vec![
+        format!("timestamp queries: {timestamps}"),
+        format!("subgroups: {subgroups}"),
+        format!("shader f16: {f16}"),
+        format!("cooperative matrix: {coop}"),
+    ];
+    (paths, lines)
 }
 
 impl AdapterDescription {
@@ -54,6 +168,8 @@ pub struct GpuContext {
     pub queue: wgpu::Queue,
     pub adapter: AdapterDescription,
     pub limits: wgpu::Limits,
+    /// The feature paths the shaders are built for on this device.
+    pub paths: Paths,
     pipelines: Mutex<HashMap<Shader, Arc<wgpu::ComputePipeline>>>,
     lost: Arc<AtomicBool>,
     /// Bytes of scratch, staging and uniform buffers allocated since the last `reset_run_bytes`.
@@ -113,9 +229,15 @@ impl GpuContext {
         Ok(ctx)
     }
 
-    /// Opens a headless device. Software adapters (llvmpipe/lavapipe) are used only when
-    /// `allow_software` is set: `--backend gpu` allows them, `auto` does not.
+    /// Opens a headless device with the paths the environment asks for (`PathRequest::from_env`).
+    /// Software adapters (llvmpipe/lavapipe) are used only when `allow_software` is set:
+    /// `--backend gpu` allows them, `auto` does not.
     pub fn new(allow_software: bool) -> Result<GpuContext> {
+        Self::with_paths(allow_software, PathRequest::from_env()?)
+    }
+
+    /// Opens a headless device, choosing among the paths `req` allows those the device can run.
+    pub fn with_paths(allow_software: bool, req: PathRequest) -> Result<GpuContext> {
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
@@ -156,10 +278,18 @@ impl GpuContext {
         limits.max_compute_workgroup_size_x = supported.max_compute_workgroup_size_x.min(256);
         limits.max_compute_workgroup_storage_size =
             supported.max_compute_workgroup_storage_size.min(16384);
+        let mut wanted = wgpu::Features::TIMESTAMP_QUERY;
+        if req.subgroups {
+            wanted |= wgpu::Features::SUBGROUP;
+        }
+        if req.fast {
+            wanted |= wgpu::Features::SHADER_F16;
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("prism"),
-            // Timestamps, where the adapter has them, for `prism bench --profile`.
-            required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
+            // Timestamps, where the adapter has them, for `prism bench --profile`; subgroups and
+            // f16 where they are available and asked for.
+            required_features: adapter.features() & wanted,
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::default(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -171,9 +301,18 @@ impl GpuContext {
                 info.name
             ))
         })?;
-        let features = feature_list(adapter.features(), device.features());
+        let enabled = device.features();
+        let coop = adapter
+            .features()
+            .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+            && has_coop_16x16x16_f16(&adapter.cooperative_matrix_properties());
         let mut ctx = Self::from_device(device, queue, &info, limits);
-        ctx.adapter.features = features;
+        let probe = enabled
+            .contains(wgpu::Features::SUBGROUP)
+            .then(|| ctx.probe_subgroups());
+        let (paths, lines) = choose_paths(adapter.features(), enabled, req, probe, coop);
+        ctx.paths = paths;
+        ctx.adapter.features = lines;
         Ok(ctx)
     }
 
@@ -187,7 +326,13 @@ impl GpuContext {
         let lost = Arc::new(AtomicBool::new(false));
         let flag = lost.clone();
         device.set_device_lost_callback(move |_reason, _msg| flag.store(true, Ordering::SeqCst));
-        let features = feature_list(device.features(), device.features());
+        let (_, features) = choose_paths(
+            device.features(),
+            device.features(),
+            PathRequest::PLAIN,
+            None,
+            false,
+        );
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("dummy"),
             size: 16,
@@ -199,12 +344,28 @@ impl GpuContext {
             queue,
             adapter: describe(info, features),
             limits,
+            paths: Paths::default(),
             pipelines: Mutex::new(HashMap::new()),
             lost,
             run_bytes: AtomicU64::new(0),
             dummy,
             profiler: Mutex::new(None),
         }
+    }
+
+    /// Runs `subgroup_probe.wgsl`: true when the device's subgroups are laid out as
+    /// `reduce_subgroup.wgsl` assumes. Any failure counts as no.
+    fn probe_subgroups(&self) -> bool {
+        let run = || -> Result<bool> {
+            let out = self.scratch("subgroup probe", 256)?;
+            let mut enc = self.device.create_command_encoder(&Default::default());
+            self.dispatch(&mut enc, Shader::SubgroupProbe, &[256], &[&out], (1, 1, 1))?;
+            let st = self.staging("subgroup probe", 1024)?;
+            enc.copy_buffer_to_buffer(&out, 0, &st, 0, None);
+            let back = self.finish(enc, &[&st])?;
+            Ok(u32s_from(&back[0]).iter().all(|&b| b == 0))
+        };
+        run().unwrap_or(false)
     }
 
     /// Bytes allocated for one run (scratch, staging, uniforms, uploads of inputs).
@@ -237,7 +398,7 @@ impl GpuContext {
                     .device
                     .create_shader_module(wgpu::ShaderModuleDescriptor {
                         label: Some(shader.file_name()),
-                        source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+                        source: wgpu::ShaderSource::Wgsl(shader.source_with(self.paths).into()),
                     });
                 Arc::new(
                     self.device
