@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prism on a real GPU: `prism bench` for SmolLM2 (and a 1B-shaped GGUF, when one is given) at 32,
-# 128 and 512 tokens, without capture and with every capture, with GPU time per shader from
-# timestamp queries, written as one Markdown table for BENCHMARKS.md.
+# 128 and 512 tokens, without capture and with every capture, on each GPU feature path (exact:
+# no subgroups; subgroups; fast: f16 weight staging), with GPU time per shader from timestamp
+# queries, and the CPU alongside, written as one Markdown table for BENCHMARKS.md.
 #
 #   scripts/gpu-bench.sh [OUT_DIR]
 #
@@ -13,8 +14,8 @@
 #   TOKENS    sequence lengths (default 32,128,512)
 #
 # On a bare machine without a Vulkan loader, carry the loader packages in .gl/ (see the device
-# notes of the tool library) and this script unpacks them first. The GPU is used in exact mode
-# (f32 activations, weights decoded exactly): the only path Prism has today.
+# notes of the tool library) and this script unpacks them first. `prism info` in info-*.txt says
+# which paths the adapter really took (a path it lacks falls back, and says so).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,34 +47,45 @@ fi
 MODELS=${MODELS:-smollm2}
 [ -n "${BIG_GGUF:-}" ] && MODELS="$MODELS $BIG_GGUF"
 
-"$PRISM" info smollm2 --backend gpu > "$OUT/info.txt" 2>&1 || true
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
+
+# name:environment of each path
+PATHS="exact:PRISM_GPU_SUBGROUPS=off subgroups:PRISM_GPU_SUBGROUPS=on fast:PRISM_GPU_MODE=fast"
+for path in $PATHS; do
+    env "${path#*:}" "$PRISM" info smollm2 --backend gpu > "$OUT/info-${path%%:*}.txt" 2>&1 || true
+done
 
 for m in $MODELS; do
     name=$(basename "$m" .gguf)
     for cap in none all; do
-        echo "== $name, capture $cap" >&2
-        "$PRISM" bench "$m" --backend gpu,cpu --tokens "$TOKENS" --capture "$cap" \
-            --repeats "$REPEATS" --profile --json > "$OUT/$name-$cap.json"
+        echo "== $name, capture $cap, cpu" >&2
+        "$PRISM" bench "$m" --backend cpu --tokens "$TOKENS" --capture "$cap" \
+            --repeats "$REPEATS" --profile --json > "$OUT/$name-cpu-$cap.json"
+        for path in $PATHS; do
+            echo "== $name, capture $cap, gpu ${path%%:*}" >&2
+            env "${path#*:}" "$PRISM" bench "$m" --backend gpu --tokens "$TOKENS" --capture "$cap" \
+                --repeats "$REPEATS" --profile --json > "$OUT/$name-${path%%:*}-$cap.json"
+        done
     done
 done
 
 python3 - "$OUT" $MODELS <<'EOF'
 import json, os, sys
 out, models = sys.argv[1], sys.argv[2:]
-lines = ["| model | backend | tokens | capture | median ms | tokens/s | GFLOP/s | top shaders (GPU ms per pass) |",
-         "|---|---|---|---|---|---|---|---|"]
+lines = ["| model | backend | path | tokens | capture | median ms | tokens/s | GFLOP/s | top shaders (GPU ms per pass) |",
+         "|---|---|---|---|---|---|---|---|---|"]
+adapter = None
 for m in models:
     name = os.path.basename(m).removesuffix(".gguf")
     for cap in ("none", "all"):
-        d = json.load(open(f"{out}/{name}-{cap}.json"))
-        for p in d["passes"]:
-            top = ", ".join(f"{op} {ms:.2f}" for op, ms, _ in sorted(p["profile"], key=lambda e: -e[1])[:4])
-            backend = "gpu" if p["backend"].startswith("gpu") else "cpu"
-            lines.append(f"| {name} | {backend} | {p['tokens']} | {cap} | {p['median_ms']:.2f} | "
-                         f"{p['tokens_per_s']:.0f} | {p['gflops']:.1f} | {top} |")
-first = json.load(open(f"{out}/{os.path.basename(models[0]).removesuffix('.gguf')}-none.json"))
-adapter = first["passes"][0].get("adapter")
+        for path in ("cpu", "exact", "subgroups", "fast"):
+            d = json.load(open(f"{out}/{name}-{path}-{cap}.json"))
+            for p in d["passes"]:
+                top = ", ".join(f"{op} {ms:.2f}" for op, ms, _ in sorted(p["profile"], key=lambda e: -e[1])[:4])
+                backend = "gpu" if p["backend"].startswith("gpu") else "cpu"
+                adapter = adapter or (p.get("adapter") if backend == "gpu" else None)
+                lines.append(f"| {name} | {backend} | {'' if path == 'cpu' else path} | {p['tokens']} | {cap} | "
+                             f"{p['median_ms']:.2f} | {p['tokens_per_s']:.0f} | {p['gflops']:.1f} | {top} |")
 table = "\n".join(lines)
 open(f"{out}/table.md", "w").write(f"adapter: {adapter}\n\n{table}\n")
 print(f"adapter: {adapter}\n\n{table}")
