@@ -130,6 +130,12 @@ pub trait Exec {
         self.norm(x, which, out, rows)?;
         Ok(LinearIn::plain(out))
     }
+    /// Whether the output projections may add straight into the residual stream (`linear` with
+    /// `accumulate`) when nothing needs the sub-layer's output on its own. The CPU, the reference,
+    /// keeps the separate add.
+    fn fuses_residual(&self) -> bool {
+        false
+    }
     /// gate = act(x W_gate^T) * (x W_up^T), the gated MLP's first half (`up` is scratch).
     fn linear_gated(
         &mut self,
@@ -449,25 +455,32 @@ pub fn run<E: Exec>(
         ctx.entry(e, &x, l, &sc, &mut slots)?;
         match s.block {
             BlockKind::PreNorm => {
+                // Straight into x when nothing needs attn_out or mlp_out on their own.
+                let direct = e.fuses_residual() && ctx.outputs_unused(l);
+                let into = direct.then_some(&x);
                 let input = e.norm_input(&x, NormSel::Layer(l, NormId::Attn), &sc.normed, rows)?;
-                ctx.attention(e, l, input, &sc, cache.as_deref_mut(), &mut slots)?;
-                e.add(&sc.attn, &x, rows * h)?;
+                ctx.attention(e, l, input, &sc, cache.as_deref_mut(), &mut slots, into)?;
+                if !direct {
+                    e.add(&sc.attn, &x, rows * h)?;
+                }
                 let input = e.norm_input(&x, NormSel::Layer(l, NormId::Mlp), &sc.normed, rows)?;
-                ctx.mlp(e, l, input, &sc, &mut slots)?;
-                e.add(&sc.mlp, &x, rows * h)?;
+                ctx.mlp(e, l, input, &sc, &mut slots, into)?;
+                if !direct {
+                    e.add(&sc.mlp, &x, rows * h)?;
+                }
             }
             BlockKind::Parallel => {
                 let attn_in =
                     e.norm_input(&x, NormSel::Layer(l, NormId::Attn), &sc.normed, rows)?;
                 let mlp_in = e.norm_input(&x, NormSel::Layer(l, NormId::Mlp), &sc.normed2, rows)?;
-                ctx.attention(e, l, attn_in, &sc, cache.as_deref_mut(), &mut slots)?;
-                ctx.mlp(e, l, mlp_in, &sc, &mut slots)?;
+                ctx.attention(e, l, attn_in, &sc, cache.as_deref_mut(), &mut slots, None)?;
+                ctx.mlp(e, l, mlp_in, &sc, &mut slots, None)?;
                 e.add(&sc.attn, &x, rows * h)?;
                 e.add(&sc.mlp, &x, rows * h)?;
             }
             BlockKind::Sandwich => {
                 let input = e.norm_input(&x, NormSel::Layer(l, NormId::Attn), &sc.normed, rows)?;
-                ctx.attention(e, l, input, &sc, cache.as_deref_mut(), &mut slots)?;
+                ctx.attention(e, l, input, &sc, cache.as_deref_mut(), &mut slots, None)?;
                 e.norm(
                     &sc.attn,
                     NormSel::Layer(l, NormId::PostAttn),
@@ -476,7 +489,7 @@ pub fn run<E: Exec>(
                 )?;
                 e.add(&sc.attn2, &x, rows * h)?;
                 let input = e.norm_input(&x, NormSel::Layer(l, NormId::Mlp), &sc.normed, rows)?;
-                ctx.mlp(e, l, input, &sc, &mut slots)?;
+                ctx.mlp(e, l, input, &sc, &mut slots, None)?;
                 e.norm(&sc.mlp, NormSel::Layer(l, NormId::PostMlp), &sc.mlp2, rows)?;
                 e.add(&sc.mlp2, &x, rows * h)?;
             }
@@ -488,11 +501,12 @@ pub fn run<E: Exec>(
                     &sc,
                     cache.as_deref_mut(),
                     &mut slots,
+                    None,
                 )?;
                 e.add(&sc.attn, &x, rows * h)?;
                 e.norm(&x, NormSel::Layer(l, NormId::Attn), &sc.normed, rows)?;
                 std::mem::swap(&mut x, &mut sc.normed);
-                ctx.mlp(e, l, LinearIn::plain(&x), &sc, &mut slots)?;
+                ctx.mlp(e, l, LinearIn::plain(&x), &sc, &mut slots, None)?;
                 e.add(&sc.mlp, &x, rows * h)?;
                 e.norm(&x, NormSel::Layer(l, NormId::Mlp), &sc.normed, rows)?;
                 std::mem::swap(&mut x, &mut sc.normed);
@@ -748,6 +762,14 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Nothing reads layer `l`'s attention or MLP output on its own: no capture of the sites and
+    /// no intervention there.
+    fn outputs_unused(&self, l: usize) -> bool {
+        !self.req.capture.sites
+            && self.edits.at(Site::AttnOut, l).is_empty()
+            && self.edits.at(Site::MlpOut, l).is_empty()
+    }
+
     /// Residual entry `entry` (the stream entering block `entry`): captured, and through the lens.
     fn entry<E: Exec>(
         &self,
@@ -776,6 +798,7 @@ impl Ctx<'_> {
     }
 
     /// The attention sub-layer of layer `l` on `input`; its output lands in `sc.attn`.
+    #[allow(clippy::too_many_arguments)]
     fn attention<E: Exec>(
         &self,
         e: &mut E,
@@ -784,6 +807,7 @@ impl Ctx<'_> {
         sc: &Scratch<E::Buf>,
         cache: Option<&mut KvCache<E::Buf>>,
         slots: &mut Slots,
+        residual: Option<&E::Buf>,
     ) -> Result<()> {
         let s = self.s;
         let (b, t) = (self.b, self.t);
@@ -843,6 +867,9 @@ impl Ctx<'_> {
         if self.req.capture.sites {
             slots.head_z[l] = Some(e.read(&sc.z, 0, rows * nh * hd)?);
         }
+        if let Some(x) = residual {
+            return e.linear(LinearIn::plain(&sc.z), l, LinearId::O, x, rows, true);
+        }
         e.linear(
             LinearIn::plain(&sc.z),
             l,
@@ -867,31 +894,25 @@ impl Ctx<'_> {
         input: LinearIn<'_, E::Buf>,
         sc: &Scratch<E::Buf>,
         slots: &mut Slots,
+        residual: Option<&E::Buf>,
     ) -> Result<()> {
         let s = self.s;
         let rows = self.b * self.t;
         let n = rows * s.intermediate;
+        let (dst, acc) = match residual {
+            Some(x) => (x, true),
+            None => (&sc.mlp, false),
+        };
         if s.activation.is_gated() {
             e.linear_gated(input, l, &sc.gate, &sc.up, rows)?;
-            e.linear(
-                LinearIn::plain(&sc.gate),
-                l,
-                LinearId::Down,
-                &sc.mlp,
-                rows,
-                false,
-            )?;
+            e.linear(LinearIn::plain(&sc.gate), l, LinearId::Down, dst, rows, acc)?;
         } else {
             e.linear(input, l, LinearId::Up, &sc.up, rows, false)?;
             e.activate(&sc.up, n)?;
-            e.linear(
-                LinearIn::plain(&sc.up),
-                l,
-                LinearId::Down,
-                &sc.mlp,
-                rows,
-                false,
-            )?;
+            e.linear(LinearIn::plain(&sc.up), l, LinearId::Down, dst, rows, acc)?;
+        }
+        if residual.is_some() {
+            return Ok(());
         }
         self.edits
             .apply(e, Site::MlpOut, l, &sc.mlp, s.hidden, s.head_dim)?;
@@ -943,6 +964,9 @@ impl<E: Exec> Exec for Timed<'_, E> {
 
     fn spec(&self) -> &ArchSpec {
         self.inner.spec()
+    }
+    fn fuses_residual(&self) -> bool {
+        self.inner.fuses_residual()
     }
     fn alloc(&mut self, len: usize, what: &'static str) -> Result<E::Buf> {
         timed!(self, "alloc", self.inner.alloc(len, what))

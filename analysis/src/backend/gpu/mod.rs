@@ -323,6 +323,11 @@ impl Exec for GpuExec<'_> {
         &self.g.spec
     }
 
+    /// The output projections add into the residual in their epilogue (`linear.wgsl`).
+    fn fuses_residual(&self) -> bool {
+        true
+    }
+
     fn alloc(&mut self, len: usize, what: &'static str) -> Result<wgpu::Buffer> {
         self.ctx().buffer(what, len)
     }
