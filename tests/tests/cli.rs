@@ -299,7 +299,10 @@ fn bench_profile_gives_gpu_time_per_shader_from_timestamps() {
     // Fused away: the layer norms into the matmuls, the gate into the up projection, the residual
     // adds into the output projections. Only the final norm is left.
     for shader in ["gated", "add"] {
-        assert!(!names.contains(&shader), "{shader} still dispatched: {names:?}");
+        assert!(
+            !names.contains(&shader),
+            "{shader} still dispatched: {names:?}"
+        );
     }
     let norms = profile.iter().find(|e| e[0] == "rms_norm").unwrap();
     assert_eq!(norms[2].as_f64().unwrap(), 1.0, "{profile:?}");

@@ -797,7 +797,8 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// The attention sub-layer of layer `l` on `input`; its output lands in `sc.attn`.
+    /// The attention sub-layer of layer `l` on `input`; its output lands in `sc.attn`, or is added
+    /// into `residual` when one is given (nothing reads it on its own then).
     #[allow(clippy::too_many_arguments)]
     fn attention<E: Exec>(
         &self,
@@ -886,7 +887,7 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// The MLP of layer `l` on `input`; its output lands in `sc.mlp`.
+    /// The MLP of layer `l` on `input`; its output lands in `sc.mlp`, or is added into `residual`.
     fn mlp<E: Exec>(
         &self,
         e: &mut E,
