@@ -49,6 +49,7 @@ shaders! {
     Matvec => "matvec.wgsl", [Quant, Linear];
     Rope => "rope.wgsl", [];
     Attention => "attention.wgsl", [Reduce];
+    AttentionTiled => "attention_tiled.wgsl", [];
     Gelu => "gelu.wgsl", [];
     Gated => "gated.wgsl", [];
     Edit => "edit.wgsl", [];

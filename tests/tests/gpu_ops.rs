@@ -414,28 +414,38 @@ fn fused_attention_with_and_without_probabilities() {
             let what = format!(
                 "[{path}] attention t={t} past={past} causal={causal} window={window:?} softcap={softcap:?} heads {nh}/{nkv}x{hd}"
             );
-            for with_probs in [false, true] {
+            use ops::attention::AttnKernel;
+            let mut kernels = vec![AttnKernel::PerQuery];
+            if hd <= ops::attention::TILED_HEAD_DIM {
+                kernels.push(AttnKernel::Tiled);
+            }
+            for (with_probs, kernel) in [false, true]
+                .into_iter()
+                .flat_map(|p| kernels.iter().map(move |&k| (p, k)))
+            {
                 let out = poisoned(&ctx, batch * t * nh * hd);
                 let probs = poisoned(&ctx, batch * nh * t * keys);
                 let got = run(&ctx, &out, |enc| {
                     let p = with_probs.then_some(&probs);
-                    ops::attention::attention(&ctx, enc, &qb, &kb, &vb, &out, p, &sh).unwrap()
+                    let bufs = [&qb, &kb, &vb, &out];
+                    ops::attention::attention_with(&ctx, enc, bufs, p, &sh, kernel).unwrap()
                 });
                 let got_p = run(&ctx, &probs, |_| {});
+                let what = format!("{what} {kernel:?}");
                 for b in 0..batch {
                     let (want_p, want) = attention_reference(&q, &k, &v, &sh, b * t, b * stride);
                     let span = b * t * nh * hd..(b + 1) * t * nh * hd;
                     assert_close(
                         &got[span],
                         &want,
-                        &format!("[{path}] {what} probs {with_probs} batch {b}"),
+                        &format!("{what} probs {with_probs} batch {b}"),
                     );
                     let span = b * nh * t * keys..(b + 1) * nh * t * keys;
                     if with_probs {
                         assert_close(
                             &got_p[span],
                             &want_p,
-                            &format!("[{path}] {what} probabilities batch {b}"),
+                            &format!("{what} probabilities batch {b}"),
                         );
                     } else {
                         assert!(

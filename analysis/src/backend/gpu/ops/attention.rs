@@ -1,5 +1,7 @@
-//! `attention.wgsl`: scores, mask, softmax and values in one dispatch per layer, one workgroup per
-//! (query, head, sequence); the probabilities are written only when they are captured, straight
+//! `attention_tiled.wgsl` (heads up to 128 dimensions: 8 queries per workgroup sharing each key and
+//! value tile) and `attention.wgsl` (any head up to 256: one query per workgroup): scores, mask,
+//! softmax and values in one dispatch per layer; the probabilities are written only when they are
+//! captured, straight
 //! into the capture buffer, or, where it is larger than one binding, in blocks of queries through a
 //! scratch buffer and copies.
 
@@ -34,8 +36,20 @@ pub struct AttentionParams {
 // SAFETY: repr(C), 32-bit fields.
 unsafe impl Params for AttentionParams {}
 
-/// The largest head dimension the kernel takes (4 slots of 64 threads).
+/// The largest head dimension the per-query kernel takes (4 slots of 64 threads).
 pub const MAX_HEAD_DIM: usize = 256;
+/// The largest head dimension of the tiled kernel, and its queries per workgroup.
+pub const TILED_HEAD_DIM: usize = 128;
+pub const TILED_QUERIES: usize = 8;
+
+/// Which attention kernel runs: the tiled one where the head fits it, or one forced (the op tests
+/// run both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttnKernel {
+    Auto,
+    PerQuery,
+    Tiled,
+}
 
 /// out `[batch * seq, heads * head_dim]` from q, the keys and values `[batch * key_stride, kv_heads
 /// * head_dim]`; with `probs`, the probabilities `[batch][heads][seq][keys]` as well.
@@ -50,6 +64,33 @@ pub fn attention(
     probs: Option<&wgpu::Buffer>,
     sh: &AttnShape,
 ) -> Result<()> {
+    attention_with(ctx, enc, [q, k, v, out], probs, sh, AttnKernel::Auto)
+}
+
+pub fn attention_with(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    [q, k, v, out]: [&wgpu::Buffer; 4],
+    probs: Option<&wgpu::Buffer>,
+    sh: &AttnShape,
+    kernel: AttnKernel,
+) -> Result<()> {
+    let tiled = match kernel {
+        AttnKernel::Auto => sh.head_dim <= TILED_HEAD_DIM,
+        AttnKernel::PerQuery => false,
+        AttnKernel::Tiled if sh.head_dim > TILED_HEAD_DIM => {
+            return Err(PrismError::Backend(format!(
+                "attention_tiled.wgsl takes heads of up to {TILED_HEAD_DIM} dimensions, not {}",
+                sh.head_dim
+            )))
+        }
+        AttnKernel::Tiled => true,
+    };
+    let (shader, per_group) = if tiled {
+        (Shader::AttentionTiled, TILED_QUERIES)
+    } else {
+        (Shader::Attention, 1)
+    };
     if sh.head_dim > MAX_HEAD_DIM {
         return Err(PrismError::Backend(format!(
             "attention.wgsl takes heads of up to {MAX_HEAD_DIM} dimensions, not {}",
@@ -87,9 +128,13 @@ pub fn attention(
     let probs = match probs {
         Some(pr) if pr.size() > limit => pr,
         direct => {
-            let groups = (sh.seq as u32, sh.heads as u32, sh.batch as u32);
+            let groups = (
+                sh.seq.div_ceil(per_group) as u32,
+                sh.heads as u32,
+                sh.batch as u32,
+            );
             let pr = direct.unwrap_or(&ctx.dummy);
-            return record(ctx, enc, Shader::Attention, &p, &[q, k, v, out, pr], groups);
+            return record(ctx, enc, shader, &p, &[q, k, v, out, pr], groups);
         }
     };
     let row = sh.heads * sh.keys * 4;
