@@ -2,7 +2,8 @@
 # Prism on a real GPU: `prism bench` for SmolLM2 (and a 1B-shaped GGUF, when one is given) at 32,
 # 128 and 512 tokens, without capture and with every capture, on each GPU feature path (exact:
 # no subgroups; subgroups; fast: f16 weight staging), with GPU time per shader from timestamp
-# queries, and the CPU alongside, written as one Markdown table for BENCHMARKS.md.
+# queries (and the matmul shaders' own GFLOP/s, to set against the GPU's f32 peak), and the CPU
+# alongside, written as one Markdown table for BENCHMARKS.md.
 #
 #   scripts/gpu-bench.sh [OUT_DIR]
 #
@@ -72,8 +73,8 @@ done
 python3 - "$OUT" $MODELS <<'EOF'
 import json, os, sys
 out, models = sys.argv[1], sys.argv[2:]
-lines = ["| model | backend | path | tokens | capture | median ms | tokens/s | GFLOP/s | top shaders (GPU ms per pass) |",
-         "|---|---|---|---|---|---|---|---|---|"]
+lines = ["| model | backend | path | tokens | capture | median ms | tokens/s | GFLOP/s | matmul GFLOP/s | top shaders (GPU ms per pass) |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
 adapter = None
 for m in models:
     name = os.path.basename(m).removesuffix(".gguf")
@@ -85,7 +86,8 @@ for m in models:
                 backend = "gpu" if p["backend"].startswith("gpu") else "cpu"
                 adapter = adapter or (p.get("adapter") if backend == "gpu" else None)
                 lines.append(f"| {name} | {backend} | {'' if path == 'cpu' else path} | {p['tokens']} | {cap} | "
-                             f"{p['median_ms']:.2f} | {p['tokens_per_s']:.0f} | {p['gflops']:.1f} | {top} |")
+                             f"{p['median_ms']:.2f} | {p['tokens_per_s']:.0f} | {p['gflops']:.1f} | "
+                             f"{'' if p.get('matmul_gflops') is None else format(p['matmul_gflops'], '.0f')} | {top} |")
 table = "\n".join(lines)
 open(f"{out}/table.md", "w").write(f"adapter: {adapter}\n\n{table}\n")
 print(f"adapter: {adapter}\n\n{table}")

@@ -293,7 +293,13 @@ fn bench_profile_gives_gpu_time_per_shader_from_timestamps() {
     let p = &v["passes"][0];
     let profile = p["profile"].as_array().expect("profile");
     let names: Vec<&str> = profile.iter().map(|e| e[0].as_str().unwrap()).collect();
-    for shader in ["matmul", "rms_norm", "rope", "attention_tiled", "logit_stats"] {
+    for shader in [
+        "matmul",
+        "rms_norm",
+        "rope",
+        "attention_tiled",
+        "logit_stats",
+    ] {
         assert!(names.contains(&shader), "{shader} missing from {names:?}");
     }
     // Fused away: the layer norms into the matmuls, the gate into the up projection, the residual
