@@ -312,6 +312,13 @@ fn bench_profile_gives_gpu_time_per_shader_from_timestamps() {
     }
     let norms = profile.iter().find(|e| e[0] == "rms_norm").unwrap();
     assert_eq!(norms[2].as_f64().unwrap(), 1.0, "{profile:?}");
+    // The matmul shaders' own rate: the pass's matmul work over their GPU time, so above the
+    // whole pass's rate.
+    let (mm, all) = (
+        p["matmul_gflops"].as_f64().unwrap(),
+        p["gflops"].as_f64().unwrap(),
+    );
+    assert!(mm > all, "matmul {mm} GFLOP/s vs the pass {all}");
     // Two layers of q, k, v, o, gate, up and down, plus the unembedding.
     let matmul = profile.iter().find(|e| e[0] == "matmul").unwrap();
     assert_eq!(matmul[2].as_f64().unwrap(), 15.0);
