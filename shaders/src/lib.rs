@@ -48,8 +48,8 @@ shaders! {
     Matmul => "matmul.wgsl", [Staged, Quant, Linear];
     Matvec => "matvec.wgsl", [Quant, Linear];
     Rope => "rope.wgsl", [];
-    Attention => "attention.wgsl", [Reduce];
-    AttentionTiled => "attention_tiled.wgsl", [];
+    Attention => "attention.wgsl", [AttentionIo, Reduce];
+    AttentionTiled => "attention_tiled.wgsl", [AttentionIo];
     Gelu => "gelu.wgsl", [];
     Gated => "gated.wgsl", [];
     Edit => "edit.wgsl", [];
@@ -60,6 +60,7 @@ shaders! {
 const QUANT: &str = include_str!("../wgsl/quant.wgsl");
 const LINEAR: &str = include_str!("../wgsl/linear.wgsl");
 const REDUCE: &str = include_str!("../wgsl/reduce.wgsl");
+const ATTENTION_IO: &str = include_str!("../wgsl/attention_io.wgsl");
 const REDUCE_SUBGROUP: &str = include_str!("../wgsl/reduce_subgroup.wgsl");
 
 /// A piece of WGSL prepended to the shaders that use it.
@@ -69,6 +70,8 @@ pub enum Library {
     Quant,
     /// `linear.wgsl`: what the two matmul kernels share.
     Linear,
+    /// `attention_io.wgsl`: what the two attention kernels share.
+    AttentionIo,
     /// `reduce.wgsl`, or `reduce_subgroup.wgsl` on the subgroup path: workgroup reductions.
     Reduce,
     /// `alias Staged = f32;`, or `f16` on the f16 path: the type weights are staged in.
@@ -115,6 +118,7 @@ impl Shader {
     pub const LIBRARIES: &'static [&'static str] = &[
         "quant.wgsl",
         "linear.wgsl",
+        "attention_io.wgsl",
         "reduce.wgsl",
         "reduce_subgroup.wgsl",
     ];
@@ -133,6 +137,7 @@ impl Shader {
             let text = match lib {
                 Library::Quant => QUANT,
                 Library::Linear => LINEAR,
+                Library::AttentionIo => ATTENTION_IO,
                 // Naga takes subgroup operations without an `enable` (it refuses `enable subgroups`).
                 Library::Reduce if paths.subgroups => REDUCE_SUBGROUP,
                 Library::Reduce => REDUCE,

@@ -2,8 +2,7 @@
 // one head of one sequence per workgroup (x: query q0 + x, y: head, z: sequence b0 + z):
 //   s[key] = cap(scale * dot(q[q_row + qi][h], k[k_row + key][h / group]))   for allowed keys
 //   out[q_row + qi][h] = sum_key softmax(s)[key] * v[k_row + key][h / group]
-// Allowed keys: all, or with causal = 1 those with key <= position and position - key < window,
-// where position = past + qi (so they form one range lo..=hi). cap(x) = softcap * tanh(x / softcap)
+// Allowed keys: key_lo(qi)..=key_hi(qi) (attention_io.wgsl). cap(x) = softcap * tanh(x / softcap)
 // when softcap > 0. Keys go by in tiles of 64, one score per thread; the values' rows are read
 // by consecutive threads (one dimension each).
 // Without probabilities (write_probs = 0) one pass keeps a running max and sum (online softmax).
@@ -11,41 +10,11 @@
 // row to probs[z][h][x][key] (exactly 0 where masked) and sums the values with them; a dispatch
 // covers queries q0 .. q0 + q_rows, so that the probabilities of a long text can come in blocks.
 
-struct Params {
-    seq: u32,
-    past: u32,
-    keys: u32,
-    key_stride: u32,
-    heads: u32,
-    kv_heads: u32,
-    head_dim: u32,
-    causal: u32,
-    window: u32,
-    scale: f32,
-    softcap: f32,
-    write_probs: u32,
-    q0: u32,
-    q_rows: u32,
-    b0: u32,
-    _pad: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> k: array<f32>;
-@group(0) @binding(3) var<storage, read> v: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
-@group(0) @binding(5) var<storage, read_write> probs: array<f32>;
-
 const WG: u32 = 64u;
 // Head dimensions up to 4 * 64.
 const SLOTS: u32 = 4u;
 var<workgroup> qs: array<f32, 256>;
 var<workgroup> ps: array<f32, 64>;
-
-fn neg_inf() -> f32 {
-    return bitcast<f32>(0xff800000u);
-}
 
 // The score of `key` (allowed) for the query row staged in `qs`.
 fn score(kb: u32) -> f32 {
@@ -70,15 +39,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let k_row = b * params.key_stride;
     let kv_step = params.kv_heads * params.head_dim;
     let kv_base = k_row * kv_step + kvh * params.head_dim;
-    let position = params.past + qi;
-    var lo = 0u;
-    var hi = params.keys - 1u;
-    if (params.causal == 1u) {
-        hi = min(position, hi);
-        if (position >= params.window) {
-            lo = position + 1u - params.window;
-        }
-    }
+    let lo = key_lo(qi);
+    let hi = key_hi(qi);
     for (var d = li; d < params.head_dim; d += WG) {
         qs[d] = q[q_base + d];
     }

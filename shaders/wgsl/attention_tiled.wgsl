@@ -1,4 +1,5 @@
-// Attention in one kernel, as attention.wgsl computes it (same parameters, bindings and result),
+// Attention in one kernel, as attention.wgsl computes it (same parameters, bindings and result,
+// from attention_io.wgsl),
 // for heads of up to 128 dimensions: a workgroup takes a tile of 8 queries of one head of one
 // sequence (x: query tile, y: head, z: sequence), so that each tile of 16 keys and of 16 values is
 // loaded into shared memory once for the 8 queries instead of once per query.
@@ -6,32 +7,6 @@
 //   each query's row: running max and sum (online softmax), or, when the probabilities are
 //   written, a first sweep for the max and sum and a second that writes them; stage V; each thread
 //   updates its dimensions (d = thread, thread + 64) of the 8 outputs.
-
-struct Params {
-    seq: u32,
-    past: u32,
-    keys: u32,
-    key_stride: u32,
-    heads: u32,
-    kv_heads: u32,
-    head_dim: u32,
-    causal: u32,
-    window: u32,
-    scale: f32,
-    softcap: f32,
-    write_probs: u32,
-    q0: u32,
-    q_rows: u32,
-    b0: u32,
-    _pad: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> k: array<f32>;
-@group(0) @binding(3) var<storage, read> v: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
-@group(0) @binding(5) var<storage, read_write> probs: array<f32>;
 
 const WG: u32 = 64u;
 const QT: u32 = 8u;
@@ -43,26 +18,6 @@ var<workgroup> sc: array<f32, 128>;
 var<workgroup> row_m: array<f32, 8>;
 var<workgroup> row_l: array<f32, 8>;
 var<workgroup> row_alpha: array<f32, 8>;
-
-fn neg_inf() -> f32 {
-    return bitcast<f32>(0xff800000u);
-}
-
-// The allowed keys of query `qi` (of its sequence): lo..=hi.
-fn key_lo(qi: u32) -> u32 {
-    let position = params.past + qi;
-    if (params.causal == 1u && position >= params.window) {
-        return position + 1u - params.window;
-    }
-    return 0u;
-}
-
-fn key_hi(qi: u32) -> u32 {
-    if (params.causal == 1u) {
-        return min(params.past + qi, params.keys - 1u);
-    }
-    return params.keys - 1u;
-}
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
