@@ -1,11 +1,13 @@
 // What the two matmul kernels share (prepended to matmul.wgsl and matvec.wgsl, after quant.wgsl):
-// the parameters, the bindings, the RMSNorm prologue's input and the epilogue.
+// the parameters, the bindings, the folded norm's input and the epilogue.
 //
-//   y[t][o] (op)= sum_i (x[t][i] * rstd[t] * g[i]) * W[o][i] + bias[o]
+//   y[t][o] (op)= sum_i n(x[t])[i] * W[o][i] + bias[o]
 //
 // W may be one row chunk of a larger matrix: its rows are outputs o_offset .. o_offset + out_rows.
-// With norm = 1 the input is RMSNorm(x) * g, computed inside the matmul (rstd[t] = 1 / sqrt(mean
-// x[t]^2 + eps)) so that the normalized activations are never written out. `epilogue` says what
+// The norm n is computed inside the matmul, so that normalized activations are never written out:
+// norm = 0 none, 1 RMSNorm x * rstd * g (rstd = 1 / sqrt(mean x^2 + eps)), 2 LayerNorm
+// (x - mean) * rstd * g + b (rstd = 1 / sqrt(mean (x - mean)^2 + eps)), as rms_norm.wgsl and
+// layer_norm.wgsl compute them. `epilogue` says what
 // happens to y: 0 store, 1 add (a residual), 2 y = silu(y) * result, 3 y = gelu_tanh(y) * result
 // (the gated MLP, with y holding the gate projection).
 
@@ -29,26 +31,46 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 @group(0) @binding(5) var<storage, read> norm_w: array<f32>;
+@group(0) @binding(6) var<storage, read> norm_b: array<f32>;
 
-// Input i of token t (0 outside the matrix); with the norm folded in, normalized with the
-// token's factor `rstd` exactly as rms_norm.wgsl does it: x * rstd * g.
-fn input_at(t: u32, i: u32, rstd: f32) -> f32 {
+// Input i of token t (0 outside the matrix), normalized with the token's (mean, rstd).
+fn input_at(t: u32, i: u32, st: vec2<f32>) -> f32 {
     if (t >= params.rows || i >= params.in_dim) {
         return 0.0;
     }
     let v = x[t * params.in_dim + i];
-    if (params.norm == 1u) {
-        return v * rstd * norm_w[i];
+    switch params.norm {
+        case 1u: {
+            return v * st.y * norm_w[i];
+        }
+        case 2u: {
+            return (v - st.x) * st.y * norm_w[i] + norm_b[i];
+        }
+        default: {
+            return v;
+        }
     }
-    return v;
 }
 
-// The RMSNorm factor of a token from its sum of squares (1 without the norm).
-fn rstd_of(sum_sq: f32) -> f32 {
-    if (params.norm == 1u) {
-        return 1.0 / sqrt(sum_sq / f32(params.in_dim) + params.eps);
+// The part of token t's statistics that one thread of `lanes` gathers (inputs lane, lane + lanes,
+// ...): the sum of x (which = 0, LayerNorm's first pass) or of (x - mean)^2 (which = 1).
+fn partial_stat(t: u32, lane: u32, lanes: u32, which: u32, mean: f32) -> f32 {
+    var s = 0.0;
+    if (t < params.rows) {
+        for (var i = lane; i < params.in_dim; i += lanes) {
+            let v = x[t * params.in_dim + i];
+            if (which == 0u) {
+                s += v;
+            } else {
+                s += (v - mean) * (v - mean);
+            }
+        }
     }
-    return 1.0;
+    return s;
+}
+
+fn rstd_of(sum_sq: f32) -> f32 {
+    return 1.0 / sqrt(sum_sq / f32(params.in_dim) + params.eps);
 }
 
 // Output o (of the whole matrix) of token t, with the bias and the epilogue.

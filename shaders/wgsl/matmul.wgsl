@@ -20,22 +20,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let sr = li / 4u;
     let sq = li % 4u;
 
-    // RMSNorm prologue: the sum of squares of each of the 64 tokens, 4 threads per token; each
-    // thread keeps the factor of the token it stages.
-    var rstd = 1.0;
-    if (params.norm == 1u) {
-        var ss = 0.0;
+    // Norm prologue: the statistics of each of the 64 tokens, 4 threads per token (LayerNorm:
+    // the mean, then the centred squares); each thread keeps those of the token it stages.
+    var st = vec2<f32>(0.0, 1.0);
+    if (params.norm != 0u) {
         let t = t0 + sr;
-        if (t < params.rows) {
-            for (var i = sq; i < params.in_dim; i += 4u) {
-                let v = x[t * params.in_dim + i];
-                ss += v * v;
-            }
+        if (params.norm == 2u) {
+            xs[sr][sq] = partial_stat(t, sq, 4u, 0u, 0.0);
+            workgroupBarrier();
+            let p = xs[sr];
+            st.x = (p.x + p.y + p.z + p.w) / f32(params.in_dim);
+            workgroupBarrier();
         }
-        xs[sr][sq] = ss;
+        xs[sr][sq] = partial_stat(t, sq, 4u, 1u, st.x);
         workgroupBarrier();
         let p = xs[sr];
-        rstd = rstd_of(p.x + p.y + p.z + p.w);
+        st.y = rstd_of(p.x + p.y + p.z + p.w);
         workgroupBarrier();
     }
 
@@ -58,7 +58,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                 w = wv[j];
             }
             ws[(sq * 8u + j) * 16u + sr / 4u][sr % 4u] = Staged(w);
-            xs[(sq * 8u + j) * 16u + sr / 4u][sr % 4u] = input_at(t0 + sr, k0 + j, rstd);
+            xs[(sq * 8u + j) * 16u + sr / 4u][sr % 4u] = input_at(t0 + sr, k0 + j, st);
         }
         workgroupBarrier();
         for (var k = 0u; k < BK; k++) {

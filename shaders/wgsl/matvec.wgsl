@@ -14,29 +14,28 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let o = (wid.y * nwg.x + wid.x) * 8u + r;
     let rows = min(params.rows, TOKENS);
 
-    // RMSNorm prologue: 8 threads per token.
-    var rstd: array<f32, 8>;
+    // Norm prologue: 8 threads per token (LayerNorm: the mean, then the centred squares).
+    var st: array<vec2<f32>, 8>;
     for (var t = 0u; t < TOKENS; t++) {
-        rstd[t] = 1.0;
+        st[t] = vec2<f32>(0.0, 1.0);
     }
-    if (params.norm == 1u) {
-        var ss = 0.0;
-        if (r < rows) {
-            for (var i = lane; i < params.in_dim; i += 8u) {
-                let v = x[r * params.in_dim + i];
-                ss += v * v;
+    if (params.norm != 0u) {
+        for (var which = select(1u, 0u, params.norm == 2u); which < 2u; which++) {
+            red[li] = partial_stat(r, lane, 8u, which, st[min(r, TOKENS - 1u)].x);
+            workgroupBarrier();
+            for (var t = 0u; t < rows; t++) {
+                var s = 0.0;
+                for (var l = 0u; l < 8u; l++) {
+                    s += red[t * 8u + l];
+                }
+                if (which == 0u) {
+                    st[t].x = s / f32(params.in_dim);
+                } else {
+                    st[t].y = rstd_of(s);
+                }
             }
+            workgroupBarrier();
         }
-        red[li] = ss;
-        workgroupBarrier();
-        for (var t = 0u; t < rows; t++) {
-            var s = 0.0;
-            for (var l = 0u; l < 8u; l++) {
-                s += red[t * 8u + l];
-            }
-            rstd[t] = rstd_of(s);
-        }
-        workgroupBarrier();
     }
 
     var acc: array<f32, 8>;
@@ -51,9 +50,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             decode_run(params.fmt, o * params.in_dim + k0, n);
             for (var t = 0u; t < rows; t++) {
                 var s = 0.0;
-                if (params.norm == 1u) {
+                if (params.norm != 0u) {
                     for (var j = 0u; j < n; j++) {
-                        s += wv[j] * input_at(t, k0 + j, rstd[t]);
+                        s += wv[j] * input_at(t, k0 + j, st[t]);
                     }
                 } else {
                     let xb = t * params.in_dim + k0;

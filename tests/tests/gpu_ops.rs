@@ -46,7 +46,7 @@ fn silu(g: f64) -> f64 {
 
 /// Both matmul kernels (tiled and matrix-vector), every stored format, ragged sizes (tiles cut in
 /// both directions), with a bias, each epilogue (store, add, SiLU and GELU gates) and with and
-/// without the RMSNorm folded in, against f64.
+/// without a norm folded in (RMSNorm, LayerNorm), against f64.
 #[test]
 fn matmul_kernels_every_format_epilogue_and_folded_norm() {
     use ops::matmul::{matmul_with, Epilogue, Kernel, Linear};
@@ -74,7 +74,9 @@ fn matmul_kernels_every_format_epilogue_and_folded_norm() {
             ] {
                 case += 1;
                 let epilogue = epilogues[case % 4];
-                let folded = !case.is_multiple_of(3);
+                // 0: no norm, 1: RMSNorm, 2: LayerNorm, folded into the matmul.
+                let folded = case % 3;
+                let nb = Rng::new(8).vec(cols, 0.2, 0.0);
                 let w = weight_of_type(out, cols, ty, 7 + tokens as u64);
                 let wf = w.to_f32();
                 let x = Rng::new(99).vec(tokens * cols, 1.0, 0.0);
@@ -96,19 +98,29 @@ fn matmul_kernels_every_format_epilogue_and_folded_norm() {
                 } else {
                     ctx.upload_f32("y", &y0)
                 };
-                // The input the matrix sees: x, or RMSNorm(x) * g.
+                // The input the matrix sees: x, RMSNorm(x) * g or LayerNorm(x) * g + b.
                 let eps = 1e-5;
                 let xin: Vec<f64> = (0..tokens * cols)
                     .map(|k| {
                         let t = k / cols;
                         let v = x[k] as f64;
-                        if folded {
-                            let row = &x[t * cols..(t + 1) * cols];
-                            let ms =
-                                row.iter().map(|&a| (a as f64).powi(2)).sum::<f64>() / cols as f64;
-                            v / (ms + eps).sqrt() * g[k % cols] as f64
-                        } else {
-                            v
+                        let row: Vec<f64> = x[t * cols..(t + 1) * cols]
+                            .iter()
+                            .map(|&a| a as f64)
+                            .collect();
+                        let mean = row.iter().sum::<f64>() / cols as f64;
+                        let (gi, bi) = (g[k % cols] as f64, nb[k % cols] as f64);
+                        match folded {
+                            1 => {
+                                let ms = row.iter().map(|a| a * a).sum::<f64>() / cols as f64;
+                                v / (ms + eps).sqrt() * gi
+                            }
+                            2 => {
+                                let var = row.iter().map(|a| (a - mean).powi(2)).sum::<f64>()
+                                    / cols as f64;
+                                (v - mean) / (var + eps).sqrt() * gi + bi
+                            }
+                            _ => v,
                         }
                     })
                     .collect();
@@ -136,7 +148,12 @@ fn matmul_kernels_every_format_epilogue_and_folded_norm() {
                 let mut l = Linear::new(&xb, &m, &yb, tokens);
                 l.bias = Some(&bb);
                 l.epilogue = epilogue;
-                l.norm = folded.then_some((&gb, eps as f32));
+                let nbb = ctx.upload_f32("norm bias", &nb);
+                l.norm = (folded > 0).then_some(ops::matmul::FoldedNorm {
+                    weight: &gb,
+                    bias: (folded == 2).then_some(&nbb),
+                    eps: eps as f32,
+                });
                 let got = run(&ctx, &yb, |enc| matmul_with(&ctx, enc, &l, kernel).unwrap());
                 for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
                     let err = (g as f64 - w).abs();

@@ -9,7 +9,7 @@ pub mod upload;
 use std::sync::Arc;
 
 use self::context::{f32s_from, u32_bytes, u32s_from, GpuContext};
-use self::ops::matmul::{Epilogue, Linear};
+use self::ops::matmul::{Epilogue, FoldedNorm, Linear};
 use self::upload::{upload_vector, GpuMatrix};
 use super::forward::{self, AttnShape, Edit, Exec, KvCache, LinearIn, NormSel, Readback, Table};
 use super::{Backend, IdProb, LogitsOut, Request, RowStats, RunOutput, Session};
@@ -292,7 +292,19 @@ impl<'a> GpuExec<'a> {
             .map(|(_, l)| l)
             .ok_or_else(|| PrismError::Backend(format!("layer {layer} has no {which:?} weight")))?;
         let norm = match x.norm {
-            Some(sel) => Some((&self.norm_of(sel)?.w, self.g.spec.norm_eps as f32)),
+            Some(sel) => {
+                let n = self.norm_of(sel)?;
+                Some(FoldedNorm {
+                    weight: &n.w,
+                    bias: match self.g.spec.norm {
+                        NormKind::RmsNorm => None,
+                        NormKind::LayerNorm => Some(n.b.as_ref().ok_or_else(|| {
+                            PrismError::Backend(format!("the LayerNorm {sel:?} has no bias"))
+                        })?),
+                    },
+                    eps: self.g.spec.norm_eps as f32,
+                })
+            }
             None => None,
         };
         let l = Linear {
@@ -377,8 +389,8 @@ impl Exec for GpuExec<'_> {
         self.matmul(x, layer, which, out, rows, epilogue)
     }
 
-    /// RMSNorms of the hidden width are folded into the matmuls that read them (`linear.wgsl`):
-    /// the normalized activations are never written.
+    /// Norms of the hidden width (RMSNorm and LayerNorm) are folded into the matmuls that read
+    /// them (`linear.wgsl`): the normalized activations are never written.
     fn norm_input<'b>(
         &mut self,
         x: &'b wgpu::Buffer,
@@ -387,7 +399,7 @@ impl Exec for GpuExec<'_> {
         rows: usize,
     ) -> Result<LinearIn<'b, wgpu::Buffer>> {
         let n = self.norm_of(which)?;
-        if self.g.spec.norm == NormKind::RmsNorm && n.width == self.g.spec.hidden {
+        if n.width == self.g.spec.hidden {
             return Ok(LinearIn {
                 x,
                 norm: Some(which),

@@ -1,5 +1,5 @@
 //! `matmul.wgsl` (tiled, for more than 8 tokens) and `matvec.wgsl` (1 to 8 tokens), sharing
-//! `linear.wgsl`: y[rows][out] (op)= rstd * (x * g) W^T + b, over every row chunk of W.
+//! `linear.wgsl`: y[rows][out] (op)= norm(x) W^T + b, over every row chunk of W.
 
 use prism_shaders::Shader;
 
@@ -79,8 +79,16 @@ pub struct Linear<'a> {
     pub y: &'a wgpu::Buffer,
     pub rows: usize,
     pub epilogue: Epilogue,
-    /// RMSNorm of x folded in: (weight of the hidden width, eps).
-    pub norm: Option<(&'a wgpu::Buffer, f32)>,
+    /// A norm of x folded in.
+    pub norm: Option<FoldedNorm<'a>>,
+}
+
+/// A norm computed inside the matmul: RMSNorm without a bias, LayerNorm with one.
+#[derive(Clone, Copy)]
+pub struct FoldedNorm<'a> {
+    pub weight: &'a wgpu::Buffer,
+    pub bias: Option<&'a wgpu::Buffer>,
+    pub eps: f32,
 }
 
 impl<'a> Linear<'a> {
@@ -129,8 +137,12 @@ pub fn matmul_with(
             fmt: l.w.fmt,
             has_bias: l.bias.is_some() as u32,
             epilogue,
-            norm: l.norm.is_some() as u32,
-            eps: l.norm.map_or(0.0, |n| n.1),
+            norm: match l.norm {
+                None => 0,
+                Some(FoldedNorm { bias: None, .. }) => 1,
+                Some(FoldedNorm { bias: Some(_), .. }) => 2,
+            },
+            eps: l.norm.map_or(0.0, |n| n.eps),
             _pad0: 0,
             _pad1: 0,
         };
@@ -152,7 +164,8 @@ pub fn matmul_with(
             l.x,
             l.bias.unwrap_or(dummy),
             l.y,
-            l.norm.map_or(dummy, |n| n.0),
+            l.norm.map_or(dummy, |n| n.weight),
+            l.norm.and_then(|n| n.bias).unwrap_or(dummy),
         ];
         record(ctx, enc, shader, &p, &buffers, groups)?;
     }
