@@ -301,22 +301,33 @@ impl GpuContext {
                 info.name
             ))
         })?;
-        let enabled = device.features();
         let coop = adapter
             .features()
             .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
             && has_coop_16x16x16_f16(&adapter.cooperative_matrix_properties());
         let mut ctx = Self::from_device(device, queue, &info, limits);
-        let probe = enabled
-            .contains(wgpu::Features::SUBGROUP)
-            .then(|| ctx.probe_subgroups());
-        let (paths, lines) = choose_paths(adapter.features(), enabled, req, probe, coop);
-        ctx.paths = paths;
-        ctx.adapter.features = lines;
+        ctx.choose(adapter.features(), req, coop);
         Ok(ctx)
     }
 
-    /// Wraps a device someone else created (eframe's, in the app).
+    /// Chooses the paths among those the device has enabled (probing subgroups) and `req` allows,
+    /// and describes them.
+    fn choose(&mut self, available: wgpu::Features, req: PathRequest, coop: bool) {
+        let enabled = self.device.features();
+        let probe = enabled
+            .contains(wgpu::Features::SUBGROUP)
+            .then(|| self.probe_subgroups());
+        let (paths, lines) = choose_paths(available, enabled, req, probe, coop);
+        self.paths = paths;
+        self.adapter.features = lines;
+        self.pipelines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// Wraps a device someone else created (eframe's, in the app), on the paths its enabled
+    /// features and the environment allow.
     pub fn from_device(
         device: wgpu::Device,
         queue: wgpu::Queue,
@@ -326,23 +337,17 @@ impl GpuContext {
         let lost = Arc::new(AtomicBool::new(false));
         let flag = lost.clone();
         device.set_device_lost_callback(move |_reason, _msg| flag.store(true, Ordering::SeqCst));
-        let (_, features) = choose_paths(
-            device.features(),
-            device.features(),
-            PathRequest::PLAIN,
-            None,
-            false,
-        );
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("dummy"),
             size: 16,
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        GpuContext {
+        let available = device.features();
+        let mut ctx = GpuContext {
             device,
             queue,
-            adapter: describe(info, features),
+            adapter: describe(info, Vec::new()),
             limits,
             paths: Paths::default(),
             pipelines: Mutex::new(HashMap::new()),
@@ -350,7 +355,13 @@ impl GpuContext {
             run_bytes: AtomicU64::new(0),
             dummy,
             profiler: Mutex::new(None),
-        }
+        };
+        ctx.choose(
+            available,
+            PathRequest::from_env().unwrap_or_default(),
+            false,
+        );
+        ctx
     }
 
     /// Runs `subgroup_probe.wgsl`: true when the device's subgroups are laid out as
