@@ -45,7 +45,8 @@ shaders! {
     Scale => "scale.wgsl", [];
     RmsNorm => "rms_norm.wgsl", [Reduce];
     LayerNorm => "layer_norm.wgsl", [Reduce];
-    Matmul => "matmul.wgsl", [Staged, Quant, Linear];
+    Matmul => "matmul.wgsl", [Staged, Tile64, Quant, Linear];
+    MatmulSmall => "matmul.wgsl", [Staged, Tile32, Quant, Linear];
     Matvec => "matvec.wgsl", [Quant, Linear];
     Rope => "rope.wgsl", [];
     Attention => "attention.wgsl", [AttentionIo, Reduce];
@@ -78,6 +79,10 @@ pub enum Library {
     Staged,
     /// No text: the shader uses subgroup operations on every path (the subgroup probe).
     SubgroupOps,
+    /// `const T: u32 = 64u;`: the matmul's tile (64 x 64, 256 threads).
+    Tile64,
+    /// `const T: u32 = 32u;`: a smaller tile (32 x 32, 64 threads) for small problems.
+    Tile32,
 }
 
 /// The feature paths a shader can be built for, chosen once per device (`GpuContext`). The
@@ -147,6 +152,8 @@ impl Shader {
                 }
                 Library::Staged => "alias Staged = f32;\n",
                 Library::SubgroupOps => "",
+                Library::Tile64 => "const T: u32 = 64u;\n",
+                Library::Tile32 => "const T: u32 = 32u;\n",
             };
             body.push_str(text);
             body.push('\n');
@@ -158,6 +165,15 @@ impl Shader {
     /// this).
     pub fn uses_subgroups(self) -> bool {
         self.libraries().contains(&Library::Reduce)
+    }
+
+    /// The shader's name in profiles and labels: its file, or for a variant of a shared file,
+    /// the file with the variant's suffix.
+    pub fn label(self) -> &'static str {
+        match self {
+            Shader::MatmulSmall => "matmul_small.wgsl",
+            s => s.file_name(),
+        }
     }
 
     /// Whether the shader needs subgroup operations whatever the path.

@@ -83,6 +83,8 @@ fn every_file_is_registered() {
         .chain(Shader::LIBRARIES.iter().map(|s| s.to_string()))
         .collect();
     registered.sort();
+    // Variants of one file (the matmul's tile sizes) share it.
+    registered.dedup();
     assert_eq!(files, registered);
 }
 
@@ -101,4 +103,17 @@ fn a_broken_shader_is_caught() {
         .is_err(),
     };
     assert!(failed);
+}
+
+#[test]
+fn the_matmul_tiles_have_their_workgroup_sizes() {
+    for (shader, threads) in [(Shader::Matmul, 256), (Shader::MatmulSmall, 64)] {
+        let module = naga::front::wgsl::parse_str(&shader.source()).unwrap();
+        let main = module
+            .entry_points
+            .iter()
+            .find(|e| e.name == "main")
+            .unwrap();
+        assert_eq!(main.workgroup_size, [threads, 1, 1], "{shader:?}");
+    }
 }

@@ -71,6 +71,8 @@ fn matmul_kernels_every_format_epilogue_and_folded_norm() {
                 (3, 67, Kernel::Tiled),
                 (13, 67, Kernel::Auto),
                 (70, 130, Kernel::Tiled),
+                (9, 40, Kernel::TiledSmall),
+                (45, 67, Kernel::TiledSmall),
             ] {
                 case += 1;
                 let epilogue = epilogues[case % 4];

@@ -408,13 +408,13 @@ impl GpuContext {
                 let module = self
                     .device
                     .create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(shader.file_name()),
+                        label: Some(shader.label()),
                         source: wgpu::ShaderSource::Wgsl(shader.source_with(self.paths).into()),
                     });
                 Arc::new(
                     self.device
                         .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                            label: Some(shader.file_name()),
+                            label: Some(shader.label()),
                             layout: None,
                             module: &module,
                             entry_point: Some("main"),
@@ -558,7 +558,7 @@ impl GpuContext {
             });
         }
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(shader.file_name()),
+            label: Some(shader.label()),
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
@@ -566,7 +566,7 @@ impl GpuContext {
         let timestamp_writes = match profiler.as_mut() {
             Some(p) if (p.pending.len() as u32) < MAX_TIMED => {
                 let i = p.pending.len() as u32;
-                p.pending.push(shader.file_name());
+                p.pending.push(shader.label());
                 Some(wgpu::ComputePassTimestampWrites {
                     query_set: &p.set,
                     beginning_of_pass_write_index: Some(2 * i),
@@ -580,7 +580,7 @@ impl GpuContext {
             None => None,
         };
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(shader.file_name()),
+            label: Some(shader.label()),
             timestamp_writes,
         });
         pass.set_pipeline(&pipeline);

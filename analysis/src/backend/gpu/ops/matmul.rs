@@ -29,9 +29,14 @@ pub struct MatmulParams {
 // SAFETY: repr(C), 32-bit fields.
 unsafe impl Params for MatmulParams {}
 
-/// The tiled kernel's tile: outputs (x) and tokens (y) per workgroup.
+/// The tiled kernel's tile: outputs (x) and tokens (y) per workgroup, and the small tile's side.
 pub const TILE_OUTPUTS: usize = 64;
 pub const TILE_TOKENS: usize = 64;
+pub const SMALL_TILE: usize = 32;
+/// On a hardware GPU, fewer 64 x 64 workgroups than this take the 32 x 32 tile (four times the
+/// workgroups), so that small matrices (SmolLM2's 576 x 576 at 512 tokens: 72 large tiles) still
+/// spread over the GPU's compute units. Software adapters have few cores and keep the large tile.
+pub const MIN_LARGE_GROUPS: usize = 256;
 /// The matrix-vector kernel: outputs per workgroup, and the most tokens it takes.
 pub const VEC_OUTPUTS: usize = 8;
 pub const VEC_TOKENS: usize = 8;
@@ -67,7 +72,10 @@ impl Epilogue {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
     Auto,
+    /// 64 x 64 tiles.
     Tiled,
+    /// 32 x 32 tiles.
+    TiledSmall,
     Vector,
 }
 
@@ -115,16 +123,23 @@ pub fn matmul_with(
     l: &Linear<'_>,
     kernel: Kernel,
 ) -> Result<()> {
-    let vector = match kernel {
-        Kernel::Auto => l.rows <= VEC_TOKENS,
+    let kernel = match kernel {
+        Kernel::Auto if l.rows <= VEC_TOKENS => Kernel::Vector,
+        Kernel::Auto => {
+            let large = l.w.rows.div_ceil(TILE_OUTPUTS) * l.rows.div_ceil(TILE_TOKENS);
+            if large < MIN_LARGE_GROUPS && !ctx.adapter.is_software() {
+                Kernel::TiledSmall
+            } else {
+                Kernel::Tiled
+            }
+        }
         Kernel::Vector if l.rows > VEC_TOKENS => {
             return Err(PrismError::Backend(format!(
                 "the matrix-vector kernel takes at most {VEC_TOKENS} tokens, not {}",
                 l.rows
             )))
         }
-        Kernel::Vector => true,
-        Kernel::Tiled => false,
+        k => k,
     };
     let epilogue = l.epilogue.code()?;
     for c in &l.w.chunks {
@@ -146,17 +161,18 @@ pub fn matmul_with(
             _pad0: 0,
             _pad1: 0,
         };
-        let (shader, groups) = if vector {
-            (Shader::Matvec, spread(c.rows, VEC_OUTPUTS))
-        } else {
-            (
-                Shader::Matmul,
-                (
-                    c.rows.div_ceil(TILE_OUTPUTS) as u32,
-                    l.rows.div_ceil(TILE_TOKENS) as u32,
-                    1,
-                ),
-            )
+        let tiles = |shader, side: usize| {
+            let groups = (
+                c.rows.div_ceil(side) as u32,
+                l.rows.div_ceil(side) as u32,
+                1,
+            );
+            (shader, groups)
+        };
+        let (shader, groups) = match kernel {
+            Kernel::Vector => (Shader::Matvec, spread(c.rows, VEC_OUTPUTS)),
+            Kernel::TiledSmall => tiles(Shader::MatmulSmall, SMALL_TILE),
+            _ => tiles(Shader::Matmul, TILE_OUTPUTS),
         };
         let dummy = &ctx.dummy;
         let buffers = [
