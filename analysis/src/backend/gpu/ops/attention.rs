@@ -76,7 +76,9 @@ pub fn attention_with(
     kernel: AttnKernel,
 ) -> Result<()> {
     let tiled = match kernel {
-        AttnKernel::Auto => sh.head_dim <= TILED_HEAD_DIM,
+        // A tile of 8 queries pays off from a few queries on; decoding (1 query per sequence)
+        // takes the per-query kernel, whose 64 threads each score a key.
+        AttnKernel::Auto => sh.head_dim <= TILED_HEAD_DIM && sh.seq >= TILED_QUERIES / 2,
         AttnKernel::PerQuery => false,
         AttnKernel::Tiled if sh.head_dim > TILED_HEAD_DIM => {
             return Err(PrismError::Backend(format!(
