@@ -51,6 +51,7 @@ shaders! {
     Rope => "rope.wgsl", [];
     Attention => "attention.wgsl", [AttentionIo, Reduce];
     AttentionTiled => "attention_tiled.wgsl", [AttentionIo];
+    AttentionMerge => "attention_merge.wgsl", [AttentionIo];
     Gelu => "gelu.wgsl", [];
     Gated => "gated.wgsl", [];
     Edit => "edit.wgsl", [];

@@ -9,6 +9,9 @@
 // With them, a first pass finds the max and the sum, and a second writes every probability of the
 // row to probs[z][h][x][key] (exactly 0 where masked) and sums the values with them; a dispatch
 // covers queries q0 .. q0 + q_rows, so that the probabilities of a long text can come in blocks.
+// With splits > 1 (decoding over many keys, no probabilities), x = query * splits + part, and each
+// workgroup takes one part of the query's keys and leaves its running max, sum and unnormalized
+// values in `probs` as [query][head][part][m, l, values...] for attention_merge.wgsl.
 
 const WG: u32 = 64u;
 // Head dimensions up to 4 * 64.
@@ -31,7 +34,9 @@ fn score(kb: u32) -> f32 {
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let qi = params.q0 + wid.x;
+    let splits = max(params.splits, 1u);
+    let qi = params.q0 + wid.x / splits;
+    let part = wid.x % splits;
     let h = wid.y;
     let b = params.b0 + wid.z;
     let kvh = h / (params.heads / params.kv_heads);
@@ -39,8 +44,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let k_row = b * params.key_stride;
     let kv_step = params.kv_heads * params.head_dim;
     let kv_base = k_row * kv_step + kvh * params.head_dim;
-    let lo = key_lo(qi);
-    let hi = key_hi(qi);
+    var lo = key_lo(qi);
+    var hi = key_hi(qi);
+    if (splits > 1u) {
+        // Parts of whole key tiles; the last ones may be short or empty (lo > hi).
+        let chunk = ((hi - lo + splits) / splits + WG - 1u) / WG * WG;
+        lo = lo + part * chunk;
+        hi = min(hi, lo + chunk - 1u);
+    }
     for (var d = li; d < params.head_dim; d += WG) {
         qs[d] = q[q_base + d];
     }
@@ -117,6 +128,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                 probs[p_row + key] = 0.0;
             }
         }
+    }
+    if (splits > 1u) {
+        let base = (((b * params.seq + qi) * params.heads + h) * splits + part) * (params.head_dim + 2u);
+        if (li == 0u) {
+            probs[base] = m;
+            probs[base + 1u] = l;
+        }
+        for (var i = 0u; i < SLOTS; i++) {
+            let d = li + i * WG;
+            if (d < params.head_dim) {
+                probs[base + 2u + d] = acc[i];
+            }
+        }
+        return;
     }
     let norm = select(1.0 / l, 1.0, two_pass);
     for (var i = 0u; i < SLOTS; i++) {

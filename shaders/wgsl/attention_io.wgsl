@@ -1,5 +1,5 @@
-// What the two attention kernels share (prepended to attention.wgsl and attention_tiled.wgsl):
-// the parameters, the bindings, and which keys a query may see.
+// What the attention kernels share (prepended to attention.wgsl, attention_tiled.wgsl and
+// attention_merge.wgsl): the parameters, the bindings, and which keys a query may see.
 // Allowed keys of query qi: all, or with causal = 1 those with key <= position and
 // position - key < window, where position = past + qi: one range key_lo(qi)..=key_hi(qi).
 
@@ -19,7 +19,7 @@ struct Params {
     q0: u32,
     q_rows: u32,
     b0: u32,
-    _pad: u32,
+    splits: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;

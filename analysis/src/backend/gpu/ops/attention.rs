@@ -30,7 +30,7 @@ pub struct AttentionParams {
     pub q0: u32,
     pub q_rows: u32,
     pub b0: u32,
-    pub _pad: u32,
+    pub splits: u32,
 }
 
 // SAFETY: repr(C), 32-bit fields.
@@ -49,7 +49,15 @@ pub enum AttnKernel {
     Auto,
     PerQuery,
     Tiled,
+    /// The per-query kernel with each query's keys in this many parts, then a merge.
+    Split(u32),
 }
+
+/// Keys per part when decoding splits its keys: the per-query kernel alone leaves a GPU with
+/// one workgroup per head and sequence, walking every key in turn.
+pub const SPLIT_KEYS: usize = 256;
+/// Queries x heads x sequences below which decoding over many keys is split.
+pub const SPLIT_BELOW: usize = 256;
 
 /// out `[batch * seq, heads * head_dim]` from q, the keys and values `[batch * key_stride, kv_heads
 /// * head_dim]`; with `probs`, the probabilities `[batch][heads][seq][keys]` as well.
@@ -87,7 +95,25 @@ pub fn attention_with(
             )))
         }
         AttnKernel::Tiled => true,
+        AttnKernel::Split(_) => false,
     };
+    let splits = match kernel {
+        AttnKernel::Split(n) => n.max(1) as usize,
+        AttnKernel::Auto
+            if !tiled
+                && probs.is_none()
+                && sh.keys >= 2 * SPLIT_KEYS
+                && sh.seq * sh.heads * sh.batch < SPLIT_BELOW =>
+        {
+            (sh.keys / SPLIT_KEYS).min(32)
+        }
+        _ => 1,
+    };
+    if splits > 1 && probs.is_some() {
+        return Err(PrismError::Backend(
+            "split attention does not write probabilities".into(),
+        ));
+    }
     let (shader, per_group) = if tiled {
         (Shader::AttentionTiled, TILED_QUERIES)
     } else {
@@ -124,8 +150,20 @@ pub fn attention_with(
         q0: 0,
         q_rows: sh.seq as u32,
         b0: 0,
-        _pad: 0,
+        splits: 1,
     };
+    if splits > 1 {
+        p.splits = splits as u32;
+        let parts = ctx.scratch(
+            "attention parts",
+            sh.batch * sh.seq * sh.heads * splits * (sh.head_dim + 2),
+        )?;
+        let groups = ((sh.seq * splits) as u32, sh.heads as u32, sh.batch as u32);
+        record(ctx, enc, shader, &p, &[q, k, v, out, &parts], groups)?;
+        let groups = (sh.seq as u32, sh.heads as u32, sh.batch as u32);
+        let bufs = [q, k, v, out, &parts];
+        return record(ctx, enc, Shader::AttentionMerge, &p, &bufs, groups);
+    }
     let limit = ctx.max_binding();
     let probs = match probs {
         Some(pr) if pr.size() > limit => pr,
