@@ -149,8 +149,15 @@ impl GpuBackend {
 impl Backend for GpuBackend {
     fn describe(&self) -> String {
         let a = &self.ctx.adapter;
+        let paths = self.ctx.paths;
+        let mode = match (paths.f16_weights, paths.subgroups) {
+            (false, false) => "exact",
+            (false, true) => "exact, subgroups",
+            (true, false) => "fast: f16 weights",
+            (true, true) => "fast: f16 weights, subgroups",
+        };
         format!(
-            "gpu ({}, {}, {}; {:.1} MB of weights)",
+            "gpu ({}, {}, {}; {mode}; {:.1} MB of weights)",
             a.name,
             a.backend,
             a.device_type,
