@@ -205,6 +205,30 @@ fn the_fast_mode_stays_within_its_tolerance_on_every_architecture() {
         "fast: surprisal off by {worst_bits} bits"
     );
     eprintln!("fast mode, worst: surprisal {worst_bits:.2e} bits, logits {worst_logit:.2e}");
+    // A figure of a fast-mode run says so; one of the exact mode does not. (More than 8 tokens:
+    // the fast mode is the tiled kernel's.)
+    let (path, _) = &cases()[0];
+    let model = load(path);
+    let ids: Vec<u32> = (1..12).collect();
+    let says_fast = |ctx| {
+        let backend = prism_analysis::backend::gpu::GpuBackend::new(&model, ctx).unwrap();
+        let trace = Trace::run(&model, &backend, &ids, Capture::default(), 5).unwrap();
+        let fig = prism_analysis::figure::build::text_figure(&trace, "m");
+        fig.notes.iter().any(|n| n.contains("fast mode"))
+    };
+    assert!(
+        says_fast(ctx.clone()),
+        "the fast run's figure does not say so"
+    );
+    let exact = gpu_paths()
+        .into_iter()
+        .find(|(p, _)| *p == "exact")
+        .unwrap()
+        .1;
+    assert!(
+        !says_fast(exact),
+        "an exact run's figure claims the fast mode"
+    );
 }
 
 #[test]

