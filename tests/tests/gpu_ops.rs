@@ -874,3 +874,46 @@ fn path_variables_are_checked() {
         .to_string();
     assert!(err.contains("PRISM_GPU_SUBGROUPS"), "{err}");
 }
+
+/// The automatic kernel choices, which on this machine (a software adapter) only partly run.
+#[test]
+fn automatic_kernel_choices() {
+    use ops::attention::auto_parts;
+    use ops::matmul::{auto_kernel, Kernel};
+    // Decoding: the matrix-vector kernel, on any adapter.
+    assert_eq!(auto_kernel(576, 1, false), Kernel::Vector);
+    assert_eq!(auto_kernel(576, 8, true), Kernel::Vector);
+    // SmolLM2's 576 x 576 at 512 tokens: 72 large tiles, too few for a GPU; a software adapter
+    // keeps them.
+    assert_eq!(auto_kernel(576, 512, false), Kernel::TiledSmall);
+    assert_eq!(auto_kernel(576, 512, true), Kernel::Tiled);
+    // A 1B model's 8192-wide MLP at 512 tokens: 1024 large tiles.
+    assert_eq!(auto_kernel(8192, 512, false), Kernel::Tiled);
+    let sh = |seq, keys, batch| AttnShape {
+        batch,
+        seq,
+        past: keys - seq,
+        keys,
+        key_stride: keys,
+        heads: 9,
+        kv_heads: 3,
+        head_dim: 64,
+        scale: 0.125,
+        softcap: None,
+        window: None,
+        causal: true,
+    };
+    assert_eq!(auto_parts(&sh(1, 100, 1), false), 1, "short context");
+    assert_eq!(auto_parts(&sh(1, 520, 1), false), 2);
+    assert_eq!(auto_parts(&sh(1, 8192, 1), false), 32, "at most 32 parts");
+    assert_eq!(
+        auto_parts(&sh(1, 8192, 1), true),
+        1,
+        "never with probabilities"
+    );
+    assert_eq!(
+        auto_parts(&sh(1, 8192, 30), false),
+        1,
+        "enough workgroups already"
+    );
+}

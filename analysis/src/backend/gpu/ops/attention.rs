@@ -61,6 +61,16 @@ pub const SPLIT_BELOW: usize = 256;
 
 /// out `[batch * seq, heads * head_dim]` from q, the keys and values `[batch * key_stride, kv_heads
 /// * head_dim]`; with `probs`, the probabilities `[batch][heads][seq][keys]` as well.
+/// How many parts `AttnKernel::Auto` splits each query's keys into on the per-query kernel: more
+/// than one only when decoding (few queries x heads x sequences) over many keys, without
+/// probabilities; at most 32, each of at least SPLIT_KEYS keys.
+pub fn auto_parts(sh: &AttnShape, with_probs: bool) -> usize {
+    if with_probs || sh.keys < 2 * SPLIT_KEYS || sh.seq * sh.heads * sh.batch >= SPLIT_BELOW {
+        return 1;
+    }
+    (sh.keys / SPLIT_KEYS).min(32)
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     ctx: &GpuContext,
@@ -99,14 +109,7 @@ pub fn attention_with(
     };
     let splits = match kernel {
         AttnKernel::Split(n) => n.max(1) as usize,
-        AttnKernel::Auto
-            if !tiled
-                && probs.is_none()
-                && sh.keys >= 2 * SPLIT_KEYS
-                && sh.seq * sh.heads * sh.batch < SPLIT_BELOW =>
-        {
-            (sh.keys / SPLIT_KEYS).min(32)
-        }
+        AttnKernel::Auto if !tiled => auto_parts(sh, probs.is_some()),
         _ => 1,
     };
     if splits > 1 && probs.is_some() {

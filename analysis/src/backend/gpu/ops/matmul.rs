@@ -113,6 +113,19 @@ impl<'a> Linear<'a> {
     }
 }
 
+/// The kernel `Kernel::Auto` takes for `outputs` x `tokens` on a hardware or software adapter.
+pub fn auto_kernel(outputs: usize, tokens: usize, software: bool) -> Kernel {
+    if tokens <= VEC_TOKENS {
+        return Kernel::Vector;
+    }
+    let large = outputs.div_ceil(TILE_OUTPUTS) * tokens.div_ceil(TILE_TOKENS);
+    if large < MIN_LARGE_GROUPS && !software {
+        Kernel::TiledSmall
+    } else {
+        Kernel::Tiled
+    }
+}
+
 pub fn matmul(ctx: &GpuContext, enc: &mut wgpu::CommandEncoder, l: &Linear<'_>) -> Result<()> {
     matmul_with(ctx, enc, l, Kernel::Auto)
 }
@@ -124,15 +137,7 @@ pub fn matmul_with(
     kernel: Kernel,
 ) -> Result<()> {
     let kernel = match kernel {
-        Kernel::Auto if l.rows <= VEC_TOKENS => Kernel::Vector,
-        Kernel::Auto => {
-            let large = l.w.rows.div_ceil(TILE_OUTPUTS) * l.rows.div_ceil(TILE_TOKENS);
-            if large < MIN_LARGE_GROUPS && !ctx.adapter.is_software() {
-                Kernel::TiledSmall
-            } else {
-                Kernel::Tiled
-            }
-        }
+        Kernel::Auto => auto_kernel(l.w.rows, l.rows, ctx.adapter.is_software()),
         Kernel::Vector if l.rows > VEC_TOKENS => {
             return Err(PrismError::Backend(format!(
                 "the matrix-vector kernel takes at most {VEC_TOKENS} tokens, not {}",
