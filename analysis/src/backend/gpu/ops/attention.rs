@@ -59,8 +59,6 @@ pub const SPLIT_KEYS: usize = 256;
 /// Queries x heads x sequences below which decoding over many keys is split.
 pub const SPLIT_BELOW: usize = 256;
 
-/// out `[batch * seq, heads * head_dim]` from q, the keys and values `[batch * key_stride, kv_heads
-/// * head_dim]`; with `probs`, the probabilities `[batch][heads][seq][keys]` as well.
 /// How many parts `AttnKernel::Auto` splits each query's keys into on the per-query kernel: more
 /// than one only when decoding (few queries x heads x sequences) over many keys, without
 /// probabilities; at most 32, each of at least SPLIT_KEYS keys.
@@ -71,6 +69,8 @@ pub fn auto_parts(sh: &AttnShape, with_probs: bool) -> usize {
     (sh.keys / SPLIT_KEYS).min(32)
 }
 
+/// out `[batch * seq, heads * head_dim]` from q, the keys and values `[batch * key_stride, kv_heads
+/// * head_dim]`; with `probs`, the probabilities `[batch][heads][seq][keys]` as well.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     ctx: &GpuContext,
