@@ -52,11 +52,7 @@ pub fn ablate(
     cancel: &AtomicBool,
 ) -> Result<AblationResult> {
     let s = &model.spec;
-    if !s.causal {
-        return Err(PrismError::Input(
-            "head ablation needs a causal language model".into(),
-        ));
-    }
+    crate::backend::require_causal(model, "head ablation")?;
     crate::backend::check_ids(model, ids)?;
     if ids.len() < 2 {
         return Err(PrismError::Input(

@@ -184,12 +184,7 @@ pub fn generate(
     on_token: &mut dyn FnMut(&GenToken),
 ) -> Result<Generation> {
     let s = &model.spec;
-    if !s.causal {
-        return Err(PrismError::Input(format!(
-            "{} is an encoder: it does not generate text",
-            s.architecture
-        )));
-    }
+    crate::backend::require_causal(model, "generation")?;
     crate::backend::check_ids(model, prompt)?;
     settings.sampling.validate()?;
     let capacity = (prompt.len() + settings.max_tokens).min(s.context_length);

@@ -71,11 +71,7 @@ pub fn patch(
     cancel: &AtomicBool,
 ) -> Result<PatchResult> {
     let s = &model.spec;
-    if !s.causal {
-        return Err(PrismError::Input(
-            "activation patching needs a causal language model".into(),
-        ));
-    }
+    crate::backend::require_causal(model, "activation patching")?;
     crate::backend::check_ids(model, clean)?;
     crate::backend::check_ids(model, corrupt)?;
     if clean.len() != corrupt.len() {

@@ -53,7 +53,6 @@ shaders! {
     AttentionTiled => "attention_tiled.wgsl", [AttentionIo];
     AttentionMerge => "attention_merge.wgsl", [AttentionIo];
     Gelu => "gelu.wgsl", [];
-    Gated => "gated.wgsl", [];
     Edit => "edit.wgsl", [];
     LogitStats => "logit_stats.wgsl", [Reduce];
     SubgroupProbe => "subgroup_probe.wgsl", [SubgroupOps];

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::rope::plain_inv_freq;
 use super::{
     Activation, ArchSpec, Architecture, Bias, BlockKind, Format, GgufConfig, HfConfig, LayerKind,
-    Loader, Rope, RopePairing, RopeScaling,
+    Loader, Names, Rope, RopePairing, RopeScaling,
 };
 use crate::error::Result;
 use crate::gguf::Value;
@@ -343,17 +343,15 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
         spec.head_dim,
     );
     let gguf = format == Format::Gguf;
+    let names = Names {
+        gguf,
+        layers: "model.layers",
+    };
     // HF stores w and the model scales by 1 + w; GGUF stores 1 + w.
     let plus_one = !gguf;
     let mut layers = Vec::with_capacity(spec.n_layers);
     for i in 0..spec.n_layers {
-        let n = |hf: &str, gg: &str| {
-            if gguf {
-                format!("blk.{i}.{gg}")
-            } else {
-                format!("model.layers.{i}.{hf}")
-            }
-        };
+        let n = |hf: &str, gg: &str| names.layer(i, hf, gg);
         let qk = |hf: &str, gg: &str| -> Result<Option<crate::weights::NormWeights>> {
             match spec.qk_norm {
                 true => l.norm(&n(hf, gg), hd, plus_one).map(Some),
@@ -384,11 +382,8 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
             )?),
         });
     }
-    let (embed, final_norm, head) = if gguf {
-        ("token_embd.weight", "output_norm", "output.weight")
-    } else {
-        ("model.embed_tokens.weight", "model.norm", "lm_head.weight")
-    };
+    let [embed, final_norm, head] =
+        names.top(["model.embed_tokens.weight", "model.norm", "lm_head.weight"]);
     Ok(ModelWeights {
         token_embedding: get(src, embed, &[v, h])?,
         position_embedding: None,

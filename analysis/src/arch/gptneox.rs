@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::{
     Activation, ArchSpec, Architecture, Bias, BlockKind, Format, GgufConfig, HfConfig, Loader,
-    NormKind, Positions, Rope, RopePairing,
+    Names, NormKind, Positions, Rope, RopePairing,
 };
 use crate::error::Result;
 use crate::weights::{get, LayerWeights, Linear, ModelWeights, TensorSource};
@@ -161,15 +161,13 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
         spec.n_heads,
     );
     let gguf = format == Format::Gguf;
+    let names = Names {
+        gguf,
+        layers: "gpt_neox.layers",
+    };
     let mut layers = Vec::with_capacity(spec.n_layers);
     for i in 0..spec.n_layers {
-        let n = |hf: &str, gg: &str| {
-            if gguf {
-                format!("blk.{i}.{gg}")
-            } else {
-                format!("gpt_neox.layers.{i}.{hf}")
-            }
-        };
+        let n = |hf: &str, gg: &str| names.layer(i, hf, gg);
         let qkv = l.linear(
             &n("attention.query_key_value", "attn_qkv"),
             3 * h,
@@ -217,15 +215,11 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
             post_mlp_norm: None,
         });
     }
-    let (embed, final_norm, head) = if gguf {
-        ("token_embd.weight", "output_norm", "output.weight")
-    } else {
-        (
-            "gpt_neox.embed_in.weight",
-            "gpt_neox.final_layer_norm",
-            "embed_out.weight",
-        )
-    };
+    let [embed, final_norm, head] = names.top([
+        "gpt_neox.embed_in.weight",
+        "gpt_neox.final_layer_norm",
+        "embed_out.weight",
+    ]);
     Ok(ModelWeights {
         token_embedding: get(src, embed, &[v, h])?,
         position_embedding: None,

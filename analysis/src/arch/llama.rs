@@ -8,7 +8,7 @@
 use serde::Deserialize;
 
 use super::{
-    ArchSpec, Architecture, Bias, Format, GgufConfig, HfConfig, LayerKind, Loader, Rope,
+    ArchSpec, Architecture, Bias, Format, GgufConfig, HfConfig, LayerKind, Loader, Names, Rope,
     RopePairing,
 };
 use crate::error::Result;
@@ -168,15 +168,13 @@ pub(super) fn load_decoder(
         spec.head_dim,
     );
     let gguf = format == Format::Gguf;
+    let names = Names {
+        gguf,
+        layers: "model.layers",
+    };
     let mut layers = Vec::with_capacity(spec.n_layers);
     for i in 0..spec.n_layers {
-        let n = |hf: &str, gg: &str| {
-            if gguf {
-                format!("blk.{i}.{gg}")
-            } else {
-                format!("model.layers.{i}.{hf}")
-            }
-        };
+        let n = |hf: &str, gg: &str| names.layer(i, hf, gg);
         let qk_norm = |hf: &str, gg: &str| -> Result<Option<crate::weights::NormWeights>> {
             match spec.qk_norm {
                 true => l.norm(&n(hf, gg), hd, false).map(Some),
@@ -199,11 +197,8 @@ pub(super) fn load_decoder(
             post_mlp_norm: None,
         });
     }
-    let (embed, final_norm, head) = if gguf {
-        ("token_embd.weight", "output_norm", "output.weight")
-    } else {
-        ("model.embed_tokens.weight", "model.norm", "lm_head.weight")
-    };
+    let [embed, final_norm, head] =
+        names.top(["model.embed_tokens.weight", "model.norm", "lm_head.weight"]);
     Ok(ModelWeights {
         token_embedding: get(src, embed, &[v, h])?,
         position_embedding: None,

@@ -481,6 +481,32 @@ impl GgufConfig<'_> {
     }
 }
 
+/// Tensor names in either format: a layer's tensors are `blk.{i}.{gguf name}` in GGUF and
+/// `{layers}.{i}.{hf name}` in a Hugging Face folder (`layers` like "model.layers").
+pub(crate) struct Names {
+    pub gguf: bool,
+    pub layers: &'static str,
+}
+
+impl Names {
+    pub fn layer(&self, i: usize, hf: &str, gg: &str) -> String {
+        if self.gguf {
+            format!("blk.{i}.{gg}")
+        } else {
+            format!("{}.{i}.{hf}", self.layers)
+        }
+    }
+
+    /// (token embedding, final norm, output head): GGUF's names, or the folder's `hf`.
+    pub fn top(&self, hf: [&'static str; 3]) -> [&'static str; 3] {
+        if self.gguf {
+            ["token_embd.weight", "output_norm", "output.weight"]
+        } else {
+            hf
+        }
+    }
+}
+
 /// Shared tensor-loading helpers, with shapes checked against the spec.
 pub(crate) struct Loader<'a> {
     pub src: &'a dyn TensorSource,

@@ -6,7 +6,7 @@
 use serde::Deserialize;
 
 use super::{
-    ArchSpec, Architecture, Bias, Format, GgufConfig, HfConfig, Loader, Rope, RopePairing,
+    ArchSpec, Architecture, Bias, Format, GgufConfig, HfConfig, Loader, Names, Rope, RopePairing,
 };
 use crate::error::Result;
 use crate::weights::{get, LayerWeights, ModelWeights, TensorSource};
@@ -114,15 +114,13 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
         spec.intermediate,
     );
     let gguf = format == Format::Gguf;
+    let names = Names {
+        gguf,
+        layers: "model.layers",
+    };
     let mut layers = Vec::with_capacity(spec.n_layers);
     for i in 0..spec.n_layers {
-        let n = |hf: &str, gg: &str| {
-            if gguf {
-                format!("blk.{i}.{gg}")
-            } else {
-                format!("model.layers.{i}.{hf}")
-            }
-        };
+        let n = |hf: &str, gg: &str| names.layer(i, hf, gg);
         let qkv = l.linear(
             &n("self_attn.qkv_proj", "attn_qkv"),
             q + 2 * kv,
@@ -154,11 +152,8 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
             post_mlp_norm: None,
         });
     }
-    let (embed, final_norm, head) = if gguf {
-        ("token_embd.weight", "output_norm", "output.weight")
-    } else {
-        ("model.embed_tokens.weight", "model.norm", "lm_head.weight")
-    };
+    let [embed, final_norm, head] =
+        names.top(["model.embed_tokens.weight", "model.norm", "lm_head.weight"]);
     Ok(ModelWeights {
         token_embedding: get(src, embed, &[v, h])?,
         position_embedding: None,

@@ -136,7 +136,8 @@ pub trait Exec {
     fn fuses_residual(&self) -> bool {
         false
     }
-    /// gate = act(x W_gate^T) * (x W_up^T), the gated MLP's first half (`up` is scratch).
+    /// gate = act(x W_gate^T) * (x W_up^T) with the spec's gated activation, the gated MLP's first
+    /// half (`up` is scratch).
     fn linear_gated(
         &mut self,
         x: LinearIn<'_, Self::Buf>,
@@ -144,12 +145,7 @@ pub trait Exec {
         gate: &Self::Buf,
         up: &Self::Buf,
         rows: usize,
-    ) -> Result<()> {
-        self.linear(x, layer, LinearId::Gate, gate, rows, false)?;
-        self.linear(x, layer, LinearId::Up, up, rows, false)?;
-        let n = rows * self.spec().intermediate;
-        self.gated(gate, up, n)
-    }
+    ) -> Result<()>;
     /// Rotates the first `dims` of every head of x `[rows, heads * head_dim]` in place, with cos and
     /// sin tables `[rows][dims / 2]`.
     fn rope(
@@ -171,8 +167,6 @@ pub trait Exec {
         shape: &AttnShape,
         probs: Option<&Self::Buf>,
     ) -> Result<()>;
-    /// gate = act(gate) * up (the spec's gated activation), `n` values.
-    fn gated(&mut self, gate: &Self::Buf, up: &Self::Buf, n: usize) -> Result<()>;
     /// x = act(x) in place (the spec's plain activation), `n` values.
     fn activate(&mut self, x: &Self::Buf, n: usize) -> Result<()>;
     /// dst += src, `n` values.
@@ -1046,9 +1040,6 @@ impl<E: Exec> Exec for Timed<'_, E> {
             "attention",
             self.inner.attention(q, k, v, out, shape, probs)
         )
-    }
-    fn gated(&mut self, gate: &E::Buf, up: &E::Buf, n: usize) -> Result<()> {
-        timed!(self, "activation", self.inner.gated(gate, up, n))
     }
     fn activate(&mut self, x: &E::Buf, n: usize) -> Result<()> {
         timed!(self, "activation", self.inner.activate(x, n))

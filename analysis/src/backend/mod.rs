@@ -489,6 +489,17 @@ impl Backend for Fallback {
     }
 }
 
+/// Refuses an encoder for `what` (generation, patching, ablation: they need next-token predictions).
+pub fn require_causal(model: &Model, what: &str) -> Result<()> {
+    if model.spec.causal {
+        return Ok(());
+    }
+    Err(PrismError::Input(format!(
+        "{what} needs a causal language model; {} is an encoder",
+        model.spec.architecture
+    )))
+}
+
 /// Refuses sequences a model cannot take, with a message that says why.
 pub fn check_ids(model: &Model, ids: &[u32]) -> Result<()> {
     if ids.is_empty() {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::grid::Grid;
 use super::gridrun::{start_or_stop, GridMsg, GridRun, GridSender};
 use super::strip::{self, Scale};
-use super::{restore_into, Cx, View};
+use super::{Cx, View};
 
 pub const EXAMPLE: &str =
     "Alice went to the market to buy apples, but the market was closed, so she went back home.";
@@ -390,13 +390,7 @@ impl View for AblateView {
         self.started = false;
     }
 
-    fn save(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
-    }
-
-    fn restore(&mut self, v: &serde_json::Value) {
-        restore_into(self, v)
-    }
+    crate::view_settings!();
 
     crate::view_any!();
 }

@@ -16,7 +16,7 @@ use prism_analysis::geometry::similarity::{axis_position, cosine_matrix, Neighbo
 use prism_analysis::geometry::vectors::{Extractor, Source, DEFAULT_TEMPLATE};
 use serde::{Deserialize, Serialize};
 
-use super::{restore_into, show_token, Cx, View};
+use super::{show_token, Cx, View};
 use crate::gui::worker::TaskCx;
 
 pub struct ProjectionResult {
@@ -575,13 +575,7 @@ impl View for EmbeddingsView {
         self.started = false;
     }
 
-    fn save(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
-    }
-
-    fn restore(&mut self, v: &serde_json::Value) {
-        restore_into(self, v)
-    }
+    crate::view_settings!();
 
     crate::view_any!();
 }

@@ -17,7 +17,7 @@ use prism_analysis::intervene::Intervention;
 use serde::{Deserialize, Serialize};
 
 use super::strip::{self, Scale};
-use super::{restore_into, Cx, View};
+use super::{Cx, View};
 use crate::gui::worker::Worker;
 
 /// Entropy in bits mapped to colors: 0 (sure) to 8 bits (unsure) and beyond.
@@ -355,13 +355,7 @@ impl View for GenerateView {
         self.started = false;
     }
 
-    fn save(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
-    }
-
-    fn restore(&mut self, v: &serde_json::Value) {
-        restore_into(self, v)
-    }
+    crate::view_settings!();
 
     crate::view_any!();
 }

@@ -122,6 +122,19 @@ macro_rules! view_any {
     };
 }
 
+/// Implements [`View::save`] and [`View::restore`] for a view whose serde fields are its settings.
+#[macro_export]
+macro_rules! view_settings {
+    () => {
+        fn save(&self) -> serde_json::Value {
+            serde_json::to_value(self).unwrap_or_default()
+        }
+        fn restore(&mut self, v: &serde_json::Value) {
+            $crate::views::restore_into(self, v)
+        }
+    };
+}
+
 /// Saved settings of a view, read back leniently: what does not parse is left at its default.
 pub fn restore_into<T: serde::de::DeserializeOwned>(target: &mut T, v: &serde_json::Value) {
     if v.is_null() {

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::grid::Grid;
 use super::gridrun::{start_or_stop, GridMsg, GridRun, GridSender};
 use super::strip::{self, Scale};
-use super::{restore_into, show_token, Cx, View};
+use super::{show_token, Cx, View};
 use crate::gui::worker::TaskCx;
 
 pub const SITES: [&str; 4] = ["resid_pre", "attn_out", "mlp_out", "head"];
@@ -448,13 +448,7 @@ impl View for PatchView {
         self.started = false;
     }
 
-    fn save(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
-    }
-
-    fn restore(&mut self, v: &serde_json::Value) {
-        restore_into(self, v)
-    }
+    crate::view_settings!();
 
     crate::view_any!();
 }

@@ -18,7 +18,7 @@ use prism_analysis::trace::Trace;
 use serde::{Deserialize, Serialize};
 
 use super::generate::{GenEvent, Stream, ENTROPY_SCALE};
-use super::{restore_into, Cx, View};
+use super::{Cx, View};
 
 pub const POSITIVE: &str = "I feel so happy and joyful today.
 What a wonderful, delightful day!
@@ -533,13 +533,7 @@ impl View for SteerView {
         self.status.clear();
     }
 
-    fn save(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
-    }
-
-    fn restore(&mut self, v: &serde_json::Value) {
-        restore_into(self, v)
-    }
+    crate::view_settings!();
 
     crate::view_any!();
 }

@@ -6,7 +6,7 @@ use prism_analysis::figure::{build, Colormap, Figure};
 use prism_analysis::trace::Trace;
 use serde::{Deserialize, Serialize};
 
-use super::{color32, restore_into, show_token, text_on, Cx, View};
+use super::{color32, show_token, text_on, Cx, View};
 
 /// The text view's own settings.
 #[derive(Default, Serialize, Deserialize)]
@@ -70,13 +70,7 @@ impl View for TextView {
         cx.run.is_some()
     }
 
-    fn save(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
-    }
-
-    fn restore(&mut self, v: &serde_json::Value) {
-        restore_into(self, v)
-    }
+    crate::view_settings!();
 
     crate::view_any!();
 }

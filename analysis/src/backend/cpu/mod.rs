@@ -383,7 +383,17 @@ impl Exec for CpuExec<'_> {
         Ok(())
     }
 
-    fn gated(&mut self, gate: &CpuBuf, up: &CpuBuf, n: usize) -> Result<()> {
+    fn linear_gated(
+        &mut self,
+        x: LinearIn<'_, CpuBuf>,
+        layer: usize,
+        gate: &CpuBuf,
+        up: &CpuBuf,
+        rows: usize,
+    ) -> Result<()> {
+        self.linear(x, layer, LinearId::Gate, gate, rows, false)?;
+        self.linear(x, layer, LinearId::Up, up, rows, false)?;
+        let n = rows * self.spec().intermediate;
         let act = self.spec().activation;
         let (mut g, u) = two(gate, up)?;
         if g.len() < n || u.len() < n {

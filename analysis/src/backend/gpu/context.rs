@@ -305,7 +305,7 @@ impl GpuContext {
             .features()
             .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
             && has_coop_16x16x16_f16(&adapter.cooperative_matrix_properties());
-        let mut ctx = Self::from_device(device, queue, &info, limits);
+        let mut ctx = Self::wrap(device, queue, &info, limits);
         ctx.choose(adapter.features(), req, coop);
         Ok(ctx)
     }
@@ -320,6 +320,7 @@ impl GpuContext {
         let (paths, lines) = choose_paths(available, enabled, req, probe, coop);
         self.paths = paths;
         self.adapter.features = lines;
+        // Pipelines built before (the probe's) were built for the exact path.
         self.pipelines
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -334,6 +335,20 @@ impl GpuContext {
         info: &wgpu::AdapterInfo,
         limits: wgpu::Limits,
     ) -> GpuContext {
+        let available = device.features();
+        let mut ctx = Self::wrap(device, queue, info, limits);
+        let req = PathRequest::from_env().unwrap_or_default();
+        ctx.choose(available, req, false);
+        ctx
+    }
+
+    /// The context around a device, on the exact path until `choose` picks.
+    fn wrap(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: &wgpu::AdapterInfo,
+        limits: wgpu::Limits,
+    ) -> GpuContext {
         let lost = Arc::new(AtomicBool::new(false));
         let flag = lost.clone();
         device.set_device_lost_callback(move |_reason, _msg| flag.store(true, Ordering::SeqCst));
@@ -343,8 +358,7 @@ impl GpuContext {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        let available = device.features();
-        let mut ctx = GpuContext {
+        GpuContext {
             device,
             queue,
             adapter: describe(info, Vec::new()),
@@ -355,13 +369,7 @@ impl GpuContext {
             run_bytes: AtomicU64::new(0),
             dummy,
             profiler: Mutex::new(None),
-        };
-        ctx.choose(
-            available,
-            PathRequest::from_env().unwrap_or_default(),
-            false,
-        );
-        ctx
+        }
     }
 
     /// Runs `subgroup_probe.wgsl`: true when the device's subgroups are laid out as
@@ -459,15 +467,20 @@ impl GpuContext {
                 self.max_binding()
             )));
         }
+        Ok(self.storage(label, size))
+    }
+
+    /// A storage buffer of `size` bytes that copies can go to and from, counted in the run's bytes.
+    fn storage(&self, label: &str, size: u64) -> wgpu::Buffer {
         self.count(size);
-        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
             usage: wgpu::BufferUsages::STORAGE
                 | wgpu::BufferUsages::COPY_SRC
                 | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
-        }))
+        })
     }
 
     /// A storage buffer of `len` f32s that may exceed one binding (copy targets: captures, caches).
@@ -479,15 +492,7 @@ impl GpuContext {
                 self.limits.max_buffer_size
             )));
         }
-        self.count(size);
-        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size,
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        }))
+        Ok(self.storage(label, size))
     }
 
     /// A host-readable buffer that copies land in before the one readback.

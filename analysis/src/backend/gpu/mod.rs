@@ -482,11 +482,6 @@ impl Exec for GpuExec<'_> {
         ops::attention::attention(ctx, self.enc()?, q, k, v, out, probs, sh)
     }
 
-    fn gated(&mut self, gate: &wgpu::Buffer, up: &wgpu::Buffer, n: usize) -> Result<()> {
-        let (ctx, act) = (self.ctx(), self.g.spec.activation);
-        ops::elementwise::gated(ctx, self.enc()?, gate, up, n, act)
-    }
-
     fn activate(&mut self, x: &wgpu::Buffer, n: usize) -> Result<()> {
         let (ctx, act) = (self.ctx(), self.g.spec.activation);
         ops::elementwise::gelu(ctx, self.enc()?, x, n, act)

@@ -1,4 +1,4 @@
-//! Element-wise shaders: `add.wgsl`, `scale.wgsl`, `gelu.wgsl`, `gated.wgsl`.
+//! Element-wise shaders: `add.wgsl`, `scale.wgsl`, `gelu.wgsl` (the gated activation is the up matmul's epilogue).
 
 use prism_shaders::Shader;
 
@@ -84,20 +84,4 @@ pub fn gelu(
         mode: (act == Activation::GeluErf) as u32,
     };
     record(ctx, enc, Shader::Gelu, &p, &[x], spread(n, 256))
-}
-
-/// gate = act(gate) * up (SiLU, or tanh GELU for Gemma).
-pub fn gated(
-    ctx: &GpuContext,
-    enc: &mut wgpu::CommandEncoder,
-    gate: &wgpu::Buffer,
-    up: &wgpu::Buffer,
-    n: usize,
-    act: Activation,
-) -> Result<()> {
-    let p = ModeParams {
-        n: n as u32,
-        mode: (act == Activation::GeGluTanh) as u32,
-    };
-    record(ctx, enc, Shader::Gated, &p, &[gate, up], spread(n, 256))
 }
