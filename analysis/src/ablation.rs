@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::Serialize;
 
 use crate::backend::{Backend, Capture, Input, LogitRows, Request};
-use crate::checkpoint::Model;
 use crate::error::{PrismError, Result};
 use crate::intervene::{Intervention, Op, Site};
+use crate::model::Model;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -10,11 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::Serialize;
 
 use crate::backend::{Backend, Capture, Input, LogitRows, Request, Session};
-use crate::checkpoint::Model;
 use crate::error::{PrismError, Result};
-use crate::geometry::rsa::Rng;
 use crate::intervene::{Intervention, Op, PositionSet};
 use crate::metrics::row_stats;
+use crate::model::Model;
+use crate::rng::Rng;
 use crate::trace::Prediction;
 
 /// How the next token is chosen.
@@ -76,6 +76,8 @@ pub struct GenToken {
 pub enum StopReason {
     Eos,
     MaxTokens,
+    /// The sequence filled the model's context (the positions it was trained for).
+    Context,
     Cancelled,
 }
 
@@ -85,6 +87,7 @@ impl StopReason {
         match self {
             StopReason::Eos => "stopped at an end-of-sequence token",
             StopReason::MaxTokens => "stopped at the token limit",
+            StopReason::Context => "stopped at the end of the model's context",
             StopReason::Cancelled => "cancelled",
         }
     }
@@ -208,8 +211,11 @@ pub fn generate(
     };
     let mut fed = 0usize;
     let stop_reason = loop {
-        if tokens.len() >= settings.max_tokens || ids.len() >= s.context_length {
+        if tokens.len() >= settings.max_tokens {
             break StopReason::MaxTokens;
+        }
+        if ids.len() >= s.context_length {
+            break StopReason::Context;
         }
         if cancel.load(Ordering::Relaxed) {
             break StopReason::Cancelled;
@@ -284,110 +290,9 @@ pub fn generate(
     })
 }
 
-/// A prompt through the model's chat template: one user turn, with the generation prompt
-/// (rendered with minijinja and the Python-compatible string methods templates use).
-pub fn chat_prompt(model: &Model, user: &str) -> Result<String> {
-    let template = model.info.chat_template.as_deref().ok_or_else(|| {
-        PrismError::Input(format!(
-            "{} has no chat template (GGUF tokenizer.chat_template or tokenizer_config.json chat_template)",
-            model.info.path.display()
-        ))
-    })?;
-    render_chat(template, model, &[("user", user)])
-}
-
-/// Renders `template` for `messages` (role, content) with `add_generation_prompt`, with the
-/// model's BOS and EOS texts.
-pub fn render_chat(template: &str, model: &Model, messages: &[(&str, &str)]) -> Result<String> {
-    let tok = model.tokenizer.as_ref();
-    let piece = |id: Option<u32>| {
-        id.and_then(|i| tok.and_then(|t| t.token_piece(i)))
-            .unwrap_or_default()
-    };
-    render_template(
-        template,
-        messages,
-        &piece(tok.and_then(|t| t.bos_id)),
-        &piece(tok.and_then(|t| t.eos_id)),
-    )
-}
-
-/// Renders a chat template the way transformers' `apply_chat_template` does: Jinja with
-/// `trim_blocks` and `lstrip_blocks`, Python string methods, and `raise_exception`.
-pub fn render_template(
-    template: &str,
-    messages: &[(&str, &str)],
-    bos: &str,
-    eos: &str,
-) -> Result<String> {
-    let mut env = minijinja::Environment::new();
-    env.set_trim_blocks(true);
-    env.set_lstrip_blocks(true);
-    minijinja_contrib::add_to_environment(&mut env);
-    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-    env.add_function(
-        "raise_exception",
-        |msg: String| -> std::result::Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(
-                minijinja::ErrorKind::InvalidOperation,
-                msg,
-            ))
-        },
-    );
-    let bad = |e: minijinja::Error| {
-        let mut msg = e.to_string();
-        if let Some(line) = e.line() {
-            if !msg.contains("line") {
-                msg = format!("line {line}: {msg}");
-            }
-        }
-        PrismError::Input(format!("the chat template does not render: {msg}"))
-    };
-    env.add_template("chat", template).map_err(bad)?;
-    let msgs: Vec<serde_json::Value> = messages
-        .iter()
-        .map(|(r, c)| serde_json::json!({"role": r, "content": c}))
-        .collect();
-    let ctx = minijinja::context! {
-        messages => msgs,
-        add_generation_prompt => true,
-        bos_token => bos,
-        eos_token => eos,
-    };
-    env.get_template("chat")
-        .map_err(bad)?
-        .render(ctx)
-        .map_err(bad)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn chat_templates_render_like_transformers() {
-        // trim_blocks and lstrip_blocks, Python's str methods, bos/eos, the generation prompt.
-        let t = "{{ bos_token }}{% for m in messages %}\n    {% if m.role == 'user' %}\n<|{{ m.role }}|>{{ m.content.strip() }}{{ eos_token }}\n    {% endif %}\n{% endfor %}\n{% if add_generation_prompt %}<|assistant|>{% endif %}";
-        let out = render_template(t, &[("user", "  hi  ")], "<s>", "</s>").unwrap();
-        assert_eq!(out, "<s><|user|>hi</s>\n<|assistant|>");
-    }
-
-    #[test]
-    fn a_broken_or_raising_template_is_an_error_not_a_panic() {
-        let e = render_template("{% for m in messages %}", &[("user", "x")], "", "")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("chat template does not render"), "{e}");
-        let e = render_template(
-            "{{ raise_exception('Only user and assistant roles are supported') }}",
-            &[("system", "x")],
-            "",
-            "",
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("Only user and assistant"), "{e}");
-    }
 
     #[test]
     fn greedy_and_seeded_sampling() {

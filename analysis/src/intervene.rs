@@ -319,60 +319,6 @@ pub fn parse_list(text: &str) -> Result<Vec<Intervention>> {
     })
 }
 
-/// The values of `iv`'s site in a run of `ids` (the source of a `patch`), one vector per position
-/// of that run.
-pub fn source_values(
-    model: &crate::checkpoint::Model,
-    backend: &dyn crate::backend::Backend,
-    ids: &[u32],
-    iv: &Intervention,
-) -> Result<Vec<Vec<f32>>> {
-    use crate::backend::{Capture, Input, LogitRows, Request};
-    crate::backend::check_ids(model, ids)?;
-    let s = &model.spec;
-    if iv.layer >= s.n_layers {
-        return Err(PrismError::Input(format!(
-            "intervention ({}): layer {} is out of range: the model has layers 0..{}",
-            iv.describe(),
-            iv.layer,
-            s.n_layers - 1
-        )));
-    }
-    let out = backend.run(&Request {
-        batch: 1,
-        seq: ids.len(),
-        input: Input::Ids(ids),
-        interventions: &[],
-        per_sequence: &[],
-        capture: Capture {
-            residual: true,
-            sites: true,
-            ..Capture::default()
-        },
-        logits: LogitRows::None,
-        targets: None,
-    })?;
-    let (h, hd) = (s.hidden, s.head_dim);
-    let residual = out.residual.unwrap_or_default();
-    let sites = out.sites.unwrap_or_default();
-    let l = iv.layer;
-    let rows = |m: &[f32], width: usize, c0: usize, n: usize| -> Vec<Vec<f32>> {
-        (0..ids.len())
-            .map(|p| m[p * width + c0..p * width + c0 + n].to_vec())
-            .collect()
-    };
-    Ok(match iv.site {
-        Site::ResidPre => rows(&residual[l], h, 0, h),
-        Site::ResidPost => rows(&residual[l + 1], h, 0, h),
-        Site::AttnOut => rows(&sites.attn_out[l], h, 0, h),
-        Site::MlpOut => rows(&sites.mlp_out[l], h, 0, h),
-        Site::Head => {
-            let head = iv.head.unwrap_or(0).min(s.n_heads - 1);
-            rows(&sites.head_z[l], s.n_heads * hd, head * hd, hd)
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,12 +17,15 @@ pub mod guard;
 pub mod intervene;
 pub mod memory;
 pub mod metrics;
+pub mod model;
 pub mod patching;
 pub mod quant;
+pub mod rng;
 pub mod samples;
 #[macro_use]
 pub mod simd;
 pub mod steering;
+pub mod template;
 pub mod tokenizer;
 pub mod trace;
 pub mod weights;

@@ -59,33 +59,6 @@ pub fn check(need: u64, what: &str, advice: &str) -> Result<()> {
     }
 }
 
-/// Bytes one run's captures hold: attention maps, residual stream, sites and full logit rows.
-pub fn capture_bytes(
-    s: &crate::arch::ArchSpec,
-    cap: &crate::backend::Capture,
-    batch: usize,
-    past: usize,
-    seq: usize,
-    logit_rows: usize,
-) -> u64 {
-    let (b, t, l) = (batch as u64, seq as u64, s.n_layers as u64);
-    let f = 4u64;
-    let mut bytes = 0u64;
-    if cap.attention {
-        bytes += b * l * s.n_heads as u64 * t * (past as u64 + t) * f;
-    }
-    if cap.residual {
-        bytes += b * (l + 1) * t * s.hidden as u64 * f;
-    }
-    if cap.sites {
-        bytes += b * l * t * (2 * s.hidden + s.n_heads * s.head_dim) as u64 * f;
-    }
-    if cap.logits {
-        bytes += logit_rows as u64 * s.vocab as u64 * f;
-    }
-    bytes
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,7 @@
 //! Per-position metrics from logits, computed in f64 as the reference does: surprisal, entropy,
 //! rank and top-k; plus the zstd size of a text, for "prediction is compression" side by side.
 
-use crate::backend::IdProb;
+use serde::Serialize;
 
 /// Statistics of one next-token distribution against the token that actually came next.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -10,6 +10,24 @@ pub struct PositionStats {
     pub entropy_bits: f64,
     /// 1 = the model's top choice.
     pub rank: usize,
+}
+
+/// One prediction: a token id and its probability.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct IdProb {
+    pub id: u32,
+    pub p: f32,
+}
+
+/// Statistics of logit rows (row i describes the distribution predicted at that row's position).
+#[derive(Debug, Clone, Default)]
+pub struct RowStats {
+    pub entropy_bits: Vec<f64>,
+    /// Surprisal of the row's target token (NaN where there is none).
+    pub surprisal_bits: Vec<f64>,
+    /// Rank of the target (1 = top choice; 0 where there is none).
+    pub rank: Vec<usize>,
+    pub top: Vec<Vec<IdProb>>,
 }
 
 fn log_sum_exp(row: &[f32]) -> f64 {

@@ -12,10 +12,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::backend::{Backend, Capture};
-use crate::checkpoint::Model;
 use crate::error::{PrismError, Result};
 use crate::gguf::{self, Value, WriteTensor};
 use crate::intervene::{Intervention, Op, Site};
+use crate::model::Model;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ControlVector {

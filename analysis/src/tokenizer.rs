@@ -30,8 +30,123 @@ const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{
 /// A token's byte range in the text it came from.
 pub type Span = (usize, usize);
 
+/// The largest `tokenizer.json` Prism reads (the largest published, Gemma's, is 33 MB).
+pub const MAX_TOKENIZER_JSON: u64 = 128 << 20;
+/// The longest regular expression a `tokenizer.json` may carry (real ones are under 1 KiB).
+const MAX_PATTERN: usize = 16 << 10;
+/// The most added tokens a `tokenizer.json` may list (real ones have a few hundred to 300k).
+const MAX_ADDED_TOKENS: usize = 1 << 20;
+/// How long the pre-tokenizer regexes may take over one text before Prism gives up on it.
+const REGEX_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The regular expressions of a `tokenizer.json`, run ahead of the tokenizer on each text: the
+/// `tokenizers` crate stops splitting silently when a pattern's backtracking limit is hit (a wrong
+/// tokenization), and a pattern just under the limit at every position takes hours. Both become
+/// errors here before the tokenizer runs.
+struct RegexGuard {
+    path: std::path::PathBuf,
+    patterns: Vec<fancy_regex::Regex>,
+}
+
+impl RegexGuard {
+    fn check(&self, text: &str) -> Result<()> {
+        let start = std::time::Instant::now();
+        for re in &self.patterns {
+            for m in re.find_iter(text) {
+                let short: String = re.as_str().chars().take(40).collect();
+                if let Err(e) = m {
+                    return Err(PrismError::Tokenizer {
+                        path: self.path.clone(),
+                        message: format!(
+                            "the regular expression {short:?} cannot split this text: {e} (catastrophic backtracking in a hostile or broken pattern)"
+                        ),
+                    });
+                }
+                if start.elapsed() > REGEX_BUDGET {
+                    return Err(PrismError::Tokenizer {
+                        path: self.path.clone(),
+                        message: format!(
+                            "the regular expression {short:?} took over {} s on a text of {} bytes (a hostile or broken pattern)",
+                            REGEX_BUDGET.as_secs(),
+                            text.len()
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every `{"Regex": pattern}` below a JSON value (split pre-tokenizers, replace normalizers).
+fn regexes<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                match (k.as_str(), v) {
+                    ("Regex", serde_json::Value::String(p)) => out.push(p),
+                    _ => regexes(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| regexes(v, out)),
+        _ => {}
+    }
+}
+
+/// Reads what of a `tokenizer.json` Prism checks before handing it to the `tokenizers` crate:
+/// its regular expressions (length, compiled) and the size of its added-token table.
+fn guard_tokenizer_json(path: &Path, bytes: &[u8]) -> Result<RegexGuard> {
+    #[derive(serde::Deserialize)]
+    struct Peek {
+        #[serde(default)]
+        normalizer: serde_json::Value,
+        #[serde(default)]
+        pre_tokenizer: serde_json::Value,
+        #[serde(default)]
+        added_tokens: Option<Vec<serde::de::IgnoredAny>>,
+    }
+    let err = |m: String| PrismError::Tokenizer {
+        path: path.to_path_buf(),
+        message: m,
+    };
+    let peek: Peek = serde_json::from_slice(bytes)
+        .map_err(|e| err(format!("cannot read tokenizer.json: {e}")))?;
+    let added = peek.added_tokens.map_or(0, |a| a.len());
+    if added > MAX_ADDED_TOKENS {
+        return Err(err(format!(
+            "{added} added tokens, over the limit of {MAX_ADDED_TOKENS}"
+        )));
+    }
+    let mut found = Vec::new();
+    regexes(&peek.normalizer, &mut found);
+    regexes(&peek.pre_tokenizer, &mut found);
+    let mut patterns = Vec::new();
+    for p in found {
+        if p.len() > MAX_PATTERN {
+            return Err(err(format!(
+                "a regular expression of {} bytes, over the limit of {MAX_PATTERN}",
+                p.len()
+            )));
+        }
+        let re = fancy_regex::Regex::new(p).map_err(|e| {
+            let short: String = p.chars().take(40).collect();
+            err(format!(
+                "the regular expression {short:?} does not compile: {e}"
+            ))
+        })?;
+        patterns.push(re);
+    }
+    Ok(RegexGuard {
+        path: path.to_path_buf(),
+        patterns,
+    })
+}
+
 pub struct PrismTokenizer {
     inner: Tokenizer,
+    /// The file's own regexes, checked on each text first (none for GGUF: Prism's own patterns).
+    guard: Option<RegexGuard>,
     /// Where it came from and what kind it is, for `prism info`.
     pub kind: String,
     pub bos_id: Option<u32>,
@@ -46,7 +161,21 @@ pub struct PrismTokenizer {
 
 impl PrismTokenizer {
     pub fn from_file(path: &Path) -> Result<Self> {
+        let len = std::fs::metadata(path)
+            .map_err(|e| PrismError::io(path, e))?
+            .len();
+        if len > MAX_TOKENIZER_JSON {
+            return Err(PrismError::Tokenizer {
+                path: path.to_path_buf(),
+                message: format!(
+                    "tokenizer.json is {} MiB, over the limit of {} MiB",
+                    len >> 20,
+                    MAX_TOKENIZER_JSON >> 20
+                ),
+            });
+        }
         let bytes = std::fs::read(path).map_err(|e| PrismError::io(path, e))?;
+        let guard = guard_tokenizer_json(path, &bytes)?;
         // The tokenizers crate can panic on some malformed files; a panic here is a bad file.
         let parsed = crate::guard::guarded(|| Tokenizer::from_bytes(&bytes)).map_err(|panic| {
             PrismError::Tokenizer {
@@ -94,6 +223,7 @@ impl PrismTokenizer {
         };
         Ok(PrismTokenizer {
             inner,
+            guard: Some(guard),
             kind: format!("tokenizer.json ({model})"),
             bos_id,
             eos_id,
@@ -252,6 +382,7 @@ impl PrismTokenizer {
             .filter_map(|k| id(k))
             .collect();
         Ok(PrismTokenizer {
+            guard: None,
             inner,
             kind,
             bos_id,
@@ -265,6 +396,7 @@ impl PrismTokenizer {
     /// Token ids for `text`, with the model's own special tokens (BOS, or BERT's [CLS] ... [SEP]).
     /// `force_bos` prepends BOS when the model's settings do not.
     pub fn encode(&self, text: &str, force_bos: bool) -> Result<Vec<u32>> {
+        self.check(text)?;
         let enc = self
             .inner
             .encode(text, true)
@@ -287,6 +419,7 @@ impl PrismTokenizer {
 
     /// Token ids for `text` alone, without BOS or other special tokens.
     pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        self.check(text)?;
         let enc = self
             .inner
             .encode(text, false)
@@ -300,6 +433,7 @@ impl PrismTokenizer {
         text: &str,
         force_bos: bool,
     ) -> Result<(Vec<u32>, Vec<Span>)> {
+        self.check(text)?;
         let enc = self
             .inner
             .encode(text, true)
@@ -315,6 +449,13 @@ impl PrismTokenizer {
             }
         }
         Ok((ids, offsets))
+    }
+
+    fn check(&self, text: &str) -> Result<()> {
+        match &self.guard {
+            Some(g) => g.check(text),
+            None => Ok(()),
+        }
     }
 
     /// Text for a sequence of ids, special tokens included (as transformers' `decode` gives it).

@@ -6,10 +6,10 @@ use serde::Serialize;
 use crate::backend::{
     check_ids, forward_with, AttentionMaps, Backend, Capture, ForwardOutput, IdProb,
 };
-use crate::checkpoint::Model;
 use crate::error::{PrismError, Result};
 use crate::intervene::Intervention;
 use crate::metrics::{position_stats, top_k_softmax};
+use crate::model::Model;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TokenInfo {

@@ -7,6 +7,16 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // A chat template from a model file renders in a child process of this binary, under limits.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == prism_analysis::template::SANDBOX_ARG)
+    {
+        return ExitCode::from(prism_analysis::template::sandbox_main() as u8);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        prism_analysis::template::use_sandbox(exe);
+    }
     // A panic is a bug, never an answer to bad input; report it as one and exit 1, not 101.
     // Panics contained by `prism_analysis::guard::guarded` (third-party parsers on bad files) unwind
     // to their guard and become ordinary errors.

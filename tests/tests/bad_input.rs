@@ -604,3 +604,219 @@ fn metadata_that_would_change_the_function_is_implemented_or_refused_by_name() {
     });
     info_and_run(&bad, "tokenizer model");
 }
+
+/// The sample with its chat template replaced by `template`.
+fn sample_with_template(dir: &Path, name: &str, template: &str) -> PathBuf {
+    use prism_analysis::gguf::Value;
+    let path = dir.join(format!("{name}.gguf"));
+    rewrite_gguf(&sample("smollm2"), &path, |m| {
+        set_meta(m, "tokenizer.chat_template", Value::String(template.into()))
+    });
+    path
+}
+
+#[test]
+fn hostile_chat_templates_end_within_their_limits() {
+    let dir = TempDir::new("templates");
+    let d = dir.path();
+    let cases = [
+        // The issue's own: 10^10 iterations writing a byte each (the output ends it first) ...
+        (
+            "loops",
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+            "output limit",
+        ),
+        // ... and writing nothing (the work limit ends it).
+        (
+            "silent-loops",
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            "work limit",
+        ),
+        (
+            "recursion",
+            "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+            "recursed deeper",
+        ),
+        // Doubling a string in a namespace: 2^40 bytes if nothing stops it.
+        (
+            "doubling",
+            "{% set ns = namespace(s='xxxxxxxxxxxxxxxx') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s | length }}",
+            "memory limit",
+        ),
+        ("repeat", "{{ 'x' * 100000000000 }}", "repeated string is too large"),
+        (
+            "output",
+            "{% for i in range(100000) %}{{ messages[0].content * 40 }}{% endfor %}",
+            "output limit",
+        ),
+        (
+            "raises",
+            "{{ raise_exception('Conversation roles must alternate') }}",
+            "Conversation roles must alternate",
+        ),
+    ];
+    for (name, template, needle) in cases {
+        let p = sample_with_template(d, name, template);
+        let p = p.to_str().unwrap();
+        // Opening the file never runs the template.
+        let o = prism_limited(&["info", p]);
+        assert_eq!(o.code, Some(0), "info {name}: {}", o.stderr);
+        let args = [
+            "generate",
+            p,
+            "--prompt",
+            "Hi",
+            "--chat",
+            "--max-tokens",
+            "3",
+        ];
+        expect_bad(&args, needle);
+        expect_bad(&args, "tokenizer.chat_template");
+    }
+    // A template over the size limit is refused without being read into memory.
+    let big = format!("{{# {} #}}", "x".repeat(2 << 20));
+    let p = sample_with_template(d, "huge", &big);
+    expect_bad(
+        &["generate", p.to_str().unwrap(), "--prompt", "Hi", "--chat"],
+        "over the limit",
+    );
+}
+
+#[test]
+fn a_hostile_hf_chat_template_names_its_file() {
+    let dir = TempDir::new("hf-template");
+    let f = hf_copy(dir.path(), "llama3");
+    std::fs::write(
+        f.join("chat_template.jinja"),
+        "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+    )
+    .unwrap();
+    let p = f.to_str().unwrap();
+    expect_bad(
+        &["generate", p, "--prompt", "Hi", "--chat"],
+        "chat_template.jinja",
+    );
+    expect_bad(
+        &["generate", p, "--prompt", "Hi", "--chat"],
+        "recursed deeper",
+    );
+}
+
+/// The tiny llama3 folder (weights, config, tokenizer) without its GGUF files.
+fn hf_copy(dir: &Path, arch: &str) -> PathBuf {
+    let src = fixtures().join("archs").join(arch);
+    let dst = dir.join(arch);
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        std::fs::copy(src.join(f), dst.join(f)).unwrap();
+    }
+    dst
+}
+
+/// Edits the folder's tokenizer.json as JSON.
+fn edit_tokenizer(f: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = f.join("tokenizer.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
+}
+
+fn split_regex(pattern: &str) -> serde_json::Value {
+    serde_json::json!({"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false})
+}
+
+#[test]
+fn hostile_tokenizer_files_end_within_their_limits() {
+    let dir = TempDir::new("tokenizers");
+    let d = dir.path();
+    let run = |f: &Path, text: &str, needle: &str| {
+        expect_bad(&["run", f.to_str().unwrap(), "--text", text], needle)
+    };
+    // Catastrophic backtracking: a back-reference makes fancy-regex backtrack, exponentially in
+    // the length of the run of a's and b's without the c.
+    let f = hf_copy(&d.join("backtrack"), "llama3");
+    edit_tokenizer(&f, |v| {
+        v["pre_tokenizer"] = split_regex("(?:(a|b|ab)\\1?)*c")
+    });
+    run(&f, &"ab".repeat(60), "catastrophic backtracking");
+    // A pattern far longer than any real one.
+    let f = hf_copy(&d.join("long"), "llama3");
+    edit_tokenizer(&f, |v| {
+        v["pre_tokenizer"] = split_regex(&"(?:ab|cd)".repeat(4000))
+    });
+    run(&f, "hello", "regular expression of 36000 bytes");
+    // A pattern that does not compile.
+    let f = hf_copy(&d.join("broken"), "llama3");
+    edit_tokenizer(
+        &f,
+        |v| v["normalizer"] = serde_json::json!({"type": "Replace", "pattern": {"Regex": "(unclosed"}, "content": " "}),
+    );
+    run(&f, "hello", "does not compile");
+    // Nesting deeper than any parser should follow.
+    let f = hf_copy(&d.join("nested"), "llama3");
+    let text = std::fs::read_to_string(f.join("tokenizer.json")).unwrap();
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let text = text.replacen(
+        "\"pre_tokenizer\":",
+        &format!("\"pre_tokenizer\": {deep}, \"x\":"),
+        1,
+    );
+    std::fs::write(f.join("tokenizer.json"), text).unwrap();
+    run(&f, "hello", "recursion limit");
+    // An added-token table larger than the limit.
+    let f = hf_copy(&d.join("added"), "llama3");
+    edit_tokenizer(&f, |v| {
+        v["added_tokens"] = (0..(1u32 << 20) + 1)
+            .map(|i| serde_json::json!({"id": i, "content": ""}))
+            .collect();
+    });
+    run(&f, "hello", "added tokens, over the limit");
+    // Files far larger than any real one, refused by their length (sparse: nothing is written).
+    let f = hf_copy(&d.join("oversized"), "llama3");
+    std::fs::File::create(f.join("tokenizer.json"))
+        .unwrap()
+        .set_len(200 << 20)
+        .unwrap();
+    run(&f, "hello", "over the limit of 128 MiB");
+    let f = hf_copy(&d.join("oversized-config"), "llama3");
+    std::fs::File::create(f.join("tokenizer_config.json"))
+        .unwrap()
+        .set_len(100 << 20)
+        .unwrap();
+    run(&f, "hello", "tokenizer_config.json");
+}
+
+#[test]
+fn generation_stops_at_the_end_of_the_context() {
+    let dir = TempDir::new("context");
+    let p = gguf_case(dir.path(), "ctx16", |_| {});
+    let out = Command::new(prism_bin())
+        .args([
+            "generate",
+            p.to_str().unwrap(),
+            "--ids",
+            "1,2,3",
+            "--max-tokens",
+            "50",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["stop_reason"], "context", "{v}");
+    // 3 prompt tokens + 13 generated = the context of 16.
+    assert_eq!(v["tokens"].as_array().unwrap().len(), 13);
+    assert_eq!(
+        stderr.matches("does not fit").count(),
+        1,
+        "said once on stderr: {stderr}"
+    );
+}

@@ -329,3 +329,53 @@ fn bench_profile_gives_gpu_time_per_shader_from_timestamps() {
         p["max_ms"]
     );
 }
+
+#[test]
+fn the_attention_figure_exports_in_the_colormap_it_was_drawn_in() {
+    let dir = TempDir::new("colormap");
+    let model = tiny("llama-gguf/tiny-llama-q4_1.gguf");
+    let svg = |cm: &str| -> String {
+        let out = dir.path().join(format!("att-{cm}.svg"));
+        let o = prism(&[
+            "run",
+            model.to_str().unwrap(),
+            "--ids",
+            "1,2,3,4,5",
+            "--backend",
+            "cpu",
+            "--figure",
+            out.to_str().unwrap(),
+            "--figure-view",
+            "attention",
+            "--colormap",
+            cm,
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let data: String = std::fs::read_to_string(out.with_extension("json"))
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        assert!(data.contains(&format!("\"colormap\":\"{cm}\"")), "{data}");
+        std::fs::read_to_string(&out).unwrap().to_uppercase()
+    };
+    // The causal map's zeros: viridis' dark purple, or white in grays.
+    let (viridis, grays) = (svg("viridis"), svg("grays"));
+    assert!(viridis.contains("#440154"), "viridis");
+    assert!(
+        grays.contains("#FFFFFF") && !grays.contains("#440154"),
+        "grays"
+    );
+    let o = prism(&[
+        "run",
+        model.to_str().unwrap(),
+        "--ids",
+        "1,2",
+        "--figure",
+        "/tmp/x.svg",
+        "--figure-view",
+        "attention",
+        "--colormap",
+        "jet",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+}

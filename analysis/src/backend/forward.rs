@@ -618,7 +618,7 @@ fn check<B>(s: &ArchSpec, req: &Request<'_>, cache: Option<&KvCache<B>>) -> Resu
         LogitRows::Last => b,
         LogitRows::All => rows,
     };
-    let captured = crate::memory::capture_bytes(s, &req.capture, b, past, t, n_logit);
+    let captured = req.capture.bytes(s, b, past, t, n_logit);
     if captured > 64 << 20 {
         crate::memory::check(
             captured + crate::memory::OVERHEAD,

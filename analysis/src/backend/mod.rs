@@ -12,9 +12,9 @@ use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 
-use crate::checkpoint::Model;
 use crate::error::{PrismError, Result};
 use crate::intervene::Intervention;
+use crate::model::Model;
 
 /// What the caller wants back besides the final hidden states. Everything is opt-in because
 /// attention maps and residual streams are large.
@@ -85,23 +85,7 @@ impl AttentionMaps {
     }
 }
 
-/// One prediction: a token id and its probability.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct IdProb {
-    pub id: u32,
-    pub p: f32,
-}
-
-/// Statistics of logit rows (row i describes the distribution predicted at that row's position).
-#[derive(Debug, Clone, Default)]
-pub struct RowStats {
-    pub entropy_bits: Vec<f64>,
-    /// Surprisal of the row's target token (NaN where there is none).
-    pub surprisal_bits: Vec<f64>,
-    /// Rank of the target (1 = top choice; 0 where there is none).
-    pub rank: Vec<usize>,
-    pub top: Vec<Vec<IdProb>>,
-}
+pub use crate::metrics::{IdProb, RowStats};
 
 /// Where a run starts.
 #[derive(Debug, Clone, Copy)]
@@ -521,4 +505,33 @@ pub fn check_ids(model: &Model, ids: &[u32]) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+impl Capture {
+    /// Bytes one run's captures hold: attention maps, residual stream, sites and full logit rows.
+    pub fn bytes(
+        &self,
+        s: &crate::arch::ArchSpec,
+        batch: usize,
+        past: usize,
+        seq: usize,
+        logit_rows: usize,
+    ) -> u64 {
+        let (b, t, l) = (batch as u64, seq as u64, s.n_layers as u64);
+        let f = 4u64;
+        let mut bytes = 0u64;
+        if self.attention {
+            bytes += b * l * s.n_heads as u64 * t * (past as u64 + t) * f;
+        }
+        if self.residual {
+            bytes += b * (l + 1) * t * s.hidden as u64 * f;
+        }
+        if self.sites {
+            bytes += b * l * t * (2 * s.hidden + s.n_heads * s.head_dim) as u64 * f;
+        }
+        if self.logits {
+            bytes += logit_rows as u64 * s.vocab as u64 * f;
+        }
+        bytes
+    }
 }

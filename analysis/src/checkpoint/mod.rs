@@ -8,41 +8,13 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
 pub use crate::arch::Format;
 use crate::arch::{self, ArchSpec, Architecture};
 use crate::error::{PrismError, Result};
+pub use crate::model::{ChatTemplate, Model, ModelInfo};
 use crate::samples;
 use crate::tokenizer::PrismTokenizer;
 use crate::weights::{ModelWeights, TensorInfo, TensorSource, Weight};
-
-/// What `prism info` shows about a checkpoint.
-#[derive(Debug, Clone, Serialize)]
-pub struct ModelInfo {
-    pub path: PathBuf,
-    pub format: Format,
-    /// Total bytes of the weight files.
-    pub file_size: u64,
-    pub n_params: usize,
-    /// Tensors per stored dtype, over every tensor in the file(s).
-    pub dtypes: BTreeMap<String, usize>,
-    pub tokenizer: Option<String>,
-    /// The chat template the checkpoint carries (GGUF `tokenizer.chat_template`, or
-    /// `tokenizer_config.json`'s `chat_template`).
-    #[serde(skip)]
-    pub chat_template: Option<String>,
-    /// Token ids that end a generation (EOS, end of turn), from the tokenizer and the config.
-    pub end_ids: Vec<u32>,
-}
-
-pub struct Model {
-    pub spec: ArchSpec,
-    pub weights: ModelWeights,
-    pub tokenizer: Option<PrismTokenizer>,
-    pub info: ModelInfo,
-    pub warnings: Vec<String>,
-}
 
 const PICKLE_HINT: &str = "PyTorch pickles can run arbitrary code, so Prism never opens them. Convert the checkpoint to safetensors first, e.g. in Python: `from transformers import AutoModel; AutoModel.from_pretrained(dir).save_pretrained(out_dir, safe_serialization=True)`";
 
@@ -345,7 +317,7 @@ fn load_hf(dir: &Path, files: Vec<PathBuf>) -> Result<Model> {
 
 /// `chat_template` from `tokenizer_config.json` (a string, or a list of named templates of which
 /// "default" is used), or `chat_template.jinja`.
-fn hf_chat_template(dir: &Path) -> Result<Option<String>> {
+fn hf_chat_template(dir: &Path) -> Result<Option<ChatTemplate>> {
     let jinja = dir.join("chat_template.jinja");
     if jinja.exists() {
         let len = std::fs::metadata(&jinja)
@@ -355,7 +327,7 @@ fn hf_chat_template(dir: &Path) -> Result<Option<String>> {
             return Err(PrismError::format(&jinja, "chat template over 1 MB"));
         }
         return std::fs::read_to_string(&jinja)
-            .map(Some)
+            .map(|text| Some(ChatTemplate::new(&text, jinja.display().to_string())))
             .map_err(|e| PrismError::io(&jinja, e));
     }
     let path = dir.join("tokenizer_config.json");
@@ -363,7 +335,7 @@ fn hf_chat_template(dir: &Path) -> Result<Option<String>> {
         return Ok(None);
     }
     let cfg = read_json(&path, 16 << 20)?;
-    Ok(match cfg.get("chat_template") {
+    let text = match cfg.get("chat_template") {
         Some(serde_json::Value::String(t)) => Some(t.clone()),
         Some(serde_json::Value::Array(list)) => list
             .iter()
@@ -373,7 +345,8 @@ fn hf_chat_template(dir: &Path) -> Result<Option<String>> {
             .and_then(|t| t.as_str())
             .map(str::to_string),
         _ => None,
-    })
+    };
+    Ok(text.map(|text| ChatTemplate::new(&text, format!("{}: chat_template", path.display()))))
 }
 
 /// Loads the weights through a source that records what was read, then refuses the checkpoint
@@ -462,7 +435,9 @@ fn load_gguf(path: &Path) -> Result<Model> {
         Some(t) => warnings.extend(t.warnings.iter().cloned()),
         None => warnings.push("the GGUF has no tokenizer: only token ids can be run".to_string()),
     }
-    let chat_template = meta.str("tokenizer.chat_template").map(str::to_string);
+    let chat_template = meta.str("tokenizer.chat_template").map(|text| {
+        ChatTemplate::new(text, format!("{}: tokenizer.chat_template", path.display()))
+    });
     let end_ids = tokenizer.as_ref().map(|t| t.end_ids()).unwrap_or_default();
     Ok(Model {
         info: ModelInfo {

@@ -3,9 +3,9 @@
 
 use super::{Colormap, Figure, FigureKind, Rgb, Series};
 use crate::ablation::AblationResult;
-use crate::checkpoint::Model;
 use crate::generate::Generation;
 use crate::intervene::{Intervention, Site};
+use crate::model::Model;
 use crate::patching::PatchResult;
 use crate::trace::Trace;
 
@@ -73,7 +73,14 @@ pub fn text_figure(trace: &Trace, model: &str) -> Figure {
 }
 
 /// One head's attention map.
-pub fn attention_figure(trace: &Trace, layer: usize, head: usize, model: &str) -> Option<Figure> {
+/// One head's attention map, in `colormap` (the view's own, so that the export is what it shows).
+pub fn attention_figure(
+    trace: &Trace,
+    layer: usize,
+    head: usize,
+    colormap: Colormap,
+    model: &str,
+) -> Option<Figure> {
     let maps = trace.attention()?;
     let (layer, head) = (layer.min(maps.layers - 1), head.min(maps.heads - 1));
     let seq = maps.seq;
@@ -93,7 +100,7 @@ pub fn attention_figure(trace: &Trace, layer: usize, head: usize, model: &str) -
             col_labels: labels,
             values,
             range: (0.0, 1.0),
-            colormap: Colormap::Viridis,
+            colormap,
         },
         notes,
     })

@@ -2,6 +2,7 @@
 //! exports its numbers as CSV and JSON. An export from the GUI and one from the CLI are the same.
 
 pub mod build;
+pub mod geometry;
 pub mod render;
 
 use std::io::Write;
@@ -37,12 +38,30 @@ pub struct Band {
     pub points: Vec<(f64, f64, f64)>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Every colormap a figure can use; the app draws with these same maps, so what a view shows is
+/// what its export holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Colormap {
     Viridis,
     /// Diverging blue-white-red, centred on the middle of the range.
     Diverging,
+    /// White (0) to black (1), for print.
+    Grays,
+}
+
+impl Colormap {
+    /// The maps a sequential (0..1) heatmap may use, with their names.
+    pub const SEQUENTIAL: [(Colormap, &'static str); 2] =
+        [(Colormap::Viridis, "viridis"), (Colormap::Grays, "grays")];
+
+    /// A sequential map by its name (`viridis`, `grays`).
+    pub fn sequential(name: &str) -> Option<Colormap> {
+        Self::SEQUENTIAL
+            .iter()
+            .find(|(_, n)| n.eq_ignore_ascii_case(name))
+            .map(|(c, _)| *c)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -92,6 +111,7 @@ impl Colormap {
                 (0.75, [94.0, 201.0, 98.0]),
                 (1.0, [253.0, 231.0, 37.0]),
             ],
+            Colormap::Grays => &[(0.0, [255.0, 255.0, 255.0]), (1.0, [0.0, 0.0, 0.0])],
             Colormap::Diverging => &[
                 (0.0, [33.0, 102.0, 172.0]),
                 (0.5, [247.0, 247.0, 247.0]),

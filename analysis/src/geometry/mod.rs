@@ -3,7 +3,6 @@
 //! the color study.
 
 pub mod color;
-pub mod figures;
 pub mod presets;
 pub mod project;
 pub mod rsa;

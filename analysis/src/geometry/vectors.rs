@@ -6,8 +6,8 @@ use std::str::FromStr;
 use serde::Serialize;
 
 use crate::backend::{Backend, Capture};
-use crate::checkpoint::Model;
 use crate::error::{PrismError, Result};
+use crate::model::Model;
 use crate::weights::Weight;
 
 /// Where a word's vector comes from.

@@ -9,10 +9,11 @@ use prism_analysis::ablation::{ablate, AblationMode};
 use prism_analysis::backend::{self, Backend};
 use prism_analysis::checkpoint::Model;
 use prism_analysis::figure::build;
-use prism_analysis::generate::{chat_prompt, generate, GenSettings, Sampling};
+use prism_analysis::generate::{generate, GenSettings, Sampling};
 use prism_analysis::intervene::{self, Intervention, Op, Site};
 use prism_analysis::patching::patch;
 use prism_analysis::steering::{self, ControlVector};
+use prism_analysis::template::chat_prompt;
 use serde_json::json;
 
 use super::{export_figure, load_model, BackendArg, ModelArg, UsageError};
@@ -113,7 +114,7 @@ pub fn read_interventions(
                 .into())
             }
         };
-        iv.values = Some(prism_analysis::intervene::source_values(
+        iv.values = Some(prism_analysis::patching::source_values(
             model, backend, &ids, iv,
         )?);
     }
@@ -211,20 +212,21 @@ fn steering_list(
 
 pub fn generate_cmd(a: GenerateArgs) -> anyhow::Result<()> {
     let model = load_model(&a.model.model)?;
-    let (b, notes) = backend::create(&model, a.backend.backend)?;
-    for n in &notes {
-        eprintln!("prism: {n}");
-    }
+    // The prompt first: a template that fails should fail before a backend starts.
     let prompt_ids = if a.chat {
         let user = a
             .prompt
             .as_deref()
             .ok_or_else(|| UsageError("--chat needs --prompt (the user message)".into()))?;
-        let rendered = chat_prompt(&model, user)?;
+        let rendered = chat_prompt(&model, user, &AtomicBool::new(false))?;
         tokenizer(&model)?.encode_plain(&rendered)?
     } else {
         prompt_ids(&model, a.prompt.as_deref(), a.ids.as_ref())?
     };
+    let (b, notes) = backend::create(&model, a.backend.backend)?;
+    for n in &notes {
+        eprintln!("prism: {n}");
+    }
     let list = steering_list(
         &model,
         b.as_ref(),
@@ -240,6 +242,15 @@ pub fn generate_cmd(a: GenerateArgs) -> anyhow::Result<()> {
         seed: a.seed,
     };
     let settings = GenSettings::for_model(&model, a.max_tokens, sampling);
+    let room = model.spec.context_length.saturating_sub(prompt_ids.len());
+    if a.max_tokens > room {
+        eprintln!(
+            "prism: warning: --max-tokens {} does not fit: the prompt takes {} of the model's {} positions, so at most {room} tokens follow",
+            a.max_tokens,
+            prompt_ids.len(),
+            model.spec.context_length
+        );
+    }
     let cancel = AtomicBool::new(false);
     let stream = !a.json;
     if stream {

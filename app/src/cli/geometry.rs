@@ -5,10 +5,10 @@ use std::sync::atomic::AtomicBool;
 
 use clap::Args;
 use prism_analysis::backend::{self, Backend};
-use prism_analysis::geometry::color::{builtin_lexicon, parse_lexicon, run_study, ColorWord};
-use prism_analysis::geometry::figures::{
+use prism_analysis::figure::geometry::{
     color_scatter, projection_figure, rsa_by_layer, similarity_heatmap,
 };
+use prism_analysis::geometry::color::{builtin_lexicon, parse_lexicon, run_study, ColorWord};
 use prism_analysis::geometry::presets;
 use prism_analysis::geometry::project::{project as run_projection, Method, Stage};
 use prism_analysis::geometry::rsa::{DEFAULT_PERMUTATIONS, DEFAULT_SEED};

@@ -50,6 +50,9 @@ pub struct RunArgs {
     /// The attention figure's head.
     #[arg(long, default_value_t = 0)]
     pub head: usize,
+    /// The attention figure's colormap: viridis or grays (the attention view's two).
+    #[arg(long, default_value = "viridis")]
+    pub colormap: String,
 }
 
 #[derive(Args, Debug)]
@@ -132,7 +135,14 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
                     ))
                     .into());
                 }
-                build::attention_figure(&trace, a.layer, a.head, &name)
+                let colormap = prism_analysis::figure::Colormap::sequential(&a.colormap)
+                    .ok_or_else(|| {
+                        UsageError(format!(
+                            "--colormap {}: the choices are viridis and grays",
+                            a.colormap
+                        ))
+                    })?;
+                build::attention_figure(&trace, a.layer, a.head, colormap, &name)
             }
             "lens" => build::lens_figure(&trace, &name, &text),
             _ => Some(build::text_figure(&trace, &name)),

@@ -12,30 +12,12 @@ use serde::{Deserialize, Serialize};
 
 use super::{color32, show_token, Cx, View};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum AttentionColormap {
-    Viridis,
-    Grays,
-}
-
-impl AttentionColormap {
-    fn color(self, v: f32) -> Color32 {
-        match self {
-            AttentionColormap::Viridis => color32(Colormap::Viridis, v as f64),
-            AttentionColormap::Grays => {
-                let g = (255.0 * (1.0 - v.clamp(0.0, 1.0))) as u8;
-                Color32::from_gray(g)
-            }
-        }
-    }
-}
-
 #[derive(Serialize, Deserialize)]
 #[serde(default)]
 pub struct AttentionView {
     pub layer: usize,
     pub head: usize,
-    pub colormap: AttentionColormap,
+    pub colormap: Colormap,
     pub head_view: bool,
     pub threshold: f32,
     /// Probabilities are shown on a square-root scale, so that small weights stay visible.
@@ -51,7 +33,7 @@ impl Default for AttentionView {
         AttentionView {
             layer: 0,
             head: 0,
-            colormap: AttentionColormap::Viridis,
+            colormap: Colormap::Viridis,
             head_view: false,
             threshold: 0.1,
             sqrt_scale: true,
@@ -62,19 +44,13 @@ impl Default for AttentionView {
 }
 
 struct Cache {
-    key: (u64, AttentionColormap, bool),
+    key: (u64, Colormap, bool),
     thumbs: Vec<TextureHandle>,
     full: Option<((usize, usize), TextureHandle, usize)>,
 }
 
 /// Max-pools a `[seq][seq]` map down to at most `size` × `size` pixels.
-fn pooled(
-    map: &[f32],
-    seq: usize,
-    size: usize,
-    cm: AttentionColormap,
-    sqrt: bool,
-) -> (ColorImage, usize) {
+fn pooled(map: &[f32], seq: usize, size: usize, cm: Colormap, sqrt: bool) -> (ColorImage, usize) {
     let side = seq.min(size).max(1);
     let mut img = ColorImage::new([side, side], vec![Color32::BLACK; side * side]);
     for y in 0..side {
@@ -94,7 +70,7 @@ fn pooled(
                 }
             }
             let v = if sqrt { m.sqrt() } else { m };
-            img.pixels[y * side + x] = cm.color(v);
+            img.pixels[y * side + x] = color32(cm, v as f64);
         }
     }
     (img, side)
@@ -159,8 +135,8 @@ impl AttentionView {
             egui::ComboBox::from_label("colormap")
                 .selected_text(format!("{:?}", self.colormap))
                 .show_ui(ui, |ui| {
-                    ui.selectable_value(&mut self.colormap, AttentionColormap::Viridis, "Viridis");
-                    ui.selectable_value(&mut self.colormap, AttentionColormap::Grays, "Grays");
+                    ui.selectable_value(&mut self.colormap, Colormap::Viridis, "Viridis");
+                    ui.selectable_value(&mut self.colormap, Colormap::Grays, "Grays");
                 });
             ui.checkbox(&mut self.sqrt_scale, "√ scale");
             ui.checkbox(&mut self.head_view, "head view");
@@ -406,7 +382,13 @@ impl View for AttentionView {
 
     fn figure(&self, cx: &Cx<'_>) -> Option<Figure> {
         let run = cx.run?;
-        build::attention_figure(&run.trace, self.layer, self.head, &cx.model_name())
+        build::attention_figure(
+            &run.trace,
+            self.layer,
+            self.head,
+            self.colormap,
+            &cx.model_name(),
+        )
     }
 
     fn ready(&self, cx: &Cx<'_>) -> bool {

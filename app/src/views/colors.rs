@@ -4,9 +4,9 @@
 
 use egui::{Color32, RichText, Ui};
 use egui_plot::{Legend, Line, Plot, PlotPoints, Points, Polygon, Text};
+use prism_analysis::figure::geometry::rsa_by_layer;
 use prism_analysis::figure::Figure;
 use prism_analysis::geometry::color::{builtin_lexicon, run_study, ColorStudy};
-use prism_analysis::geometry::figures::rsa_by_layer;
 use prism_analysis::geometry::project::{project, Method, Projection};
 use prism_analysis::geometry::vectors::{Extractor, Source, DEFAULT_TEMPLATE};
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use egui::{Color32, RichText, Ui};
 use egui_plot::{Plot, PlotPoints, Points, Text};
+use prism_analysis::figure::geometry::{projection_figure, word_colors};
 use prism_analysis::figure::{Figure, Rgb};
-use prism_analysis::geometry::figures::{projection_figure, word_colors};
 use prism_analysis::geometry::presets;
 use prism_analysis::geometry::project::{project, Method, PointIndex, Projection};
 use prism_analysis::geometry::similarity::{axis_position, cosine_matrix, NeighborIndex};

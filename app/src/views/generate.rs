@@ -10,9 +10,7 @@ use std::sync::Arc;
 
 use egui::{RichText, Ui};
 use prism_analysis::figure::{build, Colormap, Figure};
-use prism_analysis::generate::{
-    chat_prompt, generate, GenSettings, GenToken, Generation, Sampling,
-};
+use prism_analysis::generate::{generate, GenSettings, GenToken, Generation, Sampling};
 use prism_analysis::intervene::Intervention;
 use serde::{Deserialize, Serialize};
 
@@ -102,7 +100,8 @@ impl Stream {
                     .as_ref()
                     .ok_or("this model has no tokenizer")?;
                 let ids = if chat {
-                    let rendered = chat_prompt(model, &prompt).map_err(|e| e.to_string())?;
+                    let rendered = prism_analysis::template::chat_prompt(model, &prompt, t.cancel)
+                        .map_err(|e| e.to_string())?;
                     tok.encode_plain(&rendered).map_err(|e| e.to_string())?
                 } else {
                     tok.encode(&prompt, false).map_err(|e| e.to_string())?

@@ -17,9 +17,9 @@ use super::forward::{
 };
 use super::{Backend, LogitsOut, Request, RowStats, RunOutput, Session};
 use crate::arch::ArchSpec;
-use crate::checkpoint::Model;
 use crate::error::{PrismError, Result};
 use crate::metrics::{row_stats, RowStat};
+use crate::model::Model;
 use crate::weights::{LinearId, ModelWeights, NormWeights, Weight};
 
 pub struct CpuBackend {

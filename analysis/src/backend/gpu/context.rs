@@ -378,7 +378,13 @@ impl GpuContext {
         let run = || -> Result<bool> {
             let out = self.scratch("subgroup probe", 256)?;
             let mut enc = self.device.create_command_encoder(&Default::default());
-            self.dispatch(&mut enc, Shader::SubgroupProbe, &[256], &[&out], (1, 1, 1))?;
+            self.dispatch(
+                &mut enc,
+                Shader::SubgroupProbe,
+                &super::ops::Params::words(&super::ops::ProbeParams { n: 256 }),
+                &[&out],
+                (1, 1, 1),
+            )?;
             let st = self.staging("subgroup probe", 1024)?;
             enc.copy_buffer_to_buffer(&out, 0, &st, 0, None);
             let back = self.finish(enc, &[&st])?;

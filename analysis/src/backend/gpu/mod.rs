@@ -14,8 +14,8 @@ use self::upload::{upload_vector, GpuMatrix};
 use super::forward::{self, AttnShape, Edit, Exec, KvCache, LinearIn, NormSel, Readback, Table};
 use super::{Backend, IdProb, LogitsOut, Request, RowStats, RunOutput, Session};
 use crate::arch::{ArchSpec, NormKind};
-use crate::checkpoint::Model;
 use crate::error::{PrismError, Result};
+use crate::model::Model;
 use crate::weights::{LinearId, NormId, NormWeights};
 
 struct GpuLinear {

@@ -1,7 +1,7 @@
 //! Figures of geometry results, built as [`Figure`] values for the CLI and the app alike.
 
-use super::color::{ColorStudy, ColorWord};
-use crate::figure::{Band, Colormap, Figure, FigureKind, Rgb, ScatterPoint, Series};
+use super::{Band, Colormap, Figure, FigureKind, Rgb, ScatterPoint, Series};
+use crate::geometry::color::{ColorStudy, ColorWord};
 
 fn rgb_of(c: &ColorWord) -> Rgb {
     Rgb(
@@ -104,7 +104,7 @@ pub fn color_scatter(
 
 /// A color word's own sRGB color, or a neutral palette color for other words.
 pub fn word_colors(words: &[String]) -> Vec<Rgb> {
-    let lexicon = super::color::builtin_lexicon();
+    let lexicon = crate::geometry::color::builtin_lexicon();
     words
         .iter()
         .enumerate()
@@ -122,13 +122,13 @@ pub fn word_colors(words: &[String]) -> Vec<Rgb> {
 /// `prism project --figure` draw it.
 pub fn projection_figure(
     words: &[String],
-    p: &super::project::Projection,
+    p: &crate::geometry::project::Projection,
     source: &str,
     model: &str,
 ) -> Figure {
     let method = match p.method {
-        super::project::Method::Pca => "PCA",
-        super::project::Method::Tsne => "t-SNE",
+        crate::geometry::project::Method::Pca => "PCA",
+        crate::geometry::project::Method::Tsne => "t-SNE",
     };
     let axes = match &p.explained_variance_ratio {
         Some(r) => (
