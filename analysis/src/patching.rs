@@ -56,6 +56,55 @@ fn metrics(
         .collect())
 }
 
+/// The checks a pair of patching prompts must pass, in one place for the CLI, the app and
+/// [`patch`]: valid ids, and equal lengths (both tokenizations shown when they differ).
+pub fn check_prompts(model: &Model, clean: &[u32], corrupt: &[u32]) -> Result<()> {
+    crate::backend::check_ids(model, clean)?;
+    crate::backend::check_ids(model, corrupt)?;
+    if clean.len() != corrupt.len() {
+        let show = |ids: &[u32]| {
+            ids.iter()
+                .map(|&i| match &model.tokenizer {
+                    Some(t) => format!("{:?}", crate::tokenizer::show_token(&t.token_text(i))),
+                    None => i.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        return Err(PrismError::Input(format!(
+            "the clean prompt is {} tokens ({}) and the corrupt one {} ({}): patching needs prompts of equal length",
+            clean.len(),
+            show(clean),
+            corrupt.len(),
+            show(corrupt)
+        )));
+    }
+    Ok(())
+}
+
+/// The one token of `text` (an answer such as " Paris"), or an error that shows its tokens.
+/// `what` names it in the message ("answer", "wrong answer").
+pub fn single_token(model: &Model, what: &str, text: &str) -> Result<u32> {
+    let tok = model.tokenizer.as_ref().ok_or_else(|| {
+        PrismError::Input(format!(
+            "{} has no tokenizer: give the {what} as a token id",
+            model.info.path.display()
+        ))
+    })?;
+    let ids = tok.encode_plain(text)?;
+    match ids.as_slice() {
+        [one] => Ok(*one),
+        _ => Err(PrismError::Input(format!(
+            "the {what} {text:?} is {} tokens ({}), not one; pick a text that is a single token, with its leading space (e.g. \" Paris\")",
+            ids.len(),
+            ids.iter()
+                .map(|&i| format!("{:?}", crate::tokenizer::show_token(&tok.token_text(i))))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ))),
+    }
+}
+
 /// Runs the whole patching grid for `site`. `progress(done, total, row)` is called after each
 /// layer with that layer's effects, so that a view can fill the grid in as it goes.
 #[allow(clippy::too_many_arguments)]
@@ -72,15 +121,7 @@ pub fn patch(
 ) -> Result<PatchResult> {
     let s = &model.spec;
     crate::backend::require_causal(model, "activation patching")?;
-    crate::backend::check_ids(model, clean)?;
-    crate::backend::check_ids(model, corrupt)?;
-    if clean.len() != corrupt.len() {
-        return Err(PrismError::Input(format!(
-            "the clean prompt has {} tokens and the corrupt one {}: patching needs equal lengths",
-            clean.len(),
-            corrupt.len()
-        )));
-    }
+    check_prompts(model, clean, corrupt)?;
     for (what, id) in [("answer", answer), ("wrong", wrong)] {
         if id as usize >= s.vocab {
             return Err(PrismError::Input(format!(

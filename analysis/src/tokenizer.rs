@@ -27,6 +27,11 @@ const GPT2_PATTERN: &str =
 const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// A token as it should appear on screen and in figures: visible whitespace.
+pub fn show_token(s: &str) -> String {
+    s.replace('\n', "↵").replace('\t', "⇥").replace(' ', "·")
+}
+
 /// A token's byte range in the text it came from.
 pub type Span = (usize, usize);
 

@@ -195,3 +195,61 @@ impl Trace {
         mean.iter().map(|m| (m / n as f64 / norm) as f32).collect()
     }
 }
+
+/// What a run amounts to, computed once where the run is made (zstd -19 is the costly part): the
+/// model's bits beside zstd's for the same text. The CLI prints it, the app shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunSummary {
+    pub tokens: usize,
+    /// Tokens with a surprisal (all but the first).
+    pub predicted: usize,
+    pub total_bits: f64,
+    /// Bytes of the predicted tokens' text.
+    pub predicted_bytes: usize,
+    /// `total_bits / predicted_bytes` (0 when nothing was predicted).
+    pub bits_per_byte: f64,
+    pub text_bytes: Option<usize>,
+    pub zstd_bytes: Option<usize>,
+    pub zstd_bits_per_byte: Option<f64>,
+}
+
+impl RunSummary {
+    pub fn of(trace: &Trace, text: Option<&str>) -> RunSummary {
+        let total_bits = trace.total_bits();
+        let predicted_bytes = trace.predicted_bytes();
+        let text_bytes = text.map(str::len);
+        let zstd_bytes = text.map(crate::metrics::zstd_bytes);
+        RunSummary {
+            tokens: trace.tokens.len(),
+            predicted: trace.surprisal_bits.iter().flatten().count(),
+            total_bits,
+            predicted_bytes,
+            bits_per_byte: if predicted_bytes > 0 {
+                total_bits / predicted_bytes as f64
+            } else {
+                0.0
+            },
+            text_bytes,
+            zstd_bytes,
+            zstd_bits_per_byte: match (zstd_bytes, text_bytes) {
+                (Some(z), Some(t)) if t > 0 => Some(z as f64 * 8.0 / t as f64),
+                _ => None,
+            },
+        }
+    }
+
+    /// One line: tokens, the model's bits and bits per byte, and zstd's when there was a text.
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "{} tokens · {:.1} bits for {} predicted tokens · {:.3} bits/byte",
+            self.tokens,
+            self.total_bits,
+            self.predicted,
+            self.total_bits / self.predicted_bytes.max(1) as f64
+        );
+        if let (Some(z), Some(bpb)) = (self.zstd_bytes, self.zstd_bits_per_byte) {
+            s.push_str(&format!(" · zstd -19: {} bits, {bpb:.3} bits/byte", z * 8));
+        }
+        s
+    }
+}

@@ -9,10 +9,7 @@ use crate::model::Model;
 use crate::patching::PatchResult;
 use crate::trace::Trace;
 
-/// A token as it should appear on screen and in figures: visible whitespace.
-pub fn show_token(s: &str) -> String {
-    s.replace('\n', "↵").replace('\t', "⇥").replace(' ', "·")
-}
+pub use crate::tokenizer::show_token;
 
 /// Notes naming the interventions a run had, so that an exported figure says what it shows.
 fn intervention_notes(list: &[Intervention]) -> Vec<String> {
@@ -33,18 +30,6 @@ fn run_notes(trace: &Trace) -> Vec<String> {
     notes
 }
 
-/// The summary line of a run: tokens, bits, bits per byte.
-pub fn run_summary(trace: &Trace) -> String {
-    let predicted = trace.surprisal_bits.iter().flatten().count();
-    let bytes = trace.predicted_bytes();
-    format!(
-        "{} tokens · {:.1} bits for {predicted} predicted tokens · {:.3} bits/byte",
-        trace.tokens.len(),
-        trace.total_bits(),
-        trace.total_bits() / bytes.max(1) as f64
-    )
-}
-
 /// Surprisal per token.
 pub fn text_figure(trace: &Trace, model: &str) -> Figure {
     let points: Vec<(f64, f64)> = trace
@@ -53,7 +38,10 @@ pub fn text_figure(trace: &Trace, model: &str) -> Figure {
         .enumerate()
         .filter_map(|(i, s)| s.map(|b| (i as f64, b)))
         .collect();
-    let mut notes = vec![format!("model: {model}; {}", run_summary(trace))];
+    let mut notes = vec![format!(
+        "model: {model}; {}",
+        crate::trace::RunSummary::of(trace, None).describe()
+    )];
     notes.extend(run_notes(trace));
     Figure {
         title: "Surprisal per token".into(),

@@ -19,16 +19,6 @@ use serde_json::json;
 use super::{export_figure, load_model, BackendArg, ModelArg, UsageError};
 
 /// A token list for messages: `"The" "·Eiffel"`.
-fn show_tokens(model: &Model, ids: &[u32]) -> String {
-    ids.iter()
-        .map(|&i| match &model.tokenizer {
-            Some(t) => format!("{:?}", build::show_token(&t.token_text(i))),
-            None => i.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 fn tokenizer(model: &Model) -> anyhow::Result<&prism_analysis::tokenizer::PrismTokenizer> {
     model.tokenizer.as_ref().ok_or_else(|| {
         UsageError(format!(
@@ -75,16 +65,7 @@ fn single_token(
         return Ok(id);
     }
     let text = text.ok_or_else(|| UsageError(format!("give --{what} or --{what}-id")))?;
-    let ids = tokenizer(model)?.encode_plain(text)?;
-    match ids.as_slice() {
-        [id] => Ok(*id),
-        _ => Err(UsageError(format!(
-            "--{what} {text:?} is {} tokens ({}), not one; pick a text that is a single token (with its leading space, e.g. \" Paris\") or pass --{what}-id",
-            ids.len(),
-            show_tokens(model, &ids)
-        ))
-        .into()),
-    }
+    Ok(prism_analysis::patching::single_token(model, what, text)?)
 }
 
 /// An interventions file, with `patch` sources run and their values filled in.
@@ -348,16 +329,7 @@ pub fn patch_cmd(a: PatchArgs) -> anyhow::Result<()> {
     let model = load_model(&a.model.model)?;
     let clean = prompt_ids(&model, a.clean.as_deref(), a.clean_ids.as_ref())?;
     let corrupt = prompt_ids(&model, a.corrupt.as_deref(), a.corrupt_ids.as_ref())?;
-    if clean.len() != corrupt.len() {
-        return Err(UsageError(format!(
-            "the clean prompt is {} tokens ({}) and the corrupt one {} ({}): patching needs prompts of equal length",
-            clean.len(),
-            show_tokens(&model, &clean),
-            corrupt.len(),
-            show_tokens(&model, &corrupt)
-        ))
-        .into());
-    }
+    prism_analysis::patching::check_prompts(&model, &clean, &corrupt)?;
     let answer = single_token(&model, "answer", a.answer.as_deref(), a.answer_id)?;
     let wrong = single_token(&model, "wrong", a.wrong.as_deref(), a.wrong_id)?;
     let (b, notes) = backend::create(&model, a.backend.backend)?;

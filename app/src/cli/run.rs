@@ -2,7 +2,6 @@
 
 use clap::Args;
 use prism_analysis::backend::{self, Capture};
-use prism_analysis::metrics::zstd_bytes;
 use prism_analysis::trace::Trace;
 use serde_json::json;
 
@@ -150,15 +149,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         let fig = fig.ok_or_else(|| UsageError("the run captured nothing to draw".into()))?;
         super::export_figure(&fig, path)?;
     }
-    let total_bits = trace.total_bits();
-    let predicted_bytes = trace.predicted_bytes();
-    let bits_per_byte = if predicted_bytes > 0 {
-        total_bits / predicted_bytes as f64
-    } else {
-        0.0
-    };
-    let text_bytes = text.as_ref().map(|t| t.len());
-    let zstd = text.as_deref().map(zstd_bytes);
+    let summary = prism_analysis::trace::RunSummary::of(&trace, text.as_deref());
     if a.json {
         let mut v = json!({
             "model": model.info.path,
@@ -171,12 +162,12 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             "entropy_bits": trace.entropy_bits,
             "rank": trace.rank,
             "top": trace.top,
-            "total_bits": total_bits,
-            "predicted_bytes": predicted_bytes,
-            "bits_per_byte": bits_per_byte,
-            "text_bytes": text_bytes,
-            "zstd_bytes": zstd,
-            "zstd_bits_per_byte": match (zstd, text_bytes) { (Some(z), Some(t)) if t > 0 => Some(z as f64 * 8.0 / t as f64), _ => None },
+            "total_bits": summary.total_bits,
+            "predicted_bytes": summary.predicted_bytes,
+            "bits_per_byte": summary.bits_per_byte,
+            "text_bytes": summary.text_bytes,
+            "zstd_bytes": summary.zstd_bytes,
+            "zstd_bits_per_byte": summary.zstd_bits_per_byte,
         });
         if !interventions.is_empty() {
             v["interventions"] = serde_json::to_value(&interventions)?;
@@ -249,14 +240,17 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "model: {total_bits:.1} bits for {} predicted tokens ({predicted_bytes} bytes): {bits_per_byte:.3} bits/byte",
-        trace.surprisal_bits.iter().flatten().count()
+        "model: {:.1} bits for {} predicted tokens ({} bytes): {:.3} bits/byte",
+        summary.total_bits, summary.predicted, summary.predicted_bytes, summary.bits_per_byte
     );
-    if let (Some(z), Some(t)) = (zstd, text_bytes) {
+    if let (Some(z), Some(t), Some(bpb)) = (
+        summary.zstd_bytes,
+        summary.text_bytes,
+        summary.zstd_bits_per_byte,
+    ) {
         println!(
-            "zstd -19: {} bits for the whole text ({t} bytes): {:.3} bits/byte   (prediction is compression: lower is better)",
-            z * 8,
-            z as f64 * 8.0 / t.max(1) as f64
+            "zstd -19: {} bits for the whole text ({t} bytes): {bpb:.3} bits/byte   (prediction is compression: lower is better)",
+            z * 8
         );
     }
     if let Some(lens) = &trace.output.logit_lens {

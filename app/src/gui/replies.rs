@@ -48,11 +48,12 @@ impl PrismApp {
                 }
                 Reply::Ran { id, result, text } => match result {
                     // Only the newest run is shown; an older one that arrives late is dropped.
-                    Ok(t) if id == self.run_id => {
+                    Ok((t, summary)) if id == self.run_id => {
                         self.run = Some(SharedRun {
                             id,
                             trace: *t,
                             text,
+                            summary,
                         });
                         self.error = None;
                     }

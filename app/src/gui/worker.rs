@@ -13,7 +13,7 @@ use prism_analysis::backend::{self, Backend, BackendChoice, Capture};
 use prism_analysis::checkpoint::{self, Model};
 use prism_analysis::intervene::Intervention;
 use prism_analysis::samples;
-use prism_analysis::trace::Trace;
+use prism_analysis::trace::{RunSummary, Trace};
 
 /// Longest text whose attention maps the app captures.
 pub const MAX_ATTENTION_TOKENS: usize = 1024;
@@ -84,7 +84,8 @@ pub enum Reply {
     Loaded(Result<Loaded, String>),
     Ran {
         id: u64,
-        result: Result<Box<Trace>, String>,
+        /// The trace and its summary (zstd included), both made on the worker.
+        result: Result<(Box<Trace>, RunSummary), String>,
         text: String,
     },
     /// A message from a view's task, for that view.
@@ -274,7 +275,10 @@ impl State {
                         sites: false,
                     };
                     Trace::run_with(model, b, &ids, capture, 10, &interventions)
-                        .map(Box::new)
+                        .map(|t| {
+                            let summary = RunSummary::of(&t, Some(&text));
+                            (Box::new(t), summary)
+                        })
                         .map_err(|e| e.to_string())
                 });
                 send(Reply::Ran { id, result, text });

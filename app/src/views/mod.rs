@@ -50,6 +50,8 @@ pub struct SharedRun {
     pub trace: Trace,
     /// The text it ran.
     pub text: String,
+    /// Its summary, made on the worker with the trace (never per frame).
+    pub summary: prism_analysis::trace::RunSummary,
 }
 
 /// What a view sees of the app while it draws or handles a message.

@@ -9,8 +9,8 @@ use egui::{RichText, Ui};
 use prism_analysis::backend::Capture;
 use prism_analysis::figure::{build, Colormap, Figure};
 use prism_analysis::intervene::{Intervention, Op, PositionSet, Site};
-use prism_analysis::patching::source_values;
 use prism_analysis::patching::{patch, PatchResult};
+use prism_analysis::patching::{single_token, source_values};
 use prism_analysis::trace::Trace;
 use serde::{Deserialize, Serialize};
 
@@ -82,27 +82,6 @@ struct DetailMsg {
     trace: Result<Trace, String>,
 }
 
-/// A text that must be exactly one token, or a message that shows its tokens.
-pub fn single_token(t: &TaskCx<'_>, what: &str, text: &str) -> Result<u32, String> {
-    let tok = t
-        .model
-        .tokenizer
-        .as_ref()
-        .ok_or("this model has no tokenizer")?;
-    let ids = tok.encode_plain(text).map_err(|e| e.to_string())?;
-    match ids.as_slice() {
-        [one] => Ok(*one),
-        _ => Err(format!(
-            "the {what} {text:?} is {} tokens ({}), not one; pick a text that is a single token, with its leading space",
-            ids.len(),
-            ids.iter()
-                .map(|&i| format!("{:?}", show_token(&tok.token_text(i))))
-                .collect::<Vec<_>>()
-                .join(" ")
-        )),
-    }
-}
-
 /// The intervention that patches one cell: the site at one position (or one head at every
 /// position) takes its value from the clean run.
 fn cell_intervention(
@@ -156,23 +135,10 @@ impl PatchView {
                     .ok_or("this model has no tokenizer")?;
                 let c = tok.encode(&clean, false).map_err(|e| e.to_string())?;
                 let x = tok.encode(&corrupt, false).map_err(|e| e.to_string())?;
-                let show = |ids: &[u32]| {
-                    ids.iter()
-                        .map(|&i| show_token(&tok.token_text(i)))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                };
-                if c.len() != x.len() {
-                    return Err(format!(
-                        "the clean prompt is {} tokens ({}) and the corrupt one {} ({}): patching needs prompts of equal length",
-                        c.len(),
-                        show(&c),
-                        x.len(),
-                        show(&x)
-                    ));
-                }
-                let a = single_token(t, "answer", &answer)?;
-                let w = single_token(t, "wrong answer", &wrong)?;
+                prism_analysis::patching::check_prompts(t.model, &c, &x)
+                    .map_err(|e| e.to_string())?;
+                let a = single_token(t.model, "answer", &answer).map_err(|e| e.to_string())?;
+                let w = single_token(t.model, "wrong answer", &wrong).map_err(|e| e.to_string())?;
                 let cols = build::patching_columns(t.model, &c, &x, site);
                 grid.started(
                     t.model.spec.n_layers,

@@ -6,7 +6,7 @@ use prism_analysis::figure::{build, Colormap, Figure};
 use prism_analysis::trace::Trace;
 use serde::{Deserialize, Serialize};
 
-use super::{color32, show_token, text_on, Cx, View};
+use super::{color32, show_token, text_on, Cx, SharedRun, View};
 
 /// The text view's own settings.
 #[derive(Default, Serialize, Deserialize)]
@@ -53,7 +53,7 @@ impl View for TextView {
             return;
         };
         legend_ui(ui, self.gltr);
-        ui.label(RichText::new(summary(&run.trace, Some(&run.text))).strong());
+        ui.label(RichText::new(summary(run)).strong());
         egui::ScrollArea::vertical()
             .id_salt("tokens")
             .show(ui, |ui| {
@@ -184,20 +184,13 @@ pub fn tokens_ui(ui: &mut Ui, trace: &Trace, gltr: bool) -> Option<usize> {
     hovered
 }
 
-pub fn summary(trace: &Trace, text: Option<&str>) -> String {
-    let mut s = build::run_summary(trace);
-    if let Some(t) = text {
-        let z = prism_analysis::metrics::zstd_bytes(t);
-        s.push_str(&format!(
-            " · zstd -19: {} bits, {:.3} bits/byte",
-            z * 8,
-            (z * 8) as f64 / t.len().max(1) as f64
-        ));
-    }
-    if !trace.interventions.is_empty() {
+/// The run's summary line, with the interventions in force.
+pub fn summary(run: &SharedRun) -> String {
+    let mut s = run.summary.describe();
+    if !run.trace.interventions.is_empty() {
         s.push_str(&format!(
             " · {} intervention(s) active",
-            trace.interventions.len()
+            run.trace.interventions.len()
         ));
     }
     s
