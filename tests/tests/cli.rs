@@ -379,3 +379,42 @@ fn the_attention_figure_exports_in_the_colormap_it_was_drawn_in() {
     ]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn a_steered_generation_figure_says_what_steered_it() {
+    let dir = TempDir::new("steer-title");
+    let cvec = fixtures().join("interventions/smollm2_cvec_happy_sad_L15.gguf");
+    let title = |extra: &[&str]| -> String {
+        let out = dir.path().join(format!("g{}.svg", extra.len()));
+        let mut args = vec![
+            "generate",
+            "smollm2",
+            "--prompt",
+            "I feel",
+            "--max-tokens",
+            "2",
+            "--backend",
+            "cpu",
+            "--figure",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        sample("smollm2");
+        let o = prism(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let data: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.with_extension("json")).unwrap())
+                .unwrap();
+        data["title"].as_str().unwrap().to_string()
+    };
+    assert!(title(&[]).starts_with("Generation:"));
+    let steered = title(&[
+        "--control-vector",
+        cvec.to_str().unwrap(),
+        "--control-scale=4",
+    ]);
+    assert_eq!(
+        steered,
+        "Steered generation: steer: smollm2_cvec_happy_sad_L15.gguf (× 4.0)"
+    );
+}

@@ -256,7 +256,9 @@ pub fn ablation_figure(r: &AblationResult, mode: &str, model: &str) -> Figure {
 }
 
 /// A generation: the entropy of each step's distribution and the chosen token's surprisal.
-pub fn generation_figure(g: &Generation, model: &str) -> Figure {
+/// `steer` names the steering vector when there is one (the steer view and `generate
+/// --control-vector` title the figure with it).
+pub fn generation_figure(g: &Generation, model: &str, steer: Option<&str>) -> Figure {
     let entropy: Vec<(f64, f64)> = g
         .tokens
         .iter()
@@ -275,7 +277,10 @@ pub fn generation_figure(g: &Generation, model: &str) -> Figure {
     ];
     notes.extend(intervention_notes(&g.interventions));
     Figure {
-        title: "Generation: how unsure the model was at each step".into(),
+        title: match steer {
+            Some(label) => format!("Steered generation: {label}"),
+            None => "Generation: how unsure the model was at each step".into(),
+        },
         x_label: "generated token".into(),
         y_label: "bits".into(),
         kind: FigureKind::Lines {

@@ -258,8 +258,22 @@ pub fn generate_cmd(a: GenerateArgs) -> anyhow::Result<()> {
         println!();
     }
     if let Some(path) = &a.figure {
+        let steer_label = a.control_vector.as_ref().map(|v| {
+            let name = v.file_name().unwrap_or_default().to_string_lossy();
+            match a.control_layers {
+                Some((lo, hi)) => format!(
+                    "steer: {name} (direction.{lo}–{hi} × {:.1})",
+                    a.control_scale
+                ),
+                None => format!("steer: {name} (× {:.1})", a.control_scale),
+            }
+        });
         export_figure(
-            &build::generation_figure(&g, &model.info.path.display().to_string()),
+            &build::generation_figure(
+                &g,
+                &model.info.path.display().to_string(),
+                steer_label.as_deref(),
+            ),
             path,
         )?;
     }

@@ -321,7 +321,7 @@ impl View for GenerateView {
 
     fn figure(&self, cx: &Cx<'_>) -> Option<Figure> {
         match &self.stream.result {
-            Some(Ok(g)) => Some(build::generation_figure(g, &cx.model_name())),
+            Some(Ok(g)) => Some(build::generation_figure(g, &cx.model_name(), None)),
             _ => None,
         }
     }

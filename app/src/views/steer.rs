@@ -475,11 +475,11 @@ impl View for SteerView {
 
     fn figure(&self, cx: &Cx<'_>) -> Option<Figure> {
         match &self.steered.result {
-            Some(Ok(g)) => {
-                let mut f = build::generation_figure(g, &cx.model_name());
-                f.title = format!("Steered generation: {}", self.intervention_label());
-                Some(f)
-            }
+            Some(Ok(g)) => Some(build::generation_figure(
+                g,
+                &cx.model_name(),
+                Some(&self.intervention_label()),
+            )),
             _ => None,
         }
     }
