@@ -252,8 +252,8 @@ pub fn patch(
 /// The values of `iv`'s site in a run of `ids` (the source of a `patch`), one vector per position
 /// of that run.
 pub fn source_values(
-    model: &crate::model::Model,
-    backend: &dyn crate::backend::Backend,
+    model: &Model,
+    backend: &dyn Backend,
     ids: &[u32],
     iv: &Intervention,
 ) -> Result<Vec<Vec<f32>>> {

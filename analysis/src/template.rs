@@ -197,19 +197,6 @@ pub fn render(
     String::from_utf8(out.out).map_err(|_| Failure::Template("the output is not UTF-8".into()))
 }
 
-/// Renders a chat template the way transformers' `apply_chat_template` does, with default
-/// limits, in this thread (tests and small tools; models go through [`chat_prompt`]).
-pub fn render_template(
-    template: &str,
-    messages: &[(&str, &str)],
-    bos: &str,
-    eos: &str,
-) -> Result<String> {
-    let limits = Limits::for_context(8192);
-    render(template, messages, bos, eos, &limits)
-        .map_err(|f| f.into_error("chat template", &limits))
-}
-
 static SANDBOX: OnceLock<PathBuf> = OnceLock::new();
 
 /// Makes renders run in child processes of `exe`, which must call [`sandbox_main`] when its
@@ -457,6 +444,18 @@ pub fn render_chat(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`render`] with default limits, as the `Result` callers see.
+    fn render_template(
+        template: &str,
+        messages: &[(&str, &str)],
+        bos: &str,
+        eos: &str,
+    ) -> Result<String> {
+        let limits = Limits::for_context(8192);
+        render(template, messages, bos, eos, &limits)
+            .map_err(|f| f.into_error("chat template", &limits))
+    }
 
     #[test]
     fn chat_templates_render_like_transformers() {

@@ -242,10 +242,7 @@ impl RunSummary {
     pub fn describe(&self) -> String {
         let mut s = format!(
             "{} tokens · {:.1} bits for {} predicted tokens · {:.3} bits/byte",
-            self.tokens,
-            self.total_bits,
-            self.predicted,
-            self.total_bits / self.predicted_bytes.max(1) as f64
+            self.tokens, self.total_bits, self.predicted, self.bits_per_byte
         );
         if let (Some(z), Some(bpb)) = (self.zstd_bytes, self.zstd_bits_per_byte) {
             s.push_str(&format!(" · zstd -19: {} bits, {bpb:.3} bits/byte", z * 8));

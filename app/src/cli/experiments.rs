@@ -18,7 +18,6 @@ use serde_json::json;
 
 use super::{export_figure, load_model, BackendArg, ModelArg, UsageError};
 
-/// A token list for messages: `"The" "·Eiffel"`.
 fn tokenizer(model: &Model) -> anyhow::Result<&prism_analysis::tokenizer::PrismTokenizer> {
     model.tokenizer.as_ref().ok_or_else(|| {
         UsageError(format!(

@@ -9,8 +9,7 @@ use egui::{RichText, Ui};
 use prism_analysis::backend::Capture;
 use prism_analysis::figure::{build, Colormap, Figure};
 use prism_analysis::intervene::{Intervention, Op, PositionSet, Site};
-use prism_analysis::patching::{patch, PatchResult};
-use prism_analysis::patching::{single_token, source_values};
+use prism_analysis::patching::{check_prompts, patch, single_token, source_values, PatchResult};
 use prism_analysis::trace::Trace;
 use serde::{Deserialize, Serialize};
 
@@ -135,8 +134,7 @@ impl PatchView {
                     .ok_or("this model has no tokenizer")?;
                 let c = tok.encode(&clean, false).map_err(|e| e.to_string())?;
                 let x = tok.encode(&corrupt, false).map_err(|e| e.to_string())?;
-                prism_analysis::patching::check_prompts(t.model, &c, &x)
-                    .map_err(|e| e.to_string())?;
+                check_prompts(t.model, &c, &x).map_err(|e| e.to_string())?;
                 let a = single_token(t.model, "answer", &answer).map_err(|e| e.to_string())?;
                 let w = single_token(t.model, "wrong answer", &wrong).map_err(|e| e.to_string())?;
                 let cols = build::patching_columns(t.model, &c, &x, site);
