@@ -347,24 +347,24 @@ pub struct Linear {
 
 #[derive(Debug, Clone)]
 pub struct LayerWeights {
-    /// Pre-attention norm, or for post-LN models (BERT) the norm after the attention residual.
-    pub attn_norm: NormWeights,
+    /// The attention sub-layer's input norm, or its residual norm ([`SublayerNorms`]).
+    pub attn_norm: Option<NormWeights>,
     pub q: Linear,
     pub k: Linear,
     pub v: Linear,
     pub o: Linear,
-    /// Per-head norms of q and k (`ArchSpec::qk_norm`): `[head_dim]`.
+    /// Norms of q and k ([`crate::arch::QkNorm`]): `[head_dim]` per head or the whole projection.
     pub q_norm: Option<NormWeights>,
     pub k_norm: Option<NormWeights>,
-    /// Norm of the attention output before the residual add (`BlockKind::Sandwich`).
+    /// Norm of the attention output before the residual add.
     pub post_attn_norm: Option<NormWeights>,
-    /// Pre-MLP norm, or for post-LN models the norm after the MLP residual.
-    pub mlp_norm: NormWeights,
+    /// The MLP's input norm, or its residual norm.
+    pub mlp_norm: Option<NormWeights>,
     /// Present for gated MLPs.
     pub gate: Option<Linear>,
     pub up: Linear,
     pub down: Linear,
-    /// Norm of the MLP output before the residual add (`BlockKind::Sandwich`).
+    /// Norm of the MLP output before the residual add.
     pub post_mlp_norm: Option<NormWeights>,
 }
 
@@ -383,8 +383,8 @@ impl LayerWeights {
 
     pub fn norm(&self, which: NormId) -> Option<&NormWeights> {
         match which {
-            NormId::Attn => Some(&self.attn_norm),
-            NormId::Mlp => Some(&self.mlp_norm),
+            NormId::Attn => self.attn_norm.as_ref(),
+            NormId::Mlp => self.mlp_norm.as_ref(),
             NormId::Q => self.q_norm.as_ref(),
             NormId::K => self.k_norm.as_ref(),
             NormId::PostAttn => self.post_attn_norm.as_ref(),

@@ -265,7 +265,12 @@ fn gemma_layer_patterns_and_rope_bases() {
     let windows: Vec<Option<usize>> = g2.spec.layers.iter().map(|l| l.window).collect();
     assert_eq!(windows, vec![Some(4), None]);
     let g3 = load(&fixtures().join("archs/gemma3/gemma3-IQ4_NL.gguf"));
-    let local: Vec<bool> = g3.spec.layers.iter().map(|l| l.local_rope).collect();
+    let local: Vec<bool> = g3
+        .spec
+        .layers
+        .iter()
+        .map(|l| l.rope == prism_analysis::arch::LayerRope::Local)
+        .collect();
     assert_eq!(local, vec![true, true, true, true, true, false]);
     let rope = g3.spec.rope.as_ref().unwrap();
     assert_eq!((rope.theta, rope.theta_local), (1e6, Some(1e4)));

@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 use super::{
-    Activation, ArchSpec, Architecture, Bias, BlockKind, Format, GgufConfig, HfConfig, Loader,
+    Activation, ArchSpec, Architecture, Bias, Block, Format, GgufConfig, HfConfig, Loader,
     NormKind, Positions,
 };
 use crate::error::{PrismError, Result};
@@ -61,7 +61,7 @@ fn base(spec: &mut ArchSpec) {
     spec.norm = NormKind::LayerNorm;
     spec.positions = Positions::LearnedWithTokenType;
     spec.activation = Activation::GeluErf;
-    spec.block = BlockKind::PostNorm;
+    spec.block = Block::POST_NORM;
     spec.causal = false;
     spec.final_norm = false;
 }
@@ -155,7 +155,7 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
                 )
             };
             layers.push(LayerWeights {
-                attn_norm: l.norm(&format!("{b}.attn_output_norm"), h, false)?,
+                attn_norm: Some(l.norm(&format!("{b}.attn_output_norm"), h, false)?),
                 q,
                 k,
                 v,
@@ -163,7 +163,7 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
                 q_norm: None,
                 k_norm: None,
                 post_attn_norm: None,
-                mlp_norm: l.norm(&format!("{b}.layer_output_norm"), h, false)?,
+                mlp_norm: Some(l.norm(&format!("{b}.layer_output_norm"), h, false)?),
                 gate: None,
                 up: lin("ffn_up", f, h)?,
                 down: lin("ffn_down", h, f)?,
@@ -208,7 +208,7 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
     for i in 0..spec.n_layers {
         let b = format!("{prefix}encoder.layer.{i}");
         layers.push(LayerWeights {
-            attn_norm: norm(format!("{b}.attention.output.LayerNorm"))?,
+            attn_norm: Some(norm(format!("{b}.attention.output.LayerNorm"))?),
             q: linear(format!("{b}.attention.self.query"), h, h)?,
             k: linear(format!("{b}.attention.self.key"), h, h)?,
             v: linear(format!("{b}.attention.self.value"), h, h)?,
@@ -216,7 +216,7 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
             q_norm: None,
             k_norm: None,
             post_attn_norm: None,
-            mlp_norm: norm(format!("{b}.output.LayerNorm"))?,
+            mlp_norm: Some(norm(format!("{b}.output.LayerNorm"))?),
             gate: None,
             up: linear(format!("{b}.intermediate.dense"), f, h)?,
             down: linear(format!("{b}.output.dense"), h, f)?,

@@ -11,12 +11,14 @@ use serde::Deserialize;
 
 use super::rope::plain_inv_freq;
 use super::{
-    Activation, ArchSpec, Architecture, Bias, BlockKind, Format, GgufConfig, HfConfig, LayerKind,
-    Loader, Names, Rope, RopePairing, RopeScaling,
+    Activation, ArchSpec, Architecture, Bias, Block, Format, GgufConfig, HfConfig, HfDefaults,
+    LayerKind, LayerRope, QkNorm, Rope, RopePairing, RopeScaling,
 };
 use crate::error::Result;
 use crate::gguf::Value;
-use crate::weights::{get, LayerWeights, ModelWeights, TensorSource};
+use crate::weights::{ModelWeights, TensorSource};
+
+use super::llama::NormNames;
 
 pub static GEMMA2: Architecture = Architecture {
     name: "gemma2",
@@ -50,45 +52,20 @@ enum Version {
     Three,
 }
 
+/// Gemma's fields beyond [`super::HfCommon`].
 #[derive(Debug, Deserialize)]
 struct Config {
-    vocab_size: usize,
-    hidden_size: usize,
-    intermediate_size: usize,
-    num_hidden_layers: usize,
-    num_attention_heads: usize,
-    num_key_value_heads: Option<usize>,
-    head_dim: Option<usize>,
-    #[serde(default = "default_rms_eps")]
-    rms_norm_eps: f64,
-    #[serde(default = "default_context")]
-    max_position_embeddings: usize,
-    #[serde(default = "default_true")]
-    tie_word_embeddings: bool,
     hidden_activation: Option<String>,
     hidden_act: Option<String>,
     query_pre_attn_scalar: Option<f64>,
     attn_logit_softcapping: Option<f64>,
     final_logit_softcapping: Option<f64>,
-    sliding_window: Option<usize>,
     sliding_window_pattern: Option<usize>,
     #[serde(rename = "_sliding_window_pattern")]
     sliding_window_pattern_private: Option<usize>,
     rope_local_base_freq: Option<f64>,
     #[serde(default)]
     attention_bias: bool,
-}
-
-fn default_rms_eps() -> f64 {
-    1e-6
-}
-
-fn default_context() -> usize {
-    8192
-}
-
-fn default_true() -> bool {
-    true
 }
 
 fn positive(x: f64, what: &str, cfg: &HfConfig<'_>) -> Result<f32> {
@@ -119,23 +96,21 @@ fn spec_from_hf(cfg: &HfConfig<'_>, version: Version) -> Result<ArchSpec> {
         Version::Three => "gemma3",
     };
     let mut spec = ArchSpec::base(family, cfg.named.clone());
-    spec.n_layers = c.num_hidden_layers;
-    spec.hidden = c.hidden_size;
-    spec.n_heads = c.num_attention_heads;
-    spec.n_kv_heads = c.num_key_value_heads.unwrap_or(c.num_attention_heads);
-    spec.head_dim = c
-        .head_dim
-        .unwrap_or(c.hidden_size / c.num_attention_heads.max(1));
-    spec.intermediate = c.intermediate_size;
-    spec.vocab = c.vocab_size;
-    spec.context_length = c.max_position_embeddings;
-    spec.norm_eps = c.rms_norm_eps;
-    spec.tied_embeddings = c.tie_word_embeddings;
+    let common = cfg.common(
+        &mut spec,
+        HfDefaults {
+            rms_norm_eps: 1e-6,
+            context: 8192,
+            tied: true,
+        },
+    )?;
+    let sliding_window = common.sliding_window;
     spec.activation = Activation::GeGluTanh;
-    spec.block = BlockKind::Sandwich;
-    spec.qk_norm = version == Version::Three;
-    spec.embed_scale = Some((c.hidden_size as f64).sqrt() as f32);
-    spec.check_sizes(cfg.path)?;
+    spec.block = Block::SANDWICH;
+    if version == Version::Three {
+        spec.qk_norm = QkNorm::PerHead;
+    }
+    spec.embed_scale = Some((spec.hidden as f64).sqrt() as f32);
     let scalar = c.query_pre_attn_scalar.unwrap_or(spec.head_dim as f64);
     spec.attn_scale = positive(scalar, "query_pre_attn_scalar", cfg)?.powf(-0.5);
     if version == Version::Two {
@@ -152,12 +127,10 @@ fn spec_from_hf(cfg: &HfConfig<'_>, version: Version) -> Result<ArchSpec> {
     }
     // Layer pattern: layer_types (transformers 5), else Gemma 2 alternates starting with a sliding
     // layer and Gemma 3 has one global layer in every `sliding_window_pattern`.
-    spec.layers = match cfg.layer_types(spec.n_layers, c.sliding_window)? {
+    spec.layers = match cfg.layer_types(spec.n_layers, sliding_window)? {
         Some(kinds) => kinds,
         None => {
-            let window = c
-                .sliding_window
-                .ok_or_else(|| cfg.err("Gemma needs sliding_window"))?;
+            let window = sliding_window.ok_or_else(|| cfg.err("Gemma needs sliding_window"))?;
             let pattern = match version {
                 Version::Two => 2,
                 Version::Three => c
@@ -173,14 +146,18 @@ fn spec_from_hf(cfg: &HfConfig<'_>, version: Version) -> Result<ArchSpec> {
                     let sliding = (i + 1) % pattern != 0;
                     LayerKind {
                         window: sliding.then_some(window),
-                        local_rope: sliding,
+                        rope: if sliding {
+                            LayerRope::Local
+                        } else {
+                            LayerRope::Global
+                        },
                     }
                 })
                 .collect()
         }
     };
     if version == Version::Two {
-        spec.layers.iter_mut().for_each(|k| k.local_rope = false);
+        spec.layers = super::llama::global_rope(std::mem::take(&mut spec.layers));
     }
     // RoPE: Gemma 3 has a base (and possibly a scaling) per layer type.
     let per_type = cfg
@@ -220,7 +197,7 @@ fn spec_from_hf(cfg: &HfConfig<'_>, version: Version) -> Result<ArchSpec> {
         spec.head_dim,
         RopePairing::Half,
         &global_scaling,
-        c.max_position_embeddings,
+        spec.context_length,
         cfg,
     )?;
     if version == Version::Three {
@@ -242,8 +219,10 @@ fn spec_from_gguf(cfg: &GgufConfig<'_>, version: Version) -> Result<ArchSpec> {
     let mut spec = ArchSpec::base(family, cfg.arch.to_string());
     cfg.common(&mut spec)?;
     spec.activation = Activation::GeGluTanh;
-    spec.block = BlockKind::Sandwich;
-    spec.qk_norm = version == Version::Three;
+    spec.block = Block::SANDWICH;
+    if version == Version::Three {
+        spec.qk_norm = QkNorm::PerHead;
+    }
     spec.tied_embeddings = cfg.src.info("output.weight").is_none();
     spec.embed_scale = Some((spec.hidden as f64).sqrt() as f32);
     // llama.cpp: 1/sqrt(head_dim), except the 27B models, which use 1/sqrt(hidden / heads).
@@ -307,7 +286,11 @@ fn spec_from_gguf(cfg: &GgufConfig<'_>, version: Version) -> Result<ArchSpec> {
         .iter()
         .map(|&s| LayerKind {
             window: if s { window } else { None },
-            local_rope: s && version == Version::Three && window.is_some(),
+            rope: if s && version == Version::Three && window.is_some() {
+                LayerRope::Local
+            } else {
+                LayerRope::Global
+            },
         })
         .collect();
     let mut rope = cfg.rope(&spec, 10_000.0, RopePairing::Half)?;
@@ -324,7 +307,8 @@ fn spec_from_gguf(cfg: &GgufConfig<'_>, version: Version) -> Result<ArchSpec> {
                 rope.inv_freq_local = Some(plain_inv_freq(l, rope.dims));
                 spec.layers
                     .iter_mut()
-                    .for_each(|k| k.local_rope = k.window.is_some());
+                    .filter(|k| k.window.is_some())
+                    .for_each(|k| k.rope = LayerRope::Local);
             }
         }
     }
@@ -332,66 +316,13 @@ fn spec_from_gguf(cfg: &GgufConfig<'_>, version: Version) -> Result<ArchSpec> {
     Ok(spec)
 }
 
+/// Gemma's pre-MLP norm is `pre_feedforward_layernorm`; its post norms are llama.cpp's.
+const NORM_NAMES: NormNames = NormNames {
+    mlp: ["pre_feedforward_layernorm", "ffn_norm"],
+    hf_offset: true,
+    ..super::llama::NORM_NAMES
+};
+
 fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Result<ModelWeights> {
-    let l = Loader { src, spec };
-    let (h, v, q, kv, f, hd) = (
-        spec.hidden,
-        spec.vocab,
-        spec.q_dim(),
-        spec.kv_dim(),
-        spec.intermediate,
-        spec.head_dim,
-    );
-    let gguf = format == Format::Gguf;
-    let names = Names {
-        gguf,
-        layers: "model.layers",
-    };
-    // HF stores w and the model scales by 1 + w; GGUF stores 1 + w.
-    let plus_one = !gguf;
-    let mut layers = Vec::with_capacity(spec.n_layers);
-    for i in 0..spec.n_layers {
-        let n = |hf: &str, gg: &str| names.layer(i, hf, gg);
-        let qk = |hf: &str, gg: &str| -> Result<Option<crate::weights::NormWeights>> {
-            match spec.qk_norm {
-                true => l.norm(&n(hf, gg), hd, plus_one).map(Some),
-                false => Ok(None),
-            }
-        };
-        layers.push(LayerWeights {
-            attn_norm: l.norm(&n("input_layernorm", "attn_norm"), h, plus_one)?,
-            q: l.linear(&n("self_attn.q_proj", "attn_q"), q, h, Bias::No)?,
-            k: l.linear(&n("self_attn.k_proj", "attn_k"), kv, h, Bias::No)?,
-            v: l.linear(&n("self_attn.v_proj", "attn_v"), kv, h, Bias::No)?,
-            o: l.linear(&n("self_attn.o_proj", "attn_output"), h, q, Bias::No)?,
-            q_norm: qk("self_attn.q_norm", "attn_q_norm")?,
-            k_norm: qk("self_attn.k_norm", "attn_k_norm")?,
-            post_attn_norm: Some(l.norm(
-                &n("post_attention_layernorm", "post_attention_norm"),
-                h,
-                plus_one,
-            )?),
-            mlp_norm: l.norm(&n("pre_feedforward_layernorm", "ffn_norm"), h, plus_one)?,
-            gate: Some(l.linear(&n("mlp.gate_proj", "ffn_gate"), f, h, Bias::No)?),
-            up: l.linear(&n("mlp.up_proj", "ffn_up"), f, h, Bias::No)?,
-            down: l.linear(&n("mlp.down_proj", "ffn_down"), h, f, Bias::No)?,
-            post_mlp_norm: Some(l.norm(
-                &n("post_feedforward_layernorm", "post_ffw_norm"),
-                h,
-                plus_one,
-            )?),
-        });
-    }
-    let [embed, final_norm, head] =
-        names.top(["model.embed_tokens.weight", "model.norm", "lm_head.weight"]);
-    Ok(ModelWeights {
-        token_embedding: get(src, embed, &[v, h])?,
-        position_embedding: None,
-        token_type_embedding: None,
-        embedding_norm: None,
-        layers,
-        final_norm: Some(l.norm(final_norm, h, plus_one)?),
-        lm_head: l.lm_head(head)?,
-        lm_head_bias: None,
-    })
+    super::llama::load_decoder(src, spec, format, Bias::No, Bias::No, &NORM_NAMES)
 }

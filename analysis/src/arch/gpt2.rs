@@ -148,7 +148,7 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
                 .ok_or_else(|| PrismError::Input("qkv split".into()))
         };
         layers.push(LayerWeights {
-            attn_norm,
+            attn_norm: Some(attn_norm),
             q: next()?,
             k: next()?,
             v: next()?,
@@ -156,7 +156,7 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
             q_norm: None,
             k_norm: None,
             post_attn_norm: None,
-            mlp_norm,
+            mlp_norm: Some(mlp_norm),
             gate: None,
             up,
             down,

@@ -10,8 +10,8 @@
 use serde::Deserialize;
 
 use super::{
-    Activation, ArchSpec, Architecture, Bias, BlockKind, Format, GgufConfig, HfConfig, Loader,
-    Names, NormKind, Positions, Rope, RopePairing,
+    Activation, ArchSpec, Architecture, Bias, Block, Format, GgufConfig, HfConfig, Loader, Names,
+    NormKind, Positions, Rope, RopePairing,
 };
 use crate::error::Result;
 use crate::weights::{get, LayerWeights, Linear, ModelWeights, TensorSource};
@@ -100,9 +100,9 @@ fn spec_from_hf(cfg: &HfConfig<'_>) -> Result<ArchSpec> {
     spec.tied_embeddings = c.tie_word_embeddings;
     spec.activation = activation(&c.hidden_act, cfg)?;
     spec.block = if c.use_parallel_residual {
-        BlockKind::Parallel
+        Block::PARALLEL
     } else {
-        BlockKind::PreNorm
+        Block::PRE_NORM
     };
     spec.check_sizes(cfg.path)?;
     let params = cfg.get("rope_parameters");
@@ -142,8 +142,8 @@ fn spec_from_gguf(cfg: &GgufConfig<'_>) -> Result<ArchSpec> {
     // The reference (transformers) uses the exact GELU; llama.cpp approximates it with tanh.
     spec.activation = Activation::GeluErf;
     spec.block = match cfg.meta.bool_opt(&cfg.key("use_parallel_residual"))? {
-        Some(false) => BlockKind::PreNorm,
-        _ => BlockKind::Parallel,
+        Some(false) => Block::PRE_NORM,
+        _ => Block::PARALLEL,
     };
     spec.rope = Some(cfg.rope(&spec, 10_000.0, RopePairing::Half)?);
     spec.uniform_layers(None);
@@ -200,7 +200,7 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
             (part(0)?, part(1)?, part(2)?)
         };
         layers.push(LayerWeights {
-            attn_norm: l.norm(&n("input_layernorm", "attn_norm"), h, false)?,
+            attn_norm: Some(l.norm(&n("input_layernorm", "attn_norm"), h, false)?),
             q,
             k,
             v: vv,
@@ -208,7 +208,7 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
             q_norm: None,
             k_norm: None,
             post_attn_norm: None,
-            mlp_norm: l.norm(&n("post_attention_layernorm", "ffn_norm"), h, false)?,
+            mlp_norm: Some(l.norm(&n("post_attention_layernorm", "ffn_norm"), h, false)?),
             gate: None,
             up: l.linear(&n("mlp.dense_h_to_4h", "ffn_up"), f, h, Bias::Yes)?,
             down: l.linear(&n("mlp.dense_4h_to_h", "ffn_down"), h, f, Bias::Yes)?,

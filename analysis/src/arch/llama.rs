@@ -8,8 +8,8 @@
 use serde::Deserialize;
 
 use super::{
-    ArchSpec, Architecture, Bias, Format, GgufConfig, HfConfig, LayerKind, Loader, Names, Rope,
-    RopePairing,
+    ArchSpec, Architecture, Bias, Format, GgufConfig, HfConfig, HfDefaults, LayerKind, LayerRope,
+    Loader, Names, RopePairing,
 };
 use crate::error::Result;
 use crate::weights::{get, LayerWeights, ModelWeights, TensorSource};
@@ -26,23 +26,10 @@ pub static ARCH: Architecture = Architecture {
     harmless_gguf_keys: &["rope.scaling.original_context_length"],
 };
 
-/// The fields of HF `LlamaConfig` / `MistralConfig` / `Qwen2Config` that change the computation.
+/// The fields of HF `LlamaConfig` / `MistralConfig` / `Qwen2Config` beyond [`HfCommon`] that
+/// change the computation.
 #[derive(Debug, Deserialize)]
 struct Config {
-    vocab_size: usize,
-    hidden_size: usize,
-    intermediate_size: usize,
-    num_hidden_layers: usize,
-    num_attention_heads: usize,
-    num_key_value_heads: Option<usize>,
-    head_dim: Option<usize>,
-    #[serde(default = "default_rms_eps")]
-    rms_norm_eps: f64,
-    #[serde(default = "default_context")]
-    max_position_embeddings: usize,
-    #[serde(default)]
-    tie_word_embeddings: bool,
-    sliding_window: Option<usize>,
     use_sliding_window: Option<bool>,
     max_window_layers: Option<usize>,
     hidden_act: Option<String>,
@@ -50,13 +37,12 @@ struct Config {
     mlp_bias: bool,
 }
 
-fn default_rms_eps() -> f64 {
-    1e-6
-}
-
-fn default_context() -> usize {
-    2048
-}
+/// Llama's defaults for fields a config may leave out.
+pub(super) const DEFAULTS: HfDefaults = HfDefaults {
+    rms_norm_eps: 1e-6,
+    context: 2048,
+    tied: false,
+};
 
 fn spec_from_hf(cfg: &HfConfig<'_>) -> Result<ArchSpec> {
     let c: Config = cfg.parse()?;
@@ -69,48 +55,32 @@ fn spec_from_hf(cfg: &HfConfig<'_>) -> Result<ArchSpec> {
         return Err(cfg.err("mlp_bias is not supported in the Llama family"));
     }
     let mut spec = ArchSpec::base("llama", cfg.named.clone());
-    spec.n_layers = c.num_hidden_layers;
-    spec.hidden = c.hidden_size;
-    spec.n_heads = c.num_attention_heads;
-    spec.n_kv_heads = c.num_key_value_heads.unwrap_or(c.num_attention_heads);
-    spec.head_dim = c
-        .head_dim
-        .unwrap_or(c.hidden_size / c.num_attention_heads.max(1));
-    spec.intermediate = c.intermediate_size;
-    spec.vocab = c.vocab_size;
-    spec.context_length = c.max_position_embeddings;
-    spec.norm_eps = c.rms_norm_eps;
-    spec.tied_embeddings = c.tie_word_embeddings;
-    spec.check_sizes(cfg.path)?;
-    spec.rope = Some(Rope::from_hf(
-        cfg.rope_theta(10_000.0),
-        spec.head_dim,
-        RopePairing::Half,
-        &cfg.rope_scaling()?,
-        c.max_position_embeddings,
-        cfg,
-    )?);
+    let common = cfg.common(&mut spec, DEFAULTS)?;
+    spec.rope = Some(cfg.rope_half(&spec, 10_000.0)?);
     // Mistral slides on every layer; Qwen2 only with use_sliding_window, from max_window_layers on.
     let window = match cfg.model_type {
         "qwen2" if c.use_sliding_window != Some(true) => None,
-        _ => c.sliding_window,
+        _ => common.sliding_window,
     };
     spec.layers = match cfg.layer_types(spec.n_layers, window)? {
-        Some(mut kinds) => {
-            kinds.iter_mut().for_each(|k| k.local_rope = false);
-            kinds
-        }
+        Some(kinds) => global_rope(kinds),
         None => (0..spec.n_layers)
             .map(|i| LayerKind {
                 window: match (cfg.model_type, c.max_window_layers) {
                     ("qwen2", Some(m)) if i < m => None,
                     _ => window,
                 },
-                local_rope: false,
+                ..LayerKind::FULL
             })
             .collect(),
     };
     Ok(spec)
+}
+
+/// Sliding layers of families whose every layer uses the model's one RoPE table.
+pub(super) fn global_rope(mut kinds: Vec<LayerKind>) -> Vec<LayerKind> {
+    kinds.iter_mut().for_each(|k| k.rope = LayerRope::Global);
+    kinds
 }
 
 fn spec_from_gguf(cfg: &GgufConfig<'_>) -> Result<ArchSpec> {
@@ -146,55 +116,80 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
             _ => (Bias::No, Bias::No),
         }
     };
-    load_decoder(src, spec, format, qkv_bias, o_bias)
+    load_decoder(src, spec, format, qkv_bias, o_bias, &NORM_NAMES)
 }
 
-/// Weights of a Llama-shaped decoder in HF or GGUF naming, with q/k norms when the spec has them
-/// (shared with Qwen3).
+/// A layer's norm tensors: (HF name under the layer, GGUF name under `blk.N`), per slot. Which
+/// of them a layer has comes from the spec's block shape and q/k norm kind.
+pub(super) struct NormNames {
+    pub attn: [&'static str; 2],
+    pub post_attn: [&'static str; 2],
+    pub mlp: [&'static str; 2],
+    pub post_mlp: [&'static str; 2],
+    pub q: [&'static str; 2],
+    pub k: [&'static str; 2],
+    /// HF folders store the norm weight as an offset w and scale by 1 + w (Gemma); GGUF files
+    /// store 1 + w.
+    pub hf_offset: bool,
+}
+
+/// Llama's names, and llama.cpp's for the post norms (Gemma, OLMo 2).
+pub(super) const NORM_NAMES: NormNames = NormNames {
+    attn: ["input_layernorm", "attn_norm"],
+    post_attn: ["post_attention_layernorm", "post_attention_norm"],
+    mlp: ["post_attention_layernorm", "ffn_norm"],
+    post_mlp: ["post_feedforward_layernorm", "post_ffw_norm"],
+    q: ["self_attn.q_norm", "attn_q_norm"],
+    k: ["self_attn.k_norm", "attn_k_norm"],
+    hf_offset: false,
+};
+
+/// Weights of a Llama-shaped decoder (q, k, v, o and a gated MLP) in HF or GGUF naming, with the
+/// norms the spec's block shape names (shared with Qwen3, OLMo 2, SmolLM3).
 pub(super) fn load_decoder(
     src: &dyn TensorSource,
     spec: &ArchSpec,
     format: Format,
     qkv_bias: Bias,
     o_bias: Bias,
+    norms: &NormNames,
 ) -> Result<ModelWeights> {
     let l = Loader { src, spec };
-    let (h, v, q, kv, f, hd) = (
+    let (h, v, q, kv, f) = (
         spec.hidden,
         spec.vocab,
         spec.q_dim(),
         spec.kv_dim(),
         spec.intermediate,
-        spec.head_dim,
     );
     let gguf = format == Format::Gguf;
     let names = Names {
         gguf,
         layers: "model.layers",
     };
+    let (b, hd) = (spec.block, spec.head_dim);
+    let plus_one = norms.hf_offset && !gguf;
+    let qk = |heads| spec.qk_norm.width(heads, hd);
     let mut layers = Vec::with_capacity(spec.n_layers);
     for i in 0..spec.n_layers {
-        let n = |hf: &str, gg: &str| names.layer(i, hf, gg);
-        let qk_norm = |hf: &str, gg: &str| -> Result<Option<crate::weights::NormWeights>> {
-            match spec.qk_norm {
-                true => l.norm(&n(hf, gg), hd, false).map(Some),
-                false => Ok(None),
-            }
+        let n = |[hf, gg]: [&str; 2]| names.layer(i, hf, gg);
+        let norm = |width: Option<usize>, which| {
+            l.norm_if(width.is_some(), &n(which), width.unwrap_or(h), plus_one)
         };
         layers.push(LayerWeights {
-            attn_norm: l.norm(&n("input_layernorm", "attn_norm"), h, false)?,
-            q: l.linear(&n("self_attn.q_proj", "attn_q"), q, h, qkv_bias)?,
-            k: l.linear(&n("self_attn.k_proj", "attn_k"), kv, h, qkv_bias)?,
-            v: l.linear(&n("self_attn.v_proj", "attn_v"), kv, h, qkv_bias)?,
-            o: l.linear(&n("self_attn.o_proj", "attn_output"), h, q, o_bias)?,
-            q_norm: qk_norm("self_attn.q_norm", "attn_q_norm")?,
-            k_norm: qk_norm("self_attn.k_norm", "attn_k_norm")?,
-            post_attn_norm: None,
-            mlp_norm: l.norm(&n("post_attention_layernorm", "ffn_norm"), h, false)?,
-            gate: Some(l.linear(&n("mlp.gate_proj", "ffn_gate"), f, h, Bias::No)?),
-            up: l.linear(&n("mlp.up_proj", "ffn_up"), f, h, Bias::No)?,
-            down: l.linear(&n("mlp.down_proj", "ffn_down"), h, f, Bias::No)?,
-            post_mlp_norm: None,
+            attn_norm: norm(b.attn.has_main().then_some(h), norms.attn)?,
+            q: l.linear(&n(["self_attn.q_proj", "attn_q"]), q, h, qkv_bias)?,
+            k: l.linear(&n(["self_attn.k_proj", "attn_k"]), kv, h, qkv_bias)?,
+            v: l.linear(&n(["self_attn.v_proj", "attn_v"]), kv, h, qkv_bias)?,
+            o: l.linear(&n(["self_attn.o_proj", "attn_output"]), h, q, o_bias)?,
+            q_norm: norm(qk(spec.n_heads), norms.q)?,
+            k_norm: norm(qk(spec.n_kv_heads), norms.k)?,
+            post_attn_norm: norm(b.attn.output.then_some(h), norms.post_attn)?,
+            mlp_norm: norm(b.mlp.has_main().then_some(h), norms.mlp)?,
+            gate: Some(l.linear(&n(["mlp.gate_proj", "ffn_gate"]), f, h, Bias::No)?),
+            up: l.linear(&n(["mlp.up_proj", "ffn_up"]), f, h, Bias::No)?,
+            down: l.linear(&n(["mlp.down_proj", "ffn_down"]), h, f, Bias::No)?,
+            post_mlp_norm: norm(b.mlp.output.then_some(h), norms.post_mlp)?,
         });
     }
     let [embed, final_norm, head] =
@@ -205,7 +200,7 @@ pub(super) fn load_decoder(
         token_type_embedding: None,
         embedding_norm: None,
         layers,
-        final_norm: Some(l.norm(final_norm, h, false)?),
+        final_norm: Some(l.norm(final_norm, h, plus_one)?),
         lm_head: l.lm_head(head)?,
         lm_head_bias: None,
     })

@@ -4,18 +4,22 @@
 //! [`REGISTRY`].
 
 pub mod bert;
+mod block;
 pub mod gemma;
 pub mod gpt2;
 pub mod gptneox;
 pub mod llama;
+pub mod olmo2;
 pub mod phi3;
 pub mod qwen3;
 mod rope;
+pub mod smollm3;
 
 use std::path::Path;
 
 use serde::Serialize;
 
+pub use block::{check_norms, Block, LayerKind, LayerRope, QkNorm, SublayerNorms};
 pub use rope::{Rope, RopeScaling};
 
 use crate::error::{PrismError, Result};
@@ -60,6 +64,8 @@ pub static REGISTRY: &[&Architecture] = &[
     &gptneox::ARCH,
     &gpt2::ARCH,
     &bert::ARCH,
+    &olmo2::ARCH,
+    &smollm3::ARCH,
 ];
 
 /// The supported architectures, for error messages.
@@ -114,28 +120,6 @@ impl Activation {
     }
 }
 
-/// How a block wires its two sub-layers into the residual stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum BlockKind {
-    /// h += attn(norm(h)); h += mlp(norm(h)) (Llama, GPT-2).
-    PreNorm,
-    /// h += attn(norm1(h)) + mlp(norm2(h)), both norms of the same h (GPT-NeoX).
-    Parallel,
-    /// h = norm(h + attn(h)); h = norm(h + mlp(h)) (BERT).
-    PostNorm,
-    /// h += post_norm(attn(norm(h))); h += post_norm(mlp(norm(h))) (Gemma 2 and 3).
-    Sandwich,
-}
-
-/// What differs from layer to layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct LayerKind {
-    /// Sliding-window attention over this many keys (the query's own included), or full attention.
-    pub window: Option<usize>,
-    /// Uses the local RoPE frequencies ([`Rope::inv_freq_local`]).
-    pub local_rope: bool,
-}
-
 /// Everything a backend needs to know to execute a model.
 #[derive(Debug, Clone, Serialize)]
 pub struct ArchSpec {
@@ -156,9 +140,9 @@ pub struct ArchSpec {
     pub positions: Positions,
     pub rope: Option<Rope>,
     pub activation: Activation,
-    pub block: BlockKind,
-    /// Per-head norms of q and k after the projections, before RoPE (Qwen3, Gemma 3).
-    pub qk_norm: bool,
+    pub block: Block,
+    /// Norms of q and k after the projections, before RoPE.
+    pub qk_norm: QkNorm,
     /// The token embedding is multiplied by this (Gemma: sqrt(hidden)).
     pub embed_scale: Option<f32>,
     /// Attention scores are q.k times this.
@@ -214,8 +198,8 @@ impl ArchSpec {
             positions: Positions::Rope,
             rope: None,
             activation: Activation::SwiGlu,
-            block: BlockKind::PreNorm,
-            qk_norm: false,
+            block: Block::PRE_NORM,
+            qk_norm: QkNorm::None,
             embed_scale: None,
             attn_scale: 0.0,
             attn_softcap: None,
@@ -233,7 +217,7 @@ impl ArchSpec {
         self.layers = vec![
             LayerKind {
                 window,
-                local_rope: false,
+                ..LayerKind::FULL
             };
             self.n_layers
         ];
@@ -301,7 +285,10 @@ impl ArchSpec {
             (Positions::Rope, Some(r)) => r.validate(self.head_dim, path)?,
             _ => {}
         }
-        if self.layers.iter().any(|l| l.local_rope)
+        if let Some(p) = self.block.problem() {
+            return bad(p);
+        }
+        if self.layers.iter().any(|l| l.rope == LayerRope::Local)
             && self
                 .rope
                 .as_ref()
@@ -390,20 +377,73 @@ impl<'a> HfConfig<'a> {
         types
             .iter()
             .map(|t| match t.as_str() {
-                Some("full_attention") => Ok(LayerKind {
-                    window: None,
-                    local_rope: false,
-                }),
+                Some("full_attention") => Ok(LayerKind::FULL),
                 Some("sliding_attention") => Ok(LayerKind {
                     window: Some(window.ok_or_else(|| {
                         self.err("layer_types has sliding layers but sliding_window is not set")
                     })?),
-                    local_rope: true,
+                    rope: LayerRope::Local,
                 }),
                 other => Err(self.err(format!("layer_types entry {other:?} is not supported"))),
             })
             .collect::<Result<Vec<_>>>()
             .map(Some)
+    }
+}
+
+/// The fields of an HF config that every decoder family states the same way.
+#[derive(Debug, serde::Deserialize)]
+pub struct HfCommon {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: Option<usize>,
+    pub head_dim: Option<usize>,
+    pub max_position_embeddings: Option<usize>,
+    pub tie_word_embeddings: Option<bool>,
+    pub rms_norm_eps: Option<f64>,
+    pub sliding_window: Option<usize>,
+}
+
+/// A family's defaults for the fields its config may leave out.
+pub struct HfDefaults {
+    pub rms_norm_eps: f64,
+    pub context: usize,
+    pub tied: bool,
+}
+
+impl HfConfig<'_> {
+    /// Reads [`HfCommon`] into `spec` (sizes checked), returning it for the family's own use.
+    pub fn common(&self, spec: &mut ArchSpec, d: HfDefaults) -> Result<HfCommon> {
+        let c: HfCommon = self.parse()?;
+        spec.n_layers = c.num_hidden_layers;
+        spec.hidden = c.hidden_size;
+        spec.n_heads = c.num_attention_heads;
+        spec.n_kv_heads = c.num_key_value_heads.unwrap_or(c.num_attention_heads);
+        spec.head_dim = c
+            .head_dim
+            .unwrap_or(c.hidden_size / c.num_attention_heads.max(1));
+        spec.intermediate = c.intermediate_size;
+        spec.vocab = c.vocab_size;
+        spec.context_length = c.max_position_embeddings.unwrap_or(d.context);
+        spec.norm_eps = c.rms_norm_eps.unwrap_or(d.rms_norm_eps);
+        spec.tied_embeddings = c.tie_word_embeddings.unwrap_or(d.tied);
+        spec.check_sizes(self.path)?;
+        Ok(c)
+    }
+
+    /// RoPE with rotate-half pairing from `rope_theta` / `rope_parameters` / `rope_scaling`.
+    pub fn rope_half(&self, spec: &ArchSpec, default_theta: f64) -> Result<Rope> {
+        Rope::from_hf(
+            self.rope_theta(default_theta),
+            spec.head_dim,
+            RopePairing::Half,
+            &self.rope_scaling()?,
+            spec.context_length,
+            self,
+        )
     }
 }
 
@@ -545,6 +585,17 @@ impl Loader<'_> {
             NormKind::RmsNorm => None,
         };
         Ok(NormWeights { weight, bias })
+    }
+
+    /// [`Loader::norm`] when `on`, else none.
+    pub fn norm_if(
+        &self,
+        on: bool,
+        base: &str,
+        width: usize,
+        plus_one: bool,
+    ) -> Result<Option<NormWeights>> {
+        on.then(|| self.norm(base, width, plus_one)).transpose()
     }
 
     /// A fused projection split into row ranges (Phi-3's qkv and gate_up, GPT-2's c_attn).

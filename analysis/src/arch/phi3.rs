@@ -137,7 +137,7 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
             .try_into()
             .map_err(|_| crate::PrismError::Input("gate_up split".into()))?;
         layers.push(LayerWeights {
-            attn_norm: l.norm(&n("input_layernorm", "attn_norm"), h, false)?,
+            attn_norm: Some(l.norm(&n("input_layernorm", "attn_norm"), h, false)?),
             q: wq,
             k: wk,
             v: wv,
@@ -145,7 +145,7 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
             q_norm: None,
             k_norm: None,
             post_attn_norm: None,
-            mlp_norm: l.norm(&n("post_attention_layernorm", "ffn_norm"), h, false)?,
+            mlp_norm: Some(l.norm(&n("post_attention_layernorm", "ffn_norm"), h, false)?),
             gate: Some(gate),
             up,
             down: l.linear(&n("mlp.down_proj", "ffn_down"), h, f, Bias::No)?,

@@ -4,7 +4,9 @@
 
 use serde::Deserialize;
 
-use super::{ArchSpec, Architecture, Bias, Format, GgufConfig, HfConfig, Rope, RopePairing};
+use super::{
+    ArchSpec, Architecture, Bias, Format, GgufConfig, HfConfig, HfDefaults, QkNorm, RopePairing,
+};
 use crate::error::Result;
 use crate::weights::{ModelWeights, TensorSource};
 
@@ -20,35 +22,14 @@ pub static ARCH: Architecture = Architecture {
     harmless_gguf_keys: &[],
 };
 
+/// Qwen3's fields beyond [`super::HfCommon`].
 #[derive(Debug, Deserialize)]
 struct Config {
-    vocab_size: usize,
-    hidden_size: usize,
-    intermediate_size: usize,
-    num_hidden_layers: usize,
-    num_attention_heads: usize,
-    num_key_value_heads: Option<usize>,
-    head_dim: Option<usize>,
-    #[serde(default = "default_rms_eps")]
-    rms_norm_eps: f64,
-    #[serde(default = "default_context")]
-    max_position_embeddings: usize,
-    #[serde(default)]
-    tie_word_embeddings: bool,
-    sliding_window: Option<usize>,
     #[serde(default)]
     use_sliding_window: bool,
     #[serde(default)]
     attention_bias: bool,
     hidden_act: Option<String>,
-}
-
-fn default_rms_eps() -> f64 {
-    1e-6
-}
-
-fn default_context() -> usize {
-    32768
 }
 
 fn spec_from_hf(cfg: &HfConfig<'_>) -> Result<ArchSpec> {
@@ -60,38 +41,19 @@ fn spec_from_hf(cfg: &HfConfig<'_>) -> Result<ArchSpec> {
         return Err(cfg.err("Qwen3 with attention_bias is not supported"));
     }
     let mut spec = ArchSpec::base("qwen3", cfg.named.clone());
-    spec.n_layers = c.num_hidden_layers;
-    spec.hidden = c.hidden_size;
-    spec.n_heads = c.num_attention_heads;
-    spec.n_kv_heads = c.num_key_value_heads.unwrap_or(c.num_attention_heads);
-    spec.head_dim = c
-        .head_dim
-        .unwrap_or(c.hidden_size / c.num_attention_heads.max(1));
-    spec.intermediate = c.intermediate_size;
-    spec.vocab = c.vocab_size;
-    spec.context_length = c.max_position_embeddings;
-    spec.norm_eps = c.rms_norm_eps;
-    spec.tied_embeddings = c.tie_word_embeddings;
-    spec.qk_norm = true;
-    spec.check_sizes(cfg.path)?;
-    spec.rope = Some(Rope::from_hf(
-        cfg.rope_theta(1_000_000.0),
-        spec.head_dim,
-        RopePairing::Half,
-        &cfg.rope_scaling()?,
-        c.max_position_embeddings,
-        cfg,
-    )?);
-    let window = if c.use_sliding_window {
-        c.sliding_window
-    } else {
-        None
-    };
-    match cfg.layer_types(spec.n_layers, c.sliding_window)? {
-        Some(mut kinds) if c.use_sliding_window => {
-            kinds.iter_mut().for_each(|k| k.local_rope = false);
-            spec.layers = kinds;
-        }
+    let common = cfg.common(
+        &mut spec,
+        HfDefaults {
+            rms_norm_eps: 1e-6,
+            context: 32768,
+            tied: false,
+        },
+    )?;
+    spec.qk_norm = QkNorm::PerHead;
+    spec.rope = Some(cfg.rope_half(&spec, 1_000_000.0)?);
+    let window = common.sliding_window.filter(|_| c.use_sliding_window);
+    match cfg.layer_types(spec.n_layers, common.sliding_window)? {
+        Some(kinds) if c.use_sliding_window => spec.layers = super::llama::global_rope(kinds),
         _ => spec.uniform_layers(window),
     }
     Ok(spec)
@@ -100,7 +62,7 @@ fn spec_from_hf(cfg: &HfConfig<'_>) -> Result<ArchSpec> {
 fn spec_from_gguf(cfg: &GgufConfig<'_>) -> Result<ArchSpec> {
     let mut spec = ArchSpec::base("qwen3", cfg.arch.to_string());
     cfg.common(&mut spec)?;
-    spec.qk_norm = true;
+    spec.qk_norm = QkNorm::PerHead;
     // llama.cpp runs Qwen3 with NeoX RoPE, and its converter does not permute q/k.
     spec.rope = Some(cfg.rope(&spec, 1_000_000.0, RopePairing::Half)?);
     spec.uniform_layers(None);
@@ -109,5 +71,12 @@ fn spec_from_gguf(cfg: &GgufConfig<'_>) -> Result<ArchSpec> {
 }
 
 fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Result<ModelWeights> {
-    super::llama::load_decoder(src, spec, format, Bias::No, Bias::No)
+    super::llama::load_decoder(
+        src,
+        spec,
+        format,
+        Bias::No,
+        Bias::No,
+        &super::llama::NORM_NAMES,
+    )
 }

@@ -1,9 +1,9 @@
 //! The forward pass, written once. A backend supplies the ops ([`Exec`]); this file decides what
-//! runs in which order for every architecture ([`crate::arch::BlockKind`]), where interventions
+//! runs in which order for every block shape ([`crate::arch::Block`]), where interventions
 //! apply, what is captured, how a KV cache grows, and how a run starting at a layer skips the
 //! layers below it.
 
-use crate::arch::{ArchSpec, BlockKind, Positions};
+use crate::arch::{ArchSpec, LayerRope, Positions, QkNorm, SublayerNorms};
 use crate::backend::{Input, LogitRows, LogitsOut, Request, RunOutput, Sites};
 use crate::error::{PrismError, Result};
 use crate::intervene::{Intervention, Op, PositionSet, Site};
@@ -370,25 +370,26 @@ pub fn run<E: Exec>(
         Input::Residual { data, .. } => e.upload(data, "residual")?,
     };
     let sized = |on: bool, len: usize| if on { len } else { 1 };
-    let sandwich = s.block == BlockKind::Sandwich;
+    let (attn_post, mlp_post) = (s.block.attn.output, s.block.mlp.output);
+    let qk_norm = s.qk_norm != QkNorm::None;
     let mut sc = Scratch {
         normed: e.alloc(rows * h, "normed")?,
-        normed2: e.alloc(sized(s.block == BlockKind::Parallel, rows * h), "normed 2")?,
+        normed2: e.alloc(sized(s.block.parallel, rows * h), "normed 2")?,
         q: e.alloc(rows * s.q_dim(), "q")?,
         k: e.alloc(rows * s.kv_dim(), "k")?,
         v: e.alloc(rows * s.kv_dim(), "v")?,
-        qn: e.alloc(sized(s.qk_norm, rows * s.q_dim()), "q normed")?,
-        kn: e.alloc(sized(s.qk_norm, rows * s.kv_dim()), "k normed")?,
+        qn: e.alloc(sized(qk_norm, rows * s.q_dim()), "q normed")?,
+        kn: e.alloc(sized(qk_norm, rows * s.kv_dim()), "k normed")?,
         z: e.alloc(rows * s.q_dim(), "attention values")?,
         attn: e.alloc(rows * h, "attention output")?,
-        attn2: e.alloc(sized(sandwich, rows * h), "attention output normed")?,
+        attn2: e.alloc(sized(attn_post, rows * h), "attention output normed")?,
         gate: e.alloc(
             sized(s.activation.is_gated(), rows * s.intermediate),
             "mlp gate",
         )?,
         up: e.alloc(rows * s.intermediate, "mlp up")?,
         mlp: e.alloc(rows * h, "mlp output")?,
-        mlp2: e.alloc(sized(sandwich, rows * h), "mlp output normed")?,
+        mlp2: e.alloc(sized(mlp_post, rows * h), "mlp output normed")?,
         lens: e.alloc(
             sized(cap.logit_lens && s.causal, rows * h),
             "logit lens input",
@@ -409,7 +410,7 @@ pub fn run<E: Exec>(
     let (global, local) = match (&s.rope, s.positions) {
         (Some(r), Positions::Rope) => {
             let g = r.tables(&positions, false, total_len);
-            let l = if s.layers.iter().any(|k| k.local_rope) {
+            let l = if s.layers.iter().any(|k| k.rope == LayerRope::Local) {
                 Some(r.tables(&positions, true, total_len))
             } else {
                 None
@@ -447,63 +448,31 @@ pub fn run<E: Exec>(
     for l in start..n {
         edits.apply(e, Site::ResidPre, l, &x, h, s.head_dim)?;
         ctx.entry(e, &x, l, &sc, &mut slots)?;
-        match s.block {
-            BlockKind::PreNorm => {
-                // Straight into x when nothing needs attn_out or mlp_out on their own.
-                let direct = e.fuses_residual() && ctx.outputs_unused(l);
+        if s.block.parallel {
+            // Both sub-layers read the same stream; their outputs are added together.
+            let attn_in = ctx.sub_input(e, Sub::Attn, l, &x, &sc.normed)?;
+            let mlp_in = ctx.sub_input(e, Sub::Mlp, l, &x, &sc.normed2)?;
+            ctx.attention(e, l, attn_in, &sc, cache.as_deref_mut(), &mut slots, None)?;
+            ctx.mlp(e, l, mlp_in, &sc, &mut slots, None)?;
+            ctx.close(e, Sub::Attn, l, &mut x, &mut sc)?;
+            ctx.close(e, Sub::Mlp, l, &mut x, &mut sc)?;
+        } else {
+            for sub in [Sub::Attn, Sub::Mlp] {
+                // Straight into x when nothing needs the sub-layer's output on its own.
+                let norms = sub.norms(&s);
+                let direct =
+                    e.fuses_residual() && ctx.outputs_unused(l) && !norms.output && !norms.residual;
                 let into = direct.then_some(&x);
-                let input = e.norm_input(&x, NormSel::Layer(l, NormId::Attn), &sc.normed, rows)?;
-                ctx.attention(e, l, input, &sc, cache.as_deref_mut(), &mut slots, into)?;
-                if !direct {
-                    e.add(&sc.attn, &x, rows * h)?;
+                let input = ctx.sub_input(e, sub, l, &x, &sc.normed)?;
+                match sub {
+                    Sub::Attn => {
+                        ctx.attention(e, l, input, &sc, cache.as_deref_mut(), &mut slots, into)?
+                    }
+                    Sub::Mlp => ctx.mlp(e, l, input, &sc, &mut slots, into)?,
                 }
-                let input = e.norm_input(&x, NormSel::Layer(l, NormId::Mlp), &sc.normed, rows)?;
-                ctx.mlp(e, l, input, &sc, &mut slots, into)?;
                 if !direct {
-                    e.add(&sc.mlp, &x, rows * h)?;
+                    ctx.close(e, sub, l, &mut x, &mut sc)?;
                 }
-            }
-            BlockKind::Parallel => {
-                let attn_in =
-                    e.norm_input(&x, NormSel::Layer(l, NormId::Attn), &sc.normed, rows)?;
-                let mlp_in = e.norm_input(&x, NormSel::Layer(l, NormId::Mlp), &sc.normed2, rows)?;
-                ctx.attention(e, l, attn_in, &sc, cache.as_deref_mut(), &mut slots, None)?;
-                ctx.mlp(e, l, mlp_in, &sc, &mut slots, None)?;
-                e.add(&sc.attn, &x, rows * h)?;
-                e.add(&sc.mlp, &x, rows * h)?;
-            }
-            BlockKind::Sandwich => {
-                let input = e.norm_input(&x, NormSel::Layer(l, NormId::Attn), &sc.normed, rows)?;
-                ctx.attention(e, l, input, &sc, cache.as_deref_mut(), &mut slots, None)?;
-                e.norm(
-                    &sc.attn,
-                    NormSel::Layer(l, NormId::PostAttn),
-                    &sc.attn2,
-                    rows,
-                )?;
-                e.add(&sc.attn2, &x, rows * h)?;
-                let input = e.norm_input(&x, NormSel::Layer(l, NormId::Mlp), &sc.normed, rows)?;
-                ctx.mlp(e, l, input, &sc, &mut slots, None)?;
-                e.norm(&sc.mlp, NormSel::Layer(l, NormId::PostMlp), &sc.mlp2, rows)?;
-                e.add(&sc.mlp2, &x, rows * h)?;
-            }
-            BlockKind::PostNorm => {
-                ctx.attention(
-                    e,
-                    l,
-                    LinearIn::plain(&x),
-                    &sc,
-                    cache.as_deref_mut(),
-                    &mut slots,
-                    None,
-                )?;
-                e.add(&sc.attn, &x, rows * h)?;
-                e.norm(&x, NormSel::Layer(l, NormId::Attn), &sc.normed, rows)?;
-                std::mem::swap(&mut x, &mut sc.normed);
-                ctx.mlp(e, l, LinearIn::plain(&x), &sc, &mut slots, None)?;
-                e.add(&sc.mlp, &x, rows * h)?;
-                e.norm(&x, NormSel::Layer(l, NormId::Mlp), &sc.normed, rows)?;
-                std::mem::swap(&mut x, &mut sc.normed);
             }
         }
         edits.apply(e, Site::ResidPost, l, &x, h, s.head_dim)?;
@@ -743,6 +712,30 @@ struct Slots {
     lens: Vec<Option<usize>>,
 }
 
+/// A block's two sub-layers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sub {
+    Attn,
+    Mlp,
+}
+
+impl Sub {
+    fn norms(self, s: &ArchSpec) -> SublayerNorms {
+        match self {
+            Sub::Attn => s.block.attn,
+            Sub::Mlp => s.block.mlp,
+        }
+    }
+
+    /// The norm on the input or the residual, and the one on the output.
+    fn norm_ids(self) -> (NormId, NormId) {
+        match self {
+            Sub::Attn => (NormId::Attn, NormId::PostAttn),
+            Sub::Mlp => (NormId::Mlp, NormId::PostMlp),
+        }
+    }
+}
+
 /// What every layer of a run shares.
 struct Ctx<'a> {
     s: &'a ArchSpec,
@@ -791,6 +784,59 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// The input of sub-layer `sub` of layer `l`: x, normalized (into `normed`, or folded into the
+    /// matmuls that read it) when the block says so.
+    fn sub_input<'b, E: Exec>(
+        &self,
+        e: &mut E,
+        sub: Sub,
+        l: usize,
+        x: &'b E::Buf,
+        normed: &'b E::Buf,
+    ) -> Result<LinearIn<'b, E::Buf>> {
+        if sub.norms(self.s).input {
+            e.norm_input(
+                x,
+                NormSel::Layer(l, sub.norm_ids().0),
+                normed,
+                self.b * self.t,
+            )
+        } else {
+            Ok(LinearIn::plain(x))
+        }
+    }
+
+    /// Adds sub-layer `sub`'s output (in `sc.attn` / `sc.mlp`) into the residual stream `x`,
+    /// normalizing the output before and the stream after the add when the block says so.
+    fn close<E: Exec>(
+        &self,
+        e: &mut E,
+        sub: Sub,
+        l: usize,
+        x: &mut E::Buf,
+        sc: &mut Scratch<E::Buf>,
+    ) -> Result<()> {
+        let rows = self.b * self.t;
+        let n = rows * self.s.hidden;
+        let norms = sub.norms(self.s);
+        let (main, post) = sub.norm_ids();
+        let (out, normed_out) = match sub {
+            Sub::Attn => (&sc.attn, &sc.attn2),
+            Sub::Mlp => (&sc.mlp, &sc.mlp2),
+        };
+        if norms.output {
+            e.norm(out, NormSel::Layer(l, post), normed_out, rows)?;
+            e.add(normed_out, x, n)?;
+        } else {
+            e.add(out, x, n)?;
+        }
+        if norms.residual {
+            e.norm(x, NormSel::Layer(l, main), &sc.normed, rows)?;
+            std::mem::swap(x, &mut sc.normed);
+        }
+        Ok(())
+    }
+
     /// The attention sub-layer of layer `l` on `input`; its output lands in `sc.attn`, or is added
     /// into `residual` when one is given (nothing reads it on its own then).
     #[allow(clippy::too_many_arguments)]
@@ -811,18 +857,19 @@ impl Ctx<'_> {
         e.linear(input, l, LinearId::Q, &sc.q, rows, false)?;
         e.linear(input, l, LinearId::K, &sc.k, rows, false)?;
         e.linear(input, l, LinearId::V, &sc.v, rows, false)?;
-        let (q, k) = if s.qk_norm {
-            e.norm(&sc.q, NormSel::Layer(l, NormId::Q), &sc.qn, rows * nh)?;
-            e.norm(&sc.k, NormSel::Layer(l, NormId::K), &sc.kn, rows * nkv)?;
+        let (q, k) = if s.qk_norm != QkNorm::None {
+            let (qg, kg) = (s.qk_norm.groups(rows, nh), s.qk_norm.groups(rows, nkv));
+            e.norm(&sc.q, NormSel::Layer(l, NormId::Q), &sc.qn, qg)?;
+            e.norm(&sc.k, NormSel::Layer(l, NormId::K), &sc.kn, kg)?;
             (&sc.qn, &sc.kn)
         } else {
             (&sc.q, &sc.k)
         };
         let kind = s.layers[l];
-        let table = if kind.local_rope {
-            self.local
-        } else {
-            self.global
+        let table = match kind.rope {
+            LayerRope::Global => self.global,
+            LayerRope::Local => self.local,
+            LayerRope::None => None,
         };
         if let Some((cos, sin)) = table {
             e.rope(q, rows, nh, cos, sin)?;

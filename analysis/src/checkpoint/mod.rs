@@ -363,6 +363,7 @@ fn load_weights(
         read: RefCell::new(already_read),
     };
     let weights = (family.load_weights)(&tracked, spec, format)?;
+    crate::arch::check_norms(spec, &weights, src.path())?;
     let read = tracked.read.borrow();
     let ignored: Vec<String> = src
         .names()

@@ -149,11 +149,15 @@ pub fn info(a: InfoArgs) -> anyhow::Result<()> {
         (
             "norm",
             format!(
-                "{:?}, eps {:e}, {:?} blocks{}",
+                "{:?}, eps {:e}, {}{}",
                 s.norm,
                 s.norm_eps,
-                s.block,
-                if s.qk_norm { ", q/k norms" } else { "" }
+                s.block.describe(),
+                match s.qk_norm {
+                    prism_analysis::arch::QkNorm::None => "",
+                    prism_analysis::arch::QkNorm::PerHead => ", q/k norms per head",
+                    prism_analysis::arch::QkNorm::Whole => ", q/k norms over the whole projection",
+                }
             ),
         ),
         (

@@ -1,0 +1,229 @@
+//! Block shapes as data: where each sub-layer's norms sit, how the two sub-layers meet the
+//! residual stream, how q and k are normalized, and what each layer's positions are. The forward
+//! pass (`backend/forward.rs`) reads these and has no per-architecture branch, so a family with a
+//! new arrangement of the same parts (OLMo 2's norms after the sub-layers, SmolLM3's layers
+//! without RoPE) is a new value here, set in its own file.
+
+use serde::Serialize;
+
+/// The norms around one sub-layer (attention or MLP) `f`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SublayerNorms {
+    /// `f(norm(h))`: the input is normalized (pre-norm; weights `attn_norm` / `mlp_norm`).
+    pub input: bool,
+    /// `h + norm(f(..))`: the output is normalized before the residual add (Gemma's post norms,
+    /// OLMo 2; weights `post_attn_norm` / `post_mlp_norm`).
+    pub output: bool,
+    /// `norm(h + f(..))`: the residual stream is normalized after the add (BERT; weights
+    /// `attn_norm` / `mlp_norm`, so never together with `input`).
+    pub residual: bool,
+}
+
+impl SublayerNorms {
+    pub const PRE: SublayerNorms = SublayerNorms {
+        input: true,
+        output: false,
+        residual: false,
+    };
+    pub const SANDWICH: SublayerNorms = SublayerNorms {
+        input: true,
+        output: true,
+        residual: false,
+    };
+    pub const OUTPUT: SublayerNorms = SublayerNorms {
+        input: false,
+        output: true,
+        residual: false,
+    };
+    pub const RESIDUAL: SublayerNorms = SublayerNorms {
+        input: false,
+        output: false,
+        residual: true,
+    };
+
+    /// Whether the norm stored in the `attn_norm` / `mlp_norm` slot exists.
+    pub fn has_main(self) -> bool {
+        self.input || self.residual
+    }
+
+    fn describe(self) -> &'static str {
+        match (self.input, self.output, self.residual) {
+            (true, false, false) => "pre-norm",
+            (true, true, false) => "sandwich (norms before and after)",
+            (false, true, false) => "norm after the sub-layer",
+            (false, false, true) => "post-norm (after the residual add)",
+            (false, false, false) => "no norm",
+            _ => "norms before, after and on the residual",
+        }
+    }
+}
+
+/// How a block wires its two sub-layers into the residual stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Block {
+    /// `h += attn(..h) + mlp(..h)`, both of the same h (GPT-NeoX); otherwise attention first,
+    /// then the MLP on the updated stream.
+    pub parallel: bool,
+    pub attn: SublayerNorms,
+    pub mlp: SublayerNorms,
+}
+
+impl Block {
+    /// h += attn(norm(h)); h += mlp(norm(h)) (Llama, GPT-2).
+    pub const PRE_NORM: Block = Block {
+        parallel: false,
+        attn: SublayerNorms::PRE,
+        mlp: SublayerNorms::PRE,
+    };
+    /// h += attn(norm1(h)) + mlp(norm2(h)) (GPT-NeoX).
+    pub const PARALLEL: Block = Block {
+        parallel: true,
+        attn: SublayerNorms::PRE,
+        mlp: SublayerNorms::PRE,
+    };
+    /// h = norm(h + attn(h)); h = norm(h + mlp(h)) (BERT).
+    pub const POST_NORM: Block = Block {
+        parallel: false,
+        attn: SublayerNorms::RESIDUAL,
+        mlp: SublayerNorms::RESIDUAL,
+    };
+    /// h += post_norm(attn(norm(h))); h += post_norm(mlp(norm(h))) (Gemma 2 and 3).
+    pub const SANDWICH: Block = Block {
+        parallel: false,
+        attn: SublayerNorms::SANDWICH,
+        mlp: SublayerNorms::SANDWICH,
+    };
+    /// h += norm(attn(h)); h += norm(mlp(h)) (OLMo 2).
+    pub const OUTPUT_NORM: Block = Block {
+        parallel: false,
+        attn: SublayerNorms::OUTPUT,
+        mlp: SublayerNorms::OUTPUT,
+    };
+
+    /// A line for `prism info`.
+    pub fn describe(&self) -> String {
+        let (a, m) = (self.attn.describe(), self.mlp.describe());
+        let norms = if a == m {
+            a.to_string()
+        } else {
+            format!("attention {a}, MLP {m}")
+        };
+        if self.parallel {
+            format!("parallel attention and MLP, {norms}")
+        } else {
+            norms
+        }
+    }
+
+    /// Why this arrangement cannot run, if it cannot.
+    pub fn problem(&self) -> Option<String> {
+        for (name, n) in [("attention", self.attn), ("MLP", self.mlp)] {
+            if n.input && n.residual {
+                return Some(format!(
+                    "the {name} sub-layer normalizes both its input and the residual stream"
+                ));
+            }
+            if self.parallel && n.residual {
+                return Some(format!(
+                    "a parallel block cannot normalize the residual stream after the {name}"
+                ));
+            }
+        }
+        None
+    }
+}
+
+/// How q and k are normalized after their projections, before RoPE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum QkNorm {
+    None,
+    /// Each head's `head_dim` values on their own, one weight of `[head_dim]` (Qwen3, Gemma 3).
+    PerHead,
+    /// The whole projection at once, weights `[heads * head_dim]` (OLMo 2).
+    Whole,
+}
+
+impl QkNorm {
+    /// Rows the norm sees in a projection of `rows` tokens with `heads` heads.
+    pub fn groups(self, rows: usize, heads: usize) -> usize {
+        match self {
+            QkNorm::PerHead => rows * heads,
+            _ => rows,
+        }
+    }
+
+    /// The norm weights' width for `heads` heads of `head_dim`, or none.
+    pub fn width(self, heads: usize, head_dim: usize) -> Option<usize> {
+        match self {
+            QkNorm::None => None,
+            QkNorm::PerHead => Some(head_dim),
+            QkNorm::Whole => Some(heads * head_dim),
+        }
+    }
+}
+
+/// Which RoPE frequencies a layer rotates q and k with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum LayerRope {
+    /// The model's frequencies ([`super::Rope::inv_freq`]).
+    Global,
+    /// The local frequencies of sliding layers ([`super::Rope::inv_freq_local`], Gemma 3).
+    Local,
+    /// No rotation at all (NoPE layers: SmolLM3).
+    None,
+}
+
+/// What differs from layer to layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LayerKind {
+    /// Sliding-window attention over this many keys (the query's own included), or full attention.
+    pub window: Option<usize>,
+    pub rope: LayerRope,
+}
+
+impl LayerKind {
+    /// Full attention with the model's RoPE.
+    pub const FULL: LayerKind = LayerKind {
+        window: None,
+        rope: LayerRope::Global,
+    };
+}
+
+/// Checks that every layer has exactly the norms its block shape and q/k norm kind name, of the
+/// right widths: a loader that forgets one, or a file that lacks one, fails here rather than
+/// running a different block.
+pub fn check_norms(
+    spec: &super::ArchSpec,
+    weights: &crate::weights::ModelWeights,
+    path: &std::path::Path,
+) -> crate::error::Result<()> {
+    use crate::weights::NormId;
+    let b = spec.block;
+    let qk = |heads| spec.qk_norm.width(heads, spec.head_dim);
+    let want = [
+        (NormId::Attn, b.attn.has_main().then_some(spec.hidden)),
+        (NormId::PostAttn, b.attn.output.then_some(spec.hidden)),
+        (NormId::Mlp, b.mlp.has_main().then_some(spec.hidden)),
+        (NormId::PostMlp, b.mlp.output.then_some(spec.hidden)),
+        (NormId::Q, qk(spec.n_heads)),
+        (NormId::K, qk(spec.n_kv_heads)),
+    ];
+    for (layer, l) in weights.layers.iter().enumerate() {
+        for (id, width) in want {
+            let have = l.norm(id).map(|n| n.weight.element_count());
+            if have != width {
+                let say = |w: Option<usize>| w.map_or("none".to_string(), |w| format!("{w} wide"));
+                return Err(crate::error::PrismError::format(
+                    path,
+                    format!(
+                        "layer {layer}: the {id:?} norm is {} where the {} block needs {}",
+                        say(have),
+                        spec.family,
+                        say(width)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
