@@ -790,3 +790,55 @@ fn frames_keep_coming_while_a_long_patching_run_fills_the_grid() {
         "a frame took {slowest:?}: the UI waited on the worker"
     );
 }
+
+/// The text view exports what it shows: a token strip with the tokens and colors it draws
+/// (`build::text_strip`), in surprisal colors or, with GLTR on, in rank buckets.
+#[test]
+fn the_text_view_exports_its_token_strip() {
+    use prism_analysis::figure::build::{text_strip, TextColors};
+    use prism_analysis::figure::FigureKind;
+    let mut h = harness(app("text", "hello there, how are you"));
+    wait_for(&mut h, "the first run", |a| a.run.is_some());
+    for (gltr, colors, header) in [
+        (
+            false,
+            TextColors::Surprisal,
+            "index,token,surprisal (bits),color",
+        ),
+        (
+            true,
+            TextColors::Rank,
+            "index,token,rank of the actual token,color",
+        ),
+    ] {
+        h.state_mut()
+            .view_mut::<prism_app::views::text::TextView>()
+            .unwrap()
+            .gltr = gltr;
+        h.run_steps(2);
+        let fig = h.state_mut().current_figure().expect("a figure");
+        let trace = &h.state().run.as_ref().unwrap().trace;
+        let shown = text_strip(trace, colors);
+        match &fig.kind {
+            FigureKind::Tokens { tokens, .. } => {
+                assert_eq!(tokens, &shown.tokens, "gltr {gltr}: export = screen");
+                assert_eq!(tokens.len(), trace.tokens.len());
+                assert_eq!(
+                    tokens[1].value,
+                    trace.surprisal_bits[1]
+                        .filter(|_| !gltr)
+                        .or(trace.rank[1].filter(|_| gltr).map(|r| r as f64))
+                );
+            }
+            other => panic!("the text view exported {other:?}"),
+        }
+        assert_eq!(fig.to_csv().lines().next(), Some(header));
+        assert_eq!(fig.to_csv().lines().count(), trace.tokens.len() + 1);
+    }
+    // Surprisal and rank colors differ somewhere (the export follows the setting).
+    let trace = &h.state().run.as_ref().unwrap().trace;
+    assert_ne!(
+        text_strip(trace, TextColors::Surprisal).tokens,
+        text_strip(trace, TextColors::Rank).tokens
+    );
+}

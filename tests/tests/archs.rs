@@ -46,7 +46,7 @@ fn cases() -> Vec<(PathBuf, PathBuf)> {
             out.push((g, dir.join(format!("reference-{quant}.json"))));
         }
     }
-    assert!(out.len() >= 23, "fixtures missing: {out:?}");
+    assert!(out.len() >= 29, "fixtures missing: {out:?}");
     out
 }
 
@@ -213,7 +213,11 @@ fn the_fast_mode_stays_within_its_tolerance_on_every_architecture() {
     let says_fast = |ctx| {
         let backend = prism_analysis::backend::gpu::GpuBackend::new(&model, ctx).unwrap();
         let trace = Trace::run(&model, &backend, &ids, Capture::default(), 5).unwrap();
-        let fig = prism_analysis::figure::build::text_figure(&trace, "m");
+        let fig = prism_analysis::figure::build::text_figure(
+            &trace,
+            "m",
+            prism_analysis::figure::build::TextColors::Surprisal,
+        );
         fig.notes.iter().any(|n| n.contains("fast mode"))
     };
     assert!(
@@ -274,4 +278,52 @@ fn gemma_layer_patterns_and_rope_bases() {
     assert_eq!(local, vec![true, true, true, true, true, false]);
     let rope = g3.spec.rope.as_ref().unwrap();
     assert_eq!((rope.theta, rope.theta_local), (1e6, Some(1e4)));
+}
+
+/// OLMo 2 and SmolLM3 are block shapes as data: norms after the sub-layers with whole-projection
+/// q/k norms, and a layer without RoPE, read the same from the HF folder and the GGUF file.
+#[test]
+fn olmo2_and_smollm3_block_shapes_from_both_formats() {
+    use prism_analysis::arch::{Block, LayerRope, QkNorm};
+    for path in ["archs/olmo2", "archs/olmo2/olmo2-Q8_0.gguf"] {
+        let m = load(&fixtures().join(path));
+        assert_eq!(m.spec.block, Block::OUTPUT_NORM, "{path}");
+        assert_eq!(m.spec.qk_norm, QkNorm::Whole, "{path}");
+        let l = &m.weights.layers[0];
+        assert!(l.attn_norm.is_none() && l.mlp_norm.is_none(), "{path}");
+        assert_eq!(l.q_norm.as_ref().unwrap().weight.element_count(), 256);
+        assert_eq!(l.k_norm.as_ref().unwrap().weight.element_count(), 128);
+    }
+    for path in ["archs/smollm3", "archs/smollm3/smollm3-Q4_K_M.gguf"] {
+        let m = load(&fixtures().join(path));
+        let ropes: Vec<LayerRope> = m.spec.layers.iter().map(|l| l.rope).collect();
+        use LayerRope::{Global as G, None as N};
+        assert_eq!(ropes, vec![G, G, G, N], "{path}");
+    }
+}
+
+/// Weights that do not have the norms their block shape names are refused, naming the layer.
+#[test]
+fn weights_without_the_norms_of_their_block_shape_are_refused() {
+    let m = load(&fixtures().join("archs/olmo2"));
+    let path = std::path::Path::new("olmo2");
+    prism_analysis::arch::check_norms(&m.spec, &m.weights, path).expect("the loaded model fits");
+    let mut w = m.weights.clone();
+    w.layers[1].post_mlp_norm = None;
+    let e = prism_analysis::arch::check_norms(&m.spec, &w, path).unwrap_err();
+    assert!(
+        e.to_string().contains("layer 1: the PostMlp norm is none"),
+        "{e}"
+    );
+    let mut w = m.weights.clone();
+    w.layers[0].attn_norm = w.layers[0].post_attn_norm.clone();
+    let e = prism_analysis::arch::check_norms(&m.spec, &w, path).unwrap_err();
+    assert!(
+        e.to_string().contains("layer 0: the Attn norm is 256 wide"),
+        "{e}"
+    );
+    let mut spec = m.spec.clone();
+    spec.qk_norm = prism_analysis::arch::QkNorm::PerHead;
+    let e = prism_analysis::arch::check_norms(&spec, &m.weights, path).unwrap_err();
+    assert!(e.to_string().contains("the Q norm is 256 wide"), "{e}");
 }

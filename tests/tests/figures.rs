@@ -170,3 +170,61 @@ fn export_writes_figure_and_data_atomically() {
         .export(&dir.path().join("missing-folder/x.svg"))
         .is_err());
 }
+
+/// A token strip draws every token that fits on its color, with the legend, and says how many
+/// did not fit; its CSV holds every token.
+#[test]
+fn token_strip_svg_has_its_tokens_colors_and_legend() {
+    use prism_analysis::figure::{strip_tokens, StripScale};
+    let scale = StripScale::Sequential {
+        map: Colormap::Viridis,
+        max: 16.0,
+    };
+    let words: Vec<(String, Option<f64>)> = (0..12)
+        .map(|i| (format!(" w{i}"), (i > 0).then_some(i as f64)))
+        .collect();
+    let fig = |n: usize| Figure {
+        title: "Surprisal per token".into(),
+        x_label: String::new(),
+        y_label: String::new(),
+        kind: FigureKind::Tokens {
+            tokens: strip_tokens(words.iter().cloned().cycle().take(n), scale),
+            value_name: "surprisal (bits)".into(),
+            scale,
+            legend: scale.legend("bits"),
+        },
+        notes: vec![],
+    };
+    let svg = prism_analysis::figure::render::to_svg(&fig(12), 800, 400).unwrap();
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let t = texts(&doc);
+    for i in 0..12 {
+        assert!(
+            t.iter().any(|s| s == &format!("·w{i}")),
+            "token w{i} in {t:?}"
+        );
+    }
+    assert!(t.iter().any(|s| s == "16.0 bits"), "legend in {t:?}");
+    let fills: Vec<String> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("rect"))
+        .filter_map(|n| n.attribute("fill").map(str::to_lowercase))
+        .collect();
+    let c = scale.color(Some(11.0));
+    let want = format!("#{:02x}{:02x}{:02x}", c.0, c.1, c.2);
+    assert!(
+        fills.contains(&want),
+        "the color of w11 ({want}) in {fills:?}"
+    );
+    // Too many for the image: the rest is said, and the CSV keeps them all.
+    let big = fig(2000);
+    let svg = prism_analysis::figure::render::to_svg(&big, 800, 400).unwrap();
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    assert!(
+        texts(&doc)
+            .iter()
+            .any(|s| s.contains("more tokens (all are in the CSV)")),
+        "the overflow is said"
+    );
+    assert_eq!(big.to_csv().lines().count(), 2001);
+}

@@ -1,7 +1,7 @@
 //! Every figure Prism draws from a run or an experiment, built here so that the app's export and
 //! the command line's `--figure` write the same picture for the same input.
 
-use super::{Colormap, Figure, FigureKind, Rgb, Series};
+use super::{strip_tokens, Colormap, Figure, FigureKind, Rgb, Series, StripScale};
 use crate::ablation::AblationResult;
 use crate::generate::Generation;
 use crate::intervene::{Intervention, Site};
@@ -31,36 +31,81 @@ fn run_notes(trace: &Trace) -> Vec<String> {
 }
 
 /// Surprisal per token.
-pub fn text_figure(trace: &Trace, model: &str) -> Figure {
-    let points: Vec<(f64, f64)> = trace
-        .surprisal_bits
-        .iter()
-        .enumerate()
-        .filter_map(|(i, s)| s.map(|b| (i as f64, b)))
-        .collect();
+/// The text view's token strip: every token on the color of its surprisal or rank.
+pub struct TextStrip {
+    pub tokens: Vec<super::StripToken>,
+    pub value_name: String,
+    pub scale: StripScale,
+    pub unit: &'static str,
+}
+
+pub fn text_strip(trace: &Trace, colors: TextColors) -> TextStrip {
+    let (values, value_name, scale, unit): (Vec<Option<f64>>, _, _, _) = match colors {
+        TextColors::Surprisal => (
+            trace.surprisal_bits.clone(),
+            "surprisal (bits)",
+            StripScale::Sequential {
+                map: Colormap::Viridis,
+                max: MAX_BITS,
+            },
+            "bits",
+        ),
+        TextColors::Rank => (
+            trace.rank.iter().map(|r| r.map(|r| r as f64)).collect(),
+            "rank of the actual token",
+            StripScale::RankBuckets,
+            "",
+        ),
+    };
+    TextStrip {
+        tokens: strip_tokens(
+            trace.tokens.iter().map(|t| t.text.clone()).zip(values),
+            scale,
+        ),
+        value_name: value_name.into(),
+        scale,
+        unit,
+    }
+}
+
+/// The text view as a figure: its token strip, with the run's summary.
+pub fn text_figure(trace: &Trace, model: &str, colors: TextColors) -> Figure {
+    let strip = text_strip(trace, colors);
     let mut notes = vec![format!(
         "model: {model}; {}",
         crate::trace::RunSummary::of(trace, None).describe()
     )];
+    notes.push("the first token is not predicted (gray)".into());
     notes.extend(run_notes(trace));
     Figure {
-        title: "Surprisal per token".into(),
-        x_label: "token".into(),
-        y_label: "bits".into(),
-        kind: FigureKind::Lines {
-            series: vec![Series {
-                name: "surprisal".into(),
-                points,
-                color: Rgb(31, 119, 180),
-            }],
-            band: None,
-            x_ticks: Some(trace.tokens.iter().map(|t| show_token(&t.text)).collect()),
+        title: match colors {
+            TextColors::Surprisal => "Surprisal per token".into(),
+            TextColors::Rank => "Rank of each token (GLTR buckets)".into(),
+        },
+        x_label: String::new(),
+        y_label: String::new(),
+        kind: FigureKind::Tokens {
+            legend: strip.scale.legend(strip.unit),
+            tokens: strip.tokens,
+            value_name: strip.value_name,
+            scale: strip.scale,
         },
         notes,
     }
 }
 
-/// One head's attention map.
+/// Surprisal colors run from 0 bits to this many and more.
+pub const MAX_BITS: f64 = 16.0;
+
+/// What the text figure colors its tokens by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TextColors {
+    #[default]
+    Surprisal,
+    /// GLTR's rank buckets.
+    Rank,
+}
+
 /// One head's attention map, in `colormap` (the view's own, so that the export is what it shows).
 pub fn attention_figure(
     trace: &Trace,

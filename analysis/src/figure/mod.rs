@@ -4,11 +4,14 @@
 pub mod build;
 pub mod geometry;
 pub mod render;
+pub mod strip;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+
+pub use strip::{strip_tokens, StripScale, StripToken};
 
 use crate::error::{PrismError, Result};
 
@@ -82,6 +85,15 @@ pub enum FigureKind {
         band: Option<Band>,
         /// Labels for integer x positions (layer names), when the x axis is categorical.
         x_ticks: Option<Vec<String>>,
+    },
+    /// Tokens laid out like text on their value's color (the text view's strip).
+    Tokens {
+        tokens: Vec<StripToken>,
+        /// What the value is ("surprisal (bits)", "rank").
+        value_name: String,
+        scale: StripScale,
+        /// Swatches with their labels, as the view's legend shows them.
+        legend: Vec<(String, Rgb)>,
     },
 }
 
@@ -180,6 +192,21 @@ impl Figure {
                             .map(|v| v.to_string())
                             .collect::<Vec<_>>()
                             .join(",")
+                    ));
+                }
+            }
+            FigureKind::Tokens {
+                tokens, value_name, ..
+            } => {
+                out.push_str(&format!("index,token,{},color\n", csv_field(value_name)));
+                for (i, t) in tokens.iter().enumerate() {
+                    out.push_str(&format!(
+                        "{i},{},{},#{:02x}{:02x}{:02x}\n",
+                        csv_field(&t.text),
+                        t.value.map(|v| v.to_string()).unwrap_or_default(),
+                        t.color.0,
+                        t.color.1,
+                        t.color.2
                     ));
                 }
             }

@@ -183,6 +183,12 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, fig: &Figure) -> Resu
             }
             draw_color_bar(&bar, *colormap, lo, hi)?;
         }
+        FigureKind::Tokens {
+            tokens,
+            value_name,
+            legend,
+            ..
+        } => draw_tokens(&plot, &fig.title, tokens, value_name, legend)?,
         FigureKind::Lines {
             series,
             band,
@@ -259,6 +265,88 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, fig: &Figure) -> Resu
                 .border_style(RGBColor(180, 180, 180))
                 .draw()
                 .map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
+/// A token strip: the title, the legend, then the tokens wrapped like text on their colors. What
+/// does not fit the image is said on its last line (the CSV holds every token).
+fn draw_tokens<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    tokens: &[super::StripToken],
+    value_name: &str,
+    legend: &[(String, Rgb)],
+) -> Result<()> {
+    let (w, h) = area.dim_in_pixel();
+    let (w, h) = (w as i32, h as i32);
+    let margin = 16;
+    area.draw(&Text::new(
+        title.to_string(),
+        (margin, 10),
+        (FONT, 22).into_font(),
+    ))
+    .map_err(err)?;
+    let small = (FONT, 13).into_font();
+    let font = (FONT, 16).into_font();
+    let width_of = |text: &str, f: &FontDesc<'_>| -> Result<i32> {
+        Ok(area
+            .estimate_text_size(text, &TextStyle::from(f.clone()))
+            .map_err(err)?
+            .0 as i32)
+    };
+    let mut x = margin;
+    let y = 44;
+    let label = format!("{value_name}:");
+    area.draw(&Text::new(label.clone(), (x, y + 3), small.clone()))
+        .map_err(err)?;
+    x += width_of(&label, &small)? + 8;
+    for (text, c) in legend {
+        let tw = width_of(text, &small)? + 8;
+        area.draw(&Rectangle::new(
+            [(x, y), (x + tw, y + 20)],
+            color(*c).filled(),
+        ))
+        .map_err(err)?;
+        area.draw(&Text::new(
+            text.clone(),
+            (x + 4, y + 3),
+            small.clone().color(&color(super::strip::text_on(*c))),
+        ))
+        .map_err(err)?;
+        x += tw + 4;
+    }
+    let line = 26;
+    let (mut x, mut y) = (margin, y + 34);
+    for (i, t) in tokens.iter().enumerate() {
+        let shown = crate::tokenizer::show_token(&t.text);
+        let tw = width_of(&shown, &font)? + 4;
+        if x + tw > w - margin && x > margin {
+            x = margin;
+            y += line;
+        }
+        if y + 2 * line > h {
+            let rest = format!("… {} more tokens (all are in the CSV)", tokens.len() - i);
+            area.draw(&Text::new(rest, (margin, y + 4), small.clone()))
+                .map_err(err)?;
+            break;
+        }
+        area.draw(&Rectangle::new(
+            [(x, y), (x + tw, y + line - 4)],
+            color(t.color).filled(),
+        ))
+        .map_err(err)?;
+        area.draw(&Text::new(
+            shown,
+            (x + 2, y + 2),
+            font.clone().color(&color(super::strip::text_on(t.color))),
+        ))
+        .map_err(err)?;
+        x += tw + 2;
+        if t.text.ends_with('\n') {
+            x = margin;
+            y += line;
         }
     }
     Ok(())

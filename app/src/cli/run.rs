@@ -144,7 +144,11 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
                 build::attention_figure(&trace, a.layer, a.head, colormap, &name)
             }
             "lens" => build::lens_figure(&trace, &name, &text),
-            _ => Some(build::text_figure(&trace, &name)),
+            _ => Some(build::text_figure(
+                &trace,
+                &name,
+                build::TextColors::Surprisal,
+            )),
         };
         let fig = fig.ok_or_else(|| UsageError("the run captured nothing to draw".into()))?;
         super::export_figure(&fig, path)?;

@@ -212,7 +212,7 @@ impl AblateView {
                 ));
                 let bound = delta.iter().flatten().fold(1.0f64, |m, v| m.max(v.abs()));
                 let scale = Scale::Diverging { bound };
-                scale.legend(ui, "Δ surprisal", "bits");
+                strip::legend(ui, scale, "Δ surprisal", "bits");
                 let toks: Vec<(String, Option<f64>)> = abl
                     .tokens
                     .iter()

@@ -314,7 +314,7 @@ impl View for GenerateView {
                 .italics(),
             );
         }
-        ENTROPY_SCALE.legend(ui, "entropy of each step", "bits");
+        strip::legend(ui, ENTROPY_SCALE, "entropy of each step", "bits");
         ui.separator();
         self.stream.show(ui, cx, "generate");
     }

@@ -154,12 +154,9 @@ pub fn color32(map: Colormap, t: f64) -> Color32 {
 
 /// Readable text on a background: black on light colors, white on dark ones.
 pub fn text_on(bg: Color32) -> Color32 {
-    let l = 0.299 * bg.r() as f32 + 0.587 * bg.g() as f32 + 0.114 * bg.b() as f32;
-    if l > 140.0 {
-        Color32::BLACK
-    } else {
-        Color32::WHITE
-    }
+    let c =
+        prism_analysis::figure::strip::text_on(prism_analysis::figure::Rgb(bg.r(), bg.g(), bg.b()));
+    Color32::from_rgb(c.0, c.1, c.2)
 }
 
 /// A token as it should appear on screen: visible whitespace.

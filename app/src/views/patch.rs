@@ -250,7 +250,7 @@ impl PatchView {
                     &toks,
                     Scale::Sequential {
                         map: Colormap::Viridis,
-                        max: super::text::MAX_BITS,
+                        max: prism_analysis::figure::build::MAX_BITS,
                     },
                     &|ui, i| {
                         ui.label(match trace.surprisal_bits[i] {

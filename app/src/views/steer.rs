@@ -459,7 +459,7 @@ impl View for SteerView {
                 ui.ctx().request_repaint_after(wait);
             }
         }
-        ENTROPY_SCALE.legend(ui, "entropy of each step", "bits");
+        super::strip::legend(ui, ENTROPY_SCALE, "entropy of each step", "bits");
         ui.separator();
         ui.columns(2, |c| {
             c[0].strong("plain");

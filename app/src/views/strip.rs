@@ -1,51 +1,37 @@
 //! A strip of tokens, each on a background color that encodes a number (surprisal, entropy, a
 //! change in bits), with a hover card per token. The text view, generation, patching and
-//! ablation all draw their tokens with it.
+//! ablation all draw their tokens with it, from the colors of
+//! [`prism_analysis::figure::StripScale`], the same the exported token figures carry.
 
 use egui::{Color32, RichText, Ui};
-use prism_analysis::figure::Colormap;
+use prism_analysis::figure::{strip_tokens, Rgb, StripToken};
 
-use super::{color32, show_token, text_on};
+pub use prism_analysis::figure::StripScale as Scale;
 
-/// How a value becomes a color.
-#[derive(Debug, Clone, Copy)]
-pub enum Scale {
-    /// `0..max` on a sequential colormap.
-    Sequential { map: Colormap, max: f64 },
-    /// `-bound..bound` on a diverging colormap (0 is neutral).
-    Diverging { bound: f64 },
+use super::{show_token, text_on};
+
+fn c32(c: Rgb) -> Color32 {
+    Color32::from_rgb(c.0, c.1, c.2)
 }
 
-impl Scale {
-    pub fn color(self, v: Option<f64>) -> Color32 {
-        match (self, v) {
-            (_, None) => Color32::from_gray(200),
-            (Scale::Sequential { map, max }, Some(v)) => color32(map, (v / max).clamp(0.0, 1.0)),
-            (Scale::Diverging { bound }, Some(v)) => color32(
-                Colormap::Diverging,
-                ((v / bound.max(1e-9) + 1.0) / 2.0).clamp(0.0, 1.0),
-            ),
-        }
-    }
+/// A row of swatches with their labels: `what`, then the scale's legend in `unit`.
+pub fn legend(ui: &mut Ui, scale: Scale, what: &str, unit: &str) {
+    legend_of(ui, what, &scale.legend(unit));
+}
 
-    /// A row of sample swatches with their values.
-    pub fn legend(self, ui: &mut Ui, what: &str, unit: &str) {
-        ui.horizontal(|ui| {
-            ui.label(format!("{what}:"));
-            let samples: Vec<f64> = match self {
-                Scale::Sequential { max, .. } => (0..=4).map(|i| max * i as f64 / 4.0).collect(),
-                Scale::Diverging { bound } => (-2..=2).map(|i| bound * i as f64 / 2.0).collect(),
-            };
-            for v in samples {
-                let c = self.color(Some(v));
-                ui.label(
-                    RichText::new(format!(" {v:+.1} {unit} "))
-                        .background_color(c)
-                        .color(text_on(c)),
-                );
-            }
-        });
-    }
+/// A row of the given swatches.
+pub fn legend_of(ui: &mut Ui, what: &str, swatches: &[(String, Rgb)]) {
+    ui.horizontal(|ui| {
+        ui.label(format!("{what}:"));
+        for (label, c) in swatches {
+            let c = c32(*c);
+            ui.label(
+                RichText::new(format!(" {label} "))
+                    .background_color(c)
+                    .color(text_on(c)),
+            );
+        }
+    });
 }
 
 /// Draws `tokens` (text, value) wrapped like text; returns the index of the hovered token.
@@ -55,12 +41,17 @@ pub fn tokens(
     scale: Scale,
     hover: &dyn Fn(&mut Ui, usize),
 ) -> Option<usize> {
+    draw(ui, &strip_tokens(tokens.iter().cloned(), scale), hover)
+}
+
+/// Draws tokens already colored (a figure's); returns the index of the hovered token.
+pub fn draw(ui: &mut Ui, tokens: &[StripToken], hover: &dyn Fn(&mut Ui, usize)) -> Option<usize> {
     let mut hovered = None;
     ui.horizontal_wrapped(|ui| {
         ui.spacing_mut().item_spacing = egui::vec2(1.0, 3.0);
-        for (i, (text, value)) in tokens.iter().enumerate() {
-            let bg = scale.color(*value);
-            let label = RichText::new(show_token(text))
+        for (i, t) in tokens.iter().enumerate() {
+            let bg = c32(t.color);
+            let label = RichText::new(show_token(&t.text))
                 .monospace()
                 .size(16.0)
                 .background_color(bg)
@@ -70,7 +61,7 @@ pub fn tokens(
                 hovered = Some(i);
             }
             r.on_hover_ui(|ui| hover(ui, i));
-            if text.ends_with('\n') {
+            if t.text.ends_with('\n') {
                 ui.end_row();
             }
         }

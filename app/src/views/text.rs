@@ -1,18 +1,29 @@
 //! The text view: the prompt, its tokens colored by surprisal (or GLTR rank buckets), a hover card
 //! per token, and a summary that sets the model's bits beside zstd's.
 
-use egui::{Color32, RichText, Ui};
-use prism_analysis::figure::{build, Colormap, Figure};
+use egui::{RichText, Ui};
+use prism_analysis::figure::build::{self, TextColors};
+use prism_analysis::figure::Figure;
 use prism_analysis::trace::Trace;
 use serde::{Deserialize, Serialize};
 
-use super::{color32, show_token, text_on, Cx, SharedRun, View};
+use super::{strip, Cx, SharedRun, View};
 
 /// The text view's own settings.
 #[derive(Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TextView {
     pub gltr: bool,
+}
+
+impl TextView {
+    fn colors(&self) -> TextColors {
+        if self.gltr {
+            TextColors::Rank
+        } else {
+            TextColors::Surprisal
+        }
+    }
 }
 
 impl View for TextView {
@@ -52,18 +63,18 @@ impl View for TextView {
             }
             return;
         };
-        legend_ui(ui, self.gltr);
         ui.label(RichText::new(summary(run)).strong());
+        let colors = self.colors();
         egui::ScrollArea::vertical()
             .id_salt("tokens")
             .show(ui, |ui| {
-                tokens_ui(ui, &run.trace, self.gltr);
+                tokens_ui(ui, &run.trace, colors);
             });
     }
 
     fn figure(&self, cx: &Cx<'_>) -> Option<Figure> {
         cx.run
-            .map(|r| build::text_figure(&r.trace, &cx.model_name()))
+            .map(|r| build::text_figure(&r.trace, &cx.model_name(), self.colors()))
     }
 
     fn ready(&self, cx: &Cx<'_>) -> bool {
@@ -73,59 +84,6 @@ impl View for TextView {
     crate::view_settings!();
 
     crate::view_any!();
-}
-
-/// Surprisal mapped to 0..1 for coloring: 0 bits cool, 16 bits and more hot.
-pub const MAX_BITS: f64 = 16.0;
-
-pub fn gltr_bucket(rank: usize) -> (Color32, &'static str) {
-    match rank {
-        0..=10 => (Color32::from_rgb(120, 200, 120), "top 10"),
-        11..=100 => (Color32::from_rgb(240, 220, 100), "top 100"),
-        101..=1000 => (Color32::from_rgb(240, 140, 90), "top 1000"),
-        _ => (Color32::from_rgb(190, 120, 220), "beyond"),
-    }
-}
-
-pub fn token_color(trace: &Trace, i: usize, gltr: bool) -> Color32 {
-    if gltr {
-        match trace.rank[i] {
-            Some(r) => gltr_bucket(r).0,
-            None => Color32::from_gray(200),
-        }
-    } else {
-        match trace.surprisal_bits[i] {
-            Some(b) => color32(Colormap::Viridis, b / MAX_BITS),
-            None => Color32::from_gray(200),
-        }
-    }
-}
-
-pub fn legend_ui(ui: &mut Ui, gltr: bool) {
-    ui.horizontal(|ui| {
-        if gltr {
-            ui.label("rank of the actual token:");
-            for r in [1, 50, 500, 5000] {
-                let (c, name) = gltr_bucket(r);
-                ui.label(
-                    RichText::new(format!(" {name} "))
-                        .background_color(c)
-                        .color(Color32::BLACK),
-                );
-            }
-        } else {
-            ui.label("surprisal:");
-            for b in [0.0, 2.0, 4.0, 8.0, 12.0, 16.0] {
-                let c = color32(Colormap::Viridis, b / MAX_BITS);
-                ui.label(
-                    RichText::new(format!(" {b:.0} bits "))
-                        .background_color(c)
-                        .color(text_on(c)),
-                );
-            }
-        }
-        ui.label(RichText::new("(first token: not predicted)").weak());
-    });
 }
 
 pub fn hover_card(ui: &mut Ui, trace: &Trace, i: usize) {
@@ -159,29 +117,12 @@ pub fn hover_card(ui: &mut Ui, trace: &Trace, i: usize) {
     }
 }
 
-/// Draws the tokens; returns the index of the hovered one.
-pub fn tokens_ui(ui: &mut Ui, trace: &Trace, gltr: bool) -> Option<usize> {
-    let mut hovered = None;
-    ui.horizontal_wrapped(|ui| {
-        ui.spacing_mut().item_spacing = egui::vec2(1.0, 3.0);
-        for i in 0..trace.tokens.len() {
-            let bg = token_color(trace, i, gltr);
-            let text = RichText::new(show_token(&trace.tokens[i].text))
-                .monospace()
-                .size(16.0)
-                .background_color(bg)
-                .color(text_on(bg));
-            let r = ui.add(egui::Label::new(text).sense(egui::Sense::hover()));
-            if r.hovered() {
-                hovered = Some(i);
-            }
-            r.on_hover_ui(|ui| hover_card(ui, trace, i));
-            if trace.tokens[i].text.ends_with('\n') {
-                ui.end_row();
-            }
-        }
-    });
-    hovered
+/// Draws the tokens with the text figure's colors; returns the index of the hovered one.
+pub fn tokens_ui(ui: &mut Ui, trace: &Trace, colors: TextColors) -> Option<usize> {
+    let strip = build::text_strip(trace, colors);
+    strip::legend_of(ui, &strip.value_name, &strip.scale.legend(strip.unit));
+    ui.label(RichText::new("(first token: not predicted)").weak());
+    strip::draw(ui, &strip.tokens, &|ui, i| hover_card(ui, trace, i))
 }
 
 /// The run's summary line, with the interventions in force.
