@@ -30,6 +30,19 @@ pub struct RowStats {
     pub top: Vec<Vec<IdProb>>,
 }
 
+/// The convention every run of a text uses, stated once: logit row i predicts token i + 1, so
+/// row i's target is `ids[i + 1]` and the last row has none (`u32::MAX`).
+pub fn next_token_targets(ids: &[u32]) -> Vec<u32> {
+    ids.iter().skip(1).copied().chain([u32::MAX]).collect()
+}
+
+/// The same convention read back: a value of row i belongs to token i + 1; token 0 has none.
+pub fn per_token<T: Copy>(per_row: &[T], n_tokens: usize) -> Vec<Option<T>> {
+    (0..n_tokens)
+        .map(|i| i.checked_sub(1).and_then(|r| per_row.get(r).copied()))
+        .collect()
+}
+
 fn log_sum_exp(row: &[f32]) -> f64 {
     let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
     let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::backend::{Backend, Capture};
+use crate::backend::Backend;
 use crate::error::{PrismError, Result};
 use crate::gguf::{self, Value, WriteTensor};
 use crate::intervene::{Intervention, Op, Site};
@@ -178,12 +178,13 @@ pub fn mean_difference(
         let (p, n) = (padded(p), padded(n));
         crate::backend::check_ids(model, &p)?;
         crate::backend::check_ids(model, &n)?;
-        let capture = Capture {
-            residual: true,
-            ..Capture::default()
+        let run = |ids: &[u32]| -> Result<Vec<Vec<f32>>> {
+            Ok(backend
+                .run(&crate::backend::Request::residual(ids))?
+                .residual
+                .unwrap_or_default())
         };
-        let rp = backend.forward(&p, capture)?.residual.unwrap_or_default();
-        let rn = backend.forward(&n, capture)?.residual.unwrap_or_default();
+        let (rp, rn) = (run(&p)?, run(&n)?);
         for (layer, out) in rows.iter_mut().enumerate() {
             // The output of block `layer` is residual entry layer + 1.
             let (a, b) = (&rp[layer + 1], &rn[layer + 1]);

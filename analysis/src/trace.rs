@@ -3,12 +3,10 @@
 
 use serde::Serialize;
 
-use crate::backend::{
-    check_ids, forward_with, AttentionMaps, Backend, Capture, ForwardOutput, IdProb,
-};
+use crate::backend::{check_ids, run_one, AttentionMaps, Backend, Capture, IdProb, RunOutput};
 use crate::error::{PrismError, Result};
 use crate::intervene::Intervention;
-use crate::metrics::{position_stats, top_k_softmax};
+use crate::metrics::per_token;
 use crate::model::Model;
 
 #[derive(Debug, Clone, Serialize)]
@@ -35,7 +33,8 @@ pub struct Trace {
     pub rank: Vec<Option<usize>>,
     /// At position i: the top-k predictions for token i + 1.
     pub top: Vec<Vec<Prediction>>,
-    pub output: ForwardOutput,
+    /// The run itself: one sequence, its rows, their statistics and whatever was captured.
+    pub output: RunOutput,
     pub backend: String,
     /// The interventions this run had (empty for a plain run).
     pub interventions: Vec<Intervention>,
@@ -66,60 +65,44 @@ impl Trace {
         for iv in interventions {
             iv.validate(&model.spec, ids.len())?;
         }
-        let mut output = forward_with(backend, ids, capture, interventions)?;
-        let vocab = model.spec.vocab;
+        let mut output = run_one(backend, ids, capture, interventions)?;
         let text = |id: u32| match &model.tokenizer {
             Some(t) => t.token_text(id),
             None => format!("<{id}>"),
         };
         let n = ids.len();
-        let mut surprisal_bits = vec![None; n];
-        let mut entropy_bits = vec![None; n];
-        let mut rank = vec![None; n];
+        let (mut surprisal_bits, mut entropy_bits, mut rank) =
+            (vec![None; n], vec![None; n], vec![None; n]);
         let mut top = vec![Vec::new(); n];
-        if let Some(stats) = &output.row_stats {
-            for i in 0..n {
-                if i + 1 < n {
-                    surprisal_bits[i + 1] = Some(stats.surprisal_bits[i]);
-                    entropy_bits[i + 1] = Some(stats.entropy_bits[i]);
-                    rank[i + 1] = Some(stats.rank[i]);
-                }
-                top[i] = stats.top[i]
-                    .iter()
-                    .take(top_k)
-                    .map(|&IdProb { id, p }| Prediction {
-                        id,
-                        text: text(id),
-                        p,
-                    })
-                    .collect();
-            }
-        } else if let Some(logits) = &output.logits {
-            if logits.len() != n * vocab {
+        if let Some(stats) = output.stats() {
+            if stats.top.len() != n {
                 return Err(PrismError::Backend(format!(
-                    "backend returned {} logits for {n} x {vocab}",
-                    logits.len()
+                    "the backend returned statistics of {} rows for {n} tokens",
+                    stats.top.len()
                 )));
             }
-            for (i, row) in logits.chunks(vocab).enumerate() {
-                if i + 1 < n {
-                    let s = position_stats(row, ids[i + 1]);
-                    surprisal_bits[i + 1] = Some(s.surprisal_bits);
-                    entropy_bits[i + 1] = Some(s.entropy_bits);
-                    rank[i + 1] = Some(s.rank);
-                }
-                top[i] = top_k_softmax(row, top_k)
-                    .into_iter()
-                    .map(|IdProb { id, p }| Prediction {
-                        id,
-                        text: text(id),
-                        p,
-                    })
-                    .collect();
-            }
+            surprisal_bits = per_token(&stats.surprisal_bits, n);
+            entropy_bits = per_token(&stats.entropy_bits, n);
+            rank = per_token(&stats.rank, n);
+            top = stats
+                .top
+                .iter()
+                .map(|row| {
+                    row.iter()
+                        .take(top_k)
+                        .map(|&IdProb { id, p }| Prediction {
+                            id,
+                            text: text(id),
+                            p,
+                        })
+                        .collect()
+                })
+                .collect();
         }
         if !capture.logits {
-            output.logits = None;
+            if let Some(l) = output.logits.as_mut() {
+                l.full = None;
+            }
         }
         Ok(Trace {
             tokens: ids
@@ -151,8 +134,8 @@ impl Trace {
             .sum()
     }
 
-    pub fn attention(&self) -> Option<&AttentionMaps> {
-        self.output.attention.as_ref()
+    pub fn attention(&self) -> Option<AttentionMaps<'_>> {
+        self.output.attention_maps()
     }
 
     /// L2 norm of the residual stream at `[entry][position]` (entry 0 = embeddings).

@@ -64,7 +64,7 @@ fn check(model: &Model, backend: &dyn Backend, path: &Path, reference: &Value, w
         let trace = Trace::run(model, backend, &ids, Capture::all(), 5).expect("forward pass");
         let out = &trace.output;
         let ctx = format!("{} {name} on {what}", path.display());
-        let logits = out.logits.as_ref().expect("logits captured");
+        let logits = out.full_logits().expect("logits captured");
         let d = max_abs_diff(&as_f64(logits), &f64s(&seq["logits"]));
         assert!(d <= LOGITS_TOL, "{ctx}: logits differ by {d}");
         let got_argmax: Vec<u32> = logits.chunks(spec.vocab).map(argmax).collect();
@@ -87,8 +87,8 @@ fn check(model: &Model, backend: &dyn Backend, path: &Path, reference: &Value, w
                 "{ctx}: top-1 at {i}"
             );
         }
-        let att = out.attention.as_ref().expect("attention captured");
-        let d = max_abs_diff(&as_f64(&att.data), &f64s(&seq["attentions"]));
+        let att = out.attention_maps().expect("attention captured");
+        let d = max_abs_diff(&as_f64(&att.flat()), &f64s(&seq["attentions"]));
         assert!(d <= ATTENTION_TOL, "{ctx}: attentions differ by {d}");
         if seq.get("last_hidden_state").is_some() {
             let d = max_abs_diff(&as_f64(&out.final_hidden), &f64s(&seq["last_hidden_state"]));
@@ -181,7 +181,7 @@ fn the_fast_mode_stays_within_its_tolerance_on_every_architecture() {
                 5,
             )
             .expect("forward pass");
-            let logits = trace.output.logits.as_ref().expect("logits");
+            let logits = trace.output.full_logits().expect("logits");
             let d = max_abs_diff(&as_f64(logits), &f64s(&seq["logits"]));
             worst_logit = worst_logit.max(d);
             for (g, w) in trace

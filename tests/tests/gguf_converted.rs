@@ -68,8 +68,7 @@ fn logits(path: &std::path::Path) -> Vec<f64> {
     as_f64(
         run_cpu(&model, &IDS, c)
             .output
-            .logits
-            .as_ref()
+            .full_logits()
             .expect("logits"),
     )
 }

@@ -20,7 +20,7 @@ fn check_tiny(model_path: &std::path::Path, reference: &std::path::Path) {
         let out = &trace.output;
         let ctx = format!("GPU {} {name}", model_path.display());
         if spec.causal {
-            let d = max_abs_diff(&as_f64(out.logits.as_ref().unwrap()), &f64s(&seq["logits"]));
+            let d = max_abs_diff(&as_f64(out.full_logits().unwrap()), &f64s(&seq["logits"]));
             assert!(d <= 1e-4, "{ctx}: logits differ by {d}");
             let argmax = u32s(&seq["argmax"]);
             for (pos, top) in trace.top.iter().enumerate() {
@@ -37,7 +37,7 @@ fn check_tiny(model_path: &std::path::Path, reference: &std::path::Path) {
         let d = max_abs_diff(&as_f64(&out.final_hidden), &f64s(&seq["last_hidden_state"]));
         assert!(d <= 5e-5, "{ctx}: last_hidden_state differs by {d}");
         let d = max_abs_diff(
-            &as_f64(&out.attention.as_ref().unwrap().data),
+            &as_f64(&out.attention_maps().unwrap().flat()),
             &f64s(&seq["attentions"]),
         );
         assert!(d <= 2e-5, "{ctx}: attentions differ by {d}");
@@ -93,7 +93,7 @@ fn compare_backends_within(path: &std::path::Path, ids: &[u32], scale: f64) {
         "{}: final hidden differs by {d}",
         path.display()
     );
-    if let (Some(a), Some(b)) = (&cpu.output.logits, &gpu.output.logits) {
+    if let (Some(a), Some(b)) = (cpu.output.full_logits(), gpu.output.full_logits()) {
         let d = max_abs_diff(&as_f64(a), &as_f64(b));
         assert!(d < 1e-4 * scale, "{}: logits differ by {d}", path.display());
         for i in 1..ids.len() {
@@ -112,8 +112,8 @@ fn compare_backends_within(path: &std::path::Path, ids: &[u32], scale: f64) {
         }
     }
     let d = max_abs_diff(
-        &as_f64(&cpu.output.attention.unwrap().data),
-        &as_f64(&gpu.output.attention.unwrap().data),
+        &as_f64(&cpu.output.attention_maps().unwrap().flat()),
+        &as_f64(&gpu.output.attention_maps().unwrap().flat()),
     );
     assert!(
         d < 2e-5 * scale,
@@ -214,13 +214,13 @@ fn small_binding_limits_chunk_weights_scores_and_logits() {
     let gpu = prism_analysis::trace::Trace::run(&model, &backend, &ids, capture, 5).unwrap();
     let cpu = run_cpu(&model, &ids, capture);
     let d = max_abs_diff(
-        &as_f64(cpu.output.logits.as_ref().unwrap()),
-        &as_f64(gpu.output.logits.as_ref().unwrap()),
+        &as_f64(cpu.output.full_logits().unwrap()),
+        &as_f64(gpu.output.full_logits().unwrap()),
     );
     assert!(d < 1e-4, "logits differ by {d}");
     let d = max_abs_diff(
-        &as_f64(&cpu.output.attention.unwrap().data),
-        &as_f64(&gpu.output.attention.unwrap().data),
+        &as_f64(&cpu.output.attention_maps().unwrap().flat()),
+        &as_f64(&gpu.output.attention_maps().unwrap().flat()),
     );
     assert!(d < 2e-5, "attention differs by {d}");
     // A sequence that cannot fit even one activation row in the binding is refused, not crashed.

@@ -21,7 +21,7 @@ fn logits_of(path: &std::path::Path) -> Vec<f64> {
             ..Capture::default()
         },
     );
-    as_f64(trace.output.logits.as_ref().expect("logits"))
+    as_f64(trace.output.full_logits().expect("logits"))
 }
 
 fn hidden_of(path: &std::path::Path) -> Vec<f64> {

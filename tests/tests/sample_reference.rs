@@ -166,7 +166,7 @@ fn smollm2_last_logits_match() {
             ..Capture::default()
         },
     );
-    let logits = trace.output.logits.as_ref().unwrap();
+    let logits = trace.output.full_logits().unwrap();
     let last = &logits[(ids.len() - 1) * model.spec.vocab..][..8];
     let d = max_abs_diff(&as_f64(last), &f64s(&t["last_logits_first8"]));
     assert!(d < 2e-3, "last logits off by {d}");

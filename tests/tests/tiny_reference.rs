@@ -24,7 +24,7 @@ fn check(model_path: &Path, reference: &Path) {
         let ctx = format!("{} {name}", model_path.display());
 
         if spec.causal {
-            let logits = out.logits.as_ref().expect("logits captured");
+            let logits = out.full_logits().expect("logits captured");
             let d = max_abs_diff(&as_f64(logits), &f64s(&seq["logits"]));
             assert!(d <= LOGITS_TOL, "{ctx}: logits differ by {d}");
             let argmax: Vec<u32> = logits
@@ -49,8 +49,8 @@ fn check(model_path: &Path, reference: &Path) {
         let d = max_abs_diff(&as_f64(&out.final_hidden), &f64s(&seq["last_hidden_state"]));
         assert!(d <= HIDDEN_TOL, "{ctx}: last_hidden_state differs by {d}");
 
-        let att = out.attention.as_ref().expect("attention captured");
-        let d = max_abs_diff(&as_f64(&att.data), &f64s(&seq["attentions"]));
+        let att = out.attention_maps().expect("attention captured");
+        let d = max_abs_diff(&as_f64(&att.flat()), &f64s(&seq["attentions"]));
         assert!(d <= ATTENTION_TOL, "{ctx}: attentions differ by {d}");
 
         // hidden_states[0..L-1] are residual entries; [L] is after the final norm (raw output for BERT).

@@ -560,12 +560,7 @@ fn check<B>(s: &ArchSpec, req: &Request<'_>, cache: Option<&KvCache<B>>) -> Resu
                     ids.len()
                 )));
             }
-            if let Some(bad) = ids.iter().find(|&&i| i as usize >= s.vocab) {
-                return Err(PrismError::Input(format!(
-                    "token id {bad} is outside the model's vocabulary of {}",
-                    s.vocab
-                )));
-            }
+            crate::backend::check_vocab(ids, s.vocab)?;
         }
         Input::Residual { layer, data } => {
             if layer > s.n_layers || data.len() != rows * h {

@@ -10,8 +10,6 @@ pub mod gpu;
 
 use std::sync::{Arc, OnceLock};
 
-use serde::Serialize;
-
 use crate::error::{PrismError, Result};
 use crate::intervene::Intervention;
 use crate::model::Model;
@@ -47,26 +45,30 @@ impl Capture {
     }
 }
 
-/// Attention probabilities `[layer][head][query][key]`, stored flat.
-#[derive(Debug, Clone, Serialize)]
-pub struct AttentionMaps {
+/// One sequence's attention probabilities `[layer][head][query][key]`, a view of a run's
+/// per-layer maps (no copy).
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionMaps<'a> {
     pub layers: usize,
     pub heads: usize,
     pub seq: usize,
-    #[serde(skip)]
-    pub data: Vec<f32>,
+    per_layer: &'a [Vec<f32>],
 }
 
-impl AttentionMaps {
+impl<'a> AttentionMaps<'a> {
     pub fn get(&self, layer: usize, head: usize, query: usize, key: usize) -> f32 {
-        self.data[((layer * self.heads + head) * self.seq + query) * self.seq + key]
+        self.head(layer, head)[query * self.seq + key]
     }
 
     /// One head's `[query][key]` matrix as a flat slice.
-    pub fn head(&self, layer: usize, head: usize) -> &[f32] {
+    pub fn head(&self, layer: usize, head: usize) -> &'a [f32] {
         let n = self.seq * self.seq;
-        let start = (layer * self.heads + head) * n;
-        &self.data[start..start + n]
+        &self.per_layer[layer][head * n..(head + 1) * n]
+    }
+
+    /// Every map, `[layer][head][query][key]` flat.
+    pub fn flat(&self) -> Vec<f32> {
+        self.per_layer.concat()
     }
 
     pub fn to_nested(&self) -> Vec<Vec<Vec<Vec<f32>>>> {
@@ -123,6 +125,18 @@ pub struct Request<'a> {
 }
 
 impl<'a> Request<'a> {
+    /// The residual stream of one sequence of ids (no logits).
+    pub fn residual(ids: &'a [u32]) -> Request<'a> {
+        Request {
+            capture: Capture {
+                residual: true,
+                ..Capture::default()
+            },
+            logits: LogitRows::None,
+            ..Request::ids(ids)
+        }
+    }
+
     /// A plain run of one sequence of ids.
     pub fn ids(ids: &'a [u32]) -> Request<'a> {
         Request {
@@ -178,22 +192,35 @@ pub struct RunOutput {
     pub logit_lens: Option<Vec<Vec<Vec<IdProb>>>>,
 }
 
-/// What a backend computes for one sequence (the shape every view reads).
-#[derive(Debug, Clone)]
-pub struct ForwardOutput {
-    pub seq: usize,
-    pub hidden: usize,
-    /// `[seq, vocab]` logits for decoders, when captured.
-    pub logits: Option<Vec<f32>>,
-    /// Per-position statistics (decoders).
-    pub row_stats: Option<RowStats>,
-    /// `[seq, hidden]`: after the final norm for decoders, the last block's output for encoders.
-    pub final_hidden: Vec<f32>,
-    /// `n_layers + 1` entries of `[seq, hidden]`: the embedding output, then after each block.
-    pub residual: Option<Vec<Vec<f32>>>,
-    pub attention: Option<AttentionMaps>,
-    /// `[n_layers + 1][seq]` top-5 of each residual entry through the final norm and unembedding.
-    pub logit_lens: Option<Vec<Vec<Vec<IdProb>>>>,
+impl RunOutput {
+    /// The full logit rows `[rows, vocab]`, when captured.
+    pub fn full_logits(&self) -> Option<&[f32]> {
+        self.logits.as_ref().and_then(|l| l.full.as_deref())
+    }
+
+    /// The statistics of the logit rows (decoders).
+    pub fn stats(&self) -> Option<&RowStats> {
+        self.logits.as_ref().map(|l| &l.stats)
+    }
+
+    /// The attention maps of a one-sequence run from an empty cache, when captured.
+    pub fn attention_maps(&self) -> Option<AttentionMaps<'_>> {
+        let per_layer = self.attention.as_deref()?;
+        if self.batch != 1 || self.past != 0 {
+            return None;
+        }
+        let n = self.seq * self.seq;
+        let heads = per_layer.iter().map(Vec::len).max().unwrap_or(0) / n.max(1);
+        if heads == 0 || per_layer.iter().any(|l| l.len() != heads * n) {
+            return None;
+        }
+        Some(AttentionMaps {
+            layers: per_layer.len(),
+            heads,
+            seq: self.seq,
+            per_layer,
+        })
+    }
 }
 
 /// A sequence being extended: the KV cache of everything run so far.
@@ -232,21 +259,17 @@ pub trait Backend: Send + Sync {
     fn take_profile(&self) -> Vec<(String, f64, usize)> {
         Vec::new()
     }
-
-    /// A plain pass over one sequence, with the metrics of every position.
-    fn forward(&self, ids: &[u32], capture: Capture) -> Result<ForwardOutput> {
-        forward_with(self, ids, capture, &[])
-    }
 }
 
-/// One sequence through `backend` with `interventions`, in the shape every view reads.
-pub fn forward_with<B: Backend + ?Sized>(
+/// One sequence of ids through `backend` with `interventions`: logits of every row with their
+/// statistics against the next token ([`crate::metrics::next_token_targets`]).
+pub fn run_one<B: Backend + ?Sized>(
     backend: &B,
     ids: &[u32],
     capture: Capture,
     interventions: &[Intervention],
-) -> Result<ForwardOutput> {
-    let targets: Vec<u32> = ids[1..].iter().copied().chain([u32::MAX]).collect();
+) -> Result<RunOutput> {
+    let targets = crate::metrics::next_token_targets(ids);
     let mut req = Request::ids(ids);
     req.capture = Capture {
         top_k: capture.top_k.max(1),
@@ -254,40 +277,7 @@ pub fn forward_with<B: Backend + ?Sized>(
     };
     req.interventions = interventions;
     req.targets = Some(&targets);
-    let out = backend.run(&req)?;
-    Ok(single_sequence(out))
-}
-
-/// A one-sequence [`RunOutput`] as a [`ForwardOutput`].
-pub fn single_sequence(out: RunOutput) -> ForwardOutput {
-    let seq = out.seq;
-    let layers = out.attention.as_ref().map(|a| a.len()).unwrap_or(0);
-    let attention = out.attention.map(|per_layer| {
-        let heads = per_layer
-            .first()
-            .map(|l| l.len() / (seq * (out.past + seq)).max(1))
-            .unwrap_or(0);
-        AttentionMaps {
-            layers,
-            heads,
-            seq,
-            data: per_layer.concat(),
-        }
-    });
-    let (row_stats, logits) = match out.logits {
-        Some(l) => (Some(l.stats), l.full),
-        None => (None, None),
-    };
-    ForwardOutput {
-        seq,
-        hidden: out.hidden,
-        logits,
-        row_stats,
-        final_hidden: out.final_hidden,
-        residual: out.residual,
-        attention,
-        logit_lens: out.logit_lens,
-    }
+    backend.run(&req)
 }
 
 /// The logit lens of residual entries computed earlier (`entries[i]` is `[rows, hidden]`): each
@@ -498,13 +488,17 @@ pub fn check_ids(model: &Model, ids: &[u32]) -> Result<()> {
             model.spec.context_length
         )));
     }
-    if let Some(bad) = ids.iter().find(|&&i| i as usize >= model.spec.vocab) {
-        return Err(PrismError::Input(format!(
-            "token id {bad} is outside the model's vocabulary of {}",
-            model.spec.vocab
-        )));
+    check_vocab(ids, model.spec.vocab)
+}
+
+/// Every id inside a vocabulary of `vocab` (the one check, for texts and for a backend's input).
+pub fn check_vocab(ids: &[u32], vocab: usize) -> Result<()> {
+    match ids.iter().find(|&&i| i as usize >= vocab) {
+        Some(bad) => Err(PrismError::Input(format!(
+            "token id {bad} is outside the model's vocabulary of {vocab}"
+        ))),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 impl Capture {

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-use crate::backend::{Backend, Capture};
+use crate::backend::Backend;
 use crate::error::{PrismError, Result};
 use crate::model::Model;
 use crate::weights::Weight;
@@ -288,13 +288,7 @@ impl<'a> Extractor<'a> {
                 )));
             };
             crate::backend::check_ids(self.model, &ids)?;
-            let trace = self.backend.forward(
-                &ids,
-                Capture {
-                    residual: true,
-                    ..Capture::default()
-                },
-            )?;
+            let trace = self.backend.run(&crate::backend::Request::residual(&ids))?;
             let h = trace.hidden;
             let residual = trace.residual.unwrap_or_default();
             let layers: Vec<Vec<f32>> = residual

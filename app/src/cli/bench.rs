@@ -193,7 +193,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
                 ..capture
             };
             for _ in 0..2 {
-                b.forward(&ids, cap)?;
+                prism_analysis::backend::run_one(b.as_ref(), &ids, cap, &[])?;
             }
             let mut times = Vec::new();
             let mut peak_run = 0;
@@ -201,7 +201,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
             let _ = b.take_profile();
             for _ in 0..a.repeats {
                 let t = Instant::now();
-                b.forward(&ids, cap)?;
+                prism_analysis::backend::run_one(b.as_ref(), &ids, cap, &[])?;
                 times.push(t.elapsed().as_secs_f64() * 1e3);
                 if let Some((_, run)) = b.gpu_bytes() {
                     peak_run = peak_run.max(run);

@@ -77,7 +77,7 @@ fn pooled(map: &[f32], seq: usize, size: usize, cm: Colormap, sqrt: bool) -> (Co
 }
 
 impl AttentionView {
-    fn textures(&mut self, ui: &Ui, maps: &AttentionMaps, generation: u64) -> &mut Cache {
+    fn textures(&mut self, ui: &Ui, maps: &AttentionMaps<'_>, generation: u64) -> &mut Cache {
         let key = (generation, self.colormap, self.sqrt_scale);
         if self.cache.as_ref().map(|c| c.key) != Some(key) {
             let mut thumbs = Vec::with_capacity(maps.layers * maps.heads);
@@ -160,7 +160,7 @@ impl AttentionView {
                 .id_salt("att-grid")
                 .max_width(thumb * heads as f32 + 60.0)
                 .show(ui, |ui| {
-                    let cache = self.textures(ui, maps, generation);
+                    let cache = self.textures(ui, &maps, generation);
                     let thumbs: Vec<egui::TextureId> =
                         cache.thumbs.iter().map(|t| t.id()).collect();
                     egui::Grid::new("att-grid-cells")
@@ -197,9 +197,9 @@ impl AttentionView {
             ui.separator();
             ui.vertical(|ui| {
                 if self.head_view {
-                    self.head_view_ui(ui, maps, &tokens);
+                    self.head_view_ui(ui, &maps, &tokens);
                 } else {
-                    self.full_map_ui(ui, maps, &tokens, generation, seq);
+                    self.full_map_ui(ui, &maps, &tokens, generation, seq);
                 }
             });
         });
@@ -208,7 +208,7 @@ impl AttentionView {
     fn full_map_ui(
         &mut self,
         ui: &mut Ui,
-        maps: &AttentionMaps,
+        maps: &AttentionMaps<'_>,
         tokens: &[String],
         generation: u64,
         seq: usize,
@@ -299,7 +299,7 @@ impl AttentionView {
     }
 
     #[allow(clippy::needless_range_loop)]
-    fn head_view_ui(&mut self, ui: &mut Ui, maps: &AttentionMaps, tokens: &[String]) {
+    fn head_view_ui(&mut self, ui: &mut Ui, maps: &AttentionMaps<'_>, tokens: &[String]) {
         let seq = maps.seq;
         // Level of detail: a window of tokens around the selected one.
         let center = self.selected_token.unwrap_or(seq / 2).min(seq - 1);
