@@ -3,7 +3,7 @@
 //! recorded through the same functions the backend uses (`backend::gpu::ops`).
 
 use prism_analysis::arch::{Activation, RopePairing};
-use prism_analysis::backend::forward::{AttnShape, Edit, EditKind};
+use prism_analysis::backend::exec::{AttnShape, Edit, EditKind};
 use prism_analysis::backend::gpu::context::{f32s_from, u32_bytes, u32s_from, GpuContext};
 use prism_analysis::backend::gpu::ops;
 use prism_analysis::backend::gpu::upload::GpuMatrix;

@@ -1,334 +1,15 @@
-//! The forward pass, written once. A backend supplies the ops ([`Exec`]); this file decides what
-//! runs in which order for every block shape ([`crate::arch::Block`]), where interventions
-//! apply, what is captured, how a KV cache grows, and how a run starting at a layer skips the
-//! layers below it.
+//! The forward pass, written once. A backend supplies the ops ([`super::exec::Exec`]); this file
+//! decides what runs in which order for every block shape ([`crate::arch::Block`]), what is
+//! captured, how a KV cache grows, and how a run starting at a layer skips the layers below it.
+//! Interventions apply through [`super::edits`].
 
+use super::edits::Edits;
+use super::exec::{AttnShape, Exec, KvCache, LinearIn, NormSel, Readback, Table};
 use crate::arch::{ArchSpec, LayerRope, Positions, QkNorm, SublayerNorms};
-use crate::backend::{Input, LogitRows, LogitsOut, Request, RunOutput, Sites};
+use crate::backend::{Input, LogitRows, Request, RunOutput, Sites};
 use crate::error::{PrismError, Result};
-use crate::intervene::{Intervention, Op, PositionSet, Site};
+use crate::intervene::Site;
 use crate::weights::{LinearId, NormId};
-
-/// A norm of the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NormSel {
-    Layer(usize, NormId),
-    Final,
-    Embedding,
-}
-
-/// The input of a linear layer: a buffer, possibly with a norm that the backend folds into the
-/// matmul (see [`Exec::norm_input`]).
-#[derive(Debug)]
-pub struct LinearIn<'a, B> {
-    pub x: &'a B,
-    pub norm: Option<NormSel>,
-}
-
-impl<B> Clone for LinearIn<'_, B> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<B> Copy for LinearIn<'_, B> {}
-
-impl<'a, B> LinearIn<'a, B> {
-    pub fn plain(x: &'a B) -> Self {
-        LinearIn { x, norm: None }
-    }
-}
-
-/// A learned table added row by row to the embedding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Table {
-    Positions,
-    TokenType,
-}
-
-/// Shape of one attention call.
-#[derive(Debug, Clone, Copy)]
-pub struct AttnShape {
-    pub batch: usize,
-    /// Queries per sequence (rows of q per sequence).
-    pub seq: usize,
-    /// Keys before the first query (its position); queries sit at past..past+seq.
-    pub past: usize,
-    /// Keys per sequence (past + seq).
-    pub keys: usize,
-    /// Rows reserved per sequence in the key and value buffers (the cache capacity).
-    pub key_stride: usize,
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub head_dim: usize,
-    pub scale: f32,
-    pub softcap: Option<f32>,
-    pub window: Option<usize>,
-    pub causal: bool,
-}
-
-/// A change to some rows (and a column range) of a buffer `[rows, width]`.
-#[derive(Debug, Clone)]
-pub struct Edit<'a> {
-    pub rows: Vec<usize>,
-    pub col0: usize,
-    pub ncols: usize,
-    pub kind: EditKind<'a>,
-}
-
-#[derive(Debug, Clone)]
-pub enum EditKind<'a> {
-    /// x += scale * vector (one vector for every row).
-    Add {
-        vector: &'a [f32],
-        scale: f32,
-    },
-    /// x = values, `rows.len() * ncols` of them.
-    Set(Vec<f32>),
-    Zero,
-    /// x = the mean of x over rows `over` (taken before any row changes).
-    Mean {
-        over: Vec<usize>,
-    },
-}
-
-/// The ops a backend implements. Buffers are cheap handles (`Clone`); results come back from
-/// [`Exec::finish`] in the slots [`Exec::read`] and [`Exec::logits`] hand out.
-pub trait Exec {
-    type Buf: Clone;
-
-    fn spec(&self) -> &ArchSpec;
-    /// A zeroed buffer of `len` floats.
-    fn alloc(&mut self, len: usize, what: &'static str) -> Result<Self::Buf>;
-    fn upload(&mut self, data: &[f32], what: &'static str) -> Result<Self::Buf>;
-    /// out[r] = token_embedding[ids[r]].
-    fn embed(&mut self, ids: &[u32], out: &Self::Buf) -> Result<()>;
-    /// out[r] += table[rows[r]].
-    fn add_table_rows(&mut self, table: Table, rows: &[u32], out: &Self::Buf) -> Result<()>;
-    /// out[rows, out_dim] (+)= x[rows, in_dim] W^T + b, with x normalized first when the input
-    /// carries a norm (only backends whose `norm_input` attaches one see that).
-    fn linear(
-        &mut self,
-        x: LinearIn<'_, Self::Buf>,
-        layer: usize,
-        which: LinearId,
-        out: &Self::Buf,
-        rows: usize,
-        accumulate: bool,
-    ) -> Result<()>;
-    /// out = norm(x) over rows of the norm weight's width (`rows` of them).
-    fn norm(&mut self, x: &Self::Buf, which: NormSel, out: &Self::Buf, rows: usize) -> Result<()>;
-    /// norm(x) as the input of the linear layers that follow: by default normalized into `out`; a
-    /// backend that folds the norm into its matmuls returns x with the norm attached instead.
-    fn norm_input<'b>(
-        &mut self,
-        x: &'b Self::Buf,
-        which: NormSel,
-        out: &'b Self::Buf,
-        rows: usize,
-    ) -> Result<LinearIn<'b, Self::Buf>> {
-        self.norm(x, which, out, rows)?;
-        Ok(LinearIn::plain(out))
-    }
-    /// Whether the output projections may add straight into the residual stream (`linear` with
-    /// `accumulate`) when nothing needs the sub-layer's output on its own. The CPU, the reference,
-    /// keeps the separate add.
-    fn fuses_residual(&self) -> bool {
-        false
-    }
-    /// gate = act(x W_gate^T) * (x W_up^T) with the spec's gated activation, the gated MLP's first
-    /// half (`up` is scratch).
-    fn linear_gated(
-        &mut self,
-        x: LinearIn<'_, Self::Buf>,
-        layer: usize,
-        gate: &Self::Buf,
-        up: &Self::Buf,
-        rows: usize,
-    ) -> Result<()>;
-    /// Rotates the first `dims` of every head of x `[rows, heads * head_dim]` in place, with cos and
-    /// sin tables `[rows][dims / 2]`.
-    fn rope(
-        &mut self,
-        x: &Self::Buf,
-        rows: usize,
-        heads: usize,
-        cos: &[f32],
-        sin: &[f32],
-    ) -> Result<()>;
-    /// out `[batch*seq, heads*head_dim]` = softmax(mask(cap(scale q k^T))) v; the probabilities
-    /// `[batch][heads][seq][keys]` go to `probs` when given.
-    fn attention(
-        &mut self,
-        q: &Self::Buf,
-        k: &Self::Buf,
-        v: &Self::Buf,
-        out: &Self::Buf,
-        shape: &AttnShape,
-        probs: Option<&Self::Buf>,
-    ) -> Result<()>;
-    /// x = act(x) in place (the spec's plain activation), `n` values.
-    fn activate(&mut self, x: &Self::Buf, n: usize) -> Result<()>;
-    /// dst += src, `n` values.
-    fn add(&mut self, src: &Self::Buf, dst: &Self::Buf, n: usize) -> Result<()>;
-    fn scale(&mut self, x: &Self::Buf, n: usize, s: f32) -> Result<()>;
-    fn copy(
-        &mut self,
-        src: &Self::Buf,
-        src_off: usize,
-        dst: &Self::Buf,
-        dst_off: usize,
-        n: usize,
-    ) -> Result<()>;
-    fn edit(&mut self, x: &Self::Buf, width: usize, edit: &Edit<'_>) -> Result<()>;
-    /// Schedules `n` values at `off` for the readback; returns their slot.
-    fn read(&mut self, x: &Self::Buf, off: usize, n: usize) -> Result<usize>;
-    /// Logits of `rows` of `hidden` `[.., hidden]` through the unembedding (and the final
-    /// soft-cap), reduced to statistics against `targets`; returns a slot.
-    fn logits(
-        &mut self,
-        hidden: &Self::Buf,
-        rows: &[usize],
-        targets: &[u32],
-        top_k: usize,
-        keep: bool,
-    ) -> Result<usize>;
-    /// Runs what was scheduled and returns every slot.
-    fn finish(&mut self) -> Result<Readback>;
-}
-
-/// What [`Exec::finish`] returns.
-#[derive(Default)]
-pub struct Readback {
-    pub data: Vec<Vec<f32>>,
-    pub logits: Vec<LogitsOut>,
-}
-
-/// Keys and values of every layer, `[batch][capacity][kv_dim]` each.
-pub struct KvCache<B> {
-    pub k: Vec<B>,
-    pub v: Vec<B>,
-    pub batch: usize,
-    pub capacity: usize,
-    pub len: usize,
-}
-
-impl<B> KvCache<B> {
-    pub fn new(batch: usize, capacity: usize) -> Self {
-        KvCache {
-            k: Vec::new(),
-            v: Vec::new(),
-            batch,
-            capacity,
-            len: 0,
-        }
-    }
-}
-
-/// Interventions of a request, looked up by site.
-struct Edits<'a> {
-    req: &'a Request<'a>,
-    past: usize,
-}
-
-impl<'a> Edits<'a> {
-    /// (sequence, intervention) pairs for a site of a layer, in application order.
-    fn at(&self, site: Site, layer: usize) -> Vec<(usize, &'a Intervention)> {
-        let mut out = Vec::new();
-        for b in 0..self.req.batch {
-            for iv in self.req.interventions {
-                if iv.site == site && iv.layer == layer {
-                    out.push((b, iv));
-                }
-            }
-            if let Some(list) = self.req.per_sequence.get(b) {
-                for iv in list {
-                    if iv.site == site && iv.layer == layer {
-                        out.push((b, iv));
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    /// Applies the interventions of a site to `buf` `[rows, width]`.
-    fn apply<E: Exec>(
-        &self,
-        e: &mut E,
-        site: Site,
-        layer: usize,
-        buf: &E::Buf,
-        width: usize,
-        head_dim: usize,
-    ) -> Result<()> {
-        let t = self.req.seq;
-        for (b, iv) in self.at(site, layer) {
-            // Rows of this sequence the intervention touches, with each row's index into
-            // the intervention's own position list (for patch values).
-            let mut rows = Vec::new();
-            let mut value_index = Vec::new();
-            for local in 0..t {
-                let pos = self.past + local;
-                let idx = match &iv.positions {
-                    PositionSet::All => Some(pos),
-                    PositionSet::List(l) => l.iter().position(|&p| p == pos),
-                };
-                if let Some(i) = idx {
-                    rows.push(b * t + local);
-                    value_index.push(i);
-                }
-            }
-            if rows.is_empty() {
-                continue;
-            }
-            let (col0, ncols) = match (site, iv.head) {
-                (Site::Head, Some(h)) => (h * head_dim, head_dim),
-                _ => (0, width),
-            };
-            let kind = match iv.op {
-                Op::Add => EditKind::Add {
-                    vector: iv.vector.as_deref().unwrap_or(&[]),
-                    scale: iv.scale.unwrap_or(1.0),
-                },
-                Op::Set => {
-                    let v = iv.vector.as_deref().unwrap_or(&[]);
-                    EditKind::Set(rows.iter().flat_map(|_| v.iter().copied()).collect())
-                }
-                Op::Zero => EditKind::Zero,
-                Op::Mean => EditKind::Mean {
-                    over: (b * t..(b + 1) * t).collect(),
-                },
-                Op::Patch => {
-                    let values = iv.values.as_deref().unwrap_or(&[]);
-                    let mut flat = Vec::with_capacity(rows.len() * ncols);
-                    for &i in &value_index {
-                        let v = values.get(i).ok_or_else(|| {
-                            PrismError::Input(format!(
-                                "intervention ({}): the patch source run has {} positions; this run needs position {i} (patch from a source at least as long)",
-                                iv.describe(),
-                                values.len()
-                            ))
-                        })?;
-                        flat.extend_from_slice(v);
-                    }
-                    EditKind::Set(flat)
-                }
-            };
-            e.edit(
-                buf,
-                width,
-                &Edit {
-                    rows,
-                    col0,
-                    ncols,
-                    kind,
-                },
-            )?;
-        }
-        Ok(())
-    }
-}
 
 /// Runs `req` on `e`, continuing `cache` when there is one.
 pub fn run<E: Exec>(
@@ -419,6 +100,12 @@ pub fn run<E: Exec>(
         }
         _ => (None, None),
     };
+    // Uploaded once per run; every layer's q and k rotate with the same buffers.
+    let mut upload = |t: Option<(Vec<f32>, Vec<f32>)>| -> Result<Option<(E::Buf, E::Buf)>> {
+        t.map(|(c, s)| Ok((e.upload(&c, "rope cos")?, e.upload(&s, "rope sin")?)))
+            .transpose()
+    };
+    let (global, local) = (upload(global)?, upload(local)?);
     if let Some(c) = cache.as_deref_mut() {
         while c.k.len() < n {
             c.k.push(e.alloc(b * c.capacity * s.kv_dim(), "key cache")?);
@@ -732,18 +419,18 @@ impl Sub {
 }
 
 /// What every layer of a run shares.
-struct Ctx<'a> {
+struct Ctx<'a, B> {
     s: &'a ArchSpec,
     req: &'a Request<'a>,
     b: usize,
     t: usize,
     past: usize,
-    global: Option<&'a (Vec<f32>, Vec<f32>)>,
-    local: Option<&'a (Vec<f32>, Vec<f32>)>,
+    global: Option<&'a (B, B)>,
+    local: Option<&'a (B, B)>,
     edits: &'a Edits<'a>,
 }
 
-impl Ctx<'_> {
+impl<B: Clone> Ctx<'_, B> {
     /// Nothing reads layer `l`'s attention or MLP output on its own: no capture of the sites and
     /// no intervention there.
     fn outputs_unused(&self, l: usize) -> bool {
@@ -753,7 +440,7 @@ impl Ctx<'_> {
     }
 
     /// Residual entry `entry` (the stream entering block `entry`): captured, and through the lens.
-    fn entry<E: Exec>(
+    fn entry<E: Exec<Buf = B>>(
         &self,
         e: &mut E,
         x: &E::Buf,
@@ -781,7 +468,7 @@ impl Ctx<'_> {
 
     /// The input of sub-layer `sub` of layer `l`: x, normalized (into `normed`, or folded into the
     /// matmuls that read it) when the block says so.
-    fn sub_input<'b, E: Exec>(
+    fn sub_input<'b, E: Exec<Buf = B>>(
         &self,
         e: &mut E,
         sub: Sub,
@@ -803,7 +490,7 @@ impl Ctx<'_> {
 
     /// Adds sub-layer `sub`'s output (in `sc.attn` / `sc.mlp`) into the residual stream `x`,
     /// normalizing the output before and the stream after the add when the block says so.
-    fn close<E: Exec>(
+    fn close<E: Exec<Buf = B>>(
         &self,
         e: &mut E,
         sub: Sub,
@@ -835,7 +522,7 @@ impl Ctx<'_> {
     /// The attention sub-layer of layer `l` on `input`; its output lands in `sc.attn`, or is added
     /// into `residual` when one is given (nothing reads it on its own then).
     #[allow(clippy::too_many_arguments)]
-    fn attention<E: Exec>(
+    fn attention<E: Exec<Buf = B>>(
         &self,
         e: &mut E,
         l: usize,
@@ -924,7 +611,7 @@ impl Ctx<'_> {
     }
 
     /// The MLP of layer `l` on `input`; its output lands in `sc.mlp`, or is added into `residual`.
-    fn mlp<E: Exec>(
+    fn mlp<E: Exec<Buf = B>>(
         &self,
         e: &mut E,
         l: usize,
@@ -957,165 +644,5 @@ impl Ctx<'_> {
             slots.mlp_out[l] = Some(e.read(&sc.mlp, 0, rows * s.hidden)?);
         }
         Ok(())
-    }
-}
-
-/// Wall time per op kind, for `prism bench --profile` on backends that run ops as they are
-/// called (the CPU).
-#[derive(Debug, Clone, Default)]
-pub struct OpTimes(pub std::collections::BTreeMap<&'static str, (std::time::Duration, usize)>);
-
-impl OpTimes {
-    fn add(&mut self, op: &'static str, t: std::time::Instant) {
-        let e = self.0.entry(op).or_default();
-        e.0 += t.elapsed();
-        e.1 += 1;
-    }
-
-    pub fn merge(&mut self, other: &OpTimes) {
-        for (k, (d, n)) in &other.0 {
-            let e = self.0.entry(k).or_default();
-            e.0 += *d;
-            e.1 += n;
-        }
-    }
-}
-
-/// An [`Exec`] that times every op of the one it wraps.
-pub struct Timed<'e, E: Exec> {
-    pub inner: &'e mut E,
-    pub times: OpTimes,
-}
-
-macro_rules! timed {
-    ($self:ident, $name:literal, $call:expr) => {{
-        let t = std::time::Instant::now();
-        let r = $call;
-        $self.times.add($name, t);
-        r
-    }};
-}
-
-impl<E: Exec> Exec for Timed<'_, E> {
-    type Buf = E::Buf;
-
-    fn spec(&self) -> &ArchSpec {
-        self.inner.spec()
-    }
-    fn fuses_residual(&self) -> bool {
-        self.inner.fuses_residual()
-    }
-    fn alloc(&mut self, len: usize, what: &'static str) -> Result<E::Buf> {
-        timed!(self, "alloc", self.inner.alloc(len, what))
-    }
-    fn upload(&mut self, data: &[f32], what: &'static str) -> Result<E::Buf> {
-        timed!(self, "upload", self.inner.upload(data, what))
-    }
-    fn embed(&mut self, ids: &[u32], out: &E::Buf) -> Result<()> {
-        timed!(self, "embed", self.inner.embed(ids, out))
-    }
-    fn add_table_rows(&mut self, table: Table, rows: &[u32], out: &E::Buf) -> Result<()> {
-        timed!(self, "embed", self.inner.add_table_rows(table, rows, out))
-    }
-    fn linear(
-        &mut self,
-        x: LinearIn<'_, E::Buf>,
-        layer: usize,
-        which: LinearId,
-        out: &E::Buf,
-        rows: usize,
-        accumulate: bool,
-    ) -> Result<()> {
-        timed!(
-            self,
-            "linear",
-            self.inner.linear(x, layer, which, out, rows, accumulate)
-        )
-    }
-    fn norm(&mut self, x: &E::Buf, which: NormSel, out: &E::Buf, rows: usize) -> Result<()> {
-        timed!(self, "norm", self.inner.norm(x, which, out, rows))
-    }
-    fn norm_input<'b>(
-        &mut self,
-        x: &'b E::Buf,
-        which: NormSel,
-        out: &'b E::Buf,
-        rows: usize,
-    ) -> Result<LinearIn<'b, E::Buf>> {
-        timed!(self, "norm", self.inner.norm_input(x, which, out, rows))
-    }
-    fn linear_gated(
-        &mut self,
-        x: LinearIn<'_, E::Buf>,
-        layer: usize,
-        gate: &E::Buf,
-        up: &E::Buf,
-        rows: usize,
-    ) -> Result<()> {
-        timed!(
-            self,
-            "linear",
-            self.inner.linear_gated(x, layer, gate, up, rows)
-        )
-    }
-    fn rope(
-        &mut self,
-        x: &E::Buf,
-        rows: usize,
-        heads: usize,
-        cos: &[f32],
-        sin: &[f32],
-    ) -> Result<()> {
-        timed!(self, "rope", self.inner.rope(x, rows, heads, cos, sin))
-    }
-    fn attention(
-        &mut self,
-        q: &E::Buf,
-        k: &E::Buf,
-        v: &E::Buf,
-        out: &E::Buf,
-        shape: &AttnShape,
-        probs: Option<&E::Buf>,
-    ) -> Result<()> {
-        timed!(
-            self,
-            "attention",
-            self.inner.attention(q, k, v, out, shape, probs)
-        )
-    }
-    fn activate(&mut self, x: &E::Buf, n: usize) -> Result<()> {
-        timed!(self, "activation", self.inner.activate(x, n))
-    }
-    fn add(&mut self, src: &E::Buf, dst: &E::Buf, n: usize) -> Result<()> {
-        timed!(self, "add", self.inner.add(src, dst, n))
-    }
-    fn scale(&mut self, x: &E::Buf, n: usize, s: f32) -> Result<()> {
-        timed!(self, "scale", self.inner.scale(x, n, s))
-    }
-    fn copy(&mut self, src: &E::Buf, so: usize, dst: &E::Buf, d: usize, n: usize) -> Result<()> {
-        timed!(self, "copy", self.inner.copy(src, so, dst, d, n))
-    }
-    fn edit(&mut self, x: &E::Buf, width: usize, edit: &Edit<'_>) -> Result<()> {
-        timed!(self, "edit", self.inner.edit(x, width, edit))
-    }
-    fn read(&mut self, x: &E::Buf, off: usize, n: usize) -> Result<usize> {
-        timed!(self, "read", self.inner.read(x, off, n))
-    }
-    fn logits(
-        &mut self,
-        hidden: &E::Buf,
-        rows: &[usize],
-        targets: &[u32],
-        top_k: usize,
-        keep: bool,
-    ) -> Result<usize> {
-        timed!(
-            self,
-            "logits",
-            self.inner.logits(hidden, rows, targets, top_k, keep)
-        )
-    }
-    fn finish(&mut self) -> Result<Readback> {
-        timed!(self, "finish", self.inner.finish())
     }
 }

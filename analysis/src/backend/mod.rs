@@ -1,10 +1,12 @@
 //! Backends execute an [`ArchSpec`](crate::arch::ArchSpec) on token ids. The forward pass is
-//! written once ([`forward`]) over a small set of ops ([`forward::Exec`]); the CPU backend
+//! written once ([`forward`]) over a small set of ops ([`exec::Exec`]); the CPU backend
 //! (Prism's own packed GEMM over weights decoded at use, the reference) and the GPU backend (WGSL
 //! through wgpu) implement those ops. Interventions, captures, batches of sequences, runs that
 //! start at a layer, and KV-cached sessions therefore behave identically on both.
 
 pub mod cpu;
+mod edits;
+pub mod exec;
 pub mod forward;
 pub mod gpu;
 

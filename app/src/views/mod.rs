@@ -7,18 +7,15 @@ pub mod attention;
 pub mod colors;
 pub mod embeddings;
 pub mod generate;
-pub mod grid;
-pub mod gridrun;
 pub mod lens;
 pub mod patch;
 pub mod steer;
-pub mod strip;
 pub mod text;
 
 use std::any::Any;
 
 use egui::{Color32, Ui};
-use prism_analysis::figure::{Colormap, Figure};
+use prism_analysis::figure::Figure;
 use prism_analysis::trace::Trace;
 
 use crate::gui::interventions::Interventions;
@@ -147,17 +144,7 @@ pub fn restore_into<T: serde::de::DeserializeOwned>(target: &mut T, v: &serde_js
     }
 }
 
-pub fn color32(map: Colormap, t: f64) -> Color32 {
-    let c = map.at(t);
-    Color32::from_rgb(c.0, c.1, c.2)
-}
-
-/// Readable text on a background: black on light colors, white on dark ones.
-pub fn text_on(bg: Color32) -> Color32 {
-    let c =
-        prism_analysis::figure::strip::text_on(prism_analysis::figure::Rgb(bg.r(), bg.g(), bg.b()));
-    Color32::from_rgb(c.0, c.1, c.2)
-}
+pub use crate::widgets::{color32, grid, gridrun, strip, text_on};
 
 /// A token as it should appear on screen: visible whitespace.
 pub use prism_analysis::figure::build::show_token;

@@ -6,15 +6,15 @@
 pub mod gemm;
 mod ops;
 pub mod pool;
+mod profile;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use self::gemm::{MatA, MatC, Strided, WeightPanel};
 use self::pool::Pool;
-use super::forward::{
-    self, AttnShape, Edit, EditKind, Exec, KvCache, LinearIn, NormSel, OpTimes, Readback, Table,
-    Timed,
-};
+use self::profile::{OpTimes, Timed};
+use super::exec::{AttnShape, Edit, EditKind, Exec, KvCache, LinearIn, NormSel, Readback, Table};
+use super::forward;
 use super::{Backend, LogitsOut, Request, RowStats, RunOutput, Session};
 use crate::arch::ArchSpec;
 use crate::error::{PrismError, Result};
@@ -312,9 +312,10 @@ impl Exec for CpuExec<'_> {
         x: &CpuBuf,
         rows: usize,
         heads: usize,
-        cos: &[f32],
-        sin: &[f32],
+        cos: &CpuBuf,
+        sin: &CpuBuf,
     ) -> Result<()> {
+        let (cos, sin) = (cos.get(), sin.get());
         let s = self.spec();
         let rope = s
             .rope
@@ -324,7 +325,7 @@ impl Exec for CpuExec<'_> {
         let half = dims / 2;
         let mut xg = x.get();
         let width = heads * hd;
-        if xg.len() < rows * width || cos.len() < rows * half {
+        if xg.len() < rows * width || cos.len() < rows * half || sin.len() < rows * half {
             return Err(short("rope"));
         }
         for (r, row) in xg.chunks_mut(width).take(rows).enumerate() {

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use self::context::{f32s_from, u32_bytes, u32s_from, GpuContext};
 use self::ops::matmul::{Epilogue, FoldedNorm, Linear};
 use self::upload::{upload_vector, GpuMatrix};
-use super::forward::{self, AttnShape, Edit, Exec, KvCache, LinearIn, NormSel, Readback, Table};
+use super::exec::{AttnShape, Edit, Exec, KvCache, LinearIn, NormSel, Readback, Table};
+use super::forward;
 use super::{Backend, IdProb, LogitsOut, Request, RowStats, RunOutput, Session};
 use crate::arch::{ArchSpec, NormKind};
 use crate::error::{PrismError, Result};
@@ -454,8 +455,8 @@ impl Exec for GpuExec<'_> {
         x: &wgpu::Buffer,
         rows: usize,
         heads: usize,
-        cos: &[f32],
-        sin: &[f32],
+        cos: &wgpu::Buffer,
+        sin: &wgpu::Buffer,
     ) -> Result<()> {
         let ctx = self.ctx();
         let s = &self.g.spec;
@@ -463,10 +464,19 @@ impl Exec for GpuExec<'_> {
             .rope
             .as_ref()
             .ok_or_else(|| PrismError::Backend("RoPE without frequencies".into()))?;
-        let c = ctx.upload_f32("rope cos", cos);
-        let sn = ctx.upload_f32("rope sin", sin);
         let (hd, dims, pairing) = (s.head_dim, r.dims, r.pairing);
-        ops::rope::rope(ctx, self.enc()?, x, &c, &sn, rows, heads, hd, dims, pairing)
+        ops::rope::rope(
+            ctx,
+            self.enc()?,
+            x,
+            cos,
+            sin,
+            rows,
+            heads,
+            hd,
+            dims,
+            pairing,
+        )
     }
 
     fn attention(

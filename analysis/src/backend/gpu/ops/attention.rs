@@ -8,7 +8,7 @@
 use prism_shaders::Shader;
 
 use super::{record, Params};
-use crate::backend::forward::AttnShape;
+use crate::backend::exec::AttnShape;
 use crate::backend::gpu::context::GpuContext;
 use crate::error::{PrismError, Result};
 

@@ -3,7 +3,7 @@
 use prism_shaders::Shader;
 
 use super::{record, Params};
-use crate::backend::forward::{Edit, EditKind};
+use crate::backend::exec::{Edit, EditKind};
 use crate::backend::gpu::context::{f32_bytes, u32_bytes, GpuContext};
 use crate::error::Result;
 

@@ -1,0 +1,223 @@
+//! The ops a backend implements for the forward pass ([`Exec`]), and the shapes they take:
+//! linear inputs with folded norms, attention shapes, edits, the readback and the KV cache.
+
+use crate::arch::ArchSpec;
+use crate::backend::LogitsOut;
+use crate::error::Result;
+use crate::weights::{LinearId, NormId};
+
+/// A norm of the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NormSel {
+    Layer(usize, NormId),
+    Final,
+    Embedding,
+}
+
+/// The input of a linear layer: a buffer, possibly with a norm that the backend folds into the
+/// matmul (see [`Exec::norm_input`]).
+#[derive(Debug)]
+pub struct LinearIn<'a, B> {
+    pub x: &'a B,
+    pub norm: Option<NormSel>,
+}
+
+impl<B> Clone for LinearIn<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<B> Copy for LinearIn<'_, B> {}
+
+impl<'a, B> LinearIn<'a, B> {
+    pub fn plain(x: &'a B) -> Self {
+        LinearIn { x, norm: None }
+    }
+}
+
+/// A learned table added row by row to the embedding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    Positions,
+    TokenType,
+}
+
+/// Shape of one attention call.
+#[derive(Debug, Clone, Copy)]
+pub struct AttnShape {
+    pub batch: usize,
+    /// Queries per sequence (rows of q per sequence).
+    pub seq: usize,
+    /// Keys before the first query (its position); queries sit at past..past+seq.
+    pub past: usize,
+    /// Keys per sequence (past + seq).
+    pub keys: usize,
+    /// Rows reserved per sequence in the key and value buffers (the cache capacity).
+    pub key_stride: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub scale: f32,
+    pub softcap: Option<f32>,
+    pub window: Option<usize>,
+    pub causal: bool,
+}
+
+/// A change to some rows (and a column range) of a buffer `[rows, width]`.
+#[derive(Debug, Clone)]
+pub struct Edit<'a> {
+    pub rows: Vec<usize>,
+    pub col0: usize,
+    pub ncols: usize,
+    pub kind: EditKind<'a>,
+}
+
+#[derive(Debug, Clone)]
+pub enum EditKind<'a> {
+    /// x += scale * vector (one vector for every row).
+    Add {
+        vector: &'a [f32],
+        scale: f32,
+    },
+    /// x = values, `rows.len() * ncols` of them.
+    Set(Vec<f32>),
+    Zero,
+    /// x = the mean of x over rows `over` (taken before any row changes).
+    Mean {
+        over: Vec<usize>,
+    },
+}
+
+/// The ops a backend implements. Buffers are cheap handles (`Clone`); results come back from
+/// [`Exec::finish`] in the slots [`Exec::read`] and [`Exec::logits`] hand out.
+pub trait Exec {
+    type Buf: Clone;
+
+    fn spec(&self) -> &ArchSpec;
+    /// A zeroed buffer of `len` floats.
+    fn alloc(&mut self, len: usize, what: &'static str) -> Result<Self::Buf>;
+    fn upload(&mut self, data: &[f32], what: &'static str) -> Result<Self::Buf>;
+    /// out[r] = token_embedding[ids[r]].
+    fn embed(&mut self, ids: &[u32], out: &Self::Buf) -> Result<()>;
+    /// out[r] += table[rows[r]].
+    fn add_table_rows(&mut self, table: Table, rows: &[u32], out: &Self::Buf) -> Result<()>;
+    /// out[rows, out_dim] (+)= x[rows, in_dim] W^T + b, with x normalized first when the input
+    /// carries a norm (only backends whose `norm_input` attaches one see that).
+    fn linear(
+        &mut self,
+        x: LinearIn<'_, Self::Buf>,
+        layer: usize,
+        which: LinearId,
+        out: &Self::Buf,
+        rows: usize,
+        accumulate: bool,
+    ) -> Result<()>;
+    /// out = norm(x) over rows of the norm weight's width (`rows` of them).
+    fn norm(&mut self, x: &Self::Buf, which: NormSel, out: &Self::Buf, rows: usize) -> Result<()>;
+    /// norm(x) as the input of the linear layers that follow: by default normalized into `out`; a
+    /// backend that folds the norm into its matmuls returns x with the norm attached instead.
+    fn norm_input<'b>(
+        &mut self,
+        x: &'b Self::Buf,
+        which: NormSel,
+        out: &'b Self::Buf,
+        rows: usize,
+    ) -> Result<LinearIn<'b, Self::Buf>> {
+        self.norm(x, which, out, rows)?;
+        Ok(LinearIn::plain(out))
+    }
+    /// Whether the output projections may add straight into the residual stream (`linear` with
+    /// `accumulate`) when nothing needs the sub-layer's output on its own. The CPU, the reference,
+    /// keeps the separate add.
+    fn fuses_residual(&self) -> bool {
+        false
+    }
+    /// gate = act(x W_gate^T) * (x W_up^T) with the spec's gated activation, the gated MLP's first
+    /// half (`up` is scratch).
+    fn linear_gated(
+        &mut self,
+        x: LinearIn<'_, Self::Buf>,
+        layer: usize,
+        gate: &Self::Buf,
+        up: &Self::Buf,
+        rows: usize,
+    ) -> Result<()>;
+    /// Rotates the first `dims` of every head of x `[rows, heads * head_dim]` in place, with cos and
+    /// sin tables `[rows][dims / 2]` (uploaded once per run).
+    fn rope(
+        &mut self,
+        x: &Self::Buf,
+        rows: usize,
+        heads: usize,
+        cos: &Self::Buf,
+        sin: &Self::Buf,
+    ) -> Result<()>;
+    /// out `[batch*seq, heads*head_dim]` = softmax(mask(cap(scale q k^T))) v; the probabilities
+    /// `[batch][heads][seq][keys]` go to `probs` when given.
+    fn attention(
+        &mut self,
+        q: &Self::Buf,
+        k: &Self::Buf,
+        v: &Self::Buf,
+        out: &Self::Buf,
+        shape: &AttnShape,
+        probs: Option<&Self::Buf>,
+    ) -> Result<()>;
+    /// x = act(x) in place (the spec's plain activation), `n` values.
+    fn activate(&mut self, x: &Self::Buf, n: usize) -> Result<()>;
+    /// dst += src, `n` values.
+    fn add(&mut self, src: &Self::Buf, dst: &Self::Buf, n: usize) -> Result<()>;
+    fn scale(&mut self, x: &Self::Buf, n: usize, s: f32) -> Result<()>;
+    fn copy(
+        &mut self,
+        src: &Self::Buf,
+        src_off: usize,
+        dst: &Self::Buf,
+        dst_off: usize,
+        n: usize,
+    ) -> Result<()>;
+    fn edit(&mut self, x: &Self::Buf, width: usize, edit: &Edit<'_>) -> Result<()>;
+    /// Schedules `n` values at `off` for the readback; returns their slot.
+    fn read(&mut self, x: &Self::Buf, off: usize, n: usize) -> Result<usize>;
+    /// Logits of `rows` of `hidden` `[.., hidden]` through the unembedding (and the final
+    /// soft-cap), reduced to statistics against `targets`; returns a slot.
+    fn logits(
+        &mut self,
+        hidden: &Self::Buf,
+        rows: &[usize],
+        targets: &[u32],
+        top_k: usize,
+        keep: bool,
+    ) -> Result<usize>;
+    /// Runs what was scheduled and returns every slot.
+    fn finish(&mut self) -> Result<Readback>;
+}
+
+/// What [`Exec::finish`] returns.
+#[derive(Default)]
+pub struct Readback {
+    pub data: Vec<Vec<f32>>,
+    pub logits: Vec<LogitsOut>,
+}
+
+/// Keys and values of every layer, `[batch][capacity][kv_dim]` each.
+pub struct KvCache<B> {
+    pub k: Vec<B>,
+    pub v: Vec<B>,
+    pub batch: usize,
+    pub capacity: usize,
+    pub len: usize,
+}
+
+impl<B> KvCache<B> {
+    pub fn new(batch: usize, capacity: usize) -> Self {
+        KvCache {
+            k: Vec::new(),
+            v: Vec::new(),
+            batch,
+            capacity,
+            len: 0,
+        }
+    }
+}
