@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use egui::{Color32, Pos2, Rect, Sense, Stroke, Ui, Vec2};
-use prism_analysis::backend::{Capture, IdProb};
+use prism_analysis::backend::{IdProb, Request};
 use prism_analysis::figure::{build, Colormap, Figure};
 use prism_analysis::trace::Trace;
 
@@ -49,16 +49,17 @@ impl LensView {
         let interventions = trace.interventions.clone();
         self.cancel = Some(cx.worker.task("lens", move |t| {
             let model = t.model;
-            let capture = Capture {
-                residual: true,
-                top_k: 5,
-                ..Capture::default()
+            // The residual stream only: the shared run already has the text's own predictions,
+            // so this pass skips the unembedding; each layer's lens follows, visible ones first.
+            let req = Request {
+                interventions: &interventions,
+                ..Request::residual(&ids)
             };
-            let run = match Trace::run_with(model, t.backend, &ids, capture, 5, &interventions) {
+            let run = match t.backend.run(&req) {
                 Ok(r) => r,
                 Err(e) => return t.send(Err::<LensRow, String>(e.to_string())),
             };
-            let residual = run.output.residual.unwrap_or_default();
+            let residual = run.residual.unwrap_or_default();
             let layers = residual.len();
             let mut done = vec![false; layers];
             for _ in 0..layers {

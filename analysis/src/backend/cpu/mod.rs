@@ -3,6 +3,7 @@
 //! packed GEMM ([`gemm`]); activations are f32 throughout, as in the PyTorch reference (which runs
 //! GGUF weights dequantized to f32). Work is spread over a small thread pool ([`pool`]).
 
+pub mod decode;
 pub mod gemm;
 mod ops;
 pub mod pool;
