@@ -842,3 +842,45 @@ fn the_text_view_exports_its_token_strip() {
         text_strip(trace, TextColors::Rank).tokens
     );
 }
+
+/// The color study exports both of its panels: the RSA by layer and the PCA scatter on screen.
+#[test]
+fn the_color_study_exports_every_panel() {
+    let mut h = harness(app("colors", "red"));
+    wait_for(&mut h, "the color study and its scatter", |a| {
+        a.view::<prism_app::views::colors::ColorsView>()
+            .is_some_and(|c| (c.study.is_some() && c.scatter.is_some()) || c.error.is_some())
+    });
+    let v = h
+        .state()
+        .view::<prism_app::views::colors::ColorsView>()
+        .unwrap();
+    assert!(v.error.is_none(), "{:?}", v.error);
+    let dir = std::env::temp_dir().join(format!("prism-gui-colors-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let files = h
+        .state_mut()
+        .export_to(&dir.join("colors.svg"))
+        .expect("export");
+    assert_eq!(files.len(), 6, "two figures with their data: {files:?}");
+    for f in ["colors.svg", "colors.csv", "colors-2.svg", "colors-2.json"] {
+        assert!(dir.join(f).exists(), "{f}");
+    }
+    let scatter = std::fs::read_to_string(dir.join("colors-2.csv")).unwrap();
+    assert!(scatter.starts_with("label,x,y,color"), "{scatter}");
+    let words = h
+        .state()
+        .view::<prism_app::views::colors::ColorsView>()
+        .unwrap()
+        .scatter
+        .as_ref()
+        .unwrap()
+        .words
+        .len();
+    assert_eq!(
+        scatter.lines().count(),
+        words + 1,
+        "every word of the scatter"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -14,12 +14,30 @@ impl PrismApp {
         self.with_view(i, |v, cx| v.figure(cx))
     }
 
-    /// Exports the current figure as `path` (svg or png) plus its data; returns the files written.
+    /// Every figure the current view shows (views with several panels have several).
+    pub fn current_figures(&mut self) -> Vec<Figure> {
+        let i = self.current();
+        self.with_view(i, |v, cx| v.figures(cx))
+    }
+
+    /// Exports the current view's figures as `path` (svg or png) plus their data; a second panel
+    /// goes to `STEM-2.EXT`, and so on. Returns the files written.
     pub fn export_to(&mut self, path: &Path) -> Result<Vec<PathBuf>, String> {
-        let fig = self
-            .current_figure()
-            .ok_or("nothing to export in this view yet")?;
-        let files = fig.export(path).map_err(|e| e.to_string())?;
+        let figs = self.current_figures();
+        if figs.is_empty() {
+            return Err("nothing to export in this view yet".into());
+        }
+        let mut files = Vec::new();
+        for (i, fig) in figs.iter().enumerate() {
+            let target = if i == 0 {
+                path.to_path_buf()
+            } else {
+                let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+                let ext = path.extension().unwrap_or_default().to_string_lossy();
+                path.with_file_name(format!("{stem}-{}.{ext}", i + 1))
+            };
+            files.extend(fig.export(&target).map_err(|e| e.to_string())?);
+        }
         self.last_export = Some(
             files
                 .iter()

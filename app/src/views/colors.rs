@@ -224,6 +224,24 @@ impl View for ColorsView {
         self.study.as_ref().map(rsa_by_layer)
     }
 
+    /// Both panels: the RSA by layer (with the claims in its data) and the PCA scatter shown.
+    fn figures(&self, cx: &Cx<'_>) -> Vec<Figure> {
+        let mut out: Vec<Figure> = self.figure(cx).into_iter().collect();
+        if let (Some(study), Some(sc)) = (&self.study, &self.scatter) {
+            let source = study
+                .representations
+                .get(self.selected)
+                .map_or("embed", |r| r.name.as_str());
+            out.push(prism_analysis::figure::geometry::projection_figure(
+                &sc.words,
+                &sc.projection,
+                source,
+                &cx.model_name(),
+            ));
+        }
+        out
+    }
+
     fn ready(&self, _cx: &Cx<'_>) -> bool {
         self.study.is_some() && self.scatter.is_some()
     }

@@ -90,6 +90,10 @@ pub trait View: Any {
     fn ui(&mut self, ui: &mut Ui, cx: &mut Cx<'_>);
     /// The figure an export writes (built in `analysis`, as the CLI builds it).
     fn figure(&self, cx: &Cx<'_>) -> Option<Figure>;
+    /// Every figure the view shows, for an export of all its panels (by default its one figure).
+    fn figures(&self, cx: &Cx<'_>) -> Vec<Figure> {
+        self.figure(cx).into_iter().collect()
+    }
     /// True when what the view should show (its worked example, a result) is on screen: a
     /// `--screenshot` waits for it.
     fn ready(&self, cx: &Cx<'_>) -> bool;
