@@ -4,17 +4,16 @@
 //! through wgpu) implement those ops. Interventions, captures, batches of sequences, runs that
 //! start at a layer, and KV-cached sessions therefore behave identically on both.
 
+mod checks;
+mod choice;
 pub mod cpu;
 mod edits;
 pub mod exec;
 pub mod forward;
 pub mod gpu;
 
-use std::sync::{Arc, OnceLock};
-
-use crate::error::{PrismError, Result};
+use crate::error::Result;
 use crate::intervene::Intervention;
-use crate::model::Model;
 
 /// What the caller wants back besides the final hidden states. Everything is opt-in because
 /// attention maps and residual streams are large.
@@ -90,6 +89,8 @@ impl<'a> AttentionMaps<'a> {
 }
 
 pub use crate::metrics::{IdProb, RowStats};
+pub use checks::{check_ids, check_vocab, require_causal};
+pub use choice::{create, create_with_device, with_cpu_fallback, BackendChoice};
 
 /// Where a run starts.
 #[derive(Debug, Clone, Copy)]
@@ -318,189 +319,6 @@ pub fn lens<B: Backend + ?Sized>(
     let out = backend.run(&req)?;
     let top = out.logits.map(|l| l.stats.top).unwrap_or_default();
     Ok(top.chunks(rows).map(|c| c.to_vec()).collect())
-}
-
-/// Which backend the user asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendChoice {
-    Cpu,
-    Gpu,
-    Auto,
-}
-
-impl std::str::FromStr for BackendChoice {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "cpu" => Ok(BackendChoice::Cpu),
-            "gpu" => Ok(BackendChoice::Gpu),
-            "auto" => Ok(BackendChoice::Auto),
-            other => Err(format!("unknown backend {other:?} (cpu, gpu, auto)")),
-        }
-    }
-}
-
-/// Builds the requested backend. Returns the backend and notes to show the user (such as a fallback).
-///
-/// `gpu` takes any adapter, software ones included; `auto` takes a hardware GPU when there is one
-/// and otherwise the CPU, and falls back to the CPU when a GPU run fails.
-pub fn create(
-    model: &Arc<Model>,
-    choice: BackendChoice,
-) -> Result<(Box<dyn Backend>, Vec<String>)> {
-    match choice {
-        BackendChoice::Cpu => Ok((Box::new(cpu::CpuBackend::new(model)?), Vec::new())),
-        BackendChoice::Gpu => {
-            let ctx = gpu::context::GpuContext::shared(true)?;
-            Ok((Box::new(gpu::GpuBackend::new(model, ctx)?), Vec::new()))
-        }
-        BackendChoice::Auto => {
-            match gpu::context::GpuContext::shared(false)
-                .and_then(|ctx| gpu::GpuBackend::new(model, ctx))
-            {
-                Ok(g) => Ok((with_cpu_fallback(g, model.clone()), Vec::new())),
-                Err(e) => Ok((
-                    Box::new(cpu::CpuBackend::new(model)?),
-                    vec![format!("backend auto: using the CPU ({e})")],
-                )),
-            }
-        }
-    }
-}
-
-/// Like [`create`], with a GPU device that already exists (the app's, when eframe renders with
-/// wgpu): `gpu` uses it whatever its kind, `auto` uses it when it is a hardware GPU.
-pub fn create_with_device(
-    model: &Arc<Model>,
-    choice: BackendChoice,
-    ctx: Arc<gpu::context::GpuContext>,
-) -> Result<(Box<dyn Backend>, Vec<String>)> {
-    match choice {
-        BackendChoice::Cpu => create(model, choice),
-        BackendChoice::Gpu => Ok((
-            Box::new(gpu::GpuBackend::new(model, ctx)?),
-            vec!["sharing the window's GPU device".into()],
-        )),
-        BackendChoice::Auto if !ctx.adapter.is_software() => Ok((
-            with_cpu_fallback(gpu::GpuBackend::new(model, ctx)?, model.clone()),
-            vec!["sharing the window's GPU device".into()],
-        )),
-        BackendChoice::Auto => create(model, choice),
-    }
-}
-
-/// Wraps a GPU backend so that a failed run (device lost, out of memory, a limit) is retried on the
-/// CPU, as `auto` does.
-pub fn with_cpu_fallback(gpu: gpu::GpuBackend, model: Arc<Model>) -> Box<dyn Backend> {
-    Box::new(Fallback {
-        gpu,
-        model,
-        cpu: OnceLock::new(),
-    })
-}
-
-/// `auto` on a GPU: a failed GPU run (device lost, out of memory) is retried on the CPU.
-struct Fallback {
-    gpu: gpu::GpuBackend,
-    model: Arc<Model>,
-    cpu: OnceLock<std::result::Result<cpu::CpuBackend, String>>,
-}
-
-impl Fallback {
-    fn cpu(&self, why: &str) -> Result<&cpu::CpuBackend> {
-        eprintln!("prism: the GPU run failed ({why}); retrying on the CPU");
-        match self
-            .cpu
-            .get_or_init(|| cpu::CpuBackend::new(&self.model).map_err(|e| e.to_string()))
-        {
-            Ok(c) => Ok(c),
-            Err(e) => Err(PrismError::Backend(format!(
-                "GPU failed ({why}) and the CPU backend could not start ({e})"
-            ))),
-        }
-    }
-
-    fn fell_back(&self) -> Option<&cpu::CpuBackend> {
-        match self.cpu.get() {
-            Some(Ok(c)) => Some(c),
-            _ => None,
-        }
-    }
-}
-
-impl Backend for Fallback {
-    fn describe(&self) -> String {
-        match self.fell_back() {
-            Some(c) => format!("{} (fell back from the GPU)", c.describe()),
-            None => self.gpu.describe(),
-        }
-    }
-
-    fn adapter(&self) -> Option<gpu::context::AdapterDescription> {
-        self.gpu.adapter()
-    }
-
-    fn gpu_bytes(&self) -> Option<(u64, u64)> {
-        self.gpu.gpu_bytes()
-    }
-
-    fn run(&self, req: &Request<'_>) -> Result<RunOutput> {
-        if let Some(c) = self.fell_back() {
-            return c.run(req);
-        }
-        match self.gpu.run(req) {
-            Err(PrismError::Backend(msg)) => self.cpu(&msg)?.run(req),
-            other => other,
-        }
-    }
-
-    fn session(&self, batch: usize, capacity: usize) -> Result<Box<dyn Session + '_>> {
-        if let Some(c) = self.fell_back() {
-            return c.session(batch, capacity);
-        }
-        match self.gpu.session(batch, capacity) {
-            Err(PrismError::Backend(msg)) => self.cpu(&msg)?.session(batch, capacity),
-            other => other,
-        }
-    }
-}
-
-/// Refuses an encoder for `what` (generation, patching, ablation: they need next-token predictions).
-pub fn require_causal(model: &Model, what: &str) -> Result<()> {
-    if model.spec.causal {
-        return Ok(());
-    }
-    Err(PrismError::Input(format!(
-        "{what} needs a causal language model; {} is an encoder",
-        model.spec.architecture
-    )))
-}
-
-/// Refuses sequences a model cannot take, with a message that says why.
-pub fn check_ids(model: &Model, ids: &[u32]) -> Result<()> {
-    if ids.is_empty() {
-        return Err(PrismError::Input(
-            "the text is empty: there is nothing to run".into(),
-        ));
-    }
-    if ids.len() > model.spec.context_length {
-        return Err(PrismError::Input(format!(
-            "the text is {} tokens long, but the model's context is {} tokens",
-            ids.len(),
-            model.spec.context_length
-        )));
-    }
-    check_vocab(ids, model.spec.vocab)
-}
-
-/// Every id inside a vocabulary of `vocab` (the one check, for texts and for a backend's input).
-pub fn check_vocab(ids: &[u32], vocab: usize) -> Result<()> {
-    match ids.iter().find(|&&i| i as usize >= vocab) {
-        Some(bad) => Err(PrismError::Input(format!(
-            "token id {bad} is outside the model's vocabulary of {vocab}"
-        ))),
-        None => Ok(()),
-    }
 }
 
 impl Capture {

@@ -1,5 +1,6 @@
 //! The wgpu device Prism computes on: adapter choice, limits, cached pipelines, buffers, dispatches
-//! and the single readback at the end of a run.
+//! and the single readback at the end of a run. The feature-path policy is in `paths.rs`, the
+//! timestamp profiler in `profiler.rs`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,6 +10,8 @@ use prism_shaders::{Paths, Shader};
 use serde::Serialize;
 use wgpu::util::DeviceExt;
 
+pub use super::paths::{choose_paths, has_coop_16x16x16_f16, PathRequest};
+use super::profiler::{Profiler, MAX_TIMED};
 use crate::error::{PrismError, Result};
 
 /// What the user sees about the adapter (`prism info --backend gpu`, `run --json`).
@@ -21,140 +24,6 @@ pub struct AdapterDescription {
     /// The adapter features Prism's kernels know of, each with whether Prism uses it and why not.
     /// A path is never chosen on a device that lacks its feature.
     pub features: Vec<String>,
-}
-
-/// What the user asked of the feature paths, from the environment: `PRISM_GPU_MODE=exact|fast`
-/// (fast: matmul weights staged as f16) and `PRISM_GPU_SUBGROUPS=on|off`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PathRequest {
-    pub subgroups: bool,
-    pub fast: bool,
-}
-
-impl Default for PathRequest {
-    fn default() -> Self {
-        PathRequest {
-            subgroups: true,
-            fast: false,
-        }
-    }
-}
-
-impl PathRequest {
-    /// The exact path without subgroups: what every adapter runs.
-    pub const PLAIN: PathRequest = PathRequest {
-        subgroups: false,
-        fast: false,
-    };
-
-    pub fn from_env() -> Result<PathRequest> {
-        let mode = std::env::var("PRISM_GPU_MODE").ok();
-        let subgroups = std::env::var("PRISM_GPU_SUBGROUPS").ok();
-        Self::from_values(mode.as_deref(), subgroups.as_deref())
-    }
-
-    /// The request for the values of `PRISM_GPU_MODE` and `PRISM_GPU_SUBGROUPS` (None: unset).
-    pub fn from_values(mode: Option<&str>, subgroups: Option<&str>) -> Result<PathRequest> {
-        let mut r = PathRequest::default();
-        if let Some(v) = mode {
-            r.fast = match v.trim() {
-                "" | "exact" => false,
-                "fast" => true,
-                other => {
-                    return Err(PrismError::Input(format!(
-                        "PRISM_GPU_MODE={other:?}: use exact or fast"
-                    )))
-                }
-            };
-        }
-        if let Some(v) = subgroups {
-            r.subgroups = match v.trim() {
-                "" | "on" | "1" => true,
-                "off" | "0" => false,
-                other => {
-                    return Err(PrismError::Input(format!(
-                        "PRISM_GPU_SUBGROUPS={other:?}: use on or off"
-                    )))
-                }
-            };
-        }
-        Ok(r)
-    }
-}
-
-/// Whether an adapter offers the cooperative-matrix shape the kernels would use: 16x16x16 with f16
-/// inputs and f32 accumulation.
-pub fn has_coop_16x16x16_f16(props: &[wgpu::CooperativeMatrixProperties]) -> bool {
-    props.iter().any(|p| {
-        (p.m_size, p.n_size, p.k_size) == (16, 16, 16)
-            && p.ab_type == wgpu::CooperativeScalarType::F16
-            && p.cr_type == wgpu::CooperativeScalarType::F32
-    })
-}
-
-/// The paths for a device with `enabled` features (of those `available`), what was asked, and
-/// whether the subgroup probe passed (None: not run); with one line per feature for `prism info`.
-/// Pure, so that the choice is tested for devices this machine does not have.
-pub fn choose_paths(
-    available: wgpu::Features,
-    enabled: wgpu::Features,
-    req: PathRequest,
-    subgroup_probe: Option<bool>,
-    coop_16: bool,
-) -> (Paths, Vec<String>) {
-    let has = |f: wgpu::Features| available.contains(f);
-    let on = |f: wgpu::Features| enabled.contains(f);
-    let paths = Paths {
-        subgroups: req.subgroups && on(wgpu::Features::SUBGROUP) && subgroup_probe == Some(true),
-        f16_weights: req.fast && on(wgpu::Features::SHADER_F16),
-    };
-    let timestamps = match (
-        has(wgpu::Features::TIMESTAMP_QUERY),
-        on(wgpu::Features::TIMESTAMP_QUERY),
-    ) {
-        (true, true) => "used (prism bench --profile)",
-        (true, false) => "available, not used",
-        (false, _) => "absent",
-    };
-    let subgroups = if paths.subgroups {
-        "used (reductions in norms, attention, logit statistics)"
-    } else if !has(wgpu::Features::SUBGROUP) {
-        "absent"
-    } else if !req.subgroups {
-        "available, not used (PRISM_GPU_SUBGROUPS=off)"
-    } else if subgroup_probe == Some(false) {
-        "available, not used (its subgroups are not runs of consecutive invocations, as the reductions assume)"
-    } else {
-        "available, not used"
-    };
-    let f16 = if paths.f16_weights {
-        "used (fast mode: matmul weights staged as f16)"
-    } else if !has(wgpu::Features::SHADER_F16) {
-        if req.fast {
-            "absent (PRISM_GPU_MODE=fast asked for it; running the exact mode)"
-        } else {
-            "absent"
-        }
-    } else {
-        "available, not used (exact mode; PRISM_GPU_MODE=fast uses it)"
-    };
-    let coop = match (
-        has(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX),
-        coop_16,
-    ) {
-        (true, true) => {
-            "16x16x16 f16 available, not used (Prism has no cooperative-matrix kernel yet)"
-        }
-        (true, false) => "available without a 16x16x16 f16 shape, not used",
-        (false, _) => "absent",
-    };
-    let lines = vec![
-        format!("timestamp queries: {timestamps}"),
-        format!("subgroups: {subgroups}"),
-        format!("shader f16: {f16}"),
-        format!("cooperative matrix: {coop}"),
-    ];
-    (paths, lines)
 }
 
 impl AdapterDescription {
@@ -177,23 +46,8 @@ pub struct GpuContext {
     /// Bound where a shader needs a buffer that a call does not use (a matmul without bias).
     pub dummy: wgpu::Buffer,
     /// GPU timestamps around every dispatch, while profiling is on.
-    profiler: Mutex<Option<Profiler>>,
+    pub(super) profiler: Mutex<Option<Profiler>>,
 }
-
-/// Timestamp queries around each dispatch of a run (`TIMESTAMP_QUERY`), summed per shader.
-struct Profiler {
-    set: wgpu::QuerySet,
-    /// The shader of each timed dispatch of the current run, in order.
-    pending: Vec<&'static str>,
-    /// Dispatches beyond the query set's capacity in the current run (not timed).
-    untimed: usize,
-    /// Per shader: total nanoseconds and dispatches, since the last `take_profile`.
-    totals: HashMap<&'static str, (f64, usize)>,
-    untimed_total: usize,
-}
-
-/// Two timestamps per dispatch.
-const MAX_TIMED: u32 = wgpu::QUERY_SET_MAX_QUERIES / 2;
 
 fn describe(info: &wgpu::AdapterInfo, features: Vec<String>) -> AdapterDescription {
     AdapterDescription {
@@ -632,107 +486,6 @@ impl GpuContext {
             }
         }
         Ok(out)
-    }
-
-    /// Starts (or stops) timing every dispatch on the GPU. Returns false when the device has no
-    /// timestamp queries, and then nothing is timed.
-    pub fn set_profiling(&self, on: bool) -> bool {
-        let mut p = self.profiler.lock().unwrap_or_else(|e| e.into_inner());
-        if !on {
-            *p = None;
-            return true;
-        }
-        if !self
-            .device
-            .features()
-            .contains(wgpu::Features::TIMESTAMP_QUERY)
-        {
-            *p = None;
-            return false;
-        }
-        if p.is_none() {
-            *p = Some(Profiler {
-                set: self.device.create_query_set(&wgpu::QuerySetDescriptor {
-                    label: Some("prism-profile"),
-                    ty: wgpu::QueryType::Timestamp,
-                    count: 2 * MAX_TIMED,
-                }),
-                pending: Vec::new(),
-                untimed: 0,
-                totals: HashMap::new(),
-                untimed_total: 0,
-            });
-        }
-        true
-    }
-
-    /// GPU milliseconds and dispatches per shader since the last call (slowest first), plus a
-    /// line for dispatches that went untimed because a run had more than the query set holds.
-    pub fn take_profile(&self) -> Vec<(String, f64, usize)> {
-        let mut p = self.profiler.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(p) = p.as_mut() else {
-            return Vec::new();
-        };
-        let mut out: Vec<(String, f64, usize)> = p
-            .totals
-            .drain()
-            .map(|(k, (ns, n))| (k.trim_end_matches(".wgsl").to_string(), ns / 1e6, n))
-            .collect();
-        out.sort_by(|a, b| b.1.total_cmp(&a.1));
-        if p.untimed_total > 0 {
-            out.push(("(untimed)".into(), 0.0, p.untimed_total));
-            p.untimed_total = 0;
-        }
-        out
-    }
-
-    /// Resolves the current run's timestamps into a readable buffer, if profiling.
-    fn resolve_timestamps(
-        &self,
-        enc: &mut wgpu::CommandEncoder,
-    ) -> Option<(wgpu::Buffer, Vec<&'static str>)> {
-        let mut guard = self.profiler.lock().unwrap_or_else(|e| e.into_inner());
-        let p = guard.as_mut()?;
-        p.untimed_total += std::mem::take(&mut p.untimed);
-        let labels = std::mem::take(&mut p.pending);
-        if labels.is_empty() {
-            return None;
-        }
-        let n = 2 * labels.len() as u32;
-        let bytes = n as u64 * wgpu::QUERY_SIZE as u64;
-        let resolve = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("timestamps"),
-            size: bytes,
-            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
-        let read = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("timestamps-read"),
-            size: bytes,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        enc.resolve_query_set(&p.set, 0..n, &resolve, 0);
-        enc.copy_buffer_to_buffer(&resolve, 0, &read, 0, bytes);
-        Some((read, labels))
-    }
-
-    fn add_timestamps(&self, labels: &[&'static str], bytes: &[u8]) {
-        let period = self.queue.get_timestamp_period() as f64;
-        let ticks: Vec<u64> = bytes
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-            .collect();
-        let mut guard = self.profiler.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(p) = guard.as_mut() else { return };
-        for (i, label) in labels.iter().enumerate() {
-            let (a, b) = (ticks.get(2 * i), ticks.get(2 * i + 1));
-            if let (Some(&a), Some(&b)) = (a, b) {
-                let e = p.totals.entry(label).or_insert((0.0, 0));
-                e.0 += b.saturating_sub(a) as f64 * period;
-                e.1 += 1;
-            }
-        }
     }
 
     /// Submits `enc`, waits, and reads every staging buffer back.

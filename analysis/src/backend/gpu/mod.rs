@@ -4,6 +4,8 @@
 
 pub mod context;
 pub mod ops;
+mod paths;
+mod profiler;
 pub mod upload;
 
 use std::sync::Arc;
