@@ -297,15 +297,19 @@ impl PrismTokenizer {
                     .enumerate()
                     .map(|(i, t)| (t.clone(), i as u32))
                     .collect();
+                let pre = meta.str("tokenizer.ggml.pre").unwrap_or("default");
+                // llama.cpp (and the Llama 3 tokenizer.json) take a whole word that is in the
+                // vocabulary as one token before merging, for these pre-tokenizers.
+                let ignore_merges = IGNORE_MERGES.contains(&pre);
                 let bpe = BPE::builder()
                     .vocab_and_merges(vocab, merges)
+                    .ignore_merges(ignore_merges)
                     .build()
                     .map_err(|e| {
                         err(format!(
                             "cannot build the BPE from GGUF vocab and merges: {e}"
                         ))
                     })?;
-                let pre = meta.str("tokenizer.ggml.pre").unwrap_or("default");
                 let pre_tokenizer = gpt2_pre_tokenizer(pre, &mut warnings).map_err(&err)?;
                 let mut t = Tokenizer::new(bpe);
                 t.with_pre_tokenizer(Some(pre_tokenizer));
@@ -420,6 +424,22 @@ impl PrismTokenizer {
             }
         }
         Ok(ids)
+    }
+
+    /// Token ids for `text` as `prism tokenize` gives them. Plain (`special` false): no BOS/EOS,
+    /// and special tokens written in the text are text like any other (llama.cpp's
+    /// `parse_special = false`). With `special`: the model's own BOS/EOS and special tokens parsed.
+    pub fn tokenize(&self, text: &str, special: bool) -> Result<Vec<u32>> {
+        if special {
+            return self.encode(text, false);
+        }
+        self.check(text)?;
+        let mut raw = self.inner.clone();
+        raw.set_encode_special_tokens(true);
+        let enc = raw
+            .encode(text, false)
+            .map_err(|e| PrismError::Input(format!("cannot tokenize the text: {e}")))?;
+        Ok(enc.get_ids().to_vec())
     }
 
     /// Token ids for `text` alone, without BOS or other special tokens.
@@ -572,6 +592,21 @@ fn gpt2_pre_tokenizer(
         }
     })
 }
+
+/// GGUF pre-tokenizers whose BPE takes a word that is in the vocabulary whole (llama.cpp's
+/// `ignore_merges`, `llama-vocab.cpp`).
+const IGNORE_MERGES: &[&str] = &[
+    "llama3",
+    "llama-v3",
+    "llama-bpe",
+    "falcon3",
+    "falcon-h1",
+    "pixtral",
+    "midm-2.0",
+    "lfm2",
+    "jina-v5-nano",
+    "minicpm5",
+];
 
 /// SentencePiece BPE as the `tokenizers` crate runs it: merges ranked by the score of the merged
 /// piece, byte fallback for unknown bytes, "▁" for spaces, and a "▁" prepended to the text.

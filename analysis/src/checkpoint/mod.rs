@@ -101,6 +101,43 @@ pub fn load(path: &Path) -> Result<Model> {
 
 /// Refuses a checkpoint whose weight files (mapped, and read in full by every pass) plus
 /// [`crate::memory::OVERHEAD`] exceed the available memory, before anything is mapped.
+/// The tokenizer of a checkpoint alone, without its weights: a GGUF's metadata (vocab-only files
+/// included), a folder's `tokenizer.json`, or the one next to a `.safetensors` file.
+pub fn load_tokenizer(path: &Path) -> Result<PrismTokenizer> {
+    if is_pickle_name(path) {
+        return Err(refuse_pickle(path));
+    }
+    let dir = if path.is_dir() {
+        Some(path)
+    } else if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
+    {
+        path.parent()
+    } else {
+        None
+    };
+    if let Some(dir) = dir {
+        let tok = dir.join("tokenizer.json");
+        if !tok.exists() {
+            return Err(PrismError::format(
+                dir,
+                "no tokenizer.json here: the checkpoint has no tokenizer to run",
+            ));
+        }
+        return PrismTokenizer::from_file(&tok);
+    }
+    let file = crate::gguf::open(path)?;
+    let meta = file.meta();
+    if meta.get("tokenizer.ggml.model").is_none() {
+        return Err(PrismError::format(
+            path,
+            "the GGUF has no tokenizer (no tokenizer.ggml.model)",
+        ));
+    }
+    PrismTokenizer::from_gguf(meta)
+}
+
 fn check_fits(path: &Path) -> Result<()> {
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     let weights = if path.is_dir() {

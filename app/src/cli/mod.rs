@@ -6,6 +6,7 @@ mod fetch;
 mod geometry;
 mod info;
 mod run;
+mod tokenize;
 
 use std::path::PathBuf;
 
@@ -83,6 +84,9 @@ pub enum Command {
     Axis(geometry::AxisArgs),
     /// Project words to 2-D or 3-D with PCA or t-SNE.
     Project(geometry::ProjectArgs),
+    /// Token ids and pieces of a text, from the model's tokenizer alone (vocab-only GGUF files too):
+    /// no BOS/EOS and special tokens read as text, unless --special.
+    Tokenize(tokenize::TokenizeArgs),
     /// The color study: model geometry of color words against CIELAB, per layer, with RSA and the two claims.
     Colors(geometry::ColorsArgs),
 }
@@ -160,6 +164,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Axis(a) => geometry::axis(a),
         Command::Project(a) => geometry::project(a),
         Command::Colors(a) => geometry::colors(a),
+        Command::Tokenize(a) => tokenize::tokenize(a),
     }
 }
 
@@ -212,13 +217,7 @@ pub fn export_figure(
 
 /// Resolves and loads a model; a sample that is not there yet is fetched first.
 pub fn load_model(arg: &str) -> anyhow::Result<std::sync::Arc<Model>> {
-    if let Some(sample) = samples::find(arg) {
-        if !samples::is_present(sample) && !std::path::Path::new(arg).exists() {
-            eprintln!("prism: sample model {arg:?} is not downloaded yet; fetching it now");
-            fetch::fetch_one(sample)?;
-        }
-    }
-    let path = checkpoint::resolve(arg)?;
+    let path = model_path(arg)?;
     let model = checkpoint::load(&path)?;
     for w in &model.warnings {
         eprintln!("prism: warning: {w}");
@@ -226,16 +225,20 @@ pub fn load_model(arg: &str) -> anyhow::Result<std::sync::Arc<Model>> {
     Ok(std::sync::Arc::new(model))
 }
 
-/// The text or ids to run, and the text itself when there is one.
-pub fn read_input(
-    input: &TextInput,
-    model: &Model,
-    force_bos: bool,
-) -> anyhow::Result<(Vec<u32>, Option<String>)> {
-    if let Some(ids) = &input.ids {
-        return Ok((ids.clone(), None));
+/// The file or folder a model argument names, fetching a sample model that is not there yet.
+pub fn model_path(arg: &str) -> anyhow::Result<PathBuf> {
+    if let Some(sample) = samples::find(arg) {
+        if !samples::is_present(sample) && !std::path::Path::new(arg).exists() {
+            eprintln!("prism: sample model {arg:?} is not downloaded yet; fetching it now");
+            fetch::fetch_one(sample)?;
+        }
     }
-    let text = match (&input.text, &input.file) {
+    Ok(checkpoint::resolve(arg)?)
+}
+
+/// The text of `--text` or `--file` (not empty).
+pub fn read_text(text: &Option<String>, file: &Option<PathBuf>) -> anyhow::Result<String> {
+    let text = match (text, file) {
         (Some(t), _) => t.clone(),
         (None, Some(f)) => {
             let bytes = std::fs::read(f).map_err(|e| prism_analysis::PrismError::Io {
@@ -250,6 +253,19 @@ pub fn read_input(
     if text.is_empty() {
         return Err(UsageError("the text is empty: there is nothing to run".into()).into());
     }
+    Ok(text)
+}
+
+/// The text or ids to run, and the text itself when there is one.
+pub fn read_input(
+    input: &TextInput,
+    model: &Model,
+    force_bos: bool,
+) -> anyhow::Result<(Vec<u32>, Option<String>)> {
+    if let Some(ids) = &input.ids {
+        return Ok((ids.clone(), None));
+    }
+    let text = read_text(&input.text, &input.file)?;
     let tok = model.tokenizer.as_ref().ok_or_else(|| {
         UsageError(format!(
             "{} has no tokenizer; pass token ids with --ids",
