@@ -26,6 +26,8 @@ const GPT2_PATTERN: &str =
     r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen3.5's: letters keep their combining marks (`\p{M}`) in a word.
+const QWEN35_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// A token as it should appear on screen and in figures: visible whitespace.
 pub fn show_token(s: &str) -> String {
@@ -583,6 +585,7 @@ fn gpt2_pre_tokenizer(
         ])),
         "llama3" | "llama-bpe" | "llama-v3" | "dbrx" | "smaug-bpe" => split(LLAMA3_PATTERN)?,
         "qwen2" | "deepseek-r1-qwen" => split(QWEN2_PATTERN)?,
+        "qwen35" => split(QWEN35_PATTERN)?,
         other => {
             warnings.push(format!(
                 "unknown GGUF pre-tokenizer {other:?}: splitting text the GPT-2 way, so token ids may differ from the original tokenizer"
