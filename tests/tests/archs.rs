@@ -300,6 +300,18 @@ fn olmo2_and_smollm3_block_shapes_from_both_formats() {
         use LayerRope::{Global as G, None as N};
         assert_eq!(ropes, vec![G, G, G, N], "{path}");
     }
+    // `prism info` says so.
+    for (path, says) in [
+        ("archs/smollm3", "none on layers 3"),
+        (
+            "archs/olmo2/olmo2-Q4_K_M.gguf",
+            "norm after the sub-layer, q/k norms over the whole projection",
+        ),
+    ] {
+        let out = prism(&["info", fixtures().join(path).to_str().unwrap()]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(says), "{path}: {text}");
+    }
 }
 
 /// Weights that do not have the norms their block shape names are refused, naming the layer.

@@ -109,6 +109,16 @@ pub fn info(a: InfoArgs) -> anyhow::Result<()> {
                 if r.scaling != "none" {
                     text += &format!(", scaling {}", r.scaling);
                 }
+                let nope: Vec<String> = s
+                    .layers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, l)| l.rope == prism_analysis::arch::LayerRope::None)
+                    .map(|(i, _)| i.to_string())
+                    .collect();
+                if !nope.is_empty() {
+                    text += &format!(", none on layers {}", nope.join(" "));
+                }
                 text + ")"
             }
             None => "RoPE".to_string(),
