@@ -16,6 +16,29 @@ pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
+/// llama.cpp's vocab-only GGUF `ggml-vocab-NAME.gguf`, unpacked from its zstd copy in
+/// `fixtures/llama-vocab/` (kept compressed: 1.4 MB instead of 6 to 8 MB) into the temp folder, once
+/// (the name carries the packed size, so a changed fixture is unpacked afresh).
+pub fn llama_vocab(name: &str) -> PathBuf {
+    let packed = fixtures().join(format!("llama-vocab/ggml-vocab-{name}.gguf.zst"));
+    let len = std::fs::metadata(&packed).unwrap().len();
+    let dir = std::env::temp_dir().join("prism-llama-vocab");
+    let path = dir.join(format!("ggml-vocab-{name}-{len}.gguf"));
+    if !path.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let bytes = zstd::decode_all(std::fs::File::open(&packed).unwrap()).unwrap();
+        // Written under a name of its own, then renamed: no test ever reads a half-written file.
+        let part = dir.join(format!(
+            "{name}.{}.{:?}.part",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::write(&part, bytes).unwrap();
+        std::fs::rename(&part, &path).unwrap();
+    }
+    path
+}
+
 pub fn reference_dir() -> PathBuf {
     fixtures().join("reference")
 }

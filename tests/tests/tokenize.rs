@@ -34,7 +34,7 @@ fn llama_cpp_tokenizer_suite_passes_for_every_kept_vocabulary() {
         "phi-3",
         "bert-bge",
     ] {
-        let path = fixtures().join(format!("llama-vocab/ggml-vocab-{name}.gguf"));
+        let path = llama_vocab(name);
         let tok = checkpoint::load_tokenizer(&path).expect("a vocab-only GGUF opens");
         let cases = cases(name);
         assert!(cases.len() >= 40, "{name}: {} cases", cases.len());
@@ -74,7 +74,7 @@ fn tokenize_prints_ids_and_pieces_and_reads_special_tokens_only_when_asked() {
     assert_eq!(special["ids"], serde_json::json!([19556, 1, 905]));
     assert_eq!(special["pieces"][1], "<|im_start|>");
     // A vocab-only GGUF, the table form, and a file.
-    let vocab = fixtures().join("llama-vocab/ggml-vocab-llama-bpe.gguf");
+    let vocab = llama_vocab("llama-bpe");
     let file = std::env::temp_dir().join(format!("prism-tokenize-{}.txt", std::process::id()));
     std::fs::write(&file, " Hello, world!").unwrap();
     let out = prism(&[
