@@ -44,13 +44,13 @@ LLAMA_CPP_DIR = os.environ.get("LLAMA_CPP_DIR", "/var/cache/llama.cpp")
 LLAMA_QUANTIZE = os.environ.get("LLAMA_QUANTIZE", os.path.join(LLAMA_CPP_DIR, "build/bin/llama-quantize"))
 
 # name -> (config class, config kwargs, tokenizer fixture, llama.cpp pre-tokenizer, seed, quants,
-#          matrix std)
+#          matrix std, the HF folder's stored dtype)
 ARCHS = {
     "olmo2": (
         "Olmo2Config",
         dict(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False,
              rms_norm_eps=1e-6, rope_parameters={"rope_type": "default", "rope_theta": 500000.0}),
-        "qwen3", "qwen2", 3001, ["Q8_0", "Q4_K_M"], 0.1,
+        "qwen3", "qwen2", 3001, ["Q8_0", "Q4_K_M"], 0.1, torch.float32,
     ),
     "smollm3": (
         "SmolLM3Config",
@@ -59,7 +59,8 @@ ARCHS = {
              rope_parameters={"rope_type": "default", "rope_theta": 2000000.0}),
         # Matrices N(0, 0.07): with 0.1 over 4 layers the attention saturates and transformers'
         # own float32 drifts 6e-5 from float64 in the last block's output.
-        "llama3", "llama-bpe", 3002, ["Q8_0", "Q4_K_M"], 0.07,
+        # Stored as bfloat16 (3.4 MB, not 6.8): the reference runs in float32 on those same values.
+        "llama3", "llama-bpe", 3002, ["Q8_0", "Q4_K_M"], 0.07, torch.bfloat16,
     ),
 }
 COMMON = dict(vocab_size=512, hidden_size=256, intermediate_size=256, max_position_embeddings=128,
@@ -171,7 +172,7 @@ def max_diff(a, b):
 
 
 def make(arch, out_root, seed_offset):
-    cls_name, kwargs, tok_from, pre_name, seed, quants, matrix_std = ARCHS[arch]
+    cls_name, kwargs, tok_from, pre_name, seed, quants, matrix_std, stored = ARCHS[arch]
     seed += seed_offset
     out = os.path.join(out_root, arch)
     shutil.rmtree(out, ignore_errors=True)
@@ -180,7 +181,7 @@ def make(arch, out_root, seed_offset):
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").float().eval()
     reinit(model, seed, cfg.tie_word_embeddings, matrix_std)
-    model.save_pretrained(out, safe_serialization=True)
+    model.to(stored).save_pretrained(out, safe_serialization=True)
     for f in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(os.path.join(FIXTURES, tok_from, f), os.path.join(out, f))
     if os.path.exists(os.path.join(out, "generation_config.json")):
