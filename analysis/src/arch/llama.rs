@@ -144,6 +144,16 @@ pub(super) const NORM_NAMES: NormNames = NormNames {
     hf_offset: false,
 };
 
+/// [`load_decoder`] without biases and with Llama's norm names (Qwen3, OLMo 2, SmolLM3): an
+/// `Architecture::load_weights` as it is.
+pub(super) fn load_unbiased(
+    src: &dyn TensorSource,
+    spec: &ArchSpec,
+    format: Format,
+) -> Result<ModelWeights> {
+    load_decoder(src, spec, format, Bias::No, Bias::No, &NORM_NAMES)
+}
+
 /// Weights of a Llama-shaped decoder (q, k, v, o and a gated MLP) in HF or GGUF naming, with the
 /// norms the spec's block shape names (shared with Qwen3, OLMo 2, SmolLM3).
 pub(super) fn load_decoder(

@@ -4,11 +4,8 @@
 
 use serde::Deserialize;
 
-use super::{
-    ArchSpec, Architecture, Bias, Format, GgufConfig, HfConfig, HfDefaults, QkNorm, RopePairing,
-};
+use super::{ArchSpec, Architecture, GgufConfig, HfConfig, HfDefaults, QkNorm, RopePairing};
 use crate::error::Result;
-use crate::weights::{ModelWeights, TensorSource};
 
 pub static ARCH: Architecture = Architecture {
     name: "qwen3",
@@ -17,7 +14,7 @@ pub static ARCH: Architecture = Architecture {
     gguf_names: &["qwen3"],
     spec_from_hf,
     spec_from_gguf,
-    load_weights,
+    load_weights: super::llama::load_unbiased,
     unused_tensor: |n| n.ends_with("rotary_emb.inv_freq"),
     harmless_gguf_keys: &[],
 };
@@ -68,15 +65,4 @@ fn spec_from_gguf(cfg: &GgufConfig<'_>) -> Result<ArchSpec> {
     spec.uniform_layers(None);
     spec.tied_embeddings = cfg.src.info("output.weight").is_none();
     Ok(spec)
-}
-
-fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Result<ModelWeights> {
-    super::llama::load_decoder(
-        src,
-        spec,
-        format,
-        Bias::No,
-        Bias::No,
-        &super::llama::NORM_NAMES,
-    )
 }

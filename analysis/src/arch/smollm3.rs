@@ -5,11 +5,9 @@
 use serde::Deserialize;
 
 use super::{
-    ArchSpec, Architecture, Bias, Format, GgufConfig, HfConfig, HfDefaults, LayerKind, LayerRope,
-    RopePairing,
+    ArchSpec, Architecture, GgufConfig, HfConfig, HfDefaults, LayerKind, LayerRope, RopePairing,
 };
 use crate::error::Result;
-use crate::weights::{ModelWeights, TensorSource};
 
 pub static ARCH: Architecture = Architecture {
     name: "smollm3",
@@ -18,7 +16,7 @@ pub static ARCH: Architecture = Architecture {
     gguf_names: &["smollm3"],
     spec_from_hf,
     spec_from_gguf,
-    load_weights,
+    load_weights: super::llama::load_unbiased,
     unused_tensor: |n| n.ends_with("rotary_emb.inv_freq"),
     harmless_gguf_keys: &[],
 };
@@ -122,15 +120,4 @@ fn spec_from_gguf(cfg: &GgufConfig<'_>) -> Result<ArchSpec> {
         .collect();
     spec.tied_embeddings = cfg.src.info("output.weight").is_none();
     Ok(spec)
-}
-
-fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Result<ModelWeights> {
-    super::llama::load_decoder(
-        src,
-        spec,
-        format,
-        Bias::No,
-        Bias::No,
-        &super::llama::NORM_NAMES,
-    )
 }
