@@ -5,7 +5,9 @@
 //! Sites, per 0-based layer L: `resid_pre` (the input of block L), `resid_post` (its output),
 //! `attn_out` (the attention sub-layer's output after o_proj, before the residual add),
 //! `mlp_out` (the MLP's output after down_proj, before the add), and `head` (head H's slice of the
-//! input to o_proj). Several interventions on one site apply in list order; sites apply in forward
+//! input to o_proj), and `expert` (the routing weights of a mixture-of-experts layer: one value per
+//! expert, or expert E's alone; `zero` with an `expert` ablates that expert, `set` with a vector
+//! of every expert's weight forces the routing). Several interventions on one site apply in list order; sites apply in forward
 //! order; `mean` averages the site over all positions of the same run, as it is at that moment.
 
 use serde::{Deserialize, Serialize};
@@ -21,15 +23,17 @@ pub enum Site {
     AttnOut,
     MlpOut,
     Head,
+    Expert,
 }
 
 impl Site {
-    pub const ALL: [Site; 5] = [
+    pub const ALL: [Site; 6] = [
         Site::ResidPre,
         Site::ResidPost,
         Site::AttnOut,
         Site::MlpOut,
         Site::Head,
+        Site::Expert,
     ];
 
     pub fn name(self) -> &'static str {
@@ -39,6 +43,7 @@ impl Site {
             Site::AttnOut => "attn_out",
             Site::MlpOut => "mlp_out",
             Site::Head => "head",
+            Site::Expert => "expert",
         }
     }
 
@@ -114,6 +119,9 @@ pub struct Intervention {
     pub layer: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head: Option<usize>,
+    /// For site `expert`: the one expert whose routing weight changes (else every expert's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expert: Option<usize>,
     #[serde(default)]
     pub positions: PositionSet,
     pub op: Op,
@@ -140,6 +148,7 @@ impl Intervention {
             site,
             layer,
             head: None,
+            expert: None,
             positions: PositionSet::All,
             op,
             vector: None,
@@ -152,6 +161,11 @@ impl Intervention {
 
     pub fn head(mut self, head: usize) -> Self {
         self.head = Some(head);
+        self
+    }
+
+    pub fn expert(mut self, expert: usize) -> Self {
+        self.expert = Some(expert);
         self
     }
 
@@ -168,8 +182,10 @@ impl Intervention {
 
     /// Width of the site's vectors.
     pub fn width(&self, spec: &ArchSpec) -> usize {
-        match self.site {
-            Site::Head => spec.head_dim,
+        match (self.site, self.expert) {
+            (Site::Head, _) => spec.head_dim,
+            (Site::Expert, Some(_)) => 1,
+            (Site::Expert, None) => spec.experts.map_or(0, |x| x.count),
             _ => spec.hidden,
         }
     }
@@ -178,6 +194,10 @@ impl Intervention {
     pub fn describe(&self) -> String {
         let place = match (self.site, self.head) {
             (Site::Head, Some(h)) => format!("head {}.{h}", self.layer),
+            (Site::Expert, _) => match self.expert {
+                Some(x) => format!("expert {}.{x}", self.layer),
+                None => format!("the routing of layer {}", self.layer),
+            },
             (s, _) => format!("{}@{}", s.name(), self.layer),
         };
         let at = match &self.positions {
@@ -232,6 +252,43 @@ impl Intervention {
             }
             _ => {}
         }
+        match (self.site, self.expert) {
+            (Site::Expert, e) => {
+                let moe = spec.layers.get(self.layer).map(|k| k.mlp)
+                    == Some(crate::arch::MlpKind::Experts);
+                let count = spec.experts.map_or(0, |x| x.count);
+                if !moe {
+                    return bad(format!(
+                        "layer {} has a dense MLP, not experts{}",
+                        self.layer,
+                        if count == 0 {
+                            " (the model has no mixture-of-experts layer)"
+                        } else {
+                            ""
+                        }
+                    ));
+                }
+                if let Some(x) = e.filter(|&x| x >= count) {
+                    return bad(format!(
+                        "expert {x} is out of range: the layer has experts 0..{}",
+                        count - 1
+                    ));
+                }
+                if self.op == Op::Patch {
+                    return bad(
+                        "the routing cannot be patched from another run; patch mlp_out instead"
+                            .into(),
+                    );
+                }
+            }
+            (s, Some(_)) => {
+                return bad(format!(
+                    "\"expert\" only applies to site \"expert\", not {:?}",
+                    s.name()
+                ))
+            }
+            _ => {}
+        }
         if let PositionSet::List(l) = &self.positions {
             if l.is_empty() {
                 return bad("the position list is empty".into());
@@ -251,10 +308,11 @@ impl Intervention {
                     return bad(format!(
                         "the vector has {} values, but {} vectors of this model have {width}",
                         v.len(),
-                        if self.site == Site::Head {
-                            "head"
-                        } else {
-                            "residual"
+                        match (self.site, self.expert) {
+                            (Site::Head, _) => "head",
+                            (Site::Expert, Some(_)) => "one expert's routing",
+                            (Site::Expert, None) => "routing",
+                            _ => "residual",
                         }
                     ))
                 }

@@ -121,6 +121,11 @@ pub fn patch(
 ) -> Result<PatchResult> {
     let s = &model.spec;
     crate::backend::require_causal(model, "activation patching")?;
+    if site == Site::Expert {
+        return Err(PrismError::Input(
+            "a patching grid patches activations; the expert routing is not one (patch mlp_out, or ablate experts)".into(),
+        ));
+    }
     check_prompts(model, clean, corrupt)?;
     for (what, id) in [("answer", answer), ("wrong", wrong)] {
         if id as usize >= s.vocab {
@@ -193,6 +198,8 @@ pub fn patch(
                         Site::ResidPost => Intervention::new(Site::ResidPost, layer, Op::Set)
                             .at(vec![c])
                             .with_vector(row(&clean_res[layer + 1], c), None),
+                        // Refused above: a zero routing stands in, never reached.
+                        Site::Expert => Intervention::new(Site::Expert, layer, Op::Zero),
                         Site::Head => {
                             let z = &sites.head_z[layer];
                             let width = s.n_heads * hd;
@@ -298,6 +305,12 @@ pub fn source_values(
         Site::Head => {
             let head = iv.head.unwrap_or(0).min(s.n_heads - 1);
             rows(&sites.head_z[l], s.n_heads * hd, head * hd, hd)
+        }
+        Site::Expert => {
+            return Err(PrismError::Input(format!(
+                "intervention ({}): the routing cannot be patched from another run; patch mlp_out instead",
+                iv.describe()
+            )))
         }
     })
 }

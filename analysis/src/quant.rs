@@ -83,10 +83,12 @@ pub enum GgmlType {
     Q6K,
     IQ4NL,
     IQ4XS,
+    /// OCP microscaling FP4: an e8m0 power-of-two scale and 32 e2m1 values (gpt-oss's experts).
+    MXFP4,
 }
 
 impl GgmlType {
-    pub const ALL: [GgmlType; 15] = [
+    pub const ALL: [GgmlType; 16] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::BF16,
@@ -102,6 +104,7 @@ impl GgmlType {
         GgmlType::Q6K,
         GgmlType::IQ4NL,
         GgmlType::IQ4XS,
+        GgmlType::MXFP4,
     ];
 
     pub fn id(self) -> u32 {
@@ -121,6 +124,7 @@ impl GgmlType {
             GgmlType::Q6K => 14,
             GgmlType::IQ4NL => 20,
             GgmlType::IQ4XS => 23,
+            GgmlType::MXFP4 => 39,
         }
     }
 
@@ -146,7 +150,8 @@ impl GgmlType {
             | GgmlType::Q5_0
             | GgmlType::Q5_1
             | GgmlType::Q8_0
-            | GgmlType::IQ4NL => 32,
+            | GgmlType::IQ4NL
+            | GgmlType::MXFP4 => 32,
             _ => 256,
         }
     }
@@ -168,6 +173,7 @@ impl GgmlType {
             GgmlType::Q5K => 176,
             GgmlType::Q6K => 210,
             GgmlType::IQ4XS => 136,
+            GgmlType::MXFP4 => 17,
         }
     }
 
@@ -236,6 +242,7 @@ pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
         GgmlType::Q6K => blocks::<210, 256>(src, dst, q6_k),
         GgmlType::IQ4NL => blocks::<18, 32>(src, dst, iq4_nl),
         GgmlType::IQ4XS => blocks::<136, 256>(src, dst, iq4_xs),
+        GgmlType::MXFP4 => blocks::<17, 32>(src, dst, mxfp4),
     }
 }
 
@@ -472,6 +479,32 @@ fn iq4_xs(b: &[u8; 136], y: &mut [f32; 256]) {
             y[sub * 32 + j] = dl * IQ4_LEVELS[(q[j] & 0xf) as usize] as f32;
             y[sub * 32 + 16 + j] = dl * IQ4_LEVELS[(q[j] >> 4) as usize] as f32;
         }
+    }
+}
+
+/// The 16 e2m1 values of MXFP4, doubled (the scale is halved to match).
+pub const MXFP4_LEVELS: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
+
+/// An e8m0 exponent as the f32 2^(e - 128) (half the scale, as ggml stores the levels doubled),
+/// subnormal for e < 2.
+#[inline(always)]
+pub fn e8m0_half(e: u8) -> f32 {
+    let e = e as u32;
+    f32::from_bits(if e < 2 {
+        0x0020_0000 << e
+    } else {
+        (e - 1) << 23
+    })
+}
+
+/// MXFP4: e (u8), qs[16]; byte j holds element j low and j + 16 high.
+#[inline(always)]
+fn mxfp4(b: &[u8; 17], y: &mut [f32; 32]) {
+    let d = e8m0_half(b[0]);
+    let qs = &b[1..17];
+    for j in 0..16 {
+        y[j] = d * MXFP4_LEVELS[(qs[j] & 0xf) as usize] as f32;
+        y[j + 16] = d * MXFP4_LEVELS[(qs[j] >> 4) as usize] as f32;
     }
 }
 

@@ -303,6 +303,9 @@ pub trait TensorSource {
     fn names(&self) -> Vec<String>;
     /// The tensor as a weight view. Callers go through [`get`], which checks the shape first.
     fn load(&self, name: &str) -> Result<Weight>;
+    /// A tensor of any rank as a matrix `[product of the leading dims, last dim]` (a stack of
+    /// expert matrices). Callers go through [`get_stacked`].
+    fn load_rows(&self, name: &str) -> Result<Weight>;
 }
 
 /// Loads `name`, refusing it unless its shape is `expected`.
@@ -321,6 +324,39 @@ pub fn get(src: &dyn TensorSource, name: &str, expected: &[usize]) -> Result<Wei
         });
     }
     src.load(name)
+}
+
+/// A stack `[n, rows, cols]` (experts stored as one tensor) as `n` matrix views `[rows, cols]`,
+/// refused unless its shape is exactly that.
+pub fn get_stacked(
+    src: &dyn TensorSource,
+    name: &str,
+    n: usize,
+    rows: usize,
+    cols: usize,
+) -> Result<Vec<Weight>> {
+    let info = src.info(name).ok_or_else(|| PrismError::MissingTensor {
+        path: src.path().to_path_buf(),
+        tensor: name.to_string(),
+    })?;
+    let expected = vec![n, rows, cols];
+    if info.shape != expected {
+        return Err(PrismError::Shape {
+            path: src.path().to_path_buf(),
+            tensor: name.to_string(),
+            expected,
+            found: info.shape,
+            found_dtype: info.dtype,
+        });
+    }
+    let all = src.load_rows(name)?;
+    (0..n)
+        .map(|i| {
+            let mut w = all.narrow_rows(i * rows, rows)?;
+            w.name = format!("{name}[{i}]");
+            Ok(w)
+        })
+        .collect()
 }
 
 /// Like [`get`], for tensors an architecture may or may not have (biases, a separate LM head).
@@ -360,25 +396,86 @@ pub struct LayerWeights {
     pub post_attn_norm: Option<NormWeights>,
     /// The MLP's input norm, or its residual norm.
     pub mlp_norm: Option<NormWeights>,
-    /// Present for gated MLPs.
-    pub gate: Option<Linear>,
-    pub up: Linear,
-    pub down: Linear,
+    pub mlp: Mlp,
     /// Norm of the MLP output before the residual add.
     pub post_mlp_norm: Option<NormWeights>,
 }
 
+/// A block's MLP: one dense MLP, or a mixture of experts.
+// One per layer: the size difference of the variants costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum Mlp {
+    /// `down(act(gate(x)) * up(x))`, or `down(act(up(x)))` without a gate.
+    Dense {
+        gate: Option<Linear>,
+        up: Linear,
+        down: Linear,
+    },
+    Experts(Experts),
+}
+
+impl Mlp {
+    /// A dense MLP.
+    pub fn dense(gate: Option<Linear>, up: Linear, down: Linear) -> Mlp {
+        Mlp::Dense { gate, up, down }
+    }
+}
+
+/// A mixture of experts: a router `[experts, hidden]` and gated experts of their own width.
+#[derive(Debug, Clone)]
+pub struct Experts {
+    pub router: Linear,
+    pub experts: Vec<Expert>,
+}
+
+/// One expert: `down(act(gate(x)) * up(x))`.
+#[derive(Debug, Clone)]
+pub struct Expert {
+    pub gate: Linear,
+    pub up: Linear,
+    pub down: Linear,
+}
+
 impl LayerWeights {
     pub fn linear(&self, which: LinearId) -> Option<&Linear> {
-        match which {
-            LinearId::Q => Some(&self.q),
-            LinearId::K => Some(&self.k),
-            LinearId::V => Some(&self.v),
-            LinearId::O => Some(&self.o),
-            LinearId::Gate => self.gate.as_ref(),
-            LinearId::Up => Some(&self.up),
-            LinearId::Down => Some(&self.down),
+        let experts = match &self.mlp {
+            Mlp::Experts(x) => Some(x),
+            Mlp::Dense { .. } => None,
+        };
+        let expert = |e: u32| experts.and_then(|x| x.experts.get(e as usize));
+        match (which, &self.mlp) {
+            (LinearId::Q, _) => Some(&self.q),
+            (LinearId::K, _) => Some(&self.k),
+            (LinearId::V, _) => Some(&self.v),
+            (LinearId::O, _) => Some(&self.o),
+            (LinearId::Gate, Mlp::Dense { gate, .. }) => gate.as_ref(),
+            (LinearId::Up, Mlp::Dense { up, .. }) => Some(up),
+            (LinearId::Down, Mlp::Dense { down, .. }) => Some(down),
+            (LinearId::Router, _) => experts.map(|x| &x.router),
+            (LinearId::ExpertGate(e), _) => expert(e).map(|x| &x.gate),
+            (LinearId::ExpertUp(e), _) => expert(e).map(|x| &x.up),
+            (LinearId::ExpertDown(e), _) => expert(e).map(|x| &x.down),
+            _ => None,
         }
+    }
+
+    /// Every linear map of the layer with its role, experts included.
+    pub fn linears(&self) -> Vec<(LinearId, &Linear)> {
+        let mut ids = LinearId::ALL.to_vec();
+        if let Mlp::Experts(x) = &self.mlp {
+            ids.push(LinearId::Router);
+            for e in 0..x.experts.len() as u32 {
+                ids.extend([
+                    LinearId::ExpertGate(e),
+                    LinearId::ExpertUp(e),
+                    LinearId::ExpertDown(e),
+                ]);
+            }
+        }
+        ids.into_iter()
+            .filter_map(|id| self.linear(id).map(|l| (id, l)))
+            .collect()
     }
 
     pub fn norm(&self, which: NormId) -> Option<&NormWeights> {
@@ -403,9 +500,15 @@ pub enum LinearId {
     Gate,
     Up,
     Down,
+    /// The router of a mixture of experts `[experts, hidden]`.
+    Router,
+    ExpertGate(u32),
+    ExpertUp(u32),
+    ExpertDown(u32),
 }
 
 impl LinearId {
+    /// The maps of a dense block (experts are listed by [`LayerWeights::linears`]).
     pub const ALL: [LinearId; 7] = [
         LinearId::Q,
         LinearId::K,
@@ -474,11 +577,9 @@ impl ModelWeights {
             for id in NormId::ALL {
                 out.extend(norm(l.norm(id)));
             }
-            for id in LinearId::ALL {
-                if let Some(lin) = l.linear(id) {
-                    out.push(&lin.weight);
-                    out.extend(lin.bias.iter());
-                }
+            for (_, lin) in l.linears() {
+                out.push(&lin.weight);
+                out.extend(lin.bias.iter());
             }
         }
         out.extend(norm(self.final_norm.as_ref()));

@@ -55,6 +55,8 @@ shaders! {
     Gelu => "gelu.wgsl", [];
     Edit => "edit.wgsl", [];
     LogitStats => "logit_stats.wgsl", [Reduce];
+    Route => "route.wgsl", [];
+    ExpertAdd => "expert_add.wgsl", [];
     SubgroupProbe => "subgroup_probe.wgsl", [SubgroupOps];
 }
 

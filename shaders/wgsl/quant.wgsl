@@ -19,6 +19,8 @@
 //   12   Q6_K     256           53   ql[128], qh[64], i8 scales[16], f16 d
 //   13   IQ4_NL   32            5    f16 d, 16 bytes of level indices
 //   14   IQ4_XS   256           34   f16 d, u16 scales_h, scales_l[4], qs[128]
+//   15   MXFP4    32            17 bytes, unpadded: u8 e8m0 exponent, 16 bytes of e2m1 indices
+//                                      w = 2^(e-128) * level (padding 17-byte blocks would cost 18%)
 // In the 32-value nibble formats byte j holds element j in its low nibble and j + 16 in its high one.
 
 @group(0) @binding(1) var<storage, read> wq: array<u32>;
@@ -51,6 +53,28 @@ fn half_at(base: u32, i: u32) -> f32 {
 
 fn signed_byte(b: u32) -> f32 {
     return f32(i32(b << 24u) >> 24u);
+}
+
+fn mxfp4_level(q: u32) -> f32 {
+    var levels = array<f32, 16>(0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0,
+                                0.0, -1.0, -2.0, -3.0, -4.0, -6.0, -8.0, -12.0);
+    return levels[q];
+}
+
+// Byte `off` of the matrix's bytes (formats stored without padding).
+fn raw_byte(off: u32) -> u32 {
+    return (wq[off / 4u] >> ((off % 4u) * 8u)) & 0xffu;
+}
+
+// An e8m0 exponent as 2^(e - 128), subnormal below e = 2 (ggml's E8M0_TO_FP32_HALF).
+fn e8m0_half(e: u32) -> f32 {
+    return bitcast<f32>(select((e - 1u) << 23u, 0x00200000u << e, e < 2u));
+}
+
+// Element j of the MXFP4 block at byte `b0`: byte 1 + j % 16, low nibble for j < 16.
+fn mxfp4_value(b0: u32, j: u32) -> f32 {
+    let q = raw_byte(b0 + 1u + j % 16u);
+    return mxfp4_level(select(q & 0xfu, q >> 4u, j >= 16u));
 }
 
 fn iq4_level(q: u32) -> f32 {
@@ -174,6 +198,10 @@ fn weight_at(fmt: u32, e: u32) -> f32 {
         case 13u: {
             let base = (e / 32u) * 5u;
             return half_at(base, 0u) * iq4_level(nibble(base, 2u, e % 32u));
+        }
+        case 15u: {
+            let b0 = (e / 32u) * 17u;
+            return e8m0_half(raw_byte(b0)) * mxfp4_value(b0, e % 32u);
         }
         default: {
             let base = (e / 256u) * 34u;
@@ -308,6 +336,13 @@ fn decode_run(fmt: u32, e0: u32, n: u32) {
             let d = half_at(base, 0u);
             for (var j = 0u; j < n; j++) {
                 wv[j] = d * iq4_level(nibble(base, 2u, p0 + j));
+            }
+        }
+        case 15u: {
+            let b0 = (e0 / 32u) * 17u;
+            let d = e8m0_half(raw_byte(b0));
+            for (var j = 0u; j < n; j++) {
+                wv[j] = d * mxfp4_value(b0, p0 + j);
             }
         }
         case 14u: {

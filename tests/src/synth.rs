@@ -588,14 +588,14 @@ pub fn weight_of_type(
             .iter()
             .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
             .collect(),
-        G::IQ4NL | G::IQ4XS => {
-            // Real llama.cpp blocks: rows of the llama3 fixture's first tensor of that type.
-            let file = if ty == G::IQ4NL {
-                "llama3-IQ4_NL.gguf"
-            } else {
-                "llama3-IQ4_XS.gguf"
+        G::IQ4NL | G::IQ4XS | G::MXFP4 => {
+            // Real llama.cpp blocks: rows of a fixture's first tensor of that type.
+            let file = match ty {
+                G::IQ4NL => "llama3/llama3-IQ4_NL.gguf",
+                G::IQ4XS => "llama3/llama3-IQ4_XS.gguf",
+                _ => "qwen3moe/qwen3moe-MXFP4_MOE.gguf",
             };
-            let path = crate::fixtures().join("archs/llama3").join(file);
+            let path = crate::fixtures().join("archs").join(file);
             let f = prism_analysis::gguf::open(&path).expect("fixture gguf");
             let t = f
                 .tensors

@@ -202,6 +202,7 @@ fn embedding_gather_decodes_rows_and_accumulates() {
         GgmlType::Q4_1,
         GgmlType::Q6K,
         GgmlType::IQ4XS,
+        GgmlType::MXFP4,
     ] {
         let vocab = 37;
         let width = if ty.block_values() == 256 { 256 } else { 64 };

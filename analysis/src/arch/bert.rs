@@ -9,7 +9,9 @@ use super::{
     NormKind, Positions,
 };
 use crate::error::{PrismError, Result};
-use crate::weights::{get, get_opt, LayerWeights, Linear, ModelWeights, NormWeights, TensorSource};
+use crate::weights::{
+    get, get_opt, LayerWeights, Linear, Mlp, ModelWeights, NormWeights, TensorSource,
+};
 
 pub static ARCH: Architecture = Architecture {
     name: "bert",
@@ -164,9 +166,7 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
                 k_norm: None,
                 post_attn_norm: None,
                 mlp_norm: Some(l.norm(&format!("{b}.layer_output_norm"), h, false)?),
-                gate: None,
-                up: lin("ffn_up", f, h)?,
-                down: lin("ffn_down", h, f)?,
+                mlp: Mlp::dense(None, lin("ffn_up", f, h)?, lin("ffn_down", h, f)?),
                 post_mlp_norm: None,
             });
         }
@@ -217,9 +217,11 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
             k_norm: None,
             post_attn_norm: None,
             mlp_norm: Some(norm(format!("{b}.output.LayerNorm"))?),
-            gate: None,
-            up: linear(format!("{b}.intermediate.dense"), f, h)?,
-            down: linear(format!("{b}.output.dense"), h, f)?,
+            mlp: Mlp::dense(
+                None,
+                linear(format!("{b}.intermediate.dense"), f, h)?,
+                linear(format!("{b}.output.dense"), h, f)?,
+            ),
             post_mlp_norm: None,
         });
     }

@@ -173,20 +173,100 @@ pub enum LayerRope {
     None,
 }
 
+/// Which MLP a layer has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum MlpKind {
+    /// One MLP for every token ([`crate::weights::Mlp::Dense`]).
+    Dense,
+    /// A mixture of experts ([`ExpertSpec`]): each token goes to its top-k experts.
+    Experts,
+}
+
 /// What differs from layer to layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct LayerKind {
     /// Sliding-window attention over this many keys (the query's own included), or full attention.
     pub window: Option<usize>,
     pub rope: LayerRope,
+    pub mlp: MlpKind,
 }
 
 impl LayerKind {
-    /// Full attention with the model's RoPE.
+    /// Full attention with the model's RoPE and a dense MLP.
     pub const FULL: LayerKind = LayerKind {
         window: None,
         rope: LayerRope::Global,
+        mlp: MlpKind::Dense,
     };
+}
+
+/// How a mixture-of-experts layer routes: softmax over the router's logits, the `top_k` largest
+/// probabilities chosen (ties to the lower index), divided by their sum when `renormalize`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ExpertSpec {
+    pub count: usize,
+    pub top_k: usize,
+    /// Each expert's intermediate width.
+    pub width: usize,
+    pub renormalize: bool,
+}
+
+/// The indices of the `k` largest values, largest first, ties to the lower index.
+pub fn top_k(p: &[f32], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..p.len()).collect();
+    idx.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
+    idx.truncate(k);
+    idx
+}
+
+/// At most this many experts per layer (the largest released models have 512).
+pub const MAX_EXPERTS: usize = 4096;
+
+impl ExpertSpec {
+    /// One token's routing: `probs` holds the router's logits and becomes their softmax (in f32,
+    /// as transformers computes it); `weights` gets the chosen experts' weights and zero for the
+    /// others. The GPU's `route.wgsl` computes the same.
+    pub fn route(&self, probs: &mut [f32], weights: &mut [f32]) {
+        let max = probs.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        let mut sum = 0f32;
+        for p in probs.iter_mut() {
+            *p = (*p - max).exp();
+            sum += *p;
+        }
+        for p in probs.iter_mut() {
+            *p /= sum;
+        }
+        weights.fill(0.0);
+        let chosen = top_k(probs, self.top_k);
+        let total: f32 = chosen.iter().map(|&e| probs[e]).sum();
+        for &e in &chosen {
+            weights[e] = if self.renormalize {
+                probs[e] / total
+            } else {
+                probs[e]
+            };
+        }
+    }
+
+    /// Why these numbers cannot run, if they cannot.
+    pub fn problem(&self) -> Option<String> {
+        if self.count == 0 || self.count > MAX_EXPERTS {
+            return Some(format!(
+                "an expert count of {}, expected 1..={MAX_EXPERTS}",
+                self.count
+            ));
+        }
+        if self.top_k == 0 || self.top_k > self.count {
+            return Some(format!(
+                "{} experts per token of {} experts",
+                self.top_k, self.count
+            ));
+        }
+        if self.width == 0 || self.width > 1 << 20 {
+            return Some(format!("an expert width of {}", self.width));
+        }
+        None
+    }
 }
 
 /// Checks that every layer has exactly the norms its block shape and q/k norm kind name, of the

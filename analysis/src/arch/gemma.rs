@@ -151,6 +151,7 @@ fn spec_from_hf(cfg: &HfConfig<'_>, version: Version) -> Result<ArchSpec> {
                         } else {
                             LayerRope::Global
                         },
+                        ..LayerKind::FULL
                     }
                 })
                 .collect()
@@ -291,6 +292,7 @@ fn spec_from_gguf(cfg: &GgufConfig<'_>, version: Version) -> Result<ArchSpec> {
             } else {
                 LayerRope::Global
             },
+            ..LayerKind::FULL
         })
         .collect();
     let mut rope = cfg.rope(&spec, 10_000.0, RopePairing::Half)?;

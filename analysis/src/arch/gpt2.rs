@@ -12,7 +12,7 @@ use super::{
     Positions,
 };
 use crate::error::{PrismError, Result};
-use crate::weights::{get, LayerWeights, Linear, ModelWeights, TensorSource};
+use crate::weights::{get, LayerWeights, Linear, Mlp, ModelWeights, TensorSource};
 
 pub static ARCH: Architecture = Architecture {
     name: "gpt2",
@@ -157,9 +157,7 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
             k_norm: None,
             post_attn_norm: None,
             mlp_norm: Some(mlp_norm),
-            gate: None,
-            up,
-            down,
+            mlp: Mlp::dense(None, up, down),
             post_mlp_norm: None,
         });
     }

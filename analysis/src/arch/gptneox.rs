@@ -14,7 +14,7 @@ use super::{
     NormKind, Positions, Rope, RopePairing,
 };
 use crate::error::Result;
-use crate::weights::{get, LayerWeights, Linear, ModelWeights, TensorSource};
+use crate::weights::{get, LayerWeights, Linear, Mlp, ModelWeights, TensorSource};
 
 pub static ARCH: Architecture = Architecture {
     name: "gptneox",
@@ -209,9 +209,11 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
             k_norm: None,
             post_attn_norm: None,
             mlp_norm: Some(l.norm(&n("post_attention_layernorm", "ffn_norm"), h, false)?),
-            gate: None,
-            up: l.linear(&n("mlp.dense_h_to_4h", "ffn_up"), f, h, Bias::Yes)?,
-            down: l.linear(&n("mlp.dense_4h_to_h", "ffn_down"), h, f, Bias::Yes)?,
+            mlp: Mlp::dense(
+                None,
+                l.linear(&n("mlp.dense_h_to_4h", "ffn_up"), f, h, Bias::Yes)?,
+                l.linear(&n("mlp.dense_4h_to_h", "ffn_down"), h, f, Bias::Yes)?,
+            ),
             post_mlp_norm: None,
         });
     }

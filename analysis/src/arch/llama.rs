@@ -9,10 +9,10 @@ use serde::Deserialize;
 
 use super::{
     ArchSpec, Architecture, Bias, Format, GgufConfig, HfConfig, HfDefaults, LayerKind, LayerRope,
-    Loader, Names, RopePairing,
+    Loader, MlpKind, Names, RopePairing,
 };
 use crate::error::Result;
-use crate::weights::{get, LayerWeights, ModelWeights, TensorSource};
+use crate::weights::{get, LayerWeights, Mlp, ModelWeights, TensorSource};
 
 pub static ARCH: Architecture = Architecture {
     name: "llama",
@@ -154,8 +154,9 @@ pub(super) fn load_unbiased(
     load_decoder(src, spec, format, Bias::No, Bias::No, &NORM_NAMES)
 }
 
-/// Weights of a Llama-shaped decoder (q, k, v, o and a gated MLP) in HF or GGUF naming, with the
-/// norms the spec's block shape names (shared with Qwen3, OLMo 2, SmolLM3).
+/// Weights of a Llama-shaped decoder (q, k, v, o and a gated MLP, or experts where the spec's
+/// layer kind says so) in HF or GGUF naming, with the norms the spec's block shape names (shared
+/// with Qwen3, Qwen3-MoE, OLMo 2, SmolLM3).
 pub(super) fn load_decoder(
     src: &dyn TensorSource,
     spec: &ArchSpec,
@@ -196,9 +197,14 @@ pub(super) fn load_decoder(
             k_norm: norm(qk(spec.n_kv_heads), norms.k)?,
             post_attn_norm: norm(b.attn.output.then_some(h), norms.post_attn)?,
             mlp_norm: norm(b.mlp.has_main().then_some(h), norms.mlp)?,
-            gate: Some(l.linear(&n(["mlp.gate_proj", "ffn_gate"]), f, h, Bias::No)?),
-            up: l.linear(&n(["mlp.up_proj", "ffn_up"]), f, h, Bias::No)?,
-            down: l.linear(&n(["mlp.down_proj", "ffn_down"]), h, f, Bias::No)?,
+            mlp: match spec.layers[i].mlp {
+                MlpKind::Experts => Mlp::Experts(super::experts::load(&l, &names, i)?),
+                MlpKind::Dense => Mlp::dense(
+                    Some(l.linear(&n(["mlp.gate_proj", "ffn_gate"]), f, h, Bias::No)?),
+                    l.linear(&n(["mlp.up_proj", "ffn_up"]), f, h, Bias::No)?,
+                    l.linear(&n(["mlp.down_proj", "ffn_down"]), h, f, Bias::No)?,
+                ),
+            },
             post_mlp_norm: norm(b.mlp.output.then_some(h), norms.post_mlp)?,
         });
     }

@@ -5,6 +5,7 @@
 
 pub mod bert;
 mod block;
+mod experts;
 pub mod gemma;
 pub mod gpt2;
 pub mod gptneox;
@@ -12,6 +13,7 @@ pub mod llama;
 pub mod olmo2;
 pub mod phi3;
 pub mod qwen3;
+pub mod qwen3moe;
 mod rope;
 pub mod smollm3;
 
@@ -19,7 +21,10 @@ use std::path::Path;
 
 use serde::Serialize;
 
-pub use block::{check_norms, Block, LayerKind, LayerRope, QkNorm, SublayerNorms};
+pub use block::{
+    check_norms, Block, ExpertSpec, LayerKind, LayerRope, MlpKind, QkNorm, SublayerNorms,
+    MAX_EXPERTS,
+};
 pub use rope::{Rope, RopeScaling};
 
 use crate::error::{PrismError, Result};
@@ -58,6 +63,7 @@ pub struct Architecture {
 pub static REGISTRY: &[&Architecture] = &[
     &llama::ARCH,
     &qwen3::ARCH,
+    &qwen3moe::ARCH,
     &gemma::GEMMA2,
     &gemma::GEMMA3,
     &phi3::ARCH,
@@ -152,6 +158,8 @@ pub struct ArchSpec {
     /// Logits become cap * tanh(z / cap) (Gemma 2).
     pub final_softcap: Option<f32>,
     pub layers: Vec<LayerKind>,
+    /// How the mixture-of-experts layers route ([`MlpKind::Experts`]), when there are any.
+    pub experts: Option<ExpertSpec>,
     /// Causal decoders predict the next token; encoders (BERT) attend both ways.
     pub causal: bool,
     /// A final norm after the last block (every decoder here).
@@ -205,6 +213,7 @@ impl ArchSpec {
             attn_softcap: None,
             final_softcap: None,
             layers: Vec::new(),
+            experts: None,
             causal: true,
             final_norm: true,
             tied_embeddings: false,
@@ -287,6 +296,17 @@ impl ArchSpec {
         }
         if let Some(p) = self.block.problem() {
             return bad(p);
+        }
+        match &self.experts {
+            Some(x) => {
+                if let Some(p) = x.problem() {
+                    return bad(p);
+                }
+            }
+            None if self.layers.iter().any(|l| l.mlp == MlpKind::Experts) => {
+                return bad("mixture-of-experts layers without an expert count".into())
+            }
+            None => {}
         }
         if self.layers.iter().any(|l| l.rope == LayerRope::Local)
             && self
@@ -383,6 +403,7 @@ impl<'a> HfConfig<'a> {
                         self.err("layer_types has sliding layers but sliding_window is not set")
                     })?),
                     rope: LayerRope::Local,
+                    ..LayerKind::FULL
                 }),
                 other => Err(self.err(format!("layer_types entry {other:?} is not supported"))),
             })

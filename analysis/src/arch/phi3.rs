@@ -9,7 +9,7 @@ use super::{
     ArchSpec, Architecture, Bias, Format, GgufConfig, HfConfig, Loader, Names, Rope, RopePairing,
 };
 use crate::error::Result;
-use crate::weights::{get, LayerWeights, ModelWeights, TensorSource};
+use crate::weights::{get, LayerWeights, Mlp, ModelWeights, TensorSource};
 
 pub static ARCH: Architecture = Architecture {
     name: "phi3",
@@ -146,9 +146,11 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
             k_norm: None,
             post_attn_norm: None,
             mlp_norm: Some(l.norm(&n("post_attention_layernorm", "ffn_norm"), h, false)?),
-            gate: Some(gate),
-            up,
-            down: l.linear(&n("mlp.down_proj", "ffn_down"), h, f, Bias::No)?,
+            mlp: Mlp::dense(
+                Some(gate),
+                up,
+                l.linear(&n("mlp.down_proj", "ffn_down"), h, f, Bias::No)?,
+            ),
             post_mlp_norm: None,
         });
     }

@@ -98,6 +98,7 @@ fn spec_from_hf(cfg: &HfConfig<'_>) -> Result<ArchSpec> {
             } else {
                 LayerRope::None
             },
+            ..LayerKind::FULL
         })
         .collect();
     Ok(spec)

@@ -63,8 +63,9 @@ impl<'a> Edits<'a> {
             if rows.is_empty() {
                 continue;
             }
-            let (col0, ncols) = match (site, iv.head) {
-                (Site::Head, Some(h)) => (h * head_dim, head_dim),
+            let (col0, ncols) = match (site, iv.head, iv.expert) {
+                (Site::Head, Some(h), _) => (h * head_dim, head_dim),
+                (Site::Expert, _, Some(x)) => (x, 1),
                 _ => (0, width),
             };
             let kind = match iv.op {

@@ -36,6 +36,43 @@ impl<'a, B> LinearIn<'a, B> {
     }
 }
 
+/// Which gated MLP of a layer [`Exec::linear_gated`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MlpId {
+    Dense,
+    Expert(u32),
+}
+
+impl MlpId {
+    /// Its gate, up and down projections.
+    pub fn ids(self) -> [LinearId; 3] {
+        match self {
+            MlpId::Dense => [LinearId::Gate, LinearId::Up, LinearId::Down],
+            MlpId::Expert(e) => [
+                LinearId::ExpertGate(e),
+                LinearId::ExpertUp(e),
+                LinearId::ExpertDown(e),
+            ],
+        }
+    }
+
+    /// Its intermediate width.
+    pub fn width(self, spec: &ArchSpec) -> usize {
+        match self {
+            MlpId::Dense => spec.intermediate,
+            MlpId::Expert(_) => spec.experts.map_or(0, |x| x.width),
+        }
+    }
+}
+
+/// Scratch buffers of [`Exec::experts`]: `gate` and `up` `[rows, expert width]`, `out`
+/// `[rows, hidden]`.
+pub struct ExpertScratch<B> {
+    pub gate: B,
+    pub up: B,
+    pub out: B,
+}
+
 /// A learned table added row by row to the embedding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Table {
@@ -133,15 +170,42 @@ pub trait Exec {
     fn fuses_residual(&self) -> bool {
         false
     }
-    /// gate = act(x W_gate^T) * (x W_up^T) with the spec's gated activation, the gated MLP's first
-    /// half (`up` is scratch).
+    /// gate = act(x W_gate^T) * (x W_up^T) with the spec's gated activation, the first half of the
+    /// layer's dense MLP or of one expert (`up` is scratch).
     fn linear_gated(
         &mut self,
         x: LinearIn<'_, Self::Buf>,
         layer: usize,
+        mlp: MlpId,
         gate: &Self::Buf,
         up: &Self::Buf,
         rows: usize,
+    ) -> Result<()>;
+    /// Routes `rows` tokens through layer `layer`'s router ([`crate::arch::ExpertSpec`]): `probs`
+    /// `[rows, experts]` gets the softmax of the router's logits, `weights` `[rows, experts]` the
+    /// chosen experts' weights and zero for the others.
+    fn route(
+        &mut self,
+        x: LinearIn<'_, Self::Buf>,
+        layer: usize,
+        probs: &Self::Buf,
+        weights: &Self::Buf,
+        rows: usize,
+    ) -> Result<()>;
+    /// out `[rows, hidden]` (+)= sum over experts e of weights[r, e] * expert_e(x[r]), experts in
+    /// ascending order. A backend that knows the weights on the host (the CPU) runs each expert
+    /// only on its rows of non-zero weight; one that does not (the GPU) runs every expert on every
+    /// row and multiplies by the weight, zero included.
+    #[allow(clippy::too_many_arguments)]
+    fn experts(
+        &mut self,
+        x: LinearIn<'_, Self::Buf>,
+        layer: usize,
+        weights: &Self::Buf,
+        scratch: &ExpertScratch<Self::Buf>,
+        out: &Self::Buf,
+        rows: usize,
+        accumulate: bool,
     ) -> Result<()>;
     /// Rotates the first `dims` of every head of x `[rows, heads * head_dim]` in place, with cos and
     /// sin tables `[rows][dims / 2]` (uploaded once per run).

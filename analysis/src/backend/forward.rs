@@ -4,9 +4,11 @@
 //! Interventions apply through [`super::edits`].
 
 use super::edits::Edits;
-use super::exec::{AttnShape, Exec, KvCache, LinearIn, NormSel, Readback, Table};
-use crate::arch::{ArchSpec, LayerRope, Positions, QkNorm, SublayerNorms};
-use crate::backend::{Input, LogitRows, Request, RunOutput, Sites};
+use super::exec::{
+    AttnShape, Exec, ExpertScratch, KvCache, LinearIn, MlpId, NormSel, Readback, Table,
+};
+use crate::arch::{ArchSpec, LayerRope, MlpKind, Positions, QkNorm, SublayerNorms};
+use crate::backend::{Input, LogitRows, Request, Routing, RunOutput, Sites};
 use crate::error::{PrismError, Result};
 use crate::intervene::Site;
 use crate::weights::{LinearId, NormId};
@@ -80,6 +82,18 @@ pub fn run<E: Exec>(
         } else {
             None
         },
+        experts: match s.experts {
+            Some(x) if s.layers.iter().any(|k| k.mlp == MlpKind::Experts) => Some(ExpertBufs {
+                probs: e.alloc(rows * x.count, "router probabilities")?,
+                weights: e.alloc(rows * x.count, "routing weights")?,
+                scratch: ExpertScratch {
+                    gate: e.alloc(rows * x.width, "expert gate")?,
+                    up: e.alloc(rows * x.width, "expert up")?,
+                    out: e.alloc(rows * h, "expert output")?,
+                },
+            }),
+            _ => None,
+        },
     };
     if matches!(req.input, Input::Ids(_)) && s.positions == Positions::LearnedWithTokenType {
         e.norm(&x, NormSel::Embedding, &sc.normed, rows)?;
@@ -120,6 +134,7 @@ pub fn run<E: Exec>(
         mlp_out: vec![None; n],
         head_z: vec![None; n],
         lens: vec![None; n + 1],
+        routing: vec![None; n],
         ..Slots::default()
     };
     let ctx = Ctx {
@@ -147,8 +162,13 @@ pub fn run<E: Exec>(
             for sub in [Sub::Attn, Sub::Mlp] {
                 // Straight into x when nothing needs the sub-layer's output on its own.
                 let norms = sub.norms(&s);
-                let direct =
-                    e.fuses_residual() && ctx.outputs_unused(l) && !norms.output && !norms.residual;
+                // Not for experts: each reads x (its norm folded in) after the previous added.
+                let experts = sub == Sub::Mlp && s.layers[l].mlp == MlpKind::Experts;
+                let direct = e.fuses_residual()
+                    && ctx.outputs_unused(l)
+                    && !norms.output
+                    && !norms.residual
+                    && !experts;
                 let into = direct.then_some(&x);
                 let input = ctx.sub_input(e, sub, l, &x, &sc.normed)?;
                 match sub {
@@ -191,7 +211,7 @@ pub fn run<E: Exec>(
     if let Some(c) = cache {
         c.len = past + t;
     }
-    Ok(collect(&mut back, &slots, req, past, h, start))
+    Ok(collect(&mut back, &slots, req, past, h, start, &s))
 }
 
 /// Checks a request against the model and the cache; returns the cached length.
@@ -294,6 +314,7 @@ fn capture_names(c: &crate::backend::Capture) -> String {
         (c.residual, "the residual stream"),
         (c.sites, "sites"),
         (c.logits, "logits"),
+        (c.experts, "expert routing"),
     ]
     .iter()
     .filter(|(on, _)| *on)
@@ -310,6 +331,7 @@ fn collect(
     past: usize,
     hidden: usize,
     start: usize,
+    s: &ArchSpec,
 ) -> RunOutput {
     let mut take = |slot: Option<usize>| -> Vec<f32> {
         slot.and_then(|i| back.data.get_mut(i).map(std::mem::take))
@@ -339,6 +361,21 @@ fn collect(
     }
     if let Some(sl) = slots.logits {
         out.logits = back.logits.get_mut(sl).map(std::mem::take);
+    }
+    if let (true, Some(x)) = (cap.experts, s.experts) {
+        out.routing = Some(
+            slots
+                .routing
+                .iter()
+                .map(|sl| {
+                    sl.map(|(p, w)| Routing {
+                        experts: x.count,
+                        probs: take(Some(p)),
+                        weights: take(Some(w)),
+                    })
+                })
+                .collect(),
+        );
     }
     if cap.logit_lens && slots.lens.iter().any(Option::is_some) {
         out.logit_lens = Some(
@@ -378,6 +415,15 @@ struct Scratch<B> {
     mlp2: B,
     lens: B,
     probs: Option<B>,
+    experts: Option<ExpertBufs<B>>,
+}
+
+/// The buffers of the mixture-of-experts layers: router probabilities and routing weights
+/// `[rows, experts]`, and the experts' scratch.
+struct ExpertBufs<B> {
+    probs: B,
+    weights: B,
+    scratch: ExpertScratch<B>,
 }
 
 /// Slots of the readback.
@@ -392,6 +438,8 @@ struct Slots {
     logits: Option<usize>,
     /// Logit-lens slots per residual entry.
     lens: Vec<Option<usize>>,
+    /// (router probabilities, routing weights) per mixture-of-experts layer.
+    routing: Vec<Option<(usize, usize)>>,
 }
 
 /// A block's two sub-layers.
@@ -627,8 +675,17 @@ impl<B: Clone> Ctx<'_, B> {
             Some(x) => (x, true),
             None => (&sc.mlp, false),
         };
-        if s.activation.is_gated() {
-            e.linear_gated(input, l, &sc.gate, &sc.up, rows)?;
+        if let (MlpKind::Experts, Some(xb), Some(x)) = (s.layers[l].mlp, &sc.experts, s.experts) {
+            e.route(input, l, &xb.probs, &xb.weights, rows)?;
+            self.edits
+                .apply(e, Site::Expert, l, &xb.weights, x.count, 1)?;
+            if self.req.capture.experts {
+                let n = rows * x.count;
+                slots.routing[l] = Some((e.read(&xb.probs, 0, n)?, e.read(&xb.weights, 0, n)?));
+            }
+            e.experts(input, l, &xb.weights, &xb.scratch, dst, rows, acc)?;
+        } else if s.activation.is_gated() {
+            e.linear_gated(input, l, MlpId::Dense, &sc.gate, &sc.up, rows)?;
             e.linear(LinearIn::plain(&sc.gate), l, LinearId::Down, dst, rows, acc)?;
         } else {
             e.linear(input, l, LinearId::Up, &sc.up, rows, false)?;

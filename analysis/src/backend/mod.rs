@@ -31,6 +31,8 @@ pub struct Capture {
     pub top_k: usize,
     /// The attention output, MLP output and per-head attention values of every layer.
     pub sites: bool,
+    /// Every mixture-of-experts layer's router probabilities and routing weights.
+    pub experts: bool,
 }
 
 impl Capture {
@@ -42,6 +44,7 @@ impl Capture {
             logit_lens: true,
             top_k: 5,
             sites: false,
+            experts: false,
         }
     }
 }
@@ -193,6 +196,43 @@ pub struct RunOutput {
     pub logits: Option<LogitsOut>,
     /// `[entry][row]` top-5 of each residual entry through the final norm and unembedding.
     pub logit_lens: Option<Vec<Vec<Vec<IdProb>>>>,
+    /// Per layer, the routing of a mixture-of-experts layer (none for dense layers).
+    pub routing: Option<Vec<Option<Routing>>>,
+}
+
+/// One mixture-of-experts layer's routing in a run: `[rows, experts]` each.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Routing {
+    pub experts: usize,
+    /// The router's softmax over every expert.
+    pub probs: Vec<f32>,
+    /// The weight each expert's output was added with: the chosen experts' (renormalized)
+    /// probabilities, zero for the others, after any intervention at the `expert` site.
+    pub weights: Vec<f32>,
+}
+
+impl Routing {
+    /// The experts row `row` ran, heaviest first (ties to the lower index), with their weights.
+    pub fn chosen(&self, row: usize) -> Vec<(usize, f32)> {
+        let n = self.experts;
+        let Some(w) = self.weights.get(row * n..(row + 1) * n) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(usize, f32)> = w
+            .iter()
+            .enumerate()
+            .filter(|(_, &x)| x != 0.0)
+            .map(|(e, &x)| (e, x))
+            .collect();
+        out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        out
+    }
+
+    /// Row `row`'s router probabilities.
+    pub fn probs_of(&self, row: usize) -> &[f32] {
+        let n = self.experts;
+        self.probs.get(row * n..(row + 1) * n).unwrap_or(&[])
+    }
 }
 
 impl RunOutput {
@@ -345,6 +385,9 @@ impl Capture {
         }
         if self.logits {
             bytes += logit_rows as u64 * s.vocab as u64 * f;
+        }
+        if let (true, Some(x)) = (self.experts, s.experts) {
+            bytes += 2 * b * l * t * x.count as u64 * f;
         }
         bytes
     }

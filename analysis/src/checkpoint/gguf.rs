@@ -39,6 +39,17 @@ impl TensorSource for GgufCheckpoint {
     }
 
     fn load(&self, name: &str) -> Result<Weight> {
+        self.load_shaped(name, false)
+    }
+
+    fn load_rows(&self, name: &str) -> Result<Weight> {
+        self.load_shaped(name, true)
+    }
+}
+
+impl GgufCheckpoint {
+    /// The tensor as a vector or matrix; `flatten` views a stack as one matrix of its rows.
+    fn load_shaped(&self, name: &str, flatten: bool) -> Result<Weight> {
         let t = self
             .file
             .tensor(name)
@@ -47,7 +58,11 @@ impl TensorSource for GgufCheckpoint {
                 tensor: name.to_string(),
             })?;
         let ty = self.file.tensor_type(t)?;
-        let shape = t.shape();
+        let mut shape = t.shape();
+        if flatten && shape.len() > 2 {
+            let cols = shape[shape.len() - 1];
+            shape = vec![shape[..shape.len() - 1].iter().product(), cols];
+        }
         if shape.len() > 2 && shape[..shape.len() - 2].iter().any(|&d| d != 1) {
             return Err(PrismError::format(
                 &self.file.path,

@@ -451,6 +451,11 @@ impl TensorSource for Tracked<'_> {
         self.read.borrow_mut().insert(name.to_string());
         self.inner.load(name)
     }
+
+    fn load_rows(&self, name: &str) -> Result<Weight> {
+        self.read.borrow_mut().insert(name.to_string());
+        self.inner.load_rows(name)
+    }
 }
 
 fn load_gguf(path: &Path) -> Result<Model> {

@@ -114,6 +114,17 @@ impl TensorSource for SafetensorsCheckpoint {
     }
 
     fn load(&self, name: &str) -> Result<Weight> {
+        self.load_shaped(name, false)
+    }
+
+    fn load_rows(&self, name: &str) -> Result<Weight> {
+        self.load_shaped(name, true)
+    }
+}
+
+impl SafetensorsCheckpoint {
+    /// The tensor as a vector or matrix; `flatten` views a stack as one matrix of its rows.
+    fn load_shaped(&self, name: &str, flatten: bool) -> Result<Weight> {
         let e = self
             .tensors
             .get(name)
@@ -135,10 +146,10 @@ impl TensorSource for SafetensorsCheckpoint {
                 ))
             }
         };
-        let shape = if e.shape.is_empty() {
-            vec![1]
-        } else {
-            e.shape.clone()
+        let shape = match e.shape.len() {
+            0 => vec![1],
+            n if flatten && n > 2 => vec![e.shape[..n - 1].iter().product(), e.shape[n - 1]],
+            _ => e.shape.clone(),
         };
         Weight::new(
             name,

@@ -30,6 +30,10 @@ pub struct RunArgs {
     /// Include the logit lens: each layer's top-5 predictions at every position.
     #[arg(long)]
     pub lens: bool,
+    /// Include the expert routing of every mixture-of-experts layer: the experts each token went
+    /// to with their weights (after renormalisation), and the router's probabilities.
+    #[arg(long)]
+    pub experts: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -72,6 +76,36 @@ fn show(s: &str) -> String {
     format!("\"{escaped}\"")
 }
 
+/// `experts[layer][position] = [{"expert", "weight"}]` (heaviest first; empty lists for dense
+/// layers) and `router_probs[layer][position] = [p per expert]` (null for dense layers).
+fn routing_json(
+    routing: &[Option<backend::Routing>],
+    positions: usize,
+) -> (serde_json::Value, serde_json::Value) {
+    let experts: Vec<Vec<Vec<serde_json::Value>>> = routing
+        .iter()
+        .map(|r| match r {
+            Some(r) => (0..positions)
+                .map(|p| {
+                    r.chosen(p)
+                        .iter()
+                        .map(|(e, w)| json!({"expert": e, "weight": w}))
+                        .collect()
+                })
+                .collect(),
+            None => Vec::new(),
+        })
+        .collect();
+    let probs: Vec<Option<Vec<&[f32]>>> = routing
+        .iter()
+        .map(|r| {
+            r.as_ref()
+                .map(|r| (0..positions).map(|p| r.probs_of(p)).collect())
+        })
+        .collect();
+    (json!(experts), json!(probs))
+}
+
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let model = load_model(&a.model.model)?;
     if !model.spec.causal {
@@ -92,6 +126,14 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     if let Some(v) = view.filter(|v| !matches!(*v, "text" | "attention" | "lens")) {
         return Err(UsageError(format!("--figure-view {v:?}: text, attention or lens")).into());
     }
+    if a.experts && model.spec.experts.is_none() {
+        return Err(UsageError(format!(
+            "--experts: {} ({}) has no mixture-of-experts layer",
+            model.info.path.display(),
+            model.spec.architecture
+        ))
+        .into());
+    }
     let interventions = match &a.interventions {
         Some(path) => super::experiments::read_interventions(path, &model, backend.as_ref())?,
         None => Vec::new(),
@@ -103,6 +145,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         logit_lens: a.lens || view == Some("lens"),
         top_k: a.top as usize,
         sites: false,
+        experts: a.experts,
     };
     let trace = Trace::run_with(
         &model,
@@ -189,6 +232,11 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             });
             v["hidden_states"] = json!(states);
         }
+        if let Some(routing) = &trace.output.routing {
+            let (experts, probs) = routing_json(routing, trace.tokens.len());
+            v["experts"] = experts;
+            v["router_probs"] = probs;
+        }
         if let Some(lens) = &trace.output.logit_lens {
             let tok = model.tokenizer.as_ref();
             let lens: Vec<Vec<Vec<serde_json::Value>>> = lens
@@ -241,6 +289,26 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             t.id,
             top.join("  ")
         );
+    }
+    if let Some(routing) = &trace.output.routing {
+        println!();
+        println!("experts per token (layer: expert weight, ...)");
+        for (i, t) in trace.tokens.iter().enumerate() {
+            let per: Vec<String> = routing
+                .iter()
+                .enumerate()
+                .filter_map(|(l, r)| r.as_ref().map(|r| (l, r)))
+                .map(|(l, r)| {
+                    let chosen: Vec<String> = r
+                        .chosen(i)
+                        .iter()
+                        .map(|(e, w)| format!("{e} {w:.2}"))
+                        .collect();
+                    format!("{l}: {}", chosen.join(", "))
+                })
+                .collect();
+            println!("{i:>5}  {:<18} {}", show(&t.text), per.join(" | "));
+        }
     }
     println!();
     println!(

@@ -273,6 +273,8 @@ impl State {
                         logit_lens: false,
                         top_k: 10,
                         sites: false,
+                        // Small ([rows, experts] per layer): the experts view reads it.
+                        experts: model.spec.experts.is_some(),
                     };
                     Trace::run_with(model, b, &ids, capture, 10, &interventions)
                         .map(|t| {

@@ -14,7 +14,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use self::gemm::{MatA, MatC, Strided, WeightPanel};
 use self::pool::Pool;
 use self::profile::{OpTimes, Timed};
-use super::exec::{AttnShape, Edit, EditKind, Exec, KvCache, LinearIn, NormSel, Readback, Table};
+use super::exec::{
+    AttnShape, Edit, EditKind, Exec, ExpertScratch, KvCache, LinearIn, MlpId, NormSel, Readback,
+    Table,
+};
 use super::forward;
 use super::{Backend, LogitsOut, Request, RowStats, RunOutput, Session};
 use crate::arch::ArchSpec;
@@ -171,6 +174,13 @@ impl<'a> CpuExec<'a> {
             b,
             back: Readback::default(),
         }
+    }
+
+    fn experts_spec(&self) -> Result<crate::arch::ExpertSpec> {
+        self.b
+            .spec
+            .experts
+            .ok_or_else(|| PrismError::Backend("the model has no experts".into()))
     }
 
     fn norm_weights(&self, which: NormSel) -> Result<&'a NormWeights> {
@@ -389,13 +399,15 @@ impl Exec for CpuExec<'_> {
         &mut self,
         x: LinearIn<'_, CpuBuf>,
         layer: usize,
+        mlp: MlpId,
         gate: &CpuBuf,
         up: &CpuBuf,
         rows: usize,
     ) -> Result<()> {
-        self.linear(x, layer, LinearId::Gate, gate, rows, false)?;
-        self.linear(x, layer, LinearId::Up, up, rows, false)?;
-        let n = rows * self.spec().intermediate;
+        let [g_id, u_id, _] = mlp.ids();
+        self.linear(x, layer, g_id, gate, rows, false)?;
+        self.linear(x, layer, u_id, up, rows, false)?;
+        let n = rows * mlp.width(self.spec());
         let act = self.spec().activation;
         let (mut g, u) = two(gate, up)?;
         if g.len() < n || u.len() < n {
@@ -404,6 +416,90 @@ impl Exec for CpuExec<'_> {
         parallel_zip(self.b.pool, &mut g[..n], &u[..n], |g, u| {
             ops::gated(act, g, u)
         });
+        Ok(())
+    }
+
+    fn route(
+        &mut self,
+        x: LinearIn<'_, CpuBuf>,
+        layer: usize,
+        probs: &CpuBuf,
+        weights: &CpuBuf,
+        rows: usize,
+    ) -> Result<()> {
+        let xs = self.experts_spec()?;
+        self.linear(x, layer, LinearId::Router, probs, rows, false)?;
+        let (mut p, mut w) = two(probs, weights)?;
+        let n = rows * xs.count;
+        if p.len() < n || w.len() < n {
+            return Err(short("route"));
+        }
+        for (p, w) in p[..n].chunks_mut(xs.count).zip(w[..n].chunks_mut(xs.count)) {
+            xs.route(p, w);
+        }
+        Ok(())
+    }
+
+    fn experts(
+        &mut self,
+        x: LinearIn<'_, CpuBuf>,
+        layer: usize,
+        weights: &CpuBuf,
+        _scratch: &ExpertScratch<CpuBuf>,
+        out: &CpuBuf,
+        rows: usize,
+        accumulate: bool,
+    ) -> Result<()> {
+        let xs = self.experts_spec()?;
+        let (h, n) = (self.spec().hidden, xs.count);
+        let w: Vec<f32> = weights
+            .get()
+            .get(..rows * n)
+            .ok_or_else(|| short("experts"))?
+            .to_vec();
+        let input: Vec<f32> =
+            x.x.get()
+                .get(..rows * h)
+                .ok_or_else(|| short("experts"))?
+                .to_vec();
+        // Summed apart and then added, in ascending expert order, as transformers does.
+        let mut sum = vec![0f32; rows * h];
+        for e in 0..n {
+            // Only the rows routed to this expert: the others never read its weights.
+            let mine: Vec<usize> = (0..rows).filter(|&r| w[r * n + e] != 0.0).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let m = mine.len();
+            let mut gathered = Vec::with_capacity(m * h);
+            for &r in &mine {
+                gathered.extend_from_slice(&input[r * h..(r + 1) * h]);
+            }
+            let xa = CpuBuf::new(gathered);
+            let gate = CpuBuf::new(vec![0.0; m * xs.width]);
+            let up = CpuBuf::new(vec![0.0; m * xs.width]);
+            let down = CpuBuf::new(vec![0.0; m * h]);
+            let id = MlpId::Expert(e as u32);
+            self.linear_gated(LinearIn::plain(&xa), layer, id, &gate, &up, m)?;
+            self.linear(LinearIn::plain(&gate), layer, id.ids()[2], &down, m, false)?;
+            let d = down.get();
+            for (i, &r) in mine.iter().enumerate() {
+                let wt = w[r * n + e];
+                for (s, v) in sum[r * h..(r + 1) * h]
+                    .iter_mut()
+                    .zip(&d[i * h..(i + 1) * h])
+                {
+                    *s += v * wt;
+                }
+            }
+        }
+        let mut o = out.get();
+        let o = o.get_mut(..rows * h).ok_or_else(|| short("experts"))?;
+        if accumulate {
+            o.iter_mut().zip(&sum).for_each(|(a, b)| *a += b);
+        } else {
+            o.copy_from_slice(&sum);
+        }
         Ok(())
     }
 

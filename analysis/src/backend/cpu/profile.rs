@@ -3,7 +3,9 @@
 //! GPU has its timestamp queries instead.
 
 use crate::arch::ArchSpec;
-use crate::backend::exec::{AttnShape, Edit, Exec, LinearIn, NormSel, Readback, Table};
+use crate::backend::exec::{
+    AttnShape, Edit, Exec, ExpertScratch, LinearIn, MlpId, NormSel, Readback, Table,
+};
 use crate::error::Result;
 use crate::weights::LinearId;
 
@@ -95,6 +97,7 @@ impl<E: Exec> Exec for Timed<'_, E> {
         &mut self,
         x: LinearIn<'_, E::Buf>,
         layer: usize,
+        mlp: MlpId,
         gate: &E::Buf,
         up: &E::Buf,
         rows: usize,
@@ -102,7 +105,38 @@ impl<E: Exec> Exec for Timed<'_, E> {
         timed!(
             self,
             "linear",
-            self.inner.linear_gated(x, layer, gate, up, rows)
+            self.inner.linear_gated(x, layer, mlp, gate, up, rows)
+        )
+    }
+    fn route(
+        &mut self,
+        x: LinearIn<'_, E::Buf>,
+        layer: usize,
+        probs: &E::Buf,
+        weights: &E::Buf,
+        rows: usize,
+    ) -> Result<()> {
+        timed!(
+            self,
+            "route",
+            self.inner.route(x, layer, probs, weights, rows)
+        )
+    }
+    fn experts(
+        &mut self,
+        x: LinearIn<'_, E::Buf>,
+        layer: usize,
+        weights: &E::Buf,
+        scratch: &ExpertScratch<E::Buf>,
+        out: &E::Buf,
+        rows: usize,
+        accumulate: bool,
+    ) -> Result<()> {
+        timed!(
+            self,
+            "experts",
+            self.inner
+                .experts(x, layer, weights, scratch, out, rows, accumulate)
         )
     }
     fn rope(

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use self::context::{f32s_from, u32_bytes, u32s_from, GpuContext};
 use self::ops::matmul::{Epilogue, FoldedNorm, Linear};
 use self::upload::{upload_vector, GpuMatrix};
-use super::exec::{AttnShape, Edit, Exec, KvCache, LinearIn, NormSel, Readback, Table};
+use super::exec::{
+    AttnShape, Edit, Exec, ExpertScratch, KvCache, LinearIn, MlpId, NormSel, Readback, Table,
+};
 use super::forward;
 use super::{Backend, IdProb, LogitsOut, Request, RowStats, RunOutput, Session};
 use crate::arch::{ArchSpec, NormKind};
@@ -92,12 +94,11 @@ impl GpuBackend {
         }
         let mut biases = Vec::new();
         for l in &w.layers {
-            let mut per = Vec::new();
-            for id in LinearId::ALL {
-                if let Some(lin) = l.linear(id) {
-                    per.push((id, lin.bias.as_ref().map(vector)));
-                }
-            }
+            let per: Vec<_> = l
+                .linears()
+                .into_iter()
+                .map(|(id, lin)| (id, lin.bias.as_ref().map(vector)))
+                .collect();
             biases.push(per);
         }
         let lm_head_bias = w.lm_head_bias.as_ref().map(vector);
@@ -329,6 +330,13 @@ impl<'a> GpuExec<'a> {
         ops::matmul::matmul(ctx, self.enc()?, &l)
     }
 
+    fn experts_spec(&self) -> Result<crate::arch::ExpertSpec> {
+        self.g
+            .spec
+            .experts
+            .ok_or_else(|| PrismError::Backend("the model has no experts".into()))
+    }
+
     fn stage(&mut self, src: &wgpu::Buffer, off: usize, n: usize, label: &str) -> Result<usize> {
         let st = self.ctx().staging(label, (n * 4) as u64)?;
         self.enc()?
@@ -424,13 +432,73 @@ impl Exec for GpuExec<'_> {
         &mut self,
         x: LinearIn<'_, wgpu::Buffer>,
         layer: usize,
+        mlp: MlpId,
         gate: &wgpu::Buffer,
         _up: &wgpu::Buffer,
         rows: usize,
     ) -> Result<()> {
-        self.matmul(x, layer, LinearId::Gate, gate, rows, Epilogue::Store)?;
+        let [g, u, _] = mlp.ids();
+        self.matmul(x, layer, g, gate, rows, Epilogue::Store)?;
         let act = self.g.spec.activation;
-        self.matmul(x, layer, LinearId::Up, gate, rows, Epilogue::Gated(act))
+        self.matmul(x, layer, u, gate, rows, Epilogue::Gated(act))
+    }
+
+    fn route(
+        &mut self,
+        x: LinearIn<'_, wgpu::Buffer>,
+        layer: usize,
+        probs: &wgpu::Buffer,
+        weights: &wgpu::Buffer,
+        rows: usize,
+    ) -> Result<()> {
+        let xs = self.experts_spec()?;
+        self.matmul(x, layer, LinearId::Router, probs, rows, Epilogue::Store)?;
+        let ctx = self.ctx();
+        ops::experts::route(ctx, self.enc()?, probs, weights, rows, &xs)
+    }
+
+    /// Every expert on every row (the routing stays on the device), each output times its weight
+    /// (zero for the experts a row was not routed to) into the sum, in ascending expert order.
+    fn experts(
+        &mut self,
+        x: LinearIn<'_, wgpu::Buffer>,
+        layer: usize,
+        weights: &wgpu::Buffer,
+        scratch: &ExpertScratch<wgpu::Buffer>,
+        out: &wgpu::Buffer,
+        rows: usize,
+        accumulate: bool,
+    ) -> Result<()> {
+        let xs = self.experts_spec()?;
+        let h = self.g.spec.hidden;
+        for e in 0..xs.count {
+            let id = MlpId::Expert(e as u32);
+            self.linear_gated(x, layer, id, &scratch.gate, &scratch.up, rows)?;
+            let plain = LinearIn::plain(&scratch.gate);
+            self.matmul(
+                plain,
+                layer,
+                id.ids()[2],
+                &scratch.out,
+                rows,
+                Epilogue::Store,
+            )?;
+            let add = accumulate || e > 0;
+            let ctx = self.ctx();
+            ops::experts::expert_add(
+                ctx,
+                self.enc()?,
+                &scratch.out,
+                weights,
+                out,
+                rows,
+                h,
+                xs.count,
+                e,
+                add,
+            )?;
+        }
+        Ok(())
     }
 
     fn norm(

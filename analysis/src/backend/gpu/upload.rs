@@ -1,5 +1,6 @@
 //! Weights on the GPU in their stored format: every ggml block format Prism decodes keeps its
-//! block bytes, each block padded to whole 32-bit words (at most 1.12x the file's bytes), and is
+//! block bytes, each block padded to whole 32-bit words (at most 1.12x the file's bytes; MXFP4's
+//! 17-byte blocks unpadded, read by byte offset), and is
 //! decoded inside the matmul by `quant.wgsl`; F16 and BF16 keep two values per word. Matrices
 //! larger than one binding are split into row chunks.
 
@@ -26,6 +27,7 @@ pub fn shader_format(t: GgmlType) -> u32 {
         GgmlType::Q6K => 12,
         GgmlType::IQ4NL => 13,
         GgmlType::IQ4XS => 14,
+        GgmlType::MXFP4 => 15,
     }
 }
 
@@ -61,6 +63,12 @@ fn pack_rows(w: &Weight, row0: usize, n: usize, dtype: GgmlType) -> Vec<u8> {
             out
         }
         t if t.is_dense() => w.row_bytes(row0, n).to_vec(),
+        GgmlType::MXFP4 => {
+            // Unpadded (17-byte blocks): the shader reads bytes at any offset.
+            let mut out = w.row_bytes(row0, n).to_vec();
+            out.resize(out.len().div_ceil(4) * 4, 0);
+            out
+        }
         t => {
             let bb = t.block_bytes();
             let padded = bb.div_ceil(4) * 4;
@@ -98,6 +106,7 @@ impl GpuMatrix {
         };
         let row_bytes = match dtype {
             t if t.is_dense() => (cols * t.block_bytes()).div_ceil(4) * 4,
+            GgmlType::MXFP4 => dtype.bytes_for(cols),
             t => cols / t.block_values() * t.block_bytes().div_ceil(4) * 4,
         };
         let max_rows = (ctx.max_binding() as usize / row_bytes.max(1)).max(1);

@@ -6,6 +6,7 @@ pub mod attention;
 pub mod edit;
 pub mod elementwise;
 pub mod embed;
+pub mod experts;
 pub mod logits;
 pub mod matmul;
 pub mod norm;
@@ -84,6 +85,7 @@ mod tests {
     use super::edit::EditParams;
     use super::elementwise::{AddParams, ModeParams, ScaleParams};
     use super::embed::EmbedParams;
+    use super::experts::{ExpertAddParams, RouteParams};
     use super::logits::LogitStatsParams;
     use super::matmul::MatmulParams;
     use super::norm::NormParams;
@@ -130,6 +132,28 @@ mod tests {
             (vec![Shader::Add], layout!(AddParams { n, x_len })),
             (vec![Shader::Scale], layout!(ScaleParams { n, mode, s })),
             (vec![Shader::Gelu], layout!(ModeParams { n, mode })),
+            (
+                vec![Shader::Route],
+                layout!(RouteParams {
+                    rows,
+                    experts,
+                    top_k,
+                    renormalize
+                }),
+            ),
+            (
+                vec![Shader::ExpertAdd],
+                layout!(ExpertAddParams {
+                    rows,
+                    width,
+                    experts,
+                    expert,
+                    mode,
+                    _pad0,
+                    _pad1,
+                    _pad2
+                }),
+            ),
             (
                 vec![Shader::Edit],
                 layout!(EditParams {
