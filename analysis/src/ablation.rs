@@ -1,6 +1,8 @@
-//! Head ablation: the change in a text's total surprisal when one head (or a set of heads) is
-//! zeroed or replaced by its mean over the text's positions. The per-head table runs each layer's
-//! heads as one batch, starting at that layer from the baseline's residual stream.
+//! Head and expert ablation: the change in a text's total surprisal when one head (or a set of
+//! heads) is zeroed or replaced by its mean over the text's positions, or when one expert of a
+//! mixture-of-experts layer is (its routing weight zeroed, or replaced by its mean; the other
+//! experts keep theirs). The table runs each layer's heads or experts as one batch, starting at
+//! that layer from the baseline's residual stream.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -27,10 +29,32 @@ impl AblationMode {
     }
 }
 
+/// What a table ablates, one at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AblationUnit {
+    Heads,
+    /// The experts of every mixture-of-experts layer.
+    Experts,
+}
+
+impl AblationUnit {
+    /// "head" or "expert".
+    pub fn name(self) -> &'static str {
+        match self {
+            AblationUnit::Heads => "head",
+            AblationUnit::Experts => "expert",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct AblationResult {
+    pub unit: AblationUnit,
     pub baseline_bits: f64,
-    /// `[layer][head]`: total bits with the head ablated minus without.
+    /// The layer of each row: every layer for heads, the mixture-of-experts layers for experts.
+    pub layers: Vec<usize>,
+    /// `[row][head or expert]`: total bits with it ablated minus without.
     pub delta_bits: Vec<Vec<f64>>,
     #[serde(skip)]
     pub baseline_surprisal: Vec<f64>,
@@ -41,8 +65,13 @@ pub fn head_ablation(layer: usize, head: usize, mode: AblationMode) -> Intervent
     Intervention::new(Site::Head, layer, mode.op()).head(head)
 }
 
-/// The per-head table of Δ total bits for `ids`. `progress(done, total, row)` after each layer,
-/// with that layer's Δ bits.
+/// The intervention that ablates one expert at every position: its routing weight zeroed (or
+/// replaced by its mean over the positions), the other experts' weights kept.
+pub fn expert_ablation(layer: usize, expert: usize, mode: AblationMode) -> Intervention {
+    Intervention::new(Site::Expert, layer, mode.op()).expert(expert)
+}
+
+/// The per-head table of Δ total bits for `ids` ([`ablate_units`] with heads).
 pub fn ablate(
     model: &Model,
     backend: &dyn Backend,
@@ -51,8 +80,49 @@ pub fn ablate(
     progress: &mut dyn FnMut(usize, usize, &[f64]),
     cancel: &AtomicBool,
 ) -> Result<AblationResult> {
+    ablate_units(
+        model,
+        backend,
+        ids,
+        AblationUnit::Heads,
+        mode,
+        progress,
+        cancel,
+    )
+}
+
+/// The per-head or per-expert table of Δ total bits for `ids`. `progress(done, total, row)` after
+/// each layer, with that layer's Δ bits.
+pub fn ablate_units(
+    model: &Model,
+    backend: &dyn Backend,
+    ids: &[u32],
+    unit: AblationUnit,
+    mode: AblationMode,
+    progress: &mut dyn FnMut(usize, usize, &[f64]),
+    cancel: &AtomicBool,
+) -> Result<AblationResult> {
     let s = &model.spec;
-    crate::backend::require_causal(model, "head ablation")?;
+    crate::backend::require_causal(model, &format!("{} ablation", unit.name()))?;
+    let (layers, cols): (Vec<usize>, usize) = match (unit, s.experts) {
+        (AblationUnit::Heads, _) => ((0..s.n_layers).collect(), s.n_heads),
+        (AblationUnit::Experts, Some(x)) => (
+            (0..s.n_layers)
+                .filter(|&l| s.layers[l].mlp == crate::arch::MlpKind::Experts)
+                .collect(),
+            x.count,
+        ),
+        (AblationUnit::Experts, None) => {
+            return Err(PrismError::Input(format!(
+                "expert ablation: {} has no mixture-of-experts layer",
+                s.architecture
+            )))
+        }
+    };
+    let one = |layer, c| match unit {
+        AblationUnit::Heads => head_ablation(layer, c, mode),
+        AblationUnit::Experts => expert_ablation(layer, c, mode),
+    };
     crate::backend::check_ids(model, ids)?;
     if ids.len() < 2 {
         return Err(PrismError::Input(
@@ -83,18 +153,17 @@ pub fn ablate(
         .unwrap_or_default();
     let baseline_bits = total(&base_surprisal);
     let residual = base.residual.unwrap_or_default();
-    let mut delta_bits = Vec::with_capacity(s.n_layers);
-    let per_batch = (2048 / t).clamp(1, s.n_heads);
-    for layer in 0..s.n_layers {
+    let mut delta_bits = Vec::with_capacity(layers.len());
+    let per_batch = (2048 / t).clamp(1, cols);
+    for (done, &layer) in layers.iter().enumerate() {
         if cancel.load(Ordering::Relaxed) {
             return Err(PrismError::Cancelled);
         }
-        let mut row = Vec::with_capacity(s.n_heads);
-        for h0 in (0..s.n_heads).step_by(per_batch) {
-            let n = per_batch.min(s.n_heads - h0);
-            let per_sequence: Vec<Vec<Intervention>> = (h0..h0 + n)
-                .map(|h| vec![head_ablation(layer, h, mode)])
-                .collect();
+        let mut row = Vec::with_capacity(cols);
+        for h0 in (0..cols).step_by(per_batch) {
+            let n = per_batch.min(cols - h0);
+            let per_sequence: Vec<Vec<Intervention>> =
+                (h0..h0 + n).map(|h| vec![one(layer, h)]).collect();
             let data: Vec<f32> = (0..n)
                 .flat_map(|_| residual[layer].iter().copied())
                 .collect();
@@ -121,10 +190,12 @@ pub fn ablate(
             }
         }
         delta_bits.push(row);
-        progress(layer + 1, s.n_layers, &delta_bits[layer]);
+        progress(done + 1, layers.len(), &delta_bits[done]);
     }
     Ok(AblationResult {
+        unit,
         baseline_bits,
+        layers,
         delta_bits,
         baseline_surprisal: base_surprisal[..t - 1].to_vec(),
     })

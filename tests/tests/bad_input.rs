@@ -820,3 +820,152 @@ fn generation_stops_at_the_end_of_the_context() {
         "said once on stderr: {stderr}"
     );
 }
+
+/// Mixture-of-experts files whose numbers do not fit their tensors, or ask for an impossible
+/// routing, are refused naming the key or the tensor; so are expert interventions that do not fit
+/// and `--experts` on a dense model.
+#[test]
+fn expert_counts_top_k_and_widths_that_do_not_fit_are_refused_by_name() {
+    use prism_analysis::gguf::Value;
+    let dir = TempDir::new("moe-meta");
+    let d = dir.path();
+    let src = fixtures().join("archs/qwen3moe/qwen3moe-Q8_0.gguf");
+    for (name, key, v, needle) in [
+        (
+            "count",
+            "qwen3moe.expert_count",
+            Value::U32(6),
+            "blk.0.ffn_gate_inp.weight",
+        ),
+        (
+            "topk",
+            "qwen3moe.expert_used_count",
+            Value::U32(9),
+            "9 experts per token of 8 experts",
+        ),
+        (
+            "topk0",
+            "qwen3moe.expert_used_count",
+            Value::U32(0),
+            "0 experts per token",
+        ),
+        (
+            "width",
+            "qwen3moe.expert_feed_forward_length",
+            Value::U32(32),
+            "blk.0.ffn_gate_exps.weight",
+        ),
+        (
+            "shared",
+            "qwen3moe.expert_shared_feed_forward_length",
+            Value::U32(64),
+            "qwen3moe.expert_shared_feed_forward_length",
+        ),
+    ] {
+        let bad = d.join(format!("{name}.gguf"));
+        rewrite_gguf(&src, &bad, |m| set_meta(m, key, v));
+        info_and_run(&bad, needle);
+    }
+    // The HF folder: top-k beyond the experts, and an expert count the router does not have.
+    for (name, key, v, needle) in [
+        (
+            "hf-topk",
+            "num_experts_per_tok",
+            serde_json::json!(12),
+            "12 experts per token of 8 experts",
+        ),
+        (
+            "hf-count",
+            "num_local_experts",
+            serde_json::json!(4),
+            "model.layers.0.mlp.gate.weight",
+        ),
+    ] {
+        let f = hf_copy(&d.join(name), "qwen3moe");
+        let cfg = f.join("config.json");
+        let mut c: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+        c[key] = v;
+        std::fs::write(&cfg, c.to_string()).unwrap();
+        info_and_run(&f, needle);
+    }
+    // An MXFP4 tensor whose rows are not whole 32-value blocks.
+    info_and_run(
+        &gguf_case(d, "mxfp4-rows", |b| {
+            for t in &mut b.tensors {
+                if t.name == "blk.0.ffn_down.weight" {
+                    t.ne = vec![48, 32];
+                    t.ty = 39;
+                }
+            }
+        }),
+        "blk.0.ffn_down.weight",
+    );
+    // Type ids llama.cpp has given to newer formats are named, not misread.
+    info_and_run(&gguf_case(d, "q1_0", |b| b.tensors[2].ty = 41), "Q1_0");
+    // Expert interventions that do not fit, and --experts on a dense model.
+    let moe = src.to_str().unwrap();
+    for (file, needle) in [
+        (
+            r#"[{"site":"expert","layer":0,"expert":8,"op":"zero"}]"#,
+            "expert 8 is out of range: the layer has experts 0..7",
+        ),
+        (
+            r#"[{"site":"expert","layer":0,"op":"set","vector":[1,0]}]"#,
+            "the vector has 2 values, but routing vectors of this model have 8",
+        ),
+        (
+            r#"[{"site":"mlp_out","layer":0,"expert":1,"op":"zero"}]"#,
+            "\"expert\" only applies to site \"expert\"",
+        ),
+    ] {
+        let f = d.join("iv.json");
+        std::fs::write(&f, file).unwrap();
+        expect_bad(
+            &[
+                "run",
+                moe,
+                "--ids",
+                "1,2,3",
+                "--backend",
+                "cpu",
+                "--interventions",
+                f.to_str().unwrap(),
+            ],
+            needle,
+        );
+    }
+    let dense = fixtures().join("archs/qwen3");
+    let f = d.join("iv.json");
+    std::fs::write(
+        &f,
+        r#"[{"site":"expert","layer":0,"expert":0,"op":"zero"}]"#,
+    )
+    .unwrap();
+    let dense = dense.to_str().unwrap();
+    expect_bad(
+        &[
+            "run",
+            dense,
+            "--ids",
+            "1,2,3",
+            "--backend",
+            "cpu",
+            "--interventions",
+            f.to_str().unwrap(),
+        ],
+        "layer 0 has a dense MLP, not experts",
+    );
+    expect_bad(
+        &[
+            "run",
+            dense,
+            "--ids",
+            "1,2,3",
+            "--experts",
+            "--backend",
+            "cpu",
+        ],
+        "has no mixture-of-experts layer",
+    );
+}

@@ -272,20 +272,31 @@ pub fn patching_columns(model: &Model, clean: &[u32], corrupt: &[u32], site: Sit
 /// The per-head Δ total bits of an ablation.
 pub fn ablation_figure(r: &AblationResult, mode: &str, model: &str) -> Figure {
     let n = r.delta_bits.len();
-    let heads = r.delta_bits.first().map(|row| row.len()).unwrap_or(0);
+    let cols = r.delta_bits.first().map(|row| row.len()).unwrap_or(0);
     let values: Vec<Vec<f64>> = (0..n).rev().map(|l| r.delta_bits[l].clone()).collect();
     let bound = values
         .iter()
         .flatten()
         .fold(0.0f64, |m, v| m.max(v.abs()))
         .max(1e-9);
+    let unit = r.unit.name();
+    let (title, what) = match r.unit {
+        crate::ablation::AblationUnit::Heads => ("Head", "the head ablated"),
+        crate::ablation::AblationUnit::Experts => (
+            "Expert",
+            "the expert's routing weight ablated (the others kept)",
+        ),
+    };
     Figure {
-        title: format!("Head ablation ({mode}): change in total surprisal"),
-        x_label: "head".into(),
+        title: format!("{title} ablation ({mode}): change in total surprisal"),
+        x_label: unit.into(),
         y_label: "layer".into(),
         kind: FigureKind::Heatmap {
-            row_labels: (0..n).rev().map(|l| format!("layer {l}")).collect(),
-            col_labels: (0..heads).map(|h| h.to_string()).collect(),
+            row_labels: (0..n)
+                .rev()
+                .map(|i| format!("layer {}", r.layers.get(i).copied().unwrap_or(i)))
+                .collect(),
+            col_labels: (0..cols).map(|h| h.to_string()).collect(),
             values,
             range: (-bound, bound),
             colormap: Colormap::Diverging,
@@ -293,7 +304,7 @@ pub fn ablation_figure(r: &AblationResult, mode: &str, model: &str) -> Figure {
         notes: vec![
             format!("model: {model}"),
             format!(
-                "Δ bits = total surprisal with the head ablated minus without; baseline {:.2} bits",
+                "Δ bits = total surprisal with {what} minus without; baseline {:.2} bits",
                 r.baseline_bits
             ),
         ],

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use clap::Args;
-use prism_analysis::ablation::{ablate, AblationMode};
+use prism_analysis::ablation::{ablate_units, AblationMode, AblationUnit};
 use prism_analysis::backend::{self, Backend};
 use prism_analysis::checkpoint::Model;
 use prism_analysis::figure::build;
@@ -436,6 +436,10 @@ pub struct AblateArgs {
     /// Write the layer x head table as a heatmap (SVG or PNG, with CSV and JSON data).
     #[arg(long)]
     pub figure: Option<PathBuf>,
+    /// Ablate the experts of every mixture-of-experts layer instead of the heads: each expert's
+    /// routing weight zeroed (or replaced by its mean), the other experts' kept.
+    #[arg(long)]
+    pub experts: bool,
 }
 
 fn parse_mode(s: &str) -> Result<AblationMode, String> {
@@ -454,12 +458,18 @@ pub fn ablate_cmd(a: AblateArgs) -> anyhow::Result<()> {
         eprintln!("prism: {n}");
     }
     let cancel = AtomicBool::new(false);
-    let r = ablate(
+    let unit = if a.experts {
+        AblationUnit::Experts
+    } else {
+        AblationUnit::Heads
+    };
+    let r = ablate_units(
         &model,
         b.as_ref(),
         &ids,
+        unit,
         a.mode,
-        &mut |done, total, _| eprint!("\rprism: ablating heads of layer {done}/{total}"),
+        &mut |done, total, _| eprint!("\rprism: ablating {}s, layer {done}/{total}", unit.name()),
         &cancel,
     )?;
     eprintln!();
@@ -476,19 +486,24 @@ pub fn ablate_cmd(a: AblateArgs) -> anyhow::Result<()> {
     if a.json {
         println!(
             "{}",
-            serde_json::to_string(
-                &json!({"baseline_bits": r.baseline_bits, "delta_bits": r.delta_bits})
-            )?
+            serde_json::to_string(&json!({
+                "unit": unit.name(),
+                "baseline_bits": r.baseline_bits,
+                "layers": r.layers,
+                "delta_bits": r.delta_bits
+            }))?
         );
         return Ok(());
     }
     println!(
-        "baseline {:.2} bits; Δ bits when each head is {mode}-ablated:",
-        r.baseline_bits
+        "baseline {:.2} bits; Δ bits when each {} is {mode}-ablated:",
+        r.baseline_bits,
+        unit.name()
     );
-    let heads: Vec<String> = (0..model.spec.n_heads).map(|h| format!("{h:>7}")).collect();
-    println!("head       {}", heads.join(" "));
-    for (l, row) in r.delta_bits.iter().enumerate() {
+    let cols = r.delta_bits.first().map_or(0, Vec::len);
+    let heads: Vec<String> = (0..cols).map(|h| format!("{h:>7}")).collect();
+    println!("{:<10} {}", unit.name(), heads.join(" "));
+    for (l, row) in r.layers.iter().zip(&r.delta_bits) {
         let cells: Vec<String> = row.iter().map(|d| format!("{d:+7.2}")).collect();
         println!("layer {l:>3}  {}", cells.join(" "));
     }

@@ -207,6 +207,43 @@ pub fn info(a: InfoArgs) -> anyhow::Result<()> {
         ("backend", backend),
     ];
     let mut rows = rows.to_vec();
+    if let Some(x) = s.experts {
+        let moe: Vec<String> = s
+            .layers
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| k.mlp == prism_analysis::arch::MlpKind::Experts)
+            .map(|(i, _)| i.to_string())
+            .collect();
+        let dense = s.n_layers - moe.len();
+        rows.insert(
+            4,
+            (
+                "experts",
+                format!(
+                    "{} per layer, top {} per token{}, width {}; on layers {}{}",
+                    x.count,
+                    x.top_k,
+                    if x.renormalize {
+                        " (weights renormalized)"
+                    } else {
+                        ""
+                    },
+                    x.width,
+                    if dense == 0 {
+                        "all".to_string()
+                    } else {
+                        moe.join(",")
+                    },
+                    if dense > 0 {
+                        format!(" ({dense} dense)")
+                    } else {
+                        String::new()
+                    }
+                ),
+            ),
+        );
+    }
     if let Some(a) = &adapter {
         rows.push(("GPU features", a.features.join(", ")));
     }
