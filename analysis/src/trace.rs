@@ -119,6 +119,28 @@ impl Trace {
         })
     }
 
+    /// Per mixture-of-experts layer, the fraction of the run's tokens routed to each expert (a
+    /// row sums to top-k, less where an intervention removed experts), when the routing was
+    /// captured: (layers, `[row][expert]`).
+    pub fn expert_usage(&self) -> Option<(Vec<usize>, Vec<Vec<f64>>)> {
+        let routing = self.output.routing.as_ref()?;
+        let t = self.tokens.len().max(1);
+        let mut layers = Vec::new();
+        let mut rows = Vec::new();
+        for (l, r) in routing.iter().enumerate() {
+            let Some(r) = r else { continue };
+            let mut row = vec![0f64; r.experts];
+            for p in 0..self.tokens.len() {
+                for (e, _) in r.chosen(p) {
+                    row[e] += 1.0 / t as f64;
+                }
+            }
+            layers.push(l);
+            rows.push(row);
+        }
+        Some((layers, rows))
+    }
+
     /// Sum of the surprisal over every predicted token.
     pub fn total_bits(&self) -> f64 {
         self.surprisal_bits.iter().flatten().sum()

@@ -884,3 +884,86 @@ fn the_color_study_exports_every_panel() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The experts view on the Qwen3-MoE fixture: the usage grid is the routing of the prompt
+/// (counted here from an independent run), clicking an expert ablates it with the numbers of a
+/// run with that intervention, the export is the usage heatmap, and a dense model says why it
+/// shows nothing.
+#[test]
+fn experts_view_shows_the_routing_and_a_clicked_expert_is_ablated() {
+    use prism_app::views::experts::ExpertsView;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/archs/qwen3moe");
+    let text = "the cat sat on the mat while the dog slept";
+    let mut h = harness(app_on(&dir.display().to_string(), "experts", text));
+    wait_for(&mut h, "the shared run", |a| a.run.is_some());
+    let model = checkpoint::load(&dir).unwrap();
+    let backend = CpuBackend::new(&model).unwrap();
+    let ids = model
+        .tokenizer
+        .as_ref()
+        .unwrap()
+        .encode(text, false)
+        .unwrap();
+    let cap = Capture {
+        experts: true,
+        ..Capture::default()
+    };
+    let plain = Trace::run(&model, &backend, &ids, cap, 5).unwrap();
+    let routing = plain.output.routing.as_ref().unwrap();
+    let share = |l: usize, e: usize| {
+        let r = routing[l].as_ref().unwrap();
+        (0..ids.len())
+            .filter(|&p| r.chosen(p).iter().any(|c| c.0 == e))
+            .count() as f64
+            / ids.len() as f64
+    };
+    let fig = h.state_mut().current_figure().expect("a usage figure");
+    let prism_analysis::figure::FigureKind::Heatmap {
+        values, row_labels, ..
+    } = &fig.kind
+    else {
+        panic!("not a heatmap");
+    };
+    assert_eq!(
+        row_labels,
+        &vec!["layer 1".to_string(), "layer 0".to_string()]
+    );
+    for (row, l) in [(0, 1), (1, 0)] {
+        assert_eq!(values[row].len(), 8);
+        for (e, v) in values[row].iter().enumerate() {
+            assert!((v - share(l, e)).abs() < 1e-12, "layer {l} expert {e}");
+        }
+    }
+    // Click layer 0's most used expert.
+    let top = (0..8)
+        .max_by(|&a, &b| share(0, a).total_cmp(&share(0, b)))
+        .unwrap();
+    assert!(share(0, top) > 0.0);
+    let at = cell(&h, "expert usage grid", 2, 8, 0, top);
+    click_at(&mut h, at, egui::Modifiers::NONE);
+    wait_for(&mut h, "the ablated run", |a| {
+        a.view::<ExpertsView>()
+            .and_then(|v| v.detail.as_ref())
+            .is_some_and(|d| d.expert == (0, top) && d.trace.is_some())
+    });
+    let iv = [prism_analysis::ablation::expert_ablation(
+        0,
+        top,
+        prism_analysis::ablation::AblationMode::Zero,
+    )];
+    let abl = Trace::run_with(&model, &backend, &ids, cap, 5, &iv).unwrap();
+    let line = format!(
+        "total {:.2} bits instead of {:.2}: Δ {:+.2} bits",
+        abl.total_bits(),
+        plain.total_bits(),
+        abl.total_bits() - plain.total_bits()
+    );
+    assert!(h.query_by_label(&line).is_some(), "{line:?} on screen");
+    assert!(abl.total_bits() != plain.total_bits());
+    // A dense model: the view says why there is no routing.
+    let mut h = harness(app("experts", "x"));
+    wait_for(&mut h, "the model", |a| a.loaded.is_some());
+    assert!(h
+        .query_by_label_contains("is a dense model: every token goes through the same MLP")
+        .is_some());
+}

@@ -311,6 +311,35 @@ pub fn ablation_figure(r: &AblationResult, mode: &str, model: &str) -> Figure {
     }
 }
 
+/// Expert usage: per mixture-of-experts layer (rows, last on top), the fraction of the run's
+/// tokens routed to each expert; none when the run did not capture the routing.
+pub fn expert_usage_figure(trace: &Trace, model: &str) -> Option<Figure> {
+    let (layers, rows) = trace.expert_usage()?;
+    let experts = rows.first().map_or(0, Vec::len);
+    if layers.is_empty() {
+        return None;
+    }
+    Some(Figure {
+        title: "Expert usage: share of the tokens routed to each expert".into(),
+        x_label: "expert".into(),
+        y_label: "layer".into(),
+        kind: FigureKind::Heatmap {
+            row_labels: layers.iter().rev().map(|l| format!("layer {l}")).collect(),
+            col_labels: (0..experts).map(|e| e.to_string()).collect(),
+            values: rows.into_iter().rev().collect(),
+            range: (0.0, 1.0),
+            colormap: Colormap::Viridis,
+        },
+        notes: vec![
+            format!("model: {model}"),
+            format!(
+                "{} tokens; a cell is the fraction of them whose top-k experts include it",
+                trace.tokens.len()
+            ),
+        ],
+    })
+}
+
 /// A generation: the entropy of each step's distribution and the chosen token's surprisal.
 /// `steer` names the steering vector when there is one (the steer view and `generate
 /// --control-vector` title the figure with it).

@@ -44,7 +44,8 @@ pub struct RunArgs {
     /// Write a figure of the run (SVG or PNG by the extension, with CSV and JSON data).
     #[arg(long)]
     pub figure: Option<std::path::PathBuf>,
-    /// Which figure: text (surprisal per token), attention (one head's map) or lens.
+    /// Which figure: text (surprisal per token), attention (one head's map), lens, or experts
+    /// (the share of the tokens routed to each expert of each mixture-of-experts layer).
     #[arg(long, default_value = "text")]
     pub figure_view: String,
     /// The attention figure's layer.
@@ -123,12 +124,21 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         eprintln!("prism: {n}");
     }
     let view = a.figure.as_ref().map(|_| a.figure_view.as_str());
-    if let Some(v) = view.filter(|v| !matches!(*v, "text" | "attention" | "lens")) {
-        return Err(UsageError(format!("--figure-view {v:?}: text, attention or lens")).into());
-    }
-    if a.experts && model.spec.experts.is_none() {
+    if let Some(v) = view.filter(|v| !matches!(*v, "text" | "attention" | "lens" | "experts")) {
         return Err(UsageError(format!(
-            "--experts: {} ({}) has no mixture-of-experts layer",
+            "--figure-view {v:?}: text, attention, lens or experts"
+        ))
+        .into());
+    }
+    let experts = a.experts || view == Some("experts");
+    if experts && model.spec.experts.is_none() {
+        return Err(UsageError(format!(
+            "{}: {} ({}) has no mixture-of-experts layer",
+            if a.experts {
+                "--experts"
+            } else {
+                "--figure-view experts"
+            },
             model.info.path.display(),
             model.spec.architecture
         ))
@@ -145,7 +155,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         logit_lens: a.lens || view == Some("lens"),
         top_k: a.top as usize,
         sites: false,
-        experts: a.experts,
+        experts,
     };
     let trace = Trace::run_with(
         &model,
@@ -187,6 +197,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
                 build::attention_figure(&trace, a.layer, a.head, colormap, &name)
             }
             "lens" => build::lens_figure(&trace, &name, &text),
+            "experts" => build::expert_usage_figure(&trace, &name),
             _ => Some(build::text_figure(
                 &trace,
                 &name,
@@ -232,7 +243,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             });
             v["hidden_states"] = json!(states);
         }
-        if let Some(routing) = &trace.output.routing {
+        if let (true, Some(routing)) = (a.experts, &trace.output.routing) {
             let (experts, probs) = routing_json(routing, trace.tokens.len());
             v["experts"] = experts;
             v["router_probs"] = probs;
@@ -290,7 +301,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             top.join("  ")
         );
     }
-    if let Some(routing) = &trace.output.routing {
+    if let (true, Some(routing)) = (a.experts, &trace.output.routing) {
         println!();
         println!("experts per token (layer: expert weight, ...)");
         for (i, t) in trace.tokens.iter().enumerate() {

@@ -317,6 +317,7 @@ impl View for AblateView {
                 n_rows: n_layers,
                 col_labels: &cols,
                 bound,
+                sequential: false,
                 colormap: Colormap::Diverging,
                 selected: &selected,
                 format: &|v| format!("{v:+.2}"),

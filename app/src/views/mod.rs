@@ -6,6 +6,7 @@ pub mod ablate;
 pub mod attention;
 pub mod colors;
 pub mod embeddings;
+pub mod experts;
 pub mod generate;
 pub mod lens;
 pub mod patch;
@@ -32,6 +33,7 @@ pub fn registry() -> Vec<Box<dyn View>> {
         Box::new(generate::GenerateView::default()),
         Box::new(patch::PatchView::default()),
         Box::new(ablate::AblateView::default()),
+        Box::new(experts::ExpertsView::default()),
         Box::new(steer::SteerView::default()),
     ]
 }

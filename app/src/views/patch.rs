@@ -350,6 +350,7 @@ impl View for PatchView {
                 n_rows: run.n_layers,
                 col_labels: &info.cols,
                 bound,
+                sequential: false,
                 colormap: Colormap::Diverging,
                 selected: &selected,
                 format: &|v| format!("{v:.2}"),

@@ -14,8 +14,9 @@ pub struct Grid<'a> {
     pub rows: &'a [Vec<f64>],
     pub n_rows: usize,
     pub col_labels: &'a [String],
-    /// Values map to the colormap over `-bound..bound`.
+    /// Values map to the colormap over `-bound..bound`, or `0..bound` when `sequential`.
     pub bound: f64,
+    pub sequential: bool,
     pub colormap: Colormap,
     /// Cells outlined as selected.
     pub selected: &'a [(usize, usize)],
@@ -90,10 +91,10 @@ impl Grid<'_> {
                 let r = cell(row, col);
                 match self.rows.get(row).and_then(|v| v.get(col)) {
                     Some(&v) => {
-                        let t = if self.bound > 0.0 {
-                            (v / self.bound + 1.0) / 2.0
-                        } else {
-                            0.5
+                        let t = match (self.bound > 0.0, self.sequential) {
+                            (false, _) => 0.5,
+                            (true, false) => (v / self.bound + 1.0) / 2.0,
+                            (true, true) => v / self.bound,
                         };
                         let bg = color32(self.colormap, t.clamp(0.0, 1.0));
                         painter.rect_filled(r.shrink(0.5), 0.0, bg);
