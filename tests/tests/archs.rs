@@ -436,3 +436,87 @@ fn weights_without_the_norms_of_their_block_shape_are_refused() {
     let e = prism_analysis::arch::check_norms(&spec, &m.weights, path).unwrap_err();
     assert!(e.to_string().contains("the Q norm is 256 wide"), "{e}");
 }
+
+/// YaRN from an HF config (tests/fixtures/rope/yarn.json, made by scripts/make_yarn_reference.py
+/// with transformers): the tiny Qwen3 fixture with its rope_parameters set to YaRN, for four
+/// parameter sets (truncated and not, mscale ratio, explicit attention factor): transformers'
+/// frequencies within 1 ulp, its attention factor, and its surprisal within 0.01 bits on both
+/// backends. A factor out of range is refused naming it.
+#[test]
+fn yarn_rope_matches_transformers() {
+    let reference = read_json(&fixtures().join("rope/yarn.json"));
+    let src = fixtures().join("archs/qwen3");
+    let dir = TempDir::new("yarn");
+    let copy = |name: &str, params: &Value| -> PathBuf {
+        let dst = dir.path().join(name);
+        std::fs::create_dir_all(&dst).unwrap();
+        for e in std::fs::read_dir(&src).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "gguf") || p.is_dir() {
+                continue;
+            }
+            std::fs::copy(&p, dst.join(p.file_name().unwrap())).unwrap();
+        }
+        let cfg = dst.join("config.json");
+        let mut c: Value = serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+        let theta = c["rope_parameters"]["rope_theta"].clone();
+        c["rope_parameters"] = params.clone();
+        c["rope_parameters"]["rope_theta"] = theta;
+        std::fs::write(&cfg, c.to_string()).unwrap();
+        dst
+    };
+    for (name, case) in reference["cases"].as_object().unwrap() {
+        let folder = copy(name, &case["rope_parameters"]);
+        let model = load(&folder);
+        let rope = model.spec.rope.as_ref().unwrap();
+        let want = f64s(&case["inv_freq"]);
+        assert_eq!(rope.inv_freq.len(), want.len(), "{name}");
+        for (i, (g, w)) in rope.inv_freq.iter().zip(&want).enumerate() {
+            let ulp = (w.abs() as f32).max(f32::MIN_POSITIVE) * f32::EPSILON;
+            assert!(
+                (*g as f64 - w).abs() <= ulp as f64,
+                "{name}: frequency {i}: {g} vs {w}"
+            );
+        }
+        let af = case["attention_factor"].as_f64().unwrap();
+        assert!(
+            (rope.attention_factor as f64 - af).abs() < 1e-6,
+            "{name}: attention factor"
+        );
+        assert!(rope.scaling.starts_with("yarn"), "{name}: {}", rope.scaling);
+        let cpu = prism_analysis::backend::cpu::CpuBackend::new(&model).unwrap();
+        let gpu = prism_analysis::backend::gpu::GpuBackend::new(&model, gpu()).unwrap();
+        for (what, backend) in [("cpu", &cpu as &dyn Backend), ("gpu", &gpu)] {
+            for (seq, s) in case["sequences"].as_object().unwrap() {
+                let ids = u32s(&s["input_ids"]);
+                let t = Trace::run(&model, backend, &ids, Capture::default(), 5).unwrap();
+                for (i, (g, w)) in t
+                    .surprisal_bits
+                    .iter()
+                    .zip(f64s(&s["surprisal_bits"]))
+                    .enumerate()
+                    .skip(1)
+                {
+                    let g = g.unwrap();
+                    assert!(
+                        (g - w).abs() <= SURPRISAL_TOL,
+                        "{name} {seq} on {what}: surprisal {i}: {g} vs {w}"
+                    );
+                }
+            }
+        }
+    }
+    // Without YaRN the fixture predicts differently: the frequencies matter.
+    let plain = read_json(&src.join("reference.json"));
+    let yarn = &reference["cases"]["qwen3"]["sequences"]["seq33"]["surprisal_bits"];
+    assert_ne!(&plain["sequences"]["seq33"]["surprisal_bits"], yarn);
+    let bad = copy(
+        "bad",
+        &serde_json::json!({"rope_type": "yarn", "factor": -2.0, "original_max_position_embeddings": 32}),
+    );
+    let e = match prism_analysis::checkpoint::load(&bad) {
+        Ok(_) => panic!("a negative YaRN factor was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("YaRN factor -2 is out of range"), "{e}");
+}

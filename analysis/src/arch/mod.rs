@@ -25,7 +25,7 @@ pub use block::{
     check_norms, Block, ExpertSpec, LayerKind, LayerRope, MlpKind, QkNorm, SublayerNorms,
     MAX_EXPERTS,
 };
-pub use rope::{Rope, RopeScaling};
+pub use rope::{Rope, RopeScaling, Yarn};
 
 use crate::error::{PrismError, Result};
 use crate::gguf::GgufMeta;

@@ -51,6 +51,92 @@ pub enum RopeScaling {
         original: usize,
         attention_factor: Option<f64>,
     },
+    /// YaRN (Peng et al. 2023, <https://arxiv.org/abs/2309.00071>), as transformers'
+    /// `_compute_yarn_parameters` computes it.
+    Yarn(Yarn),
+}
+
+/// YaRN's parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Yarn {
+    pub factor: f64,
+    pub original: f64,
+    pub beta_fast: f64,
+    pub beta_slow: f64,
+    /// The cos/sin scale; by default `0.1 ln(factor) + 1` (or the mscale ratio).
+    pub attention_factor: Option<f64>,
+    pub mscale: Option<f64>,
+    pub mscale_all_dim: Option<f64>,
+    /// Round the correction range outwards to whole dimensions (transformers' default).
+    pub truncate: bool,
+}
+
+impl Yarn {
+    /// YaRN's `mscale`: `0.1 * m * ln(s) + 1`, 1 for s <= 1.
+    fn get_mscale(s: f64, m: f64) -> f64 {
+        if s <= 1.0 {
+            1.0
+        } else {
+            0.1 * m * s.ln() + 1.0
+        }
+    }
+
+    pub fn attention(&self) -> f64 {
+        match (self.attention_factor, self.mscale, self.mscale_all_dim) {
+            (Some(a), _, _) => a,
+            (None, Some(m), Some(all)) if m != 0.0 && all != 0.0 => {
+                Self::get_mscale(self.factor, m) / Self::get_mscale(self.factor, all)
+            }
+            _ => Self::get_mscale(self.factor, 1.0),
+        }
+    }
+
+    /// The frequencies: interpolated (divided by the factor) below the correction range,
+    /// extrapolated (unchanged) above it, a linear ramp between; in torch's f32 order.
+    pub fn inv_freq(&self, theta: f64, dims: usize) -> Vec<f32> {
+        let d = dims as f64;
+        let corr = |rot: f64| {
+            (d * (self.original / (rot * 2.0 * std::f64::consts::PI)).ln()) / (2.0 * theta.ln())
+        };
+        let (mut low, mut high) = (corr(self.beta_fast), corr(self.beta_slow));
+        if self.truncate {
+            low = low.floor();
+            high = high.ceil();
+        }
+        let (low, mut high) = (low.max(0.0), high.min(d - 1.0));
+        if low == high {
+            high += 0.001;
+        }
+        let factor = self.factor as f32;
+        let denom = (high - low) as f32;
+        (0..dims / 2)
+            .map(|i| {
+                let pos = (theta as f32).powf((2 * i) as f32 / dims as f32);
+                let extrapolation = 1.0f32 / pos;
+                let interpolation = 1.0f32 / (factor * pos);
+                let ramp = ((i as f32 - low as f32) / denom).clamp(0.0, 1.0);
+                let extra = 1.0 - ramp;
+                interpolation * (1.0 - extra) + extrapolation * extra
+            })
+            .collect()
+    }
+
+    /// Why these numbers cannot be used, naming where they came from.
+    pub fn problem(&self, from: &str) -> Option<String> {
+        let checks = [
+            ("factor", Some(self.factor)),
+            ("original_max_position_embeddings", Some(self.original)),
+            ("beta_fast", Some(self.beta_fast)),
+            ("beta_slow", Some(self.beta_slow)),
+            ("attention_factor", self.attention_factor),
+        ];
+        for (name, v) in checks {
+            if let Some(v) = v.filter(|v| !(v.is_finite() && *v > 0.0 && *v < 1e9)) {
+                return Some(format!("{from}: YaRN {name} {v} is out of range"));
+            }
+        }
+        None
+    }
 }
 
 /// `1 / theta^(2i/d)` for i < d/2, in f32 as torch computes it.
@@ -112,6 +198,35 @@ pub(super) fn scaling_from_hf(
             }
             s
         }
+        "yarn" => {
+            let original = f(p.get("original_max_position_embeddings"))
+                .or_else(|| f(cfg.get("original_max_position_embeddings")))
+                .ok_or_else(|| cfg.err("RoPE scaling yarn has no original_max_position_embeddings"))?;
+            let factor = match factor {
+                Some(x) => x,
+                None => {
+                    let max = f(cfg.get("max_position_embeddings")).ok_or_else(|| {
+                        cfg.err("RoPE scaling yarn has neither factor nor max_position_embeddings")
+                    })?;
+                    max / original
+                }
+            };
+            let positive = |name: &str| f(p.get(name)).filter(|&x| x != 0.0);
+            let y = Yarn {
+                factor,
+                original,
+                beta_fast: positive("beta_fast").unwrap_or(32.0),
+                beta_slow: positive("beta_slow").unwrap_or(1.0),
+                attention_factor: f(p.get("attention_factor")),
+                mscale: f(p.get("mscale")),
+                mscale_all_dim: f(p.get("mscale_all_dim")),
+                truncate: p.get("truncate").and_then(|v| v.as_bool()).unwrap_or(true),
+            };
+            if let Some(e) = y.problem("config.json rope_scaling") {
+                return Err(cfg.err(e));
+            }
+            RopeScaling::Yarn(y)
+        }
         "longrope" | "su" => {
             let list = |name: &str| -> Result<Vec<f64>> {
                 p.get(name)
@@ -135,7 +250,7 @@ pub(super) fn scaling_from_hf(
         }
         other => {
             return Err(cfg.err(format!(
-                "RoPE scaling {other:?} is not supported (Prism implements default, linear, llama3 and longrope); refusing rather than computing other positions"
+                "RoPE scaling {other:?} is not supported (Prism implements default, linear, llama3, longrope and yarn); refusing rather than computing other positions"
             )))
         }
     })
@@ -220,6 +335,16 @@ impl Rope {
                     *original,
                 );
                 rope.scaling = format!("llama3 (factor {factor}, original context {original})");
+            }
+            RopeScaling::Yarn(y) => {
+                rope.inv_freq = y.inv_freq(theta, dims);
+                rope.attention_factor = y.attention() as f32;
+                rope.scaling = format!(
+                    "yarn (factor {}, original context {}, attention factor {:.4})",
+                    y.factor,
+                    y.original,
+                    y.attention()
+                );
             }
             RopeScaling::LongRope {
                 short,
@@ -364,9 +489,39 @@ pub(super) fn from_gguf(
             rope.inv_freq = plain.iter().map(|&x| x / f as f32).collect();
             rope.scaling = format!("linear (factor {f})");
         }
+        Some("yarn") => {
+            let y = Yarn {
+                factor: factor.ok_or_else(|| {
+                    cfg.err(format!("rope.scaling.type yarn without {}", cfg.key("rope.scaling.factor")))
+                })?,
+                original: original.ok_or_else(|| {
+                    cfg.err(format!(
+                        "rope.scaling.type yarn without {}",
+                        cfg.key("rope.scaling.original_context_length")
+                    ))
+                })? as f64,
+                beta_fast: cfg.f64_opt("rope.scaling.yarn_beta_fast")?.unwrap_or(32.0),
+                beta_slow: cfg.f64_opt("rope.scaling.yarn_beta_slow")?.unwrap_or(1.0),
+                attention_factor: attn_factor,
+                mscale: None,
+                mscale_all_dim: None,
+                truncate: true,
+            };
+            if let Some(e) = y.problem(&cfg.key("rope.scaling")) {
+                return Err(cfg.err(e));
+            }
+            rope.inv_freq = y.inv_freq(theta, dims);
+            rope.attention_factor = y.attention() as f32;
+            rope.scaling = format!(
+                "yarn (factor {}, original context {}, attention factor {:.4})",
+                y.factor,
+                y.original,
+                y.attention()
+            );
+        }
         Some(other) => {
             return Err(cfg.err(format!(
-                "{} {other:?} is not supported (Prism implements none, linear, llama3 factors and longrope factors); refusing rather than computing other positions",
+                "{} {other:?} is not supported (Prism implements none, linear, yarn, llama3 factors and longrope factors); refusing rather than computing other positions",
                 cfg.key("rope.scaling.type")
             )))
         }
