@@ -47,8 +47,22 @@ struct GenPoint {
     tokens_per_s: f64,
 }
 
-/// Dense-matmul work per token: 2 · parameters, plus the logit lens's extra unembedding of every
-/// block's output when it is captured.
+/// The parameters one token uses: all of them, less the experts it is not routed to.
+fn active_params(params: f64, s: &prism_analysis::arch::ArchSpec) -> f64 {
+    let Some(x) = s.experts else {
+        return params;
+    };
+    let moe = s
+        .layers
+        .iter()
+        .filter(|k| k.mlp == prism_analysis::arch::MlpKind::Experts)
+        .count();
+    let idle = (x.count - x.top_k) * 3 * s.hidden * x.width;
+    params - (moe * idle) as f64
+}
+
+/// Dense-matmul work per token: 2 · active parameters, plus the logit lens's extra unembedding of
+/// every block's output when it is captured.
 fn flops_per_token(params: f64, s: &prism_analysis::arch::ArchSpec, cap: Capture) -> f64 {
     let lens = if cap.logit_lens {
         2.0 * (s.n_layers * s.vocab * s.hidden) as f64
@@ -172,7 +186,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
             .into());
         }
     }
-    let params = model.info.n_params as f64;
+    let params = active_params(model.info.n_params as f64, &model.spec);
     let mut points = Vec::new();
     let mut generation = Vec::new();
     for name in &a.backend {
