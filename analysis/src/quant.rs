@@ -85,10 +85,14 @@ pub enum GgmlType {
     IQ4XS,
     /// OCP microscaling FP4: an e8m0 power-of-two scale and 32 e2m1 values (gpt-oss's experts).
     MXFP4,
+    /// Ternary: 256 values in {-1, 0, 1} times an f16 scale, five per byte in base 3 (1.69 bpw).
+    TQ1_0,
+    /// Ternary: 256 values in {-1, 0, 1} times an f16 scale, four per byte (2.06 bpw).
+    TQ2_0,
 }
 
 impl GgmlType {
-    pub const ALL: [GgmlType; 16] = [
+    pub const ALL: [GgmlType; 18] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::BF16,
@@ -105,6 +109,8 @@ impl GgmlType {
         GgmlType::IQ4NL,
         GgmlType::IQ4XS,
         GgmlType::MXFP4,
+        GgmlType::TQ1_0,
+        GgmlType::TQ2_0,
     ];
 
     pub fn id(self) -> u32 {
@@ -125,6 +131,8 @@ impl GgmlType {
             GgmlType::IQ4NL => 20,
             GgmlType::IQ4XS => 23,
             GgmlType::MXFP4 => 39,
+            GgmlType::TQ1_0 => 34,
+            GgmlType::TQ2_0 => 35,
         }
     }
 
@@ -174,6 +182,8 @@ impl GgmlType {
             GgmlType::Q6K => 210,
             GgmlType::IQ4XS => 136,
             GgmlType::MXFP4 => 17,
+            GgmlType::TQ1_0 => 54,
+            GgmlType::TQ2_0 => 66,
         }
     }
 
@@ -243,6 +253,8 @@ pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
         GgmlType::IQ4NL => blocks::<18, 32>(src, dst, iq4_nl),
         GgmlType::IQ4XS => blocks::<136, 256>(src, dst, iq4_xs),
         GgmlType::MXFP4 => blocks::<17, 32>(src, dst, mxfp4),
+        GgmlType::TQ1_0 => blocks::<54, 256>(src, dst, tq1_0),
+        GgmlType::TQ2_0 => blocks::<66, 256>(src, dst, tq2_0),
     }
 }
 
@@ -505,6 +517,49 @@ fn mxfp4(b: &[u8; 17], y: &mut [f32; 32]) {
     for j in 0..16 {
         y[j] = d * MXFP4_LEVELS[(qs[j] & 0xf) as usize] as f32;
         y[j + 16] = d * MXFP4_LEVELS[(qs[j] >> 4) as usize] as f32;
+    }
+}
+
+/// A TQ1_0 digit: the byte times 3^k (wrapping in u8, as ggml multiplies), then `(b * 3) >> 8`.
+#[inline(always)]
+fn ternary_digit(byte: u8, pow3: u8) -> f32 {
+    let b = byte.wrapping_mul(pow3) as u16;
+    (((b * 3) >> 8) as i8 - 1) as f32
+}
+
+const POW3: [u8; 5] = [1, 3, 9, 27, 81];
+
+/// TQ1_0: qs[48] (32 bytes of five digits for 160 values, 16 for 80), qh[4] (four digits each for
+/// the last 16 values), f16 d.
+#[inline(always)]
+fn tq1_0(b: &[u8; 54], y: &mut [f32; 256]) {
+    let d = f16_at(b, 52);
+    for m in 0..5 {
+        for l in 0..32 {
+            y[m * 32 + l] = d * ternary_digit(b[l], POW3[m]);
+        }
+        for l in 0..16 {
+            y[160 + m * 16 + l] = d * ternary_digit(b[32 + l], POW3[m]);
+        }
+    }
+    for m in 0..4 {
+        for l in 0..4 {
+            y[240 + m * 4 + l] = d * ternary_digit(b[48 + l], POW3[m]);
+        }
+    }
+}
+
+/// TQ2_0: qs[64] (two bits per value: element c*128 + s*32 + l at bits 2s of byte c*32 + l), f16 d.
+#[inline(always)]
+fn tq2_0(b: &[u8; 66], y: &mut [f32; 256]) {
+    let d = f16_at(b, 64);
+    for c in 0..2 {
+        for s in 0..4 {
+            for l in 0..32 {
+                let q = (b[c * 32 + l] >> (2 * s)) & 3;
+                y[c * 128 + s * 32 + l] = d * (q as i8 - 1) as f32;
+            }
+        }
     }
 }
 

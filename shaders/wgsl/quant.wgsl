@@ -21,6 +21,8 @@
 //   14   IQ4_XS   256           34   f16 d, u16 scales_h, scales_l[4], qs[128]
 //   15   MXFP4    32            17 bytes, unpadded: u8 e8m0 exponent, 16 bytes of e2m1 indices
 //                                      w = 2^(e-128) * level (padding 17-byte blocks would cost 18%)
+//   16   TQ1_0    256           14   qs[48] (base-3 digits, five per byte), qh[4], f16 d
+//   17   TQ2_0    256           17   qs[64] (2-bit digits), f16 d              w = d * (q - 1)
 // In the 32-value nibble formats byte j holds element j in its low nibble and j + 16 in its high one.
 
 @group(0) @binding(1) var<storage, read> wq: array<u32>;
@@ -75,6 +77,32 @@ fn e8m0_half(e: u32) -> f32 {
 fn mxfp4_value(b0: u32, j: u32) -> f32 {
     let q = raw_byte(b0 + 1u + j % 16u);
     return mxfp4_level(select(q & 0xfu, q >> 4u, j >= 16u));
+}
+
+// A TQ1_0 digit: the byte times 3^m, wrapped to 8 bits, then (b * 3) >> 8, minus 1.
+fn ternary_digit(byte: u32, m: u32) -> f32 {
+    var pow3 = array<u32, 5>(1u, 3u, 9u, 27u, 81u);
+    let b = (byte * pow3[m]) & 0xffu;
+    return f32(i32((b * 3u) >> 8u) - 1);
+}
+
+// Value v (0..255) of the TQ1_0 block at `base`.
+fn tq1_value(base: u32, v: u32) -> f32 {
+    if (v < 160u) {
+        return ternary_digit(byte_at(base, v % 32u), v / 32u);
+    }
+    if (v < 240u) {
+        let w = v - 160u;
+        return ternary_digit(byte_at(base, 32u + w % 16u), w / 16u);
+    }
+    let w = v - 240u;
+    return ternary_digit(byte_at(base, 48u + w % 4u), w / 4u);
+}
+
+// Value v (0..255) of the TQ2_0 block at `base`: bits 2s of byte c*32 + l for v = c*128 + s*32 + l.
+fn tq2_value(base: u32, v: u32) -> f32 {
+    let q = (byte_at(base, (v / 128u) * 32u + v % 32u) >> (2u * ((v % 128u) / 32u))) & 3u;
+    return f32(i32(q) - 1);
 }
 
 fn iq4_level(q: u32) -> f32 {
@@ -202,6 +230,14 @@ fn weight_at(fmt: u32, e: u32) -> f32 {
         case 15u: {
             let b0 = (e / 32u) * 17u;
             return e8m0_half(raw_byte(b0)) * mxfp4_value(b0, e % 32u);
+        }
+        case 16u: {
+            let base = (e / 256u) * 14u;
+            return half_at(base, 52u) * tq1_value(base, e % 256u);
+        }
+        case 17u: {
+            let base = (e / 256u) * 17u;
+            return half_at(base, 64u) * tq2_value(base, e % 256u);
         }
         default: {
             let base = (e / 256u) * 34u;
@@ -343,6 +379,20 @@ fn decode_run(fmt: u32, e0: u32, n: u32) {
             let d = e8m0_half(raw_byte(b0));
             for (var j = 0u; j < n; j++) {
                 wv[j] = d * mxfp4_value(b0, p0 + j);
+            }
+        }
+        case 16u: {
+            let base = (e0 / 256u) * 14u;
+            let d = half_at(base, 52u);
+            for (var j = 0u; j < n; j++) {
+                wv[j] = d * tq1_value(base, e0 % 256u + j);
+            }
+        }
+        case 17u: {
+            let base = (e0 / 256u) * 17u;
+            let d = half_at(base, 64u);
+            for (var j = 0u; j < n; j++) {
+                wv[j] = d * tq2_value(base, e0 % 256u + j);
             }
         }
         case 14u: {

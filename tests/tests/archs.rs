@@ -48,7 +48,7 @@ fn cases() -> Vec<(PathBuf, PathBuf)> {
             out.push((g, dir.join(format!("reference-{quant}.json"))));
         }
     }
-    assert!(out.len() >= 33, "fixtures missing: {out:?}");
+    assert!(out.len() >= 35, "fixtures missing: {out:?}");
     out
 }
 

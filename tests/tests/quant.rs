@@ -1,5 +1,6 @@
 //! Every weight decoder against the values gguf-py's `dequantize` gives for real llama.cpp blocks
-//! (tests/fixtures/archs/dequant_checks.json, and archs/qwen3moe/ for MXFP4), bit for bit; Q5_0 and Q5_1, which no reference file
+//! (tests/fixtures/archs/dequant_checks.json, archs/qwen3moe/ for MXFP4, archs/qwen3/ for TQ1_0
+//! and TQ2_0), bit for bit; Q5_0 and Q5_1, which no reference file
 //! uses, against candle-core's ggml port.
 
 use prism_analysis::quant::{dequantize, GgmlType};
@@ -24,6 +25,7 @@ fn every_decoder_reproduces_gguf_py_bit_for_bit() {
     let files = [
         "archs/dequant_checks.json",
         "archs/qwen3moe/dequant_checks.json",
+        "archs/qwen3/dequant_checks.json",
     ];
     let checks: Vec<serde_json::Value> = files
         .iter()
@@ -66,6 +68,8 @@ fn every_decoder_reproduces_gguf_py_bit_for_bit() {
         GgmlType::IQ4NL,
         GgmlType::IQ4XS,
         GgmlType::MXFP4,
+        GgmlType::TQ1_0,
+        GgmlType::TQ2_0,
     ] {
         assert!(seen.contains(&ty), "no check for {}", ty.name());
     }

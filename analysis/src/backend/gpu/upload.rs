@@ -28,6 +28,8 @@ pub fn shader_format(t: GgmlType) -> u32 {
         GgmlType::IQ4NL => 13,
         GgmlType::IQ4XS => 14,
         GgmlType::MXFP4 => 15,
+        GgmlType::TQ1_0 => 16,
+        GgmlType::TQ2_0 => 17,
     }
 }
 
