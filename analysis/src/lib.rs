@@ -21,6 +21,7 @@ pub mod model;
 pub mod patching;
 pub mod quant;
 pub mod rng;
+pub mod sae;
 pub mod samples;
 #[macro_use]
 pub mod simd;

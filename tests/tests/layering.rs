@@ -63,6 +63,7 @@ const LAYERS: &[&str] = &[
     "generate",
     "patching",
     "ablation",
+    "sae",
     "geometry",
     "steering",
     "figure",

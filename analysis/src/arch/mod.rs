@@ -22,7 +22,7 @@ use std::path::Path;
 use serde::Serialize;
 
 pub use block::{
-    check_norms, Block, ExpertSpec, LayerKind, LayerRope, MlpKind, QkNorm, SublayerNorms,
+    check_norms, top_k, Block, ExpertSpec, LayerKind, LayerRope, MlpKind, QkNorm, SublayerNorms,
     MAX_EXPERTS,
 };
 pub use rope::{Rope, RopeScaling, Yarn};

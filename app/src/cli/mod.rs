@@ -2,6 +2,7 @@
 
 mod bench;
 mod experiments;
+mod features;
 mod fetch;
 mod geometry;
 mod info;
@@ -66,6 +67,9 @@ pub enum Command {
     Patch(experiments::PatchArgs),
     /// Head ablation: the change in a text's total surprisal when each head is zeroed or averaged.
     Ablate(experiments::AblateArgs),
+    /// A sparse autoencoder's features of every token (SAELens format), with the reconstruction's
+    /// MSE, explained variance and spliced-in surprisal.
+    Features(features::FeaturesArgs),
     /// Make a steering vector (llama.cpp control-vector GGUF) from prompt pairs or a concept axis.
     Steer(experiments::SteerArgs),
     /// Download, verify and unpack the sample models (all, or the ones named).
@@ -154,6 +158,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(a) => experiments::generate_cmd(a),
         Command::Patch(a) => experiments::patch_cmd(a),
         Command::Ablate(a) => experiments::ablate_cmd(a),
+        Command::Features(a) => features::features(a),
         Command::Steer(a) => experiments::steer_cmd(a),
         Command::FetchSamples(a) => fetch::fetch(a),
         Command::Bench(a) => bench::bench(a),

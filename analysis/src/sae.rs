@@ -1,0 +1,395 @@
+//! Sparse autoencoders: SAELens's format (`cfg.json` + `sae_weights.safetensors`), the hook it
+//! names mapped onto Prism's sites, encoding and decoding as SAELens computes them (ReLU,
+//! JumpReLU, TopK), and a run's features with the reconstruction's quality: SAELens's MSE and
+//! explained variance, and the total surprisal with the reconstruction spliced in.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::backend::{Backend, Capture};
+use crate::checkpoint::safetensors::SafetensorsCheckpoint;
+use crate::error::{PrismError, Result};
+use crate::intervene::{Intervention, Op, PositionSet, Site};
+use crate::model::Model;
+use crate::trace::Trace;
+use crate::weights::{get, TensorSource};
+
+/// How hidden pre-activations become features.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum Activation {
+    Relu,
+    /// `x * (x > threshold)`, one threshold per feature.
+    JumpRelu(Vec<f32>),
+    /// The `k` largest pre-activations, through a ReLU; the rest zero.
+    TopK(usize),
+}
+
+/// A sparse autoencoder on one site of one layer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sae {
+    pub path: PathBuf,
+    /// The hook as the file names it (`blocks.12.hook_resid_post`).
+    pub hook: String,
+    pub site: Site,
+    pub layer: usize,
+    pub d_in: usize,
+    pub d_sae: usize,
+    pub architecture: String,
+    #[serde(skip)]
+    pub activation: Activation,
+    pub apply_b_dec_to_input: bool,
+    /// `[d_in, d_sae]`.
+    #[serde(skip)]
+    pub w_enc: Vec<f32>,
+    #[serde(skip)]
+    pub b_enc: Vec<f32>,
+    /// `[d_sae, d_in]`.
+    #[serde(skip)]
+    pub w_dec: Vec<f32>,
+    #[serde(skip)]
+    pub b_dec: Vec<f32>,
+}
+
+fn bad(path: &Path, m: impl Into<String>) -> PrismError {
+    PrismError::format(path, m.into())
+}
+
+/// A SAELens hook (`blocks.L.hook_resid_pre`, `_resid_post`, `_mlp_out`, `_attn_out`) or Prism's
+/// own site name (`resid_post@L`) as (site, layer).
+pub fn parse_hook(hook: &str) -> Option<(Site, usize)> {
+    if let Some((site, layer)) = hook.split_once('@') {
+        return Some((Site::from_name(site)?, layer.parse().ok()?));
+    }
+    let rest = hook.strip_prefix("blocks.")?;
+    let (layer, name) = rest.split_once('.')?;
+    let site = match name {
+        "hook_resid_pre" => Site::ResidPre,
+        "hook_resid_post" => Site::ResidPost,
+        "hook_mlp_out" => Site::MlpOut,
+        "hook_attn_out" => Site::AttnOut,
+        _ => return None,
+    };
+    Some((site, layer.parse().ok()?))
+}
+
+impl Sae {
+    /// Reads a SAELens SAE: a folder with `cfg.json` and `sae_weights.safetensors`.
+    pub fn load(dir: &Path) -> Result<Sae> {
+        let cfg_path = dir.join("cfg.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| {
+            bad(
+                dir,
+                format!("no SAELens cfg.json here ({e}); Prism reads SAELens folders (cfg.json + sae_weights.safetensors)"),
+            )
+        })?;
+        let cfg: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(&cfg_path, format!("cfg.json: {e}")))?;
+        let num = |k: &str| -> Result<usize> {
+            cfg.get(k)
+                .and_then(|v| v.as_u64())
+                .filter(|&v| v > 0 && v <= 1 << 24)
+                .map(|v| v as usize)
+                .ok_or_else(|| {
+                    bad(
+                        &cfg_path,
+                        format!("cfg.json: \"{k}\" is missing or not a positive count"),
+                    )
+                })
+        };
+        let (d_in, d_sae) = (num("d_in")?, num("d_sae")?);
+        let hook = cfg
+            .get("metadata")
+            .and_then(|m| m.get("hook_name"))
+            .or_else(|| cfg.get("hook_name"))
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| bad(&cfg_path, "cfg.json: no metadata.hook_name"))?
+            .to_string();
+        let (site, layer) = parse_hook(&hook).ok_or_else(|| {
+            bad(
+                &cfg_path,
+                format!("cfg.json: hook {hook:?} is not one Prism reads (blocks.L.hook_resid_pre, hook_resid_post, hook_mlp_out, hook_attn_out, or site@L)"),
+            )
+        })?;
+        for (k, plain) in [
+            ("normalize_activations", "none"),
+            ("reshape_activations", "none"),
+        ] {
+            if let Some(v) = cfg.get(k).and_then(|v| v.as_str()).filter(|v| *v != plain) {
+                return Err(bad(
+                    &cfg_path,
+                    format!("cfg.json: {k} {v:?} is not supported (only \"{plain}\")"),
+                ));
+            }
+        }
+        if cfg
+            .get("rescale_acts_by_decoder_norm")
+            .and_then(|v| v.as_bool())
+            == Some(true)
+        {
+            return Err(bad(
+                &cfg_path,
+                "cfg.json: rescale_acts_by_decoder_norm is not supported",
+            ));
+        }
+        let architecture = cfg
+            .get("architecture")
+            .and_then(|v| v.as_str())
+            .unwrap_or("standard")
+            .to_string();
+        let weights_path = dir.join("sae_weights.safetensors");
+        let src = SafetensorsCheckpoint::open(vec![weights_path.clone()])?;
+        let tensor = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
+            let v = get(&src, name, shape)?.to_f32();
+            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                return Err(bad(
+                    &weights_path,
+                    format!("{name}: value {i} is not a finite number"),
+                ));
+            }
+            Ok(v)
+        };
+        let w_enc = tensor("W_enc", &[d_in, d_sae])?;
+        let b_enc = tensor("b_enc", &[d_sae])?;
+        let w_dec = tensor("W_dec", &[d_sae, d_in])?;
+        let b_dec = tensor("b_dec", &[d_in])?;
+        let activation = match architecture.as_str() {
+            "standard" | "relu" => Activation::Relu,
+            "jumprelu" => Activation::JumpRelu(tensor("threshold", &[d_sae])?),
+            "topk" => {
+                let k = cfg
+                    .get("k")
+                    .and_then(|v| v.as_u64())
+                    .filter(|&k| k > 0 && (k as usize) <= d_sae)
+                    .ok_or_else(|| {
+                        bad(
+                            &cfg_path,
+                            format!("cfg.json: a topk SAE needs \"k\" in 1..={d_sae}"),
+                        )
+                    })?;
+                Activation::TopK(k as usize)
+            }
+            other => {
+                return Err(bad(
+                    &cfg_path,
+                    format!(
+                    "cfg.json: architecture {other:?} is not supported (standard, jumprelu, topk)"
+                ),
+                ))
+            }
+        };
+        let _ = src.path();
+        Ok(Sae {
+            path: dir.to_path_buf(),
+            hook,
+            site,
+            layer,
+            d_in,
+            d_sae,
+            architecture,
+            activation,
+            apply_b_dec_to_input: cfg
+                .get("apply_b_dec_to_input")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(true),
+            w_enc,
+            b_enc,
+            w_dec,
+            b_dec,
+        })
+    }
+
+    /// Refuses an SAE that does not fit the model: its layer, its width, its site.
+    pub fn check(&self, model: &Model) -> Result<()> {
+        let s = &model.spec;
+        if self.layer >= s.n_layers {
+            return Err(bad(
+                &self.path,
+                format!(
+                    "hook {}: layer {} of a {}-layer model",
+                    self.hook, self.layer, s.n_layers
+                ),
+            ));
+        }
+        if self.d_in != s.hidden {
+            return Err(bad(
+                &self.path,
+                format!(
+                    "cfg.json: d_in {} differs from the width {} of {} in this model",
+                    self.d_in, s.hidden, self.hook
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Feature activations `[rows, d_sae]` of activations `x` `[rows, d_in]`.
+    pub fn encode(&self, x: &[f32]) -> Vec<f32> {
+        let (n, m) = (self.d_in, self.d_sae);
+        let rows = x.len() / n;
+        let mut out = vec![0f32; rows * m];
+        for (r, row) in x.chunks(n).enumerate() {
+            let acc = &mut out[r * m..(r + 1) * m];
+            acc.copy_from_slice(&self.b_enc);
+            let mut pre = vec![0f32; m];
+            for (i, &xi) in row.iter().enumerate() {
+                let v = if self.apply_b_dec_to_input {
+                    xi - self.b_dec[i]
+                } else {
+                    xi
+                };
+                let w = &self.w_enc[i * m..(i + 1) * m];
+                for (p, &wj) in pre.iter_mut().zip(w) {
+                    *p += v * wj;
+                }
+            }
+            for (a, p) in acc.iter_mut().zip(&pre) {
+                *a += p;
+            }
+            match &self.activation {
+                Activation::Relu => acc.iter_mut().for_each(|a| *a = a.max(0.0)),
+                Activation::JumpRelu(t) => acc
+                    .iter_mut()
+                    .zip(t)
+                    .for_each(|(a, &t)| *a = if *a > t { *a } else { 0.0 }),
+                Activation::TopK(k) => {
+                    let keep = crate::arch::top_k(acc, *k);
+                    let mut kept = vec![0f32; m];
+                    for j in keep {
+                        kept[j] = acc[j].max(0.0);
+                    }
+                    acc.copy_from_slice(&kept);
+                }
+            }
+        }
+        out
+    }
+
+    /// The reconstruction `[rows, d_in]` of features `[rows, d_sae]`.
+    pub fn decode(&self, f: &[f32]) -> Vec<f32> {
+        let (n, m) = (self.d_in, self.d_sae);
+        let rows = f.len() / m;
+        let mut out = vec![0f32; rows * n];
+        for (r, row) in f.chunks(m).enumerate() {
+            let o = &mut out[r * n..(r + 1) * n];
+            o.copy_from_slice(&self.b_dec);
+            for (j, &fj) in row.iter().enumerate() {
+                if fj != 0.0 {
+                    let w = &self.w_dec[j * n..(j + 1) * n];
+                    o.iter_mut().zip(w).for_each(|(a, &b)| *a += fj * b);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The quality of a run's reconstruction, as SAELens's evals define it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reconstruction {
+    /// Squared error summed over the dims, averaged over the tokens.
+    pub mse: f64,
+    /// `1 - E||x - x̂||² / (E||x||² - ||E x||²)`.
+    pub explained_variance: f64,
+    /// Total surprisal of the predicted tokens with the reconstruction in place of the activation.
+    pub spliced_bits: f64,
+    pub clean_bits: f64,
+}
+
+/// One SAE's features over a run.
+#[derive(Debug, Clone)]
+pub struct FeatureRun {
+    /// Per token, the active features by activation (largest first), at most `top`.
+    pub features: Vec<Vec<(usize, f32)>>,
+    /// Per token, how many features are active.
+    pub l0: Vec<usize>,
+    pub reconstruction: Reconstruction,
+}
+
+/// The activation at an SAE's site `[rows, hidden]` from a trace that captured the residual
+/// stream and the sites.
+fn site_values(trace: &Trace, sae: &Sae) -> Result<Vec<f32>> {
+    let out = &trace.output;
+    let missing = || PrismError::Backend("the run did not capture the SAE's site".into());
+    let v = match sae.site {
+        Site::ResidPre => out.residual.as_ref().and_then(|r| r.get(sae.layer)),
+        Site::ResidPost => out.residual.as_ref().and_then(|r| r.get(sae.layer + 1)),
+        Site::MlpOut => out.sites.as_ref().and_then(|s| s.mlp_out.get(sae.layer)),
+        Site::AttnOut => out.sites.as_ref().and_then(|s| s.attn_out.get(sae.layer)),
+        Site::Head | Site::Expert => None,
+    };
+    v.cloned().filter(|v| !v.is_empty()).ok_or_else(missing)
+}
+
+/// Runs `ids` once, then each SAE on its site: the features of every token, and the run again
+/// with each SAE's reconstruction spliced in for the spliced-in surprisal.
+pub fn features(
+    model: &Model,
+    backend: &dyn Backend,
+    ids: &[u32],
+    saes: &[Sae],
+    top: usize,
+) -> Result<Vec<FeatureRun>> {
+    for s in saes {
+        s.check(model)?;
+    }
+    let capture = Capture {
+        residual: true,
+        sites: saes
+            .iter()
+            .any(|s| matches!(s.site, Site::MlpOut | Site::AttnOut)),
+        ..Capture::default()
+    };
+    let clean = Trace::run(model, backend, ids, capture, 1)?;
+    let clean_bits = clean.total_bits();
+    let mut out = Vec::with_capacity(saes.len());
+    for sae in saes {
+        let x = site_values(&clean, sae)?;
+        let f = sae.encode(&x);
+        let recon = sae.decode(&f);
+        let n = sae.d_in;
+        let rows = x.len() / n;
+        let mut features = Vec::with_capacity(rows);
+        let mut l0 = Vec::with_capacity(rows);
+        for row in f.chunks(sae.d_sae) {
+            let mut active: Vec<(usize, f32)> = row
+                .iter()
+                .enumerate()
+                .filter(|(_, &a)| a != 0.0)
+                .map(|(j, &a)| (j, a))
+                .collect();
+            l0.push(active.len());
+            active.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            active.truncate(top);
+            features.push(active);
+        }
+        let (mut sse, mut sq, mut sum) = (0f64, 0f64, vec![0f64; n]);
+        for (xr, rr) in x.chunks(n).zip(recon.chunks(n)) {
+            for ((&a, &b), s) in xr.iter().zip(rr).zip(sum.iter_mut()) {
+                sse += ((a - b) as f64).powi(2);
+                sq += (a as f64).powi(2);
+                *s += a as f64;
+            }
+        }
+        let t = rows.max(1) as f64;
+        let var = sq / t - sum.iter().map(|s| (s / t).powi(2)).sum::<f64>();
+        let values: Vec<Vec<f32>> = recon.chunks(n).map(|r| r.to_vec()).collect();
+        let splice = Intervention {
+            positions: PositionSet::All,
+            values: Some(values),
+            ..Intervention::new(sae.site, sae.layer, Op::Patch)
+        };
+        let spliced = Trace::run_with(model, backend, ids, Capture::default(), 1, &[splice])?;
+        out.push(FeatureRun {
+            features,
+            l0,
+            reconstruction: Reconstruction {
+                mse: sse / t,
+                explained_variance: 1.0 - (sse / t) / var,
+                spliced_bits: spliced.total_bits(),
+                clean_bits,
+            },
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Tiny random SAEs in SAELens's own format for the tiny Qwen3 fixture, with SAELens's numbers.
+
+For each SAE it writes tests/fixtures/saes/<name>/:
+  cfg.json, sae_weights.safetensors    SAELens's `save_model` (StandardSAE, JumpReLUSAE, TopKSAE)
+and tests/fixtures/saes/reference.json with, per SAE and per sequence of the model's reference:
+  features[t] = the top 8 feature activations of token t, [[id, act], ...] by activation (SAELens's
+                `sae.encode` on transformers' activation at the SAE's hook, float32)
+  l0[t]        the number of active features
+  reconstruction = {mse (per-token squared error summed over dims, mean over tokens, as SAELens's
+                evals), explained_variance (SAELens's ExplainedVarianceCalculator), clean_bits (total
+                surprisal of the predicted tokens), spliced_bits (the same with the activation replaced
+                by `sae.decode(sae.encode(x))` at every position, by a transformers forward hook)}
+Hooks map onto transformers' modules as SAELens's HookedTransformer names them for a Llama-shaped
+block: blocks.L.hook_resid_pre = the input of decoder layer L, hook_resid_post = its output,
+hook_mlp_out = the output of layer L's MLP.
+
+Weights: W_dec rows random unit vectors times 0.5..1.5, W_enc = W_dec^T / |x| scale plus noise, b_enc
+negative so that few features fire, b_dec small, the JumpReLU threshold 0.05..0.3.
+
+Pinned: Python 3.11, torch 2.15.0 (CPU), transformers 5.25.0, sae-lens 6.54.12.
+
+  HF_HUB_OFFLINE=1 python scripts/make_saes.py [--seed-offset N]
+"""
+import argparse
+import json
+import os
+import shutil
+
+import numpy as np
+import torch
+import transformers
+from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
+from sae_lens.evals import ExplainedVarianceCalculator
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODEL = os.path.join(ROOT, "tests", "fixtures", "archs", "qwen3")
+OUT = os.path.join(ROOT, "tests", "fixtures", "saes")
+D_SAE = 512
+
+SAES = {
+    "relu-resid-pre-1": (StandardSAE, StandardSAEConfig, {}, "blocks.1.hook_resid_pre", 5001),
+    "jumprelu-resid-post-0": (JumpReLUSAE, JumpReLUSAEConfig, {}, "blocks.0.hook_resid_post", 5002),
+    "topk-mlp-out-1": (TopKSAE, TopKSAEConfig, {"k": 16}, "blocks.1.hook_mlp_out", 5003),
+}
+
+
+def module_of(model, hook):
+    """(module, whether the hook is its input) for a SAELens hook name."""
+    _, layer, what = hook.split(".")
+    layer = model.model.layers[int(layer)]
+    return {"hook_resid_pre": (layer, True), "hook_resid_post": (layer, False),
+            "hook_mlp_out": (layer.mlp, False)}[what]
+
+
+def capture(model, hook, ids, replace=None):
+    """The activation at `hook` for ids, and the log-probabilities; with `replace`, the activation
+    is replaced by replace(activation) on the way."""
+    mod, is_input = module_of(model, hook)
+    seen = {}
+
+    def pre(m, args, kwargs):
+        x = args[0] if args else kwargs["hidden_states"]
+        seen["x"] = x.detach().clone()
+        if replace is None:
+            return None
+        y = replace(x)
+        if args:
+            return (y, *args[1:]), kwargs
+        kwargs = dict(kwargs, hidden_states=y)
+        return args, kwargs
+
+    def post(m, args, out):
+        x = out[0] if isinstance(out, tuple) else out
+        seen["x"] = x.detach().clone()
+        if replace is None:
+            return None
+        y = replace(x)
+        return (y, *out[1:]) if isinstance(out, tuple) else y
+
+    h = mod.register_forward_pre_hook(pre, with_kwargs=True) if is_input else mod.register_forward_hook(post)
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), -1)
+    h.remove()
+    bits = sum(float(-logp[i - 1, ids[i]] / np.log(2)) for i in range(1, len(ids)))
+    return seen["x"][0], bits
+
+
+def make_sae(cls, cfg_cls, extra, hook, seed, scale):
+    cfg = cfg_cls(d_in=256, d_sae=D_SAE, **extra)
+    cfg.metadata.hook_name = hook
+    sae = cls(cfg)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        w = torch.randn(D_SAE, 256, generator=g)
+        w = w / w.norm(dim=-1, keepdim=True) * (0.5 + torch.rand(D_SAE, 1, generator=g))
+        sae.W_dec.copy_(w)
+        sae.W_enc.copy_(w.T / scale + 0.02 * torch.randn(256, D_SAE, generator=g) / scale)
+        sae.b_enc.copy_(-0.3 - 0.2 * torch.rand(D_SAE, generator=g))
+        sae.b_dec.copy_(0.05 * torch.randn(256, generator=g))
+        if hasattr(sae, "threshold"):
+            sae.threshold.copy_(0.05 + 0.25 * torch.rand(D_SAE, generator=g))
+    return sae.eval()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seed-offset", type=int, default=0)
+    a = ap.parse_args()
+    torch.set_num_threads(2)
+    model = transformers.AutoModelForCausalLM.from_pretrained(MODEL, attn_implementation="eager", dtype=torch.float32).eval()
+    seqs = {n: s["input_ids"] for n, s in json.load(open(os.path.join(MODEL, "reference.json")))["sequences"].items()}
+    shutil.rmtree(OUT, ignore_errors=True)
+    os.makedirs(OUT)
+    ref = {"meta": {"sae_lens": __import__("sae_lens").__version__, "transformers": transformers.__version__,
+                    "torch": torch.__version__, "model": "tests/fixtures/archs/qwen3"}, "saes": {}}
+    for name, (cls, cfg_cls, extra, hook, seed) in SAES.items():
+        seed += a.seed_offset
+        # Scale the encoder to the activations' size so that some features fire.
+        x0, _ = capture(model, hook, seqs["seq33"])
+        scale = float(x0.norm(dim=-1).mean())
+        sae = make_sae(cls, cfg_cls, extra, hook, seed, scale / 4)
+        sae.save_model(os.path.join(OUT, name))
+        per = {}
+        for seq, ids in seqs.items():
+            x, clean = capture(model, hook, ids)
+            with torch.no_grad():
+                f = sae.encode(x)
+                recon = sae.decode(f)
+                _, spliced = capture(model, hook, ids, replace=lambda y: sae.decode(sae.encode(y)).to(y.dtype))
+            top = torch.topk(f, 8, dim=-1)
+            ev = ExplainedVarianceCalculator()
+            ev.add_batch(sae_output=recon, hidden_acts=x)
+            per[seq] = {
+                "input_ids": ids,
+                "features": [[[int(i), float(f"{v:.7g}")] for i, v in zip(ti, tv) if v != 0]
+                             for ti, tv in zip(top.indices.tolist(), top.values.tolist())],
+                "l0": [int(n) for n in (f != 0).sum(-1)],
+                "reconstruction": {
+                    "mse": float((x - recon).pow(2).sum(-1).mean()),
+                    "explained_variance": float(ev.compute()),
+                    "clean_bits": clean,
+                    "spliced_bits": spliced,
+                },
+            }
+        ref["saes"][name] = {"hook": hook, "architecture": sae.cfg.architecture(), "sequences": per}
+        print(name, {s: (np.mean(v["l0"]), round(v["reconstruction"]["spliced_bits"] - v["reconstruction"]["clean_bits"], 3)) for s, v in per.items()})
+    with open(os.path.join(OUT, "reference.json"), "w") as fh:
+        json.dump(ref, fh)
+
+
+if __name__ == "__main__":
+    main()
