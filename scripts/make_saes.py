@@ -7,6 +7,8 @@ and tests/fixtures/saes/reference.json with, per SAE and per sequence of the mod
   features[t] = the top 8 feature activations of token t, [[id, act], ...] by activation (SAELens's
                 `sae.encode` on transformers' activation at the SAE's hook, float32)
   l0[t]        the number of active features
+  clamps       the total surprisal with the feature most active on the sequence clamped to 0 and to twice its
+               largest activation at every position, the SAE's error term kept (x + (v - f_j) W_dec[j])
   reconstruction = {mse (per-token squared error summed over dims, mean over tokens, as SAELens's
                 evals), explained_variance (SAELens's ExplainedVarianceCalculator), clean_bits (total
                 surprisal of the predicted tokens), spliced_bits (the same with the activation replaced
@@ -131,7 +133,19 @@ def main():
             top = torch.topk(f, 8, dim=-1)
             ev = ExplainedVarianceCalculator()
             ev.add_batch(sae_output=recon, hidden_acts=x)
+            # Ablate (0) and clamp (twice its largest activation) the feature most active on this
+            # sequence, keeping the SAE's error term: x + (v - f_j(x)) W_dec[j] at every position.
+            clamp_feature = int(f.mean(0).argmax())
+            top_act = float(f[:, clamp_feature].max())
+            clamps = []
+            for value in (0.0, 2.0 * top_act):
+                def steer(y, j=clamp_feature, v=value):
+                    fj = sae.encode(y)[..., j:j + 1]
+                    return y + (v - fj) * sae.W_dec[j]
+                _, bits = capture(model, hook, ids, replace=steer)
+                clamps.append({"feature": clamp_feature, "value": value, "bits": bits})
             per[seq] = {
+                "clamps": clamps,
                 "input_ids": ids,
                 "features": [[[int(i), float(f"{v:.7g}")] for i, v in zip(ti, tv) if v != 0]
                              for ti, tv in zip(top.indices.tolist(), top.values.tolist())],

@@ -393,3 +393,80 @@ pub fn features(
     }
     Ok(out)
 }
+
+/// Runs `ids` with features of `sae` clamped to values at every position, the SAE's error term
+/// kept: the site's activation x becomes `x + sum_j (v_j - f_j(x)) W_dec[j]`, so that only those
+/// features change (`v = 0` ablates one). Returns the clamped run.
+pub fn clamped(
+    model: &Model,
+    backend: &dyn Backend,
+    ids: &[u32],
+    sae: &Sae,
+    clamps: &[(usize, f32)],
+) -> Result<Trace> {
+    sae.check(model)?;
+    if let Some(&(j, _)) = clamps.iter().find(|(j, _)| *j >= sae.d_sae) {
+        return Err(PrismError::Input(format!(
+            "feature {j} is out of range: {} has features 0..{}",
+            sae.path.display(),
+            sae.d_sae - 1
+        )));
+    }
+    if let Some(&(j, v)) = clamps.iter().find(|(_, v)| !v.is_finite()) {
+        return Err(PrismError::Input(format!(
+            "feature {j}: the value {v} is not a finite number"
+        )));
+    }
+    let capture = Capture {
+        residual: true,
+        sites: matches!(sae.site, Site::MlpOut | Site::AttnOut),
+        ..Capture::default()
+    };
+    let clean = Trace::run(model, backend, ids, capture, 1)?;
+    let x = site_values(&clean, sae)?;
+    let f = sae.encode(&x);
+    let n = sae.d_in;
+    let values: Vec<Vec<f32>> = x
+        .chunks(n)
+        .zip(f.chunks(sae.d_sae))
+        .map(|(xr, fr)| {
+            let mut out = xr.to_vec();
+            for &(j, v) in clamps {
+                let d = v - fr[j];
+                let w = &sae.w_dec[j * n..(j + 1) * n];
+                out.iter_mut().zip(w).for_each(|(o, &w)| *o += d * w);
+            }
+            out
+        })
+        .collect();
+    let iv = Intervention {
+        positions: PositionSet::All,
+        values: Some(values),
+        ..Intervention::new(sae.site, sae.layer, Op::Patch)
+    };
+    Trace::run_with(model, backend, ids, Capture::default(), 5, &[iv])
+}
+
+impl Sae {
+    /// Feature j's decoder direction `[d_in]`.
+    pub fn direction(&self, j: usize) -> Option<&[f32]> {
+        self.w_dec.get(j * self.d_in..(j + 1) * self.d_in)
+    }
+
+    /// The llama.cpp control-vector layer (`direction.N`, added at resid_post@N) that adds to this
+    /// SAE's site, when there is one: resid_post@L is N = L, resid_pre@L is N = L - 1, mlp_out@L is
+    /// N = L in a block with no norm after its MLP.
+    pub fn control_layer(&self, model: &Model) -> Option<usize> {
+        let s = &model.spec;
+        let n = match self.site {
+            Site::ResidPost => Some(self.layer),
+            Site::ResidPre => self.layer.checked_sub(1),
+            Site::MlpOut if !s.block.mlp.output && !s.block.mlp.residual && !s.block.parallel => {
+                Some(self.layer)
+            }
+            _ => None,
+        }?;
+        // llama.cpp applies direction.N only for 1 <= N < n_layers.
+        (n >= 1 && n < s.n_layers).then_some(n)
+    }
+}

@@ -208,3 +208,84 @@ fn saes_that_do_not_fit_are_refused_naming_the_file_and_the_field() {
     let err = run(&model(), &cut);
     assert!(err.contains("sae_weights.safetensors"), "{err}");
 }
+
+/// Clamping a feature (to 0, and to twice its largest activation) with the SAE's error term kept
+/// gives transformers' surprisal with SAELens's encoder in a hook doing the same; a feature's
+/// decoder direction exports as a llama.cpp control vector on the layer that reaches its site.
+#[test]
+fn clamped_features_match_sae_lens_and_directions_export_as_control_vectors() {
+    let reference = read_json(&fixtures().join("saes/reference.json"));
+    let m = model();
+    for (name, sae) in reference["saes"].as_object().unwrap() {
+        for backend in ["cpu", "gpu"] {
+            for (seq, want) in sae["sequences"].as_object().unwrap() {
+                let ids: Vec<String> = u32s(&want["input_ids"])
+                    .iter()
+                    .map(|i| i.to_string())
+                    .collect();
+                let tokens = ids.len() as f64;
+                for c in want["clamps"].as_array().unwrap() {
+                    let clamp = format!("{}={}", c["feature"], c["value"].as_f64().unwrap());
+                    let got = json_of(&[
+                        "features",
+                        m.to_str().unwrap(),
+                        "--sae",
+                        sae_dir(name).to_str().unwrap(),
+                        "--ids",
+                        &ids.join(","),
+                        "--clamp",
+                        &clamp,
+                        "--json",
+                        "--backend",
+                        backend,
+                    ]);
+                    let (x, y) = (
+                        got["clamped"]["bits"].as_f64().unwrap(),
+                        c["bits"].as_f64().unwrap(),
+                    );
+                    assert!(
+                        (x - y).abs() <= 0.01 * (tokens - 1.0),
+                        "{name} {seq} on {backend}: clamp {clamp}: {x} bits vs {y}"
+                    );
+                }
+            }
+        }
+    }
+    // Export: the TopK SAE on mlp_out@1 reaches direction.1; resid_post@0 reaches none.
+    let dir = TempDir::new("sae-cv");
+    let out = dir.path().join("f.gguf");
+    let args = |sae: &str, out: &Path| -> Vec<String> {
+        [
+            "features",
+            m.to_str().unwrap(),
+            "--sae",
+            sae_dir(sae).to_str().unwrap(),
+            "--ids",
+            "1,2,3",
+            "--export-direction",
+            "7",
+            "-o",
+            out.to_str().unwrap(),
+            "--backend",
+            "cpu",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let a = args("topk-mlp-out-1", &out);
+    let res = prism(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let cv = prism_analysis::steering::ControlVector::load(&out, 256).unwrap();
+    assert_eq!(cv.directions.keys().copied().collect::<Vec<_>>(), vec![1]);
+    let sae = prism_analysis::sae::Sae::load(&sae_dir("topk-mlp-out-1")).unwrap();
+    assert_eq!(&cv.directions[&1][..], sae.direction(7).unwrap());
+    let a = args("jumprelu-resid-post-0", &dir.path().join("g.gguf"));
+    let res = prism(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(res.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&res.stderr).contains("no llama.cpp control-vector layer"));
+}

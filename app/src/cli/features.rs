@@ -27,9 +27,37 @@ pub struct FeaturesArgs {
     /// How many features to show per token.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub top: u32,
+    /// Clamp feature ID to VALUE at every position (0 ablates it), keeping the SAE's error term,
+    /// and report the run's surprisal; repeatable; needs exactly one --sae.
+    #[arg(long, value_parser = parse_clamp)]
+    pub clamp: Vec<(usize, f32)>,
+    /// Write feature ID's decoder direction as a llama.cpp control vector (with --output), so that
+    /// `llama-cli --control-vector-scaled FILE:scale` steers along it; needs exactly one --sae.
+    #[arg(long, requires = "output")]
+    pub export_direction: Option<usize>,
+    #[arg(short = 'o', long, requires = "export_direction")]
+    pub output: Option<std::path::PathBuf>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_clamp(s: &str) -> Result<(usize, f32), String> {
+    let (id, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("--clamp {s:?}: expected ID=VALUE"))?;
+    let id = id
+        .trim()
+        .parse()
+        .map_err(|_| format!("--clamp {s:?}: {id:?} is not a feature id"))?;
+    let v: f32 = v
+        .trim()
+        .parse()
+        .map_err(|_| format!("--clamp {s:?}: {v:?} is not a number"))?;
+    if !v.is_finite() {
+        return Err(format!("--clamp {s:?}: the value is not a finite number"));
+    }
+    Ok((id, v))
 }
 
 pub fn features(a: FeaturesArgs) -> anyhow::Result<()> {
@@ -49,6 +77,38 @@ pub fn features(a: FeaturesArgs) -> anyhow::Result<()> {
     for s in &saes {
         s.check(&model)?;
     }
+    if (!a.clamp.is_empty() || a.export_direction.is_some()) && saes.len() != 1 {
+        return Err(
+            UsageError("--clamp and --export-direction need exactly one --sae".into()).into(),
+        );
+    }
+    if let (Some(j), Some(out)) = (a.export_direction, &a.output) {
+        let s = &saes[0];
+        let dir = s.direction(j).ok_or_else(|| {
+            UsageError(format!(
+                "--export-direction {j}: the SAE has features 0..{}",
+                s.d_sae - 1
+            ))
+        })?;
+        let layer = s.control_layer(&model).ok_or_else(|| {
+            UsageError(format!(
+                "--export-direction: {} is on {}@{}, which no llama.cpp control-vector layer (added to the residual stream after layers 1..{}) reaches",
+                s.path.display(),
+                s.site.name(),
+                s.layer,
+                model.spec.n_layers - 1
+            ))
+        })?;
+        let cv = prism_analysis::steering::ControlVector {
+            directions: [(layer, dir.to_vec())].into_iter().collect(),
+            model_hint: model.spec.architecture.clone(),
+        };
+        cv.save(out)?;
+        eprintln!(
+            "prism: wrote feature {j}'s decoder direction as direction.{layer} to {}",
+            out.display()
+        );
+    }
     let (ids, _) = read_input(&a.input, &model, a.bos)?;
     backend::check_ids(&model, &ids)?;
     if ids.len() < 2 {
@@ -62,6 +122,11 @@ pub fn features(a: FeaturesArgs) -> anyhow::Result<()> {
         eprintln!("prism: {n}");
     }
     let runs = sae::features(&model, b.as_ref(), &ids, &saes, a.top as usize)?;
+    let clamped = if a.clamp.is_empty() {
+        None
+    } else {
+        Some(sae::clamped(&model, b.as_ref(), &ids, &saes[0], &a.clamp)?)
+    };
     let plain = Trace::run(&model, b.as_ref(), &ids, Default::default(), 1)?;
     let tokens = &plain.tokens;
     if a.json {
@@ -78,6 +143,13 @@ pub fn features(a: FeaturesArgs) -> anyhow::Result<()> {
             let mut v = one(&saes[0], &runs[0]);
             v["tokens"] = serde_json::to_value(tokens)?;
             v["backend"] = json!(plain.backend);
+            if let Some(c) = &clamped {
+                v["clamped"] = json!({
+                    "features": a.clamp.iter().map(|(j, x)| json!({"id": j, "value": x})).collect::<Vec<_>>(),
+                    "bits": c.total_bits(),
+                    "surprisal_bits": c.surprisal_bits,
+                });
+            }
             v
         } else {
             json!({
@@ -88,6 +160,16 @@ pub fn features(a: FeaturesArgs) -> anyhow::Result<()> {
         };
         println!("{}", serde_json::to_string(&v)?);
         return Ok(());
+    }
+    if let Some(c) = &clamped {
+        let list: Vec<String> = a.clamp.iter().map(|(j, x)| format!("{j}={x}")).collect();
+        println!(
+            "features {} clamped (error term kept): {:.2} bits against {:.2} clean ({:+.2})",
+            list.join(", "),
+            c.total_bits(),
+            plain.total_bits(),
+            c.total_bits() - plain.total_bits()
+        );
     }
     for (s, r) in saes.iter().zip(&runs) {
         let rc = &r.reconstruction;
