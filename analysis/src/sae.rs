@@ -13,7 +13,7 @@ use crate::error::{PrismError, Result};
 use crate::intervene::{Intervention, Op, PositionSet, Site};
 use crate::model::Model;
 use crate::trace::Trace;
-use crate::weights::{get, TensorSource};
+use crate::weights::get;
 
 /// How hidden pre-activations become features.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -178,7 +178,6 @@ impl Sae {
                 ))
             }
         };
-        let _ = src.path();
         Ok(Sae {
             path: dir.to_path_buf(),
             hook,
@@ -228,10 +227,11 @@ impl Sae {
         let (n, m) = (self.d_in, self.d_sae);
         let rows = x.len() / n;
         let mut out = vec![0f32; rows * m];
+        let mut pre = vec![0f32; m];
         for (r, row) in x.chunks(n).enumerate() {
             let acc = &mut out[r * m..(r + 1) * m];
             acc.copy_from_slice(&self.b_enc);
-            let mut pre = vec![0f32; m];
+            pre.fill(0.0);
             for (i, &xi) in row.iter().enumerate() {
                 let v = if self.apply_b_dec_to_input {
                     xi - self.b_dec[i]
@@ -321,15 +321,9 @@ fn site_values(trace: &Trace, sae: &Sae) -> Result<Vec<f32>> {
     v.cloned().filter(|v| !v.is_empty()).ok_or_else(missing)
 }
 
-/// Runs `ids` once, then each SAE on its site: the features of every token, and the run again
-/// with each SAE's reconstruction spliced in for the spliced-in surprisal.
-pub fn features(
-    model: &Model,
-    backend: &dyn Backend,
-    ids: &[u32],
-    saes: &[Sae],
-    top: usize,
-) -> Result<Vec<FeatureRun>> {
+/// The clean run of `ids` with what the SAEs read captured (the residual stream, and the
+/// sub-layer outputs when one of them reads those).
+pub fn clean_run(model: &Model, backend: &dyn Backend, ids: &[u32], saes: &[Sae]) -> Result<Trace> {
     for s in saes {
         s.check(model)?;
     }
@@ -340,11 +334,36 @@ pub fn features(
             .any(|s| matches!(s.site, Site::MlpOut | Site::AttnOut)),
         ..Capture::default()
     };
-    let clean = Trace::run(model, backend, ids, capture, 1)?;
+    Trace::run(model, backend, ids, capture, 1)
+}
+
+/// `values` (one row per position) in place of the SAE's site at every position.
+fn splice(sae: &Sae, values: &[f32]) -> Intervention {
+    Intervention {
+        positions: PositionSet::All,
+        values: Some(values.chunks(sae.d_in).map(|r| r.to_vec()).collect()),
+        ..Intervention::new(sae.site, sae.layer, Op::Patch)
+    }
+}
+
+fn ids_of(trace: &Trace) -> Vec<u32> {
+    trace.tokens.iter().map(|t| t.id).collect()
+}
+
+/// Each SAE on its site of `clean` (a [`clean_run`]): the features of every token, and the run
+/// again with the SAE's reconstruction spliced in for the spliced-in surprisal.
+pub fn features(
+    model: &Model,
+    backend: &dyn Backend,
+    clean: &Trace,
+    saes: &[Sae],
+    top: usize,
+) -> Result<Vec<FeatureRun>> {
+    let ids = ids_of(clean);
     let clean_bits = clean.total_bits();
     let mut out = Vec::with_capacity(saes.len());
     for sae in saes {
-        let x = site_values(&clean, sae)?;
+        let x = site_values(clean, sae)?;
         let f = sae.encode(&x);
         let recon = sae.decode(&f);
         let n = sae.d_in;
@@ -373,13 +392,14 @@ pub fn features(
         }
         let t = rows.max(1) as f64;
         let var = sq / t - sum.iter().map(|s| (s / t).powi(2)).sum::<f64>();
-        let values: Vec<Vec<f32>> = recon.chunks(n).map(|r| r.to_vec()).collect();
-        let splice = Intervention {
-            positions: PositionSet::All,
-            values: Some(values),
-            ..Intervention::new(sae.site, sae.layer, Op::Patch)
-        };
-        let spliced = Trace::run_with(model, backend, ids, Capture::default(), 1, &[splice])?;
+        let spliced = Trace::run_with(
+            model,
+            backend,
+            &ids,
+            Capture::default(),
+            1,
+            &[splice(sae, &recon)],
+        )?;
         out.push(FeatureRun {
             features,
             l0,
@@ -394,13 +414,13 @@ pub fn features(
     Ok(out)
 }
 
-/// Runs `ids` with features of `sae` clamped to values at every position, the SAE's error term
-/// kept: the site's activation x becomes `x + sum_j (v_j - f_j(x)) W_dec[j]`, so that only those
-/// features change (`v = 0` ablates one). Returns the clamped run.
+/// The run of `clean` (a [`clean_run`]) with features of `sae` clamped to values at every
+/// position, the SAE's error term kept: the site's activation x becomes
+/// `x + sum_j (v_j - f_j(x)) W_dec[j]`, so that only those features change (`v = 0` ablates one).
 pub fn clamped(
     model: &Model,
     backend: &dyn Backend,
-    ids: &[u32],
+    clean: &Trace,
     sae: &Sae,
     clamps: &[(usize, f32)],
 ) -> Result<Trace> {
@@ -417,34 +437,18 @@ pub fn clamped(
             "feature {j}: the value {v} is not a finite number"
         )));
     }
-    let capture = Capture {
-        residual: true,
-        sites: matches!(sae.site, Site::MlpOut | Site::AttnOut),
-        ..Capture::default()
-    };
-    let clean = Trace::run(model, backend, ids, capture, 1)?;
-    let x = site_values(&clean, sae)?;
+    let mut x = site_values(clean, sae)?;
     let f = sae.encode(&x);
     let n = sae.d_in;
-    let values: Vec<Vec<f32>> = x
-        .chunks(n)
-        .zip(f.chunks(sae.d_sae))
-        .map(|(xr, fr)| {
-            let mut out = xr.to_vec();
-            for &(j, v) in clamps {
-                let d = v - fr[j];
-                let w = &sae.w_dec[j * n..(j + 1) * n];
-                out.iter_mut().zip(w).for_each(|(o, &w)| *o += d * w);
-            }
-            out
-        })
-        .collect();
-    let iv = Intervention {
-        positions: PositionSet::All,
-        values: Some(values),
-        ..Intervention::new(sae.site, sae.layer, Op::Patch)
-    };
-    Trace::run_with(model, backend, ids, Capture::default(), 5, &[iv])
+    for (xr, fr) in x.chunks_mut(n).zip(f.chunks(sae.d_sae)) {
+        for &(j, v) in clamps {
+            let d = v - fr[j];
+            let w = &sae.w_dec[j * n..(j + 1) * n];
+            xr.iter_mut().zip(w).for_each(|(o, &w)| *o += d * w);
+        }
+    }
+    let iv = splice(sae, &x);
+    Trace::run_with(model, backend, &ids_of(clean), Capture::default(), 5, &[iv])
 }
 
 impl Sae {

@@ -55,6 +55,8 @@ pub fn run<E: Exec>(
     let sized = |on: bool, len: usize| if on { len } else { 1 };
     let (attn_post, mlp_post) = (s.block.attn.output, s.block.mlp.output);
     let qk_norm = s.qk_norm != QkNorm::None;
+    // The dense MLP's scratch only where some layer has one (not in an all-experts model).
+    let dense = s.layers.iter().any(|k| k.mlp == MlpKind::Dense);
     let mut sc = Scratch {
         normed: e.alloc(rows * h, "normed")?,
         normed2: e.alloc(sized(s.block.parallel, rows * h), "normed 2")?,
@@ -67,10 +69,10 @@ pub fn run<E: Exec>(
         attn: e.alloc(rows * h, "attention output")?,
         attn2: e.alloc(sized(attn_post, rows * h), "attention output normed")?,
         gate: e.alloc(
-            sized(s.activation.is_gated(), rows * s.intermediate),
+            sized(s.activation.is_gated() && dense, rows * s.intermediate),
             "mlp gate",
         )?,
-        up: e.alloc(rows * s.intermediate, "mlp up")?,
+        up: e.alloc(sized(dense, rows * s.intermediate), "mlp up")?,
         mlp: e.alloc(rows * h, "mlp output")?,
         mlp2: e.alloc(sized(mlp_post, rows * h), "mlp output normed")?,
         lens: e.alloc(

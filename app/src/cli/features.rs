@@ -4,7 +4,6 @@
 use clap::Args;
 use prism_analysis::backend;
 use prism_analysis::sae::{self, Sae};
-use prism_analysis::trace::Trace;
 use serde_json::json;
 
 use super::{load_model, read_input, BackendArg, ModelArg, TextInput, UsageError};
@@ -121,13 +120,20 @@ pub fn features(a: FeaturesArgs) -> anyhow::Result<()> {
     for n in &notes {
         eprintln!("prism: {n}");
     }
-    let runs = sae::features(&model, b.as_ref(), &ids, &saes, a.top as usize)?;
+    // One clean run serves the features, the splices and the clamps.
+    let plain = sae::clean_run(&model, b.as_ref(), &ids, &saes)?;
+    let runs = sae::features(&model, b.as_ref(), &plain, &saes, a.top as usize)?;
     let clamped = if a.clamp.is_empty() {
         None
     } else {
-        Some(sae::clamped(&model, b.as_ref(), &ids, &saes[0], &a.clamp)?)
+        Some(sae::clamped(
+            &model,
+            b.as_ref(),
+            &plain,
+            &saes[0],
+            &a.clamp,
+        )?)
     };
-    let plain = Trace::run(&model, b.as_ref(), &ids, Default::default(), 1)?;
     let tokens = &plain.tokens;
     if a.json {
         let one = |s: &Sae, r: &sae::FeatureRun| {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::grid::Grid;
 use super::gridrun::{start_or_stop, GridMsg, GridRun, GridSender};
-use super::strip::{self, Scale};
+use super::strip;
 use super::{Cx, View};
 
 pub const EXAMPLE: &str =
@@ -67,22 +67,6 @@ pub struct Detail {
     pub heads: Vec<(usize, usize)>,
     /// (plain, ablated) runs.
     pub traces: Option<Result<(Trace, Trace), String>>,
-}
-
-impl Detail {
-    /// Per token: ablated minus plain surprisal (bits).
-    pub fn delta(&self) -> Option<Vec<Option<f64>>> {
-        let Some(Ok((base, abl))) = &self.traces else {
-            return None;
-        };
-        Some(
-            base.surprisal_bits
-                .iter()
-                .zip(&abl.surprisal_bits)
-                .map(|(b, a)| Some(a.as_ref()? - b.as_ref()?))
-                .collect(),
-        )
-    }
 }
 
 /// The selected heads ablated together.
@@ -198,38 +182,13 @@ impl AblateView {
             return;
         };
         ui.strong(self.heads_label());
-        match (&d.traces, d.delta()) {
-            (None, _) => {
+        match &d.traces {
+            None => {
                 ui.spinner();
             }
-            (Some(Err(e)), _) => super::error_line(ui, e),
-            (Some(Ok((base, abl))), Some(delta)) => {
-                ui.label(format!(
-                    "total {:.2} bits instead of {:.2}: Δ {:+.2} bits",
-                    abl.total_bits(),
-                    base.total_bits(),
-                    abl.total_bits() - base.total_bits()
-                ));
-                let bound = delta.iter().flatten().fold(1.0f64, |m, v| m.max(v.abs()));
-                let scale = Scale::Diverging { bound };
-                strip::legend(ui, scale, "Δ surprisal", "bits");
-                let toks: Vec<(String, Option<f64>)> = abl
-                    .tokens
-                    .iter()
-                    .zip(&delta)
-                    .map(|(t, v)| (t.text.clone(), *v))
-                    .collect();
-                strip::tokens(ui, &toks, scale, &|ui, i| match (
-                    base.surprisal_bits[i],
-                    abl.surprisal_bits[i],
-                ) {
-                    (Some(b), Some(a)) => {
-                        ui.label(format!("{b:.2} → {a:.2} bits (Δ {:+.2})", a - b));
-                    }
-                    _ => {
-                        ui.label("first token: not predicted");
-                    }
-                });
+            Some(Err(e)) => super::error_line(ui, e),
+            Some(Ok((base, abl))) => {
+                strip::delta_run(ui, base, abl);
                 if ui
                     .button("apply everywhere")
                     .on_hover_text(
@@ -245,7 +204,6 @@ impl AblateView {
                     cx.interventions.set("ablate", self.heads_label(), list);
                 }
             }
-            _ => {}
         }
     }
 }

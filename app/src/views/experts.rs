@@ -14,7 +14,7 @@ use prism_analysis::figure::{build, Colormap, Figure};
 use prism_analysis::trace::Trace;
 
 use super::grid::Grid;
-use super::strip::{self, Scale};
+use super::strip;
 use super::{Cx, View};
 
 #[derive(Default)]
@@ -77,38 +77,7 @@ impl ExpertsView {
             }
             Some(Err(e)) => super::error_line(ui, e),
             Some(Ok(abl)) => {
-                ui.label(format!(
-                    "total {:.2} bits instead of {:.2}: Δ {:+.2} bits",
-                    abl.total_bits(),
-                    base.total_bits(),
-                    abl.total_bits() - base.total_bits()
-                ));
-                let delta: Vec<Option<f64>> = base
-                    .surprisal_bits
-                    .iter()
-                    .zip(&abl.surprisal_bits)
-                    .map(|(b, a)| Some(a.as_ref()? - b.as_ref()?))
-                    .collect();
-                let bound = delta.iter().flatten().fold(1.0f64, |m, v| m.max(v.abs()));
-                let scale = Scale::Diverging { bound };
-                strip::legend(ui, scale, "Δ surprisal", "bits");
-                let toks: Vec<(String, Option<f64>)> = abl
-                    .tokens
-                    .iter()
-                    .zip(&delta)
-                    .map(|(t, v)| (t.text.clone(), *v))
-                    .collect();
-                strip::tokens(ui, &toks, scale, &|ui, i| match (
-                    base.surprisal_bits[i],
-                    abl.surprisal_bits[i],
-                ) {
-                    (Some(b), Some(a)) => {
-                        ui.label(format!("{b:.2} → {a:.2} bits (Δ {:+.2})", a - b));
-                    }
-                    _ => {
-                        ui.label("first token: not predicted");
-                    }
-                });
+                strip::delta_run(ui, base, abl);
                 if ui
                     .button("apply everywhere")
                     .on_hover_text("ablate this expert in every view")

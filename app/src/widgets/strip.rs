@@ -68,3 +68,46 @@ pub fn draw(ui: &mut Ui, tokens: &[StripToken], hover: &dyn Fn(&mut Ui, usize)) 
     });
     hovered
 }
+
+/// An intervened run against the plain one: the totals, a legend, and the tokens colored by
+/// Δ surprisal (intervened minus plain) with both values on hover.
+pub fn delta_run(
+    ui: &mut Ui,
+    base: &prism_analysis::trace::Trace,
+    changed: &prism_analysis::trace::Trace,
+) {
+    ui.label(format!(
+        "total {:.2} bits instead of {:.2}: Δ {:+.2} bits",
+        changed.total_bits(),
+        base.total_bits(),
+        changed.total_bits() - base.total_bits()
+    ));
+    let delta: Vec<Option<f64>> = base
+        .surprisal_bits
+        .iter()
+        .zip(&changed.surprisal_bits)
+        .map(|(b, a)| Some(a.as_ref()? - b.as_ref()?))
+        .collect();
+    let bound = delta.iter().flatten().fold(1.0f64, |m, v| m.max(v.abs()));
+    let scale = Scale::Diverging { bound };
+    legend(ui, scale, "Δ surprisal", "bits");
+    let toks: Vec<(String, Option<f64>)> = changed
+        .tokens
+        .iter()
+        .zip(&delta)
+        .map(|(t, v)| (t.text.clone(), *v))
+        .collect();
+    tokens(
+        ui,
+        &toks,
+        scale,
+        &|ui, i| match (base.surprisal_bits[i], changed.surprisal_bits[i]) {
+            (Some(b), Some(a)) => {
+                ui.label(format!("{b:.2} → {a:.2} bits (Δ {:+.2})", a - b));
+            }
+            _ => {
+                ui.label("first token: not predicted");
+            }
+        },
+    );
+}
