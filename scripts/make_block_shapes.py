@@ -116,7 +116,7 @@ def reference(model, seqs):
     return out
 
 
-def convert(hf_dir, out_file, pre_name):
+def convert(hf_dir, out_file, pre_name, extra=()):
     """llama.cpp's converter, unmodified, except that a freshly trained BPE tokenizer (whose hash its
     table cannot know) is given the named pre-tokenizer."""
     code = f"""
@@ -132,7 +132,7 @@ def pre(self, tok):
     except NotImplementedError:
         return {pre_name!r}
 base.TextModel.get_vocab_base_pre = pre
-sys.argv = ['convert_hf_to_gguf.py', {hf_dir!r}, '--outtype', 'f32', '--outfile', {out_file!r}]
+sys.argv = ['convert_hf_to_gguf.py', {hf_dir!r}, '--outtype', 'f32', '--outfile', {out_file!r}] + {list(extra)!r}
 mod.main()
 """
     subprocess.run([sys.executable, "-c", code], check=True, stdout=subprocess.DEVNULL)

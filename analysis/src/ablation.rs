@@ -105,7 +105,13 @@ pub fn ablate_units(
     let s = &model.spec;
     crate::backend::require_causal(model, &format!("{} ablation", unit.name()))?;
     let (layers, cols): (Vec<usize>, usize) = match (unit, s.experts) {
-        (AblationUnit::Heads, _) => ((0..s.n_layers).collect(), s.n_heads),
+        // Linear-attention layers have no heads to ablate.
+        (AblationUnit::Heads, _) => (
+            (0..s.n_layers)
+                .filter(|&l| s.layers[l].mixer == crate::arch::Mixer::Attention)
+                .collect(),
+            s.n_heads,
+        ),
         (AblationUnit::Experts, Some(x)) => (
             (0..s.n_layers)
                 .filter(|&l| s.layers[l].mlp == crate::arch::MlpKind::Experts)

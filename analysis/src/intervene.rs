@@ -236,6 +236,14 @@ impl Intervention {
                 spec.n_layers - 1
             ));
         }
+        let linear =
+            spec.layers.get(self.layer).map(|k| k.mixer) == Some(crate::arch::Mixer::DeltaNet);
+        if self.site == Site::Head && linear {
+            return bad(format!(
+                "layer {} is a Gated DeltaNet (linear attention) layer: it has no attention heads; use site \"attn_out\" for its output",
+                self.layer
+            ));
+        }
         match (self.site, self.head) {
             (Site::Head, None) => return bad("site \"head\" needs a \"head\"".into()),
             (Site::Head, Some(h)) if h >= spec.n_heads => {

@@ -167,6 +167,16 @@ pub fn patch(
     let corrupt_res = corrupt_run.residual.unwrap_or_default();
     let sites = clean_run.sites.unwrap_or_default();
     let hd = s.head_dim;
+    if site == Site::Head {
+        if let Some(l) =
+            (0..s.n_layers).find(|&l| s.layers[l].mixer != crate::arch::Mixer::Attention)
+        {
+            return Err(PrismError::Input(format!(
+                "head patching: layer {l} of {} is a Gated DeltaNet (linear attention) layer without heads; patch resid_pre, attn_out or mlp_out instead",
+                s.architecture
+            )));
+        }
+    }
     let cols = if site == Site::Head { s.n_heads } else { t };
     let mut effect: Vec<Vec<f64>> = Vec::with_capacity(s.n_layers);
     let mut patched_metric = Vec::with_capacity(s.n_layers);

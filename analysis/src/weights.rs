@@ -385,10 +385,8 @@ pub struct Linear {
 pub struct LayerWeights {
     /// The attention sub-layer's input norm, or its residual norm ([`SublayerNorms`]).
     pub attn_norm: Option<NormWeights>,
-    pub q: Linear,
-    pub k: Linear,
-    pub v: Linear,
-    pub o: Linear,
+    /// What mixes the tokens: attention's projections, or a Gated DeltaNet.
+    pub mixer: MixerWeights,
     /// Norms of q and k ([`crate::arch::QkNorm`]): `[head_dim]` per head or the whole projection.
     pub q_norm: Option<NormWeights>,
     pub k_norm: Option<NormWeights>,
@@ -399,6 +397,57 @@ pub struct LayerWeights {
     pub mlp: Mlp,
     /// Norm of the MLP output before the residual add.
     pub post_mlp_norm: Option<NormWeights>,
+}
+
+/// A layer's token mixer.
+// One per layer: the size difference of the variants costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum MixerWeights {
+    /// Softmax attention: q (and, with [`crate::arch::ArchSpec::attn_gate`], its output gate),
+    /// k, v and the output projection.
+    Attention {
+        q: Linear,
+        gate: Option<Linear>,
+        k: Linear,
+        v: Linear,
+        o: Linear,
+    },
+    DeltaNet(DeltaNet),
+}
+
+impl MixerWeights {
+    /// Attention without an output gate.
+    pub fn attention(q: Linear, k: Linear, v: Linear, o: Linear) -> MixerWeights {
+        MixerWeights::Attention {
+            q,
+            gate: None,
+            k,
+            v,
+            o,
+        }
+    }
+}
+
+/// A Gated DeltaNet layer's weights ([`crate::arch::DeltaNetSpec`]).
+#[derive(Debug, Clone)]
+pub struct DeltaNet {
+    /// `[2 * k_heads * k_dim + v_heads * v_dim, hidden]`: queries, keys, values.
+    pub qkv: Linear,
+    /// `[v_heads * v_dim, hidden]`: the output gate.
+    pub z: Linear,
+    /// `[v_heads, hidden]` each: beta's and the decay's inputs.
+    pub b: Linear,
+    pub a: Linear,
+    /// `[conv_dim, kernel]`, f32.
+    pub conv: Weight,
+    /// `[v_heads]`, f32: A = -exp(A_log), and the decay's bias.
+    pub a_neg: Weight,
+    pub dt_bias: Weight,
+    /// The gated RMSNorm `[v_dim]` ([`NormId::Delta`]).
+    pub norm: NormWeights,
+    /// `[hidden, v_heads * v_dim]`.
+    pub out: Linear,
 }
 
 /// A block's MLP: one dense MLP, or a mixture of experts.
@@ -444,11 +493,26 @@ impl LayerWeights {
             Mlp::Dense { .. } => None,
         };
         let expert = |e: u32| experts.and_then(|x| x.experts.get(e as usize));
+        if let MixerWeights::DeltaNet(d) = &self.mixer {
+            match which {
+                LinearId::DeltaQkv => return Some(&d.qkv),
+                LinearId::DeltaZ => return Some(&d.z),
+                LinearId::DeltaB => return Some(&d.b),
+                LinearId::DeltaA => return Some(&d.a),
+                LinearId::DeltaOut => return Some(&d.out),
+                _ => {}
+            }
+        }
+        let attn = match &self.mixer {
+            MixerWeights::Attention { q, gate, k, v, o } => Some((q, gate, k, v, o)),
+            MixerWeights::DeltaNet(_) => None,
+        };
         match (which, &self.mlp) {
-            (LinearId::Q, _) => Some(&self.q),
-            (LinearId::K, _) => Some(&self.k),
-            (LinearId::V, _) => Some(&self.v),
-            (LinearId::O, _) => Some(&self.o),
+            (LinearId::Q, _) => attn.map(|a| a.0),
+            (LinearId::AttnGate, _) => attn.and_then(|a| a.1.as_ref()),
+            (LinearId::K, _) => attn.map(|a| a.2),
+            (LinearId::V, _) => attn.map(|a| a.3),
+            (LinearId::O, _) => attn.map(|a| a.4),
             (LinearId::Gate, Mlp::Dense { gate, .. }) => gate.as_ref(),
             (LinearId::Up, Mlp::Dense { up, .. }) => Some(up),
             (LinearId::Down, Mlp::Dense { down, .. }) => Some(down),
@@ -463,6 +527,7 @@ impl LayerWeights {
     /// Every linear map of the layer with its role, experts included.
     pub fn linears(&self) -> Vec<(LinearId, &Linear)> {
         let mut ids = LinearId::ALL.to_vec();
+        ids.extend(LinearId::MIXER);
         if let Mlp::Experts(x) = &self.mlp {
             ids.push(LinearId::Router);
             for e in 0..x.experts.len() as u32 {
@@ -486,6 +551,10 @@ impl LayerWeights {
             NormId::K => self.k_norm.as_ref(),
             NormId::PostAttn => self.post_attn_norm.as_ref(),
             NormId::PostMlp => self.post_mlp_norm.as_ref(),
+            NormId::Delta => match &self.mixer {
+                MixerWeights::DeltaNet(d) => Some(&d.norm),
+                MixerWeights::Attention { .. } => None,
+            },
         }
     }
 }
@@ -505,6 +574,14 @@ pub enum LinearId {
     ExpertGate(u32),
     ExpertUp(u32),
     ExpertDown(u32),
+    /// The attention output gate (Qwen3.5's gated attention) `[heads * head_dim, hidden]`.
+    AttnGate,
+    /// A Gated DeltaNet layer's projections ([`DeltaNet`]).
+    DeltaQkv,
+    DeltaZ,
+    DeltaB,
+    DeltaA,
+    DeltaOut,
 }
 
 impl LinearId {
@@ -518,6 +595,15 @@ impl LinearId {
         LinearId::Up,
         LinearId::Down,
     ];
+    /// The maps a layer may have beyond a dense block's: the attention gate, a DeltaNet's.
+    pub const MIXER: [LinearId; 6] = [
+        LinearId::AttnGate,
+        LinearId::DeltaQkv,
+        LinearId::DeltaZ,
+        LinearId::DeltaB,
+        LinearId::DeltaA,
+        LinearId::DeltaOut,
+    ];
 }
 
 /// The norms of a block, by role.
@@ -529,16 +615,19 @@ pub enum NormId {
     K,
     PostAttn,
     PostMlp,
+    /// A Gated DeltaNet layer's gated RMSNorm `[v_dim]`, shared by its value heads.
+    Delta,
 }
 
 impl NormId {
-    pub const ALL: [NormId; 6] = [
+    pub const ALL: [NormId; 7] = [
         NormId::Attn,
         NormId::Mlp,
         NormId::Q,
         NormId::K,
         NormId::PostAttn,
         NormId::PostMlp,
+        NormId::Delta,
     ];
 }
 
@@ -580,6 +669,9 @@ impl ModelWeights {
             for (_, lin) in l.linears() {
                 out.push(&lin.weight);
                 out.extend(lin.bias.iter());
+            }
+            if let MixerWeights::DeltaNet(d) = &l.mixer {
+                out.extend([&d.conv, &d.a_neg, &d.dt_bias]);
             }
         }
         out.extend(norm(self.final_norm.as_ref()));

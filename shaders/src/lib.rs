@@ -57,6 +57,8 @@ shaders! {
     LogitStats => "logit_stats.wgsl", [Reduce];
     Route => "route.wgsl", [];
     ExpertAdd => "expert_add.wgsl", [];
+    DeltaConv => "delta_conv.wgsl", [];
+    DeltaRule => "delta_rule.wgsl", [Reduce];
     SubgroupProbe => "subgroup_probe.wgsl", [SubgroupOps];
 }
 

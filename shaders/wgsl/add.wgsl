@@ -1,10 +1,11 @@
 // Residual-style add in place: y[i] += x[i % x_len]. With x_len = n it is a plain add; with
-// x_len = width it broadcasts one row (BERT's token-type embedding).
+// x_len = width it broadcasts one row (BERT's token-type embedding). Mode 1 gates instead:
+// y[i] *= sigmoid(x[i % x_len]) (gated attention's output gate).
 
 struct Params {
     n: u32,
     x_len: u32,
-    _pad0: u32,
+    mode: u32,
     _pad1: u32,
 }
 
@@ -18,5 +19,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (i >= params.n) {
         return;
     }
-    y[i] += x[i % params.x_len];
+    let v = x[i % params.x_len];
+    if (params.mode == 1u) {
+        y[i] = y[i] / (1.0 + exp(-v));
+    } else {
+        y[i] += v;
+    }
 }

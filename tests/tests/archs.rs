@@ -48,7 +48,7 @@ fn cases() -> Vec<(PathBuf, PathBuf)> {
             out.push((g, dir.join(format!("reference-{quant}.json"))));
         }
     }
-    assert!(out.len() >= 35, "fixtures missing: {out:?}");
+    assert!(out.len() >= 38, "fixtures missing: {out:?}");
     out
 }
 
@@ -133,6 +133,37 @@ fn check(model: &Model, backend: &dyn Backend, path: &Path, reference: &Value, w
         let att = out.attention_maps().expect("attention captured");
         let d = max_abs_diff(&as_f64(&att.flat()), &f64s(&seq["attentions"]));
         assert!(d <= ATTENTION_TOL, "{ctx}: attentions differ by {d}");
+        if let Some(want) = seq.get("attention_layers") {
+            let layers: Vec<usize> = u32s(want).into_iter().map(|l| l as usize).collect();
+            for l in 0..spec.n_layers {
+                assert_eq!(
+                    att.captured(l),
+                    layers.contains(&l),
+                    "{ctx}: layer {l} maps"
+                );
+            }
+        }
+        if let Some(want) = seq.get("mixing") {
+            check_mixing(&att, want, &ctx);
+        }
+        if let Some(want) = seq.get("generate") {
+            // Greedy decoding through the session's state (the KV cache and, for linear
+            // attention, the convolution and recurrent states) as transformers' generate.
+            use prism_analysis::generate::{generate, GenSettings, Sampling};
+            let settings = GenSettings {
+                max_tokens: want.as_array().unwrap().len(),
+                sampling: Sampling {
+                    temperature: 0.0,
+                    ..Sampling::default()
+                },
+                stop: Vec::new(),
+            };
+            let cancel = std::sync::atomic::AtomicBool::new(false);
+            let g = generate(model, backend, &ids, &settings, &[], &cancel, &mut |_| {})
+                .expect("generation");
+            let got: Vec<u32> = g.tokens.iter().map(|t| t.id).collect();
+            assert_eq!(got, u32s(want), "{ctx}: greedy continuation");
+        }
         if seq.get("last_hidden_state").is_some() {
             let d = max_abs_diff(&as_f64(&out.final_hidden), &f64s(&seq["last_hidden_state"]));
             assert!(d <= HIDDEN_TOL, "{ctx}: last_hidden_state differs by {d}");
@@ -165,6 +196,34 @@ fn check(model: &Model, backend: &dyn Backend, path: &Path, reference: &Value, w
                 lens[spec.n_layers][pos][0].id,
                 argmax(row),
                 "{ctx}: lens top-1 at {pos}"
+            );
+        }
+    }
+}
+
+/// A linear-attention layer's token mixing (the gated delta rule unrolled) against
+/// transformers' own rule run on one-hot values, per layer and value head.
+fn check_mixing(att: &prism_analysis::backend::AttentionMaps<'_>, want: &Value, ctx: &str) {
+    const MIXING_TOL: f64 = 1e-4;
+    let want = want.as_object().expect("mixing by layer");
+    assert!(
+        !want.is_empty(),
+        "{ctx}: no linear-attention layer in the reference"
+    );
+    for (layer, heads) in want {
+        let l: usize = layer.parse().unwrap();
+        let heads = heads.as_array().unwrap();
+        assert_eq!(
+            att.mixing_heads(l),
+            heads.len(),
+            "{ctx}: layer {l} value heads"
+        );
+        for (h, m) in heads.iter().enumerate() {
+            let got = att.mixing(l, h).expect("mixing captured");
+            let d = max_abs_diff(&as_f64(got), &f64s(m));
+            assert!(
+                d <= MIXING_TOL,
+                "{ctx}: layer {l} head {h} mixing differs by {d}"
             );
         }
     }

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::error::{PrismError, Result};
 use crate::weights::{
-    get, get_opt, LayerWeights, Linear, Mlp, ModelWeights, NormWeights, TensorSource,
+    get, get_opt, LayerWeights, Linear, MixerWeights, Mlp, ModelWeights, NormWeights, TensorSource,
 };
 
 pub static ARCH: Architecture = Architecture {
@@ -158,10 +158,7 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
             };
             layers.push(LayerWeights {
                 attn_norm: Some(l.norm(&format!("{b}.attn_output_norm"), h, false)?),
-                q,
-                k,
-                v,
-                o: lin("attn_output", h, h)?,
+                mixer: MixerWeights::attention(q, k, v, lin("attn_output", h, h)?),
                 q_norm: None,
                 k_norm: None,
                 post_attn_norm: None,
@@ -209,10 +206,12 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
         let b = format!("{prefix}encoder.layer.{i}");
         layers.push(LayerWeights {
             attn_norm: Some(norm(format!("{b}.attention.output.LayerNorm"))?),
-            q: linear(format!("{b}.attention.self.query"), h, h)?,
-            k: linear(format!("{b}.attention.self.key"), h, h)?,
-            v: linear(format!("{b}.attention.self.value"), h, h)?,
-            o: linear(format!("{b}.attention.output.dense"), h, h)?,
+            mixer: MixerWeights::attention(
+                linear(format!("{b}.attention.self.query"), h, h)?,
+                linear(format!("{b}.attention.self.key"), h, h)?,
+                linear(format!("{b}.attention.self.value"), h, h)?,
+                linear(format!("{b}.attention.output.dense"), h, h)?,
+            ),
             q_norm: None,
             k_norm: None,
             post_attn_norm: None,

@@ -182,6 +182,16 @@ pub enum MlpKind {
     Experts,
 }
 
+/// What mixes the tokens in a layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Mixer {
+    /// Softmax attention over the keys (the window and RoPE of [`LayerKind`] apply).
+    Attention,
+    /// Gated DeltaNet linear attention ([`DeltaNetSpec`]): a causal convolution, then a
+    /// recurrent state per value head updated by the gated delta rule (Qwen3.5, Qwen3-Next).
+    DeltaNet,
+}
+
 /// What differs from layer to layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct LayerKind {
@@ -189,6 +199,7 @@ pub struct LayerKind {
     pub window: Option<usize>,
     pub rope: LayerRope,
     pub mlp: MlpKind,
+    pub mixer: Mixer,
 }
 
 impl LayerKind {
@@ -197,7 +208,106 @@ impl LayerKind {
         window: None,
         rope: LayerRope::Global,
         mlp: MlpKind::Dense,
+        mixer: Mixer::Attention,
     };
+}
+
+/// Which key head a value head of a Gated DeltaNet layer reads when there are fewer key heads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum HeadGrouping {
+    /// Value head h reads key head h / (v_heads / k_heads) (transformers' `repeat_interleave`).
+    Grouped,
+    /// Value head h reads key head h % k_heads (llama.cpp's converter reorders the value heads
+    /// into this tiled order).
+    Tiled,
+}
+
+/// The shape of the Gated DeltaNet layers (Yang et al. 2024, <https://arxiv.org/abs/2412.06464>;
+/// reference implementation: transformers' `Qwen3_5GatedDeltaNet`). Per token: `qkv` (keys and
+/// queries `k_heads * k_dim` each, values `v_heads * v_dim`) through a causal depthwise
+/// convolution of `kernel` taps and SiLU; q and k L2-normalized, q scaled by 1/sqrt(k_dim);
+/// beta = sigmoid(b), decay = exp(A * softplus(a + dt_bias)); per value head the state
+/// S `[k_dim, v_dim]` becomes decay S + k (beta (v - decay S^T k))^T and the output is S^T q,
+/// RMS-normalized per head and multiplied by silu(z).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DeltaNetSpec {
+    pub k_heads: usize,
+    pub v_heads: usize,
+    pub k_dim: usize,
+    pub v_dim: usize,
+    pub kernel: usize,
+    pub grouping: HeadGrouping,
+}
+
+impl DeltaNetSpec {
+    /// Channels of the convolution: queries, keys and values.
+    pub fn conv_dim(&self) -> usize {
+        2 * self.k_heads * self.k_dim + self.v_heads * self.v_dim
+    }
+
+    pub fn value_dim(&self) -> usize {
+        self.v_heads * self.v_dim
+    }
+
+    /// The key head value head `h` reads.
+    pub fn key_head(&self, h: usize) -> usize {
+        match self.grouping {
+            HeadGrouping::Grouped => h / (self.v_heads / self.k_heads),
+            HeadGrouping::Tiled => h % self.k_heads,
+        }
+    }
+
+    /// The index value head `h` has in the original checkpoint's order (transformers' grouped
+    /// order: a GGUF's tiled head r * k_heads + g is the checkpoint's g * (v_heads / k_heads) + r).
+    pub fn checkpoint_head(&self, h: usize) -> usize {
+        match self.grouping {
+            HeadGrouping::Grouped => h,
+            HeadGrouping::Tiled => {
+                let per = self.v_heads / self.k_heads;
+                (h % self.k_heads) * per + h / self.k_heads
+            }
+        }
+    }
+
+    /// Floats of one sequence's recurrent state.
+    pub fn state_len(&self) -> usize {
+        self.v_heads * self.k_dim * self.v_dim
+    }
+
+    /// Floats of one sequence's convolution state (the last kernel - 1 inputs).
+    pub fn conv_state_len(&self) -> usize {
+        (self.kernel - 1) * self.conv_dim()
+    }
+
+    /// Why these numbers cannot run, if they cannot.
+    pub fn problem(&self) -> Option<String> {
+        if self.k_heads == 0 || self.v_heads == 0 || !self.v_heads.is_multiple_of(self.k_heads) {
+            return Some(format!(
+                "{} linear-attention value heads is not a multiple of {} key heads",
+                self.v_heads, self.k_heads
+            ));
+        }
+        // The GPU kernel keeps a head's key and its value columns in one workgroup.
+        if self.k_dim == 0 || self.k_dim > 256 || self.v_dim == 0 || self.v_dim > 256 {
+            return Some(format!(
+                "linear-attention head sizes {} (keys) and {} (values), expected 1..=256",
+                self.k_dim, self.v_dim
+            ));
+        }
+        if !(2..=16).contains(&self.kernel) {
+            return Some(format!(
+                "a convolution kernel of {} taps, expected 2..=16",
+                self.kernel
+            ));
+        }
+        if self.v_heads > 1 << 12 || self.k_heads > 1 << 12 {
+            return Some(format!(
+                "{} linear-attention value heads and {} key heads",
+                self.v_heads, self.k_heads
+            ));
+        }
+        None
+    }
 }
 
 /// How a mixture-of-experts layer routes: softmax over the router's logits, the `top_k` largest
@@ -280,15 +390,21 @@ pub fn check_norms(
     use crate::weights::NormId;
     let b = spec.block;
     let qk = |heads| spec.qk_norm.width(heads, spec.head_dim);
-    let want = [
-        (NormId::Attn, b.attn.has_main().then_some(spec.hidden)),
-        (NormId::PostAttn, b.attn.output.then_some(spec.hidden)),
-        (NormId::Mlp, b.mlp.has_main().then_some(spec.hidden)),
-        (NormId::PostMlp, b.mlp.output.then_some(spec.hidden)),
-        (NormId::Q, qk(spec.n_heads)),
-        (NormId::K, qk(spec.n_kv_heads)),
-    ];
     for (layer, l) in weights.layers.iter().enumerate() {
+        let delta = spec.layers.get(layer).map(|k| k.mixer) == Some(Mixer::DeltaNet);
+        let attn = |w: Option<usize>| w.filter(|_| !delta);
+        let want = [
+            (NormId::Attn, b.attn.has_main().then_some(spec.hidden)),
+            (NormId::PostAttn, b.attn.output.then_some(spec.hidden)),
+            (NormId::Mlp, b.mlp.has_main().then_some(spec.hidden)),
+            (NormId::PostMlp, b.mlp.output.then_some(spec.hidden)),
+            (NormId::Q, attn(qk(spec.n_heads))),
+            (NormId::K, attn(qk(spec.n_kv_heads))),
+            (
+                NormId::Delta,
+                spec.delta_net.filter(|_| delta).map(|d| d.v_dim),
+            ),
+        ];
         for (id, width) in want {
             let have = l.norm(id).map(|n| n.weight.element_count());
             if have != width {

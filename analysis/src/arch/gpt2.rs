@@ -12,7 +12,7 @@ use super::{
     Positions,
 };
 use crate::error::{PrismError, Result};
-use crate::weights::{get, LayerWeights, Linear, Mlp, ModelWeights, TensorSource};
+use crate::weights::{get, LayerWeights, Linear, MixerWeights, Mlp, ModelWeights, TensorSource};
 
 pub static ARCH: Architecture = Architecture {
     name: "gpt2",
@@ -149,10 +149,7 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
         };
         layers.push(LayerWeights {
             attn_norm: Some(attn_norm),
-            q: next()?,
-            k: next()?,
-            v: next()?,
-            o,
+            mixer: MixerWeights::attention(next()?, next()?, next()?, o),
             q_norm: None,
             k_norm: None,
             post_attn_norm: None,

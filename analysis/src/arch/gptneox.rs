@@ -14,7 +14,7 @@ use super::{
     NormKind, Positions, Rope, RopePairing,
 };
 use crate::error::Result;
-use crate::weights::{get, LayerWeights, Linear, Mlp, ModelWeights, TensorSource};
+use crate::weights::{get, LayerWeights, Linear, MixerWeights, Mlp, ModelWeights, TensorSource};
 
 pub static ARCH: Architecture = Architecture {
     name: "gptneox",
@@ -201,10 +201,12 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
         };
         layers.push(LayerWeights {
             attn_norm: Some(l.norm(&n("input_layernorm", "attn_norm"), h, false)?),
-            q,
-            k,
-            v: vv,
-            o: l.linear(&n("attention.dense", "attn_output"), h, h, Bias::Yes)?,
+            mixer: MixerWeights::attention(
+                q,
+                k,
+                vv,
+                l.linear(&n("attention.dense", "attn_output"), h, h, Bias::Yes)?,
+            ),
             q_norm: None,
             k_norm: None,
             post_attn_norm: None,

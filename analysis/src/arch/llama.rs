@@ -12,7 +12,7 @@ use super::{
     Loader, MlpKind, Names, RopePairing,
 };
 use crate::error::Result;
-use crate::weights::{get, LayerWeights, Mlp, ModelWeights, TensorSource};
+use crate::weights::{get, LayerWeights, MixerWeights, Mlp, ModelWeights, TensorSource};
 
 pub static ARCH: Architecture = Architecture {
     name: "llama",
@@ -189,10 +189,12 @@ pub(super) fn load_decoder(
         };
         layers.push(LayerWeights {
             attn_norm: norm(b.attn.has_main().then_some(h), norms.attn)?,
-            q: l.linear(&n(["self_attn.q_proj", "attn_q"]), q, h, qkv_bias)?,
-            k: l.linear(&n(["self_attn.k_proj", "attn_k"]), kv, h, qkv_bias)?,
-            v: l.linear(&n(["self_attn.v_proj", "attn_v"]), kv, h, qkv_bias)?,
-            o: l.linear(&n(["self_attn.o_proj", "attn_output"]), h, q, o_bias)?,
+            mixer: MixerWeights::attention(
+                l.linear(&n(["self_attn.q_proj", "attn_q"]), q, h, qkv_bias)?,
+                l.linear(&n(["self_attn.k_proj", "attn_k"]), kv, h, qkv_bias)?,
+                l.linear(&n(["self_attn.v_proj", "attn_v"]), kv, h, qkv_bias)?,
+                l.linear(&n(["self_attn.o_proj", "attn_output"]), h, q, o_bias)?,
+            ),
             q_norm: norm(qk(spec.n_heads), norms.q)?,
             k_norm: norm(qk(spec.n_kv_heads), norms.k)?,
             post_attn_norm: norm(b.attn.output.then_some(h), norms.post_attn)?,

@@ -13,6 +13,7 @@ pub mod llama;
 pub mod olmo2;
 pub mod phi3;
 pub mod qwen3;
+pub mod qwen35;
 pub mod qwen3moe;
 mod rope;
 pub mod smollm3;
@@ -22,8 +23,8 @@ use std::path::Path;
 use serde::Serialize;
 
 pub use block::{
-    check_norms, top_k, Block, ExpertSpec, LayerKind, LayerRope, MlpKind, QkNorm, SublayerNorms,
-    MAX_EXPERTS,
+    check_norms, top_k, Block, DeltaNetSpec, ExpertSpec, HeadGrouping, LayerKind, LayerRope, Mixer,
+    MlpKind, QkNorm, SublayerNorms, MAX_EXPERTS,
 };
 pub use rope::{Rope, RopeScaling, Yarn};
 
@@ -64,6 +65,7 @@ pub static REGISTRY: &[&Architecture] = &[
     &llama::ARCH,
     &qwen3::ARCH,
     &qwen3moe::ARCH,
+    &qwen35::ARCH,
     &gemma::GEMMA2,
     &gemma::GEMMA3,
     &phi3::ARCH,
@@ -160,6 +162,11 @@ pub struct ArchSpec {
     pub layers: Vec<LayerKind>,
     /// How the mixture-of-experts layers route ([`MlpKind::Experts`]), when there are any.
     pub experts: Option<ExpertSpec>,
+    /// The shape of the linear-attention layers ([`Mixer::DeltaNet`]), when there are any.
+    pub delta_net: Option<DeltaNetSpec>,
+    /// The q projection holds, per head, the queries and then as many gate values: the attention
+    /// output is multiplied by sigmoid(gate) before the output projection (Qwen3.5).
+    pub attn_gate: bool,
     /// Causal decoders predict the next token; encoders (BERT) attend both ways.
     pub causal: bool,
     /// A final norm after the last block (every decoder here).
@@ -214,6 +221,8 @@ impl ArchSpec {
             final_softcap: None,
             layers: Vec::new(),
             experts: None,
+            delta_net: None,
+            attn_gate: false,
             causal: true,
             final_norm: true,
             tied_embeddings: false,
@@ -305,6 +314,17 @@ impl ArchSpec {
             }
             None if self.layers.iter().any(|l| l.mlp == MlpKind::Experts) => {
                 return bad("mixture-of-experts layers without an expert count".into())
+            }
+            None => {}
+        }
+        match &self.delta_net {
+            Some(d) => {
+                if let Some(p) = d.problem() {
+                    return bad(p);
+                }
+            }
+            None if self.layers.iter().any(|l| l.mixer == Mixer::DeltaNet) => {
+                return bad("linear-attention layers without their head sizes".into())
             }
             None => {}
         }

@@ -9,7 +9,7 @@ use super::{
     ArchSpec, Architecture, Bias, Format, GgufConfig, HfConfig, Loader, Names, Rope, RopePairing,
 };
 use crate::error::Result;
-use crate::weights::{get, LayerWeights, Mlp, ModelWeights, TensorSource};
+use crate::weights::{get, LayerWeights, MixerWeights, Mlp, ModelWeights, TensorSource};
 
 pub static ARCH: Architecture = Architecture {
     name: "phi3",
@@ -138,10 +138,12 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
             .map_err(|_| crate::PrismError::Input("gate_up split".into()))?;
         layers.push(LayerWeights {
             attn_norm: Some(l.norm(&n("input_layernorm", "attn_norm"), h, false)?),
-            q: wq,
-            k: wk,
-            v: wv,
-            o: l.linear(&n("self_attn.o_proj", "attn_output"), h, q, Bias::No)?,
+            mixer: MixerWeights::attention(
+                wq,
+                wk,
+                wv,
+                l.linear(&n("self_attn.o_proj", "attn_output"), h, q, Bias::No)?,
+            ),
             q_norm: None,
             k_norm: None,
             post_attn_norm: None,

@@ -73,6 +73,27 @@ pub struct ExpertScratch<B> {
     pub out: B,
 }
 
+/// The buffers of a Gated DeltaNet layer ([`crate::arch::DeltaNetSpec`]) for `rows` tokens: the
+/// projections `qkv` `[rows, conv_dim]`, `z` `[rows, v_heads * v_dim]`, `b` and `a`
+/// `[rows, v_heads]`; `conv` `[rows, conv_dim]` scratch; the output `core` `[rows, v_heads * v_dim]`.
+pub struct DeltaBufs<B> {
+    pub qkv: B,
+    pub conv: B,
+    pub z: B,
+    pub b: B,
+    pub a: B,
+    pub core: B,
+}
+
+/// What a Gated DeltaNet layer carries from one token to the next, per sequence: the last
+/// `kernel - 1` convolution inputs `[batch, kernel - 1, conv_dim]` (oldest first) and the
+/// recurrent state `[batch, v_heads, k_dim, v_dim]`. Zero at the start of a text.
+#[derive(Clone)]
+pub struct DeltaState<B> {
+    pub conv: B,
+    pub rec: B,
+}
+
 /// A learned table added row by row to the embedding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Table {
@@ -228,6 +249,23 @@ pub trait Exec {
         shape: &AttnShape,
         probs: Option<&Self::Buf>,
     ) -> Result<()>;
+    /// The Gated DeltaNet core of layer `layer` on the projections in `bufs` (`batch` sequences of
+    /// `seq` tokens, continuing `state`, which it updates): `bufs.core` gets the gated-normalized
+    /// output per value head. With `mixing` `[batch, v_heads, seq, seq]` (a fresh state only), it
+    /// also gets the rule unrolled: row t holds the weights of the values of tokens 0..=t in
+    /// token t's output before the norm (the rule is linear in the values given q, k and the gates).
+    #[allow(clippy::too_many_arguments)]
+    fn delta_net(
+        &mut self,
+        layer: usize,
+        bufs: &DeltaBufs<Self::Buf>,
+        state: &DeltaState<Self::Buf>,
+        batch: usize,
+        seq: usize,
+        mixing: Option<&Self::Buf>,
+    ) -> Result<()>;
+    /// x *= sigmoid(gate), `n` values (the output gate of gated attention).
+    fn sigmoid_gate(&mut self, x: &Self::Buf, gate: &Self::Buf, n: usize) -> Result<()>;
     /// x = act(x) in place (the spec's plain activation), `n` values.
     fn activate(&mut self, x: &Self::Buf, n: usize) -> Result<()>;
     /// dst += src, `n` values.
@@ -265,10 +303,13 @@ pub struct Readback {
     pub logits: Vec<LogitsOut>,
 }
 
-/// Keys and values of every layer, `[batch][capacity][kv_dim]` each.
+/// Keys and values of every layer, `[batch][capacity][kv_dim]` each (a placeholder for the
+/// linear-attention layers, whose state is in `delta`).
 pub struct KvCache<B> {
     pub k: Vec<B>,
     pub v: Vec<B>,
+    /// Per layer, the Gated DeltaNet state of the linear-attention layers.
+    pub delta: Vec<Option<DeltaState<B>>>,
     pub batch: usize,
     pub capacity: usize,
     pub len: usize,
@@ -279,6 +320,7 @@ impl<B> KvCache<B> {
         KvCache {
             k: Vec::new(),
             v: Vec::new(),
+            delta: Vec::new(),
             batch,
             capacity,
             len: 0,

@@ -5,9 +5,10 @@
 
 use super::edits::Edits;
 use super::exec::{
-    AttnShape, Exec, ExpertScratch, KvCache, LinearIn, MlpId, NormSel, Readback, Table,
+    AttnShape, DeltaBufs, DeltaState, Exec, ExpertScratch, KvCache, LinearIn, MlpId, NormSel,
+    Readback, Table,
 };
-use crate::arch::{ArchSpec, LayerRope, MlpKind, Positions, QkNorm, SublayerNorms};
+use crate::arch::{ArchSpec, LayerRope, Mixer, MlpKind, Positions, QkNorm, SublayerNorms};
 use crate::backend::{Input, LogitRows, Request, Routing, RunOutput, Sites};
 use crate::error::{PrismError, Result};
 use crate::intervene::Site;
@@ -84,6 +85,25 @@ pub fn run<E: Exec>(
         } else {
             None
         },
+        attn_gate: e.alloc(sized(s.attn_gate, rows * s.q_dim()), "attention gate")?,
+        delta: match s.delta_net {
+            Some(d) if s.layers.iter().any(|k| k.mixer == Mixer::DeltaNet) => Some(DeltaScratch {
+                bufs: DeltaBufs {
+                    qkv: e.alloc(rows * d.conv_dim(), "linear attention qkv")?,
+                    conv: e.alloc(rows * d.conv_dim(), "linear attention conv")?,
+                    z: e.alloc(rows * d.value_dim(), "linear attention gate")?,
+                    b: e.alloc(rows * d.v_heads, "linear attention beta")?,
+                    a: e.alloc(rows * d.v_heads, "linear attention decay")?,
+                    core: e.alloc(rows * d.value_dim(), "linear attention output")?,
+                },
+                mixing: if cap.attention && past == 0 {
+                    Some(e.alloc(b * d.v_heads * t * t, "linear attention mixing")?)
+                } else {
+                    None
+                },
+            }),
+            _ => None,
+        },
         experts: match s.experts {
             Some(x) if s.layers.iter().any(|k| k.mlp == MlpKind::Experts) => Some(ExpertBufs {
                 probs: e.alloc(rows * x.count, "router probabilities")?,
@@ -124,10 +144,25 @@ pub fn run<E: Exec>(
     let (global, local) = (upload(global)?, upload(local)?);
     if let Some(c) = cache.as_deref_mut() {
         while c.k.len() < n {
-            c.k.push(e.alloc(b * c.capacity * s.kv_dim(), "key cache")?);
-            c.v.push(e.alloc(b * c.capacity * s.kv_dim(), "value cache")?);
+            // The linear-attention layers keep a state instead of keys and values.
+            let kv = if s.layers[c.k.len()].mixer == Mixer::DeltaNet {
+                1
+            } else {
+                b * c.capacity * s.kv_dim()
+            };
+            c.k.push(e.alloc(kv, "key cache")?);
+            c.v.push(e.alloc(kv, "value cache")?);
+        }
+        // A session starting over (or new) starts from a zero state.
+        if c.len == 0 || c.delta.len() < n {
+            c.delta = fresh_states(e, &s, b)?;
         }
     }
+    // Without a session, each run starts from a zero state.
+    let own_states = match cache {
+        Some(_) => Vec::new(),
+        None => fresh_states(e, &s, b)?,
+    };
 
     let mut slots = Slots {
         residual: vec![None; n + 1],
@@ -137,6 +172,7 @@ pub fn run<E: Exec>(
         head_z: vec![None; n],
         lens: vec![None; n + 1],
         routing: vec![None; n],
+        mixing: vec![None; n],
         ..Slots::default()
     };
     let ctx = Ctx {
@@ -152,11 +188,25 @@ pub fn run<E: Exec>(
     for l in start..n {
         edits.apply(e, Site::ResidPre, l, &x, h, s.head_dim)?;
         ctx.entry(e, &x, l, &sc, &mut slots)?;
+        let state = match cache.as_deref() {
+            Some(c) => c.delta.get(l).cloned().flatten(),
+            None => own_states.get(l).cloned().flatten(),
+        };
+        let state = state.as_ref();
         if s.block.parallel {
             // Both sub-layers read the same stream; their outputs are added together.
             let attn_in = ctx.sub_input(e, Sub::Attn, l, &x, &sc.normed)?;
             let mlp_in = ctx.sub_input(e, Sub::Mlp, l, &x, &sc.normed2)?;
-            ctx.attention(e, l, attn_in, &sc, cache.as_deref_mut(), &mut slots, None)?;
+            ctx.mixer(
+                e,
+                l,
+                attn_in,
+                &sc,
+                cache.as_deref_mut(),
+                state,
+                &mut slots,
+                None,
+            )?;
             ctx.mlp(e, l, mlp_in, &sc, &mut slots, None)?;
             ctx.close(e, Sub::Attn, l, &mut x, &mut sc)?;
             ctx.close(e, Sub::Mlp, l, &mut x, &mut sc)?;
@@ -175,7 +225,8 @@ pub fn run<E: Exec>(
                 let input = ctx.sub_input(e, sub, l, &x, &sc.normed)?;
                 match sub {
                     Sub::Attn => {
-                        ctx.attention(e, l, input, &sc, cache.as_deref_mut(), &mut slots, into)?
+                        let c = cache.as_deref_mut();
+                        ctx.mixer(e, l, input, &sc, c, state, &mut slots, into)?
                     }
                     Sub::Mlp => ctx.mlp(e, l, input, &sc, &mut slots, into)?,
                 }
@@ -361,6 +412,23 @@ fn collect(
             head_z: slots.head_z.iter().map(|&sl| take(sl)).collect(),
         });
     }
+    if let (true, Some(d)) = (cap.attention, s.delta_net) {
+        // Value heads in the checkpoint's order, whatever order the file stores them in.
+        let n = req.seq * req.seq;
+        let reorder = |m: Vec<f32>| -> Vec<f32> {
+            if m.is_empty() || d.grouping == crate::arch::HeadGrouping::Grouped {
+                return m;
+            }
+            let mut o = vec![0f32; m.len()];
+            for (i, block) in m.chunks(n).enumerate() {
+                let (b, h) = (i / d.v_heads, i % d.v_heads);
+                let dst = (b * d.v_heads + d.checkpoint_head(h)) * n;
+                o[dst..dst + n].copy_from_slice(block);
+            }
+            o
+        };
+        out.mixing = Some(slots.mixing.iter().map(|&sl| reorder(take(sl))).collect());
+    }
     if let Some(sl) = slots.logits {
         out.logits = back.logits.get_mut(sl).map(std::mem::take);
     }
@@ -417,7 +485,38 @@ struct Scratch<B> {
     mlp2: B,
     lens: B,
     probs: Option<B>,
+    attn_gate: B,
     experts: Option<ExpertBufs<B>>,
+    delta: Option<DeltaScratch<B>>,
+}
+
+/// The buffers of the Gated DeltaNet layers, and their mixing matrices when captured.
+struct DeltaScratch<B> {
+    bufs: DeltaBufs<B>,
+    mixing: Option<B>,
+}
+
+/// Zero Gated DeltaNet states for `b` sequences, one per linear-attention layer.
+fn fresh_states<E: Exec>(
+    e: &mut E,
+    s: &ArchSpec,
+    b: usize,
+) -> Result<Vec<Option<DeltaState<E::Buf>>>> {
+    let Some(d) = s.delta_net else {
+        return Ok(Vec::new());
+    };
+    s.layers
+        .iter()
+        .map(|k| {
+            if k.mixer != Mixer::DeltaNet {
+                return Ok(None);
+            }
+            Ok(Some(DeltaState {
+                conv: e.alloc(b * d.conv_state_len(), "linear attention conv state")?,
+                rec: e.alloc(b * d.state_len(), "linear attention state")?,
+            }))
+        })
+        .collect()
 }
 
 /// The buffers of the mixture-of-experts layers: router probabilities and routing weights
@@ -442,6 +541,8 @@ struct Slots {
     lens: Vec<Option<usize>>,
     /// (router probabilities, routing weights) per mixture-of-experts layer.
     routing: Vec<Option<(usize, usize)>>,
+    /// The unrolled gated delta rule per linear-attention layer.
+    mixing: Vec<Option<usize>>,
 }
 
 /// A block's two sub-layers.
@@ -569,6 +670,57 @@ impl<B: Clone> Ctx<'_, B> {
         Ok(())
     }
 
+    /// The token mixer of layer `l`: attention, or a Gated DeltaNet continuing `state`.
+    #[allow(clippy::too_many_arguments)]
+    fn mixer<E: Exec<Buf = B>>(
+        &self,
+        e: &mut E,
+        l: usize,
+        input: LinearIn<'_, E::Buf>,
+        sc: &Scratch<E::Buf>,
+        cache: Option<&mut KvCache<E::Buf>>,
+        state: Option<&DeltaState<E::Buf>>,
+        slots: &mut Slots,
+        residual: Option<&E::Buf>,
+    ) -> Result<()> {
+        if self.s.layers[l].mixer == Mixer::Attention {
+            return self.attention(e, l, input, sc, cache, slots, residual);
+        }
+        let (Some(ds), Some(state), Some(d)) = (&sc.delta, state, self.s.delta_net) else {
+            return Err(PrismError::Backend(format!(
+                "layer {l} is a linear-attention layer without its buffers (a bug in Prism)"
+            )));
+        };
+        let rows = self.b * self.t;
+        let bufs = &ds.bufs;
+        e.linear(input, l, LinearId::DeltaQkv, &bufs.qkv, rows, false)?;
+        e.linear(input, l, LinearId::DeltaZ, &bufs.z, rows, false)?;
+        e.linear(input, l, LinearId::DeltaB, &bufs.b, rows, false)?;
+        e.linear(input, l, LinearId::DeltaA, &bufs.a, rows, false)?;
+        let mixing = ds.mixing.as_ref();
+        e.delta_net(l, bufs, state, self.b, self.t, mixing)?;
+        if let Some(m) = mixing {
+            slots.mixing[l] = Some(e.read(m, 0, self.b * d.v_heads * self.t * self.t)?);
+        }
+        let core = LinearIn::plain(&bufs.core);
+        if let Some(x) = residual {
+            return e.linear(core, l, LinearId::DeltaOut, x, rows, true);
+        }
+        e.linear(core, l, LinearId::DeltaOut, &sc.attn, rows, false)?;
+        self.edits.apply(
+            e,
+            Site::AttnOut,
+            l,
+            &sc.attn,
+            self.s.hidden,
+            self.s.head_dim,
+        )?;
+        if self.req.capture.sites {
+            slots.attn_out[l] = Some(e.read(&sc.attn, 0, rows * self.s.hidden)?);
+        }
+        Ok(())
+    }
+
     /// The attention sub-layer of layer `l` on `input`; its output lands in `sc.attn`, or is added
     /// into `residual` when one is given (nothing reads it on its own then).
     #[allow(clippy::too_many_arguments)]
@@ -636,6 +788,11 @@ impl<B: Clone> Ctx<'_, B> {
         e.attention(q, &keys, &values, &sc.z, &shape, sc.probs.as_ref())?;
         if let Some(p) = &sc.probs {
             slots.attention[l] = Some(e.read(p, 0, b * nh * t * (self.past + t))?);
+        }
+        if s.attn_gate {
+            // Gated attention: each head's output times sigmoid of its gate, before o.
+            e.linear(input, l, LinearId::AttnGate, &sc.attn_gate, rows, false)?;
+            e.sigmoid_gate(&sc.z, &sc.attn_gate, rows * nh * hd)?;
         }
         self.edits.apply(e, Site::Head, l, &sc.z, nh * hd, hd)?;
         if self.req.capture.sites {

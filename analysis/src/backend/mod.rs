@@ -54,31 +54,65 @@ impl Capture {
 #[derive(Debug, Clone, Copy)]
 pub struct AttentionMaps<'a> {
     pub layers: usize,
+    /// Softmax heads per attention layer.
     pub heads: usize,
     pub seq: usize,
     per_layer: &'a [Vec<f32>],
+    /// The linear-attention layers' unrolled rule ([`RunOutput::mixing`]), when captured.
+    mixing: Option<&'a [Vec<f32>]>,
 }
 
 impl<'a> AttentionMaps<'a> {
     pub fn get(&self, layer: usize, head: usize, query: usize, key: usize) -> f32 {
-        self.head(layer, head)[query * self.seq + key]
+        self.head(layer, head)
+            .get(query * self.seq + key)
+            .copied()
+            .unwrap_or(f32::NAN)
     }
 
-    /// One head's `[query][key]` matrix as a flat slice.
+    /// Whether layer `layer` has softmax maps (a linear-attention layer has none).
+    pub fn captured(&self, layer: usize) -> bool {
+        self.per_layer.get(layer).is_some_and(|l| !l.is_empty())
+    }
+
+    /// One head's `[query][key]` matrix as a flat slice (empty for a layer without maps).
     pub fn head(&self, layer: usize, head: usize) -> &'a [f32] {
         let n = self.seq * self.seq;
-        &self.per_layer[layer][head * n..(head + 1) * n]
+        self.per_layer
+            .get(layer)
+            .and_then(|l| l.get(head * n..(head + 1) * n))
+            .unwrap_or(&[])
     }
 
-    /// Every map, `[layer][head][query][key]` flat.
+    /// Value heads of the linear-attention layer `layer`'s mixing matrices, or 0.
+    pub fn mixing_heads(&self, layer: usize) -> usize {
+        let n = (self.seq * self.seq).max(1);
+        self.mixing
+            .and_then(|m| m.get(layer))
+            .map_or(0, |l| l.len() / n)
+    }
+
+    /// Value head `head` of linear-attention layer `layer`: `[t][s]`, the weight of token s's
+    /// value in token t's output (the gated delta rule unrolled, before the gated norm).
+    pub fn mixing(&self, layer: usize, head: usize) -> Option<&'a [f32]> {
+        let n = self.seq * self.seq;
+        self.mixing?
+            .get(layer)?
+            .get(head * n..(head + 1) * n)
+            .filter(|m| !m.is_empty())
+    }
+
+    /// Every softmax map, `[layer][head][query][key]` flat (layers without maps add nothing).
     pub fn flat(&self) -> Vec<f32> {
         self.per_layer.concat()
     }
 
+    /// `[layer][head][query][key]`; a layer without softmax maps has no heads.
     pub fn to_nested(&self) -> Vec<Vec<Vec<Vec<f32>>>> {
         (0..self.layers)
             .map(|l| {
-                (0..self.heads)
+                let heads = if self.captured(l) { self.heads } else { 0 };
+                (0..heads)
                     .map(|h| {
                         self.head(l, h)
                             .chunks(self.seq)
@@ -88,6 +122,21 @@ impl<'a> AttentionMaps<'a> {
                     .collect()
             })
             .collect()
+    }
+
+    /// The mixing matrices `[layer][value head][t][s]` (no heads for attention layers).
+    pub fn mixing_nested(&self) -> Option<Vec<Vec<Vec<Vec<f32>>>>> {
+        self.mixing?;
+        Some(
+            (0..self.layers)
+                .map(|l| {
+                    (0..self.mixing_heads(l))
+                        .filter_map(|h| self.mixing(l, h))
+                        .map(|m| m.chunks(self.seq).map(|r| r.to_vec()).collect())
+                        .collect()
+                })
+                .collect(),
+        )
     }
 }
 
@@ -198,6 +247,10 @@ pub struct RunOutput {
     pub logit_lens: Option<Vec<Vec<Vec<IdProb>>>>,
     /// Per layer, the routing of a mixture-of-experts layer (none for dense layers).
     pub routing: Option<Vec<Option<Routing>>>,
+    /// Captured with the attention maps: per Gated DeltaNet layer `[batch][v_heads][seq][seq]`,
+    /// the gated delta rule unrolled (row t: the weight of each earlier token's value in token
+    /// t's output, before the gated norm); empty for attention layers and for KV-cached runs.
+    pub mixing: Option<Vec<Vec<f32>>>,
 }
 
 /// One mixture-of-experts layer's routing in a run: `[rows, experts]` each.
@@ -254,14 +307,22 @@ impl RunOutput {
         }
         let n = self.seq * self.seq;
         let heads = per_layer.iter().map(Vec::len).max().unwrap_or(0) / n.max(1);
-        if heads == 0 || per_layer.iter().any(|l| l.len() != heads * n) {
+        // Linear-attention layers have no softmax maps (their mixing is captured apart).
+        let mixing = self.mixing.as_deref();
+        let mixed = mixing.is_some_and(|m| m.iter().any(|l| !l.is_empty()));
+        if (heads == 0 && !mixed)
+            || per_layer
+                .iter()
+                .any(|l| !l.is_empty() && l.len() != heads * n)
+        {
             return None;
         }
         Some(AttentionMaps {
             layers: per_layer.len(),
-            heads,
+            heads: heads.max(1),
             seq: self.seq,
             per_layer,
+            mixing,
         })
     }
 }
@@ -376,6 +437,9 @@ impl Capture {
         let mut bytes = 0u64;
         if self.attention {
             bytes += b * l * s.n_heads as u64 * t * (past as u64 + t) * f;
+            if let Some(d) = s.delta_net {
+                bytes += b * l * d.v_heads as u64 * t * t * f;
+            }
         }
         if self.residual {
             bytes += b * (l + 1) * t * s.hidden as u64 * f;

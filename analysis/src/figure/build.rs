@@ -115,9 +115,13 @@ pub fn attention_figure(
     model: &str,
 ) -> Option<Figure> {
     let maps = trace.attention()?;
-    let (layer, head) = (layer.min(maps.layers - 1), head.min(maps.heads - 1));
+    let layer = layer.min(maps.layers - 1);
     let seq = maps.seq;
     let labels: Vec<String> = trace.tokens.iter().map(|t| show_token(&t.text)).collect();
+    if !maps.captured(layer) {
+        return mixing_figure(trace, &maps, layer, head, &labels, model);
+    }
+    let head = head.min(maps.heads - 1);
     let m = maps.head(layer, head);
     let values: Vec<Vec<f64>> = (0..seq)
         .map(|q| (0..seq).map(|k| m[q * seq + k] as f64).collect())
@@ -134,6 +138,45 @@ pub fn attention_figure(
             values,
             range: (0.0, 1.0),
             colormap,
+        },
+        notes,
+    })
+}
+
+/// A linear-attention layer's token mixing (the gated delta rule unrolled): row t holds the
+/// weight of each earlier token's value in token t's output before the gated norm. Unlike
+/// softmax attention the weights are signed and need not sum to one: a diverging map, symmetric
+/// about zero. None when the layer's mixing was not captured (a KV-cached run).
+fn mixing_figure(
+    trace: &Trace,
+    maps: &crate::backend::AttentionMaps<'_>,
+    layer: usize,
+    head: usize,
+    labels: &[String],
+    model: &str,
+) -> Option<Figure> {
+    let head = head.min(maps.mixing_heads(layer).checked_sub(1)?);
+    let m = maps.mixing(layer, head)?;
+    let seq = maps.seq;
+    let values: Vec<Vec<f64>> = (0..seq)
+        .map(|q| (0..seq).map(|k| m[q * seq + k] as f64).collect())
+        .collect();
+    let max = m.iter().fold(0f32, |a, &x| a.max(x.abs())).max(1e-12) as f64;
+    let mut notes = vec![
+        format!("model: {model}"),
+        "Gated DeltaNet (linear attention): no softmax map; this is the gated delta rule unrolled, the weight of each token's value (column) in each token's output (row), before the gated norm; signed, rows need not sum to 1".into(),
+    ];
+    notes.extend(run_notes(trace));
+    Some(Figure {
+        title: format!("Linear-attention mixing, layer {layer} value head {head}"),
+        x_label: "source token".into(),
+        y_label: "token".into(),
+        kind: FigureKind::Heatmap {
+            row_labels: labels.to_vec(),
+            col_labels: labels.to_vec(),
+            values,
+            range: (-max, max),
+            colormap: Colormap::Diverging,
         },
         notes,
     })

@@ -232,6 +232,10 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         }
         if let Some(att) = trace.attention() {
             v["attention"] = serde_json::to_value(att.to_nested())?;
+            // Linear-attention layers: the gated delta rule unrolled, per value head.
+            if let Some(m) = att.mixing_nested() {
+                v["mixing"] = serde_json::to_value(m)?;
+            }
         }
         if let Some(norms) = trace.residual_norms() {
             v["hidden_state_l2_norms"] = json!(norms);

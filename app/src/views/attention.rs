@@ -53,6 +53,9 @@ struct Cache {
 fn pooled(map: &[f32], seq: usize, size: usize, cm: Colormap, sqrt: bool) -> (ColorImage, usize) {
     let side = seq.min(size).max(1);
     let mut img = ColorImage::new([side, side], vec![Color32::BLACK; side * side]);
+    if map.len() < seq * seq {
+        return (img, side);
+    }
     for y in 0..side {
         let (q0, q1) = (
             y * seq / side,
@@ -76,20 +79,47 @@ fn pooled(map: &[f32], seq: usize, size: usize, cm: Colormap, sqrt: bool) -> (Co
     (img, side)
 }
 
+/// Heads of layer `l`: softmax heads, or a linear-attention layer's value heads.
+fn heads_of(maps: &AttentionMaps<'_>, l: usize) -> usize {
+    if maps.captured(l) {
+        maps.heads
+    } else {
+        maps.mixing_heads(l)
+    }
+}
+
+/// What a cell shows: a softmax map as it is, or a linear-attention layer's mixing matrix mapped
+/// onto [0, 1] symmetrically about zero for the diverging map (0.5 is zero), with its colormap
+/// and whether the square-root scale applies.
+fn cell_map(
+    maps: &AttentionMaps<'_>,
+    l: usize,
+    h: usize,
+    cm: Colormap,
+) -> (Vec<f32>, Colormap, bool) {
+    if maps.captured(l) {
+        return (maps.head(l, h).to_vec(), cm, true);
+    }
+    let m = maps.mixing(l, h).unwrap_or(&[]);
+    let max = m.iter().fold(0f32, |a, &x| a.max(x.abs())).max(1e-12);
+    let v = m.iter().map(|&x| 0.5 + 0.5 * x / max).collect();
+    (v, Colormap::Diverging, false)
+}
+
+/// Thumbnails of the layers before `l` (the cache holds them layer after layer).
+fn thumbs_before(maps: &AttentionMaps<'_>, l: usize) -> usize {
+    (0..l).map(|i| heads_of(maps, i)).sum()
+}
+
 impl AttentionView {
     fn textures(&mut self, ui: &Ui, maps: &AttentionMaps<'_>, generation: u64) -> &mut Cache {
         let key = (generation, self.colormap, self.sqrt_scale);
         if self.cache.as_ref().map(|c| c.key) != Some(key) {
             let mut thumbs = Vec::with_capacity(maps.layers * maps.heads);
             for l in 0..maps.layers {
-                for h in 0..maps.heads {
-                    let (img, _) = pooled(
-                        maps.head(l, h),
-                        maps.seq,
-                        32,
-                        self.colormap,
-                        self.sqrt_scale,
-                    );
+                for h in 0..heads_of(maps, l) {
+                    let (map, cm, sq) = cell_map(maps, l, h, self.colormap);
+                    let (img, _) = pooled(&map, maps.seq, 32, cm, self.sqrt_scale && sq);
                     thumbs.push(ui.ctx().load_texture(
                         format!("att-{l}-{h}"),
                         img,
@@ -106,13 +136,8 @@ impl AttentionView {
         let cache = self.cache.as_mut().expect("just set");
         let want = (self.layer, self.head);
         if cache.full.as_ref().map(|f| f.0) != Some(want) {
-            let (img, side) = pooled(
-                maps.head(self.layer, self.head),
-                maps.seq,
-                1024,
-                self.colormap,
-                self.sqrt_scale,
-            );
+            let (map, cm, sq) = cell_map(maps, self.layer, self.head, self.colormap);
+            let (img, side) = pooled(&map, maps.seq, 1024, cm, self.sqrt_scale && sq);
             cache.full = Some((
                 want,
                 ui.ctx()
@@ -129,7 +154,12 @@ impl AttentionView {
             return;
         };
         self.layer = self.layer.min(maps.layers - 1);
-        self.head = self.head.min(maps.heads - 1);
+        let linear = !maps.captured(self.layer);
+        if linear && heads_of(&maps, self.layer) == 0 {
+            ui.label(format!("Layer {} is a Gated DeltaNet (linear attention) layer: it has no softmax attention map, and its token mixing (the gated delta rule unrolled) is only computed for a whole text run from its start, which this run was not. Pick a full-attention layer, or rerun the text.", self.layer));
+            return;
+        }
+        self.head = self.head.min(heads_of(&maps, self.layer).max(1) - 1);
         ui.horizontal(|ui| {
             ui.label(format!("layer {} · head {}", self.layer, self.head));
             egui::ComboBox::from_label("colormap")
@@ -151,7 +181,8 @@ impl AttentionView {
             }
         });
         ui.separator();
-        let (layers, heads, seq) = (maps.layers, maps.heads, maps.seq);
+        let (layers, seq) = (maps.layers, maps.seq);
+        let heads = (0..layers).map(|l| heads_of(&maps, l)).max().unwrap_or(1);
         let tokens: Vec<String> = trace.tokens.iter().map(|t| show_token(&t.text)).collect();
         ui.horizontal_top(|ui| {
             // The grid.
@@ -168,10 +199,11 @@ impl AttentionView {
                         .show(ui, |ui| {
                             for l in 0..layers {
                                 ui.label(format!("L{l}"));
-                                for h in 0..heads {
+                                let first = thumbs_before(&maps, l);
+                                for h in 0..heads_of(&maps, l) {
                                     let selected = l == self.layer && h == self.head;
                                     let img = egui::Image::new((
-                                        thumbs[l * heads + h],
+                                        thumbs[first + h],
                                         Vec2::splat(thumb),
                                     ))
                                     .sense(Sense::click());
@@ -188,7 +220,11 @@ impl AttentionView {
                                         self.layer = l;
                                         self.head = h;
                                     }
-                                    r.on_hover_text(format!("layer {l}, head {h}"));
+                                    if maps.captured(l) {
+                                        r.on_hover_text(format!("layer {l}, head {h}"));
+                                    } else {
+                                        r.on_hover_text(format!("layer {l}, value head {h}: Gated DeltaNet (linear attention), the gated delta rule unrolled"));
+                                    }
                                 }
                                 ui.end_row();
                             }
@@ -196,7 +232,10 @@ impl AttentionView {
                 });
             ui.separator();
             ui.vertical(|ui| {
-                if self.head_view {
+                if linear {
+                    ui.label(format!("Layer {} is a Gated DeltaNet (linear attention) layer: no softmax attention. Shown for value head {}: the gated delta rule unrolled, the weight of each earlier token's value (column) in each token's output (row), before the gated norm. Signed (blue negative, red positive, scaled to the largest magnitude); rows need not sum to 1.", self.layer, self.head));
+                }
+                if self.head_view && !linear {
                     self.head_view_ui(ui, &maps, &tokens);
                 } else {
                     self.full_map_ui(ui, &maps, &tokens, generation, seq);
@@ -276,13 +315,24 @@ impl AttentionView {
         if let Some(p) = resp.hover_pos().filter(|p| map_rect.contains(*p)) {
             let q = (((p.y - map_rect.top()) / cell) as usize).min(seq - 1);
             let k = (((p.x - map_rect.left()) / cell) as usize).min(seq - 1);
-            let v = maps.get(layer, head, q, k);
+            let linear = !maps.captured(layer);
+            let v = if linear {
+                maps.mixing(layer, head)
+                    .and_then(|m| m.get(q * seq + k).copied())
+                    .unwrap_or(f32::NAN)
+            } else {
+                maps.get(layer, head, q, k)
+            };
             resp.show_tooltip_ui(|ui| {
                 ui.label(format!(
                     "query {q} {:?}, key {k} {:?}",
                     tokens[q], tokens[k]
                 ));
-                ui.strong(format!("attention {v:.4}"));
+                if linear {
+                    ui.strong(format!("mixing weight {v:.4}"));
+                } else {
+                    ui.strong(format!("attention {v:.4}"));
+                }
             });
             if resp.clicked() {
                 self.selected_token = Some(q);

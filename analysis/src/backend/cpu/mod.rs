@@ -4,6 +4,7 @@
 //! GGUF weights dequantized to f32). Work is spread over a small thread pool ([`pool`]).
 
 pub mod decode;
+mod delta;
 pub mod gemm;
 mod ops;
 pub mod pool;
@@ -15,8 +16,8 @@ use self::gemm::{MatA, MatC, Strided, WeightPanel};
 use self::pool::Pool;
 use self::profile::{OpTimes, Timed};
 use super::exec::{
-    AttnShape, Edit, EditKind, Exec, ExpertScratch, KvCache, LinearIn, MlpId, NormSel, Readback,
-    Table,
+    AttnShape, DeltaBufs, DeltaState, Edit, EditKind, Exec, ExpertScratch, KvCache, LinearIn,
+    MlpId, NormSel, Readback, Table,
 };
 use super::forward;
 use super::{Backend, LogitsOut, Request, RowStats, RunOutput, Session};
@@ -24,7 +25,7 @@ use crate::arch::ArchSpec;
 use crate::error::{PrismError, Result};
 use crate::metrics::{row_stats, RowStat};
 use crate::model::Model;
-use crate::weights::{LinearId, ModelWeights, NormWeights, Weight};
+use crate::weights::{LinearId, MixerWeights, ModelWeights, NormWeights, Weight};
 
 pub struct CpuBackend {
     spec: ArchSpec,
@@ -500,6 +501,121 @@ impl Exec for CpuExec<'_> {
         } else {
             o.copy_from_slice(&sum);
         }
+        Ok(())
+    }
+
+    fn delta_net(
+        &mut self,
+        layer: usize,
+        bufs: &DeltaBufs<CpuBuf>,
+        state: &DeltaState<CpuBuf>,
+        batch: usize,
+        seq: usize,
+        mixing: Option<&CpuBuf>,
+    ) -> Result<()> {
+        let s = self.spec();
+        let d = s
+            .delta_net
+            .ok_or_else(|| PrismError::Backend("the model has no linear attention".into()))?;
+        let Some(MixerWeights::DeltaNet(w)) = self.b.weights.layers.get(layer).map(|l| &l.mixer)
+        else {
+            return Err(PrismError::Backend(format!(
+                "layer {layer} is not a linear-attention layer"
+            )));
+        };
+        let vectors = delta::LayerVectors {
+            conv: vector(&w.conv),
+            a_neg: vector(&w.a_neg),
+            dt_bias: vector(&w.dt_bias),
+            norm: vector(&w.norm.weight),
+            eps: s.norm_eps as f32,
+        };
+        let (c, nv, dv) = (d.conv_dim(), d.v_heads, d.v_dim);
+        let rows = batch * seq;
+        let qkv = bufs.qkv.get();
+        let (z, bb, aa) = (bufs.z.get(), bufs.b.get(), bufs.a.get());
+        let mut conv_state = state.conv.get();
+        let mut rec = state.rec.get();
+        let mut core = bufs.core.get();
+        let mut mix = mixing.map(|m| m.get());
+        if qkv.len() < rows * c
+            || z.len() < rows * nv * dv
+            || bb.len() < rows * nv
+            || aa.len() < rows * nv
+            || conv_state.len() < batch * d.conv_state_len()
+            || rec.len() < batch * d.state_len()
+            || core.len() < rows * nv * dv
+            || mix
+                .as_ref()
+                .is_some_and(|m| m.len() < batch * nv * seq * seq)
+        {
+            return Err(short("linear attention"));
+        }
+        let (sl, cl) = (d.k_dim * dv, d.conv_state_len());
+        for bi in 0..batch {
+            let r0 = bi * seq;
+            let mut y = vec![0f32; seq * c];
+            delta::conv(
+                &d,
+                &vectors.conv,
+                &qkv[r0 * c..(r0 + seq) * c],
+                &mut conv_state[bi * cl..(bi + 1) * cl],
+                &mut y,
+            );
+            // One task per value head, each with its own state and output.
+            let states: Vec<Mutex<Vec<f32>>> = (0..nv)
+                .map(|h| {
+                    let off = (bi * nv + h) * sl;
+                    Mutex::new(rec[off..off + sl].to_vec())
+                })
+                .collect();
+            let outs: Vec<Mutex<(Vec<f32>, Vec<f32>)>> = (0..nv)
+                .map(|_| {
+                    let m = if mix.is_some() { seq * seq } else { 0 };
+                    Mutex::new((vec![0f32; seq * dv], vec![0f32; m]))
+                })
+                .collect();
+            let (zs, bs, as_) = (
+                &z[r0 * nv * dv..(r0 + seq) * nv * dv],
+                &bb[r0 * nv..(r0 + seq) * nv],
+                &aa[r0 * nv..(r0 + seq) * nv],
+            );
+            let want_mix = mix.is_some();
+            let task = |h: usize| {
+                let mut st = states[h].lock().unwrap_or_else(|e| e.into_inner());
+                let mut o = outs[h].lock().unwrap_or_else(|e| e.into_inner());
+                let (out, m) = &mut *o;
+                let m = want_mix.then_some(&mut m[..]);
+                delta::head(&d, &vectors, h, &y, zs, bs, as_, &mut st, out, m);
+            };
+            self.b.pool.run(nv, &task);
+            for h in 0..nv {
+                let off = (bi * nv + h) * sl;
+                let st = states[h].lock().unwrap_or_else(|e| e.into_inner());
+                rec[off..off + sl].copy_from_slice(&st);
+                let o = outs[h].lock().unwrap_or_else(|e| e.into_inner());
+                for t in 0..seq {
+                    let dst = ((r0 + t) * nv + h) * dv;
+                    core[dst..dst + dv].copy_from_slice(&o.0[t * dv..(t + 1) * dv]);
+                }
+                if let Some(mx) = mix.as_mut() {
+                    let dst = (bi * nv + h) * seq * seq;
+                    mx[dst..dst + seq * seq].copy_from_slice(&o.1);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn sigmoid_gate(&mut self, x: &CpuBuf, gate: &CpuBuf, n: usize) -> Result<()> {
+        let (mut xg, g) = two(x, gate)?;
+        if xg.len() < n || g.len() < n {
+            return Err(short("sigmoid gate"));
+        }
+        xg[..n]
+            .iter_mut()
+            .zip(&g[..n])
+            .for_each(|(x, g)| *x *= 1.0 / (1.0 + (-g).exp()));
         Ok(())
     }
 

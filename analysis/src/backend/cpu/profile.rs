@@ -4,7 +4,8 @@
 
 use crate::arch::ArchSpec;
 use crate::backend::exec::{
-    AttnShape, Edit, Exec, ExpertScratch, LinearIn, MlpId, NormSel, Readback, Table,
+    AttnShape, DeltaBufs, DeltaState, Edit, Exec, ExpertScratch, LinearIn, MlpId, NormSel,
+    Readback, Table,
 };
 use crate::error::Result;
 use crate::weights::LinearId;
@@ -138,6 +139,24 @@ impl<E: Exec> Exec for Timed<'_, E> {
             self.inner
                 .experts(x, layer, weights, scratch, out, rows, accumulate)
         )
+    }
+    fn delta_net(
+        &mut self,
+        layer: usize,
+        bufs: &DeltaBufs<E::Buf>,
+        state: &DeltaState<E::Buf>,
+        batch: usize,
+        seq: usize,
+        mixing: Option<&E::Buf>,
+    ) -> Result<()> {
+        timed!(
+            self,
+            "linear attention",
+            self.inner.delta_net(layer, bufs, state, batch, seq, mixing)
+        )
+    }
+    fn sigmoid_gate(&mut self, x: &E::Buf, gate: &E::Buf, n: usize) -> Result<()> {
+        timed!(self, "elementwise", self.inner.sigmoid_gate(x, gate, n))
     }
     fn rope(
         &mut self,

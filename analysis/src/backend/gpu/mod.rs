@@ -14,14 +14,15 @@ use self::context::{f32s_from, u32_bytes, u32s_from, GpuContext};
 use self::ops::matmul::{Epilogue, FoldedNorm, Linear};
 use self::upload::{upload_vector, GpuMatrix};
 use super::exec::{
-    AttnShape, Edit, Exec, ExpertScratch, KvCache, LinearIn, MlpId, NormSel, Readback, Table,
+    AttnShape, DeltaBufs, DeltaState, Edit, Exec, ExpertScratch, KvCache, LinearIn, MlpId, NormSel,
+    Readback, Table,
 };
 use super::forward;
 use super::{Backend, IdProb, LogitsOut, Request, RowStats, RunOutput, Session};
 use crate::arch::{ArchSpec, NormKind};
 use crate::error::{PrismError, Result};
 use crate::model::Model;
-use crate::weights::{LinearId, NormId, NormWeights};
+use crate::weights::{LinearId, MixerWeights, NormId, NormWeights};
 
 struct GpuLinear {
     w: GpuMatrix,
@@ -37,6 +38,9 @@ struct GpuNorm {
 struct GpuLayer {
     linears: Vec<(LinearId, GpuLinear)>,
     norms: Vec<(NormId, GpuNorm)>,
+    /// A Gated DeltaNet layer's convolution taps `[channels, kernel]` and its vectors (A,
+    /// dt_bias, the gated norm's weight, in `delta_rule.wgsl`'s order).
+    delta: Option<(wgpu::Buffer, wgpu::Buffer)>,
 }
 
 pub struct GpuBackend {
@@ -119,7 +123,24 @@ impl GpuBackend {
                     ));
                 }
             }
-            layers.push(GpuLayer { linears, norms });
+            let delta = match &l.mixer {
+                MixerWeights::DeltaNet(d) => {
+                    let mut vecs = d.a_neg.to_f32();
+                    vecs.extend(d.dt_bias.to_f32());
+                    vecs.extend(d.norm.weight.to_f32());
+                    bytes.set(bytes.get() + 4 * vecs.len() as u64);
+                    Some((
+                        vector(&d.conv),
+                        ctx.upload_f32("linear attention vectors", &vecs),
+                    ))
+                }
+                MixerWeights::Attention { .. } => None,
+            };
+            layers.push(GpuLayer {
+                linears,
+                norms,
+                delta,
+            });
         }
         let unembed = match (&w.lm_head, model.spec.causal) {
             (Some(h), true) => Some(matrix(h)?),
@@ -570,6 +591,68 @@ impl Exec for GpuExec<'_> {
     fn add(&mut self, src: &wgpu::Buffer, dst: &wgpu::Buffer, n: usize) -> Result<()> {
         let ctx = self.ctx();
         ops::elementwise::add(ctx, self.enc()?, src, dst, n, n)
+    }
+
+    fn sigmoid_gate(&mut self, x: &wgpu::Buffer, gate: &wgpu::Buffer, n: usize) -> Result<()> {
+        let ctx = self.ctx();
+        ops::elementwise::sigmoid_gate(ctx, self.enc()?, gate, x, n)
+    }
+
+    fn delta_net(
+        &mut self,
+        layer: usize,
+        bufs: &DeltaBufs<wgpu::Buffer>,
+        state: &DeltaState<wgpu::Buffer>,
+        batch: usize,
+        seq: usize,
+        mixing: Option<&wgpu::Buffer>,
+    ) -> Result<()> {
+        let g = self.g;
+        let d = g
+            .spec
+            .delta_net
+            .ok_or_else(|| PrismError::Backend("the model has no linear attention".into()))?;
+        let (conv, vecs) = g
+            .layers
+            .get(layer)
+            .and_then(|l| l.delta.as_ref())
+            .ok_or_else(|| {
+                PrismError::Backend(format!("layer {layer} is not a linear-attention layer"))
+            })?;
+        let eps = g.spec.norm_eps as f32;
+        let scratch = match mixing {
+            Some(_) => Some(self.ctx().buffer(
+                "linear attention mixing state",
+                batch * d.v_heads * d.k_dim * seq,
+            )?),
+            None => None,
+        };
+        let ctx = self.ctx();
+        let enc = self.enc()?;
+        ops::delta::conv(
+            ctx,
+            enc,
+            &d,
+            &bufs.qkv,
+            conv,
+            &state.conv,
+            &bufs.conv,
+            batch,
+            seq,
+        )?;
+        let inputs = ops::delta::RuleInputs {
+            y: &bufs.conv,
+            z: &bufs.z,
+            b: &bufs.b,
+            a: &bufs.a,
+            vecs,
+        };
+        if let (Some(m), Some(s)) = (mixing, &scratch) {
+            ops::delta::rule(ctx, enc, &d, &inputs, s, m, batch, seq, eps, true)?;
+        }
+        ops::delta::rule(
+            ctx, enc, &d, &inputs, &state.rec, &bufs.core, batch, seq, eps, false,
+        )
     }
 
     fn scale(&mut self, x: &wgpu::Buffer, n: usize, s: f32) -> Result<()> {

@@ -12,6 +12,8 @@ use crate::error::Result;
 pub struct AddParams {
     pub n: u32,
     pub x_len: u32,
+    /// 0: y += x; 1: y *= sigmoid(x).
+    pub mode: u32,
 }
 
 // SAFETY: repr(C), all fields u32.
@@ -29,8 +31,25 @@ pub fn add(
     let p = AddParams {
         n: n as u32,
         x_len: x_len as u32,
+        mode: 0,
     };
     record(ctx, enc, Shader::Add, &p, &[x, y], spread(n, 256))
+}
+
+/// y[i] *= sigmoid(gate[i]) for i < n.
+pub fn sigmoid_gate(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    gate: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+    n: usize,
+) -> Result<()> {
+    let p = AddParams {
+        n: n as u32,
+        x_len: n as u32,
+        mode: 1,
+    };
+    record(ctx, enc, Shader::Add, &p, &[gate, y], spread(n, 256))
 }
 
 #[repr(C)]

@@ -3,6 +3,7 @@
 //! workgroup counts. The backend, the neighbour search and the op tests all go through these.
 
 pub mod attention;
+pub mod delta;
 pub mod edit;
 pub mod elementwise;
 pub mod embed;
@@ -82,6 +83,7 @@ mod tests {
     use prism_shaders::Shader;
 
     use super::attention::AttentionParams;
+    use super::delta::{ConvParams, RuleParams};
     use super::edit::EditParams;
     use super::elementwise::{AddParams, ModeParams, ScaleParams};
     use super::embed::EmbedParams;
@@ -129,9 +131,39 @@ mod tests {
     #[test]
     fn every_params_struct_matches_its_shaders_uniform_block() {
         let table = [
-            (vec![Shader::Add], layout!(AddParams { n, x_len })),
+            (vec![Shader::Add], layout!(AddParams { n, x_len, mode })),
             (vec![Shader::Scale], layout!(ScaleParams { n, mode, s })),
             (vec![Shader::Gelu], layout!(ModeParams { n, mode })),
+            (
+                vec![Shader::DeltaConv],
+                layout!(ConvParams {
+                    batch,
+                    seq,
+                    channels,
+                    kernel,
+                    mode,
+                    _pad0,
+                    _pad1,
+                    _pad2
+                }),
+            ),
+            (
+                vec![Shader::DeltaRule],
+                layout!(RuleParams {
+                    batch,
+                    seq,
+                    channels,
+                    k_heads,
+                    v_heads,
+                    k_dim,
+                    v_dim,
+                    tiled,
+                    mode,
+                    width,
+                    eps,
+                    scale
+                }),
+            ),
             (
                 vec![Shader::Route],
                 layout!(RouteParams {
