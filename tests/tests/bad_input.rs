@@ -969,3 +969,124 @@ fn expert_counts_top_k_and_widths_that_do_not_fit_are_refused_by_name() {
         "has no mixture-of-experts layer",
     );
 }
+
+#[test]
+fn linear_attention_sizes_that_do_not_fit_are_refused_by_name() {
+    use prism_analysis::gguf::Value;
+    let dir = TempDir::new("hybrid-meta");
+    let d = dir.path();
+    let src = fixtures().join("archs/qwen35/qwen35-Q8_0.gguf");
+    for (name, key, v, needle) in [
+        // A conv kernel or state size the tensors do not have.
+        (
+            "kernel",
+            "qwen35.ssm.conv_kernel",
+            Value::U32(5),
+            "blk.0.ssm_conv1d.weight",
+        ),
+        (
+            "state",
+            "qwen35.ssm.state_size",
+            Value::U32(32),
+            "blk.0.ssm_conv1d.weight",
+        ),
+        (
+            "kernel1",
+            "qwen35.ssm.conv_kernel",
+            Value::U32(1),
+            "a convolution kernel of 1 taps",
+        ),
+        (
+            "groups",
+            "qwen35.ssm.group_count",
+            Value::U32(3),
+            "4 linear-attention value heads is not a multiple of 3 key heads",
+        ),
+        (
+            "inner",
+            "qwen35.ssm.inner_size",
+            Value::U32(250),
+            "ssm.inner_size 250",
+        ),
+        (
+            "mtp",
+            "qwen35.nextn_predict_layers",
+            Value::U32(4),
+            "nextn_predict_layers 4",
+        ),
+    ] {
+        let bad = d.join(format!("{name}.gguf"));
+        rewrite_gguf(&src, &bad, |m| set_meta(m, key, v));
+        info_and_run(&bad, needle);
+    }
+    for (name, key, v, needle) in [
+        (
+            "hf-kernel",
+            "linear_conv_kernel_dim",
+            serde_json::json!(3),
+            "model.layers.0.linear_attn.conv1d.weight",
+        ),
+        (
+            "hf-types",
+            "layer_types",
+            serde_json::json!([
+                "linear_attention",
+                "mamba",
+                "linear_attention",
+                "full_attention"
+            ]),
+            "layer_types entry \"mamba\"",
+        ),
+        (
+            "hf-heads",
+            "linear_value_head_dim",
+            serde_json::json!(300),
+            "head sizes 64 (keys) and 300 (values)",
+        ),
+    ] {
+        let f = hf_copy(&d.join(name), "qwen35");
+        let cfg = f.join("config.json");
+        let mut c: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+        c[key] = v;
+        std::fs::write(&cfg, c.to_string()).unwrap();
+        info_and_run(&f, needle);
+    }
+}
+
+#[test]
+fn heads_of_a_linear_attention_layer_are_refused_as_interventions() {
+    let dir = TempDir::new("hybrid-head");
+    let f = dir.path().join("iv.json");
+    std::fs::write(
+        &f,
+        r#"[{"site": "head", "layer": 0, "head": 1, "op": "zero"}]"#,
+    )
+    .unwrap();
+    let model = fixtures().join("archs/qwen35");
+    let run = || {
+        prism(&[
+            "run",
+            model.to_str().unwrap(),
+            "--ids",
+            "5,6,7",
+            "--interventions",
+            f.to_str().unwrap(),
+        ])
+    };
+    let out = run();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("layer 0 is a Gated DeltaNet (linear attention) layer"),
+        "{err}"
+    );
+    // The same site on the full-attention layer runs.
+    std::fs::write(
+        &f,
+        r#"[{"site": "head", "layer": 3, "head": 1, "op": "zero"}]"#,
+    )
+    .unwrap();
+    let out = run();
+    assert!(out.status.success(), "{out:?}");
+}

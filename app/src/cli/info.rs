@@ -207,6 +207,33 @@ pub fn info(a: InfoArgs) -> anyhow::Result<()> {
         ("backend", backend),
     ];
     let mut rows = rows.to_vec();
+    if let Some(d) = s.delta_net {
+        let full: Vec<String> = s
+            .layers
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| k.mixer == prism_analysis::arch::Mixer::Attention)
+            .map(|(i, _)| i.to_string())
+            .collect();
+        rows.insert(
+            4,
+            (
+                "linear attn",
+                format!(
+                    "Gated DeltaNet on {} of {} layers ({} key heads of {}, {} value heads of {}, conv {} taps); full attention on layers {}{}",
+                    s.n_layers - full.len(),
+                    s.n_layers,
+                    d.k_heads,
+                    d.k_dim,
+                    d.v_heads,
+                    d.v_dim,
+                    d.kernel,
+                    if full.is_empty() { "none".to_string() } else { full.join(", ") },
+                    if s.attn_gate { ", its output gated" } else { "" }
+                ),
+            ),
+        );
+    }
     if let Some(x) = s.experts {
         let moe: Vec<String> = s
             .layers

@@ -339,7 +339,12 @@ impl AttentionView {
             }
         }
         ui.label(format!(
-            "rows: queries · columns: keys · {seq} tokens{}",
+            "{} · {seq} tokens{}",
+            if maps.captured(layer) {
+                "rows: queries · columns: keys"
+            } else {
+                "rows: tokens · columns: the tokens whose values they mix in"
+            },
             if seq > 1024 {
                 " (max-pooled to 1024 pixels)"
             } else {
