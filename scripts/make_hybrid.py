@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Tiny random-weight hybrid checkpoints (Qwen3.5: Gated DeltaNet linear-attention layers between
-gated full-attention layers) with transformers references.
+"""Tiny random-weight hybrid checkpoints (Qwen3.5 and Qwen3.5-MoE: Gated DeltaNet linear-attention
+layers between gated full-attention layers; the MoE variant with a shared expert) with
+transformers references.
 
 For each architecture it writes tests/fixtures/archs/<arch>/:
   config.json, model.safetensors, tokenizer.json, tokenizer_config.json   the HF folder
@@ -10,13 +11,16 @@ For each architecture it writes tests/fixtures/archs/<arch>/:
                             not know qwen35, so the file is read with gguf-py (its dequantize), the
                             converter's renames and transforms are undone (A_log = log(-ssm_a), norms
                             minus one, value heads back from llama.cpp's tiled order to the grouped
-                            order) and the weights are loaded into the folder's transformers model
+                            order, expert stacks fused as transformers 5 holds them) and the weights are loaded into the folder's transformers model
 Each sequence's reference holds make_block_shapes.py's fields (logits, surprisal, top-5, hidden-state
 norms) with `attentions` only for the full-attention layers (`attention_layers` says which), plus
   mixing          per linear-attention layer (by index) and value head, the gated delta rule unrolled:
                   o_t = sum_s M[t][s] v_s, from transformers' own torch_chunk_gated_delta_rule run on
                   one-hot value vectors (the rule is linear in v given q, k, g and beta)
   generate        greedy continuation of 6 tokens by transformers' generate (its recurrent cache)
+  routing, ablate_expert   for the MoE variant, as make_experts.py writes them (router
+                  probabilities, chosen experts, weights, top-k margins; layer 0's most used
+                  expert ablated)
 The F32 GGUF is checked here against the HF reference (logits within 1e-5) and not kept.
 
 Pinned: Python 3.11, torch 2.15.0 (CPU), transformers 5.25.0, safetensors 0.8.0, numpy 2.4.6,
@@ -42,10 +46,10 @@ import tempfile
 import numpy as np
 import torch
 import transformers
-from transformers.models.qwen3_5 import modeling_qwen3_5 as q35
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_block_shapes as blocks  # noqa: E402
+import make_experts as experts  # noqa: E402
 
 FIXTURES = blocks.FIXTURES
 
@@ -61,6 +65,18 @@ ARCHS = {
                               "partial_rotary_factor": 0.25, "mrope_section": [4, 2, 2],
                               "mrope_interleaved": True}),
         "qwen3", "qwen2", 5001, ["Q8_0", "Q4_K_M"],
+    ),
+    "qwen35moe": (
+        "Qwen3_5MoeTextConfig",
+        dict(num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=64,
+             linear_conv_kernel_dim=4, linear_key_head_dim=64, linear_value_head_dim=64,
+             linear_num_key_heads=2, linear_num_value_heads=4, moe_intermediate_size=64,
+             shared_expert_intermediate_size=128, num_experts=8, num_experts_per_tok=2,
+             tie_word_embeddings=False, rms_norm_eps=1e-6,
+             rope_parameters={"rope_type": "default", "rope_theta": 10000000.0,
+                              "partial_rotary_factor": 0.25, "mrope_section": [4, 2, 2],
+                              "mrope_interleaved": True}),
+        "qwen3", "qwen2", 6001, ["Q8_0", "Q4_K_M", "MXFP4_MOE"],
     ),
 }
 COMMON = dict(vocab_size=512, hidden_size=256, max_position_embeddings=128, hidden_act="silu",
@@ -83,6 +99,8 @@ def reinit(model, seed):
                 p.copy_(0.5 * torch.randn(p.shape, generator=g))
             elif "embed_tokens" in name:
                 p.copy_(0.05 * torch.randn(p.shape, generator=g))
+            elif name.endswith("mlp.gate.weight"):
+                p.copy_(0.3 * torch.randn(p.shape, generator=g))
             else:
                 p.copy_(0.1 * torch.randn(p.shape, generator=g))
 
@@ -91,6 +109,7 @@ def mixing(model, ids):
     """Per linear-attention layer and value head: the T x T matrix M with o_t = sum_s M[t][s] v_s,
     from transformers' chunked gated delta rule given one-hot values (it is linear in v)."""
     caught = []
+    q35 = sys.modules[type(model).__module__]
     orig = q35.torch_chunk_gated_delta_rule
 
     def spy(query, key, value, g, beta, **kw):
@@ -141,6 +160,12 @@ def reference(model, seqs):
             "mixing": mixing(model, ids),
             "generate": [int(x) for x in gen[0, len(ids):]],
         }
+        if getattr(model.config, "num_experts", 0):
+            out[name]["routing"] = experts.routing(model, ids)
+            counts = np.bincount(np.asarray(out[name]["routing"][0]["experts"]).ravel(), minlength=1)
+            expert = int(counts.argmax())
+            out[name]["ablate_expert"] = {"layer": 0, "expert": expert,
+                                          "surprisal_bits": experts.ablated_bits(model, ids, 0, expert)}
     return out
 
 
@@ -162,18 +187,28 @@ def gguf_state_dict(path, model):
     cfg = model.config
     nk, nv = cfg.linear_num_key_heads, cfg.linear_num_value_heads
     nvpk, dk, dv = nv // nk, cfg.linear_key_head_dim, cfg.linear_value_head_dim
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.QWEN35, cfg.num_hidden_layers)
+    arch_id = gguf.MODEL_ARCH.QWEN35MOE if getattr(cfg, "num_experts", 0) else gguf.MODEL_ARCH.QWEN35
+    names = gguf.get_tensor_name_map(arch_id, cfg.num_hidden_layers)
     to_hf = {}
     for hf_name in model.state_dict():
+        if ".mlp.experts." in hf_name:
+            continue
         probe = hf_name.replace(".dt_bias", ".dt_proj.bias")
         gg = names.get_name(probe, try_suffixes=(".weight", ".bias"))
         assert gg is not None, hf_name
         to_hf[gg] = hf_name
     sd = {}
+    stacks = {}
     for t in gguf.GGUFReader(path).tensors:
         w = dequantize(t.data, t.tensor_type).astype(np.float32)
         w = w.reshape([int(x) for x in reversed(t.shape)])
+        if "_exps." in t.name:
+            # The experts' 3-D stacks: transformers 5 holds gate and up fused, then down.
+            stacks[t.name] = w
+            continue
         hf = to_hf[t.name]
+        if hf.endswith("shared_expert_gate.weight"):
+            w = w.reshape(1, -1)
         if hf.endswith("A_log"):
             w = np.log(-w)
         elif hf.endswith("norm.weight") and not hf.endswith("linear_attn.norm.weight"):
@@ -194,6 +229,15 @@ def gguf_state_dict(path, model):
         if hf.endswith("conv1d.weight"):
             w = w[:, None, :]
         sd[hf] = torch.from_numpy(np.ascontiguousarray(w))
+    for i in range(cfg.num_hidden_layers):
+        gate = stacks.pop(f"blk.{i}.ffn_gate_exps.weight", None)
+        if gate is None:
+            continue
+        up = stacks.pop(f"blk.{i}.ffn_up_exps.weight")
+        down = stacks.pop(f"blk.{i}.ffn_down_exps.weight")
+        sd[f"model.layers.{i}.mlp.experts.gate_up_proj"] = torch.from_numpy(np.concatenate([gate, up], axis=1))
+        sd[f"model.layers.{i}.mlp.experts.down_proj"] = torch.from_numpy(np.ascontiguousarray(down))
+    assert not stacks, sorted(stacks)
     missing = set(model.state_dict()) - set(sd)
     assert not missing, f"{path}: no GGUF tensor for {sorted(missing)}"
     return sd

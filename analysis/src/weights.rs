@@ -476,6 +476,15 @@ impl Mlp {
 pub struct Experts {
     pub router: Linear,
     pub experts: Vec<Expert>,
+    pub shared: Option<SharedExpert>,
+}
+
+/// The expert every token goes through ([`crate::arch::ExpertSpec::shared`]): its MLP, and the
+/// gate `[1, hidden]` whose sigmoid scales its output.
+#[derive(Debug, Clone)]
+pub struct SharedExpert {
+    pub mlp: Expert,
+    pub gate: Linear,
 }
 
 /// One expert: `down(act(gate(x)) * up(x))`.
@@ -493,6 +502,7 @@ impl LayerWeights {
             Mlp::Dense { .. } => None,
         };
         let expert = |e: u32| experts.and_then(|x| x.experts.get(e as usize));
+        let shared = experts.and_then(|x| x.shared.as_ref());
         if let MixerWeights::DeltaNet(d) = &self.mixer {
             match which {
                 LinearId::DeltaQkv => return Some(&d.qkv),
@@ -520,6 +530,10 @@ impl LayerWeights {
             (LinearId::ExpertGate(e), _) => expert(e).map(|x| &x.gate),
             (LinearId::ExpertUp(e), _) => expert(e).map(|x| &x.up),
             (LinearId::ExpertDown(e), _) => expert(e).map(|x| &x.down),
+            (LinearId::SharedGate, _) => shared.map(|s| &s.mlp.gate),
+            (LinearId::SharedUp, _) => shared.map(|s| &s.mlp.up),
+            (LinearId::SharedDown, _) => shared.map(|s| &s.mlp.down),
+            (LinearId::SharedScale, _) => shared.map(|s| &s.gate),
             _ => None,
         }
     }
@@ -530,6 +544,12 @@ impl LayerWeights {
         ids.extend(LinearId::MIXER);
         if let Mlp::Experts(x) = &self.mlp {
             ids.push(LinearId::Router);
+            ids.extend([
+                LinearId::SharedGate,
+                LinearId::SharedUp,
+                LinearId::SharedDown,
+                LinearId::SharedScale,
+            ]);
             for e in 0..x.experts.len() as u32 {
                 ids.extend([
                     LinearId::ExpertGate(e),
@@ -574,6 +594,11 @@ pub enum LinearId {
     ExpertGate(u32),
     ExpertUp(u32),
     ExpertDown(u32),
+    /// The shared expert's projections and its gate `[1, hidden]` ([`SharedExpert`]).
+    SharedGate,
+    SharedUp,
+    SharedDown,
+    SharedScale,
     /// The attention output gate (Qwen3.5's gated attention) `[heads * head_dim, hidden]`.
     AttnGate,
     /// A Gated DeltaNet layer's projections ([`DeltaNet`]).

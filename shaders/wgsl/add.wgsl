@@ -1,6 +1,7 @@
 // Residual-style add in place: y[i] += x[i % x_len]. With x_len = n it is a plain add; with
 // x_len = width it broadcasts one row (BERT's token-type embedding). Mode 1 gates instead:
-// y[i] *= sigmoid(x[i % x_len]) (gated attention's output gate).
+// y[i] *= sigmoid(x[i / x_len]) (x_len 1: gated attention's output gate; x_len = width: one gate
+// per row, a shared expert's).
 
 struct Params {
     n: u32,
@@ -19,10 +20,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (i >= params.n) {
         return;
     }
-    let v = x[i % params.x_len];
     if (params.mode == 1u) {
-        y[i] = y[i] / (1.0 + exp(-v));
+        y[i] = y[i] / (1.0 + exp(-x[i / params.x_len]));
     } else {
-        y[i] += v;
+        y[i] += x[i % params.x_len];
     }
 }

@@ -165,8 +165,15 @@ fn check(model: &Model, backend: &dyn Backend, path: &Path, reference: &Value, w
             assert_eq!(got, u32s(want), "{ctx}: greedy continuation");
         }
         if seq.get("last_hidden_state").is_some() {
-            let d = max_abs_diff(&as_f64(&out.final_hidden), &f64s(&seq["last_hidden_state"]));
-            assert!(d <= HIDDEN_TOL, "{ctx}: last_hidden_state differs by {d}");
+            // Relative to the largest value: the hybrid MoE fixture's stream reaches 16 and its
+            // final hidden state 4, where f32 sums differ in the fifth digit.
+            let want = f64s(&seq["last_hidden_state"]);
+            let scale = want.iter().fold(1f64, |m, x| m.max(x.abs()));
+            let d = max_abs_diff(&as_f64(&out.final_hidden), &want);
+            assert!(
+                d <= HIDDEN_TOL * scale,
+                "{ctx}: last_hidden_state differs by {d} (largest value {scale})"
+            );
         }
         let residual = out.residual.as_ref().expect("residual");
         if seq.get("last_block_output").is_some() {

@@ -1019,6 +1019,17 @@ fn linear_attention_sizes_that_do_not_fit_are_refused_by_name() {
         rewrite_gguf(&src, &bad, |m| set_meta(m, key, v));
         info_and_run(&bad, needle);
     }
+    // A shared expert of another width than its tensors.
+    let moe = fixtures().join("archs/qwen35moe/qwen35moe-Q8_0.gguf");
+    let bad = d.join("shared.gguf");
+    rewrite_gguf(&moe, &bad, |m| {
+        set_meta(
+            m,
+            "qwen35moe.expert_shared_feed_forward_length",
+            Value::U32(96),
+        )
+    });
+    info_and_run(&bad, "blk.0.ffn_gate_shexp.weight");
     for (name, key, v, needle) in [
         (
             "hf-kernel",

@@ -319,6 +319,9 @@ pub struct ExpertSpec {
     /// Each expert's intermediate width.
     pub width: usize,
     pub renormalize: bool,
+    /// A shared expert every token goes through, of this width, its output times
+    /// sigmoid(x . gate) (Qwen3.5-MoE, Qwen3-Next), added to the routed experts' sum.
+    pub shared: Option<usize>,
 }
 
 /// The indices of the `k` largest values, largest first, ties to the lower index.
@@ -374,6 +377,9 @@ impl ExpertSpec {
         }
         if self.width == 0 || self.width > 1 << 20 {
             return Some(format!("an expert width of {}", self.width));
+        }
+        if let Some(w) = self.shared.filter(|&w| w == 0 || w > 1 << 20) {
+            return Some(format!("a shared expert width of {w}"));
         }
         None
     }

@@ -6,7 +6,7 @@
 
 use super::{ArchSpec, Bias, Loader, Names};
 use crate::error::{PrismError, Result};
-use crate::weights::{get_stacked, Expert, Experts, Linear, Weight};
+use crate::weights::{get_stacked, Expert, Experts, Linear, SharedExpert, Weight};
 
 /// Layer `i`'s router and experts, with every shape checked against the spec.
 pub(crate) fn load(l: &Loader<'_>, names: &Names, i: usize) -> Result<Experts> {
@@ -70,5 +70,31 @@ pub(crate) fn load(l: &Loader<'_>, names: &Names, i: usize) -> Result<Experts> {
                 .collect::<Result<_>>()?
         }
     };
-    Ok(Experts { router, experts })
+    let shared = match x.shared {
+        None => None,
+        Some(sw) => {
+            let n = |hf: &str, gg: &str| names.layer(i, hf, gg);
+            let lin = |hf: &str, gg: &str, out, inp| l.linear(&n(hf, gg), out, inp, Bias::No);
+            // GGUF stores the shared expert's gate as a vector `[hidden]`, HF as `[1, hidden]`.
+            let gate = if names.gguf {
+                let v = crate::weights::get(l.src, &n("", "ffn_gate_inp_shexp.weight"), &[h])?;
+                plain(Weight::from_f32(v.name.clone(), vec![1, h], &v.to_f32())?)
+            } else {
+                lin("mlp.shared_expert_gate", "", 1, h)?
+            };
+            Some(SharedExpert {
+                mlp: Expert {
+                    gate: lin("mlp.shared_expert.gate_proj", "ffn_gate_shexp", sw, h)?,
+                    up: lin("mlp.shared_expert.up_proj", "ffn_up_shexp", sw, h)?,
+                    down: lin("mlp.shared_expert.down_proj", "ffn_down_shexp", h, sw)?,
+                },
+                gate,
+            })
+        }
+    };
+    Ok(Experts {
+        router,
+        experts,
+        shared,
+    })
 }

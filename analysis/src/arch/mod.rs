@@ -66,6 +66,7 @@ pub static REGISTRY: &[&Architecture] = &[
     &qwen3::ARCH,
     &qwen3moe::ARCH,
     &qwen35::ARCH,
+    &qwen35::MOE,
     &gemma::GEMMA2,
     &gemma::GEMMA3,
     &phi3::ARCH,
@@ -519,13 +520,23 @@ impl GgufConfig<'_> {
 
     /// The hyperparameters every GGUF decoder states the same way.
     pub fn common(&self, spec: &mut ArchSpec) -> Result<()> {
+        self.common_with(spec, false)
+    }
+
+    /// [`GgufConfig::common`]; with `experts_only`, `feed_forward_length` may be absent (every
+    /// MLP is a mixture of experts) and `spec.intermediate` is kept.
+    pub fn common_with(&self, spec: &mut ArchSpec, experts_only: bool) -> Result<()> {
         spec.n_layers = self.usize("block_count")?;
         spec.hidden = self.usize("embedding_length")?;
         spec.n_heads = self.usize("attention.head_count")?;
         spec.n_kv_heads = self
             .usize_opt("attention.head_count_kv")?
             .unwrap_or(spec.n_heads);
-        spec.intermediate = self.usize("feed_forward_length")?;
+        match self.usize_opt("feed_forward_length")? {
+            Some(f) => spec.intermediate = f,
+            None if experts_only => {}
+            None => spec.intermediate = self.usize("feed_forward_length")?,
+        }
         spec.context_length = self.usize("context_length")?;
         let key_length = self.usize_opt("attention.key_length")?;
         let value_length = self.usize_opt("attention.value_length")?;

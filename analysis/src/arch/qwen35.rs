@@ -11,8 +11,8 @@
 use serde::Deserialize;
 
 use super::{
-    ArchSpec, Architecture, Bias, DeltaNetSpec, Format, GgufConfig, HeadGrouping, HfConfig,
-    HfDefaults, LayerKind, Loader, Mixer, Names, QkNorm, Rope, RopePairing,
+    ArchSpec, Architecture, Bias, DeltaNetSpec, ExpertSpec, Format, GgufConfig, HeadGrouping,
+    HfConfig, HfDefaults, LayerKind, Loader, Mixer, MlpKind, Names, QkNorm, Rope, RopePairing,
 };
 use crate::error::Result;
 use crate::weights::{
@@ -27,15 +27,30 @@ pub static ARCH: Architecture = Architecture {
     spec_from_hf,
     spec_from_gguf,
     load_weights,
-    // The vision tower of the image-text checkpoints, and the multi-token-prediction head (a
-    // draft model for speculative decoding; it does not change the next-token distribution).
-    unused_tensor: |n| {
-        n.ends_with("rotary_emb.inv_freq")
-            || n.starts_with("model.visual.")
-            || n.starts_with("mtp.")
-    },
+    unused_tensor,
     harmless_gguf_keys: &["rope.dimension_sections", "full_attention_interval"],
 };
+
+/// Qwen3.5's mixture of experts (Qwen3.5-35B-A3B, 122B-A10B, 397B-A17B): the same hybrid layers,
+/// every MLP a softmax router over top-k SwiGLU experts (always renormalized) plus a shared expert
+/// scaled by sigmoid(x . shared_expert_gate).
+pub static MOE: Architecture = Architecture {
+    name: "qwen35moe",
+    covers: "Qwen3.5 and Qwen3.6 mixture-of-experts hybrids (35B-A3B and larger)",
+    hf_model_types: &["qwen3_5_moe_text", "qwen3_5_moe"],
+    gguf_names: &["qwen35moe"],
+    spec_from_hf,
+    spec_from_gguf,
+    load_weights,
+    unused_tensor,
+    harmless_gguf_keys: &["rope.dimension_sections", "full_attention_interval"],
+};
+
+/// The vision tower of the image-text checkpoints, and the multi-token-prediction head (a draft
+/// model for speculative decoding; it does not change the next-token distribution).
+fn unused_tensor(n: &str) -> bool {
+    n.ends_with("rotary_emb.inv_freq") || n.starts_with("model.visual.") || n.starts_with("mtp.")
+}
 
 /// Qwen3.5's fields beyond [`super::HfCommon`] (of the text config).
 #[derive(Debug, Deserialize)]
@@ -51,24 +66,36 @@ struct Config {
     layer_types: Option<Vec<String>>,
     full_attention_interval: Option<usize>,
     partial_rotary_factor: Option<f64>,
+    /// The mixture of experts (`qwen3_5_moe`).
+    #[serde(alias = "num_local_experts")]
+    num_experts: Option<usize>,
+    num_experts_per_tok: Option<usize>,
+    moe_intermediate_size: Option<usize>,
+    shared_expert_intermediate_size: Option<usize>,
 }
 
 fn spec_from_hf(cfg: &HfConfig<'_>) -> Result<ArchSpec> {
     // The image-text checkpoints nest the language model's config under `text_config`.
-    let text;
-    let cfg = match cfg.get("text_config") {
-        Some(value) if cfg.model_type == "qwen3_5" => {
-            text = HfConfig {
-                value,
-                path: cfg.path,
-                model_type: "qwen3_5_text",
-                named: cfg.named.clone(),
-            };
-            &text
-        }
-        _ => cfg,
+    let nested = matches!(cfg.model_type, "qwen3_5" | "qwen3_5_moe");
+    let mut value = match cfg.get("text_config") {
+        Some(v) if nested => v.clone(),
+        _ => cfg.value.clone(),
     };
+    // A mixture-of-experts config has no dense MLP width: every layer's MLP is experts.
+    if value.get("intermediate_size").is_none() {
+        if let Some(w) = value.get("moe_intermediate_size").cloned() {
+            value["intermediate_size"] = w;
+        }
+    }
+    let text = HfConfig {
+        value: &value,
+        path: cfg.path,
+        model_type: cfg.model_type,
+        named: cfg.named.clone(),
+    };
+    let cfg = &text;
     let c: Config = cfg.parse()?;
+    let moe = cfg.model_type.starts_with("qwen3_5_moe");
     if let Some(act) = c.hidden_act.as_deref().filter(|a| *a != "silu") {
         return Err(cfg.err(format!(
             "Qwen3.5 hidden_act {act:?} is not supported (silu)"
@@ -77,7 +104,7 @@ fn spec_from_hf(cfg: &HfConfig<'_>) -> Result<ArchSpec> {
     if c.attention_bias {
         return Err(cfg.err("Qwen3.5 with attention_bias is not supported"));
     }
-    let mut spec = ArchSpec::base("qwen35", cfg.named.clone());
+    let mut spec = ArchSpec::base(if moe { "qwen35moe" } else { "qwen35" }, cfg.named.clone());
     cfg.common(
         &mut spec,
         HfDefaults {
@@ -143,6 +170,21 @@ fn spec_from_hf(cfg: &HfConfig<'_>) -> Result<ArchSpec> {
             grouping: HeadGrouping::Grouped,
         },
     );
+    if moe {
+        let need = |v: Option<usize>, key: &str| {
+            v.ok_or_else(|| cfg.err(format!("a Qwen3.5 mixture of experts without {key}")))
+        };
+        spec.experts = Some(ExpertSpec {
+            count: need(c.num_experts, "num_experts")?,
+            top_k: need(c.num_experts_per_tok, "num_experts_per_tok")?,
+            width: need(c.moe_intermediate_size, "moe_intermediate_size")?,
+            renormalize: true,
+            shared: c.shared_expert_intermediate_size.filter(|&w| w > 0),
+        });
+        spec.layers
+            .iter_mut()
+            .for_each(|k| k.mlp = MlpKind::Experts);
+    }
     Ok(spec)
 }
 
@@ -165,8 +207,16 @@ fn finish(spec: &mut ArchSpec, linear: &[bool], delta: DeltaNetSpec) {
 }
 
 fn spec_from_gguf(cfg: &GgufConfig<'_>) -> Result<ArchSpec> {
-    let mut spec = ArchSpec::base("qwen35", cfg.arch.to_string());
-    cfg.common(&mut spec)?;
+    let moe = cfg.arch == "qwen35moe";
+    let mut spec = ArchSpec::base(
+        if moe { "qwen35moe" } else { "qwen35" },
+        cfg.arch.to_string(),
+    );
+    if moe && cfg.usize_opt("feed_forward_length")?.is_none() {
+        // No dense MLP: the experts' width stands in for the sizes check.
+        spec.intermediate = cfg.usize("expert_feed_forward_length")?;
+    }
+    cfg.common_with(&mut spec, moe)?;
     // The multi-token-prediction layers are counted in block_count; Prism does not run them.
     let mtp = cfg.usize_opt("nextn_predict_layers")?.unwrap_or(0);
     if mtp >= spec.n_layers {
@@ -220,6 +270,20 @@ fn spec_from_gguf(cfg: &GgufConfig<'_>) -> Result<ArchSpec> {
             grouping: HeadGrouping::Tiled,
         },
     );
+    if moe {
+        spec.experts = Some(ExpertSpec {
+            count: cfg.usize("expert_count")?,
+            top_k: cfg.usize("expert_used_count")?,
+            width: cfg.usize("expert_feed_forward_length")?,
+            renormalize: true,
+            shared: cfg
+                .usize_opt("expert_shared_feed_forward_length")?
+                .filter(|&w| w > 0),
+        });
+        spec.layers
+            .iter_mut()
+            .for_each(|k| k.mlp = MlpKind::Experts);
+    }
     spec.tied_embeddings = cfg.src.info("output.weight").is_none();
     Ok(spec)
 }
@@ -295,11 +359,14 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
                 h,
                 plus_one,
             )?),
-            mlp: Mlp::dense(
-                Some(l.linear(&n("mlp.gate_proj", "ffn_gate"), f, h, Bias::No)?),
-                l.linear(&n("mlp.up_proj", "ffn_up"), f, h, Bias::No)?,
-                l.linear(&n("mlp.down_proj", "ffn_down"), h, f, Bias::No)?,
-            ),
+            mlp: match spec.layers[i].mlp {
+                MlpKind::Experts => Mlp::Experts(super::experts::load(&l, &names, i)?),
+                MlpKind::Dense => Mlp::dense(
+                    Some(l.linear(&n("mlp.gate_proj", "ffn_gate"), f, h, Bias::No)?),
+                    l.linear(&n("mlp.up_proj", "ffn_up"), f, h, Bias::No)?,
+                    l.linear(&n("mlp.down_proj", "ffn_down"), h, f, Bias::No)?,
+                ),
+            },
             post_mlp_norm: None,
         });
     }

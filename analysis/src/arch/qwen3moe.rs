@@ -87,6 +87,7 @@ fn spec_from_hf(cfg: &HfConfig<'_>) -> Result<ArchSpec> {
         top_k: c.num_experts_per_tok,
         width: c.moe_intermediate_size,
         renormalize: c.norm_topk_prob,
+        shared: None,
     });
     spec.layers = (0..spec.n_layers)
         .map(|i| LayerKind {
@@ -118,6 +119,7 @@ fn spec_from_gguf(cfg: &GgufConfig<'_>) -> Result<ArchSpec> {
             .meta
             .bool_opt(&cfg.key("expert_weights_norm"))?
             .unwrap_or(true),
+        shared: None,
     });
     // A layer without a router is a dense one.
     spec.layers = (0..spec.n_layers)

@@ -41,6 +41,8 @@ impl<'a, B> LinearIn<'a, B> {
 pub enum MlpId {
     Dense,
     Expert(u32),
+    /// The shared expert of a mixture of experts.
+    Shared,
 }
 
 impl MlpId {
@@ -53,6 +55,11 @@ impl MlpId {
                 LinearId::ExpertUp(e),
                 LinearId::ExpertDown(e),
             ],
+            MlpId::Shared => [
+                LinearId::SharedGate,
+                LinearId::SharedUp,
+                LinearId::SharedDown,
+            ],
         }
     }
 
@@ -61,6 +68,7 @@ impl MlpId {
         match self {
             MlpId::Dense => spec.intermediate,
             MlpId::Expert(_) => spec.experts.map_or(0, |x| x.width),
+            MlpId::Shared => spec.experts.and_then(|x| x.shared).unwrap_or(0),
         }
     }
 }
@@ -264,8 +272,10 @@ pub trait Exec {
         seq: usize,
         mixing: Option<&Self::Buf>,
     ) -> Result<()>;
-    /// x *= sigmoid(gate), `n` values (the output gate of gated attention).
-    fn sigmoid_gate(&mut self, x: &Self::Buf, gate: &Self::Buf, n: usize) -> Result<()>;
+    /// x[i] *= sigmoid(gate[i / per]), `n` values: the output gate of gated attention (`per` 1),
+    /// a shared expert's gate per row (`per` hidden).
+    fn sigmoid_gate(&mut self, x: &Self::Buf, gate: &Self::Buf, n: usize, per: usize)
+        -> Result<()>;
     /// x = act(x) in place (the spec's plain activation), `n` values.
     fn activate(&mut self, x: &Self::Buf, n: usize) -> Result<()>;
     /// dst += src, `n` values.

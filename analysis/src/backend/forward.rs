@@ -113,6 +113,15 @@ pub fn run<E: Exec>(
                     up: e.alloc(rows * x.width, "expert up")?,
                     out: e.alloc(rows * h, "expert output")?,
                 },
+                shared: match x.shared {
+                    Some(w) => Some(SharedBufs {
+                        gate: e.alloc(rows * w, "shared expert gate")?,
+                        up: e.alloc(rows * w, "shared expert up")?,
+                        out: e.alloc(rows * h, "shared expert output")?,
+                        scale: e.alloc(rows, "shared expert scale")?,
+                    }),
+                    None => None,
+                },
             }),
             _ => None,
         },
@@ -525,6 +534,16 @@ struct ExpertBufs<B> {
     probs: B,
     weights: B,
     scratch: ExpertScratch<B>,
+    shared: Option<SharedBufs<B>>,
+}
+
+/// The shared expert's buffers: gate and up `[rows, width]`, out `[rows, hidden]`, its gate's
+/// logit per row.
+struct SharedBufs<B> {
+    gate: B,
+    up: B,
+    out: B,
+    scale: B,
 }
 
 /// Slots of the readback.
@@ -792,7 +811,7 @@ impl<B: Clone> Ctx<'_, B> {
         if s.attn_gate {
             // Gated attention: each head's output times sigmoid of its gate, before o.
             e.linear(input, l, LinearId::AttnGate, &sc.attn_gate, rows, false)?;
-            e.sigmoid_gate(&sc.z, &sc.attn_gate, rows * nh * hd)?;
+            e.sigmoid_gate(&sc.z, &sc.attn_gate, rows * nh * hd, 1)?;
         }
         self.edits.apply(e, Site::Head, l, &sc.z, nh * hd, hd)?;
         if self.req.capture.sites {
@@ -843,6 +862,16 @@ impl<B: Clone> Ctx<'_, B> {
                 slots.routing[l] = Some((e.read(&xb.probs, 0, n)?, e.read(&xb.weights, 0, n)?));
             }
             e.experts(input, l, &xb.weights, &xb.scratch, dst, rows, acc)?;
+            if let Some(sh) = &xb.shared {
+                // The shared expert, times sigmoid of its gate, added to the routed sum.
+                let h = s.hidden;
+                e.linear_gated(input, l, MlpId::Shared, &sh.gate, &sh.up, rows)?;
+                let inner = LinearIn::plain(&sh.gate);
+                e.linear(inner, l, LinearId::SharedDown, &sh.out, rows, false)?;
+                e.linear(input, l, LinearId::SharedScale, &sh.scale, rows, false)?;
+                e.sigmoid_gate(&sh.out, &sh.scale, rows * h, h)?;
+                e.add(&sh.out, dst, rows * h)?;
+            }
         } else if s.activation.is_gated() {
             e.linear_gated(input, l, MlpId::Dense, &sc.gate, &sc.up, rows)?;
             e.linear(LinearIn::plain(&sc.gate), l, LinearId::Down, dst, rows, acc)?;

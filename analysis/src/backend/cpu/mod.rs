@@ -607,15 +607,15 @@ impl Exec for CpuExec<'_> {
         Ok(())
     }
 
-    fn sigmoid_gate(&mut self, x: &CpuBuf, gate: &CpuBuf, n: usize) -> Result<()> {
+    fn sigmoid_gate(&mut self, x: &CpuBuf, gate: &CpuBuf, n: usize, per: usize) -> Result<()> {
         let (mut xg, g) = two(x, gate)?;
-        if xg.len() < n || g.len() < n {
+        let per = per.max(1);
+        if xg.len() < n || g.len() < n.div_ceil(per) {
             return Err(short("sigmoid gate"));
         }
-        xg[..n]
-            .iter_mut()
-            .zip(&g[..n])
-            .for_each(|(x, g)| *x *= 1.0 / (1.0 + (-g).exp()));
+        for (i, x) in xg[..n].iter_mut().enumerate() {
+            *x *= 1.0 / (1.0 + (-g[i / per]).exp());
+        }
         Ok(())
     }
 

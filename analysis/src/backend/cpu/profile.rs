@@ -155,8 +155,12 @@ impl<E: Exec> Exec for Timed<'_, E> {
             self.inner.delta_net(layer, bufs, state, batch, seq, mixing)
         )
     }
-    fn sigmoid_gate(&mut self, x: &E::Buf, gate: &E::Buf, n: usize) -> Result<()> {
-        timed!(self, "elementwise", self.inner.sigmoid_gate(x, gate, n))
+    fn sigmoid_gate(&mut self, x: &E::Buf, gate: &E::Buf, n: usize, per: usize) -> Result<()> {
+        timed!(
+            self,
+            "elementwise",
+            self.inner.sigmoid_gate(x, gate, n, per)
+        )
     }
     fn rope(
         &mut self,

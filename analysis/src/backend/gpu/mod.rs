@@ -593,9 +593,15 @@ impl Exec for GpuExec<'_> {
         ops::elementwise::add(ctx, self.enc()?, src, dst, n, n)
     }
 
-    fn sigmoid_gate(&mut self, x: &wgpu::Buffer, gate: &wgpu::Buffer, n: usize) -> Result<()> {
+    fn sigmoid_gate(
+        &mut self,
+        x: &wgpu::Buffer,
+        gate: &wgpu::Buffer,
+        n: usize,
+        per: usize,
+    ) -> Result<()> {
         let ctx = self.ctx();
-        ops::elementwise::sigmoid_gate(ctx, self.enc()?, gate, x, n)
+        ops::elementwise::sigmoid_gate(ctx, self.enc()?, gate, x, n, per)
     }
 
     fn delta_net(

@@ -36,17 +36,18 @@ pub fn add(
     record(ctx, enc, Shader::Add, &p, &[x, y], spread(n, 256))
 }
 
-/// y[i] *= sigmoid(gate[i]) for i < n.
+/// y[i] *= sigmoid(gate[i / per]) for i < n.
 pub fn sigmoid_gate(
     ctx: &GpuContext,
     enc: &mut wgpu::CommandEncoder,
     gate: &wgpu::Buffer,
     y: &wgpu::Buffer,
     n: usize,
+    per: usize,
 ) -> Result<()> {
     let p = AddParams {
         n: n as u32,
-        x_len: n as u32,
+        x_len: per.max(1) as u32,
         mode: 1,
     };
     record(ctx, enc, Shader::Add, &p, &[gate, y], spread(n, 256))
