@@ -89,10 +89,14 @@ pub enum GgmlType {
     TQ1_0,
     /// Ternary: 256 values in {-1, 0, 1} times an f16 scale, four per byte (2.06 bpw).
     TQ2_0,
+    /// Binary: 128 values, each +d or -d by one bit, an f16 d (1.125 bpw).
+    Q1_0,
+    /// 64 values in {-1, 0, 1, 2} times an f16 d, four per byte (2.25 bpw).
+    Q2_0,
 }
 
 impl GgmlType {
-    pub const ALL: [GgmlType; 18] = [
+    pub const ALL: [GgmlType; 20] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::BF16,
@@ -111,6 +115,8 @@ impl GgmlType {
         GgmlType::MXFP4,
         GgmlType::TQ1_0,
         GgmlType::TQ2_0,
+        GgmlType::Q1_0,
+        GgmlType::Q2_0,
     ];
 
     pub fn id(self) -> u32 {
@@ -133,6 +139,8 @@ impl GgmlType {
             GgmlType::MXFP4 => 39,
             GgmlType::TQ1_0 => 34,
             GgmlType::TQ2_0 => 35,
+            GgmlType::Q1_0 => 41,
+            GgmlType::Q2_0 => 42,
         }
     }
 
@@ -160,6 +168,8 @@ impl GgmlType {
             | GgmlType::Q8_0
             | GgmlType::IQ4NL
             | GgmlType::MXFP4 => 32,
+            GgmlType::Q1_0 => 128,
+            GgmlType::Q2_0 => 64,
             _ => 256,
         }
     }
@@ -184,6 +194,7 @@ impl GgmlType {
             GgmlType::MXFP4 => 17,
             GgmlType::TQ1_0 => 54,
             GgmlType::TQ2_0 => 66,
+            GgmlType::Q1_0 | GgmlType::Q2_0 => 18,
         }
     }
 
@@ -255,6 +266,8 @@ pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
         GgmlType::MXFP4 => blocks::<17, 32>(src, dst, mxfp4),
         GgmlType::TQ1_0 => blocks::<54, 256>(src, dst, tq1_0),
         GgmlType::TQ2_0 => blocks::<66, 256>(src, dst, tq2_0),
+        GgmlType::Q1_0 => blocks::<18, 128>(src, dst, q1_0),
+        GgmlType::Q2_0 => blocks::<18, 64>(src, dst, q2_0),
     }
 }
 
@@ -560,6 +573,29 @@ fn tq2_0(b: &[u8; 66], y: &mut [f32; 256]) {
                 y[c * 128 + s * 32 + l] = d * (q as i8 - 1) as f32;
             }
         }
+    }
+}
+
+/// Q1_0: f16 d, then qs[16]: value j is +d where bit j % 8 of byte j / 8 is set, else -d.
+#[inline(always)]
+fn q1_0(b: &[u8; 18], y: &mut [f32; 128]) {
+    let d = f16_at(b, 0);
+    for (j, v) in y.iter_mut().enumerate() {
+        *v = if (b[2 + j / 8] >> (j % 8)) & 1 == 1 {
+            d
+        } else {
+            -d
+        };
+    }
+}
+
+/// Q2_0: f16 d, then qs[16]: value j is (q - 1) d with q the two bits 2 (j % 4) of byte j / 4.
+#[inline(always)]
+fn q2_0(b: &[u8; 18], y: &mut [f32; 64]) {
+    let d = f16_at(b, 0);
+    for (j, v) in y.iter_mut().enumerate() {
+        let q = (b[2 + j / 4] >> (2 * (j % 4))) & 3;
+        *v = (q as i32 - 1) as f32 * d;
     }
 }
 

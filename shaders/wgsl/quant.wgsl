@@ -23,6 +23,8 @@
 //                                      w = 2^(e-128) * level (padding 17-byte blocks would cost 18%)
 //   16   TQ1_0    256           14   qs[48] (base-3 digits, five per byte), qh[4], f16 d
 //   17   TQ2_0    256           17   qs[64] (2-bit digits), f16 d              w = d * (q - 1)
+//   18   Q1_0     128           5    f16 d, qs[16] (one bit each)              w = bit ? d : -d
+//   19   Q2_0     64            5    f16 d, qs[16] (2-bit digits)              w = (q - 1) * d
 // In the 32-value nibble formats byte j holds element j in its low nibble and j + 16 in its high one.
 
 @group(0) @binding(1) var<storage, read> wq: array<u32>;
@@ -238,6 +240,18 @@ fn weight_at(fmt: u32, e: u32) -> f32 {
         case 17u: {
             let base = (e / 256u) * 17u;
             return half_at(base, 64u) * tq2_value(base, e % 256u);
+        }
+        case 18u: {
+            let base = (e / 128u) * 5u;
+            let v = e % 128u;
+            let d = half_at(base, 0u);
+            return select(-d, d, ((byte_at(base, 2u + v / 8u) >> (v % 8u)) & 1u) == 1u);
+        }
+        case 19u: {
+            let base = (e / 64u) * 5u;
+            let v = e % 64u;
+            let q = (byte_at(base, 2u + v / 4u) >> (2u * (v % 4u))) & 3u;
+            return f32(i32(q) - 1) * half_at(base, 0u);
         }
         default: {
             let base = (e / 256u) * 34u;

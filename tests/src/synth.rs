@@ -588,13 +588,15 @@ pub fn weight_of_type(
             .iter()
             .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
             .collect(),
-        G::IQ4NL | G::IQ4XS | G::MXFP4 | G::TQ1_0 | G::TQ2_0 => {
+        G::IQ4NL | G::IQ4XS | G::MXFP4 | G::TQ1_0 | G::TQ2_0 | G::Q1_0 | G::Q2_0 => {
             // Real llama.cpp blocks: rows of a fixture's first tensor of that type.
             let file = match ty {
                 G::IQ4NL => "llama3/llama3-IQ4_NL.gguf",
                 G::IQ4XS => "llama3/llama3-IQ4_XS.gguf",
                 G::TQ1_0 => "qwen3/qwen3-TQ1_0.gguf",
                 G::TQ2_0 => "qwen3/qwen3-TQ2_0.gguf",
+                G::Q1_0 => "qwen3/qwen3-Q1_0.gguf",
+                G::Q2_0 => "qwen3/qwen3-Q2_0.gguf",
                 _ => "qwen3moe/qwen3moe-MXFP4_MOE.gguf",
             };
             let path = crate::fixtures().join("archs").join(file);

@@ -902,7 +902,19 @@ fn expert_counts_top_k_and_widths_that_do_not_fit_are_refused_by_name() {
         "blk.0.ffn_down.weight",
     );
     // Type ids llama.cpp has given to newer formats are named, not misread.
-    info_and_run(&gguf_case(d, "q1_0", |b| b.tensors[2].ty = 41), "Q1_0");
+    info_and_run(&gguf_case(d, "nvfp4", |b| b.tensors[2].ty = 40), "NVFP4");
+    // A Q1_0 tensor whose rows are not whole 128-value blocks is refused by name, not misread.
+    info_and_run(
+        &gguf_case(d, "q1_0-rows", |b| {
+            for t in &mut b.tensors {
+                if t.name == "blk.0.ffn_down.weight" {
+                    t.ne = vec![64, 32];
+                    t.ty = 41;
+                }
+            }
+        }),
+        "blk.0.ffn_down.weight",
+    );
     // Expert interventions that do not fit, and --experts on a dense model.
     let moe = src.to_str().unwrap();
     for (file, needle) in [

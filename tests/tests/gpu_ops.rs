@@ -61,6 +61,8 @@ fn matmul_kernels_every_format_epilogue_and_folded_norm() {
         for ty in GgmlType::ALL {
             let cols = match ty.block_values() {
                 256 => 512,
+                128 => 384,
+                64 => 192,
                 32 => 96,
                 _ if ty == GgmlType::BF16 => 38,
                 _ => 70,

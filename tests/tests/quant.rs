@@ -1,7 +1,7 @@
 //! Every weight decoder against the values gguf-py's `dequantize` gives for real llama.cpp blocks
-//! (tests/fixtures/archs/dequant_checks.json, archs/qwen3moe/ for MXFP4, archs/qwen3/ for TQ1_0
-//! and TQ2_0), bit for bit; Q5_0 and Q5_1, which no reference file
-//! uses, against candle-core's ggml port.
+//! (tests/fixtures/archs/dequant_checks.json, archs/qwen3moe/ for MXFP4, archs/qwen3/ for TQ1_0,
+//! TQ2_0, Q1_0 and Q2_0: gguf-py has no Q1_0/Q2_0 decoder, so those two come from ggml's own), bit
+//! for bit; Q5_0 and Q5_1, which no reference file uses, against candle-core's ggml port.
 
 use prism_analysis::quant::{dequantize, GgmlType};
 use prism_tests::*;
@@ -70,6 +70,8 @@ fn every_decoder_reproduces_gguf_py_bit_for_bit() {
         GgmlType::MXFP4,
         GgmlType::TQ1_0,
         GgmlType::TQ2_0,
+        GgmlType::Q1_0,
+        GgmlType::Q2_0,
     ] {
         assert!(seen.contains(&ty), "no check for {}", ty.name());
     }

@@ -30,6 +30,8 @@ pub fn shader_format(t: GgmlType) -> u32 {
         GgmlType::MXFP4 => 15,
         GgmlType::TQ1_0 => 16,
         GgmlType::TQ2_0 => 17,
+        GgmlType::Q1_0 => 18,
+        GgmlType::Q2_0 => 19,
     }
 }
 
