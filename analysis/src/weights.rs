@@ -412,6 +412,8 @@ pub enum MixerWeights {
         k: Linear,
         v: Linear,
         o: Linear,
+        /// Per head, the sink logit `[heads]` ([`crate::arch::ArchSpec::attn_sinks`]).
+        sinks: Option<Weight>,
     },
     DeltaNet(DeltaNet),
 }
@@ -425,6 +427,15 @@ impl MixerWeights {
             k,
             v,
             o,
+            sinks: None,
+        }
+    }
+
+    /// The attention sinks, when the layer has them.
+    pub fn sinks(&self) -> Option<&Weight> {
+        match self {
+            MixerWeights::Attention { sinks, .. } => sinks.as_ref(),
+            MixerWeights::DeltaNet(_) => None,
         }
     }
 }
@@ -514,7 +525,9 @@ impl LayerWeights {
             }
         }
         let attn = match &self.mixer {
-            MixerWeights::Attention { q, gate, k, v, o } => Some((q, gate, k, v, o)),
+            MixerWeights::Attention {
+                q, gate, k, v, o, ..
+            } => Some((q, gate, k, v, o)),
             MixerWeights::DeltaNet(_) => None,
         };
         match (which, &self.mlp) {
@@ -698,6 +711,7 @@ impl ModelWeights {
             if let MixerWeights::DeltaNet(d) = &l.mixer {
                 out.extend([&d.conv, &d.a_neg, &d.dt_bias]);
             }
+            out.extend(l.mixer.sinks());
         }
         out.extend(norm(self.final_norm.as_ref()));
         out.extend(self.lm_head.iter());

@@ -57,8 +57,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     workgroupBarrier();
 
-    var m = neg_inf();
-    var l = 0.0;
+    var m = start_m(h, part == 0u);
+    var l = start_l(part == 0u);
     var acc: array<f32, 4>;
     for (var i = 0u; i < SLOTS; i++) {
         acc[i] = 0.0;

@@ -41,8 +41,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         qs[qq * HD + i % hd] = val;
     }
     if (li < QT) {
-        row_m[li] = neg_inf();
-        row_l[li] = 0.0;
+        row_m[li] = start_m(h, true);
+        row_l[li] = start_l(true);
         row_alpha[li] = 1.0;
     }
     var acc: array<f32, 16>;

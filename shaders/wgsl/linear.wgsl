@@ -9,7 +9,8 @@
 // (x - mean) * rstd * g + b (rstd = 1 / sqrt(mean (x - mean)^2 + eps)), as rms_norm.wgsl and
 // layer_norm.wgsl compute them. `epilogue` says what
 // happens to y: 0 store, 1 add (a residual), 2 y = silu(y) * result, 3 y = gelu_tanh(y) * result
-// (the gated MLP, with y holding the gate projection).
+// (the gated MLP, with y holding the gate projection), 4 gpt-oss's clamped SwiGLU:
+// g = min(y, limit), u = clamp(result, -limit, limit), y = (u + 1) * g * sigmoid(alpha * g).
 
 struct Params {
     rows: u32,
@@ -22,8 +23,8 @@ struct Params {
     epilogue: u32,
     norm: u32,
     eps: f32,
-    _pad0: u32,
-    _pad1: u32,
+    alpha: f32,
+    limit: f32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -91,6 +92,11 @@ fn store(t: u32, o: u32, acc: f32) {
         case 3u: {
             let g = y[idx];
             v = 0.5 * g * (1.0 + tanh(0.7978845608028654 * (g + 0.044715 * g * g * g))) * v;
+        }
+        case 4u: {
+            let g = min(y[idx], params.limit);
+            let u = clamp(v, -params.limit, params.limit);
+            v = (u + 1.0) * (g * (1.0 / (1.0 + exp(-(g * params.alpha)))));
         }
         default: {}
     }

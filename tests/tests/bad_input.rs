@@ -1031,6 +1031,25 @@ fn linear_attention_sizes_that_do_not_fit_are_refused_by_name() {
         rewrite_gguf(&src, &bad, |m| set_meta(m, key, v));
         info_and_run(&bad, needle);
     }
+    // gpt-oss: attention sinks of the wrong size, too many experts per token, a bad clamp.
+    let oss = fixtures().join("archs/gptoss/gptoss-Q8_0.gguf");
+    let bad = d.join("oss-topk.gguf");
+    rewrite_gguf(&oss, &bad, |m| {
+        set_meta(m, "gpt-oss.expert_used_count", Value::U32(9))
+    });
+    info_and_run(&bad, "9 experts per token of 8 experts");
+    let bad = d.join("oss-heads.gguf");
+    rewrite_gguf(&oss, &bad, |m| {
+        set_meta(m, "gpt-oss.attention.head_count", Value::U32(2))
+    });
+    info_and_run(&bad, "blk.0.attn_");
+    let f = hf_copy(&d.join("oss-limit"), "gptoss");
+    let cfg = f.join("config.json");
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    c["swiglu_limit"] = serde_json::json!(-1.0);
+    std::fs::write(&cfg, c.to_string()).unwrap();
+    info_and_run(&f, "swiglu_limit -1");
     // A shared expert of another width than its tensors.
     let moe = fixtures().join("archs/qwen35moe/qwen35moe-Q8_0.gguf");
     let bad = d.join("shared.gguf");

@@ -348,6 +348,7 @@ fn attention_reference(
     sh: &AttnShape,
     q_row: usize,
     k_row: usize,
+    sinks: Option<&[f32]>,
 ) -> (Vec<f64>, Vec<f64>) {
     let (t, nh, nkv, hd, keys) = (sh.seq, sh.heads, sh.kv_heads, sh.head_dim, sh.keys);
     let mut probs = vec![0f64; nh * t * keys];
@@ -376,8 +377,10 @@ fn attention_reference(
                     }
                 })
                 .collect();
-            let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let z: f64 = scores.iter().map(|s| (s - m).exp()).sum();
+            // A sink is a key of that score and no value.
+            let sink = sinks.map_or(f64::NEG_INFINITY, |s| s[h] as f64);
+            let m = scores.iter().cloned().fold(sink, f64::max);
+            let z: f64 = scores.iter().map(|s| (s - m).exp()).sum::<f64>() + (sink - m).exp();
             for key in 0..keys {
                 let p = (scores[key] - m).exp() / z;
                 probs[(h * t + qi) * keys + key] = p;
@@ -427,6 +430,8 @@ fn fused_attention_with_and_without_probabilities() {
                 softcap,
                 window,
                 causal,
+                layer: 0,
+                sinks: false,
             };
             let (qb, kb, vb) = (
                 ctx.upload_f32("q", &q),
@@ -446,18 +451,25 @@ fn fused_attention_with_and_without_probabilities() {
                 .iter()
                 .flat_map(|&k| [(false, k), (true, k)])
                 .chain([(false, AttnKernel::Split(3)), (false, AttnKernel::Split(7))]);
-            for (with_probs, kernel) in runs {
+            // Every kernel with and without attention sinks (gpt-oss).
+            let sink_values: Vec<f32> = (0..nh).map(|h| h as f32 * 0.7 - 1.0).collect();
+            let sink_buf = ctx.upload_f32("sinks", &sink_values);
+            let runs = runs.flat_map(|r| [(r, false), (r, true)]);
+            for ((with_probs, kernel), with_sinks) in runs {
+                let sinks = with_sinks.then_some(&sink_buf);
+                let want_sinks = with_sinks.then_some(&sink_values[..]);
                 let out = poisoned(&ctx, batch * t * nh * hd);
                 let probs = poisoned(&ctx, batch * nh * t * keys);
                 let got = run(&ctx, &out, |enc| {
                     let p = with_probs.then_some(&probs);
                     let bufs = [&qb, &kb, &vb, &out];
-                    ops::attention::attention_with(&ctx, enc, bufs, p, &sh, kernel).unwrap()
+                    ops::attention::attention_with(&ctx, enc, bufs, p, sinks, &sh, kernel).unwrap()
                 });
                 let got_p = run(&ctx, &probs, |_| {});
-                let what = format!("{what} {kernel:?}");
+                let what = format!("{what} {kernel:?} sinks {with_sinks}");
                 for b in 0..batch {
-                    let (want_p, want) = attention_reference(&q, &k, &v, &sh, b * t, b * stride);
+                    let (want_p, want) =
+                        attention_reference(&q, &k, &v, &sh, b * t, b * stride, want_sinks);
                     let span = b * t * nh * hd..(b + 1) * t * nh * hd;
                     assert_close(
                         &got[span],
@@ -498,11 +510,13 @@ fn attention_refuses_heads_larger_than_the_kernel() {
         scale: 1.0,
         softcap: None,
         window: None,
+        layer: 0,
+        sinks: false,
         causal: true,
     };
     let b = ctx.upload_f32("x", &[0.0; 512]);
     let mut enc = ctx.device.create_command_encoder(&Default::default());
-    let err = ops::attention::attention(&ctx, &mut enc, &b, &b, &b, &b, None, &sh)
+    let err = ops::attention::attention(&ctx, &mut enc, &b, &b, &b, &b, None, None, &sh)
         .unwrap_err()
         .to_string();
     assert!(err.contains("up to 256"), "{err}");
@@ -885,6 +899,8 @@ fn automatic_kernel_choices() {
         softcap: None,
         window: None,
         causal: true,
+        layer: 0,
+        sinks: false,
     };
     assert_eq!(auto_parts(&sh(1, 100, 1), false), 1, "short context");
     assert_eq!(auto_parts(&sh(1, 520, 1), false), 2);

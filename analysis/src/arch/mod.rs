@@ -9,6 +9,7 @@ mod experts;
 pub mod gemma;
 pub mod gpt2;
 pub mod gptneox;
+pub mod gptoss;
 pub mod llama;
 pub mod olmo2;
 pub mod phi3;
@@ -67,6 +68,7 @@ pub static REGISTRY: &[&Architecture] = &[
     &qwen3moe::ARCH,
     &qwen35::ARCH,
     &qwen35::MOE,
+    &gptoss::ARCH,
     &gemma::GEMMA2,
     &gemma::GEMMA3,
     &phi3::ARCH,
@@ -111,12 +113,15 @@ pub enum Positions {
     Rope,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub enum Activation {
     /// down(silu(gate) * up).
     SwiGlu,
     /// down(gelu_tanh(gate) * up) (Gemma).
     GeGluTanh,
+    /// gpt-oss's clamped SwiGLU: g = min(gate, limit), u = clamp(up, -limit, limit),
+    /// down((u + 1) * g * sigmoid(alpha * g)).
+    SwiGluClamped { alpha: f32, limit: f32 },
     /// GELU, tanh approximation (`gelu_new`, `gelu_pytorch_tanh`), no gate.
     GeluTanh,
     /// GELU, exact erf form, no gate.
@@ -125,7 +130,10 @@ pub enum Activation {
 
 impl Activation {
     pub fn is_gated(self) -> bool {
-        matches!(self, Activation::SwiGlu | Activation::GeGluTanh)
+        matches!(
+            self,
+            Activation::SwiGlu | Activation::GeGluTanh | Activation::SwiGluClamped { .. }
+        )
     }
 }
 
@@ -168,6 +176,9 @@ pub struct ArchSpec {
     /// The q projection holds, per head, the queries and then as many gate values: the attention
     /// output is multiplied by sigmoid(gate) before the output projection (Qwen3.5).
     pub attn_gate: bool,
+    /// Each head has a learned sink logit ([`crate::weights::MixerWeights::Attention`]'s
+    /// `sinks`): a key with that score and no value joins every softmax (gpt-oss).
+    pub attn_sinks: bool,
     /// Causal decoders predict the next token; encoders (BERT) attend both ways.
     pub causal: bool,
     /// A final norm after the last block (every decoder here).
@@ -224,6 +235,7 @@ impl ArchSpec {
             experts: None,
             delta_net: None,
             attn_gate: false,
+            attn_sinks: false,
             causal: true,
             final_norm: true,
             tied_embeddings: false,

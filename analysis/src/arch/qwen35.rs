@@ -341,6 +341,7 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
                     k: l.linear(&n("self_attn.k_proj", "attn_k"), kv, h, Bias::No)?,
                     v: l.linear(&n("self_attn.v_proj", "attn_v"), kv, h, Bias::No)?,
                     o: l.linear(&n("self_attn.o_proj", "attn_output"), h, q, Bias::No)?,
+                    sinks: None,
                 }
             }
             Mixer::DeltaNet => MixerWeights::DeltaNet(delta_weights(&l, &n, &d, gguf)?),

@@ -128,6 +128,9 @@ pub struct AttnShape {
     pub softcap: Option<f32>,
     pub window: Option<usize>,
     pub causal: bool,
+    /// The layer, whose attention sinks join the softmax when `sinks` is set.
+    pub layer: usize,
+    pub sinks: bool,
 }
 
 /// A change to some rows (and a column range) of a buffer `[rows, width]`.

@@ -803,6 +803,8 @@ impl<B: Clone> Ctx<'_, B> {
             softcap: s.attn_softcap,
             window: kind.window,
             causal: s.causal,
+            layer: l,
+            sinks: s.attn_sinks,
         };
         e.attention(q, &keys, &values, &sc.z, &shape, sc.probs.as_ref())?;
         if let Some(p) = &sc.probs {

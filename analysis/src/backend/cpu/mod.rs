@@ -388,9 +388,40 @@ impl Exec for CpuExec<'_> {
         let probs_c = pg.as_mut().map(|p| MatC::new(p, sh.keys));
         let group = sh.heads / sh.kv_heads;
         let (qs, ks, vs) = (&qg[..], &kg[..], &vg[..]);
+        let sinks: Option<Vec<f32>> = if sh.sinks {
+            let w = self
+                .b
+                .weights
+                .layers
+                .get(sh.layer)
+                .and_then(|l| l.mixer.sinks());
+            Some(
+                w.ok_or_else(|| {
+                    PrismError::Backend(format!("layer {} has no attention sinks", sh.layer))
+                })?
+                .to_f32(),
+            )
+        } else {
+            None
+        };
+        let sinks = sinks.as_deref();
         let task = |pair: usize| {
             let (bi, h) = (pair / sh.heads, pair % sh.heads);
-            attend_head(qs, ks, vs, out_c, probs_c, sh, bi, h, h / group, qd, kvd);
+            let sink = sinks.map(|s| s[h]);
+            attend_head(
+                qs,
+                ks,
+                vs,
+                out_c,
+                probs_c,
+                sh,
+                bi,
+                h,
+                h / group,
+                qd,
+                kvd,
+                sink,
+            );
         };
         self.b.pool.run(sh.batch * sh.heads, &task);
         Ok(())
@@ -842,6 +873,7 @@ fn attend_head(
     kvh: usize,
     qd: usize,
     kvd: usize,
+    sink: Option<f32>,
 ) {
     const QB: usize = 64;
     let hd = sh.head_dim;
@@ -891,7 +923,10 @@ fn attend_head(
                     *s = f32::NEG_INFINITY;
                 }
             }
-            ops::softmax(row);
+            match sink {
+                Some(s) => ops::softmax_with_sink(row, s),
+                None => ops::softmax(row),
+            }
             if let Some(p) = probs {
                 let r = (bi * sh.heads + h) * sh.seq + i0 + i;
                 // SAFETY: row r of the probabilities belongs to this (sequence, head) alone.

@@ -105,6 +105,13 @@ multiversion! {
     pub fn gated(act: Activation, gate: &mut [f32], up: &[f32]) {
         let n = gate.len().min(up.len());
         match act {
+            Activation::SwiGluClamped { alpha, limit } => {
+                for i in 0..n {
+                    let g = gate[i].min(limit);
+                    let u = up[i].clamp(-limit, limit);
+                    gate[i] = (u + 1.0) * (g * (1.0 / (1.0 + (-(g * alpha)).exp())));
+                }
+            }
             Activation::GeGluTanh => {
                 for i in 0..n {
                     gate[i] = gelu_tanh(gate[i]) * up[i];
@@ -117,6 +124,18 @@ multiversion! {
             }
         }
     }
+}
+
+/// Softmax over a row and a sink logit (a key of that score with no value, gpt-oss's attention
+/// sinks): the row's probabilities, which sum to less than one.
+pub fn softmax_with_sink(row: &mut [f32], sink: f32) {
+    let max = row.iter().fold(sink, |m, &x| m.max(x));
+    let mut sum = (sink - max).exp();
+    for v in row.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    row.iter_mut().for_each(|v| *v /= sum);
 }
 
 multiversion! {

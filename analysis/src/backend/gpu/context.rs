@@ -45,6 +45,8 @@ pub struct GpuContext {
     run_bytes: AtomicU64,
     /// Bound where a shader needs a buffer that a call does not use (a matmul without bias).
     pub dummy: wgpu::Buffer,
+    /// A second one, for a dispatch that leaves two bindings unused (one read, one written).
+    pub dummy2: wgpu::Buffer,
     /// GPU timestamps around every dispatch, while profiling is on.
     pub(super) profiler: Mutex<Option<Profiler>>,
 }
@@ -212,6 +214,12 @@ impl GpuContext {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
+        let dummy2 = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("dummy 2"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
         GpuContext {
             device,
             queue,
@@ -222,6 +230,7 @@ impl GpuContext {
             lost,
             run_bytes: AtomicU64::new(0),
             dummy,
+            dummy2,
             profiler: Mutex::new(None),
         }
     }

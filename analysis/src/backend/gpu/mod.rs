@@ -41,6 +41,8 @@ struct GpuLayer {
     /// A Gated DeltaNet layer's convolution taps `[channels, kernel]` and its vectors (A,
     /// dt_bias, the gated norm's weight, in `delta_rule.wgsl`'s order).
     delta: Option<(wgpu::Buffer, wgpu::Buffer)>,
+    /// The attention sinks `[heads]`.
+    sinks: Option<wgpu::Buffer>,
 }
 
 pub struct GpuBackend {
@@ -136,10 +138,12 @@ impl GpuBackend {
                 }
                 MixerWeights::Attention { .. } => None,
             };
+            let sinks = l.mixer.sinks().map(vector);
             layers.push(GpuLayer {
                 linears,
                 norms,
                 delta,
+                sinks,
             });
         }
         let unembed = match (&w.lm_head, model.spec.causal) {
@@ -580,7 +584,15 @@ impl Exec for GpuExec<'_> {
         probs: Option<&wgpu::Buffer>,
     ) -> Result<()> {
         let ctx = self.ctx();
-        ops::attention::attention(ctx, self.enc()?, q, k, v, out, probs, sh)
+        let sinks = if sh.sinks {
+            let s = self.g.layers.get(sh.layer).and_then(|l| l.sinks.as_ref());
+            Some(s.ok_or_else(|| {
+                PrismError::Backend(format!("layer {} has no attention sinks", sh.layer))
+            })?)
+        } else {
+            None
+        };
+        ops::attention::attention(ctx, self.enc()?, q, k, v, out, probs, sinks, sh)
     }
 
     fn activate(&mut self, x: &wgpu::Buffer, n: usize) -> Result<()> {

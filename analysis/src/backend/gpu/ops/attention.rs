@@ -31,6 +31,10 @@ pub struct AttentionParams {
     pub q_rows: u32,
     pub b0: u32,
     pub splits: u32,
+    pub has_sinks: u32,
+    pub _pad0: u32,
+    pub _pad1: u32,
+    pub _pad2: u32,
 }
 
 // SAFETY: repr(C), 32-bit fields.
@@ -80,9 +84,10 @@ pub fn attention(
     v: &wgpu::Buffer,
     out: &wgpu::Buffer,
     probs: Option<&wgpu::Buffer>,
+    sinks: Option<&wgpu::Buffer>,
     sh: &AttnShape,
 ) -> Result<()> {
-    attention_with(ctx, enc, [q, k, v, out], probs, sh, AttnKernel::Auto)
+    attention_with(ctx, enc, [q, k, v, out], probs, sinks, sh, AttnKernel::Auto)
 }
 
 pub fn attention_with(
@@ -90,9 +95,12 @@ pub fn attention_with(
     enc: &mut wgpu::CommandEncoder,
     [q, k, v, out]: [&wgpu::Buffer; 4],
     probs: Option<&wgpu::Buffer>,
+    sinks: Option<&wgpu::Buffer>,
     sh: &AttnShape,
     kernel: AttnKernel,
 ) -> Result<()> {
+    // Each head's sink logit `[heads]`, or nothing to read (the dummy binding).
+    let sink_buf = sinks.unwrap_or(&ctx.dummy2);
     let tiled = match kernel {
         // A tile of 8 queries pays off from a few queries on; decoding (1 query per sequence)
         // takes the per-query kernel, whose 64 threads each score a key.
@@ -154,6 +162,10 @@ pub fn attention_with(
         q_rows: sh.seq as u32,
         b0: 0,
         splits: 1,
+        has_sinks: sinks.is_some() as u32,
+        _pad0: 0,
+        _pad1: 0,
+        _pad2: 0,
     };
     if splits > 1 {
         p.splits = splits as u32;
@@ -162,7 +174,14 @@ pub fn attention_with(
             sh.batch * sh.seq * sh.heads * splits * (sh.head_dim + 2),
         )?;
         let groups = ((sh.seq * splits) as u32, sh.heads as u32, sh.batch as u32);
-        record(ctx, enc, shader, &p, &[q, k, v, out, &parts], groups)?;
+        record(
+            ctx,
+            enc,
+            shader,
+            &p,
+            &[q, k, v, out, &parts, sink_buf],
+            groups,
+        )?;
         let groups = (sh.seq as u32, sh.heads as u32, sh.batch as u32);
         let bufs = [q, k, v, out, &parts];
         return record(ctx, enc, Shader::AttentionMerge, &p, &bufs, groups);
@@ -177,7 +196,7 @@ pub fn attention_with(
                 sh.batch as u32,
             );
             let pr = direct.unwrap_or(&ctx.dummy);
-            return record(ctx, enc, shader, &p, &[q, k, v, out, pr], groups);
+            return record(ctx, enc, shader, &p, &[q, k, v, out, pr, sink_buf], groups);
         }
     };
     let row = sh.heads * sh.keys * 4;
@@ -194,7 +213,7 @@ pub fn attention_with(
                 enc,
                 Shader::Attention,
                 &p,
-                &[q, k, v, out, &scratch],
+                &[q, k, v, out, &scratch, sink_buf],
                 groups,
             )?;
             for h in 0..sh.heads {

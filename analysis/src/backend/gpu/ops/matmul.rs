@@ -22,8 +22,9 @@ pub struct MatmulParams {
     pub epilogue: u32,
     pub norm: u32,
     pub eps: f32,
-    pub _pad0: u32,
-    pub _pad1: u32,
+    /// The clamped SwiGLU's alpha and limit (epilogue 4).
+    pub alpha: f32,
+    pub limit: f32,
 }
 
 // SAFETY: repr(C), 32-bit fields.
@@ -59,6 +60,7 @@ impl Epilogue {
             Epilogue::Accumulate => 1,
             Epilogue::Gated(Activation::SwiGlu) => 2,
             Epilogue::Gated(Activation::GeGluTanh) => 3,
+            Epilogue::Gated(Activation::SwiGluClamped { .. }) => 4,
             Epilogue::Gated(a) => {
                 return Err(PrismError::Backend(format!(
                     "{a:?} is not a gated activation"
@@ -147,6 +149,10 @@ pub fn matmul_with(
         k => k,
     };
     let epilogue = l.epilogue.code()?;
+    let (alpha, limit) = match l.epilogue {
+        Epilogue::Gated(Activation::SwiGluClamped { alpha, limit }) => (alpha, limit),
+        _ => (0.0, 0.0),
+    };
     for c in &l.w.chunks {
         let p = MatmulParams {
             rows: l.rows as u32,
@@ -163,8 +169,8 @@ pub fn matmul_with(
                 Some(FoldedNorm { bias: Some(_), .. }) => 2,
             },
             eps: l.norm.map_or(0.0, |n| n.eps),
-            _pad0: 0,
-            _pad1: 0,
+            alpha,
+            limit,
         };
         let tiles = |shader, side: usize| {
             let groups = (

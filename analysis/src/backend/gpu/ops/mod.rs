@@ -231,8 +231,8 @@ mod tests {
                     epilogue,
                     norm,
                     eps,
-                    _pad0,
-                    _pad1
+                    alpha,
+                    limit
                 }),
             ),
             (
@@ -276,7 +276,11 @@ mod tests {
                     q0,
                     q_rows,
                     b0,
-                    splits
+                    splits,
+                    has_sinks,
+                    _pad0,
+                    _pad1,
+                    _pad2
                 }),
             ),
             (vec![Shader::SubgroupProbe], layout!(ProbeParams { n })),
