@@ -249,9 +249,9 @@ impl PrismTokenizer {
         let model = meta
             .str("tokenizer.ggml.model")
             .ok_or_else(|| err("GGUF has no tokenizer (tokenizer.ggml.model is missing)".into()))?;
-        if !matches!(model, "gpt2" | "llama" | "bert") {
+        if !matches!(model, "gpt2" | "llama" | "bert" | "gemma4") {
             return Err(err(format!(
-                "GGUF tokenizer model {model:?} is not supported (gpt2, llama, bert)"
+                "GGUF tokenizer model {model:?} is not supported (gpt2, llama, bert, gemma4)"
             )));
         }
         let tokens = string_array(meta, "tokenizer.ggml.tokens").map_err(&err)?;
@@ -353,6 +353,15 @@ impl PrismTokenizer {
                 .map_err(&err)?;
                 (t, "GGUF SentencePiece (llama)".to_string(), true)
             }
+            "gemma4" => {
+                let merges = string_array(meta, "tokenizer.ggml.merges").map_err(&err)?;
+                let t = gemma4_bpe(&tokens, &merges).map_err(&err)?;
+                (
+                    t,
+                    "GGUF BPE (gemma4: spaces as ▁, raw UTF-8, byte fallback)".to_string(),
+                    true,
+                )
+            }
             "bert" => {
                 let cls = id("tokenizer.ggml.cls_token_id").or(bos_id);
                 let sep = id("tokenizer.ggml.seperator_token_id").or(eos_id);
@@ -368,7 +377,7 @@ impl PrismTokenizer {
             }
             other => {
                 return Err(err(format!(
-                    "GGUF tokenizer model {other:?} is not supported (gpt2, llama, bert)"
+                    "GGUF tokenizer model {other:?} is not supported (gpt2, llama, bert, gemma4)"
                 )))
             }
         };
@@ -610,6 +619,59 @@ const IGNORE_MERGES: &[&str] = &[
     "jina-v5-nano",
     "minicpm5",
 ];
+
+/// Gemma 4's tokenizer as llama.cpp runs it (`llama-vocab.cpp`, pre-tokenizer `gemma4`): every
+/// space becomes "▁", the text splits into runs of newlines and runs of everything else, and BPE
+/// merges run over UTF-8 characters (no byte-level mapping); a run of newlines that is a token is
+/// taken whole; characters without a token fall back to `<0xXX>` byte tokens. A merge is split at
+/// its first space after the first byte, as llama.cpp reads them.
+fn gemma4_bpe(tokens: &[String], merges: &[String]) -> std::result::Result<Tokenizer, String> {
+    let merges = merges
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let cut = m
+                .char_indices()
+                .skip(1)
+                .find(|(_, c)| *c == ' ')
+                .map(|(p, _)| p);
+            match cut {
+                Some(p) if p + 1 < m.len() => Ok((m[..p].to_string(), m[p + 1..].to_string())),
+                _ => Err(format!(
+                    "merge {i} {m:?} is not two tokens separated by a space"
+                )),
+            }
+        })
+        .collect::<std::result::Result<Vec<_>, String>>()?;
+    let vocab: Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .byte_fallback(true)
+        .build()
+        .map_err(|e| format!("cannot build the gemma4 BPE: {e}"))?;
+    let mut t = Tokenizer::new(bpe);
+    t.with_normalizer(Some(NormalizerWrapper::Replace(
+        Replace::new(" ", "▁").map_err(|e| e.to_string())?,
+    )))
+    .map_err(|e| e.to_string())?;
+    let split = Split::new(
+        SplitPattern::Regex("[^\\n]+|[\\n]+".to_string()),
+        SplitDelimiterBehavior::Isolated,
+        false,
+    )
+    .map_err(|e| e.to_string())?;
+    t.with_pre_tokenizer(Some(PreTokenizerWrapper::Split(split)));
+    t.with_decoder(Some(DecoderSequence::new(vec![
+        DecoderWrapper::Replace(Replace::new("▁", " ").map_err(|e| e.to_string())?),
+        DecoderWrapper::ByteFallback(ByteFallback::new()),
+        DecoderWrapper::Fuse(Fuse::new()),
+    ])));
+    Ok(t)
+}
 
 /// SentencePiece BPE as the `tokenizers` crate runs it: merges ranked by the score of the merged
 /// piece, byte fallback for unknown bytes, "▁" for spaces, and a "▁" prepended to the text.
