@@ -248,7 +248,7 @@ pub fn info(a: InfoArgs) -> anyhow::Result<()> {
             (
                 "experts",
                 format!(
-                    "{} per layer, top {} per token{}, width {}; on layers {}{}",
+                    "{} per layer, top {} per token{}, width {}{}; on layers {}{}",
                     x.count,
                     x.top_k,
                     if x.renormalize {
@@ -257,6 +257,9 @@ pub fn info(a: InfoArgs) -> anyhow::Result<()> {
                         ""
                     },
                     x.width,
+                    x.shared.map_or(String::new(), |w| format!(
+                        ", plus a shared expert of width {w} (gated by sigmoid)"
+                    )),
                     if dense == 0 {
                         "all".to_string()
                     } else {
