@@ -74,8 +74,29 @@ pub fn parse_hook(hook: &str) -> Option<(Site, usize)> {
 }
 
 impl Sae {
-    /// Reads a SAELens SAE: a folder with `cfg.json` and `sae_weights.safetensors`.
+    /// Reads a SAELens SAE: a folder with `cfg.json` and `sae_weights.safetensors`. A pickled
+    /// SAE (`.pt`, `.pth`, `.bin`, or a folder of them) is refused unopened, with the conversion.
     pub fn load(dir: &Path) -> Result<Sae> {
+        let pickled = |p: &Path| crate::checkpoint::is_pickle_name(p);
+        let pickle_in_dir = || {
+            std::fs::read_dir(dir).ok().and_then(|rd| {
+                rd.filter_map(|e| e.ok().map(|e| e.path()))
+                    .find(|p| pickled(p))
+            })
+        };
+        let found = if dir.is_file() {
+            pickled(dir).then(|| dir.to_path_buf())
+        } else if !dir.join("sae_weights.safetensors").exists() {
+            pickle_in_dir()
+        } else {
+            None
+        };
+        if let Some(p) = found {
+            return Err(bad(
+                &p,
+                "a pickled SAE: PyTorch pickles can run arbitrary code, so Prism never opens them. Save it in SAELens's format first, e.g. in Python: `sae.save_model(out_dir)` (cfg.json + sae_weights.safetensors)",
+            ));
+        }
         let cfg_path = dir.join("cfg.json");
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| {
             bad(

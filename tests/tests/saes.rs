@@ -207,6 +207,18 @@ fn saes_that_do_not_fit_are_refused_naming_the_file_and_the_field() {
     std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
     let err = run(&model(), &cut);
     assert!(err.contains("sae_weights.safetensors"), "{err}");
+    // A pickled SAE, as a file or in a folder, is refused unopened with the conversion.
+    let pt = d.join("sae.pt");
+    std::fs::write(&pt, b"\x80\x02}q\x00.").unwrap();
+    let folder = d.join("pickled");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("cfg.json"), "{}").unwrap();
+    std::fs::write(folder.join("sae_weights.pth"), b"\x80\x02}q\x00.").unwrap();
+    for p in [pt, folder] {
+        let err = run(&model(), &p);
+        assert!(err.contains("a pickled SAE"), "{err}");
+        assert!(err.contains("sae.save_model"), "{err}: the conversion");
+    }
 }
 
 /// Clamping a feature (to 0, and to twice its largest activation) with the SAE's error term kept

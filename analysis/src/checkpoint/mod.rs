@@ -40,7 +40,8 @@ pub fn resolve(arg: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn is_pickle_name(p: &Path) -> bool {
+/// A file name that says PyTorch pickle (`.bin`, `.pt`, `.pth`, `.pkl`, `.ckpt`).
+pub(crate) fn is_pickle_name(p: &Path) -> bool {
     matches!(
         p.extension()
             .and_then(|e| e.to_str())
