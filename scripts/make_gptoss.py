@@ -9,6 +9,10 @@ Writes tests/fixtures/archs/gptoss/:
                             with gate and up interleaved, down_proj `[experts, width, hidden]`)
   gptoss-<TYPE>.gguf        llama.cpp's convert_hf_to_gguf.py (F32), then llama-quantize TYPE
   reference.json            transformers (float32, eager attention) on the HF folder
+  mxfp4/                    the HF folder as the Hub ships gpt-oss: experts as MXFP4
+                            `*_blocks`/`*_scales` (the MXFP4_MOE file's blocks, llama.cpp's repacking
+                            undone), `quantization_config` mxfp4, and its reference.json from
+                            transformers' own MXFP4 loader (which dequantizes on a CPU)
   reference-<TYPE>.json     transformers on that GGUF's tensors: transformers 5.25's GGUF loader
                             fails on gpt-oss files (it reads each rope.scaling value from the
                             field's first part, the key's length), so the file is read with gguf-py
@@ -154,6 +158,54 @@ def gguf_state_dict(path, model):
     return sd
 
 
+def mxfp4_folder(out, seqs):
+    """The folder with its experts as the Hub's MXFP4 blocks and scales, from the MXFP4_MOE file."""
+    sys.path.insert(0, os.path.join(blocks.LLAMA_CPP_DIR, "gguf-py"))
+    import gguf
+    from safetensors.torch import load_file, save_file
+    dst = os.path.join(out, "mxfp4")
+    shutil.rmtree(dst, ignore_errors=True)
+    os.makedirs(dst)
+    for f in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(os.path.join(out, f), dst)
+    sd = load_file(os.path.join(out, "model.safetensors"))
+    raw = {t.name: np.asarray(t.data) for t in gguf.GGUFReader(os.path.join(out, "gptoss-MXFP4_MOE.gguf")).tensors
+           if "_exps.weight" in t.name}
+
+    def to_hf(b):
+        # ggml: [scale, 16 bytes], byte j = values j (low nibble) and j + 16; the Hub: byte b =
+        # values 2b (low) and 2b + 1, scales apart.
+        e, rows, nbytes = b.shape
+        b = b.reshape(e, rows, nbytes // 17, 17)
+        qs = b[..., 1:]
+        vals = np.concatenate([qs & 0xF, qs >> 4], axis=-1)
+        return (vals[..., 0::2] | (vals[..., 1::2] << 4)).astype(np.uint8), b[..., 0].copy()
+
+    for i in range(CONFIG["num_hidden_layers"]):
+        p = f"model.layers.{i}.mlp.experts."
+        (g, gs), (u, us) = to_hf(raw[f"blk.{i}.ffn_gate_exps.weight"]), to_hf(raw[f"blk.{i}.ffn_up_exps.weight"])
+        gu = np.empty((g.shape[0], 2 * g.shape[1]) + g.shape[2:], np.uint8)
+        gu[:, 0::2], gu[:, 1::2] = g, u
+        gus = np.empty((gs.shape[0], 2 * gs.shape[1], gs.shape[2]), np.uint8)
+        gus[:, 0::2], gus[:, 1::2] = gs, us
+        d, ds = to_hf(raw[f"blk.{i}.ffn_down_exps.weight"])
+        del sd[p + "gate_up_proj"], sd[p + "down_proj"]
+        sd.update({p + "gate_up_proj_blocks": torch.from_numpy(gu), p + "gate_up_proj_scales": torch.from_numpy(gus),
+                   p + "down_proj_blocks": torch.from_numpy(d), p + "down_proj_scales": torch.from_numpy(ds)})
+    save_file(sd, os.path.join(dst, "model.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(dst, "config.json")) as f:
+        cfg = json.load(f)
+    cfg["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": [
+        "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]}
+    with open(os.path.join(dst, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        dst, attn_implementation="eager", dtype=torch.float32).eval()
+    with open(os.path.join(dst, "reference.json"), "w") as f:
+        json.dump({"meta": {"transformers": transformers.__version__, "quantization": "mxfp4 (dequantized by transformers)"},
+                   "sequences": reference(model, seqs)}, f)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out", nargs="?", default=FIXTURES)
@@ -207,6 +259,7 @@ def main():
             summary[f"{q} vs HF logits"] = max(blocks.max_diff(rq[n]["logits"], ref[n]["logits"]) for n in seqs)
             with open(os.path.join(out, f"reference-{q}.json"), "w") as f:
                 json.dump({"meta": dict(meta, gguf=os.path.basename(dst)), "sequences": rq}, f)
+    mxfp4_folder(out, seqs)
     print("gptoss", json.dumps(summary))
 
 

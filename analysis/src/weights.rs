@@ -306,6 +306,36 @@ pub trait TensorSource {
     /// A tensor of any rank as a matrix `[product of the leading dims, last dim]` (a stack of
     /// expert matrices). Callers go through [`get_stacked`].
     fn load_rows(&self, name: &str) -> Result<Weight>;
+    /// The stored bytes of a `U8` tensor (the blocks and scales of an HF MXFP4 checkpoint), by
+    /// [`get_bytes`]; sources without such tensors refuse.
+    fn load_u8(&self, name: &str) -> Result<&[u8]> {
+        Err(PrismError::format(
+            self.path(),
+            format!("tensor {name:?}: this file format has no byte tensors"),
+        ))
+    }
+}
+
+/// The bytes of the `U8` tensor `name`, refused unless its shape is `expected`.
+pub fn get_bytes<'a>(
+    src: &'a dyn TensorSource,
+    name: &str,
+    expected: &[usize],
+) -> Result<&'a [u8]> {
+    let info = src.info(name).ok_or_else(|| PrismError::MissingTensor {
+        path: src.path().to_path_buf(),
+        tensor: name.to_string(),
+    })?;
+    if info.shape != expected || info.dtype != "U8" {
+        return Err(PrismError::Shape {
+            path: src.path().to_path_buf(),
+            tensor: name.to_string(),
+            expected: expected.to_vec(),
+            found: info.shape,
+            found_dtype: info.dtype,
+        });
+    }
+    src.load_u8(name)
 }
 
 /// Loads `name`, refusing it unless its shape is `expected`.

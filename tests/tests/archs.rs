@@ -36,6 +36,10 @@ fn cases() -> Vec<(PathBuf, PathBuf)> {
     dirs.sort();
     for dir in dirs {
         out.push((dir.clone(), dir.join("reference.json")));
+        // A second HF folder in another stored form (gpt-oss's MXFP4 experts as the Hub has them).
+        if dir.join("mxfp4").is_dir() {
+            out.push((dir.join("mxfp4"), dir.join("mxfp4/reference.json")));
+        }
         let mut ggufs: Vec<PathBuf> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().path())

@@ -251,6 +251,105 @@ fn bias_row(stack: &Weight, e: usize) -> Result<Weight> {
     )
 }
 
+/// The Hub's gpt-oss checkpoints: experts in MXFP4 as `*_blocks` `[experts, rows, cols / 32, 16]`
+/// (two values per byte, the even one in the low nibble) and `*_scales` `[experts, rows, cols /
+/// 32]` (e8m0), `gate_up` rows interleaved. Each expert becomes ggml's MXFP4 blocks (the scale
+/// byte, then byte j holding values j and j + 16), as llama.cpp's converter repacks them: the
+/// same values, 4.25 bits each, in memory (the repacking needs a copy, not a mapping).
+fn hf_mxfp4_experts(
+    l: &Loader<'_>,
+    n: &dyn Fn(&str, &str) -> String,
+    x: &ExpertSpec,
+) -> Result<Vec<Expert>> {
+    let (h, w, count) = (l.spec.hidden, x.width, x.count);
+    let path = l.src.path();
+    if !h.is_multiple_of(32) || !w.is_multiple_of(32) {
+        return Err(PrismError::format(
+            path,
+            format!("MXFP4 experts need widths that are whole 32-value blocks, not {h} and {w}"),
+        ));
+    }
+    // (blocks, scales) of one projection, shapes checked.
+    let load = |what: &str, rows: usize, cols: usize| -> Result<(&[u8], &[u8])> {
+        let b = crate::weights::get_bytes(
+            l.src,
+            &n(&format!("mlp.experts.{what}_blocks"), ""),
+            &[count, rows, cols / 32, 16],
+        )?;
+        let s = crate::weights::get_bytes(
+            l.src,
+            &n(&format!("mlp.experts.{what}_scales"), ""),
+            &[count, rows, cols / 32],
+        )?;
+        Ok((b, s))
+    };
+    let (gu_b, gu_s) = load("gate_up_proj", 2 * w, h)?;
+    let (d_b, d_s) = load("down_proj", h, w)?;
+    // Rows `rows` of expert e as one ggml MXFP4 matrix.
+    let repack = |(b, s): (&[u8], &[u8]), e: usize, rows: &[usize], total: usize, cols: usize| {
+        let nb = cols / 32;
+        let mut out = Vec::with_capacity(rows.len() * nb * 17);
+        for &r in rows {
+            for blk in 0..nb {
+                let at = (e * total + r) * nb + blk;
+                out.push(s[at]);
+                let q = &b[at * 16..at * 16 + 16];
+                let nib = |v: usize| (q[v / 2] >> (4 * (v % 2))) & 0xf;
+                out.extend((0..16).map(|j| nib(j) | (nib(j + 16) << 4)));
+            }
+        }
+        out
+    };
+    let gu_bias = get(
+        l.src,
+        &n("mlp.experts.gate_up_proj_bias", ""),
+        &[count, 2 * w],
+    )?;
+    let down_bias = get(l.src, &n("mlp.experts.down_proj_bias", ""), &[count, h])?;
+    let even: Vec<usize> = (0..w).map(|j| 2 * j).collect();
+    let odd: Vec<usize> = (0..w).map(|j| 2 * j + 1).collect();
+    let all: Vec<usize> = (0..h).collect();
+    let matrix = |name: String, bytes: Vec<u8>, rows: usize, cols: usize| {
+        Weight::new(
+            name,
+            vec![rows, cols],
+            crate::quant::GgmlType::MXFP4,
+            crate::weights::Bytes::Owned(std::sync::Arc::new(bytes)),
+            0,
+        )
+        .map_err(|e| PrismError::format(path, e.to_string()))
+    };
+    (0..count)
+        .map(|e| {
+            let b = bias_row(&gu_bias, e)?;
+            let part = |rows: &[usize], what: &str| -> Result<Linear> {
+                Ok(Linear {
+                    weight: matrix(
+                        n(&format!("mlp.experts.{what}[{e}]"), ""),
+                        repack((gu_b, gu_s), e, rows, 2 * w, h),
+                        w,
+                        h,
+                    )?,
+                    bias: Some(b.gather_rows(rows)?),
+                })
+            };
+            Ok(Expert {
+                gate: part(&even, "gate")?,
+                up: part(&odd, "up")?,
+                down: Linear {
+                    weight: matrix(
+                        n(&format!("mlp.experts.down[{e}]"), ""),
+                        repack((d_b, d_s), e, &all, h, w),
+                        h,
+                        w,
+                    )?,
+                    bias: Some(bias_row(&down_bias, e)?),
+                },
+            })
+        })
+        .collect()
+}
+
 /// llama.cpp's stacks: `ffn_{gate,up,down}_exps` with their `.bias` stacks `[experts, width]`.
 fn gguf_experts(l: &Loader<'_>, i: usize, x: &ExpertSpec) -> Result<Vec<Expert>> {
     let (h, w, n) = (l.spec.hidden, x.width, x.count);
@@ -299,6 +398,12 @@ fn hf_experts(
     x: &ExpertSpec,
 ) -> Result<Vec<Expert>> {
     let (h, w, count) = (l.spec.hidden, x.width, x.count);
+    if l.src
+        .info(&n("mlp.experts.gate_up_proj_blocks", ""))
+        .is_some()
+    {
+        return hf_mxfp4_experts(l, n, x);
+    }
     let gate_up = get_stacked(l.src, &n("mlp.experts.gate_up_proj", ""), count, h, 2 * w)?;
     let down = get_stacked(l.src, &n("mlp.experts.down_proj", ""), count, w, h)?;
     let gu_bias = get(

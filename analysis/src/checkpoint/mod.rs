@@ -457,6 +457,11 @@ impl TensorSource for Tracked<'_> {
         self.read.borrow_mut().insert(name.to_string());
         self.inner.load_rows(name)
     }
+
+    fn load_u8(&self, name: &str) -> Result<&[u8]> {
+        self.read.borrow_mut().insert(name.to_string());
+        self.inner.load_u8(name)
+    }
 }
 
 fn load_gguf(path: &Path) -> Result<Model> {

@@ -120,6 +120,26 @@ impl TensorSource for SafetensorsCheckpoint {
     fn load_rows(&self, name: &str) -> Result<Weight> {
         self.load_shaped(name, true)
     }
+
+    fn load_u8(&self, name: &str) -> Result<&[u8]> {
+        let e = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| PrismError::MissingTensor {
+                path: self.path.clone(),
+                tensor: name.to_string(),
+            })?;
+        if e.dtype != Dtype::U8 {
+            return Err(PrismError::format(
+                &self.files[e.file],
+                format!("tensor {name:?} has dtype {:?}, expected U8", e.dtype),
+            ));
+        }
+        let n: usize = e.shape.iter().product();
+        self.maps[e.file].get(e.start..e.start + n).ok_or_else(|| {
+            PrismError::format(&self.files[e.file], format!("tensor {name:?} is truncated"))
+        })
+    }
 }
 
 impl SafetensorsCheckpoint {
