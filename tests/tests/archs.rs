@@ -602,3 +602,61 @@ fn yarn_rope_matches_transformers() {
     };
     assert!(e.contains("YaRN factor -2 is out of range"), "{e}");
 }
+
+/// Qwen3.5's image-text checkpoints (`Qwen3_5ForConditionalGeneration`): the language model's
+/// config under `text_config`, its tensors under `model.language_model.`, a vision tower and a
+/// multi-token-prediction head beside them that do not change the next-token distribution. The
+/// fixture rewritten that way gives transformers' numbers for the text model.
+#[test]
+fn qwen35_image_text_checkpoints_run_their_language_model() {
+    use prism_analysis::checkpoint::safetensors::SafetensorsCheckpoint;
+    use prism_analysis::weights::TensorSource;
+    use prism_tests::synth::{write_safetensors, T};
+    let src = fixtures().join("archs/qwen35");
+    let dir = TempDir::new("qwen35-vl");
+    let dst = dir.path().join("qwen35-vl");
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(src.join(f), dst.join(f)).unwrap();
+    }
+    let text: Value = read_json(&src.join("config.json"));
+    let cfg = serde_json::json!({
+        "architectures": ["Qwen3_5ForConditionalGeneration"],
+        "model_type": "qwen3_5",
+        "text_config": text,
+        "vision_config": {"depth": 1, "hidden_size": 4},
+    });
+    std::fs::write(dst.join("config.json"), cfg.to_string()).unwrap();
+    let st = SafetensorsCheckpoint::open(vec![src.join("model.safetensors")]).unwrap();
+    let mut tensors: Vec<T> = st
+        .names()
+        .iter()
+        .map(|n| T {
+            name: n.replacen("model.", "model.language_model.", 1),
+            shape: st.info(n).unwrap().shape,
+            data: st.load_rows(n).unwrap().to_f32(),
+        })
+        .collect();
+    for name in ["model.visual.patch_embed.proj.weight", "mtp.fc.weight"] {
+        tensors.push(T {
+            name: name.into(),
+            shape: vec![4, 4],
+            data: vec![0.5; 16],
+        });
+    }
+    write_safetensors(
+        &dst.join("model.safetensors"),
+        &tensors,
+        safetensors::Dtype::BF16,
+    );
+    let model = load(&dst);
+    assert_eq!(model.spec.family, "qwen35");
+    let backend = prism_analysis::backend::cpu::CpuBackend::new(&model).unwrap();
+    check(
+        &model,
+        &backend,
+        &dst,
+        &read_json(&src.join("reference.json")),
+        "cpu, image-text layout",
+    );
+}
