@@ -3,6 +3,10 @@
 
 For each SAE it writes tests/fixtures/saes/<name>/:
   cfg.json, sae_weights.safetensors    SAELens's `save_model` (StandardSAE, JumpReLUSAE, TopKSAE)
+and, in Gemma Scope 2's layout, gemma-scope-2/resid_post/layer_1_width_512_l0_small/ (params.safetensors
+with lowercase w_enc/w_dec/b_enc/b_dec/threshold, config.json), whose numbers come from the SAE that
+SAELens's own Gemma Scope 2 loader (`gemma_3_sae_huggingface_loader`, its Hub downloads pointed at the
+local files) makes of it (JumpReLU, b_dec not subtracted from the input)
 and tests/fixtures/saes/reference.json with, per SAE and per sequence of the model's reference:
   features[t] = the top 8 feature activations of token t, [[id, act], ...] by activation (SAELens's
                 `sae.encode` on transformers' activation at the SAE's hook, float32)
@@ -105,6 +109,87 @@ def make_sae(cls, cfg_cls, extra, hook, seed, scale):
     return sae.eval()
 
 
+def measure(model, sae, hook, seqs):
+    """SAELens's numbers for one SAE on every sequence (see the module's docstring)."""
+    per = {}
+    for seq, ids in seqs.items():
+        x, clean = capture(model, hook, ids)
+        with torch.no_grad():
+            f = sae.encode(x)
+            recon = sae.decode(f)
+            _, spliced = capture(model, hook, ids, replace=lambda y: sae.decode(sae.encode(y)).to(y.dtype))
+        top = torch.topk(f, 8, dim=-1)
+        ev = ExplainedVarianceCalculator()
+        ev.add_batch(sae_output=recon, hidden_acts=x)
+        # Ablate (0) and clamp (twice its largest activation) the feature most active on this
+        # sequence, keeping the SAE's error term: x + (v - f_j(x)) W_dec[j] at every position.
+        clamp_feature = int(f.mean(0).argmax())
+        top_act = float(f[:, clamp_feature].max())
+        clamps = []
+        for value in (0.0, 2.0 * top_act):
+            def steer(y, j=clamp_feature, v=value):
+                fj = sae.encode(y)[..., j:j + 1]
+                return y + (v - fj) * sae.W_dec[j]
+            _, bits = capture(model, hook, ids, replace=steer)
+            clamps.append({"feature": clamp_feature, "value": value, "bits": bits})
+        per[seq] = {
+            "clamps": clamps,
+            "input_ids": ids,
+            "features": [[[int(i), float(f"{v:.7g}")] for i, v in zip(ti, tv) if v != 0]
+                         for ti, tv in zip(top.indices.tolist(), top.values.tolist())],
+            "l0": [int(n) for n in (f != 0).sum(-1)],
+            "reconstruction": {
+                "mse": float((x - recon).pow(2).sum(-1).mean()),
+                "explained_variance": float(ev.compute()),
+                "clean_bits": clean,
+                "spliced_bits": spliced,
+            },
+        }
+    print(hook, {s: (np.mean(v["l0"]), round(v["reconstruction"]["spliced_bits"] - v["reconstruction"]["clean_bits"], 3)) for s, v in per.items()})
+    return {"hook": hook, "architecture": sae.cfg.architecture(), "sequences": per}
+
+
+# (folder under tests/fixtures/saes, hook): Gemma Scope 2's `<site>/layer_<L>_width_<W>_l0_<size>`.
+GEMMA_SCOPE_2 = ("gemma-scope-2/resid_post/layer_1_width_512_l0_small", "blocks.1.hook_resid_post")
+
+
+def write_gemma_scope_2(sae, folder):
+    """A JumpReLU SAE in Gemma Scope 2's files: params.safetensors (w_enc [d_in, d_sae], w_dec,
+    b_enc, b_dec, threshold) and config.json (architecture jump_relu, the HF hook point)."""
+    from safetensors.torch import save_file
+    os.makedirs(folder, exist_ok=True)
+    with torch.no_grad():
+        save_file({"w_enc": sae.W_enc.contiguous(), "w_dec": sae.W_dec.contiguous(), "b_enc": sae.b_enc.contiguous(),
+                   "b_dec": sae.b_dec.contiguous(), "threshold": sae.threshold.contiguous()},
+                  os.path.join(folder, "params.safetensors"))
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump({"architecture": "jump_relu", "model_name": "gemma-3-tiny-test",
+                   "hf_hook_point_in": "model.layers.1.output"}, f)
+
+
+def load_gemma_scope_2(folder):
+    """SAELens's own Gemma Scope 2 loader on the local folder (its Hub downloads pointed at it)."""
+    from safetensors import safe_open
+    from sae_lens import SAE
+    from sae_lens.loading import pretrained_sae_loaders as loaders
+    root = os.path.dirname(os.path.dirname(folder))
+    sub = os.path.relpath(folder, root)
+
+    def download(repo_id, filename=None, subfolder=None, **kw):
+        return os.path.join(root, subfolder or "", filename)
+
+    def shapes(repo_id, filename):
+        with safe_open(os.path.join(root, filename), "pt") as f:
+            return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+
+    loaders.hf_hub_download, loaders.get_safetensors_tensor_shapes = download, shapes
+    cfg, state, _ = loaders.gemma_3_sae_huggingface_loader("google/gemma-scope-2-test", sub)
+    assert cfg["hook_name"] == GEMMA_SCOPE_2[1] and not cfg["apply_b_dec_to_input"], cfg
+    sae = SAE.from_dict(cfg)
+    sae.load_state_dict(state)
+    return sae.eval()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seed-offset", type=int, default=0)
@@ -123,42 +208,15 @@ def main():
         scale = float(x0.norm(dim=-1).mean())
         sae = make_sae(cls, cfg_cls, extra, hook, seed, scale / 4)
         sae.save_model(os.path.join(OUT, name))
-        per = {}
-        for seq, ids in seqs.items():
-            x, clean = capture(model, hook, ids)
-            with torch.no_grad():
-                f = sae.encode(x)
-                recon = sae.decode(f)
-                _, spliced = capture(model, hook, ids, replace=lambda y: sae.decode(sae.encode(y)).to(y.dtype))
-            top = torch.topk(f, 8, dim=-1)
-            ev = ExplainedVarianceCalculator()
-            ev.add_batch(sae_output=recon, hidden_acts=x)
-            # Ablate (0) and clamp (twice its largest activation) the feature most active on this
-            # sequence, keeping the SAE's error term: x + (v - f_j(x)) W_dec[j] at every position.
-            clamp_feature = int(f.mean(0).argmax())
-            top_act = float(f[:, clamp_feature].max())
-            clamps = []
-            for value in (0.0, 2.0 * top_act):
-                def steer(y, j=clamp_feature, v=value):
-                    fj = sae.encode(y)[..., j:j + 1]
-                    return y + (v - fj) * sae.W_dec[j]
-                _, bits = capture(model, hook, ids, replace=steer)
-                clamps.append({"feature": clamp_feature, "value": value, "bits": bits})
-            per[seq] = {
-                "clamps": clamps,
-                "input_ids": ids,
-                "features": [[[int(i), float(f"{v:.7g}")] for i, v in zip(ti, tv) if v != 0]
-                             for ti, tv in zip(top.indices.tolist(), top.values.tolist())],
-                "l0": [int(n) for n in (f != 0).sum(-1)],
-                "reconstruction": {
-                    "mse": float((x - recon).pow(2).sum(-1).mean()),
-                    "explained_variance": float(ev.compute()),
-                    "clean_bits": clean,
-                    "spliced_bits": spliced,
-                },
-            }
-        ref["saes"][name] = {"hook": hook, "architecture": sae.cfg.architecture(), "sequences": per}
-        print(name, {s: (np.mean(v["l0"]), round(v["reconstruction"]["spliced_bits"] - v["reconstruction"]["clean_bits"], 3)) for s, v in per.items()})
+        ref["saes"][name] = measure(model, sae, hook, seqs)
+    # Gemma Scope 2's layout, read back through SAELens's own Gemma Scope 2 loader.
+    hook = GEMMA_SCOPE_2[1]
+    x0, _ = capture(model, hook, seqs["seq33"])
+    sae = make_sae(JumpReLUSAE, JumpReLUSAEConfig, {}, hook, 5004 + a.seed_offset,
+                   float(x0.norm(dim=-1).mean()) / 4)
+    name = GEMMA_SCOPE_2[0]
+    write_gemma_scope_2(sae, os.path.join(OUT, name))
+    ref["saes"][name] = measure(model, load_gemma_scope_2(os.path.join(OUT, name)), hook, seqs)
     with open(os.path.join(OUT, "reference.json"), "w") as fh:
         json.dump(ref, fh)
 

@@ -13,7 +13,7 @@ use crate::error::{PrismError, Result};
 use crate::intervene::{Intervention, Op, PositionSet, Site};
 use crate::model::Model;
 use crate::trace::Trace;
-use crate::weights::get;
+use crate::weights::{get, TensorSource};
 
 /// How hidden pre-activations become features.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -96,6 +96,10 @@ impl Sae {
                 &p,
                 "a pickled SAE: PyTorch pickles can run arbitrary code, so Prism never opens them. Save it in SAELens's format first, e.g. in Python: `sae.save_model(out_dir)` (cfg.json + sae_weights.safetensors)",
             ));
+        }
+        if dir.join("params.safetensors").exists() && !dir.join("sae_weights.safetensors").exists()
+        {
+            return Sae::load_gemma_scope_2(dir);
         }
         let cfg_path = dir.join("cfg.json");
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| {
@@ -216,6 +220,104 @@ impl Sae {
             b_enc,
             w_dec,
             b_dec,
+        })
+    }
+
+    /// Gemma Scope 2's layout (a folder `<site>/layer_<L>_width_<W>_l0_<size>` with
+    /// `params.safetensors`: `w_enc` `[d_in, d_sae]`, `w_dec`, `b_enc`, `b_dec`, `threshold`, and an
+    /// optional `config.json` naming the HF hook point), JumpReLU without `b_dec` subtracted from
+    /// the input, as SAELens's Gemma Scope 2 loader reads it. Residual-stream SAEs only for now.
+    fn load_gemma_scope_2(dir: &Path) -> Result<Sae> {
+        let weights_path = dir.join("params.safetensors");
+        let cfg_path = dir.join("config.json");
+        let cfg: Option<serde_json::Value> = match std::fs::read_to_string(&cfg_path) {
+            Ok(t) => Some(
+                serde_json::from_str(&t)
+                    .map_err(|e| bad(&cfg_path, format!("config.json: {e}")))?,
+            ),
+            Err(_) => None,
+        };
+        if let Some(a) = cfg
+            .as_ref()
+            .and_then(|c| c.get("architecture"))
+            .and_then(|v| v.as_str())
+            .filter(|a| *a != "jump_relu")
+        {
+            return Err(bad(
+                &cfg_path,
+                format!("config.json: architecture {a:?}; Gemma Scope 2 SAEs are jump_relu"),
+            ));
+        }
+        // The hook: config.json's HF hook point, else the folder's names.
+        let hook_point = cfg
+            .as_ref()
+            .and_then(|c| c.get("hf_hook_point_in"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        let names = dir.to_string_lossy().to_string();
+        let layer_of = |s: &str, key: &str| -> Option<usize> {
+            let rest = &s[s.rfind(key)? + key.len()..];
+            let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+            digits.parse().ok()
+        };
+        let layer = match &hook_point {
+            Some(p) => p
+                .strip_prefix("model.layers.")
+                .and_then(|r| r.strip_suffix(".output"))
+                .and_then(|l| l.parse::<usize>().ok()),
+            None if names.contains("resid_post") => layer_of(&names, "layer_"),
+            None => None,
+        };
+        let Some(layer) = layer else {
+            let what = hook_point.unwrap_or_else(|| names.clone());
+            return Err(bad(
+                dir,
+                format!("Gemma Scope 2 hook {what:?}: Prism reads its residual-stream SAEs (model.layers.L.output, folders resid_post/layer_L_...); attention, MLP and transcoder SAEs are not read yet"),
+            ));
+        };
+        let src = SafetensorsCheckpoint::open(vec![weights_path.clone()])?;
+        if src.info("affine_skip_connection").is_some() {
+            return Err(bad(
+                &weights_path,
+                "affine_skip_connection: a transcoder's skip connection; transcoders are not read yet",
+            ));
+        }
+        let shape = src.info("w_enc").map(|i| i.shape).ok_or_else(|| {
+            bad(
+                &weights_path,
+                "no w_enc tensor (Gemma Scope 2 params.safetensors)",
+            )
+        })?;
+        let [d_in, d_sae] = shape[..] else {
+            return Err(bad(
+                &weights_path,
+                format!("w_enc has shape {shape:?}, expected [d_in, d_sae]"),
+            ));
+        };
+        let tensor = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
+            let v = get(&src, name, shape)?.to_f32();
+            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                return Err(bad(
+                    &weights_path,
+                    format!("{name}: value {i} is not a finite number"),
+                ));
+            }
+            Ok(v)
+        };
+        Ok(Sae {
+            path: dir.to_path_buf(),
+            hook: format!("blocks.{layer}.hook_resid_post"),
+            site: Site::ResidPost,
+            layer,
+            d_in,
+            d_sae,
+            architecture: "jumprelu".into(),
+            activation: Activation::JumpRelu(tensor("threshold", &[d_sae])?),
+            apply_b_dec_to_input: false,
+            w_enc: tensor("w_enc", &[d_in, d_sae])?,
+            b_enc: tensor("b_enc", &[d_sae])?,
+            w_dec: tensor("w_dec", &[d_sae, d_in])?,
+            b_dec: tensor("b_dec", &[d_in])?,
         })
     }
 

@@ -207,6 +207,18 @@ fn saes_that_do_not_fit_are_refused_naming_the_file_and_the_field() {
     std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
     let err = run(&model(), &cut);
     assert!(err.contains("sae_weights.safetensors"), "{err}");
+    // Gemma Scope 2 SAEs on sites Prism does not read yet, or transcoders, are refused by name.
+    let gs2 = fixtures().join("saes/gemma-scope-2/resid_post/layer_1_width_512_l0_small");
+    let attn = d.join("attn_out/layer_1_width_512_l0_small");
+    std::fs::create_dir_all(&attn).unwrap();
+    std::fs::copy(
+        gs2.join("params.safetensors"),
+        attn.join("params.safetensors"),
+    )
+    .unwrap();
+    let err = run(&model(), &attn);
+    assert!(err.contains("Gemma Scope 2 hook"), "{err}");
+    assert!(err.contains("attn_out"), "{err}: names the folder");
     // A pickled SAE, as a file or in a folder, is refused unopened with the conversion.
     let pt = d.join("sae.pt");
     std::fs::write(&pt, b"\x80\x02}q\x00.").unwrap();
