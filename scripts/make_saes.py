@@ -6,7 +6,9 @@ For each SAE it writes tests/fixtures/saes/<name>/:
 and, in Gemma Scope 2's layout, gemma-scope-2/resid_post/layer_1_width_512_l0_small/ (params.safetensors
 with lowercase w_enc/w_dec/b_enc/b_dec/threshold, config.json), whose numbers come from the SAE that
 SAELens's own Gemma Scope 2 loader (`gemma_3_sae_huggingface_loader`, its Hub downloads pointed at the
-local files) makes of it (JumpReLU, b_dec not subtracted from the input)
+local files) makes of it (JumpReLU, b_dec not subtracted from the input); and in Gemma Scope 1's,
+gemma-scope-2b-pt-res/layer_0/width_512/average_l0_20/params.npz (np.savez), through SAELens's
+`gemma_2_sae_huggingface_loader` the same way
 and tests/fixtures/saes/reference.json with, per SAE and per sequence of the model's reference:
   features[t] = the top 8 feature activations of token t, [[id, act], ...] by activation (SAELens's
                 `sae.encode` on transformers' activation at the SAE's hook, float32)
@@ -153,6 +155,40 @@ def measure(model, sae, hook, seqs):
 GEMMA_SCOPE_2 = ("gemma-scope-2/resid_post/layer_1_width_512_l0_small", "blocks.1.hook_resid_post")
 
 
+# Gemma Scope 1's `<release>/layer_<L>/width_<W>/average_l0_<N>` with its params.npz.
+GEMMA_SCOPE_1 = ("gemma-scope-2b-pt-res/layer_0/width_512/average_l0_20", "blocks.0.hook_resid_post")
+
+
+def write_gemma_scope_1(sae, folder):
+    """A JumpReLU SAE as Gemma Scope 1 ships it: np.savez of W_enc, W_dec, b_enc, b_dec, threshold."""
+    os.makedirs(folder, exist_ok=True)
+    with torch.no_grad():
+        np.savez(os.path.join(folder, "params.npz"), W_enc=sae.W_enc.numpy(), W_dec=sae.W_dec.numpy(),
+                 b_enc=sae.b_enc.numpy(), b_dec=sae.b_dec.numpy(), threshold=sae.threshold.numpy())
+
+
+def load_gemma_scope_1(folder):
+    """SAELens's own Gemma Scope loader (`gemma_2_sae_huggingface_loader`) on the local folder; its
+    d_in and d_sae come from the release's name on the Hub, so they are given for this tiny one, and
+    its normalize_activations None (which SAELens's SAE class refuses) is given as "none", the same."""
+    from sae_lens import SAE
+    from sae_lens.loading import pretrained_sae_loaders as loaders
+    release = os.path.join(OUT, GEMMA_SCOPE_1[0].split("/")[0])
+    sub = os.path.relpath(folder, release)
+
+    def download(repo_id, filename=None, subfolder=None, **kw):
+        return os.path.join(release, subfolder or "", filename)
+
+    loaders.hf_hub_download = download
+    cfg, state, _ = loaders.gemma_2_sae_huggingface_loader(
+        "google/gemma-scope-2b-pt-res", sub,
+        cfg_overrides={"d_in": 256, "d_sae": D_SAE, "normalize_activations": "none"})
+    assert cfg["hook_name"] == GEMMA_SCOPE_1[1] and not cfg["apply_b_dec_to_input"], cfg
+    sae = SAE.from_dict(cfg)
+    sae.load_state_dict(state)
+    return sae.eval()
+
+
 def write_gemma_scope_2(sae, folder):
     """A JumpReLU SAE in Gemma Scope 2's files: params.safetensors (w_enc [d_in, d_sae], w_dec,
     b_enc, b_dec, threshold) and config.json (architecture jump_relu, the HF hook point)."""
@@ -217,6 +253,13 @@ def main():
     name = GEMMA_SCOPE_2[0]
     write_gemma_scope_2(sae, os.path.join(OUT, name))
     ref["saes"][name] = measure(model, load_gemma_scope_2(os.path.join(OUT, name)), hook, seqs)
+    # Gemma Scope 1's layout (params.npz), read back through SAELens's own Gemma Scope loader.
+    name, hook = GEMMA_SCOPE_1
+    x0, _ = capture(model, hook, seqs["seq33"])
+    sae = make_sae(JumpReLUSAE, JumpReLUSAEConfig, {}, hook, 5005 + a.seed_offset,
+                   float(x0.norm(dim=-1).mean()) / 4)
+    write_gemma_scope_1(sae, os.path.join(OUT, name))
+    ref["saes"][name] = measure(model, load_gemma_scope_1(os.path.join(OUT, name)), hook, seqs)
     with open(os.path.join(OUT, "reference.json"), "w") as fh:
         json.dump(ref, fh)
 

@@ -219,6 +219,22 @@ fn saes_that_do_not_fit_are_refused_naming_the_file_and_the_field() {
     let err = run(&model(), &attn);
     assert!(err.contains("Gemma Scope 2 hook"), "{err}");
     assert!(err.contains("attn_out"), "{err}: names the folder");
+    // Gemma Scope 1: a truncated params.npz, and a release that is not the residual stream.
+    let gs1 = fixtures().join("saes/gemma-scope-2b-pt-res/layer_0/width_512/average_l0_20");
+    let npz = std::fs::read(gs1.join("params.npz")).unwrap();
+    for (release, bytes, needle) in [
+        ("gemma-scope-2b-pt-res", &npz[..npz.len() / 3], "npz"),
+        ("gemma-scope-2b-pt-res", &npz[..npz.len() - 10], "npz"),
+        ("gemma-scope-2b-pt-mlp", &npz[..], "residual-stream"),
+    ] {
+        let f = d
+            .join(format!("{release}-{}", bytes.len()))
+            .join("layer_0/width_512/average_l0_20");
+        std::fs::create_dir_all(&f).unwrap();
+        std::fs::write(f.join("params.npz"), bytes).unwrap();
+        let err = run(&model(), &f);
+        assert!(err.contains(needle), "{release}: {needle:?} not in {err}");
+    }
     // A pickled SAE, as a file or in a folder, is refused unopened with the conversion.
     let pt = d.join("sae.pt");
     std::fs::write(&pt, b"\x80\x02}q\x00.").unwrap();
