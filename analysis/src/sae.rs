@@ -51,6 +51,9 @@ pub struct Sae {
     pub b_dec: Vec<f32>,
 }
 
+/// An SAE's array by name, checked against a shape.
+type ArrayOf<'a> = dyn Fn(&str, &[usize]) -> Result<Vec<f32>> + 'a;
+
 fn bad(path: &Path, m: impl Into<String>) -> PrismError {
     PrismError::format(path, m.into())
 }
@@ -307,6 +310,20 @@ impl Sae {
             }
             Ok(v)
         };
+        Sae::gemma_scope(dir, layer, [d_in, d_sae], &|name, shape| {
+            tensor(&name.to_lowercase(), shape)
+        })
+    }
+
+    /// A Gemma Scope SAE on the residual stream after `layer`: JumpReLU, `b_dec` not subtracted
+    /// from the input, its five arrays by SAELens's names (`W_enc`, `b_enc`, `W_dec`, `b_dec`,
+    /// `threshold`) from `tensor`.
+    fn gemma_scope(
+        dir: &Path,
+        layer: usize,
+        [d_in, d_sae]: [usize; 2],
+        tensor: &ArrayOf<'_>,
+    ) -> Result<Sae> {
         Ok(Sae {
             path: dir.to_path_buf(),
             hook: format!("blocks.{layer}.hook_resid_post"),
@@ -317,9 +334,9 @@ impl Sae {
             architecture: "jumprelu".into(),
             activation: Activation::JumpRelu(tensor("threshold", &[d_sae])?),
             apply_b_dec_to_input: false,
-            w_enc: tensor("w_enc", &[d_in, d_sae])?,
+            w_enc: tensor("W_enc", &[d_in, d_sae])?,
             b_enc: tensor("b_enc", &[d_sae])?,
-            w_dec: tensor("w_dec", &[d_sae, d_in])?,
+            w_dec: tensor("W_dec", &[d_sae, d_in])?,
             b_dec: tensor("b_dec", &[d_in])?,
         })
     }
@@ -377,21 +394,7 @@ impl Sae {
             }
             Ok(a.values.clone())
         };
-        Ok(Sae {
-            path: dir.to_path_buf(),
-            hook: format!("blocks.{layer}.hook_resid_post"),
-            site: Site::ResidPost,
-            layer,
-            d_in,
-            d_sae,
-            architecture: "jumprelu".into(),
-            activation: Activation::JumpRelu(take("threshold", &[d_sae])?),
-            apply_b_dec_to_input: false,
-            w_enc: take("W_enc", &[d_in, d_sae])?,
-            b_enc: take("b_enc", &[d_sae])?,
-            w_dec: take("W_dec", &[d_sae, d_in])?,
-            b_dec: take("b_dec", &[d_in])?,
-        })
+        Sae::gemma_scope(dir, layer, [d_in, d_sae], &take)
     }
 
     /// Refuses an SAE that does not fit the model: its layer, its width, its site.
