@@ -13,6 +13,12 @@ and tests/fixtures/saes/reference.json with, per SAE and per sequence of the mod
   features[t] = the top 8 feature activations of token t, [[id, act], ...] by activation (SAELens's
                 `sae.encode` on transformers' activation at the SAE's hook, float32)
   l0[t]        the number of active features
+  interventions  the feature most active on the sequence steered (x + 8 W_dec[j] at every position),
+               clamped to 4x its largest activation at positions 1 and 2, and ablated at the position
+               where it is largest, the error term kept: total and per-token surprisal (what an interventions
+               file with site "feature" asks for)
+  generation   8 greedy new tokens (transformers' generate) with that feature steered by 8 W_dec[j]
+               at every position
   clamps       the total surprisal with the feature most active on the sequence clamped to 0 and to twice its
                largest activation at every position, the SAE's error term kept (x + (v - f_j) W_dec[j])
   reconstruction = {mse (per-token squared error summed over dims, mean over tokens, as SAELens's
@@ -61,9 +67,10 @@ def module_of(model, hook):
             "hook_mlp_out": (layer.mlp, False)}[what]
 
 
-def capture(model, hook, ids, replace=None):
-    """The activation at `hook` for ids, and the log-probabilities; with `replace`, the activation
-    is replaced by replace(activation) on the way."""
+def capture(model, hook, ids, replace=None, per_token=False):
+    """The activation at `hook` for ids, and the total surprisal of the predicted tokens (with
+    per_token, also each one's); with `replace`, the activation is replaced by replace(activation)
+    on the way."""
     mod, is_input = module_of(model, hook)
     seen = {}
 
@@ -90,8 +97,10 @@ def capture(model, hook, ids, replace=None):
     with torch.no_grad():
         logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), -1)
     h.remove()
-    bits = sum(float(-logp[i - 1, ids[i]] / np.log(2)) for i in range(1, len(ids)))
-    return seen["x"][0], bits
+    each = [float(-logp[i - 1, ids[i]] / np.log(2)) for i in range(1, len(ids))]
+    if per_token:
+        return seen["x"][0], sum(each), each
+    return seen["x"][0], sum(each)
 
 
 def make_sae(cls, cfg_cls, extra, hook, seed, scale):
@@ -134,7 +143,50 @@ def measure(model, sae, hook, seqs):
                 return y + (v - fj) * sae.W_dec[j]
             _, bits = capture(model, hook, ids, replace=steer)
             clamps.append({"feature": clamp_feature, "value": value, "bits": bits})
+        # Feature interventions as an interventions file gives them: steer (x + 8 W_dec[j]) at
+        # every position, clamp to 4x its largest activation at two positions, ablate it where it
+        # is largest (among the positions that predict a token).
+        interventions = []
+        n = len(ids)
+        peak = int(f[:n - 1, clamp_feature].argmax())
+        for what, positions, amount in (("steer", "all", 8.0), ("clamp", [1, 2], 4.0 * top_act),
+                                        ("ablate", [peak], 0.0)):
+            def edit(y, j=clamp_feature, what=what, positions=positions, v=amount):
+                mask = torch.zeros(y.shape[-2], 1, dtype=y.dtype)
+                mask[list(range(y.shape[-2])) if positions == "all" else positions] = 1.0
+                if what == "steer":
+                    return y + mask * v * sae.W_dec[j]
+                fj = sae.encode(y)[..., j:j + 1]
+                return y + mask * (v - fj) * sae.W_dec[j]
+            _, bits, per_token = capture(model, hook, ids, replace=edit, per_token=True)
+            interventions.append({"what": what, "feature": clamp_feature, "positions": positions,
+                                  "amount": amount, "bits": bits, "surprisal_bits": per_token})
+        # Greedy generation (8 new tokens, transformers' KV cache) with the feature steered at
+        # every position, the prompt's and each new token's.
+        mod, is_input = module_of(model, hook)
+        j = clamp_feature
+
+        def steer_all(y, j=j):
+            return y + 8.0 * sae.W_dec[j]
+
+        def pre_hook(m, args, kwargs):
+            if args:
+                return (steer_all(args[0]), *args[1:]), kwargs
+            return args, dict(kwargs, hidden_states=steer_all(kwargs["hidden_states"]))
+
+        def post_hook(m, args, out):
+            return (steer_all(out[0]), *out[1:]) if isinstance(out, tuple) else steer_all(out)
+
+        h = mod.register_forward_pre_hook(pre_hook, with_kwargs=True) if is_input else mod.register_forward_hook(post_hook)
+        with torch.no_grad():
+            gen = model.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False,
+                                 eos_token_id=None, pad_token_id=0)
+        h.remove()
+        generation = {"what": "steer", "feature": j, "positions": "all", "amount": 8.0,
+                      "new_ids": gen[0, len(ids):].tolist()}
         per[seq] = {
+            "generation": generation,
+            "interventions": interventions,
             "clamps": clamps,
             "input_ids": ids,
             "features": [[[int(i), float(f"{v:.7g}")] for i, v in zip(ti, tv) if v != 0]

@@ -24,16 +24,19 @@ pub enum Site {
     MlpOut,
     Head,
     Expert,
+    /// One feature of a sparse autoencoder, applied at the SAE's own site and layer.
+    Feature,
 }
 
 impl Site {
-    pub const ALL: [Site; 6] = [
+    pub const ALL: [Site; 7] = [
         Site::ResidPre,
         Site::ResidPost,
         Site::AttnOut,
         Site::MlpOut,
         Site::Head,
         Site::Expert,
+        Site::Feature,
     ];
 
     pub fn name(self) -> &'static str {
@@ -44,6 +47,7 @@ impl Site {
             Site::MlpOut => "mlp_out",
             Site::Head => "head",
             Site::Expert => "expert",
+            Site::Feature => "feature",
         }
     }
 
@@ -111,11 +115,96 @@ impl PositionSet {
     }
 }
 
-/// One intervention. In JSON: `{"site", "layer", "head"?, "positions"?, "op", "vector"?, "scale"?}`.
+/// How a feature intervention reads its feature off the activation: the SAE's encoder for that one
+/// feature (filled in from the SAE file by `sae::resolve`), and its decoder direction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureEncoder {
+    /// The SAE's site and layer, where the edit applies.
+    pub site: Site,
+    pub layer: usize,
+    pub feature: usize,
+    pub d_sae: usize,
+    /// `W_enc[:, feature]` (`[d_in]`), or with TopK the whole `W_enc` `[d_in, d_sae]`.
+    pub w_enc: std::sync::Arc<Vec<f32>>,
+    /// `b_enc[feature]`, or with TopK the whole `b_enc`.
+    pub b_enc: std::sync::Arc<Vec<f32>>,
+    /// `b_dec`, subtracted from the input first when the SAE does that.
+    pub b_dec_in: Option<std::sync::Arc<Vec<f32>>>,
+    pub rule: FeatureRule,
+    /// `W_dec[feature]` `[d_in]`.
+    pub direction: Vec<f32>,
+}
+
+/// The activation function of one feature.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FeatureRule {
+    Relu,
+    /// Active above this threshold.
+    JumpRelu(f32),
+    /// Active when among the `k` largest pre-activations (ties to the lower index), through a ReLU.
+    TopK(usize),
+}
+
+impl FeatureEncoder {
+    /// The feature's activation on each row of `x` `[rows, d_in]`.
+    pub fn activations(&self, x: &[f32]) -> Vec<f32> {
+        let n = self.direction.len();
+        let m = self.d_sae;
+        let j = self.feature;
+        x.chunks(n)
+            .map(|row| {
+                let input = |i: usize| match &self.b_dec_in {
+                    Some(b) => row[i] - b[i],
+                    None => row[i],
+                };
+                match self.rule {
+                    FeatureRule::TopK(k) => {
+                        let mut pre: Vec<f32> = self.b_enc.to_vec();
+                        let mut acc = vec![0f32; m];
+                        for i in 0..n {
+                            let v = input(i);
+                            let w = &self.w_enc[i * m..(i + 1) * m];
+                            acc.iter_mut().zip(w).for_each(|(a, &w)| *a += v * w);
+                        }
+                        pre.iter_mut().zip(&acc).for_each(|(p, a)| *p += a);
+                        let pj = pre[j];
+                        let above = pre
+                            .iter()
+                            .enumerate()
+                            .filter(|&(i, &p)| p > pj || (p == pj && i < j))
+                            .count();
+                        if above < k {
+                            pj.max(0.0)
+                        } else {
+                            0.0
+                        }
+                    }
+                    rule => {
+                        let mut dot = 0f32;
+                        for i in 0..n {
+                            dot += input(i) * self.w_enc[i];
+                        }
+                        let pre = self.b_enc[0] + dot;
+                        match rule {
+                            FeatureRule::JumpRelu(t) if pre > t => pre,
+                            FeatureRule::JumpRelu(_) => 0.0,
+                            _ => pre.max(0.0),
+                        }
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+/// One intervention. In JSON: `{"site", "layer", "head"?, "positions"?, "op", "vector"?, "scale"?}`,
+/// or for a feature `{"site": "feature", "sae", "feature", "op", "value"?, "scale"?, "positions"?}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Intervention {
     pub site: Site,
+    /// Every site but `feature` needs it; a feature's layer is its SAE's.
+    #[serde(default = "no_layer")]
     pub layer: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head: Option<usize>,
@@ -139,6 +228,25 @@ pub struct Intervention {
     /// For `patch` in a file: the text of the run to take values from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_text: Option<String>,
+    /// For site `feature`: the SAE (a folder or file Prism reads; relative to the file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sae: Option<String>,
+    /// For site `feature`: the feature's index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature: Option<usize>,
+    /// For site `feature` with op `set`: the activation to clamp the feature to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f32>,
+    /// For site `feature`: the SAE's encoder of that feature, read from `sae`.
+    #[serde(skip)]
+    pub encoder: Option<std::sync::Arc<FeatureEncoder>>,
+}
+
+/// A layer the file did not give (an error for every site but `feature`).
+pub const NO_LAYER: usize = usize::MAX;
+
+fn no_layer() -> usize {
+    NO_LAYER
 }
 
 impl Intervention {
@@ -156,6 +264,19 @@ impl Intervention {
             values: None,
             source_ids: None,
             source_text: None,
+            sae: None,
+            feature: None,
+            value: None,
+            encoder: None,
+        }
+    }
+
+    /// Whether the intervention edits `site` of `layer` (a feature edits its SAE's site).
+    pub fn applies_at(&self, site: Site, layer: usize) -> bool {
+        match (&self.encoder, self.site) {
+            (Some(f), Site::Feature) => f.site == site && f.layer == layer,
+            (None, Site::Feature) => false,
+            (_, s) => s == site && self.layer == layer,
         }
     }
 
@@ -186,6 +307,7 @@ impl Intervention {
             (Site::Head, _) => spec.head_dim,
             (Site::Expert, Some(_)) => 1,
             (Site::Expert, None) => spec.experts.map_or(0, |x| x.count),
+            (Site::Feature, _) => 1,
             _ => spec.hidden,
         }
     }
@@ -198,6 +320,14 @@ impl Intervention {
                 Some(x) => format!("expert {}.{x}", self.layer),
                 None => format!("the routing of layer {}", self.layer),
             },
+            (Site::Feature, _) => {
+                let j = self.feature.map_or("?".to_string(), |j| j.to_string());
+                match &self.encoder {
+                    Some(f) => format!("feature {j} at {}@{}", f.site.name(), f.layer),
+                    None => format!("feature {j} of {}", self.sae.as_deref().unwrap_or("?")),
+                }
+            }
+            (s, _) if self.layer == NO_LAYER => format!("{}@?", s.name()),
             (s, _) => format!("{}@{}", s.name(), self.layer),
         };
         let at = match &self.positions {
@@ -210,14 +340,31 @@ impl Intervention {
                     .join(",")
             ),
         };
-        let what = match self.op {
+        let what = match (self.op, self.site) {
+            (Op::Add, Site::Feature) => {
+                format!(
+                    "steer by {} x the decoder direction of",
+                    self.scale.unwrap_or(1.0)
+                )
+            }
+            (Op::Set, Site::Feature) => match self.value {
+                Some(v) => format!("clamp to {v}"),
+                None => "clamp".into(),
+            },
+            (Op::Zero, Site::Feature) => "ablate".into(),
+            (op, _) => self.op_word(op),
+        };
+        format!("{what} {place} at {at}")
+    }
+
+    fn op_word(&self, op: Op) -> String {
+        match op {
             Op::Add => format!("add {} x vector", self.scale.unwrap_or(1.0)),
             Op::Set => "set".into(),
             Op::Zero => "zero".into(),
             Op::Mean => "mean-ablate".into(),
             Op::Patch => "patch".into(),
-        };
-        format!("{what} {place} at {at}")
+        }
     }
 
     /// Refuses an intervention the model cannot take, saying why. `seq_len` is the number of
@@ -229,6 +376,25 @@ impl Intervention {
                 self.describe()
             )))
         };
+        if self.site == Site::Feature {
+            return self.validate_feature(spec, seq_len);
+        }
+        if self.layer == NO_LAYER {
+            return bad(format!("site {:?} needs a \"layer\"", self.site.name()));
+        }
+        if let Some(field) = [
+            ("sae", self.sae.is_some()),
+            ("feature", self.feature.is_some()),
+            ("value", self.value.is_some()),
+        ]
+        .iter()
+        .find_map(|&(f, given)| given.then_some(f))
+        {
+            return bad(format!(
+                "\"{field}\" only applies to site \"feature\", not {:?}",
+                self.site.name()
+            ));
+        }
         if self.layer >= spec.n_layers {
             return bad(format!(
                 "layer {} is out of range: the model has layers 0..{}",
@@ -297,17 +463,7 @@ impl Intervention {
             }
             _ => {}
         }
-        if let PositionSet::List(l) = &self.positions {
-            if l.is_empty() {
-                return bad("the position list is empty".into());
-            }
-            if let Some(p) = l.iter().find(|&&p| p >= seq_len) {
-                return bad(format!(
-                    "position {p} is out of range: the text has {seq_len} tokens (0..{})",
-                    seq_len.saturating_sub(1)
-                ));
-            }
-        }
+        self.check_positions(seq_len)?;
         let width = self.width(spec);
         match self.op {
             Op::Add | Op::Set => match &self.vector {
@@ -353,6 +509,101 @@ impl Intervention {
             }
         }
         Ok(())
+    }
+
+    fn check_positions(&self, seq_len: usize) -> Result<()> {
+        let bad = |m: String| {
+            Err(PrismError::Input(format!(
+                "intervention ({}): {m}",
+                self.describe()
+            )))
+        };
+        if let PositionSet::List(l) = &self.positions {
+            if l.is_empty() {
+                return bad("the position list is empty".into());
+            }
+            if let Some(p) = l.iter().find(|&&p| p >= seq_len) {
+                return bad(format!(
+                    "position {p} is out of range: the text has {seq_len} tokens (0..{})",
+                    seq_len.saturating_sub(1)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A feature intervention: `add` steers along the decoder direction (`scale`), `set` clamps
+    /// the feature to `value`, `zero` ablates it; the SAE's error term is kept either way.
+    fn validate_feature(&self, spec: &ArchSpec, seq_len: usize) -> Result<()> {
+        let bad = |m: String| {
+            Err(PrismError::Input(format!(
+                "intervention ({}): {m}",
+                self.describe()
+            )))
+        };
+        if self.sae.is_none() && self.encoder.is_none() {
+            return bad("site \"feature\" needs \"sae\" (the SAE's folder or file)".into());
+        }
+        let Some(j) = self.feature else {
+            return bad("site \"feature\" needs \"feature\" (the feature's index)".into());
+        };
+        let Some(f) = &self.encoder else {
+            return bad("the SAE was not read (Prism reads \"sae\" with the file)".into());
+        };
+        if j >= f.d_sae {
+            return bad(format!(
+                "feature {j} is out of range: the SAE has features 0..{}",
+                f.d_sae - 1
+            ));
+        }
+        if f.layer >= spec.n_layers || f.direction.len() != spec.hidden {
+            return bad(format!(
+                "the SAE reads {}@{} with width {}; this model has {} layers of width {}",
+                f.site.name(),
+                f.layer,
+                f.direction.len(),
+                spec.n_layers,
+                spec.hidden
+            ));
+        }
+        for (field, given) in [
+            ("head", self.head.is_some()),
+            ("expert", self.expert.is_some()),
+            ("vector", self.vector.is_some()),
+            ("values", self.values.is_some()),
+            ("source_ids", self.source_ids.is_some()),
+            ("source_text", self.source_text.is_some()),
+        ] {
+            if given {
+                return bad(format!(
+                    "\"{field}\" does not apply to site \"feature\" (its direction is the SAE's)"
+                ));
+            }
+        }
+        match self.op {
+            Op::Add => {}
+            Op::Set => match self.value {
+                None => return bad("op \"set\" on a feature needs a \"value\" (the activation to clamp it to)".into()),
+                Some(v) if !v.is_finite() => return bad(format!("value {v} is not a finite number")),
+                Some(_) => {}
+            },
+            Op::Zero => {}
+            Op::Mean | Op::Patch => {
+                return bad(format!(
+                    "op {:?} does not apply to a feature: use \"add\" (steer), \"set\" (clamp) or \"zero\" (ablate)",
+                    self.op_name()
+                ))
+            }
+        }
+        if self.value.is_some() && self.op != Op::Set {
+            return bad("\"value\" only applies to op \"set\"".into());
+        }
+        if let Some(s) = self.scale {
+            if !s.is_finite() {
+                return bad(format!("scale {s} is not a finite number"));
+            }
+        }
+        self.check_positions(seq_len)
     }
 
     fn op_name(&self) -> &'static str {

@@ -126,6 +126,11 @@ pub fn patch(
             "a patching grid patches activations; the expert routing is not one (patch mlp_out, or ablate experts)".into(),
         ));
     }
+    if site == Site::Feature {
+        return Err(PrismError::Input(
+            "a patching grid patches activations; an SAE feature is not one (patch its SAE's site, or clamp the feature)".into(),
+        ));
+    }
     check_prompts(model, clean, corrupt)?;
     for (what, id) in [("answer", answer), ("wrong", wrong)] {
         if id as usize >= s.vocab {
@@ -209,7 +214,9 @@ pub fn patch(
                             .at(vec![c])
                             .with_vector(row(&clean_res[layer + 1], c), None),
                         // Refused above: a zero routing stands in, never reached.
-                        Site::Expert => Intervention::new(Site::Expert, layer, Op::Zero),
+                        Site::Expert | Site::Feature => {
+                            Intervention::new(Site::Expert, layer, Op::Zero)
+                        }
                         Site::Head => {
                             let z = &sites.head_z[layer];
                             let width = s.n_heads * hd;
@@ -319,6 +326,12 @@ pub fn source_values(
         Site::Expert => {
             return Err(PrismError::Input(format!(
                 "intervention ({}): the routing cannot be patched from another run; patch mlp_out instead",
+                iv.describe()
+            )))
+        }
+        Site::Feature => {
+            return Err(PrismError::Input(format!(
+                "intervention ({}): a feature is clamped, steered or ablated, not patched",
                 iv.describe()
             )))
         }

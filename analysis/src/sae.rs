@@ -4,13 +4,14 @@
 //! explained variance, and the total surprisal with the reconstruction spliced in.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::backend::{Backend, Capture};
 use crate::checkpoint::safetensors::SafetensorsCheckpoint;
 use crate::error::{PrismError, Result};
-use crate::intervene::{Intervention, Op, PositionSet, Site};
+use crate::intervene::{FeatureEncoder, FeatureRule, Intervention, Op, PositionSet, Site};
 use crate::model::Model;
 use crate::trace::Trace;
 use crate::weights::{get, TensorSource};
@@ -41,9 +42,9 @@ pub struct Sae {
     pub apply_b_dec_to_input: bool,
     /// `[d_in, d_sae]`.
     #[serde(skip)]
-    pub w_enc: Vec<f32>,
+    pub w_enc: Arc<Vec<f32>>,
     #[serde(skip)]
-    pub b_enc: Vec<f32>,
+    pub b_enc: Arc<Vec<f32>>,
     /// `[d_sae, d_in]`.
     #[serde(skip)]
     pub w_dec: Vec<f32>,
@@ -222,8 +223,8 @@ impl Sae {
                 .get("apply_b_dec_to_input")
                 .and_then(|v| v.as_bool())
                 .unwrap_or(true),
-            w_enc,
-            b_enc,
+            w_enc: Arc::new(w_enc),
+            b_enc: Arc::new(b_enc),
             w_dec,
             b_dec,
         })
@@ -334,8 +335,8 @@ impl Sae {
             architecture: "jumprelu".into(),
             activation: Activation::JumpRelu(tensor("threshold", &[d_sae])?),
             apply_b_dec_to_input: false,
-            w_enc: tensor("W_enc", &[d_in, d_sae])?,
-            b_enc: tensor("b_enc", &[d_sae])?,
+            w_enc: Arc::new(tensor("W_enc", &[d_in, d_sae])?),
+            b_enc: Arc::new(tensor("b_enc", &[d_sae])?),
             w_dec: tensor("W_dec", &[d_sae, d_in])?,
             b_dec: tensor("b_dec", &[d_in])?,
         })
@@ -515,7 +516,7 @@ fn site_values(trace: &Trace, sae: &Sae) -> Result<Vec<f32>> {
         Site::ResidPost => out.residual.as_ref().and_then(|r| r.get(sae.layer + 1)),
         Site::MlpOut => out.sites.as_ref().and_then(|s| s.mlp_out.get(sae.layer)),
         Site::AttnOut => out.sites.as_ref().and_then(|s| s.attn_out.get(sae.layer)),
-        Site::Head | Site::Expert => None,
+        Site::Head | Site::Expert | Site::Feature => None,
     };
     v.cloned().filter(|v| !v.is_empty()).ok_or_else(missing)
 }
@@ -616,6 +617,7 @@ pub fn features(
 /// The run of `clean` (a [`clean_run`]) with features of `sae` clamped to values at every
 /// position, the SAE's error term kept: the site's activation x becomes
 /// `x + sum_j (v_j - f_j(x)) W_dec[j]`, so that only those features change (`v = 0` ablates one).
+/// The clamps are feature interventions of the forward pass, as an interventions file gives them.
 pub fn clamped(
     model: &Model,
     backend: &dyn Backend,
@@ -624,30 +626,117 @@ pub fn clamped(
     clamps: &[(usize, f32)],
 ) -> Result<Trace> {
     sae.check(model)?;
-    if let Some(&(j, _)) = clamps.iter().find(|(j, _)| *j >= sae.d_sae) {
-        return Err(PrismError::Input(format!(
-            "feature {j} is out of range: {} has features 0..{}",
-            sae.path.display(),
-            sae.d_sae - 1
-        )));
+    let mut list = Vec::with_capacity(clamps.len());
+    for &(j, v) in clamps {
+        if !v.is_finite() {
+            return Err(PrismError::Input(format!(
+                "feature {j}: the value {v} is not a finite number"
+            )));
+        }
+        list.push(sae.intervention(j, Op::Set, v)?);
     }
-    if let Some(&(j, v)) = clamps.iter().find(|(_, v)| !v.is_finite()) {
-        return Err(PrismError::Input(format!(
-            "feature {j}: the value {v} is not a finite number"
-        )));
+    Trace::run_with(model, backend, &ids_of(clean), Capture::default(), 5, &list)
+}
+
+/// Reads the SAEs that the `feature` interventions of `list` name (paths relative to `base`),
+/// each once, checks them against the model and fills in each intervention's encoder and layer.
+pub fn resolve(list: &mut [Intervention], base: &Path, model: &Model) -> Result<()> {
+    let mut read: Vec<(PathBuf, Arc<Sae>)> = Vec::new();
+    for (i, iv) in list.iter_mut().enumerate() {
+        if iv.site != Site::Feature || iv.encoder.is_some() {
+            continue;
+        }
+        let (Some(path), Some(j)) = (&iv.sae, iv.feature) else {
+            // validate() names what is missing.
+            continue;
+        };
+        let path = base.join(path);
+        let sae = match read.iter().find(|(p, _)| *p == path) {
+            Some((_, s)) => s.clone(),
+            None => {
+                let s = Arc::new(Sae::load(&path)?);
+                s.check(model)?;
+                read.push((path.clone(), s.clone()));
+                s
+            }
+        };
+        if iv.layer != crate::intervene::NO_LAYER && iv.layer != sae.layer {
+            return Err(PrismError::Input(format!(
+                "intervention {i}: \"layer\" {} differs from the layer {} of the SAE {} ({}); leave \"layer\" out for a feature",
+                iv.layer,
+                sae.layer,
+                path.display(),
+                sae.hook
+            )));
+        }
+        if j >= sae.d_sae {
+            return Err(PrismError::Input(format!(
+                "intervention {i}: feature {j} is out of range: {} has features 0..{}",
+                path.display(),
+                sae.d_sae - 1
+            )));
+        }
+        iv.layer = sae.layer;
+        iv.encoder = Some(Arc::new(sae.encoder(j)));
     }
-    let mut x = site_values(clean, sae)?;
-    let f = sae.encode(&x);
-    let n = sae.d_in;
-    for (xr, fr) in x.chunks_mut(n).zip(f.chunks(sae.d_sae)) {
-        for &(j, v) in clamps {
-            let d = v - fr[j];
-            let w = &sae.w_dec[j * n..(j + 1) * n];
-            xr.iter_mut().zip(w).for_each(|(o, &w)| *o += d * w);
+    Ok(())
+}
+
+impl Sae {
+    /// What a feature intervention on feature `j` (< d_sae) needs of this SAE.
+    pub fn encoder(&self, j: usize) -> FeatureEncoder {
+        let (m, n) = (self.d_sae, self.d_in);
+        let (rule, w_enc, b_enc) = match &self.activation {
+            Activation::TopK(k) => (
+                FeatureRule::TopK(*k),
+                self.w_enc.clone(),
+                self.b_enc.clone(),
+            ),
+            act => {
+                let column: Vec<f32> = (0..n).map(|i| self.w_enc[i * m + j]).collect();
+                let rule = match act {
+                    Activation::JumpRelu(t) => FeatureRule::JumpRelu(t[j]),
+                    _ => FeatureRule::Relu,
+                };
+                (rule, Arc::new(column), Arc::new(vec![self.b_enc[j]]))
+            }
+        };
+        FeatureEncoder {
+            site: self.site,
+            layer: self.layer,
+            feature: j,
+            d_sae: m,
+            w_enc,
+            b_enc,
+            b_dec_in: self
+                .apply_b_dec_to_input
+                .then(|| Arc::new(self.b_dec.clone())),
+            rule,
+            direction: self.w_dec[j * n..(j + 1) * n].to_vec(),
         }
     }
-    let iv = splice(sae, &x);
-    Trace::run_with(model, backend, &ids_of(clean), Capture::default(), 5, &[iv])
+
+    /// A feature intervention on feature `j` at every position: `Set` clamps it to `value`,
+    /// `Zero` ablates it, `Add` steers by `value` times its decoder direction.
+    pub fn intervention(&self, j: usize, op: Op, value: f32) -> Result<Intervention> {
+        if j >= self.d_sae {
+            return Err(PrismError::Input(format!(
+                "feature {j} is out of range: {} has features 0..{}",
+                self.path.display(),
+                self.d_sae - 1
+            )));
+        }
+        let mut iv = Intervention::new(Site::Feature, self.layer, op);
+        iv.sae = Some(self.path.display().to_string());
+        iv.feature = Some(j);
+        match op {
+            Op::Set => iv.value = Some(value),
+            Op::Add => iv.scale = Some(value),
+            _ => {}
+        }
+        iv.encoder = Some(Arc::new(self.encoder(j)));
+        Ok(iv)
+    }
 }
 
 impl Sae {

@@ -54,6 +54,7 @@ shaders! {
     AttentionMerge => "attention_merge.wgsl", [AttentionIo];
     Gelu => "gelu.wgsl", [];
     Edit => "edit.wgsl", [];
+    FeatureEdit => "feature_edit.wgsl", [Reduce];
     LogitStats => "logit_stats.wgsl", [Reduce];
     Route => "route.wgsl", [];
     ExpertAdd => "expert_add.wgsl", [];

@@ -640,6 +640,7 @@ fn edits_add_set_zero_mean_on_rows_and_columns() {
                             .sum::<f64>()
                             / over.len() as f64
                     }
+                    EditKind::Feature { .. } => unreachable!("not among these cases"),
                 };
             }
         }
@@ -648,6 +649,120 @@ fn edits_add_set_zero_mean_on_rows_and_columns() {
             ops::edit::edit(&ctx, enc, &xb, width, &e).unwrap()
         });
         assert_close(&got, &want, &format!("edit {name}"));
+    }
+}
+
+/// An SAE feature clamped on some rows, the error term kept (`feature_edit.wgsl`): ReLU, JumpReLU
+/// and TopK (the feature ranked first, k-th and just outside the top k on row 0), with and
+/// without b_dec subtracted, d_in and d_sae ragged, against f64.
+#[test]
+fn feature_clamps_relu_jumprelu_topk_against_f64() {
+    use prism_analysis::intervene::{FeatureEncoder, FeatureRule};
+    use std::sync::Arc;
+    let ctx = gpu();
+    let (rows, n, m, k) = (6usize, 300usize, 700usize, 20usize);
+    let mut rng = Rng::new(41);
+    let x = rng.vec(rows * n, 1.0, 0.0);
+    let w_enc = rng.vec(n * m, 0.1, 0.0);
+    let b_enc = rng.vec(m, 0.3, 0.0);
+    let b_dec = rng.vec(n, 0.2, 0.0);
+    let direction = rng.vec(n, 1.0, 0.0);
+    let edit_rows = vec![0usize, 2, 5];
+    let input = |r: usize, i: usize, sub: bool| {
+        x[r * n + i] as f64 - if sub { b_dec[i] as f64 } else { 0.0 }
+    };
+    let pre = |r: usize, f: usize, sub: bool| {
+        b_enc[f] as f64
+            + (0..n)
+                .map(|i| input(r, i, sub) * w_enc[i * m + f] as f64)
+                .sum::<f64>()
+    };
+    // Features of row 0 by pre-activation, largest first.
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by(|&a, &b| pre(0, b, true).total_cmp(&pre(0, a, true)));
+    let target = 2.5f32;
+    for (rule, j, sub) in [
+        (FeatureRule::Relu, order[0], true),
+        (FeatureRule::Relu, order[m - 1], false),
+        (FeatureRule::JumpRelu(0.05), order[3], true),
+        (FeatureRule::TopK(k), order[0], true),
+        (FeatureRule::TopK(k), order[k - 1], true),
+        (FeatureRule::TopK(k), order[k], true),
+        (FeatureRule::TopK(k), order[k + 5], false),
+    ] {
+        let (we, be) = match rule {
+            FeatureRule::TopK(_) => (w_enc.clone(), b_enc.clone()),
+            _ => ((0..n).map(|i| w_enc[i * m + j]).collect(), vec![b_enc[j]]),
+        };
+        let encoder = FeatureEncoder {
+            site: prism_analysis::intervene::Site::ResidPost,
+            layer: 0,
+            feature: j,
+            d_sae: m,
+            w_enc: Arc::new(we),
+            b_enc: Arc::new(be),
+            b_dec_in: sub.then(|| Arc::new(b_dec.clone())),
+            rule,
+            direction: direction.clone(),
+        };
+        let mut want: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        for &r in &edit_rows {
+            let p = pre(r, j, sub);
+            let f = match rule {
+                FeatureRule::Relu => p.max(0.0),
+                FeatureRule::JumpRelu(t) => {
+                    if p > t as f64 {
+                        p
+                    } else {
+                        0.0
+                    }
+                }
+                FeatureRule::TopK(k) => {
+                    let above = (0..m).filter(|&g| g != j && pre(r, g, sub) > p).count();
+                    if above < k {
+                        p.max(0.0)
+                    } else {
+                        0.0
+                    }
+                }
+            };
+            for i in 0..n {
+                want[r * n + i] += (target as f64 - f) * direction[i] as f64;
+            }
+        }
+        let e = Edit {
+            rows: edit_rows.clone(),
+            col0: 0,
+            ncols: n,
+            kind: EditKind::Feature {
+                encoder: &encoder,
+                target,
+            },
+        };
+        let xb = ctx.upload_f32("x", &x);
+        let got = run(&ctx, &xb, |enc| {
+            ops::edit::edit(&ctx, enc, &xb, n, &e).unwrap()
+        });
+        let what = format!("feature clamp {rule:?} feature {j} (b_dec {sub})");
+        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (g as f64 - w).abs() <= 1e-4 * w.abs().max(1.0),
+                "{what}[{i}]: gpu {g} vs {w}"
+            );
+        }
+        // The CPU's encoder of one feature gives the same activation.
+        let row0: Vec<f32> = x[..n].to_vec();
+        let cpu = encoder.activations(&row0)[0] as f64;
+        let p = pre(0, j, sub);
+        let expect0 = match rule {
+            FeatureRule::TopK(_) if order.iter().position(|&g| g == j).unwrap() >= k => 0.0,
+            FeatureRule::JumpRelu(t) if p <= t as f64 => 0.0,
+            _ => p.max(0.0),
+        };
+        assert!(
+            (cpu - expect0).abs() <= 1e-4,
+            "{what}: cpu activation {cpu} vs {expect0}"
+        );
     }
 }
 

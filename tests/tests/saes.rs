@@ -329,3 +329,238 @@ fn clamped_features_match_sae_lens_and_directions_export_as_control_vectors() {
     assert_eq!(res.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&res.stderr).contains("no llama.cpp control-vector layer"));
 }
+
+/// The ids of a reference sequence, comma-separated.
+fn ids_arg(want: &Value) -> String {
+    u32s(&want["input_ids"])
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A run's per-token surprisal of the predicted tokens (the first token's is null).
+fn predicted_bits(run: &Value) -> Vec<f64> {
+    let all = run["surprisal_bits"].as_array().unwrap();
+    assert!(all[0].is_null(), "the first token is not predicted");
+    all[1..].iter().map(|v| v.as_f64().unwrap()).collect()
+}
+
+/// A one-entry interventions file for a reference intervention (`steer`, `clamp`, `ablate`).
+fn feature_file(dir: &Path, name: &str, sae: &str, c: &Value) -> PathBuf {
+    let mut iv = serde_json::json!({
+        "site": "feature",
+        "sae": sae,
+        "feature": c["feature"],
+        "positions": c["positions"],
+    });
+    match c["what"].as_str().unwrap() {
+        "steer" => {
+            iv["op"] = "add".into();
+            iv["scale"] = c["amount"].clone();
+        }
+        "clamp" => {
+            iv["op"] = "set".into();
+            iv["value"] = c["amount"].clone();
+        }
+        _ => iv["op"] = "zero".into(),
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, serde_json::to_string(&[iv]).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn feature_interventions_in_an_interventions_file_match_sae_lens_on_both_backends() {
+    let reference = read_json(&fixtures().join("saes/reference.json"));
+    let m = model();
+    let dir = TempDir::new("sae-iv");
+    // The three activation rules on the GPU (ReLU, JumpReLU, TopK); every SAE on the CPU.
+    let on_gpu = [
+        "relu-resid-pre-1",
+        "jumprelu-resid-post-0",
+        "topk-mlp-out-1",
+    ];
+    for (name, sae) in reference["saes"].as_object().unwrap() {
+        let backends: &[&str] = if on_gpu.contains(&name.as_str()) {
+            &["cpu", "gpu"]
+        } else {
+            &["cpu"]
+        };
+        let sae_path = sae_dir(name).to_str().unwrap().to_string();
+        for (seq, want) in sae["sequences"].as_object().unwrap() {
+            let ids = ids_arg(want);
+            let clean = json_of(&[
+                "run",
+                m.to_str().unwrap(),
+                "--ids",
+                &ids,
+                "--json",
+                "--backend",
+                "cpu",
+            ]);
+            let clean_bits = predicted_bits(&clean);
+            for c in want["interventions"].as_array().unwrap() {
+                let what = c["what"].as_str().unwrap();
+                let file = feature_file(dir.path(), "iv.json", &sae_path, c);
+                let expect = f64s(&c["surprisal_bits"]);
+                if what != "ablate" {
+                    // The reference itself moves: a test that ignored the feature would fail.
+                    let moved = expect
+                        .iter()
+                        .zip(&clean_bits)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0.0, f64::max);
+                    assert!(
+                        moved > 0.02,
+                        "{name} {seq} {what}: the reference barely moves ({moved})"
+                    );
+                }
+                for backend in backends {
+                    let ctx = format!("{name} {seq} {what} on {backend}");
+                    let got = json_of(&[
+                        "run",
+                        m.to_str().unwrap(),
+                        "--ids",
+                        &ids,
+                        "--interventions",
+                        file.to_str().unwrap(),
+                        "--json",
+                        "--backend",
+                        backend,
+                    ]);
+                    let bits = predicted_bits(&got);
+                    assert_eq!(bits.len(), expect.len(), "{ctx}: predicted tokens");
+                    for (t, (a, b)) in bits.iter().zip(&expect).enumerate() {
+                        assert!(
+                            (a - b).abs() <= 0.01,
+                            "{ctx}: token {}: {a} bits vs SAELens's {b}",
+                            t + 1
+                        );
+                    }
+                    assert_eq!(got["interventions"][0]["site"], "feature", "{ctx}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn generation_steered_by_a_feature_matches_transformers_on_both_backends() {
+    let reference = read_json(&fixtures().join("saes/reference.json"));
+    let m = model();
+    let dir = TempDir::new("sae-gen");
+    for name in [
+        "relu-resid-pre-1",
+        "jumprelu-resid-post-0",
+        "topk-mlp-out-1",
+    ] {
+        let want = &reference["saes"][name]["sequences"]["seq7"];
+        // The SAE beside the interventions file, named relative to it.
+        let local = dir.path().join(name);
+        std::fs::create_dir_all(&local).unwrap();
+        for f in ["cfg.json", "sae_weights.safetensors"] {
+            std::fs::copy(sae_dir(name).join(f), local.join(f)).unwrap();
+        }
+        let file = feature_file(dir.path(), "steer.json", name, &want["generation"]);
+        let expect = u32s(&want["generation"]["new_ids"]);
+        for backend in ["cpu", "gpu"] {
+            let got = json_of(&[
+                "generate",
+                m.to_str().unwrap(),
+                "--ids",
+                &ids_arg(want),
+                "--max-tokens",
+                "8",
+                "--interventions",
+                file.to_str().unwrap(),
+                "--json",
+                "--backend",
+                backend,
+            ]);
+            let ids: Vec<u32> = got["tokens"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["id"].as_u64().unwrap() as u32)
+                .collect();
+            assert_eq!(
+                ids, expect,
+                "{name} on {backend}: steered greedy continuation"
+            );
+        }
+    }
+}
+
+#[test]
+fn impossible_feature_interventions_are_refused_by_name() {
+    let m = model();
+    let m = m.to_str().unwrap();
+    let dir = TempDir::new("sae-iv-bad");
+    let sae = sae_dir("jumprelu-resid-post-0");
+    let sae = sae.to_str().unwrap();
+    let cases: Vec<(serde_json::Value, &str)> = vec![
+        (
+            serde_json::json!({"site": "feature", "feature": 3, "op": "zero"}),
+            "needs \"sae\"",
+        ),
+        (
+            serde_json::json!({"site": "feature", "sae": sae, "op": "zero"}),
+            "needs \"feature\"",
+        ),
+        (
+            serde_json::json!({"site": "feature", "sae": sae, "feature": 512, "op": "zero"}),
+            "feature 512 is out of range",
+        ),
+        (
+            serde_json::json!({"site": "feature", "sae": sae, "feature": 3, "op": "set"}),
+            "needs a \"value\"",
+        ),
+        (
+            serde_json::json!({"site": "feature", "sae": sae, "feature": 3, "op": "mean"}),
+            "does not apply to a feature",
+        ),
+        (
+            serde_json::json!({"site": "feature", "sae": sae, "feature": 3, "op": "zero", "layer": 1}),
+            "differs from the layer 0",
+        ),
+        (
+            serde_json::json!({"site": "feature", "sae": sae, "feature": 3, "op": "add", "vector": [1.0]}),
+            "\"vector\" does not apply",
+        ),
+        (
+            serde_json::json!({"site": "feature", "sae": sae, "feature": 3, "op": "zero", "positions": [40]}),
+            "position 40 is out of range",
+        ),
+        (
+            serde_json::json!({"site": "feature", "sae": "no-such-sae", "feature": 3, "op": "zero"}),
+            "no-such-sae",
+        ),
+        (
+            serde_json::json!({"site": "resid_post", "op": "zero"}),
+            "needs a \"layer\"",
+        ),
+        (
+            serde_json::json!({"site": "resid_post", "layer": 0, "feature": 3, "op": "zero"}),
+            "only applies to site \"feature\"",
+        ),
+    ];
+    for (i, (iv, want)) in cases.iter().enumerate() {
+        let file = dir.path().join(format!("bad{i}.json"));
+        std::fs::write(&file, serde_json::to_string(&[iv]).unwrap()).unwrap();
+        let out = prism(&[
+            "run",
+            m,
+            "--ids",
+            "1,2,3,4",
+            "--interventions",
+            file.to_str().unwrap(),
+            "--backend",
+            "cpu",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{iv}: {err}");
+        assert!(err.contains(want), "{iv}: expected {want:?} in: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{iv}: one line: {err}");
+    }
+}

@@ -18,13 +18,13 @@ impl<'a> Edits<'a> {
         let mut out = Vec::new();
         for b in 0..self.req.batch {
             for iv in self.req.interventions {
-                if iv.site == site && iv.layer == layer {
+                if iv.applies_at(site, layer) {
                     out.push((b, iv));
                 }
             }
             if let Some(list) = self.req.per_sequence.get(b) {
                 for iv in list {
-                    if iv.site == site && iv.layer == layer {
+                    if iv.applies_at(site, layer) {
                         out.push((b, iv));
                     }
                 }
@@ -68,34 +68,27 @@ impl<'a> Edits<'a> {
                 (Site::Expert, _, Some(x)) => (x, 1),
                 _ => (0, width),
             };
-            let kind = match iv.op {
-                Op::Add => EditKind::Add {
-                    vector: iv.vector.as_deref().unwrap_or(&[]),
+            let feature = iv.encoder.as_deref().filter(|_| iv.site == Site::Feature);
+            let kind = match (iv.op, feature) {
+                (Op::Add, Some(f)) => EditKind::Add {
+                    vector: &f.direction,
                     scale: iv.scale.unwrap_or(1.0),
                 },
-                Op::Set => {
-                    let v = iv.vector.as_deref().unwrap_or(&[]);
-                    EditKind::Set(rows.iter().flat_map(|_| v.iter().copied()).collect())
-                }
-                Op::Zero => EditKind::Zero,
-                Op::Mean => EditKind::Mean {
-                    over: (b * t..(b + 1) * t).collect(),
+                (Op::Set | Op::Zero, Some(f)) => EditKind::Feature {
+                    encoder: f,
+                    target: if iv.op == Op::Set {
+                        iv.value.unwrap_or(0.0)
+                    } else {
+                        0.0
+                    },
                 },
-                Op::Patch => {
-                    let values = iv.values.as_deref().unwrap_or(&[]);
-                    let mut flat = Vec::with_capacity(rows.len() * ncols);
-                    for &i in &value_index {
-                        let v = values.get(i).ok_or_else(|| {
-                            PrismError::Input(format!(
-                                "intervention ({}): the patch source run has {} positions; this run needs position {i} (patch from a source at least as long)",
-                                iv.describe(),
-                                values.len()
-                            ))
-                        })?;
-                        flat.extend_from_slice(v);
-                    }
-                    EditKind::Set(flat)
+                (Op::Mean | Op::Patch, Some(_)) => {
+                    return Err(PrismError::Input(format!(
+                        "intervention ({}): a feature is steered, clamped or ablated",
+                        iv.describe()
+                    )))
                 }
+                (op, None) => self.kind(op, iv, b, &rows, &value_index, ncols)?,
             };
             e.edit(
                 buf,
@@ -109,5 +102,47 @@ impl<'a> Edits<'a> {
             )?;
         }
         Ok(())
+    }
+
+    /// The edit of a site's own intervention (not a feature's).
+    fn kind(
+        &self,
+        op: Op,
+        iv: &'a Intervention,
+        b: usize,
+        rows: &[usize],
+        value_index: &[usize],
+        ncols: usize,
+    ) -> Result<EditKind<'a>> {
+        let t = self.req.seq;
+        Ok(match op {
+            Op::Add => EditKind::Add {
+                vector: iv.vector.as_deref().unwrap_or(&[]),
+                scale: iv.scale.unwrap_or(1.0),
+            },
+            Op::Set => {
+                let v = iv.vector.as_deref().unwrap_or(&[]);
+                EditKind::Set(rows.iter().flat_map(|_| v.iter().copied()).collect())
+            }
+            Op::Zero => EditKind::Zero,
+            Op::Mean => EditKind::Mean {
+                over: (b * t..(b + 1) * t).collect(),
+            },
+            Op::Patch => {
+                let values = iv.values.as_deref().unwrap_or(&[]);
+                let mut flat = Vec::with_capacity(rows.len() * ncols);
+                for &i in value_index {
+                    let v = values.get(i).ok_or_else(|| {
+                            PrismError::Input(format!(
+                                "intervention ({}): the patch source run has {} positions; this run needs position {i} (patch from a source at least as long)",
+                                iv.describe(),
+                                values.len()
+                            ))
+                        })?;
+                    flat.extend_from_slice(v);
+                }
+                EditKind::Set(flat)
+            }
+        })
     }
 }

@@ -156,6 +156,12 @@ pub enum EditKind<'a> {
     Mean {
         over: Vec<usize>,
     },
+    /// x += (target - f(x)) * direction, f the SAE feature's activation on the row: the feature
+    /// becomes `target`, the SAE's error term stays.
+    Feature {
+        encoder: &'a crate::intervene::FeatureEncoder,
+        target: f32,
+    },
 }
 
 /// The ops a backend implements. Buffers are cheap handles (`Clone`); results come back from

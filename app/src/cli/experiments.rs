@@ -67,7 +67,8 @@ fn single_token(
     Ok(prism_analysis::patching::single_token(model, what, text)?)
 }
 
-/// An interventions file, with `patch` sources run and their values filled in.
+/// An interventions file, with `patch` sources run and their values filled in, and the SAEs of
+/// `feature` interventions read.
 pub fn read_interventions(
     path: &std::path::Path,
     model: &Model,
@@ -79,6 +80,9 @@ pub fn read_interventions(
     })?;
     let mut list =
         intervene::parse_list(&text).map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+    let base = path.parent().unwrap_or(std::path::Path::new("."));
+    prism_analysis::sae::resolve(&mut list, base, model)
+        .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
     for iv in list
         .iter_mut()
         .filter(|iv| iv.op == Op::Patch && iv.values.is_none())

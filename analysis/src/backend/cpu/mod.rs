@@ -735,6 +735,18 @@ impl Exec for CpuExec<'_> {
                     g[r * width..][cols.clone()].copy_from_slice(&mean);
                 }
             }
+            EditKind::Feature { encoder, target } => {
+                if encoder.direction.len() != e.ncols {
+                    return Err(short("feature edit"));
+                }
+                for &r in &e.rows {
+                    let row = &mut g[r * width..][cols.clone()];
+                    let d = target - encoder.activations(row)[0];
+                    row.iter_mut()
+                        .zip(&encoder.direction)
+                        .for_each(|(x, w)| *x += d * w);
+                }
+            }
         }
         Ok(())
     }

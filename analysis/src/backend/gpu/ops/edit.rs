@@ -1,4 +1,5 @@
-//! `edit.wgsl`: interventions on rows and columns of a buffer.
+//! `edit.wgsl`: interventions on rows and columns of a buffer; an SAE feature's clamp goes to
+//! `feature_edit.wgsl`.
 
 use prism_shaders::Shader;
 
@@ -37,6 +38,9 @@ pub fn edit(
         EditKind::Mean { over } => {
             rows.extend(over.iter().map(|&r| r as u32));
             (3, 1.0, Vec::new(), over.len())
+        }
+        EditKind::Feature { encoder, target } => {
+            return super::feature::clamp(ctx, enc, x, width, &e.rows, encoder, *target)
         }
     };
     let rows_buf = ctx.upload("edit rows", &u32_bytes(&rows));

@@ -8,6 +8,7 @@ pub mod edit;
 pub mod elementwise;
 pub mod embed;
 pub mod experts;
+pub mod feature;
 pub mod logits;
 pub mod matmul;
 pub mod norm;
@@ -88,6 +89,7 @@ mod tests {
     use super::elementwise::{AddParams, ModeParams, ScaleParams};
     use super::embed::EmbedParams;
     use super::experts::{ExpertAddParams, RouteParams};
+    use super::feature::FeatureParams;
     use super::logits::LogitStatsParams;
     use super::matmul::MatmulParams;
     use super::norm::NormParams;
@@ -196,6 +198,21 @@ mod tests {
                     ncols,
                     mode,
                     scale
+                }),
+            ),
+            (
+                vec![Shader::FeatureEdit],
+                layout!(FeatureParams {
+                    n_rows,
+                    width,
+                    d_in,
+                    d_sae,
+                    feature,
+                    rule,
+                    k,
+                    has_bdec,
+                    threshold,
+                    goal
                 }),
             ),
             (
