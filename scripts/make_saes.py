@@ -19,6 +19,9 @@ and tests/fixtures/saes/reference.json with, per SAE and per sequence of the mod
                file with site "feature" asks for)
   generation   8 greedy new tokens (transformers' generate) with that feature steered by 8 W_dec[j]
                at every position
+  card         that feature's activation per token, its logit effect (the 10 tokens W_dec[j] . W_U
+               raises most and the 10 it lowers most, no final norm) and its 10 nearest features by
+               decoder cosine
   clamps       the total surprisal with the feature most active on the sequence clamped to 0 and to twice its
                largest activation at every position, the SAE's error term kept (x + (v - f_j) W_dec[j])
   reconstruction = {mse (per-token squared error summed over dims, mean over tokens, as SAELens's
@@ -184,7 +187,23 @@ def measure(model, sae, hook, seqs):
         h.remove()
         generation = {"what": "steer", "feature": j, "positions": "all", "amount": 8.0,
                       "new_ids": gen[0, len(ids):].tolist()}
+        # The feature's card: its logit effect W_dec[j] . W_U (no final norm) and its nearest
+        # features by decoder cosine, 10 each.
+        with torch.no_grad():
+            effect = (sae.W_dec[j].double() @ model.lm_head.weight.double().T)
+            up = torch.topk(effect, 10)
+            down = torch.topk(-effect, 10)
+            wd = sae.W_dec.double()
+            cos = (wd @ wd[j]) / (wd.norm(dim=-1) * wd[j].norm())
+            cos[j] = -2.0
+            near = torch.topk(cos, 10)
+        card = {"feature": j,
+                "acts": [float(f"{v:.7g}") for v in f[:, j].tolist()],
+                "logits_up": [[int(i), float(v)] for i, v in zip(up.indices.tolist(), up.values.tolist())],
+                "logits_down": [[int(i), -float(v)] for i, v in zip(down.indices.tolist(), down.values.tolist())],
+                "neighbours": [[int(i), float(v)] for i, v in zip(near.indices.tolist(), near.values.tolist())]}
         per[seq] = {
+            "card": card,
             "generation": generation,
             "interventions": interventions,
             "clamps": clamps,

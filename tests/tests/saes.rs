@@ -564,3 +564,103 @@ fn impossible_feature_interventions_are_refused_by_name() {
         assert_eq!(err.trim().lines().count(), 1, "{iv}: one line: {err}");
     }
 }
+
+/// Ranked (id, value) lists: the same values in order, and the same ids except among near ties.
+#[track_caller]
+fn same_ranking(got: &[(u64, f64)], want: &Value, key: &str, ctx: &str) {
+    let want: Vec<(u64, f64)> = want
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_u64().unwrap(), p[1].as_f64().unwrap()))
+        .collect();
+    assert_eq!(got.len(), want.len(), "{ctx}: {key}: length");
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            (g.1 - w.1).abs() <= 1e-4 * w.1.abs().max(1.0),
+            "{ctx}: {key}[{i}]: {g:?} vs {w:?}"
+        );
+        let tied = want.iter().any(|o| o.0 != w.0 && (o.1 - w.1).abs() <= 1e-5);
+        assert!(
+            g.0 == w.0 || tied,
+            "{ctx}: {key}[{i}]: id {} vs {}",
+            g.0,
+            w.0
+        );
+    }
+}
+
+#[test]
+fn feature_cards_match_sae_lens_and_export_as_figures() {
+    let reference = read_json(&fixtures().join("saes/reference.json"));
+    let m = model();
+    let dir = TempDir::new("sae-card");
+    for (name, sae) in reference["saes"].as_object().unwrap() {
+        let want = &sae["sequences"]["seq7"];
+        let c = &want["card"];
+        let j = c["feature"].as_u64().unwrap().to_string();
+        let fig = dir.path().join("card.svg");
+        let got = json_of(&[
+            "features",
+            m.to_str().unwrap(),
+            "--sae",
+            sae_dir(name).to_str().unwrap(),
+            "--ids",
+            &ids_arg(want),
+            "--card",
+            &j,
+            "--figure",
+            fig.to_str().unwrap(),
+            "--json",
+            "--backend",
+            "cpu",
+        ]);
+        let ctx = format!("{name} feature {j}");
+        let card = &got["card"];
+        let acts = f64s(&card["acts"]);
+        let expect = f64s(&c["acts"]);
+        assert_eq!(acts.len(), expect.len(), "{ctx}: tokens");
+        for (t, (a, b)) in acts.iter().zip(&expect).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-4 * b.abs().max(1e-2),
+                "{ctx}: token {t}: {a} vs {b}"
+            );
+        }
+        assert!(
+            expect.iter().any(|&a| a > 0.0),
+            "{ctx}: the feature is active somewhere"
+        );
+        let pairs = |k: &str, v: &str| -> Vec<(u64, f64)> {
+            card[k]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| (p["id"].as_u64().unwrap(), p[v].as_f64().unwrap()))
+                .collect()
+        };
+        same_ranking(
+            &pairs("logits_up", "effect"),
+            &c["logits_up"],
+            "logits_up",
+            &ctx,
+        );
+        same_ranking(
+            &pairs("logits_down", "effect"),
+            &c["logits_down"],
+            "logits_down",
+            &ctx,
+        );
+        same_ranking(
+            &pairs("neighbours", "cosine"),
+            &c["neighbours"],
+            "neighbours",
+            &ctx,
+        );
+        // The figure's data: one row per token with the feature's activation.
+        let csv = std::fs::read_to_string(dir.path().join("card.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 1 + acts.len(), "{ctx}: figure rows");
+        assert!(std::fs::read_to_string(&fig)
+            .unwrap()
+            .contains(&format!("Feature {j}")));
+    }
+}

@@ -430,3 +430,101 @@ pub fn generation_figure(g: &Generation, model: &str, steer: Option<&str>) -> Fi
         notes,
     }
 }
+
+/// The Features view's strip: every token of the run on the color of `values` (one SAE
+/// feature's activation, or the number of active features), `0..max`.
+pub fn feature_strip(trace: &Trace, values: &[f64]) -> (Vec<super::StripToken>, StripScale) {
+    let max = values.iter().fold(0f64, |m, &v| m.max(v));
+    let scale = StripScale::Sequential {
+        map: Colormap::Viridis,
+        max: if max > 0.0 { max } else { 1.0 },
+    };
+    let tokens = strip_tokens(
+        trace
+            .tokens
+            .iter()
+            .map(|t| t.text.clone())
+            .zip(values.iter().map(|&v| Some(v))),
+        scale,
+    );
+    (tokens, scale)
+}
+
+/// An SAE's features over a run as a figure: with a card, that feature's activation per token
+/// (its logit effect and neighbours in the notes); without, the number of active features (L0).
+pub fn features_figure(
+    trace: &Trace,
+    sae: &crate::sae::Sae,
+    run: &crate::sae::FeatureRun,
+    card: Option<&crate::sae::card::FeatureCard>,
+    model: &str,
+    text: &dyn Fn(u32) -> String,
+) -> Figure {
+    let rc = &run.reconstruction;
+    let mut notes = vec![
+        format!(
+            "model: {model}; SAE: {} ({} {}@{}, {} features)",
+            sae.path.display(),
+            sae.architecture,
+            sae.site.name(),
+            sae.layer,
+            sae.d_sae
+        ),
+        format!(
+            "reconstruction: MSE {:.4}, explained variance {:.4}, {:+.2} bits spliced in",
+            rc.mse,
+            rc.explained_variance,
+            rc.spliced_bits - rc.clean_bits
+        ),
+    ];
+    let (title, value_name, values): (String, String, Vec<f64>) = match card {
+        Some(c) => {
+            let list = |v: &[(u32, f32)]| {
+                v.iter()
+                    .map(|&(id, x)| format!("{} {x:+.2}", show_token(&text(id))))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            notes.push(format!(
+                "active on {} of {} tokens, max {:.3}",
+                c.active,
+                c.acts.len(),
+                c.max_act
+            ));
+            notes.push(format!("raises: {}", list(&c.logits_up)));
+            notes.push(format!("lowers: {}", list(&c.logits_down)));
+            notes.push(format!(
+                "nearest by decoder cosine: {}",
+                c.neighbours
+                    .iter()
+                    .map(|(i, x)| format!("{i} ({x:.2})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            (
+                format!("Feature {} activation per token", c.feature),
+                format!("feature {} activation", c.feature),
+                c.acts.iter().map(|&a| a as f64).collect(),
+            )
+        }
+        None => (
+            "Active SAE features per token (L0)".into(),
+            "active features".into(),
+            run.l0.iter().map(|&n| n as f64).collect(),
+        ),
+    };
+    notes.extend(run_notes(trace));
+    let (tokens, scale) = feature_strip(trace, &values);
+    Figure {
+        title,
+        x_label: String::new(),
+        y_label: String::new(),
+        kind: FigureKind::Tokens {
+            legend: scale.legend(""),
+            tokens,
+            value_name,
+            scale,
+        },
+        notes,
+    }
+}

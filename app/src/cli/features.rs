@@ -36,6 +36,15 @@ pub struct FeaturesArgs {
     pub export_direction: Option<usize>,
     #[arg(short = 'o', long, requires = "export_direction")]
     pub output: Option<std::path::PathBuf>,
+    /// Also print feature ID's card: its activation per token, the tokens its decoder direction
+    /// raises and lowers most through the unembedding, and its nearest features by decoder
+    /// cosine; needs exactly one --sae.
+    #[arg(long)]
+    pub card: Option<usize>,
+    /// Write the figure (SVG or PNG, with CSV and JSON data): the --card feature's activation per
+    /// token, or else the number of active features per token.
+    #[arg(long)]
+    pub figure: Option<std::path::PathBuf>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -76,10 +85,23 @@ pub fn features(a: FeaturesArgs) -> anyhow::Result<()> {
     for s in &saes {
         s.check(&model)?;
     }
-    if (!a.clamp.is_empty() || a.export_direction.is_some()) && saes.len() != 1 {
-        return Err(
-            UsageError("--clamp and --export-direction need exactly one --sae".into()).into(),
-        );
+    if (!a.clamp.is_empty()
+        || a.export_direction.is_some()
+        || a.card.is_some()
+        || a.figure.is_some())
+        && saes.len() != 1
+    {
+        return Err(UsageError(
+            "--clamp, --export-direction, --card and --figure need exactly one --sae".into(),
+        )
+        .into());
+    }
+    if let Some(j) = a.card.filter(|&j| j >= saes[0].d_sae) {
+        return Err(UsageError(format!(
+            "--card {j}: the SAE has features 0..{}",
+            saes[0].d_sae - 1
+        ))
+        .into());
     }
     if let (Some(j), Some(out)) = (a.export_direction, &a.output) {
         let s = &saes[0];
@@ -122,7 +144,36 @@ pub fn features(a: FeaturesArgs) -> anyhow::Result<()> {
     }
     // One clean run serves the features, the splices and the clamps.
     let plain = sae::clean_run(&model, b.as_ref(), &ids, &saes)?;
-    let runs = sae::features(&model, b.as_ref(), &plain, &saes, a.top as usize)?;
+    // Every active feature per token (a card needs them all), shown `--top` at a time.
+    let all = saes.iter().map(|s| s.d_sae).max().unwrap_or(1);
+    let mut runs = sae::features(&model, b.as_ref(), &plain, &saes, all)?;
+    let card = match a.card {
+        Some(j) => Some(sae::card::card(&model, &saes[0], &runs[0], j, 10)?),
+        None => None,
+    };
+    let text = |id: u32| {
+        model
+            .tokenizer
+            .as_ref()
+            .map(|t| t.token_text(id))
+            .unwrap_or_else(|| format!("<{id}>"))
+    };
+    if let Some(path) = &a.figure {
+        let fig = prism_analysis::figure::build::features_figure(
+            &plain,
+            &saes[0],
+            &runs[0],
+            card.as_ref(),
+            &model.info.path.display().to_string(),
+            &text,
+        );
+        super::export_figure(&fig, path)?;
+    }
+    for r in &mut runs {
+        r.features
+            .iter_mut()
+            .for_each(|f| f.truncate(a.top as usize));
+    }
     let clamped = if a.clamp.is_empty() {
         None
     } else {
@@ -149,6 +200,17 @@ pub fn features(a: FeaturesArgs) -> anyhow::Result<()> {
             let mut v = one(&saes[0], &runs[0]);
             v["tokens"] = serde_json::to_value(tokens)?;
             v["backend"] = json!(plain.backend);
+            if let Some(c) = &card {
+                v["card"] = json!({
+                    "feature": c.feature,
+                    "acts": c.acts,
+                    "active": c.active,
+                    "max_act": c.max_act,
+                    "logits_up": c.logits_up.iter().map(|(id, x)| json!({"id": id, "text": text(*id), "effect": x})).collect::<Vec<_>>(),
+                    "logits_down": c.logits_down.iter().map(|(id, x)| json!({"id": id, "text": text(*id), "effect": x})).collect::<Vec<_>>(),
+                    "neighbours": c.neighbours.iter().map(|(id, x)| json!({"id": id, "cosine": x})).collect::<Vec<_>>(),
+                });
+            }
             if let Some(c) = &clamped {
                 v["clamped"] = json!({
                     "features": a.clamp.iter().map(|(j, x)| json!({"id": j, "value": x})).collect::<Vec<_>>(),
@@ -175,6 +237,31 @@ pub fn features(a: FeaturesArgs) -> anyhow::Result<()> {
             c.total_bits(),
             plain.total_bits(),
             c.total_bits() - plain.total_bits()
+        );
+    }
+    if let Some(c) = &card {
+        let list = |v: &[(u32, f32)]| {
+            v.iter()
+                .map(|&(id, x)| format!("{:?} {x:+.3}", text(id)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "feature {}: active on {} of {} tokens, max {:.3}",
+            c.feature,
+            c.active,
+            c.acts.len(),
+            c.max_act
+        );
+        println!("  raises: {}", list(&c.logits_up));
+        println!("  lowers: {}", list(&c.logits_down));
+        println!(
+            "  nearest by decoder cosine: {}",
+            c.neighbours
+                .iter()
+                .map(|(i, x)| format!("{i} ({x:.3})"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     for (s, r) in saes.iter().zip(&runs) {
