@@ -41,6 +41,7 @@ fn app_on(model: &str, view: &str, text: &str) -> PrismApp {
             view: Some(view.into()),
             screenshot: None,
             backend: Some(BackendChoice::Cpu),
+            settings: Vec::new(),
         },
     )
 }
@@ -178,7 +179,7 @@ fn open_type_switch_views_hover_and_export() {
         .iter()
         .map(|v| (v.id(), v.label()))
         .collect();
-    assert_eq!(views.len(), 10);
+    assert_eq!(views.len(), 11);
     for (id, label) in views {
         h.get_by_label(label).click();
         h.run_steps(3);
@@ -966,4 +967,113 @@ fn experts_view_shows_the_routing_and_a_clicked_expert_is_ablated() {
     assert!(h
         .query_by_label_contains("is a dense model: every token goes through the same MLP")
         .is_some());
+}
+
+#[test]
+fn features_view_reads_an_sae_and_a_clicked_feature_gets_its_card_and_ablation() {
+    use prism_analysis::intervene::{Op, Site};
+    use prism_analysis::sae::{self, Sae};
+    use prism_app::views::features::FeaturesView;
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+    let dir = fixtures.join("archs/qwen3");
+    let sae_path = fixtures.join("saes/jumprelu-resid-post-0");
+    let text = "the cat sat on the mat while the dog slept";
+    let mut h = harness(app_on(&dir.display().to_string(), "features", text));
+    wait_for(&mut h, "the shared run", |a| a.run.is_some());
+    assert!(h
+        .query_by_label_contains("Give a sparse autoencoder")
+        .is_some());
+    // Type the SAE's folder and press Load, as a user does.
+    h.state_mut().view_mut::<FeaturesView>().unwrap().sae = sae_path.display().to_string();
+    h.run_steps(1);
+    h.get_by_label("Load").click();
+    wait_for(&mut h, "the features", |a| {
+        a.view::<FeaturesView>()
+            .and_then(|v| v.computed())
+            .is_some()
+    });
+    // The same features as the library computes directly.
+    let model = checkpoint::load(&dir).unwrap();
+    let backend = CpuBackend::new(&model).unwrap();
+    let ids = model
+        .tokenizer
+        .as_ref()
+        .unwrap()
+        .encode(text, false)
+        .unwrap();
+    let s = Sae::load(&sae_path).unwrap();
+    let clean = sae::clean_run(&model, &backend, &ids, std::slice::from_ref(&s)).unwrap();
+    let want = sae::features(&model, &backend, &clean, std::slice::from_ref(&s), s.d_sae)
+        .unwrap()
+        .remove(0);
+    let got = h
+        .state()
+        .view::<FeaturesView>()
+        .unwrap()
+        .computed()
+        .unwrap()
+        .clone();
+    assert_eq!(got.l0, want.l0);
+    for (g, w) in got.features.iter().zip(&want.features) {
+        let g: Vec<usize> = g.iter().map(|f| f.0).collect();
+        let w: Vec<usize> = w.iter().map(|f| f.0).collect();
+        assert_eq!(g, w);
+    }
+    assert!(h.query_by_label_contains("explained variance").is_some());
+    // Click the token with the most active features, then its strongest feature.
+    let t = (0..ids.len()).max_by_key(|&i| want.l0[i]).unwrap();
+    let (j, _) = want.features[t][0];
+    let shown = prism_app::views::show_token(&h.state().run.as_ref().unwrap().trace.tokens[t].text);
+    let node = h
+        .get_all_by_label(&shown)
+        .next()
+        .expect("the token on screen");
+    let at = node.rect().center();
+    click_at(&mut h, at, egui::Modifiers::NONE);
+    let label = format!("{j} ({:.2})", want.features[t][0].1);
+    h.get_by_label(&label).click();
+    wait_for(&mut h, "the card and the ablated run", |a| {
+        a.view::<FeaturesView>()
+            .is_some_and(|v| v.card().is_some() && v.detail().is_some())
+    });
+    let card = h
+        .state()
+        .view::<FeaturesView>()
+        .unwrap()
+        .card()
+        .unwrap()
+        .clone();
+    assert_eq!(card.feature, j);
+    let active = want
+        .features
+        .iter()
+        .filter(|f| f.iter().any(|x| x.0 == j))
+        .count();
+    assert_eq!(card.active, active);
+    assert!(h
+        .query_by_label_contains(&format!("active on {active} of {} tokens", ids.len()))
+        .is_some());
+    // The default intervention is the ablation, on top of nothing: its line is the library's.
+    let iv = s.intervention(j, Op::Zero, 0.0).unwrap();
+    let abl = Trace::run_with(&model, &backend, &ids, Capture::default(), 5, &[iv]).unwrap();
+    let line = format!(
+        "total {:.2} bits instead of {:.2}: Δ {:+.2} bits",
+        abl.total_bits(),
+        clean.total_bits(),
+        abl.total_bits() - clean.total_bits()
+    );
+    assert!(h.query_by_label(&line).is_some(), "{line:?} on screen");
+    // The figure is the feature's activation per token.
+    let fig = h.state_mut().current_figure().expect("a figure");
+    assert_eq!(fig.title, format!("Feature {j} activation per token"));
+    // Apply it everywhere: the interventions in force hold the feature's ablation.
+    h.get_by_label("apply everywhere").click();
+    h.run_steps(3);
+    let active = h.state().interventions.active();
+    assert!(
+        active
+            .iter()
+            .any(|iv| iv.site == Site::Feature && iv.feature == Some(j) && iv.op == Op::Zero),
+        "{active:?}"
+    );
 }

@@ -418,3 +418,23 @@ fn a_steered_generation_figure_says_what_steered_it() {
         "Steered generation: steer: smollm2_cvec_happy_sad_L15.gguf (× 4.0)"
     );
 }
+
+#[test]
+fn gui_view_settings_are_checked_before_a_window_opens() {
+    for (arg, want) in [
+        ("nope.sae=x", "unknown view \"nope\""),
+        (
+            "features.nope=1",
+            "view \"features\" has no setting \"nope\"",
+        ),
+        ("features", "expected VIEW.FIELD=VALUE"),
+    ] {
+        let out = prism(&["gui", "--set", arg, "--backend", "cpu"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--set {arg}: {err}");
+        assert!(
+            err.contains(want),
+            "--set {arg}: expected {want:?} in {err}"
+        );
+    }
+}

@@ -47,6 +47,10 @@ pub struct GuiArgs {
     /// cpu, gpu or auto.
     #[arg(long, value_parser = parse_backend)]
     pub backend: Option<BackendChoice>,
+    /// A view's setting, as VIEW.FIELD=VALUE (VALUE as JSON, or else a string), e.g.
+    /// `--set features.sae=path/to/sae`; repeatable.
+    #[arg(long = "set", value_name = "VIEW.FIELD=VALUE")]
+    pub set: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -148,6 +152,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             view: None,
             screenshot: None,
             backend: None,
+            set: Vec::new(),
         });
     };
     match command {
@@ -194,13 +199,57 @@ fn gui(a: GuiArgs) -> anyhow::Result<()> {
             .into());
         }
     }
+    let settings = a
+        .set
+        .iter()
+        .map(|s| view_setting(s))
+        .collect::<anyhow::Result<_>>()?;
     crate::gui::run(crate::gui::Launch {
         model: a.model,
         text: a.text,
         view,
         screenshot: a.screenshot,
         backend: a.backend,
+        settings,
     })
+}
+
+/// `VIEW.FIELD=VALUE` as (view, field, value), the view and its field checked against the views'
+/// saved settings.
+fn view_setting(s: &str) -> anyhow::Result<(String, String, serde_json::Value)> {
+    let bad = |m: String| UsageError(format!("--set {s:?}: {m}"));
+    let (key, value) = s
+        .split_once('=')
+        .ok_or_else(|| bad("expected VIEW.FIELD=VALUE".into()))?;
+    let (view, field) = key
+        .split_once('.')
+        .ok_or_else(|| bad("expected VIEW.FIELD=VALUE".into()))?;
+    let views = crate::views::registry();
+    let v = views.iter().find(|v| v.id() == view).ok_or_else(|| {
+        bad(format!(
+            "unknown view {view:?} ({})",
+            crate::views::ids().join(", ")
+        ))
+    })?;
+    let saved = v.save();
+    let fields: Vec<&String> = saved
+        .as_object()
+        .map(|o| o.keys().collect())
+        .unwrap_or_default();
+    if !fields.iter().any(|f| *f == field) {
+        return Err(bad(format!(
+            "view {view:?} has no setting {field:?} ({})",
+            fields
+                .iter()
+                .map(|f| f.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .into());
+    }
+    let value =
+        serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.into()));
+    Ok((view.to_string(), field.to_string(), value))
 }
 
 /// Writes a figure (SVG or PNG by the extension, with CSV and JSON next to it) and says where.

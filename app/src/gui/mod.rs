@@ -40,6 +40,8 @@ pub struct Launch {
     pub view: Option<String>,
     pub screenshot: Option<PathBuf>,
     pub backend: Option<BackendChoice>,
+    /// View settings (view, field, value) that override the saved ones.
+    pub settings: Vec<(String, String, serde_json::Value)>,
 }
 
 pub struct PrismApp {
@@ -88,6 +90,16 @@ impl PrismApp {
         }
         if let Some(v) = &launch.view {
             s.view = v.clone();
+        }
+        for (view, field, value) in &launch.settings {
+            let entry = s
+                .views
+                .entry(view.clone())
+                .or_insert_with(|| serde_json::json!({}));
+            if !entry.is_object() {
+                *entry = serde_json::json!({});
+            }
+            entry[field.as_str()] = value.clone();
         }
         let mut views = registry();
         for v in &mut views {

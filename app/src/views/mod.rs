@@ -7,6 +7,7 @@ pub mod attention;
 pub mod colors;
 pub mod embeddings;
 pub mod experts;
+pub mod features;
 pub mod generate;
 pub mod lens;
 pub mod patch;
@@ -34,6 +35,7 @@ pub fn registry() -> Vec<Box<dyn View>> {
         Box::new(patch::PatchView::default()),
         Box::new(ablate::AblateView::default()),
         Box::new(experts::ExpertsView::default()),
+        Box::new(features::FeaturesView::default()),
         Box::new(steer::SteerView::default()),
     ]
 }
