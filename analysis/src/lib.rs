@@ -8,6 +8,7 @@ pub mod ablation;
 pub mod arch;
 pub mod backend;
 pub mod checkpoint;
+pub mod corpus;
 pub mod error;
 pub mod figure;
 pub mod generate;

@@ -664,3 +664,223 @@ fn feature_cards_match_sae_lens_and_export_as_figures() {
             .contains(&format!("Feature {j}")));
     }
 }
+
+/// A corpus of `n` short documents from a small word list (seeded), one per line.
+fn write_corpus(path: &Path, n: usize, seed: u64) {
+    let words: Vec<&str> =
+        "the cat sat on a mat while dog slept in warm sun and bird sang over green hill by river"
+            .split(' ')
+            .collect();
+    let mut rng = prism_tests::synth::Rng::new(seed);
+    let mut text = String::new();
+    for _ in 0..n {
+        let len = 3 + (rng.next_u64() % 25) as usize;
+        let doc: Vec<&str> = (0..len)
+            .map(|_| words[(rng.next_u64() % words.len() as u64) as usize])
+            .collect();
+        text.push_str(&doc.join(" "));
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn a_dashboard_holds_each_features_top_contexts_density_and_card() {
+    use prism_analysis::backend::cpu::CpuBackend;
+    use prism_analysis::sae::{self, Sae};
+    let dir = TempDir::new("sae-dash");
+    let corpus = dir.path().join("corpus.txt");
+    write_corpus(&corpus, 40, 7);
+    let out = dir.path().join("dash.json");
+    let m = model();
+    let sae_path = sae_dir("jumprelu-resid-post-0");
+    let res = prism(&[
+        "features",
+        m.to_str().unwrap(),
+        "--sae",
+        sae_path.to_str().unwrap(),
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--dashboard",
+        out.to_str().unwrap(),
+        "--contexts",
+        "3",
+        "--backend",
+        "cpu",
+    ]);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    assert!(
+        !dir.path().join("dash.json.partial").exists(),
+        "the state is removed at the end"
+    );
+    let d = prism_analysis::sae::dashboard::Dashboard::load(&out).unwrap();
+    // The same features, document by document, through `sae::features` (checked against SAELens).
+    let model = prism_analysis::checkpoint::load(&m).unwrap();
+    let backend = CpuBackend::new(&model).unwrap();
+    let s = Sae::load(&sae_path).unwrap();
+    let tok = model.tokenizer.as_ref().unwrap();
+    let docs: Vec<String> = std::fs::read_to_string(&corpus)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(d.documents, docs.len());
+    let mut count = vec![0u64; s.d_sae];
+    let mut best: Vec<Option<(f32, usize, usize)>> = vec![None; s.d_sae];
+    let mut tokens = 0u64;
+    for (i, doc) in docs.iter().enumerate() {
+        let ids = tok.encode(doc, false).unwrap();
+        tokens += ids.len() as u64;
+        let one = std::slice::from_ref(&s);
+        let clean = sae::clean_run(&model, &backend, &ids, one).unwrap();
+        let run = sae::features(&model, &backend, &clean, one, s.d_sae)
+            .unwrap()
+            .remove(0);
+        for (t, f) in run.features.iter().enumerate() {
+            for &(j, a) in f {
+                count[j] += 1;
+                if best[j].is_none_or(|(b, _, _)| a > b) {
+                    best[j] = Some((a, i, t));
+                }
+            }
+        }
+    }
+    assert_eq!(d.tokens, tokens);
+    let mut checked = 0;
+    for (j, f) in d.features.iter().enumerate() {
+        assert_eq!(f.active_tokens, count[j], "feature {j}: active tokens");
+        assert!((f.density - count[j] as f64 / tokens as f64).abs() < 1e-12);
+        assert_eq!(
+            f.histogram.iter().sum::<u64>(),
+            count[j],
+            "feature {j}: histogram"
+        );
+        match best[j] {
+            None => assert!(f.contexts.is_empty() && f.logits_up.is_empty()),
+            Some((a, doc, pos)) => {
+                let c = &f.contexts[0];
+                assert_eq!(
+                    (c.doc, c.pos, c.act),
+                    (doc, pos, a),
+                    "feature {j}: top context"
+                );
+                assert_eq!(f.max_act, a);
+                assert!(f.contexts.len() <= 3);
+                assert!(f.contexts.windows(2).all(|w| w[0].act >= w[1].act));
+                assert_eq!(c.acts[pos - c.start], a);
+                assert_eq!(c.tokens.len(), c.ids.len());
+                if checked < 5 {
+                    // The logit effect and neighbours are the card's (checked against SAELens).
+                    let ids = tok.encode(&docs[doc], false).unwrap();
+                    let one = std::slice::from_ref(&s);
+                    let clean = sae::clean_run(&model, &backend, &ids, one).unwrap();
+                    let run = sae::features(&model, &backend, &clean, one, s.d_sae)
+                        .unwrap()
+                        .remove(0);
+                    let card = sae::card::card(&model, &s, &run, j, 10).unwrap();
+                    let up: Vec<u32> = f.logits_up.iter().map(|x| x.0).collect();
+                    let want: Vec<u32> = card.logits_up.iter().map(|x| x.0).collect();
+                    assert_eq!(up, want, "feature {j}: logit effect");
+                    for (g, w) in f.logits_up.iter().zip(&card.logits_up) {
+                        assert!((g.2 - w.1).abs() <= 1e-4, "feature {j}: {} vs {}", g.2, w.1);
+                    }
+                    let near: Vec<usize> = f.neighbours.iter().map(|x| x.0).collect();
+                    let want: Vec<usize> = card.neighbours.iter().map(|x| x.0).collect();
+                    assert_eq!(near, want, "feature {j}: neighbours");
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 5);
+}
+
+#[test]
+fn a_killed_dashboard_run_resumes_to_the_same_file() {
+    let dir = TempDir::new("sae-dash-kill");
+    let corpus = dir.path().join("corpus.txt");
+    write_corpus(&corpus, 600, 11);
+    let m = model();
+    let sae_path = sae_dir("topk-mlp-out-1");
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "features",
+            m.to_str().unwrap(),
+            "--sae",
+            sae_path.to_str().unwrap(),
+            "--corpus",
+            corpus.to_str().unwrap(),
+            "--dashboard",
+            out.to_str().unwrap(),
+            "--checkpoint-every",
+            "50",
+            "--backend",
+            "cpu",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let whole = dir.path().join("whole.json");
+    let a = args(&whole);
+    let res = prism(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    // Kill a second run (SIGKILL) once it has saved its state, then run it again.
+    let killed = dir.path().join("killed.json");
+    let partial = dir.path().join("killed.json.partial");
+    let mut child = std::process::Command::new(prism_bin())
+        .args(args(&killed))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !partial.exists() {
+        assert!(start.elapsed().as_secs() < 60, "no state saved");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!killed.exists(), "killed before the end");
+    let a = args(&killed);
+    let res = prism(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "{err}");
+    assert!(err.contains("resuming"), "{err}");
+    assert_eq!(
+        std::fs::read(&whole).unwrap(),
+        std::fs::read(&killed).unwrap()
+    );
+    // A state of other settings is refused, and a corrupt one named.
+    let other = dir.path().join("other.json");
+    std::fs::write(dir.path().join("other.json.partial"), b"{\"key\": 12").unwrap();
+    let a = args(&other);
+    let res = prism(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("other.json.partial") && err.contains("does not parse"),
+        "{err}"
+    );
+    use prism_analysis::sae::dashboard::{Accumulator, Settings};
+    Accumulator::new("another run".into(), Settings::default(), 512)
+        .save(&dir.path().join("other.json.partial"))
+        .unwrap();
+    let res = prism(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(2), "{err}");
+    assert!(err.contains("belongs to another run"), "{err}");
+    // An empty corpus is refused by name.
+    std::fs::write(&corpus, "\n\n").unwrap();
+    let res = prism(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(2), "{err}");
+    assert!(err.contains("no documents"), "{err}");
+}

@@ -17,6 +17,7 @@ use crate::trace::Trace;
 use crate::weights::{get, TensorSource};
 
 pub mod card;
+pub mod dashboard;
 mod npz;
 
 /// How hidden pre-activations become features.
@@ -540,6 +541,29 @@ pub fn clean_run(model: &Model, backend: &dyn Backend, ids: &[u32], saes: &[Sae]
     Trace::run(model, backend, ids, capture, 1)
 }
 
+/// Every active feature of every token of `trace` (a [`clean_run`]), by activation, largest first.
+pub fn active_features(trace: &Trace, sae: &Sae) -> Result<Vec<Vec<(usize, f32)>>> {
+    let x = site_values(trace, sae)?;
+    Ok(sparse(&sae.encode(&x), sae.d_sae))
+}
+
+/// Feature activations `[rows, d_sae]` as each row's nonzero (feature, activation) pairs,
+/// largest first (ties: the lower feature first).
+fn sparse(f: &[f32], d_sae: usize) -> Vec<Vec<(usize, f32)>> {
+    f.chunks(d_sae)
+        .map(|row| {
+            let mut v: Vec<(usize, f32)> = row
+                .iter()
+                .enumerate()
+                .filter(|(_, &a)| a != 0.0)
+                .map(|(j, &a)| (j, a))
+                .collect();
+            v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            v
+        })
+        .collect()
+}
+
 /// `values` (one row per position) in place of the SAE's site at every position.
 fn splice(sae: &Sae, values: &[f32]) -> Intervention {
     Intervention {
@@ -571,20 +595,15 @@ pub fn features(
         let recon = sae.decode(&f);
         let n = sae.d_in;
         let rows = x.len() / n;
-        let mut features = Vec::with_capacity(rows);
-        let mut l0 = Vec::with_capacity(rows);
-        for row in f.chunks(sae.d_sae) {
-            let mut active: Vec<(usize, f32)> = row
-                .iter()
-                .enumerate()
-                .filter(|(_, &a)| a != 0.0)
-                .map(|(j, &a)| (j, a))
-                .collect();
-            l0.push(active.len());
-            active.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            active.truncate(top);
-            features.push(active);
-        }
+        let all = sparse(&f, sae.d_sae);
+        let l0: Vec<usize> = all.iter().map(Vec::len).collect();
+        let features: Vec<Vec<(usize, f32)>> = all
+            .into_iter()
+            .map(|mut v| {
+                v.truncate(top);
+                v
+            })
+            .collect();
         let (mut sse, mut sq, mut sum) = (0f64, 0f64, vec![0f64; n]);
         for (xr, rr) in x.chunks(n).zip(recon.chunks(n)) {
             for ((&a, &b), s) in xr.iter().zip(rr).zip(sum.iter_mut()) {

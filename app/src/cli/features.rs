@@ -48,6 +48,24 @@ pub struct FeaturesArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// A corpus for a dashboard (with --dashboard): a text file with one document per line, a
+    /// JSONL file with a "text" field, or a folder of them.
+    #[arg(long, group = "TextInput", requires = "dashboard")]
+    pub corpus: Option<std::path::PathBuf>,
+    /// Write a feature dashboard of the corpus here (one JSON file the app's Features view opens):
+    /// per feature its top contexts, density, histogram, logit effect and nearest features. A
+    /// killed run resumes from DASHBOARD.partial.
+    #[arg(long, requires = "corpus")]
+    pub dashboard: Option<std::path::PathBuf>,
+    /// Tokens per document at most, for a dashboard (longer documents are truncated).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub context: u32,
+    /// Contexts kept per feature in a dashboard.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub contexts: u32,
+    /// Save a dashboard's progress every N documents (and every 30 seconds).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub checkpoint_every: u32,
 }
 
 fn parse_clamp(s: &str) -> Result<(usize, f32), String> {
@@ -84,6 +102,12 @@ pub fn features(a: FeaturesArgs) -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
     for s in &saes {
         s.check(&model)?;
+    }
+    if let (Some(corpus), Some(out)) = (&a.corpus, &a.dashboard) {
+        if saes.len() != 1 {
+            return Err(UsageError("--dashboard needs exactly one --sae".into()).into());
+        }
+        return dashboard(&a, &model, &saes[0], corpus, out);
     }
     if (!a.clamp.is_empty()
         || a.export_direction.is_some()
@@ -290,5 +314,138 @@ pub fn features(a: FeaturesArgs) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// A key naming what a dashboard's state belongs to: the model file, the SAE's weights, the
+/// corpus and the settings.
+fn dashboard_key(
+    model: &prism_analysis::model::Model,
+    s: &Sae,
+    corpus_sha: &str,
+    settings: &sae::dashboard::Settings,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let size = std::fs::metadata(&model.info.path)
+        .map(|m| m.len())
+        .unwrap_or(0);
+    h.update(format!(
+        "{}\0{size}\0{}\0",
+        model.info.path.display(),
+        model.spec.architecture
+    ));
+    h.update(format!(
+        "{}\0{}\0{}\0{}\0",
+        s.hook, s.d_in, s.d_sae, s.architecture
+    ));
+    for w in [&s.w_enc[..], &s.b_enc[..], &s.w_dec[..], &s.b_dec[..]] {
+        for x in w {
+            h.update(x.to_le_bytes());
+        }
+    }
+    h.update(corpus_sha.as_bytes());
+    h.update(
+        serde_json::to_string(settings)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    format!("{:x}", h.finalize())
+}
+
+fn dashboard(
+    a: &FeaturesArgs,
+    model: &std::sync::Arc<prism_analysis::model::Model>,
+    s: &Sae,
+    corpus: &std::path::Path,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    use prism_analysis::corpus::Corpus;
+    use sae::dashboard::{finish, Accumulator, Settings};
+    let tok = model.tokenizer.as_ref().ok_or_else(|| {
+        UsageError(format!(
+            "{} has no tokenizer: a corpus needs one",
+            model.info.path.display()
+        ))
+    })?;
+    let c = Corpus::read(corpus)?;
+    let sha = c.digest();
+    let settings = Settings {
+        context: (a.context as usize).min(model.spec.context_length.max(1)),
+        top_contexts: a.contexts as usize,
+        ..Settings::default()
+    };
+    let key = dashboard_key(model, s, &sha, &settings);
+    let mut partial = out.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = std::path::PathBuf::from(partial);
+    let mut acc = match Accumulator::resume(&partial, &key)? {
+        Some(acc) => {
+            eprintln!(
+                "prism: resuming {} at document {} of {}",
+                partial.display(),
+                acc.docs_done,
+                c.documents.len()
+            );
+            acc
+        }
+        None => Accumulator::new(key, settings, s.d_sae),
+    };
+    let (b, notes) = backend::create(model, a.backend.backend)?;
+    for n in &notes {
+        eprintln!("prism: {n}");
+    }
+    let bar = indicatif::ProgressBar::new(c.documents.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} documents, {msg} [{elapsed_precise}, ETA {eta}]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_position(acc.docs_done as u64);
+    let started = std::time::Instant::now();
+    let mut saved_at = std::time::Instant::now();
+    let mut tokens_now = 0u64;
+    let one = std::slice::from_ref(s);
+    for doc in acc.docs_done..c.documents.len() {
+        let mut ids = tok.encode(&c.documents[doc], false)?;
+        ids.truncate(settings.context);
+        if ids.is_empty() {
+            acc.docs_done = doc + 1;
+            continue;
+        }
+        let trace = sae::clean_run(model, b.as_ref(), &ids, one)?;
+        let feats = sae::active_features(&trace, s)?;
+        acc.add(doc, &ids, &feats);
+        tokens_now += ids.len() as u64;
+        bar.set_position(acc.docs_done as u64);
+        bar.set_message(format!(
+            "{:.0} tokens/s",
+            tokens_now as f64 / started.elapsed().as_secs_f64().max(1e-9)
+        ));
+        if (doc + 1) % a.checkpoint_every as usize == 0 || saved_at.elapsed().as_secs() >= 30 {
+            acc.save(&partial)?;
+            saved_at = std::time::Instant::now();
+        }
+    }
+    acc.save(&partial)?;
+    bar.finish_and_clear();
+    let live = acc.features.iter().filter(|f| f.active > 0).count();
+    let tokens = acc.tokens;
+    let d = finish(
+        acc,
+        model,
+        s,
+        (&corpus.display().to_string(), &sha, c.documents.len()),
+    )?;
+    let bytes = serde_json::to_vec(&d)?;
+    prism_analysis::figure::write_atomic(out, &bytes)?;
+    let _ = std::fs::remove_file(&partial);
+    eprintln!(
+        "prism: wrote {} ({} documents, {tokens} tokens; {live} of {} features fired)",
+        out.display(),
+        c.documents.len(),
+        s.d_sae
+    );
     Ok(())
 }
