@@ -1066,6 +1066,49 @@ fn features_view_reads_an_sae_and_a_clicked_feature_gets_its_card_and_ablation()
     // The figure is the feature's activation per token.
     let fig = h.state_mut().current_figure().expect("a figure");
     assert_eq!(fig.title, format!("Feature {j} activation per token"));
+    // A dashboard of this SAE over a small corpus: the card shows the feature's corpus numbers.
+    use prism_analysis::sae::dashboard::{finish, Accumulator, Settings};
+    let docs = [
+        "the dog slept in the sun",
+        "a bird sang over the hill",
+        text,
+    ];
+    let mut acc = Accumulator::new("test".into(), Settings::default(), s.d_sae);
+    for (i, doc) in docs.iter().enumerate() {
+        let ids = model
+            .tokenizer
+            .as_ref()
+            .unwrap()
+            .encode(doc, false)
+            .unwrap();
+        let one = std::slice::from_ref(&s);
+        let tr = sae::clean_run(&model, &backend, &ids, one).unwrap();
+        acc.add(i, &ids, &sae::active_features(&tr, &s).unwrap());
+    }
+    let dash = finish(acc, &model, &s, ("corpus", "sha", docs.len())).unwrap();
+    let dash_path =
+        std::env::temp_dir().join(format!("prism-gui-dash-{}.json", std::process::id()));
+    std::fs::write(&dash_path, serde_json::to_vec(&dash).unwrap()).unwrap();
+    h.state_mut().view_mut::<FeaturesView>().unwrap().dashboard = dash_path.display().to_string();
+    h.run_steps(1);
+    h.get_by_label("Load dashboard").click();
+    wait_for(&mut h, "the dashboard", |a| {
+        a.view::<FeaturesView>()
+            .and_then(|v| v.dashboard_read())
+            .is_some()
+    });
+    let e = &dash.features[j];
+    assert!(e.active_tokens > 0);
+    let line = format!(
+        "active on {} of {} tokens ({:.3}%), mean {:.3}, max {:.3}",
+        e.active_tokens,
+        dash.tokens,
+        100.0 * e.density,
+        e.mean_act,
+        e.max_act
+    );
+    assert!(h.query_by_label(&line).is_some(), "{line:?} on screen");
+    let _ = std::fs::remove_file(&dash_path);
     // Apply it everywhere: the interventions in force hold the feature's ablation.
     h.get_by_label("apply everywhere").click();
     h.run_steps(3);

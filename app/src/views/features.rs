@@ -14,6 +14,7 @@ use prism_analysis::figure::{build, Figure};
 use prism_analysis::generate::Sampling;
 use prism_analysis::intervene::{Intervention, Op};
 use prism_analysis::sae::card::{card, FeatureCard};
+use prism_analysis::sae::dashboard::{Dashboard, FeatureEntry};
 use prism_analysis::sae::{self, FeatureRun, Sae};
 use prism_analysis::trace::Trace;
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,8 @@ pub struct FeaturesView {
     pub max_tokens: usize,
     /// The chosen feature (its card and its intervention).
     pub feature: Option<usize>,
+    /// A dashboard of this SAE over a corpus (`prism features --corpus … --dashboard FILE`).
+    pub dashboard: String,
     #[serde(skip)]
     state: State,
 }
@@ -71,6 +74,11 @@ struct State {
     detail_for: Option<(usize, Mode, f32)>,
     plain: Stream,
     changed: Stream,
+    /// The dashboard read (path, contents), or why not, and the path asked for.
+    dash: Option<(String, Result<Arc<Dashboard>, String>)>,
+    dash_asked: Option<String>,
+    /// The feature number typed in "go to".
+    goto: usize,
 }
 
 struct Computed {
@@ -89,6 +97,7 @@ impl Default for FeaturesView {
             amount: 4.0,
             max_tokens: 20,
             feature: None,
+            dashboard: String::new(),
             state: State::default(),
         }
     }
@@ -108,6 +117,10 @@ enum Msg {
         key: (usize, Mode, f32),
         result: Result<Trace, String>,
     },
+    Dashboard {
+        path: String,
+        result: Result<Arc<Dashboard>, String>,
+    },
 }
 
 impl FeaturesView {
@@ -119,6 +132,11 @@ impl FeaturesView {
     /// The chosen feature's card, once made.
     pub fn card(&self) -> Option<&FeatureCard> {
         self.state.card.as_ref()?.as_ref().ok()
+    }
+
+    /// The dashboard read, once read.
+    pub fn dashboard_read(&self) -> Option<&Dashboard> {
+        self.state.dash.as_ref()?.1.as_ref().ok().map(|d| &**d)
     }
 
     /// The run with the chosen feature's intervention, once run.
@@ -273,161 +291,141 @@ impl FeaturesView {
         go
     }
 
-    fn token_card(ui: &mut Ui, run: &FeatureRun, i: usize, top: usize) {
-        let f = &run.features[i];
-        ui.label(format!("{} active features", run.l0[i]));
-        for (id, act) in f.iter().take(top) {
-            ui.label(format!("feature {id}: {act:.3}"));
-        }
-    }
-
-    fn card_ui(&mut self, ui: &mut Ui, cx: &mut Cx<'_>) {
-        let Some(j) = self.feature else {
-            ui.label(
-                RichText::new("Click a token, then one of its features, for the feature's card.")
-                    .weak(),
+    /// The dashboard row: its path, Load, and what was read.
+    fn dashboard_row(&mut self, ui: &mut Ui, cx: &Cx<'_>) {
+        let mut go = false;
+        ui.horizontal(|ui| {
+            ui.label("Dashboard:");
+            let r = ui.add(
+                egui::TextEdit::singleline(&mut self.dashboard)
+                    .hint_text("optional: a dashboard file of this SAE (prism features --corpus … --dashboard FILE)")
+                    .desired_width(420.0),
             );
-            return;
-        };
-        ui.strong(format!("feature {j}"));
-        let c = match &self.state.card {
-            None => {
-                ui.spinner();
-                return;
+            if r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter)) {
+                go = true;
             }
-            Some(Err(e)) => {
-                super::error_line(ui, e);
-                return;
-            }
-            Some(Ok(c)) => c.clone(),
-        };
-        ui.label(format!(
-            "active on {} of {} tokens of the prompt, at most {:.3}",
-            c.active,
-            c.acts.len(),
-            c.max_act
-        ));
-        let list = |v: &[(u32, f32)]| {
-            v.iter()
-                .map(|&(id, x)| format!("{} {x:+.2}", super::show_token(&cx.token_text(id))))
-                .collect::<Vec<_>>()
-                .join("  ")
-        };
-        ui.label(format!("raises: {}", list(&c.logits_up)))
-            .on_hover_text("W_dec[j] · W_U: the tokens whose logits its decoder direction raises most (no final norm)");
-        ui.label(format!("lowers: {}", list(&c.logits_down)));
-        let mut pick = None;
-        ui.horizontal_wrapped(|ui| {
-            ui.label("nearest by decoder cosine:");
-            for &(i, cos) in &c.neighbours {
-                if ui.small_button(format!("{i} ({cos:.2})")).clicked() {
-                    pick = Some(i);
+            if ui.button("Open file…").clicked() {
+                if let Some(p) = rfd::FileDialog::new().add_filter("dashboard", &["json"]).pick_file() {
+                    self.dashboard = p.display().to_string();
+                    go = true;
                 }
             }
+            if ui.button("Load dashboard").clicked() {
+                go = true;
+            }
         });
-        if let Some(i) = pick {
-            self.select(i, cx);
+        let path = self.dashboard.trim().to_string();
+        if path.is_empty() {
             return;
         }
-        ui.separator();
-        let mut run_it = false;
-        ui.horizontal(|ui| {
-            for (m, label) in [
-                (Mode::Steer, "steer"),
-                (Mode::Clamp, "clamp"),
-                (Mode::Ablate, "ablate"),
-            ] {
-                if ui.radio_value(&mut self.mode, m, label).changed() {
-                    if m == Mode::Clamp {
-                        self.amount = (2.0 * c.max_act).max(1.0);
-                    }
-                    run_it = true;
-                }
-            }
-        });
-        let range = match self.mode {
-            Mode::Steer => -50.0..=50.0,
-            Mode::Clamp => 0.0..=(10.0 * c.max_act).max(10.0),
-            Mode::Ablate => 0.0..=0.0,
-        };
-        if self.mode != Mode::Ablate {
-            let r = ui.add(egui::Slider::new(&mut self.amount, range).text(
-                if self.mode == Mode::Steer {
-                    "× decoder direction"
+        let first = self.state.dash_asked.is_none();
+        if go || (first && self.state.dash.is_none()) {
+            self.state.dash_asked = Some(path.clone());
+            self.state.dash = None;
+            cx.worker.task("features", move |t| {
+                let result = Dashboard::load(std::path::Path::new(&path))
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string());
+                t.send(Msg::Dashboard { path, result });
+            });
+        }
+        match &self.state.dash {
+            Some((_, Err(e))) => super::error_line(ui, e),
+            Some((_, Ok(d))) => {
+                let fits = self.state.loaded.as_ref().is_none_or(|(_, s)| d.fits(s));
+                if fits {
+                    ui.label(format!(
+                        "dashboard: {} documents, {} tokens of {}",
+                        d.documents, d.tokens, d.corpus
+                    ));
                 } else {
-                    "activation"
-                },
-            ));
-            if r.drag_stopped() || (r.changed() && !r.dragged()) {
-                run_it = true;
-            }
-        }
-        ui.horizontal(|ui| {
-            if ui.button("Run").clicked() {
-                run_it = true;
-            }
-            if ui
-                .button("apply everywhere")
-                .on_hover_text(
-                    "add this feature intervention to the interventions in force (every view)",
-                )
-                .clicked()
-            {
-                if let Some((_, s)) = &self.state.loaded {
-                    match self.intervention(s, j) {
-                        Ok(iv) => cx.interventions.set("features", self.describe(j), vec![iv]),
-                        Err(e) => self.state.detail = Some(Err(e)),
-                    }
+                    super::error_line(
+                        ui,
+                        &format!(
+                            "this dashboard was made for {} ({} features of {}), not this SAE",
+                            d.hook, d.d_sae, d.d_in
+                        ),
+                    );
                 }
             }
-        });
-        if run_it || self.state.detail_for.is_none() {
-            self.intervene(j, cx);
-        }
-    }
-
-    fn effect_ui(&self, ui: &mut Ui, cx: &Cx<'_>) {
-        let (Some(c), Some(j)) = (&self.state.result, self.feature) else {
-            return;
-        };
-        if self.state.detail_for.map(|k| k.0) != Some(j) {
-            return;
-        }
-        ui.separator();
-        ui.strong(format!(
-            "{} (on top of the interventions in force), the SAE's error term kept",
-            self.describe(j)
-        ));
-        match &self.state.detail {
-            None => {
+            None if self.state.dash_asked.is_some() => {
                 ui.spinner();
             }
-            Some(Err(e)) => super::error_line(ui, e),
-            Some(Ok(t)) => strip::delta_run(ui, &c.trace, t),
+            None => {}
         }
-        ui.columns(2, |col| {
-            col[0].label(RichText::new("greedy, without it").strong());
-            self.state.plain.show(&mut col[0], cx, "features-plain");
-            col[1].label(RichText::new("greedy, with it").strong());
-            self.state.changed.show(&mut col[1], cx, "features-changed");
-        });
-    }
-}
-
-impl View for FeaturesView {
-    fn id(&self) -> &'static str {
-        "features"
     }
 
-    fn label(&self) -> &'static str {
-        "Features"
+    /// The dashboard's entry of feature `j`, when a dashboard of this SAE is open.
+    fn entry(&self, j: usize) -> Option<&FeatureEntry> {
+        let (_, Ok(d)) = self.state.dash.as_ref()? else {
+            return None;
+        };
+        let (_, s) = self.state.loaded.as_ref()?;
+        if !d.fits(s) {
+            return None;
+        }
+        d.features.get(j)
     }
 
-    fn ui(&mut self, ui: &mut Ui, cx: &mut Cx<'_>) {
+    /// A feature's corpus card: density, histogram, top contexts.
+    fn corpus_ui(ui: &mut Ui, e: &FeatureEntry, log2_lo: i32, tokens: u64) {
+        ui.label(RichText::new("over the corpus").strong());
+        if e.active_tokens == 0 {
+            ui.label("it never fired on the dashboard's corpus (a dead feature there)");
+            return;
+        }
+        ui.label(format!(
+            "active on {} of {tokens} tokens ({:.3}%), mean {:.3}, max {:.3}",
+            e.active_tokens,
+            100.0 * e.density,
+            e.mean_act,
+            e.max_act
+        ));
+        let bars: Vec<egui_plot::Bar> = e
+            .histogram
+            .iter()
+            .enumerate()
+            .filter(|(_, &c)| c > 0)
+            .map(|(i, &c)| {
+                egui_plot::Bar::new((i as i32 + log2_lo) as f64 + 0.5, c as f64).width(0.9)
+            })
+            .collect();
+        egui_plot::Plot::new(("feature histogram", e.id))
+            .height(90.0)
+            .allow_drag(false)
+            .allow_zoom(false)
+            .allow_scroll(false)
+            .x_axis_label("log2 activation")
+            .show(ui, |p| {
+                p.bar_chart(egui_plot::BarChart::new("activations", bars))
+            });
+        let scale = strip::Scale::Sequential {
+            map: prism_analysis::figure::Colormap::Viridis,
+            max: (e.max_act as f64).max(1e-6),
+        };
+        for c in &e.contexts {
+            ui.horizontal(|ui| {
+                ui.label(RichText::new(format!("{:.3}  doc {}:", c.act, c.doc)).monospace());
+                let toks: Vec<(String, Option<f64>)> = c
+                    .tokens
+                    .iter()
+                    .zip(&c.acts)
+                    .map(|(t, &a)| (t.clone(), Some(a as f64)))
+                    .collect();
+                strip::tokens(ui, &toks, scale, &|ui, i| {
+                    ui.label(format!("activation {:.3}", c.acts[i]));
+                });
+            });
+        }
+    }
+
+    /// The view's contents (in a scroll area: a card with a dashboard is long).
+    fn body(&mut self, ui: &mut Ui, cx: &mut Cx<'_>) {
         if super::causal_model(ui, cx, "SAE features (with the spliced-in loss)").is_none() {
             return;
         }
         let load = self.sae_row(ui);
+        self.dashboard_row(ui, cx);
         if self.sae.trim().is_empty() {
             ui.label("Give a sparse autoencoder for this model: a SAELens folder (cfg.json + sae_weights.safetensors), a Gemma Scope 1 folder (params.npz) or a Gemma Scope 2 folder (params.safetensors). Its hook names the site and layer it reads.");
             return;
@@ -525,12 +523,180 @@ impl View for FeaturesView {
                 }
             });
         }
+        ui.horizontal(|ui| {
+            ui.label("or feature");
+            ui.add(egui::DragValue::new(&mut self.state.goto).range(0..=s.d_sae.saturating_sub(1)));
+            if ui.button("show").clicked() {
+                pick = Some(self.state.goto);
+            }
+        });
         if let Some(j) = pick {
             self.select(j, cx);
         }
         ui.separator();
         self.card_ui(ui, cx);
         self.effect_ui(ui, cx);
+    }
+
+    fn token_card(ui: &mut Ui, run: &FeatureRun, i: usize, top: usize) {
+        let f = &run.features[i];
+        ui.label(format!("{} active features", run.l0[i]));
+        for (id, act) in f.iter().take(top) {
+            ui.label(format!("feature {id}: {act:.3}"));
+        }
+    }
+
+    fn card_ui(&mut self, ui: &mut Ui, cx: &mut Cx<'_>) {
+        let Some(j) = self.feature else {
+            ui.label(
+                RichText::new("Click a token, then one of its features, for the feature's card.")
+                    .weak(),
+            );
+            return;
+        };
+        ui.strong(format!("feature {j}"));
+        let c = match &self.state.card {
+            None => {
+                ui.spinner();
+                return;
+            }
+            Some(Err(e)) => {
+                super::error_line(ui, e);
+                return;
+            }
+            Some(Ok(c)) => c.clone(),
+        };
+        ui.label(format!(
+            "active on {} of {} tokens of the prompt, at most {:.3}",
+            c.active,
+            c.acts.len(),
+            c.max_act
+        ));
+        let list = |v: &[(u32, f32)]| {
+            v.iter()
+                .map(|&(id, x)| format!("{} {x:+.2}", super::show_token(&cx.token_text(id))))
+                .collect::<Vec<_>>()
+                .join("  ")
+        };
+        ui.label(format!("raises: {}", list(&c.logits_up)))
+            .on_hover_text("W_dec[j] · W_U: the tokens whose logits its decoder direction raises most (no final norm)");
+        ui.label(format!("lowers: {}", list(&c.logits_down)));
+        let mut pick = None;
+        ui.horizontal_wrapped(|ui| {
+            ui.label("nearest by decoder cosine:");
+            for &(i, cos) in &c.neighbours {
+                if ui.small_button(format!("{i} ({cos:.2})")).clicked() {
+                    pick = Some(i);
+                }
+            }
+        });
+        if let Some(i) = pick {
+            self.select(i, cx);
+            return;
+        }
+        if let (Some(e), Some((_, Ok(d)))) = (self.entry(j), &self.state.dash) {
+            ui.separator();
+            Self::corpus_ui(ui, e, d.log2_lo, d.tokens);
+        }
+        ui.separator();
+        let mut run_it = false;
+        ui.horizontal(|ui| {
+            for (m, label) in [
+                (Mode::Steer, "steer"),
+                (Mode::Clamp, "clamp"),
+                (Mode::Ablate, "ablate"),
+            ] {
+                if ui.radio_value(&mut self.mode, m, label).changed() {
+                    if m == Mode::Clamp {
+                        self.amount = (2.0 * c.max_act).max(1.0);
+                    }
+                    run_it = true;
+                }
+            }
+        });
+        let range = match self.mode {
+            Mode::Steer => -50.0..=50.0,
+            Mode::Clamp => 0.0..=(10.0 * c.max_act).max(10.0),
+            Mode::Ablate => 0.0..=0.0,
+        };
+        if self.mode != Mode::Ablate {
+            let r = ui.add(egui::Slider::new(&mut self.amount, range).text(
+                if self.mode == Mode::Steer {
+                    "× decoder direction"
+                } else {
+                    "activation"
+                },
+            ));
+            if r.drag_stopped() || (r.changed() && !r.dragged()) {
+                run_it = true;
+            }
+        }
+        ui.horizontal(|ui| {
+            if ui.button("Run").clicked() {
+                run_it = true;
+            }
+            if ui
+                .button("apply everywhere")
+                .on_hover_text(
+                    "add this feature intervention to the interventions in force (every view)",
+                )
+                .clicked()
+            {
+                if let Some((_, s)) = &self.state.loaded {
+                    match self.intervention(s, j) {
+                        Ok(iv) => cx.interventions.set("features", self.describe(j), vec![iv]),
+                        Err(e) => self.state.detail = Some(Err(e)),
+                    }
+                }
+            }
+        });
+        if run_it || self.state.detail_for.is_none() {
+            self.intervene(j, cx);
+        }
+    }
+
+    fn effect_ui(&self, ui: &mut Ui, cx: &Cx<'_>) {
+        let (Some(c), Some(j)) = (&self.state.result, self.feature) else {
+            return;
+        };
+        if self.state.detail_for.map(|k| k.0) != Some(j) {
+            return;
+        }
+        ui.separator();
+        ui.strong(format!(
+            "{} (on top of the interventions in force), the SAE's error term kept",
+            self.describe(j)
+        ));
+        match &self.state.detail {
+            None => {
+                ui.spinner();
+            }
+            Some(Err(e)) => super::error_line(ui, e),
+            Some(Ok(t)) => strip::delta_run(ui, &c.trace, t),
+        }
+        ui.columns(2, |col| {
+            col[0].label(RichText::new("greedy, without it").strong());
+            self.state.plain.show(&mut col[0], cx, "features-plain");
+            col[1].label(RichText::new("greedy, with it").strong());
+            self.state.changed.show(&mut col[1], cx, "features-changed");
+        });
+    }
+}
+
+impl View for FeaturesView {
+    fn id(&self) -> &'static str {
+        "features"
+    }
+
+    fn label(&self) -> &'static str {
+        "Features"
+    }
+
+    fn ui(&mut self, ui: &mut Ui, cx: &mut Cx<'_>) {
+        egui::ScrollArea::vertical()
+            .id_salt("features view")
+            .auto_shrink([false, false])
+            .show(ui, |ui| self.body(ui, cx));
     }
 
     fn figure(&self, cx: &Cx<'_>) -> Option<Figure> {
@@ -564,6 +730,9 @@ impl View for FeaturesView {
             .is_some_and(|p| *p != self.sae.trim())
         {
             return true;
+        }
+        if !self.dashboard.trim().is_empty() && self.state.dash.is_none() {
+            return false;
         }
         let computed = self.state.result.is_some();
         match self.feature {
@@ -640,6 +809,11 @@ impl View for FeaturesView {
             Msg::Detail { key, result } => {
                 if self.state.detail_for == Some(key) {
                     self.state.detail = Some(result);
+                }
+            }
+            Msg::Dashboard { path, result } => {
+                if self.state.dash_asked.as_ref() == Some(&path) {
+                    self.state.dash = Some((path, result));
                 }
             }
         }
