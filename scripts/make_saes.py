@@ -8,7 +8,9 @@ with lowercase w_enc/w_dec/b_enc/b_dec/threshold, config.json), whose numbers co
 SAELens's own Gemma Scope 2 loader (`gemma_3_sae_huggingface_loader`, its Hub downloads pointed at the
 local files) makes of it (JumpReLU, b_dec not subtracted from the input); and in Gemma Scope 1's,
 gemma-scope-2b-pt-res/layer_0/width_512/average_l0_20/params.npz (np.savez), through SAELens's
-`gemma_2_sae_huggingface_loader` the same way
+`gemma_2_sae_huggingface_loader` the same way; and in Llama Scope's, llama-scope/Llama3_1-8B-Base-L1R-8x/
+(hyperparams.json, checkpoints/final.safetensors), through SAELens's `llama_scope_sae_huggingface_loader`
+and the dataset-wise norm folded in as SAE.from_pretrained does,
 and tests/fixtures/saes/reference.json with, per SAE and per sequence of the model's reference:
   features[t] = the top 8 feature activations of token t, [[id, act], ...] by activation (SAELens's
                 `sae.encode` on transformers' activation at the SAE's hook, float32)
@@ -297,6 +299,49 @@ def load_gemma_scope_2(folder):
     return sae.eval()
 
 
+# Llama Scope's `<repo>/<Llama3_1-8B-Base-L<L>R-8x>/` with hyperparams.json and checkpoints/final.safetensors.
+LLAMA_SCOPE = ("llama-scope/Llama3_1-8B-Base-L1R-8x", "blocks.1.hook_resid_post")
+
+
+def write_llama_scope(sae, folder, hook, norm_in, threshold):
+    """A JumpReLU SAE trained on inputs scaled to norm sqrt(d) (x * sqrt(d) / norm_in), in Llama
+    Scope's files: checkpoints/final.safetensors (encoder.weight [d_sae, d_in], encoder.bias,
+    decoder.weight [d_in, d_sae], decoder.bias) and hyperparams.json."""
+    from safetensors.torch import save_file
+    os.makedirs(os.path.join(folder, "checkpoints"), exist_ok=True)
+    with torch.no_grad():
+        save_file({"encoder.weight": sae.W_enc.T.contiguous(), "encoder.bias": sae.b_enc.contiguous(),
+                   "decoder.weight": sae.W_dec.T.contiguous(), "decoder.bias": sae.b_dec.contiguous()},
+                  os.path.join(folder, "checkpoints", "final.safetensors"))
+    with open(os.path.join(folder, "hyperparams.json"), "w") as f:
+        json.dump({"d_model": 256, "d_sae": D_SAE, "hook_point_in": hook, "hook_point_out": hook,
+                   "act_fn": "jumprelu", "jump_relu_threshold": threshold, "norm_activation": "dataset-wise",
+                   "dataset_average_activation_norm": {"in": norm_in, "out": norm_in}}, f)
+
+
+def load_llama_scope(folder):
+    """SAELens's own Llama Scope loader on the local folder (its Hub downloads pointed at it), then
+    the dataset-wise norm folded in as SAE.from_pretrained does (norm_scaling_factor = sqrt(d_model)
+    / dataset_average_activation_norm.in, the factor its loader scales the threshold by)."""
+    from sae_lens import SAE
+    from sae_lens.loading import pretrained_sae_loaders as loaders
+    root = os.path.dirname(folder)
+    sub = os.path.basename(folder)
+
+    def download(repo_id, filename=None, subfolder=None, **kw):
+        return os.path.join(root, subfolder or "", filename)
+
+    loaders.hf_hub_download = download
+    cfg, state, _ = loaders.llama_scope_sae_huggingface_loader(
+        "fnlp/Llama3_1-8B-Base-LXR-8x-test", sub, cfg_overrides={"dtype": "float32", "device": "cpu"})
+    assert cfg["hook_name"] == LLAMA_SCOPE[1] and cfg["normalize_activations"] == "expected_average_only_in", cfg
+    sae = SAE.from_dict(cfg)
+    sae.load_state_dict(state)
+    hp = json.load(open(os.path.join(folder, "hyperparams.json")))
+    sae.fold_activation_norm_scaling_factor(hp["d_model"] ** 0.5 / hp["dataset_average_activation_norm"]["in"])
+    return sae.eval()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seed-offset", type=int, default=0)
@@ -331,6 +376,14 @@ def main():
                    float(x0.norm(dim=-1).mean()) / 4)
     write_gemma_scope_1(sae, os.path.join(OUT, name))
     ref["saes"][name] = measure(model, load_gemma_scope_1(os.path.join(OUT, name)), hook, seqs)
+    # Llama Scope's layout, read back through SAELens's own Llama Scope loader.
+    name, hook = LLAMA_SCOPE
+    x0, _ = capture(model, hook, seqs["seq33"])
+    norm_in = float(x0.norm(dim=-1).mean())
+    # Trained on inputs of norm sqrt(d) = 16: the encoder scaled to that.
+    sae = make_sae(JumpReLUSAE, JumpReLUSAEConfig, {}, hook, 5006 + a.seed_offset, 16.0 / 4)
+    write_llama_scope(sae, os.path.join(OUT, name), hook, norm_in, 0.15)
+    ref["saes"][name] = measure(model, load_llama_scope(os.path.join(OUT, name)), hook, seqs)
     with open(os.path.join(OUT, "reference.json"), "w") as fh:
         json.dump(ref, fh)
 

@@ -884,3 +884,73 @@ fn a_killed_dashboard_run_resumes_to_the_same_file() {
     assert_eq!(res.status.code(), Some(2), "{err}");
     assert!(err.contains("no documents"), "{err}");
 }
+
+#[test]
+fn llama_scope_files_that_do_not_fit_are_refused_by_name() {
+    let src = sae_dir("llama-scope/Llama3_1-8B-Base-L1R-8x");
+    let hp: Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("hyperparams.json")).unwrap())
+            .unwrap();
+    let dir = TempDir::new("llama-scope-bad");
+    let m = model();
+    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+        (
+            "transcoder",
+            Box::new(|v| v["hook_point_out"] = "blocks.1.hook_mlp_out".into()),
+            "a transcoder",
+        ),
+        (
+            "width",
+            Box::new(|v| v["d_model"] = 128.into()),
+            "encoder.weight",
+        ),
+        (
+            "norm",
+            Box::new(|v| {
+                v.as_object_mut()
+                    .unwrap()
+                    .remove("dataset_average_activation_norm");
+            }),
+            "dataset_average_activation_norm",
+        ),
+        (
+            "hook",
+            Box::new(|v| {
+                v["hook_point_in"] = "blocks.1.hook_z".into();
+                v["hook_point_out"] = "blocks.1.hook_z".into();
+            }),
+            "names no site",
+        ),
+        ("truncated", Box::new(|_| {}), "final.safetensors"),
+    ];
+    for (name, edit, want) in cases {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(d.join("checkpoints")).unwrap();
+        let mut v = hp.clone();
+        edit(&mut v);
+        std::fs::write(
+            d.join("hyperparams.json"),
+            serde_json::to_string(&v).unwrap(),
+        )
+        .unwrap();
+        let mut w = std::fs::read(src.join("checkpoints/final.safetensors")).unwrap();
+        if name == "truncated" {
+            w.truncate(w.len() / 2);
+        }
+        std::fs::write(d.join("checkpoints/final.safetensors"), w).unwrap();
+        let out = prism(&[
+            "features",
+            m.to_str().unwrap(),
+            "--sae",
+            d.to_str().unwrap(),
+            "--ids",
+            "1,2,3",
+            "--backend",
+            "cpu",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(want), "{name}: expected {want:?} in {err}");
+        assert!(!err.contains("panicked"), "{name}: {err}");
+    }
+}

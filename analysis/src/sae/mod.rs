@@ -112,6 +112,9 @@ impl Sae {
         if dir.join("params.npz").exists() && !dir.join("sae_weights.safetensors").exists() {
             return Sae::load_gemma_scope_1(dir);
         }
+        if dir.join("hyperparams.json").exists() && !dir.join("sae_weights.safetensors").exists() {
+            return Sae::load_llama_scope(dir);
+        }
         let cfg_path = dir.join("cfg.json");
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| {
             bad(
@@ -343,6 +346,120 @@ impl Sae {
             b_enc: Arc::new(tensor("b_enc", &[d_sae])?),
             w_dec: tensor("W_dec", &[d_sae, d_in])?,
             b_dec: tensor("b_dec", &[d_in])?,
+        })
+    }
+
+    /// Llama Scope's layout (`hyperparams.json` + `checkpoints/final.safetensors` with
+    /// `encoder.weight` `[d_sae, d_in]`, `encoder.bias`, `decoder.weight` `[d_in, d_sae]`,
+    /// `decoder.bias`), as SAELens reads it: JumpReLU with the scalar `jump_relu_threshold`, no
+    /// `b_dec` subtracted from the input, and the dataset-wise input norm folded into the weights
+    /// (f = sqrt(d_model) / dataset_average_activation_norm.in: W_enc times f, W_dec and b_dec over
+    /// f, the threshold times f, as SAELens's loader and `fold_activation_norm_scaling_factor` do).
+    fn load_llama_scope(dir: &Path) -> Result<Sae> {
+        let cfg_path = dir.join("hyperparams.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| PrismError::Io {
+            path: cfg_path.clone(),
+            source: e,
+        })?;
+        let cfg: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| bad(&cfg_path, format!("hyperparams.json: {e}")))?;
+        let num = |k: &str| -> Result<f64> {
+            let mut v = &cfg;
+            for part in k.split('.') {
+                v = v
+                    .get(part)
+                    .ok_or_else(|| bad(&cfg_path, format!("hyperparams.json: no {k:?}")))?;
+            }
+            v.as_f64().filter(|x| x.is_finite()).ok_or_else(|| {
+                bad(
+                    &cfg_path,
+                    format!("hyperparams.json: {k:?} is not a finite number"),
+                )
+            })
+        };
+        let size = |k: &str| -> Result<usize> {
+            let x = num(k)?;
+            if x < 1.0 || x.fract() != 0.0 || x > 1e8 {
+                return Err(bad(
+                    &cfg_path,
+                    format!("hyperparams.json: {k:?} = {x} is not a size"),
+                ));
+            }
+            Ok(x as usize)
+        };
+        let (d_in, d_sae) = (size("d_model")?, size("d_sae")?);
+        let hook = cfg
+            .get("hook_point_in")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| bad(&cfg_path, "hyperparams.json: no \"hook_point_in\""))?
+            .to_string();
+        if let Some(out) = cfg.get("hook_point_out").and_then(|v| v.as_str()) {
+            if out != hook {
+                return Err(bad(
+                    &cfg_path,
+                    format!("hyperparams.json: hook_point_out {out:?} differs from hook_point_in {hook:?}: a transcoder; Llama Scope transcoders are not read yet"),
+                ));
+            }
+        }
+        let (site, layer) = parse_hook(&hook).ok_or_else(|| {
+            bad(
+                &cfg_path,
+                format!("hyperparams.json: hook_point_in {hook:?} names no site Prism knows (blocks.L.hook_resid_pre/post, hook_mlp_out, hook_attn_out)"),
+            )
+        })?;
+        let norm_in = num("dataset_average_activation_norm.in")?;
+        if norm_in <= 0.0 {
+            return Err(bad(
+                &cfg_path,
+                "hyperparams.json: dataset_average_activation_norm.in must be positive",
+            ));
+        }
+        let f = ((d_in as f64).sqrt() / norm_in) as f32;
+        let theta = num("jump_relu_threshold")? as f32 * f;
+        let weights_path = dir.join("checkpoints").join("final.safetensors");
+        let src = SafetensorsCheckpoint::open(vec![weights_path.clone()])?;
+        let tensor = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
+            let v = get(&src, name, shape)?.to_f32();
+            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                return Err(bad(
+                    &weights_path,
+                    format!("{name}: value {i} is not a finite number"),
+                ));
+            }
+            Ok(v)
+        };
+        let enc = tensor("encoder.weight", &[d_sae, d_in])?;
+        let dec = tensor("decoder.weight", &[d_in, d_sae])?;
+        let mut w_enc = vec![0f32; d_in * d_sae];
+        for j in 0..d_sae {
+            for i in 0..d_in {
+                w_enc[i * d_sae + j] = enc[j * d_in + i] * f;
+            }
+        }
+        let mut w_dec = vec![0f32; d_sae * d_in];
+        for i in 0..d_in {
+            for j in 0..d_sae {
+                w_dec[j * d_in + i] = dec[i * d_sae + j] / f;
+            }
+        }
+        let b_dec: Vec<f32> = tensor("decoder.bias", &[d_in])?
+            .iter()
+            .map(|b| b / f)
+            .collect();
+        Ok(Sae {
+            path: dir.to_path_buf(),
+            hook,
+            site,
+            layer,
+            d_in,
+            d_sae,
+            architecture: "jumprelu".into(),
+            activation: Activation::JumpRelu(vec![theta; d_sae]),
+            apply_b_dec_to_input: false,
+            w_enc: Arc::new(w_enc),
+            b_enc: Arc::new(tensor("encoder.bias", &[d_sae])?),
+            w_dec,
+            b_dec,
         })
     }
 
