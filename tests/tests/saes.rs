@@ -893,7 +893,8 @@ fn llama_scope_files_that_do_not_fit_are_refused_by_name() {
             .unwrap();
     let dir = TempDir::new("llama-scope-bad");
     let m = model();
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
         (
             "transcoder",
             Box::new(|v| v["hook_point_out"] = "blocks.1.hook_mlp_out".into()),
