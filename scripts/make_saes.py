@@ -10,7 +10,9 @@ local files) makes of it (JumpReLU, b_dec not subtracted from the input); and in
 gemma-scope-2b-pt-res/layer_0/width_512/average_l0_20/params.npz (np.savez), through SAELens's
 `gemma_2_sae_huggingface_loader` the same way; and in Llama Scope's, llama-scope/Llama3_1-8B-Base-L1R-8x/
 (hyperparams.json, checkpoints/final.safetensors), through SAELens's `llama_scope_sae_huggingface_loader`
-and the dataset-wise norm folded in as SAE.from_pretrained does,
+and the dataset-wise norm folded in as SAE.from_pretrained does; and in sparsify's, sparsify/layers.1/ (with
+a skip connection) and sparsify/layers.0.mlp/ (cfg.json + sae.safetensors), written and read by sparsify's
+own save_to_disk / load_from_disk (SAELens's sparsify loader transposes W_dec, so it is not the reference),
 and tests/fixtures/saes/reference.json with, per SAE and per sequence of the model's reference:
   features[t] = the top 8 feature activations of token t, [[id, act], ...] by activation (SAELens's
                 `sae.encode` on transformers' activation at the SAE's hook, float32)
@@ -37,7 +39,8 @@ hook_mlp_out = the output of layer L's MLP.
 Weights: W_dec rows random unit vectors times 0.5..1.5, W_enc = W_dec^T / |x| scale plus noise, b_enc
 negative so that few features fire, b_dec small, the JumpReLU threshold 0.05..0.3.
 
-Pinned: Python 3.11, torch 2.15.0 (CPU), transformers 5.25.0, sae-lens 6.54.12.
+Pinned: Python 3.11, torch 2.15.0 (CPU), transformers 5.25.0, sae-lens 6.54.12, eai-sparsify 1.3.3
+(with natsort 8.4.0, simple_parsing 0.1.9, einops 0.8.2, schedulefree 1.4.1 for its imports).
 
   HF_HUB_OFFLINE=1 python scripts/make_saes.py [--seed-offset N]
 """
@@ -130,10 +133,11 @@ def measure(model, sae, hook, seqs):
     per = {}
     for seq, ids in seqs.items():
         x, clean = capture(model, hook, ids)
+        rec = getattr(sae, "reconstruct", None) or (lambda y: sae.decode(sae.encode(y)))
         with torch.no_grad():
             f = sae.encode(x)
-            recon = sae.decode(f)
-            _, spliced = capture(model, hook, ids, replace=lambda y: sae.decode(sae.encode(y)).to(y.dtype))
+            recon = rec(x)
+            _, spliced = capture(model, hook, ids, replace=lambda y: rec(y).to(y.dtype))
         top = torch.topk(f, 8, dim=-1)
         ev = ExplainedVarianceCalculator()
         ev.add_batch(sae_output=recon, hidden_acts=x)
@@ -299,6 +303,56 @@ def load_gemma_scope_2(folder):
     return sae.eval()
 
 
+# EleutherAI sparsify's `<run>/<hookpoint>/` (cfg.json + sae.safetensors): (folder, hook, skip connection).
+SPARSIFY = [("sparsify/layers.1", "blocks.1.hook_resid_post", True),
+            ("sparsify/layers.0.mlp", "blocks.0.hook_mlp_out", False)]
+
+
+class SparsifyReference:
+    """sparsify's own SparseCoder (as `SparseCoder.load_from_disk` reads it) seen as SAELens's SAE
+    is by `measure`: dense feature activations from its top-k, W_dec [latents, d_in], and its
+    reconstruction with the skip connection."""
+
+    def __init__(self, sc):
+        self.sc = sc
+        self.W_dec = sc.W_dec
+        k = sc.cfg.k
+        self.cfg = type("Cfg", (), {"architecture": staticmethod(lambda: "topk"), "k": k})()
+
+    def encode(self, x):
+        out = self.sc.encode(x)
+        f = torch.zeros(*out.top_indices.shape[:-1], self.sc.num_latents, dtype=out.top_acts.dtype)
+        return f.scatter(-1, out.top_indices, out.top_acts)
+
+    def decode(self, f):
+        return f @ self.sc.W_dec + self.sc.b_dec
+
+    def reconstruct(self, x):
+        y = self.decode(self.encode(x))
+        if self.sc.W_skip is not None:
+            y = y + x @ self.sc.W_skip.mT
+        return y
+
+
+def make_sparsify(folder, skip, seed, scale):
+    """A random TopK SAE saved by sparsify's own `save_to_disk`, read back by `load_from_disk`."""
+    from sparsify.config import SparseCoderConfig
+    from sparsify.sparse_coder import SparseCoder
+    sc = SparseCoder(256, SparseCoderConfig(num_latents=D_SAE, k=24, skip_connection=skip))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        w = torch.randn(D_SAE, 256, generator=g)
+        w = w / w.norm(dim=-1, keepdim=True) * (0.5 + torch.rand(D_SAE, 1, generator=g))
+        sc.W_dec.copy_(w)
+        sc.encoder.weight.copy_(w / scale + 0.02 * torch.randn(D_SAE, 256, generator=g) / scale)
+        sc.encoder.bias.copy_(-0.3 - 0.2 * torch.rand(D_SAE, generator=g))
+        sc.b_dec.copy_(0.05 * torch.randn(256, generator=g))
+        if skip:
+            sc.W_skip.copy_(0.05 * torch.randn(256, 256, generator=g) / 16.0)
+    sc.save_to_disk(folder)
+    return SparsifyReference(SparseCoder.load_from_disk(folder).eval())
+
+
 # Llama Scope's `<repo>/<Llama3_1-8B-Base-L<L>R-8x>/` with hyperparams.json and checkpoints/final.safetensors.
 LLAMA_SCOPE = ("llama-scope/Llama3_1-8B-Base-L1R-8x", "blocks.1.hook_resid_post")
 
@@ -384,6 +438,14 @@ def main():
     sae = make_sae(JumpReLUSAE, JumpReLUSAEConfig, {}, hook, 5006 + a.seed_offset, 16.0 / 4)
     write_llama_scope(sae, os.path.join(OUT, name), hook, norm_in, 0.15)
     ref["saes"][name] = measure(model, load_llama_scope(os.path.join(OUT, name)), hook, seqs)
+    # sparsify's layout, read back through sparsify's own loader (eai-sparsify).
+    for i, (name, hook, skip) in enumerate(SPARSIFY):
+        x0, _ = capture(model, hook, seqs["seq33"])
+        sae = make_sparsify(os.path.join(OUT, name), skip, 5007 + i + a.seed_offset,
+                            float(x0.norm(dim=-1).mean()) / 4)
+        r = measure(model, sae, hook, seqs)
+        r["hook"] = os.path.basename(name)
+        ref["saes"][name] = r
     with open(os.path.join(OUT, "reference.json"), "w") as fh:
         json.dump(ref, fh)
 

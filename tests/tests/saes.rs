@@ -955,3 +955,67 @@ fn llama_scope_files_that_do_not_fit_are_refused_by_name() {
         assert!(!err.contains("panicked"), "{name}: {err}");
     }
 }
+
+#[test]
+fn sparsify_files_that_do_not_fit_are_refused_by_name() {
+    let src = sae_dir("sparsify/layers.1");
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("cfg.json")).unwrap()).unwrap();
+    let dir = TempDir::new("sparsify-bad");
+    let m = model();
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, &str, Edit, &str)> = vec![
+        (
+            "transcoder",
+            "layers.1",
+            Box::new(|v| v["transcode"] = true.into()),
+            "transcoder",
+        ),
+        (
+            "groupmax",
+            "layers.1",
+            Box::new(|v| v["activation"] = "groupmax".into()),
+            "\"groupmax\"",
+        ),
+        (
+            "noskip",
+            "layers.1",
+            Box::new(|v| v["skip_connection"] = false.into()),
+            "W_skip is there",
+        ),
+        ("k", "layers.1", Box::new(|v| v["k"] = 513.into()), "k 513"),
+        (
+            "width",
+            "layers.1",
+            Box::new(|v| v["d_in"] = 128.into()),
+            "encoder.weight",
+        ),
+        (
+            "name",
+            "layers.1.mlp.act",
+            Box::new(|_| {}),
+            "not a sparsify hookpoint",
+        ),
+    ];
+    for (case, folder, edit, want) in cases {
+        let d = dir.path().join(case).join(folder);
+        std::fs::create_dir_all(&d).unwrap();
+        let mut v = cfg.clone();
+        edit(&mut v);
+        std::fs::write(d.join("cfg.json"), serde_json::to_string(&v).unwrap()).unwrap();
+        std::fs::copy(src.join("sae.safetensors"), d.join("sae.safetensors")).unwrap();
+        let out = prism(&[
+            "features",
+            m.to_str().unwrap(),
+            "--sae",
+            d.to_str().unwrap(),
+            "--ids",
+            "1,2,3",
+            "--backend",
+            "cpu",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{case}: {err}");
+        assert!(err.contains(want), "{case}: expected {want:?} in {err}");
+    }
+}

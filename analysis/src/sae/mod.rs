@@ -54,6 +54,9 @@ pub struct Sae {
     pub w_dec: Vec<f32>,
     #[serde(skip)]
     pub b_dec: Vec<f32>,
+    /// sparsify's skip connection `[d_in, d_in]`: the reconstruction adds `x · W_skip^T`.
+    #[serde(skip)]
+    pub w_skip: Option<Vec<f32>>,
 }
 
 /// An SAE's array by name, checked against a shape.
@@ -79,6 +82,29 @@ pub fn parse_hook(hook: &str) -> Option<(Site, usize)> {
         _ => return None,
     };
     Some((site, layer.parse().ok()?))
+}
+
+/// A sparsify hookpoint (the module path, with or without the model's prefix) as (site, layer).
+fn sparsify_hook(name: &str) -> Option<(Site, usize)> {
+    if name == "embed_tokens" || name.ends_with(".embed_tokens") {
+        return Some((Site::ResidPre, 0));
+    }
+    let rest = &name[name
+        .rfind("layers.")
+        .map(|i| i + 7)
+        .or_else(|| name.rfind("h.").map(|i| i + 2))?..];
+    let (layer, module) = match rest.split_once('.') {
+        Some((l, m)) => (l, Some(m)),
+        None => (rest, None),
+    };
+    let layer = layer.parse().ok()?;
+    let site = match module {
+        None => Site::ResidPost,
+        Some("mlp") => Site::MlpOut,
+        Some("self_attn" | "attn" | "attention") => Site::AttnOut,
+        _ => return None,
+    };
+    Some((site, layer))
 }
 
 impl Sae {
@@ -114,6 +140,9 @@ impl Sae {
         }
         if dir.join("hyperparams.json").exists() && !dir.join("sae_weights.safetensors").exists() {
             return Sae::load_llama_scope(dir);
+        }
+        if dir.join("sae.safetensors").exists() && !dir.join("sae_weights.safetensors").exists() {
+            return Sae::load_sparsify(dir);
         }
         let cfg_path = dir.join("cfg.json");
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| {
@@ -234,6 +263,7 @@ impl Sae {
             b_enc: Arc::new(b_enc),
             w_dec,
             b_dec,
+            w_skip: None,
         })
     }
 
@@ -346,6 +376,125 @@ impl Sae {
             b_enc: Arc::new(tensor("b_enc", &[d_sae])?),
             w_dec: tensor("W_dec", &[d_sae, d_in])?,
             b_dec: tensor("b_dec", &[d_in])?,
+            w_skip: None,
+        })
+    }
+
+    /// EleutherAI sparsify's layout (`cfg.json` with `k`, `activation`, `transcode`,
+    /// `skip_connection`, `d_in`; `sae.safetensors` with `encoder.weight` `[latents, d_in]`,
+    /// `encoder.bias`, `W_dec` `[latents, d_in]`, `b_dec`, optional `W_skip` `[d_in, d_in]`), as
+    /// sparsify's own `SparseCoder.load_from_disk` reads it: TopK of the ReLU'd pre-activations,
+    /// `b_dec` subtracted from the input. The hook is the folder's name, sparsify's hookpoint
+    /// (`layers.L` the block's output, `layers.L.mlp`, `layers.L.self_attn`, `embed_tokens`).
+    fn load_sparsify(dir: &Path) -> Result<Sae> {
+        let cfg_path = dir.join("cfg.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| PrismError::Io {
+            path: cfg_path.clone(),
+            source: e,
+        })?;
+        let cfg: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(&cfg_path, format!("cfg.json: {e}")))?;
+        let flag = |k: &str| cfg.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
+        if flag("transcode") {
+            return Err(bad(
+                &cfg_path,
+                "cfg.json: transcode is true: a sparsify transcoder reads the MLP's normalized input, which is not a site Prism has yet",
+            ));
+        }
+        if let Some(a) = cfg
+            .get("activation")
+            .and_then(|v| v.as_str())
+            .filter(|a| *a != "topk")
+        {
+            return Err(bad(
+                &cfg_path,
+                format!("cfg.json: activation {a:?}; Prism reads sparsify's topk SAEs"),
+            ));
+        }
+        let size = |k: &str| -> Result<usize> {
+            cfg.get(k)
+                .and_then(|v| v.as_u64())
+                .filter(|&x| x >= 1 && x <= 1 << 27)
+                .map(|x| x as usize)
+                .ok_or_else(|| bad(&cfg_path, format!("cfg.json: {k:?} is not a size")))
+        };
+        let d_in = size("d_in")?;
+        let weights_path = dir.join("sae.safetensors");
+        let src = SafetensorsCheckpoint::open(vec![weights_path.clone()])?;
+        let d_sae = src
+            .info("encoder.weight")
+            .and_then(|i| i.shape.first().copied())
+            .ok_or_else(|| {
+                bad(
+                    &weights_path,
+                    "no encoder.weight tensor (sparsify sae.safetensors)",
+                )
+            })?;
+        let k = size("k")?;
+        if k > d_sae {
+            return Err(bad(
+                &cfg_path,
+                format!("cfg.json: k {k} is more than the {d_sae} latents"),
+            ));
+        }
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let (site, layer) = sparsify_hook(&name).ok_or_else(|| {
+            bad(
+                dir,
+                format!("the folder's name {name:?} is not a sparsify hookpoint Prism maps (layers.L, layers.L.mlp, layers.L.self_attn, embed_tokens)"),
+            )
+        })?;
+        let tensor = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
+            let v = get(&src, name, shape)?.to_f32();
+            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                return Err(bad(
+                    &weights_path,
+                    format!("{name}: value {i} is not a finite number"),
+                ));
+            }
+            Ok(v)
+        };
+        let enc = tensor("encoder.weight", &[d_sae, d_in])?;
+        let mut w_enc = vec![0f32; d_in * d_sae];
+        for j in 0..d_sae {
+            for i in 0..d_in {
+                w_enc[i * d_sae + j] = enc[j * d_in + i];
+            }
+        }
+        let w_skip = match (flag("skip_connection"), src.info("W_skip").is_some()) {
+            (true, true) => Some(tensor("W_skip", &[d_in, d_in])?),
+            (false, false) => None,
+            (true, false) => {
+                return Err(bad(
+                    &weights_path,
+                    "cfg.json says skip_connection, but there is no W_skip tensor",
+                ))
+            }
+            (false, true) => {
+                return Err(bad(
+                    &weights_path,
+                    "W_skip is there, but cfg.json's skip_connection is not true",
+                ))
+            }
+        };
+        Ok(Sae {
+            path: dir.to_path_buf(),
+            hook: name.clone(),
+            site,
+            layer,
+            d_in,
+            d_sae,
+            architecture: "topk".into(),
+            activation: Activation::TopK(k),
+            apply_b_dec_to_input: true,
+            w_enc: Arc::new(w_enc),
+            b_enc: Arc::new(tensor("encoder.bias", &[d_sae])?),
+            w_dec: tensor("W_dec", &[d_sae, d_in])?,
+            b_dec: tensor("b_dec", &[d_in])?,
+            w_skip,
         })
     }
 
@@ -460,6 +609,7 @@ impl Sae {
             b_enc: Arc::new(tensor("encoder.bias", &[d_sae])?),
             w_dec,
             b_dec,
+            w_skip: None,
         })
     }
 
@@ -580,6 +730,22 @@ impl Sae {
                         kept[j] = acc[j].max(0.0);
                     }
                     acc.copy_from_slice(&kept);
+                }
+            }
+        }
+        out
+    }
+
+    /// The reconstruction of activations `x` from their features `f`: the decoder's, plus the
+    /// skip connection's `x · W_skip^T` when the SAE has one.
+    pub fn reconstruct(&self, x: &[f32], f: &[f32]) -> Vec<f32> {
+        let mut out = self.decode(f);
+        if let Some(w) = &self.w_skip {
+            let n = self.d_in;
+            for (o, xr) in out.chunks_mut(n).zip(x.chunks(n)) {
+                for (i, oi) in o.iter_mut().enumerate() {
+                    let row = &w[i * n..(i + 1) * n];
+                    *oi += row.iter().zip(xr).map(|(a, b)| a * b).sum::<f32>();
                 }
             }
         }
@@ -709,7 +875,7 @@ pub fn features(
     for sae in saes {
         let x = site_values(clean, sae)?;
         let f = sae.encode(&x);
-        let recon = sae.decode(&f);
+        let recon = sae.reconstruct(&x, &f);
         let n = sae.d_in;
         let rows = x.len() / n;
         let all = sparse(&f, sae.d_sae);
