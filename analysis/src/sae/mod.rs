@@ -414,7 +414,7 @@ impl Sae {
         let size = |k: &str| -> Result<usize> {
             cfg.get(k)
                 .and_then(|v| v.as_u64())
-                .filter(|&x| x >= 1 && x <= 1 << 27)
+                .filter(|x| (1..=1 << 27).contains(x))
                 .map(|x| x as usize)
                 .ok_or_else(|| bad(&cfg_path, format!("cfg.json: {k:?} is not a size")))
         };
