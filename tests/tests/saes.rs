@@ -1019,3 +1019,63 @@ fn sparsify_files_that_do_not_fit_are_refused_by_name() {
         assert!(err.contains(want), "{case}: expected {want:?} in {err}");
     }
 }
+
+/// Benchmark (run by `scripts/bench-sae.sh`, not in CI): a 16k-feature SAE on SmolLM2's
+/// resid_post@15 over a 512-token prompt, the encoder's time next to the forward pass's.
+#[test]
+#[ignore]
+fn bench_a_16k_sae_encoder_against_the_forward_pass() {
+    use prism_analysis::backend::cpu::CpuBackend;
+    use prism_analysis::backend::Capture;
+    use prism_analysis::intervene::Site;
+    use prism_analysis::sae::{Activation, Sae};
+    use prism_analysis::trace::Trace;
+    use std::sync::Arc;
+    use std::time::Instant;
+    let model = prism_analysis::checkpoint::load(&sample("smollm2")).unwrap();
+    let backend = CpuBackend::new(&model).unwrap();
+    let (n, m) = (model.spec.hidden, 16384);
+    let mut rng = prism_tests::synth::Rng::new(1);
+    let sae = Sae {
+        path: "synthetic".into(),
+        hook: "blocks.15.hook_resid_post".into(),
+        site: Site::ResidPost,
+        layer: 15,
+        d_in: n,
+        d_sae: m,
+        architecture: "jumprelu".into(),
+        activation: Activation::JumpRelu(vec![0.5; m]),
+        apply_b_dec_to_input: true,
+        w_enc: Arc::new(rng.vec(n * m, 0.05, 0.0)),
+        b_enc: Arc::new(rng.vec(m, 0.1, -0.2)),
+        w_dec: rng.vec(m * n, 0.05, 0.0),
+        b_dec: rng.vec(n, 0.01, 0.0),
+        w_skip: None,
+    };
+    let ids: Vec<u32> = (0..512).map(|i| 100 + (i * 37 % 20000) as u32).collect();
+    let capture = Capture {
+        residual: true,
+        ..Capture::default()
+    };
+    let mut forward = f64::INFINITY;
+    let mut encode = f64::INFINITY;
+    let mut x = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let trace = Trace::run(&model, &backend, &ids, capture, 1).unwrap();
+        forward = forward.min(t.elapsed().as_secs_f64());
+        x = trace.output.residual.as_ref().unwrap()[16].clone();
+        let t = Instant::now();
+        let f = sae.encode(&x);
+        encode = encode.min(t.elapsed().as_secs_f64());
+        assert_eq!(f.len(), 512 * m);
+    }
+    println!(
+        "SmolLM2 Q4_1, 512 tokens, CPU ({} threads): forward pass {:.3} s (with the residual capture), 16k-feature SAE encoder {:.3} s: {:.2}x the forward pass",
+        prism_analysis::backend::cpu::pool::Pool::global().threads(),
+        forward,
+        encode,
+        encode / forward
+    );
+    assert_eq!(x.len(), 512 * n);
+}

@@ -693,30 +693,50 @@ impl Sae {
         Ok(())
     }
 
-    /// Feature activations `[rows, d_sae]` of activations `x` `[rows, d_in]`.
+    /// Feature activations `[rows, d_sae]` of activations `x` `[rows, d_in]`: the pre-activations
+    /// through the packed GEMM (every core), then the activation function per row.
     pub fn encode(&self, x: &[f32]) -> Vec<f32> {
+        use crate::backend::cpu::gemm::{gemm, MatA, MatC, Strided};
         let (n, m) = (self.d_in, self.d_sae);
         let rows = x.len() / n;
+        let shifted;
+        let input: &[f32] = if self.apply_b_dec_to_input {
+            shifted = x
+                .chunks(n)
+                .flat_map(|r| r.iter().zip(&self.b_dec).map(|(a, b)| a - b))
+                .collect::<Vec<f32>>();
+            &shifted
+        } else {
+            &x[..rows * n]
+        };
         let mut out = vec![0f32; rows * m];
-        let mut pre = vec![0f32; m];
-        for (r, row) in x.chunks(n).enumerate() {
-            let acc = &mut out[r * m..(r + 1) * m];
-            acc.copy_from_slice(&self.b_enc);
-            pre.fill(0.0);
-            for (i, &xi) in row.iter().enumerate() {
-                let v = if self.apply_b_dec_to_input {
-                    xi - self.b_dec[i]
-                } else {
-                    xi
-                };
-                let w = &self.w_enc[i * m..(i + 1) * m];
-                for (p, &wj) in pre.iter_mut().zip(w) {
-                    *p += v * wj;
-                }
-            }
-            for (a, p) in acc.iter_mut().zip(&pre) {
-                *a += p;
-            }
+        if rows > 0 {
+            // W_enc `[d_in, d_sae]` read as B `[d_sae, d_in]` (B^T = W_enc).
+            let b = Strided {
+                data: &self.w_enc,
+                n: m,
+                k: n,
+                row_stride: 1,
+                col_stride: m,
+            };
+            let a = MatA {
+                data: input,
+                rows,
+                cols: n,
+                stride: n,
+            };
+            gemm(
+                a,
+                &b,
+                MatC::new(&mut out, m),
+                false,
+                Some(crate::backend::cpu::pool::Pool::global()),
+            );
+        }
+        for acc in out.chunks_mut(m) {
+            acc.iter_mut()
+                .zip(self.b_enc.iter())
+                .for_each(|(a, b)| *a += b);
             match &self.activation {
                 Activation::Relu => acc.iter_mut().for_each(|a| *a = a.max(0.0)),
                 Activation::JumpRelu(t) => acc
