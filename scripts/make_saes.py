@@ -24,7 +24,7 @@ and tests/fixtures/saes/reference.json with, per SAE and per sequence of the mod
   generation   8 greedy new tokens (transformers' generate) with that feature steered by 8 W_dec[j]
                at every position
   card         that feature's activation per token, its logit effect (the 10 tokens W_dec[j] . W_U
-               raises most and the 10 it lowers most, no final norm) and its 10 nearest features by
+               raises most and the 10 it lowers most, no final norm; for hook_z, W_O W_dec[j] . W_U) and its 10 nearest features by
                decoder cosine
   clamps       the total surprisal with the feature most active on the sequence clamped to 0 and to twice its
                largest activation at every position, the SAE's error term kept (x + (v - f_j) W_dec[j])
@@ -34,7 +34,8 @@ and tests/fixtures/saes/reference.json with, per SAE and per sequence of the mod
                 by `sae.decode(sae.encode(x))` at every position, by a transformers forward hook)}
 Hooks map onto transformers' modules as SAELens's HookedTransformer names them for a Llama-shaped
 block: blocks.L.hook_resid_pre = the input of decoder layer L, hook_resid_post = its output,
-hook_mlp_out = the output of layer L's MLP.
+hook_mlp_out = the output of layer L's MLP, attn.hook_z = the input of layer L's o_proj (every head's
+output, flattened).
 
 Weights: W_dec rows random unit vectors times 0.5..1.5, W_enc = W_dec^T / |x| scale plus noise, b_enc
 negative so that few features fire, b_dec small, the JumpReLU threshold 0.05..0.3.
@@ -64,15 +65,17 @@ SAES = {
     "relu-resid-pre-1": (StandardSAE, StandardSAEConfig, {}, "blocks.1.hook_resid_pre", 5001),
     "jumprelu-resid-post-0": (JumpReLUSAE, JumpReLUSAEConfig, {}, "blocks.0.hook_resid_post", 5002),
     "topk-mlp-out-1": (TopKSAE, TopKSAEConfig, {"k": 16}, "blocks.1.hook_mlp_out", 5003),
+    # The heads' outputs before o_proj, flattened (4 heads x 128): SAELens's hook_z SAEs.
+    "relu-hook-z-1": (StandardSAE, StandardSAEConfig, {}, "blocks.1.attn.hook_z", 5010),
 }
 
 
 def module_of(model, hook):
     """(module, whether the hook is its input) for a SAELens hook name."""
-    _, layer, what = hook.split(".")
+    _, layer, what = hook.split(".", 2)
     layer = model.model.layers[int(layer)]
     return {"hook_resid_pre": (layer, True), "hook_resid_post": (layer, False),
-            "hook_mlp_out": (layer.mlp, False)}[what]
+            "hook_mlp_out": (layer.mlp, False), "attn.hook_z": (layer.self_attn.o_proj, True)}[what]
 
 
 def capture(model, hook, ids, replace=None, per_token=False):
@@ -111,18 +114,18 @@ def capture(model, hook, ids, replace=None, per_token=False):
     return seen["x"][0], sum(each)
 
 
-def make_sae(cls, cfg_cls, extra, hook, seed, scale):
-    cfg = cfg_cls(d_in=256, d_sae=D_SAE, **extra)
+def make_sae(cls, cfg_cls, extra, hook, seed, scale, d_in=256):
+    cfg = cfg_cls(d_in=d_in, d_sae=D_SAE, **extra)
     cfg.metadata.hook_name = hook
     sae = cls(cfg)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        w = torch.randn(D_SAE, 256, generator=g)
+        w = torch.randn(D_SAE, d_in, generator=g)
         w = w / w.norm(dim=-1, keepdim=True) * (0.5 + torch.rand(D_SAE, 1, generator=g))
         sae.W_dec.copy_(w)
-        sae.W_enc.copy_(w.T / scale + 0.02 * torch.randn(256, D_SAE, generator=g) / scale)
+        sae.W_enc.copy_(w.T / scale + 0.02 * torch.randn(d_in, D_SAE, generator=g) / scale)
         sae.b_enc.copy_(-0.3 - 0.2 * torch.rand(D_SAE, generator=g))
-        sae.b_dec.copy_(0.05 * torch.randn(256, generator=g))
+        sae.b_dec.copy_(0.05 * torch.randn(d_in, generator=g))
         if hasattr(sae, "threshold"):
             sae.threshold.copy_(0.05 + 0.25 * torch.rand(D_SAE, generator=g))
     return sae.eval()
@@ -196,7 +199,11 @@ def measure(model, sae, hook, seqs):
         # The feature's card: its logit effect W_dec[j] . W_U (no final norm) and its nearest
         # features by decoder cosine, 10 each.
         with torch.no_grad():
-            effect = (sae.W_dec[j].double() @ model.lm_head.weight.double().T)
+            direction = sae.W_dec[j].double()
+            if hook.endswith("attn.hook_z"):
+                # A direction in the heads' outputs reaches the residual stream through o_proj.
+                direction = model.model.layers[int(hook.split(".")[1])].self_attn.o_proj.weight.double() @ direction
+            effect = direction @ model.lm_head.weight.double().T
             up = torch.topk(effect, 10)
             down = torch.topk(-effect, 10)
             wd = sae.W_dec.double()
@@ -412,7 +419,7 @@ def main():
         # Scale the encoder to the activations' size so that some features fire.
         x0, _ = capture(model, hook, seqs["seq33"])
         scale = float(x0.norm(dim=-1).mean())
-        sae = make_sae(cls, cfg_cls, extra, hook, seed, scale / 4)
+        sae = make_sae(cls, cfg_cls, extra, hook, seed, scale / 4, d_in=x0.shape[-1])
         sae.save_model(os.path.join(OUT, name))
         ref["saes"][name] = measure(model, sae, hook, seqs)
     # Gemma Scope 2's layout, read back through SAELens's own Gemma Scope 2 loader.

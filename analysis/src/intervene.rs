@@ -556,14 +556,18 @@ impl Intervention {
                 f.d_sae - 1
             ));
         }
-        if f.layer >= spec.n_layers || f.direction.len() != spec.hidden {
+        let width = match f.site {
+            Site::Head => spec.n_heads * spec.head_dim,
+            _ => spec.hidden,
+        };
+        if f.layer >= spec.n_layers || f.direction.len() != width {
             return bad(format!(
                 "the SAE reads {}@{} with width {}; this model has {} layers of width {}",
                 f.site.name(),
                 f.layer,
                 f.direction.len(),
                 spec.n_layers,
-                spec.hidden
+                width
             ));
         }
         for (field, given) in [

@@ -375,11 +375,12 @@ fn feature_interventions_in_an_interventions_file_match_sae_lens_on_both_backend
     let reference = read_json(&fixtures().join("saes/reference.json"));
     let m = model();
     let dir = TempDir::new("sae-iv");
-    // The three activation rules on the GPU (ReLU, JumpReLU, TopK); every SAE on the CPU.
+    // The three activation rules on the GPU (ReLU, JumpReLU, TopK) and hook_z; every SAE on the CPU.
     let on_gpu = [
         "relu-resid-pre-1",
         "jumprelu-resid-post-0",
         "topk-mlp-out-1",
+        "relu-hook-z-1",
     ];
     for (name, sae) in reference["saes"].as_object().unwrap() {
         let backends: &[&str] = if on_gpu.contains(&name.as_str()) {

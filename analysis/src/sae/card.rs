@@ -1,7 +1,8 @@
 //! One feature of an SAE as a reader looks at it: where it fires on a run (its activation per
 //! token, how often, how strongly), what it writes toward (the logit effect: the tokens whose
 //! unembedding rows its decoder direction raises and lowers most, `W_dec[j] · W_U` with no final
-//! norm, as SAELens and Neuronpedia report it), and its nearest features by decoder cosine.
+//! norm, as SAELens and Neuronpedia report it; a hook_z direction goes through the layer's o_proj
+//! first), and its nearest features by decoder cosine.
 
 use serde::Serialize;
 
@@ -44,7 +45,7 @@ pub fn card(model: &Model, sae: &Sae, run: &FeatureRun, j: usize, k: usize) -> R
         .iter()
         .map(|f| f.iter().find(|(id, _)| *id == j).map_or(0.0, |&(_, a)| a))
         .collect();
-    let (logits_up, logits_down) = logit_effect(model, direction, k)?;
+    let (logits_up, logits_down) = logit_effect(model, &sae.to_residual(model, direction)?, k)?;
     Ok(FeatureCard {
         feature: j,
         active: acts.iter().filter(|&&a| a != 0.0).count(),

@@ -361,19 +361,20 @@ pub fn finish(
         .collect();
     let k = acc.settings.k;
     // The live features' decoder rows, and those rows normalized (for the cosines).
-    let mut rows = Vec::with_capacity(live.len() * n);
+    let mut rows = Vec::with_capacity(live.len() * model.spec.hidden);
     for &j in &live {
-        rows.extend_from_slice(&sae.w_dec[j * n..(j + 1) * n]);
+        rows.extend(sae.to_residual(model, &sae.w_dec[j * n..(j + 1) * n])?);
     }
     let w_u = model.weights.unembedding();
-    if w_u.cols() != n {
+    let h = rows.len() / live.len().max(1);
+    if w_u.cols() != h && !live.is_empty() {
         return Err(PrismError::Input(format!(
             "{}: the SAE's width {n} differs from the unembedding's {}",
             sae.path.display(),
             w_u.cols()
         )));
     }
-    let logits = extremes(&rows, live.len(), n, &WeightPanel(w_u), k);
+    let logits = extremes(&rows, live.len(), w_u.cols(), &WeightPanel(w_u), k);
     let unit: Vec<f32> = sae
         .w_dec
         .chunks(n)

@@ -79,6 +79,8 @@ pub fn parse_hook(hook: &str) -> Option<(Site, usize)> {
         "hook_resid_post" => Site::ResidPost,
         "hook_mlp_out" => Site::MlpOut,
         "hook_attn_out" => Site::AttnOut,
+        // The heads' outputs before o_proj, all heads flattened (SAELens's hook_z SAEs).
+        "attn.hook_z" => Site::Head,
         _ => return None,
     };
     Some((site, layer.parse().ok()?))
@@ -681,16 +683,70 @@ impl Sae {
                 ),
             ));
         }
-        if self.d_in != s.hidden {
+        if self.site == Site::Head && s.layers[self.layer].mixer != crate::arch::Mixer::Attention {
             return Err(bad(
                 &self.path,
                 format!(
-                    "cfg.json: d_in {} differs from the width {} of {} in this model",
-                    self.d_in, s.hidden, self.hook
+                    "hook {}: layer {} is a Gated DeltaNet (linear attention) layer, which has no heads",
+                    self.hook, self.layer
+                ),
+            ));
+        }
+        let width = self.site_width(model);
+        if self.d_in != width {
+            return Err(bad(
+                &self.path,
+                format!(
+                    "cfg.json: d_in {} differs from the width {width} of {} in this model",
+                    self.d_in, self.hook
                 ),
             ));
         }
         Ok(())
+    }
+
+    /// The width of the SAE's site in `model`: the hidden size, or for hook_z every head's output.
+    pub fn site_width(&self, model: &Model) -> usize {
+        match self.site {
+            Site::Head => model.spec.n_heads * model.spec.head_dim,
+            _ => model.spec.hidden,
+        }
+    }
+
+    /// A direction at the SAE's site as a direction in the residual stream (what the unembedding
+    /// reads): itself, or for hook_z through the layer's o_proj.
+    pub fn to_residual(&self, model: &Model, direction: &[f32]) -> Result<Vec<f32>> {
+        if self.site != Site::Head {
+            return Ok(direction.to_vec());
+        }
+        let o = model
+            .weights
+            .layers
+            .get(self.layer)
+            .and_then(|l| l.linear(crate::weights::LinearId::O))
+            .ok_or_else(|| {
+                PrismError::Input(format!(
+                    "{}: layer {} has no o_proj to map hook_z through",
+                    self.path.display(),
+                    self.layer
+                ))
+            })?;
+        let w = &o.weight;
+        if w.cols() != direction.len() {
+            return Err(PrismError::Input(format!(
+                "{}: o_proj reads {} values, the SAE's directions have {}",
+                self.path.display(),
+                w.cols(),
+                direction.len()
+            )));
+        }
+        let mut row = vec![0f32; w.cols()];
+        Ok((0..w.rows())
+            .map(|r| {
+                w.decode_row(r, 0, &mut row);
+                row.iter().zip(direction).map(|(a, b)| a * b).sum()
+            })
+            .collect())
     }
 
     /// Feature activations `[rows, d_sae]` of activations `x` `[rows, d_in]`: the pre-activations
@@ -823,7 +879,8 @@ fn site_values(trace: &Trace, sae: &Sae) -> Result<Vec<f32>> {
         Site::ResidPost => out.residual.as_ref().and_then(|r| r.get(sae.layer + 1)),
         Site::MlpOut => out.sites.as_ref().and_then(|s| s.mlp_out.get(sae.layer)),
         Site::AttnOut => out.sites.as_ref().and_then(|s| s.attn_out.get(sae.layer)),
-        Site::Head | Site::Expert | Site::Feature => None,
+        Site::Head => out.sites.as_ref().and_then(|s| s.head_z.get(sae.layer)),
+        Site::Expert | Site::Feature => None,
     };
     v.cloned().filter(|v| !v.is_empty()).ok_or_else(missing)
 }
@@ -838,7 +895,7 @@ pub fn clean_run(model: &Model, backend: &dyn Backend, ids: &[u32], saes: &[Sae]
         residual: true,
         sites: saes
             .iter()
-            .any(|s| matches!(s.site, Site::MlpOut | Site::AttnOut)),
+            .any(|s| matches!(s.site, Site::MlpOut | Site::AttnOut | Site::Head)),
         ..Capture::default()
     };
     Trace::run(model, backend, ids, capture, 1)
@@ -867,13 +924,30 @@ fn sparse(f: &[f32], d_sae: usize) -> Vec<Vec<(usize, f32)>> {
         .collect()
 }
 
-/// `values` (one row per position) in place of the SAE's site at every position.
-fn splice(sae: &Sae, values: &[f32]) -> Intervention {
-    Intervention {
-        positions: PositionSet::All,
-        values: Some(values.chunks(sae.d_in).map(|r| r.to_vec()).collect()),
-        ..Intervention::new(sae.site, sae.layer, Op::Patch)
+/// `values` (one row per position) in place of the SAE's site at every position (for hook_z,
+/// one patch per head).
+fn splice(sae: &Sae, values: &[f32], model: &Model) -> Vec<Intervention> {
+    let rows = |c0: usize, w: usize| -> Vec<Vec<f32>> {
+        values
+            .chunks(sae.d_in)
+            .map(|r| r[c0..c0 + w].to_vec())
+            .collect()
+    };
+    if sae.site == Site::Head {
+        let hd = model.spec.head_dim;
+        return (0..model.spec.n_heads)
+            .map(|h| Intervention {
+                positions: PositionSet::All,
+                values: Some(rows(h * hd, hd)),
+                ..Intervention::new(Site::Head, sae.layer, Op::Patch).head(h)
+            })
+            .collect();
     }
+    vec![Intervention {
+        positions: PositionSet::All,
+        values: Some(rows(0, sae.d_in)),
+        ..Intervention::new(sae.site, sae.layer, Op::Patch)
+    }]
 }
 
 fn ids_of(trace: &Trace) -> Vec<u32> {
@@ -923,7 +997,7 @@ pub fn features(
             &ids,
             Capture::default(),
             1,
-            &[splice(sae, &recon)],
+            &splice(sae, &recon, model),
         )?;
         out.push(FeatureRun {
             features,
