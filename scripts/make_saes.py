@@ -13,6 +13,9 @@ gemma-scope-2b-pt-res/layer_0/width_512/average_l0_20/params.npz (np.savez), thr
 and the dataset-wise norm folded in as SAE.from_pretrained does; and in sparsify's, sparsify/layers.1/ (with
 a skip connection) and sparsify/layers.0.mlp/ (cfg.json + sae.safetensors), written and read by sparsify's
 own save_to_disk / load_from_disk (SAELens's sparsify loader transposes W_dec, so it is not the reference),
+and a sparsify transcoder, sparsify-transcoder/layers.1.mlp/ (the MLP's normed input to its output, with a
+skip connection; its numbers under "transcoders": features, L0, reconstruction of the MLP's output, the
+spliced-in surprisal),
 and tests/fixtures/saes/reference.json with, per SAE and per sequence of the model's reference:
   features[t] = the top 8 feature activations of token t, [[id, act], ...] by activation (SAELens's
                 `sae.encode` on transformers' activation at the SAE's hook, float32)
@@ -341,11 +344,12 @@ class SparsifyReference:
         return y
 
 
-def make_sparsify(folder, skip, seed, scale):
-    """A random TopK SAE saved by sparsify's own `save_to_disk`, read back by `load_from_disk`."""
+def make_sparsify(folder, skip, seed, scale, transcode=False):
+    """A random TopK SAE (or transcoder) saved by sparsify's own `save_to_disk`, read back by
+    `load_from_disk`."""
     from sparsify.config import SparseCoderConfig
     from sparsify.sparse_coder import SparseCoder
-    sc = SparseCoder(256, SparseCoderConfig(num_latents=D_SAE, k=24, skip_connection=skip))
+    sc = SparseCoder(256, SparseCoderConfig(num_latents=D_SAE, k=24, skip_connection=skip, transcode=transcode))
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         w = torch.randn(D_SAE, 256, generator=g)
@@ -358,6 +362,48 @@ def make_sparsify(folder, skip, seed, scale):
             sc.W_skip.copy_(0.05 * torch.randn(256, 256, generator=g) / 16.0)
     sc.save_to_disk(folder)
     return SparsifyReference(SparseCoder.load_from_disk(folder).eval())
+
+
+# sparsify transcoders (`transcode`): the MLP's input (after its norm) to the MLP's output.
+SPARSIFY_TRANSCODERS = [("sparsify-transcoder/layers.1.mlp", 1, True)]
+
+
+def measure_transcoder(model, tc, layer, seqs):
+    """sparsify's own numbers for a transcoder on every sequence: features of the MLP's input (its
+    norm applied, as the MLP module receives it), the reconstruction of the MLP's output, and the
+    total surprisal with the MLP's output replaced by the transcoder's."""
+    mlp = model.model.layers[layer].mlp
+    per = {}
+    for seq, ids in seqs.items():
+        seen = {}
+
+        def keep(m, args, out):
+            seen["in"], seen["out"] = args[0].detach().clone()[0], out.detach().clone()[0]
+
+        h = mlp.register_forward_hook(keep)
+        _, clean = capture(model, f"blocks.{layer}.hook_resid_post", ids)
+        h.remove()
+        x, y = seen["in"], seen["out"]
+        with torch.no_grad():
+            f = tc.encode(x)
+            recon = tc.reconstruct(x)
+        h = mlp.register_forward_hook(lambda m, args, out: tc.reconstruct(args[0]).to(out.dtype))
+        _, spliced = capture(model, f"blocks.{layer}.hook_resid_post", ids)
+        h.remove()
+        top = torch.topk(f, 8, dim=-1)
+        ev = ExplainedVarianceCalculator()
+        ev.add_batch(sae_output=recon, hidden_acts=y)
+        per[seq] = {
+            "input_ids": ids,
+            "features": [[[int(i), float(f"{v:.7g}")] for i, v in zip(ti, tv) if v != 0]
+                         for ti, tv in zip(top.indices.tolist(), top.values.tolist())],
+            "l0": [int(n) for n in (f != 0).sum(-1)],
+            "reconstruction": {"mse": float((y - recon).pow(2).sum(-1).mean()),
+                               "explained_variance": float(ev.compute()),
+                               "clean_bits": clean, "spliced_bits": spliced},
+        }
+    print("transcoder", layer, {s: (np.mean(v["l0"]), round(v["reconstruction"]["spliced_bits"] - v["reconstruction"]["clean_bits"], 3)) for s, v in per.items()})
+    return {"hook": f"layers.{layer}.mlp", "architecture": "topk", "sequences": per}
 
 
 # Llama Scope's `<repo>/<Llama3_1-8B-Base-L<L>R-8x>/` with hyperparams.json and checkpoints/final.safetensors.
@@ -453,6 +499,16 @@ def main():
         r = measure(model, sae, hook, seqs)
         r["hook"] = os.path.basename(name)
         ref["saes"][name] = r
+    # sparsify transcoders, read back through sparsify's own loader.
+    ref["transcoders"] = {}
+    for i, (name, layer, skip) in enumerate(SPARSIFY_TRANSCODERS):
+        seen = {}
+        h = model.model.layers[layer].mlp.register_forward_hook(lambda m, a, o: seen.update(x=a[0][0]))
+        capture(model, f"blocks.{layer}.hook_resid_post", seqs["seq33"])
+        h.remove()
+        tc = make_sparsify(os.path.join(OUT, name), skip, 5020 + i + a.seed_offset,
+                           float(seen["x"].norm(dim=-1).mean()) / 4, transcode=True)
+        ref["transcoders"][name] = measure_transcoder(model, tc, layer, seqs)
     with open(os.path.join(OUT, "reference.json"), "w") as fh:
         json.dump(ref, fh)
 

@@ -1052,6 +1052,7 @@ fn bench_a_16k_sae_encoder_against_the_forward_pass() {
         w_dec: rng.vec(m * n, 0.05, 0.0),
         b_dec: rng.vec(n, 0.01, 0.0),
         w_skip: None,
+        transcoder: false,
     };
     let ids: Vec<u32> = (0..512).map(|i| 100 + (i * 37 % 20000) as u32).collect();
     let capture = Capture {
@@ -1123,4 +1124,70 @@ fn a_damaged_params_npz_is_an_error_never_a_panic() {
         }
     }
     assert!(errors >= 64, "the truncations are errors ({errors} errors)");
+}
+
+#[test]
+fn sparsify_transcoders_match_sparsify_on_both_backends_and_refuse_clamps() {
+    let reference = read_json(&fixtures().join("saes/reference.json"));
+    let m = model();
+    for (name, tc) in reference["transcoders"].as_object().unwrap() {
+        for backend in ["cpu", "gpu"] {
+            for (seq, want) in tc["sequences"].as_object().unwrap() {
+                let ctx = format!("{name} {seq} on {backend}");
+                let got = json_of(&[
+                    "features",
+                    m.to_str().unwrap(),
+                    "--sae",
+                    sae_dir(name).to_str().unwrap(),
+                    "--ids",
+                    &ids_arg(want),
+                    "--top",
+                    "8",
+                    "--json",
+                    "--backend",
+                    backend,
+                ]);
+                assert_eq!(got["sae"]["transcoder"], true, "{ctx}");
+                assert_eq!(got["l0"], want["l0"], "{ctx}: L0");
+                for (t, (g, w)) in got["features"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .zip(want["features"].as_array().unwrap())
+                    .enumerate()
+                {
+                    for (a, b) in g.as_array().unwrap().iter().zip(w.as_array().unwrap()) {
+                        assert_eq!(a["id"].as_u64(), b[0].as_u64(), "{ctx}: token {t}");
+                        let (x, y) = (a["act"].as_f64().unwrap(), b[1].as_f64().unwrap());
+                        assert!(rel(x, y) <= 1e-4, "{ctx}: token {t}: {x} vs {y}");
+                    }
+                }
+                let (g, w) = (&got["reconstruction"], &want["reconstruction"]);
+                for k in ["mse", "explained_variance"] {
+                    let (x, y) = (g[k].as_f64().unwrap(), w[k].as_f64().unwrap());
+                    assert!(rel(x, y) <= 1e-4, "{ctx}: {k} {x} vs {y}");
+                }
+                let per_token = 0.01 * (u32s(&want["input_ids"]).len() - 1) as f64;
+                for k in ["clean_bits", "spliced_bits"] {
+                    let (x, y) = (g[k].as_f64().unwrap(), w[k].as_f64().unwrap());
+                    assert!((x - y).abs() <= per_token, "{ctx}: {k} {x} vs {y}");
+                }
+            }
+        }
+        let out = prism(&[
+            "features",
+            m.to_str().unwrap(),
+            "--sae",
+            sae_dir(name).to_str().unwrap(),
+            "--ids",
+            "1,2,3",
+            "--clamp",
+            "3=1.0",
+            "--backend",
+            "cpu",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("is a transcoder"), "{err}");
+    }
 }

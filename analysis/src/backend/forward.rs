@@ -179,6 +179,7 @@ pub fn run<E: Exec>(
         attn_out: vec![None; n],
         mlp_out: vec![None; n],
         head_z: vec![None; n],
+        mlp_in: vec![None; n],
         lens: vec![None; n + 1],
         routing: vec![None; n],
         mixing: vec![None; n],
@@ -419,6 +420,7 @@ fn collect(
             attn_out: slots.attn_out.iter().map(|&sl| take(sl)).collect(),
             mlp_out: slots.mlp_out.iter().map(|&sl| take(sl)).collect(),
             head_z: slots.head_z.iter().map(|&sl| take(sl)).collect(),
+            mlp_in: slots.mlp_in.iter().map(|&sl| take(sl)).collect(),
         });
     }
     if let (true, Some(d)) = (cap.attention, s.delta_net) {
@@ -554,6 +556,7 @@ struct Slots {
     attn_out: Vec<Option<usize>>,
     mlp_out: Vec<Option<usize>>,
     head_z: Vec<Option<usize>>,
+    mlp_in: Vec<Option<usize>>,
     final_hidden: Option<usize>,
     logits: Option<usize>,
     /// Logit-lens slots per residual entry.
@@ -855,6 +858,17 @@ impl<B: Clone> Ctx<'_, B> {
             Some(x) => (x, true),
             None => (&sc.mlp, false),
         };
+        if self.req.capture.sites {
+            // The normalized input, materialized in the output buffer before the MLP writes it
+            // (a backend may have folded the norm into the matmuls).
+            slots.mlp_in[l] = Some(match input.norm {
+                Some(sel) => {
+                    e.norm(input.x, sel, &sc.mlp, rows)?;
+                    e.read(&sc.mlp, 0, rows * s.hidden)?
+                }
+                None => e.read(input.x, 0, rows * s.hidden)?,
+            });
+        }
         if let (MlpKind::Experts, Some(xb), Some(x)) = (s.layers[l].mlp, &sc.experts, s.experts) {
             e.route(input, l, &xb.probs, &xb.weights, rows)?;
             self.edits

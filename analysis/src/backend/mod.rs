@@ -214,6 +214,8 @@ pub struct Sites {
     pub mlp_out: Vec<Vec<f32>>,
     /// The input of o_proj: every head's attention-weighted values, `[rows, heads * head_dim]`.
     pub head_z: Vec<Vec<f32>>,
+    /// The MLP's input after its norm (what a transcoder reads), `[rows, hidden]`.
+    pub mlp_in: Vec<Vec<f32>>,
 }
 
 /// The logits of the requested rows.
@@ -445,7 +447,7 @@ impl Capture {
             bytes += b * (l + 1) * t * s.hidden as u64 * f;
         }
         if self.sites {
-            bytes += b * l * t * (2 * s.hidden + s.n_heads * s.head_dim) as u64 * f;
+            bytes += b * l * t * (3 * s.hidden + s.n_heads * s.head_dim) as u64 * f;
         }
         if self.logits {
             bytes += logit_rows as u64 * s.vocab as u64 * f;

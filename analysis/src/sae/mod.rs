@@ -57,6 +57,9 @@ pub struct Sae {
     /// sparsify's skip connection `[d_in, d_in]`: the reconstruction adds `x · W_skip^T`.
     #[serde(skip)]
     pub w_skip: Option<Vec<f32>>,
+    /// A transcoder: it reads the MLP's normalized input of `layer` and predicts the MLP's output
+    /// (`site` is then `mlp_out`, where it writes).
+    pub transcoder: bool,
 }
 
 /// An SAE's array by name, checked against a shape.
@@ -266,6 +269,7 @@ impl Sae {
             w_dec,
             b_dec,
             w_skip: None,
+            transcoder: false,
         })
     }
 
@@ -379,6 +383,7 @@ impl Sae {
             w_dec: tensor("W_dec", &[d_sae, d_in])?,
             b_dec: tensor("b_dec", &[d_in])?,
             w_skip: None,
+            transcoder: false,
         })
     }
 
@@ -397,12 +402,7 @@ impl Sae {
         let cfg: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| bad(&cfg_path, format!("cfg.json: {e}")))?;
         let flag = |k: &str| cfg.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
-        if flag("transcode") {
-            return Err(bad(
-                &cfg_path,
-                "cfg.json: transcode is true: a sparsify transcoder reads the MLP's normalized input, which is not a site Prism has yet",
-            ));
-        }
+        let transcoder = flag("transcode");
         if let Some(a) = cfg
             .get("activation")
             .and_then(|v| v.as_str())
@@ -449,6 +449,12 @@ impl Sae {
                 format!("the folder's name {name:?} is not a sparsify hookpoint Prism maps (layers.L, layers.L.mlp, layers.L.self_attn, embed_tokens)"),
             )
         })?;
+        if transcoder && site != Site::MlpOut {
+            return Err(bad(
+                dir,
+                format!("a transcoder on {name:?}: Prism reads MLP transcoders (layers.L.mlp: the MLP's normalized input to its output)"),
+            ));
+        }
         let tensor = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
             let v = get(&src, name, shape)?.to_f32();
             if let Some(i) = v.iter().position(|x| !x.is_finite()) {
@@ -491,12 +497,14 @@ impl Sae {
             d_sae,
             architecture: "topk".into(),
             activation: Activation::TopK(k),
-            apply_b_dec_to_input: true,
+            // sparsify subtracts b_dec from an autoencoder's input, not from a transcoder's.
+            apply_b_dec_to_input: !transcoder,
             w_enc: Arc::new(w_enc),
             b_enc: Arc::new(tensor("encoder.bias", &[d_sae])?),
             w_dec: tensor("W_dec", &[d_sae, d_in])?,
             b_dec: tensor("b_dec", &[d_in])?,
             w_skip,
+            transcoder,
         })
     }
 
@@ -612,6 +620,7 @@ impl Sae {
             w_dec,
             b_dec,
             w_skip: None,
+            transcoder: false,
         })
     }
 
@@ -885,6 +894,21 @@ fn site_values(trace: &Trace, sae: &Sae) -> Result<Vec<f32>> {
     v.cloned().filter(|v| !v.is_empty()).ok_or_else(missing)
 }
 
+/// What the SAE reads `[rows, d_in]`: its site's activation, or a transcoder's MLP input.
+fn input_values(trace: &Trace, sae: &Sae) -> Result<Vec<f32>> {
+    if !sae.transcoder {
+        return site_values(trace, sae);
+    }
+    let missing = || PrismError::Backend("the run did not capture the MLP's input".into());
+    let out = &trace.output;
+    out.sites
+        .as_ref()
+        .and_then(|s| s.mlp_in.get(sae.layer))
+        .cloned()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(missing)
+}
+
 /// The clean run of `ids` with what the SAEs read captured (the residual stream, and the
 /// sub-layer outputs when one of them reads those).
 pub fn clean_run(model: &Model, backend: &dyn Backend, ids: &[u32], saes: &[Sae]) -> Result<Trace> {
@@ -895,7 +919,7 @@ pub fn clean_run(model: &Model, backend: &dyn Backend, ids: &[u32], saes: &[Sae]
         residual: true,
         sites: saes
             .iter()
-            .any(|s| matches!(s.site, Site::MlpOut | Site::AttnOut | Site::Head)),
+            .any(|s| s.transcoder || matches!(s.site, Site::MlpOut | Site::AttnOut | Site::Head)),
         ..Capture::default()
     };
     Trace::run(model, backend, ids, capture, 1)
@@ -903,7 +927,7 @@ pub fn clean_run(model: &Model, backend: &dyn Backend, ids: &[u32], saes: &[Sae]
 
 /// Every active feature of every token of `trace` (a [`clean_run`]), by activation, largest first.
 pub fn active_features(trace: &Trace, sae: &Sae) -> Result<Vec<Vec<(usize, f32)>>> {
-    let x = site_values(trace, sae)?;
+    let x = input_values(trace, sae)?;
     Ok(sparse(&sae.encode(&x), sae.d_sae))
 }
 
@@ -967,9 +991,11 @@ pub fn features(
     let clean_bits = clean.total_bits();
     let mut out = Vec::with_capacity(saes.len());
     for sae in saes {
+        // A transcoder reads the MLP's input and is scored against the MLP's output.
+        let input = input_values(clean, sae)?;
         let x = site_values(clean, sae)?;
-        let f = sae.encode(&x);
-        let recon = sae.reconstruct(&x, &f);
+        let f = sae.encode(&input);
+        let recon = sae.reconstruct(&input, &f);
         let n = sae.d_in;
         let rows = x.len() / n;
         let all = sparse(&f, sae.d_sae);
@@ -1055,6 +1081,7 @@ pub fn resolve(list: &mut [Intervention], base: &Path, model: &Model) -> Result<
             None => {
                 let s = Arc::new(Sae::load(&path)?);
                 s.check(model)?;
+                s.refuse_transcoder()?;
                 read.push((path.clone(), s.clone()));
                 s
             }
@@ -1082,6 +1109,18 @@ pub fn resolve(list: &mut [Intervention], base: &Path, model: &Model) -> Result<
 }
 
 impl Sae {
+    /// Feature interventions edit the activation an SAE reads and writes; a transcoder's input
+    /// (the MLP's normalized input) is not a site the pass can edit yet.
+    fn refuse_transcoder(&self) -> Result<()> {
+        if self.transcoder {
+            return Err(PrismError::Input(format!(
+                "{} is a transcoder: its features are read from the MLP's normalized input, which the forward pass cannot edit yet; clamp, steer and ablate work on SAEs",
+                self.path.display()
+            )));
+        }
+        Ok(())
+    }
+
     /// What a feature intervention on feature `j` (< d_sae) needs of this SAE.
     pub fn encoder(&self, j: usize) -> FeatureEncoder {
         let (m, n) = (self.d_sae, self.d_in);
@@ -1118,6 +1157,7 @@ impl Sae {
     /// A feature intervention on feature `j` at every position: `Set` clamps it to `value`,
     /// `Zero` ablates it, `Add` steers by `value` times its decoder direction.
     pub fn intervention(&self, j: usize, op: Op, value: f32) -> Result<Intervention> {
+        self.refuse_transcoder()?;
         if j >= self.d_sae {
             return Err(PrismError::Input(format!(
                 "feature {j} is out of range: {} has features 0..{}",

@@ -214,7 +214,8 @@ pub fn features(a: FeaturesArgs) -> anyhow::Result<()> {
         let one = |s: &Sae, r: &sae::FeatureRun| {
             json!({
                 "sae": {"path": s.path, "hook": s.hook, "site": s.site.name(), "layer": s.layer,
-                        "architecture": s.architecture, "d_in": s.d_in, "d_sae": s.d_sae},
+                        "architecture": s.architecture, "d_in": s.d_in, "d_sae": s.d_sae,
+                        "transcoder": s.transcoder},
                 "features": r.features.iter().map(|f| f.iter().map(|(id, act)| json!({"id": id, "act": act})).collect::<Vec<_>>()).collect::<Vec<_>>(),
                 "l0": r.l0,
                 "reconstruction": r.reconstruction,
