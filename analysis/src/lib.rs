@@ -6,6 +6,7 @@
 
 pub mod ablation;
 pub mod arch;
+pub mod atomic;
 pub mod backend;
 pub mod checkpoint;
 pub mod corpus;

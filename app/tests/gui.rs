@@ -1083,7 +1083,7 @@ fn features_view_reads_an_sae_and_a_clicked_feature_gets_its_card_and_ablation()
             .unwrap();
         let one = std::slice::from_ref(&s);
         let tr = sae::clean_run(&model, &backend, &ids, one).unwrap();
-        acc.add(i, &ids, &sae::active_features(&tr, &s).unwrap());
+        acc.add(i, &ids, &sae::active_features(&backend, &tr, &s).unwrap());
     }
     let dash = finish(acc, &model, &s, ("corpus", "sha", docs.len())).unwrap();
     let dash_path =

@@ -44,6 +44,7 @@ fn analysis_does_not_depend_on_a_gui() {
 const LAYERS: &[&str] = &[
     "simd",
     "error",
+    "atomic",
     "corpus",
     "guard",
     "quant",

@@ -1053,6 +1053,7 @@ fn bench_a_16k_sae_encoder_against_the_forward_pass() {
         b_dec: rng.vec(n, 0.01, 0.0),
         w_skip: None,
         transcoder: false,
+        encoder_t: Default::default(),
     };
     let ids: Vec<u32> = (0..512).map(|i| 100 + (i * 37 % 20000) as u32).collect();
     let capture = Capture {
@@ -1068,7 +1069,7 @@ fn bench_a_16k_sae_encoder_against_the_forward_pass() {
         forward = forward.min(t.elapsed().as_secs_f64());
         x = trace.output.residual.as_ref().unwrap()[16].clone();
         let t = Instant::now();
-        let f = sae.encode(&x);
+        let f = sae.encode(&x).unwrap();
         encode = encode.min(t.elapsed().as_secs_f64());
         assert_eq!(f.len(), 512 * m);
     }

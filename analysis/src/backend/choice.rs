@@ -141,6 +141,16 @@ impl Backend for Fallback {
         }
     }
 
+    fn project(&self, x: &[f32], rows: usize, w: &crate::weights::Weight) -> Result<Vec<f32>> {
+        if let Some(c) = self.fell_back() {
+            return c.project(x, rows, w);
+        }
+        match self.gpu.project(x, rows, w) {
+            Err(PrismError::Backend(msg)) => self.cpu(&msg)?.project(x, rows, w),
+            other => other,
+        }
+    }
+
     fn session(&self, batch: usize, capacity: usize) -> Result<Box<dyn Session + '_>> {
         if let Some(c) = self.fell_back() {
             return c.session(batch, capacity);

@@ -358,6 +358,12 @@ pub trait Backend: Send + Sync {
     /// A KV-cached session for `batch` sequences of up to `capacity` positions.
     fn session(&self, batch: usize, capacity: usize) -> Result<Box<dyn Session + '_>>;
 
+    /// `x` `[rows, w.cols()]` times `w^T`: `[rows, w.rows()]` (an SAE's encoder over captured
+    /// activations). By default the CPU's packed GEMM on every core; the GPU runs its matmul.
+    fn project(&self, x: &[f32], rows: usize, w: &crate::weights::Weight) -> Result<Vec<f32>> {
+        project_on_cpu(x, rows, w)
+    }
+
     /// Starts (or stops) collecting time per op kind.
     fn set_profiling(&self, _on: bool) {}
 
@@ -365,6 +371,35 @@ pub trait Backend: Send + Sync {
     fn take_profile(&self) -> Vec<(String, f64, usize)> {
         Vec::new()
     }
+}
+
+/// [`Backend::project`] on the CPU.
+pub fn project_on_cpu(x: &[f32], rows: usize, w: &crate::weights::Weight) -> Result<Vec<f32>> {
+    use cpu::gemm::{gemm, MatA, MatC, WeightPanel};
+    let (n, k) = (w.rows(), w.cols());
+    if x.len() != rows * k {
+        return Err(crate::error::PrismError::Input(format!(
+            "project: {} values are not {rows} rows of {k}",
+            x.len()
+        )));
+    }
+    let mut out = vec![0f32; rows * n];
+    if rows > 0 && n > 0 {
+        let a = MatA {
+            data: x,
+            rows,
+            cols: k,
+            stride: k,
+        };
+        gemm(
+            a,
+            &WeightPanel(w),
+            MatC::new(&mut out, n),
+            false,
+            Some(cpu::pool::Pool::global()),
+        );
+    }
+    Ok(out)
 }
 
 /// One sequence of ids through `backend` with `interventions`: logits of every row with their

@@ -175,7 +175,7 @@ impl Accumulator {
     pub fn save(&self, path: &Path) -> Result<()> {
         let bytes = serde_json::to_vec(self)
             .map_err(|e| PrismError::Input(format!("dashboard state: {e}")))?;
-        crate::figure::write_atomic(path, &bytes)
+        crate::atomic::write_atomic(path, &bytes)
     }
 
     /// The state saved at `path`, if it belongs to `key`; a state of another run is refused.

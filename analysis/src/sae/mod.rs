@@ -60,7 +60,13 @@ pub struct Sae {
     /// A transcoder: it reads the MLP's normalized input of `layer` and predicts the MLP's output
     /// (`site` is then `mlp_out`, where it writes).
     pub transcoder: bool,
+    /// `W_enc^T` `[d_sae, d_in]` as a weight for [`Backend::project`], made on first use.
+    #[serde(skip)]
+    pub encoder_t: std::sync::OnceLock<crate::weights::Weight>,
 }
+
+/// `x` `[rows, k]` times a weight's transpose, on some backend.
+type Projection<'a> = dyn Fn(&[f32], usize, &crate::weights::Weight) -> Result<Vec<f32>> + 'a;
 
 /// An SAE's array by name, checked against a shape.
 type ArrayOf<'a> = dyn Fn(&str, &[usize]) -> Result<Vec<f32>> + 'a;
@@ -270,6 +276,7 @@ impl Sae {
             b_dec,
             w_skip: None,
             transcoder: false,
+            encoder_t: Default::default(),
         })
     }
 
@@ -384,6 +391,7 @@ impl Sae {
             b_dec: tensor("b_dec", &[d_in])?,
             w_skip: None,
             transcoder: false,
+            encoder_t: Default::default(),
         })
     }
 
@@ -505,6 +513,7 @@ impl Sae {
             b_dec: tensor("b_dec", &[d_in])?,
             w_skip,
             transcoder,
+            encoder_t: Default::default(),
         })
     }
 
@@ -621,6 +630,7 @@ impl Sae {
             b_dec,
             w_skip: None,
             transcoder: false,
+            encoder_t: Default::default(),
         })
     }
 
@@ -758,10 +768,34 @@ impl Sae {
             .collect())
     }
 
-    /// Feature activations `[rows, d_sae]` of activations `x` `[rows, d_in]`: the pre-activations
-    /// through the packed GEMM (every core), then the activation function per row.
-    pub fn encode(&self, x: &[f32]) -> Vec<f32> {
-        use crate::backend::cpu::gemm::{gemm, MatA, MatC, Strided};
+    /// Feature activations `[rows, d_sae]` of activations `x` `[rows, d_in]` on the CPU (the
+    /// packed GEMM on every core).
+    pub fn encode(&self, x: &[f32]) -> Result<Vec<f32>> {
+        self.encode_with(x, &crate::backend::project_on_cpu)
+    }
+
+    /// [`Sae::encode`] with the pre-activations on `backend` (the GPU's matmul on a GPU backend).
+    pub fn encode_on(&self, backend: &dyn Backend, x: &[f32]) -> Result<Vec<f32>> {
+        self.encode_with(x, &|input, rows, w| backend.project(input, rows, w))
+    }
+
+    /// `W_enc^T` as a weight, made once.
+    fn encoder_weight(&self) -> Result<&crate::weights::Weight> {
+        if let Some(w) = self.encoder_t.get() {
+            return Ok(w);
+        }
+        let (n, m) = (self.d_in, self.d_sae);
+        let mut t = vec![0f32; n * m];
+        for i in 0..n {
+            for j in 0..m {
+                t[j * n + i] = self.w_enc[i * m + j];
+            }
+        }
+        let w = crate::weights::Weight::from_f32("W_enc^T", vec![m, n], &t)?;
+        Ok(self.encoder_t.get_or_init(|| w))
+    }
+
+    fn encode_with(&self, x: &[f32], project: &Projection<'_>) -> Result<Vec<f32>> {
         let (n, m) = (self.d_in, self.d_sae);
         let rows = x.len() / n;
         let shifted;
@@ -774,30 +808,11 @@ impl Sae {
         } else {
             &x[..rows * n]
         };
-        let mut out = vec![0f32; rows * m];
-        if rows > 0 {
-            // W_enc `[d_in, d_sae]` read as B `[d_sae, d_in]` (B^T = W_enc).
-            let b = Strided {
-                data: &self.w_enc,
-                n: m,
-                k: n,
-                row_stride: 1,
-                col_stride: m,
-            };
-            let a = MatA {
-                data: input,
-                rows,
-                cols: n,
-                stride: n,
-            };
-            gemm(
-                a,
-                &b,
-                MatC::new(&mut out, m),
-                false,
-                Some(crate::backend::cpu::pool::Pool::global()),
-            );
-        }
+        let mut out = if rows > 0 {
+            project(input, rows, self.encoder_weight()?)?
+        } else {
+            Vec::new()
+        };
         for acc in out.chunks_mut(m) {
             acc.iter_mut()
                 .zip(self.b_enc.iter())
@@ -818,7 +833,7 @@ impl Sae {
                 }
             }
         }
-        out
+        Ok(out)
     }
 
     /// The reconstruction of activations `x` from their features `f`: the decoder's, plus the
@@ -925,10 +940,15 @@ pub fn clean_run(model: &Model, backend: &dyn Backend, ids: &[u32], saes: &[Sae]
     Trace::run(model, backend, ids, capture, 1)
 }
 
-/// Every active feature of every token of `trace` (a [`clean_run`]), by activation, largest first.
-pub fn active_features(trace: &Trace, sae: &Sae) -> Result<Vec<Vec<(usize, f32)>>> {
+/// Every active feature of every token of `trace` (a [`clean_run`]), by activation, largest first;
+/// the encoder runs on `backend`.
+pub fn active_features(
+    backend: &dyn Backend,
+    trace: &Trace,
+    sae: &Sae,
+) -> Result<Vec<Vec<(usize, f32)>>> {
     let x = input_values(trace, sae)?;
-    Ok(sparse(&sae.encode(&x), sae.d_sae))
+    Ok(sparse(&sae.encode_on(backend, &x)?, sae.d_sae))
 }
 
 /// Feature activations `[rows, d_sae]` as each row's nonzero (feature, activation) pairs,
@@ -994,7 +1014,7 @@ pub fn features(
         // A transcoder reads the MLP's input and is scored against the MLP's output.
         let input = input_values(clean, sae)?;
         let x = site_values(clean, sae)?;
-        let f = sae.encode(&input);
+        let f = sae.encode_on(backend, &input)?;
         let recon = sae.reconstruct(&input, &f);
         let n = sae.d_in;
         let rows = x.len() / n;

@@ -416,7 +416,7 @@ fn dashboard(
             continue;
         }
         let trace = sae::clean_run(model, b.as_ref(), &ids, one)?;
-        let feats = sae::active_features(&trace, s)?;
+        let feats = sae::active_features(b.as_ref(), &trace, s)?;
         acc.add(doc, &ids, &feats);
         tokens_now += ids.len() as u64;
         bar.set_position(acc.docs_done as u64);

@@ -211,6 +211,37 @@ impl Backend for GpuBackend {
         forward::run(&mut e, req, None)
     }
 
+    /// The matmul kernels on `w` uploaded for the call, rows in chunks that fit one binding.
+    fn project(&self, x: &[f32], rows: usize, w: &crate::weights::Weight) -> Result<Vec<f32>> {
+        if self.ctx.is_lost() {
+            return Err(PrismError::Backend("the GPU device was lost".into()));
+        }
+        let (n, k) = (w.rows(), w.cols());
+        if x.len() != rows * k {
+            return Err(PrismError::Input(format!(
+                "project: {} values are not {rows} rows of {k}",
+                x.len()
+            )));
+        }
+        let ctx = &self.ctx;
+        let m = GpuMatrix::upload(ctx, w)?;
+        let limit = (ctx.max_binding().min(SCRATCH_LIMIT) / 4) as usize;
+        let chunk = (limit / n.max(k).max(1)).clamp(1, rows.max(1));
+        let mut out = Vec::with_capacity(rows * n);
+        for r0 in (0..rows).step_by(chunk) {
+            let c = chunk.min(rows - r0);
+            let xb = ctx.upload_f32("project input", &x[r0 * k..(r0 + c) * k]);
+            let yb = ctx.buffer("project output", c * n)?;
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            ops::matmul::matmul(ctx, &mut enc, &Linear::new(&xb, &m, &yb, c))?;
+            let st = ctx.staging("project readback", (c * n * 4) as u64)?;
+            enc.copy_buffer_to_buffer(&yb, 0, &st, 0, Some((c * n * 4) as u64));
+            let bytes = ctx.finish(enc, &[&st])?;
+            out.extend(f32s_from(&bytes[0]));
+        }
+        Ok(out)
+    }
+
     fn set_profiling(&self, on: bool) {
         self.ctx.set_profiling(on);
     }
