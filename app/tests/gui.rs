@@ -1120,3 +1120,34 @@ fn features_view_reads_an_sae_and_a_clicked_feature_gets_its_card_and_ablation()
         "{active:?}"
     );
 }
+
+#[test]
+fn features_view_says_why_a_transcoders_feature_cannot_be_clamped() {
+    use prism_app::views::features::FeaturesView;
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+    let dir = fixtures.join("archs/qwen3");
+    let tc = fixtures.join("saes/sparsify-transcoder/layers.1.mlp");
+    let mut h = harness(app_on(
+        &dir.display().to_string(),
+        "features",
+        "the cat sat on the mat",
+    ));
+    wait_for(&mut h, "the shared run", |a| a.run.is_some());
+    h.state_mut().view_mut::<FeaturesView>().unwrap().sae = tc.display().to_string();
+    h.run_steps(1);
+    h.get_by_label("Load").click();
+    wait_for(&mut h, "the features", |a| {
+        a.view::<FeaturesView>()
+            .and_then(|v| v.computed())
+            .is_some()
+    });
+    assert!(h
+        .query_by_label_contains("transcoder (the MLP's normed input")
+        .is_some());
+    h.get_by_label("show").click();
+    wait_for(&mut h, "the card", |a| {
+        a.view::<FeaturesView>().and_then(|v| v.card()).is_some()
+    });
+    h.run_steps(3);
+    assert!(h.query_by_label_contains("is a transcoder").is_some());
+}

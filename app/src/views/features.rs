@@ -222,15 +222,16 @@ impl FeaturesView {
         let (Some((_, s)), Some(c)) = (&self.state.loaded, &self.state.result) else {
             return;
         };
+        let key = (j, self.mode, self.amount);
+        self.state.detail_for = Some(key);
         let iv = match self.intervention(s, j) {
             Ok(iv) => iv,
             Err(e) => {
+                // Said once, not retried every frame (a transcoder's features, say).
                 self.state.detail = Some(Err(e));
                 return;
             }
         };
-        let key = (j, self.mode, self.amount);
-        self.state.detail_for = Some(key);
         self.state.detail = None;
         let base = cx.interventions.active();
         let mut list = base.clone();
@@ -465,7 +466,12 @@ impl FeaturesView {
         };
         let rc = &c.run.reconstruction;
         ui.label(format!(
-            "{} {}@{}, {} features of {} dims: MSE {:.4}, explained variance {:.3}, {:+.2} bits with the reconstruction spliced in",
+            "{}{} {}@{}, {} features of {} dims: MSE {:.4}, explained variance {:.3}, {:+.2} bits with the reconstruction spliced in",
+            if s.transcoder {
+                "transcoder (the MLP's normed input to its output): "
+            } else {
+                ""
+            },
             s.architecture,
             s.site.name(),
             s.layer,
@@ -671,7 +677,10 @@ impl FeaturesView {
             None => {
                 ui.spinner();
             }
-            Some(Err(e)) => super::error_line(ui, e),
+            Some(Err(e)) => {
+                super::error_line(ui, e);
+                return;
+            }
             Some(Ok(t)) => strip::delta_run(ui, &c.trace, t),
         }
         ui.columns(2, |col| {
@@ -738,10 +747,12 @@ impl View for FeaturesView {
         match self.feature {
             None => computed,
             Some(_) => {
-                computed
-                    && self.state.card.is_some()
-                    && self.state.detail.is_some()
-                    && self.state.changed.result.is_some()
+                let effect = match &self.state.detail {
+                    Some(Err(_)) => true,
+                    Some(Ok(_)) => self.state.changed.result.is_some(),
+                    None => false,
+                };
+                computed && self.state.card.is_some() && effect
             }
         }
     }
