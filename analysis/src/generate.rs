@@ -197,10 +197,7 @@ pub fn generate(
     let full_passes = interventions
         .iter()
         .any(|iv| iv.op == Op::Mean || (iv.op == Op::Patch && iv.positions == PositionSet::All));
-    let text = |id: u32| match &model.tokenizer {
-        Some(t) => t.token_text(id),
-        None => format!("<{id}>"),
-    };
+    let text = |id: u32| model.token_text(id);
     let mut rng = Rng::new(settings.sampling.seed);
     let mut ids = prompt.to_vec();
     let mut tokens = Vec::new();

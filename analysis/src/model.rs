@@ -68,3 +68,13 @@ pub struct Model {
     pub info: ModelInfo,
     pub warnings: Vec<String>,
 }
+
+impl Model {
+    /// A token's text as the tokenizer gives it, or `<id>` without one.
+    pub fn token_text(&self, id: u32) -> String {
+        self.tokenizer
+            .as_ref()
+            .map(|t| t.token_text(id))
+            .unwrap_or_else(|| format!("<{id}>"))
+    }
+}

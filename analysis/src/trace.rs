@@ -66,10 +66,7 @@ impl Trace {
             iv.validate(&model.spec, ids.len())?;
         }
         let mut output = run_one(backend, ids, capture, interventions)?;
-        let text = |id: u32| match &model.tokenizer {
-            Some(t) => t.token_text(id),
-            None => format!("<{id}>"),
-        };
+        let text = |id: u32| model.token_text(id);
         let n = ids.len();
         let (mut surprisal_bits, mut entropy_bits, mut rank) =
             (vec![None; n], vec![None; n], vec![None; n]);

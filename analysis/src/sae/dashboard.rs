@@ -348,13 +348,7 @@ pub fn finish(
     sae: &Sae,
     corpus: (&str, &str, usize),
 ) -> Result<Dashboard> {
-    let text = |id: u32| {
-        model
-            .tokenizer
-            .as_ref()
-            .map(|t| t.token_text(id))
-            .unwrap_or_else(|| format!("<{id}>"))
-    };
+    let text = |id: u32| model.token_text(id);
     let n = sae.d_in;
     let live: Vec<usize> = (0..sae.d_sae)
         .filter(|&j| acc.features[j].active > 0)

@@ -5,11 +5,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{bad, npz, parse_hook, Activation, ArrayOf, Sae};
+use super::{bad, finite_tensor, npz, parse_hook, Activation, ArrayOf, Sae};
 use crate::checkpoint::safetensors::SafetensorsCheckpoint;
 use crate::error::{PrismError, Result};
 use crate::intervene::Site;
-use crate::weights::{get, TensorSource};
+use crate::weights::TensorSource;
 
 /// A sparsify hookpoint (the module path, with or without the model's prefix) as (site, layer).
 fn sparsify_hook(name: &str) -> Option<(Site, usize)> {
@@ -106,16 +106,7 @@ impl Sae {
                 format!("w_enc has shape {shape:?}, expected [d_in, d_sae]"),
             ));
         };
-        let tensor = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
-            let v = get(&src, name, shape)?.to_f32();
-            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-                return Err(bad(
-                    &weights_path,
-                    format!("{name}: value {i} is not a finite number"),
-                ));
-            }
-            Ok(v)
-        };
+        let tensor = |name: &str, shape: &[usize]| finite_tensor(&src, &weights_path, name, shape);
         Sae::gemma_scope(dir, layer, [d_in, d_sae], &|name, shape| {
             tensor(&name.to_lowercase(), shape)
         })
@@ -218,16 +209,7 @@ impl Sae {
                 format!("a transcoder on {name:?}: Prism reads MLP transcoders (layers.L.mlp: the MLP's normalized input to its output)"),
             ));
         }
-        let tensor = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
-            let v = get(&src, name, shape)?.to_f32();
-            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-                return Err(bad(
-                    &weights_path,
-                    format!("{name}: value {i} is not a finite number"),
-                ));
-            }
-            Ok(v)
-        };
+        let tensor = |name: &str, shape: &[usize]| finite_tensor(&src, &weights_path, name, shape);
         let enc = tensor("encoder.weight", &[d_sae, d_in])?;
         let mut w_enc = vec![0f32; d_in * d_sae];
         for j in 0..d_sae {
@@ -341,16 +323,7 @@ impl Sae {
         let theta = num("jump_relu_threshold")? as f32 * f;
         let weights_path = dir.join("checkpoints").join("final.safetensors");
         let src = SafetensorsCheckpoint::open(vec![weights_path.clone()])?;
-        let tensor = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
-            let v = get(&src, name, shape)?.to_f32();
-            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-                return Err(bad(
-                    &weights_path,
-                    format!("{name}: value {i} is not a finite number"),
-                ));
-            }
-            Ok(v)
-        };
+        let tensor = |name: &str, shape: &[usize]| finite_tensor(&src, &weights_path, name, shape);
         let enc = tensor("encoder.weight", &[d_sae, d_in])?;
         let dec = tensor("decoder.weight", &[d_in, d_sae])?;
         let mut w_enc = vec![0f32; d_in * d_sae];

@@ -76,6 +76,23 @@ fn bad(path: &Path, m: impl Into<String>) -> PrismError {
     PrismError::format(path, m.into())
 }
 
+/// An SAE's tensor as f32, checked against `shape` and for values that are not finite numbers.
+fn finite_tensor(
+    src: &SafetensorsCheckpoint,
+    path: &Path,
+    name: &str,
+    shape: &[usize],
+) -> Result<Vec<f32>> {
+    let v = get(src, name, shape)?.to_f32();
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        return Err(bad(
+            path,
+            format!("{name}: value {i} is not a finite number"),
+        ));
+    }
+    Ok(v)
+}
+
 /// A SAELens hook (`blocks.L.hook_resid_pre`, `_resid_post`, `_mlp_out`, `_attn_out`) or Prism's
 /// own site name (`resid_post@L`) as (site, layer).
 pub fn parse_hook(hook: &str) -> Option<(Site, usize)> {
@@ -196,16 +213,7 @@ impl Sae {
             .to_string();
         let weights_path = dir.join("sae_weights.safetensors");
         let src = SafetensorsCheckpoint::open(vec![weights_path.clone()])?;
-        let tensor = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
-            let v = get(&src, name, shape)?.to_f32();
-            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-                return Err(bad(
-                    &weights_path,
-                    format!("{name}: value {i} is not a finite number"),
-                ));
-            }
-            Ok(v)
-        };
+        let tensor = |name: &str, shape: &[usize]| finite_tensor(&src, &weights_path, name, shape);
         let w_enc = tensor("W_enc", &[d_in, d_sae])?;
         let b_enc = tensor("b_enc", &[d_sae])?;
         let w_dec = tensor("W_dec", &[d_sae, d_in])?;

@@ -175,13 +175,7 @@ pub fn features(a: FeaturesArgs) -> anyhow::Result<()> {
         Some(j) => Some(sae::card::card(&model, &saes[0], &runs[0], j, 10)?),
         None => None,
     };
-    let text = |id: u32| {
-        model
-            .tokenizer
-            .as_ref()
-            .map(|t| t.token_text(id))
-            .unwrap_or_else(|| format!("<{id}>"))
-    };
+    let text = |id: u32| model.token_text(id);
     if let Some(path) = &a.figure {
         let fig = prism_analysis::figure::build::features_figure(
             &plain,

@@ -168,13 +168,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     if let (Some(path), Some(v)) = (&a.figure, view) {
         use prism_analysis::figure::build;
         let name = model.info.path.display().to_string();
-        let text = |id: u32| {
-            model
-                .tokenizer
-                .as_ref()
-                .map(|t| t.token_text(id))
-                .unwrap_or_else(|| format!("<{id}>"))
-        };
+        let text = |id: u32| model.token_text(id);
         let fig = match v {
             "attention" => {
                 if a.layer >= model.spec.n_layers || a.head >= model.spec.n_heads {

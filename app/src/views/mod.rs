@@ -78,8 +78,7 @@ impl Cx<'_> {
     /// A token's text as the tokenizer gives it, or `<id>` without one.
     pub fn token_text(&self, id: u32) -> String {
         self.loaded
-            .and_then(|l| l.model.tokenizer.as_ref())
-            .map(|t| t.token_text(id))
+            .map(|l| l.model.token_text(id))
             .unwrap_or_else(|| format!("<{id}>"))
     }
 }
