@@ -4,7 +4,9 @@
 //!
 //! Sites, per 0-based layer L: `resid_pre` (the input of block L), `resid_post` (its output),
 //! `attn_out` (the attention sub-layer's output after o_proj, before the residual add),
-//! `mlp_out` (the MLP's output after down_proj, before the add), and `head` (head H's slice of the
+//! `mlp_out` (the MLP's output after down_proj, before the add), `attn_added` and `mlp_added` (what
+//! each sub-layer adds to the residual: its output after the block's post-norm where there is one,
+//! as TransformerLens's hook_attn_out / hook_mlp_out), and `head` (head H's slice of the
 //! input to o_proj), and `expert` (the routing weights of a mixture-of-experts layer: one value per
 //! expert, or expert E's alone; `zero` with an `expert` ablates that expert, `set` with a vector
 //! of every expert's weight forces the routing). Several interventions on one site apply in list order; sites apply in forward
@@ -24,18 +26,27 @@ pub enum Site {
     MlpOut,
     Head,
     Expert,
+    /// What the attention sub-layer adds to the residual stream: attn_out after the block's
+    /// post-attention norm when it has one (Gemma 2/3, OLMo 2), attn_out itself elsewhere
+    /// (TransformerLens's hook_attn_out).
+    AttnAdded,
+    /// What the MLP adds to the residual stream: mlp_out after the block's post-MLP norm when it
+    /// has one, mlp_out itself elsewhere (TransformerLens's hook_mlp_out).
+    MlpAdded,
     /// One feature of a sparse autoencoder, applied at the SAE's own site and layer.
     Feature,
 }
 
 impl Site {
-    pub const ALL: [Site; 7] = [
+    pub const ALL: [Site; 9] = [
         Site::ResidPre,
         Site::ResidPost,
         Site::AttnOut,
         Site::MlpOut,
         Site::Head,
         Site::Expert,
+        Site::AttnAdded,
+        Site::MlpAdded,
         Site::Feature,
     ];
 
@@ -47,6 +58,8 @@ impl Site {
             Site::MlpOut => "mlp_out",
             Site::Head => "head",
             Site::Expert => "expert",
+            Site::AttnAdded => "attn_added",
+            Site::MlpAdded => "mlp_added",
             Site::Feature => "feature",
         }
     }
@@ -131,8 +144,21 @@ pub struct FeatureEncoder {
     /// `b_dec`, subtracted from the input first when the SAE does that.
     pub b_dec_in: Option<std::sync::Arc<Vec<f32>>>,
     pub rule: FeatureRule,
-    /// `W_dec[feature]` `[d_in]`.
+    /// `W_dec[feature]`, as wide as the site it edits.
     pub direction: Vec<f32>,
+    /// What the feature is read from: the site it edits (an SAE), or a transcoder's input.
+    pub source: FeatureSource,
+}
+
+/// Where a feature edit reads its feature. An SAE reads the site it edits; a transcoder reads the
+/// MLP's input and edits the MLP's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeatureSource {
+    Site,
+    /// The MLP's input after its norm.
+    MlpIn,
+    /// The residual stream entering the MLP's norm (`hook_resid_mid`).
+    ResidMid,
 }
 
 /// The activation function of one feature.
@@ -146,9 +172,17 @@ pub enum FeatureRule {
 }
 
 impl FeatureEncoder {
+    /// How many values the encoder reads per row.
+    pub fn d_in(&self) -> usize {
+        match self.rule {
+            FeatureRule::TopK(_) => self.w_enc.len() / self.d_sae.max(1),
+            _ => self.w_enc.len(),
+        }
+    }
+
     /// The feature's activation on each row of `x` `[rows, d_in]`.
     pub fn activations(&self, x: &[f32]) -> Vec<f32> {
-        let n = self.direction.len();
+        let n = self.d_in();
         let m = self.d_sae;
         let j = self.feature;
         x.chunks(n)

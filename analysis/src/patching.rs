@@ -210,6 +210,13 @@ pub fn patch(
                         Site::MlpOut => Intervention::new(Site::MlpOut, layer, Op::Set)
                             .at(vec![c])
                             .with_vector(row(&sites.mlp_out[layer], c), None),
+                        Site::AttnAdded | Site::MlpAdded => {
+                            let mlp = site == Site::MlpAdded;
+                            let v = sites.added(mlp, layer).map_or(&[][..], |v| v);
+                            Intervention::new(site, layer, Op::Set)
+                                .at(vec![c])
+                                .with_vector(row(v, c), None)
+                        }
                         Site::ResidPost => Intervention::new(Site::ResidPost, layer, Op::Set)
                             .at(vec![c])
                             .with_vector(row(&clean_res[layer + 1], c), None),
@@ -319,6 +326,10 @@ pub fn source_values(
         Site::ResidPost => rows(&residual[l + 1], h, 0, h),
         Site::AttnOut => rows(&sites.attn_out[l], h, 0, h),
         Site::MlpOut => rows(&sites.mlp_out[l], h, 0, h),
+        Site::AttnAdded | Site::MlpAdded => {
+            let v = sites.added(iv.site == Site::MlpAdded, l);
+            rows(v.map_or(&[][..], |v| v), h, 0, h)
+        }
         Site::Head => {
             let head = iv.head.unwrap_or(0).min(s.n_heads - 1);
             rows(&sites.head_z[l], s.n_heads * hd, head * hd, hd)

@@ -1122,16 +1122,15 @@ fn features_view_reads_an_sae_and_a_clicked_feature_gets_its_card_and_ablation()
 }
 
 #[test]
-fn features_view_says_why_a_transcoders_feature_cannot_be_clamped() {
+fn features_view_ablates_a_transcoders_feature_inside_the_pass() {
+    use prism_analysis::intervene::Op;
+    use prism_analysis::sae::{self, Sae};
     use prism_app::views::features::FeaturesView;
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
     let dir = fixtures.join("archs/qwen3");
     let tc = fixtures.join("saes/sparsify-transcoder/layers.1.mlp");
-    let mut h = harness(app_on(
-        &dir.display().to_string(),
-        "features",
-        "the cat sat on the mat",
-    ));
+    let text = "the cat sat on the mat";
+    let mut h = harness(app_on(&dir.display().to_string(), "features", text));
     wait_for(&mut h, "the shared run", |a| a.run.is_some());
     h.state_mut().view_mut::<FeaturesView>().unwrap().sae = tc.display().to_string();
     h.run_steps(1);
@@ -1142,12 +1141,65 @@ fn features_view_says_why_a_transcoders_feature_cannot_be_clamped() {
             .is_some()
     });
     assert!(h
-        .query_by_label_contains("transcoder (the MLP's normed input")
+        .query_by_label_contains("transcoder (the MLP's input to its output)")
         .is_some());
-    h.get_by_label("show").click();
-    wait_for(&mut h, "the card", |a| {
-        a.view::<FeaturesView>().and_then(|v| v.card()).is_some()
+    // Click the token with the most active features, then its strongest feature.
+    let model = checkpoint::load(&dir).unwrap();
+    let backend = CpuBackend::new(&model).unwrap();
+    let ids = model
+        .tokenizer
+        .as_ref()
+        .unwrap()
+        .encode(text, false)
+        .unwrap();
+    let s = Sae::load(&tc).unwrap();
+    let clean = sae::clean_run(&model, &backend, &ids, std::slice::from_ref(&s)).unwrap();
+    let want = sae::features(&model, &backend, &clean, std::slice::from_ref(&s), s.d_sae)
+        .unwrap()
+        .remove(0);
+    // (Of the tokens whose text is on screen once.)
+    let texts: Vec<String> = h
+        .state()
+        .run
+        .as_ref()
+        .unwrap()
+        .trace
+        .tokens
+        .iter()
+        .map(|k| prism_app::views::show_token(&k.text))
+        .collect();
+    let t = (0..ids.len())
+        .filter(|&i| texts.iter().filter(|x| **x == texts[i]).count() == 1)
+        .max_by_key(|&i| want.l0[i])
+        .unwrap();
+    let (j, act) = want.features[t][0];
+    let shown = texts[t].clone();
+    let node = h
+        .get_all_by_label(&shown)
+        .next()
+        .expect("the token on screen");
+    let at = node.rect().center();
+    click_at(&mut h, at, egui::Modifiers::NONE);
+    h.get_by_label(&format!("{j} ({act:.2})")).click();
+    wait_for(&mut h, "the card and the ablated run", |a| {
+        a.view::<FeaturesView>()
+            .is_some_and(|v| v.card().is_some() && v.detail().is_some())
     });
-    h.run_steps(3);
-    assert!(h.query_by_label_contains("is a transcoder").is_some());
+    h.run_steps(2);
+    // The view's ablation is the library's transcoder edit (read from the MLP's input, written
+    // into its output), and it changes the run.
+    let iv = s.intervention(j, Op::Zero, 0.0).unwrap();
+    let abl = Trace::run_with(&model, &backend, &ids, Capture::default(), 5, &[iv]).unwrap();
+    assert_ne!(
+        abl.total_bits(),
+        clean.total_bits(),
+        "the ablation changed nothing"
+    );
+    let line = format!(
+        "total {:.2} bits instead of {:.2}: Δ {:+.2} bits",
+        abl.total_bits(),
+        clean.total_bits(),
+        abl.total_bits() - clean.total_bits()
+    );
+    assert!(h.query_by_label(&line).is_some(), "{line:?} on screen");
 }

@@ -1,5 +1,7 @@
 // An SAE feature clamped on rows of x `[rows, width]`, the SAE's error term kept: per listed row,
-// f = the feature's activation, then x += (goal - f) * direction. One workgroup per row.
+// f = the feature's activation on the same row of src `[rows, src_width]` (x's own values for an
+// SAE, a transcoder's input for a transcoder), then x += (goal - f) * direction. One workgroup per
+// row.
 //   rule 0 ReLU:     f = max(pre, 0), pre = b_enc[0] + (x - b_dec) . w_enc (w_enc the column)
 //   rule 1 JumpReLU: f = pre if pre > threshold, else 0
 //   rule 2 TopK:     w_enc `[d_in, d_sae]` whole, b_enc whole; f = max(pre_j, 0) if fewer than k
@@ -19,7 +21,7 @@ struct Params {
     has_bdec: u32,
     threshold: f32,
     goal: f32,
-    _pad0: u32,
+    src_width: u32,
     _pad1: u32,
 }
 
@@ -29,12 +31,13 @@ struct Params {
 @group(0) @binding(3) var<storage, read> b_enc: array<f32>;
 @group(0) @binding(4) var<storage, read> b_dec: array<f32>;
 @group(0) @binding(5) var<storage, read> direction: array<f32>;
-@group(0) @binding(6) var<storage, read_write> x: array<f32>;
+@group(0) @binding(6) var<storage, read> src: array<f32>;
+@group(0) @binding(7) var<storage, read_write> x: array<f32>;
 
 var<workgroup> pre_j: f32;
 
 fn input(base: u32, i: u32) -> f32 {
-    var v = x[base + i];
+    var v = src[base + i];
     if (params.has_bdec == 1u) {
         v -= b_dec[i];
     }
@@ -59,7 +62,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     if (r >= params.n_rows) {
         return;
     }
-    let base = rows[r] * params.width;
+    let base = rows[r] * params.src_width;
     let n = params.d_in;
     var f = 0.0;
     if (params.rule == 2u) {
@@ -96,9 +99,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             f = max(pre, 0.0);
         }
     }
-    // group_sum ends on a barrier: every thread has read x.
+    // group_sum ends on a barrier: every thread has read its inputs.
     let d = params.goal - f;
-    for (var i = li; i < n; i += WG) {
-        x[base + i] += d * direction[i];
+    let out = rows[r] * params.width;
+    for (var i = li; i < params.width; i += WG) {
+        x[out + i] += d * direction[i];
     }
 }

@@ -228,3 +228,41 @@ pub fn run_gpu(model: &Model, ids: &[u32], capture: Capture) -> Trace {
     let backend = prism_analysis::backend::gpu::GpuBackend::new(model, gpu()).expect("gpu backend");
     Trace::run(model, &backend, ids, capture, 5).expect("gpu forward pass")
 }
+
+/// Checks one SAE's or transcoder's run as `prism features --json` prints it (`got`: its
+/// `features`, `l0` and `reconstruction`) against a reference's (`want`: `features[t]` =
+/// `[[id, act], ...]` top first, `l0`, `reconstruction`, `input_ids`): the same feature ids and L0,
+/// activations, MSE and explained variance within 1e-4 relative, bits within 0.01 per token, and
+/// a splice that changes the bits.
+pub fn assert_feature_run(ctx: &str, got: &Value, want: &Value) {
+    let rel = |a: f64, b: f64| (a - b).abs() / b.abs().max(1e-6);
+    assert_eq!(got["l0"], want["l0"], "{ctx}: L0");
+    let (gf, wf) = (
+        got["features"].as_array().expect("features"),
+        want["features"].as_array().expect("features"),
+    );
+    assert_eq!(gf.len(), wf.len(), "{ctx}: tokens");
+    for (t, (g, w)) in gf.iter().zip(wf).enumerate() {
+        let (g, w) = (g.as_array().unwrap(), w.as_array().unwrap());
+        assert_eq!(g.len(), w.len(), "{ctx}: token {t}: active features");
+        for (a, b) in g.iter().zip(w) {
+            assert_eq!(a["id"].as_u64(), b[0].as_u64(), "{ctx}: token {t}: ids");
+            let (x, y) = (a["act"].as_f64().unwrap(), b[1].as_f64().unwrap());
+            assert!(rel(x, y) <= 1e-4, "{ctx}: token {t}: {} {x} vs {y}", b[0]);
+        }
+    }
+    let (g, w) = (&got["reconstruction"], &want["reconstruction"]);
+    for k in ["mse", "explained_variance"] {
+        let (x, y) = (g[k].as_f64().unwrap(), w[k].as_f64().unwrap());
+        assert!(rel(x, y) <= 1e-4, "{ctx}: {k} {x} vs {y}");
+    }
+    let per_token = 0.01 * (u32s(&want["input_ids"]).len() - 1) as f64;
+    for k in ["clean_bits", "spliced_bits"] {
+        let (x, y) = (g[k].as_f64().unwrap(), w[k].as_f64().unwrap());
+        assert!((x - y).abs() <= per_token, "{ctx}: {k} {x} vs {y}");
+    }
+    assert_ne!(
+        g["spliced_bits"], g["clean_bits"],
+        "{ctx}: splicing changed nothing"
+    );
+}

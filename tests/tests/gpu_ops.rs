@@ -646,7 +646,7 @@ fn edits_add_set_zero_mean_on_rows_and_columns() {
         }
         let xb = ctx.upload_f32("x", &x);
         let got = run(&ctx, &xb, |enc| {
-            ops::edit::edit(&ctx, enc, &xb, width, &e).unwrap()
+            ops::edit::edit(&ctx, enc, &xb, width, &e, None).unwrap()
         });
         assert_close(&got, &want, &format!("edit {name}"));
     }
@@ -654,10 +654,11 @@ fn edits_add_set_zero_mean_on_rows_and_columns() {
 
 /// An SAE feature clamped on some rows, the error term kept (`feature_edit.wgsl`): ReLU, JumpReLU
 /// and TopK (the feature ranked first, k-th and just outside the top k on row 0), with and
-/// without b_dec subtracted, d_in and d_sae ragged, against f64.
+/// without b_dec subtracted, d_in and d_sae ragged, against f64; and each as a transcoder's, read
+/// from another buffer and written into a site of another width.
 #[test]
 fn feature_clamps_relu_jumprelu_topk_against_f64() {
-    use prism_analysis::intervene::{FeatureEncoder, FeatureRule};
+    use prism_analysis::intervene::{FeatureEncoder, FeatureRule, FeatureSource};
     use std::sync::Arc;
     let ctx = gpu();
     let (rows, n, m, k) = (6usize, 300usize, 700usize, 20usize);
@@ -704,8 +705,10 @@ fn feature_clamps_relu_jumprelu_topk_against_f64() {
             b_dec_in: sub.then(|| Arc::new(b_dec.clone())),
             rule,
             direction: direction.clone(),
+            source: FeatureSource::Site,
         };
         let mut want: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        let mut f_of = vec![0f64; rows];
         for &r in &edit_rows {
             let p = pre(r, j, sub);
             let f = match rule {
@@ -726,6 +729,7 @@ fn feature_clamps_relu_jumprelu_topk_against_f64() {
                     }
                 }
             };
+            f_of[r] = f;
             for i in 0..n {
                 want[r * n + i] += (target as f64 - f) * direction[i] as f64;
             }
@@ -741,13 +745,48 @@ fn feature_clamps_relu_jumprelu_topk_against_f64() {
         };
         let xb = ctx.upload_f32("x", &x);
         let got = run(&ctx, &xb, |enc| {
-            ops::edit::edit(&ctx, enc, &xb, n, &e).unwrap()
+            ops::edit::edit(&ctx, enc, &xb, n, &e, None).unwrap()
         });
         let what = format!("feature clamp {rule:?} feature {j} (b_dec {sub})");
         for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
             assert!(
                 (g as f64 - w).abs() <= 1e-4 * w.abs().max(1.0),
                 "{what}[{i}]: gpu {g} vs {w}"
+            );
+        }
+        // As a transcoder: read from x, written into y `[rows, 170]` along a 170-wide direction.
+        let width = 170;
+        let y = rng.vec(rows * width, 1.0, 0.0);
+        let out_dir = rng.vec(width, 1.0, 0.0);
+        let tc = FeatureEncoder {
+            direction: out_dir.clone(),
+            source: FeatureSource::MlpIn,
+            ..encoder.clone()
+        };
+        let e = Edit {
+            rows: edit_rows.clone(),
+            col0: 0,
+            ncols: width,
+            kind: EditKind::Feature {
+                encoder: &tc,
+                target,
+            },
+        };
+        let yb = ctx.upload_f32("y", &y);
+        // The SAE's edit above changed xb: the source is x afresh.
+        let sb = ctx.upload_f32("source", &x);
+        let got = run(&ctx, &yb, |enc| {
+            ops::edit::edit(&ctx, enc, &yb, width, &e, Some(&sb)).unwrap()
+        });
+        for (i, &g) in got.iter().enumerate() {
+            let (r, c) = (i / width, i % width);
+            let mut w = y[i] as f64;
+            if edit_rows.contains(&r) {
+                w += (target as f64 - f_of[r]) * out_dir[c] as f64;
+            }
+            assert!(
+                (g as f64 - w).abs() <= 1e-4 * w.abs().max(1.0),
+                "transcoder {what}[{i}]: gpu {g} vs {w}"
             );
         }
         // The CPU's encoder of one feature gives the same activation.

@@ -4,7 +4,24 @@
 use super::exec::{Edit, EditKind, Exec};
 use crate::backend::Request;
 use crate::error::{PrismError, Result};
-use crate::intervene::{Intervention, Op, PositionSet, Site};
+use crate::intervene::{FeatureSource, Intervention, Op, PositionSet, Site};
+
+/// The inputs transcoder features are read from, materialized by the pass before the MLP where a
+/// feature edit at the MLP's output needs them (`[rows, hidden]` each).
+pub(super) struct FeatureInputs<B> {
+    pub mlp_in: Option<B>,
+    pub resid_mid: Option<B>,
+}
+
+impl<B> FeatureInputs<B> {
+    fn get(&self, source: FeatureSource) -> Option<&B> {
+        match source {
+            FeatureSource::Site => None,
+            FeatureSource::MlpIn => self.mlp_in.as_ref(),
+            FeatureSource::ResidMid => self.resid_mid.as_ref(),
+        }
+    }
+}
 
 /// Interventions of a request, looked up by site.
 pub(super) struct Edits<'a> {
@@ -33,6 +50,23 @@ impl<'a> Edits<'a> {
         out
     }
 
+    /// Every intervention of the request, shared and per sequence.
+    fn all(&self) -> impl Iterator<Item = &'a Intervention> {
+        let req = self.req;
+        req.interventions
+            .iter()
+            .chain(req.per_sequence.iter().flatten())
+    }
+
+    /// Whether some feature edit of the request (at `layer`, or at any layer) reads `source`.
+    pub fn reads(&self, source: FeatureSource, layer: Option<usize>) -> bool {
+        self.all().any(|iv| {
+            iv.encoder.as_deref().is_some_and(|f| {
+                iv.site == Site::Feature && f.source == source && layer.is_none_or(|l| f.layer == l)
+            })
+        })
+    }
+
     /// Applies the interventions of a site to `buf` `[rows, width]`.
     pub fn apply<E: Exec>(
         &self,
@@ -42,6 +76,21 @@ impl<'a> Edits<'a> {
         buf: &E::Buf,
         width: usize,
         head_dim: usize,
+    ) -> Result<()> {
+        self.apply_reading(e, site, layer, buf, width, head_dim, None)
+    }
+
+    /// [`Edits::apply`], with the transcoder inputs that feature edits there may read.
+    #[allow(clippy::too_many_arguments)]
+    pub fn apply_reading<E: Exec>(
+        &self,
+        e: &mut E,
+        site: Site,
+        layer: usize,
+        buf: &E::Buf,
+        width: usize,
+        head_dim: usize,
+        inputs: Option<&FeatureInputs<E::Buf>>,
     ) -> Result<()> {
         let t = self.req.seq;
         for (b, iv) in self.at(site, layer) {
@@ -69,6 +118,15 @@ impl<'a> Edits<'a> {
                 _ => (0, width),
             };
             let feature = iv.encoder.as_deref().filter(|_| iv.site == Site::Feature);
+            let source = match feature.map(|f| f.source) {
+                None | Some(FeatureSource::Site) => None,
+                Some(s) => Some(inputs.and_then(|i| i.get(s)).ok_or_else(|| {
+                    PrismError::Backend(format!(
+                        "intervention ({}): the pass did not keep the transcoder's input (a bug in Prism)",
+                        iv.describe()
+                    ))
+                })?),
+            };
             let kind = match (iv.op, feature) {
                 (Op::Add, Some(f)) => EditKind::Add {
                     vector: &f.direction,
@@ -99,6 +157,7 @@ impl<'a> Edits<'a> {
                     ncols,
                     kind,
                 },
+                source,
             )?;
         }
         Ok(())

@@ -298,7 +298,15 @@ pub trait Exec {
         dst_off: usize,
         n: usize,
     ) -> Result<()>;
-    fn edit(&mut self, x: &Self::Buf, width: usize, edit: &Edit<'_>) -> Result<()>;
+    /// Edits rows of `x` `[.., width]`. A feature edit reads its feature from `source`
+    /// `[.., d_in]` when it is given (a transcoder's input), else from `x` itself.
+    fn edit(
+        &mut self,
+        x: &Self::Buf,
+        width: usize,
+        edit: &Edit<'_>,
+        source: Option<&Self::Buf>,
+    ) -> Result<()>;
     /// Schedules `n` values at `off` for the readback; returns their slot.
     fn read(&mut self, x: &Self::Buf, off: usize, n: usize) -> Result<usize>;
     /// Logits of `rows` of `hidden` `[.., hidden]` through the unembedding (and the final

@@ -3,7 +3,7 @@
 //! captured, how a KV cache grows, and how a run starting at a layer skips the layers below it.
 //! Interventions apply through [`super::edits`].
 
-use super::edits::Edits;
+use super::edits::{Edits, FeatureInputs};
 use super::exec::{
     AttnShape, DeltaBufs, DeltaState, Exec, ExpertScratch, KvCache, LinearIn, MlpId, NormSel,
     Readback, Table,
@@ -11,7 +11,7 @@ use super::exec::{
 use crate::arch::{ArchSpec, LayerRope, Mixer, MlpKind, Positions, QkNorm, SublayerNorms};
 use crate::backend::{Input, LogitRows, Request, Routing, RunOutput, Sites};
 use crate::error::{PrismError, Result};
-use crate::intervene::Site;
+use crate::intervene::{FeatureSource, Site};
 use crate::weights::{LinearId, NormId};
 
 /// Runs `req` on `e`, continuing `cache` when there is one.
@@ -125,6 +125,16 @@ pub fn run<E: Exec>(
             }),
             _ => None,
         },
+        feature_in: FeatureInputs {
+            mlp_in: edits
+                .reads(FeatureSource::MlpIn, None)
+                .then(|| e.alloc(rows * h, "transcoder input"))
+                .transpose()?,
+            resid_mid: edits
+                .reads(FeatureSource::ResidMid, None)
+                .then(|| e.alloc(rows * h, "transcoder input (residual)"))
+                .transpose()?,
+        },
     };
     if matches!(req.input, Input::Ids(_)) && s.positions == Positions::LearnedWithTokenType {
         e.norm(&x, NormSel::Embedding, &sc.normed, rows)?;
@@ -180,6 +190,8 @@ pub fn run<E: Exec>(
         mlp_out: vec![None; n],
         head_z: vec![None; n],
         mlp_in: vec![None; n],
+        attn_post: vec![None; n],
+        mlp_post: vec![None; n],
         lens: vec![None; n + 1],
         routing: vec![None; n],
         mixing: vec![None; n],
@@ -217,9 +229,10 @@ pub fn run<E: Exec>(
                 &mut slots,
                 None,
             )?;
+            ctx.feature_inputs(e, l, mlp_in, &x, &sc)?;
             ctx.mlp(e, l, mlp_in, &sc, &mut slots, None)?;
-            ctx.close(e, Sub::Attn, l, &mut x, &mut sc)?;
-            ctx.close(e, Sub::Mlp, l, &mut x, &mut sc)?;
+            ctx.close(e, Sub::Attn, l, &mut x, &mut sc, &mut slots)?;
+            ctx.close(e, Sub::Mlp, l, &mut x, &mut sc, &mut slots)?;
         } else {
             for sub in [Sub::Attn, Sub::Mlp] {
                 // Straight into x when nothing needs the sub-layer's output on its own.
@@ -238,10 +251,13 @@ pub fn run<E: Exec>(
                         let c = cache.as_deref_mut();
                         ctx.mixer(e, l, input, &sc, c, state, &mut slots, into)?
                     }
-                    Sub::Mlp => ctx.mlp(e, l, input, &sc, &mut slots, into)?,
+                    Sub::Mlp => {
+                        ctx.feature_inputs(e, l, input, &x, &sc)?;
+                        ctx.mlp(e, l, input, &sc, &mut slots, into)?
+                    }
                 }
                 if !direct {
-                    ctx.close(e, sub, l, &mut x, &mut sc)?;
+                    ctx.close(e, sub, l, &mut x, &mut sc, &mut slots)?;
                 }
             }
         }
@@ -421,6 +437,8 @@ fn collect(
             mlp_out: slots.mlp_out.iter().map(|&sl| take(sl)).collect(),
             head_z: slots.head_z.iter().map(|&sl| take(sl)).collect(),
             mlp_in: slots.mlp_in.iter().map(|&sl| take(sl)).collect(),
+            attn_post: slots.attn_post.iter().map(|&sl| take(sl)).collect(),
+            mlp_post: slots.mlp_post.iter().map(|&sl| take(sl)).collect(),
         });
     }
     if let (true, Some(d)) = (cap.attention, s.delta_net) {
@@ -499,6 +517,7 @@ struct Scratch<B> {
     attn_gate: B,
     experts: Option<ExpertBufs<B>>,
     delta: Option<DeltaScratch<B>>,
+    feature_in: FeatureInputs<B>,
 }
 
 /// The buffers of the Gated DeltaNet layers, and their mixing matrices when captured.
@@ -557,6 +576,8 @@ struct Slots {
     mlp_out: Vec<Option<usize>>,
     head_z: Vec<Option<usize>>,
     mlp_in: Vec<Option<usize>>,
+    attn_post: Vec<Option<usize>>,
+    mlp_post: Vec<Option<usize>>,
     final_hidden: Option<usize>,
     logits: Option<usize>,
     /// Logit-lens slots per residual entry.
@@ -608,8 +629,9 @@ impl<B: Clone> Ctx<'_, B> {
     /// no intervention there.
     fn outputs_unused(&self, l: usize) -> bool {
         !self.req.capture.sites
-            && self.edits.at(Site::AttnOut, l).is_empty()
-            && self.edits.at(Site::MlpOut, l).is_empty()
+            && [Site::AttnOut, Site::MlpOut, Site::AttnAdded, Site::MlpAdded]
+                .iter()
+                .all(|&site| self.edits.at(site, l).is_empty())
     }
 
     /// Residual entry `entry` (the stream entering block `entry`): captured, and through the lens.
@@ -670,21 +692,34 @@ impl<B: Clone> Ctx<'_, B> {
         l: usize,
         x: &mut E::Buf,
         sc: &mut Scratch<E::Buf>,
+        slots: &mut Slots,
     ) -> Result<()> {
         let rows = self.b * self.t;
         let n = rows * self.s.hidden;
         let norms = sub.norms(self.s);
         let (main, post) = sub.norm_ids();
-        let (out, normed_out) = match sub {
-            Sub::Attn => (&sc.attn, &sc.attn2),
-            Sub::Mlp => (&sc.mlp, &sc.mlp2),
+        let (out, normed_out, site) = match sub {
+            Sub::Attn => (&sc.attn, &sc.attn2, Site::AttnAdded),
+            Sub::Mlp => (&sc.mlp, &sc.mlp2, Site::MlpAdded),
         };
-        if norms.output {
+        // What the sub-layer adds: its output, after its post-norm where the block has one.
+        let added = if norms.output {
             e.norm(out, NormSel::Layer(l, post), normed_out, rows)?;
-            e.add(normed_out, x, n)?;
+            normed_out
         } else {
-            e.add(out, x, n)?;
+            out
+        };
+        let inputs = (sub == Sub::Mlp).then_some(&sc.feature_in);
+        let (h, hd) = (self.s.hidden, self.s.head_dim);
+        self.edits.apply_reading(e, site, l, added, h, hd, inputs)?;
+        if norms.output && self.req.capture.sites {
+            let slot = e.read(added, 0, n)?;
+            match sub {
+                Sub::Attn => slots.attn_post[l] = Some(slot),
+                Sub::Mlp => slots.mlp_post[l] = Some(slot),
+            }
         }
+        e.add(added, x, n)?;
         if norms.residual {
             e.norm(x, NormSel::Layer(l, main), &sc.normed, rows)?;
             std::mem::swap(x, &mut sc.normed);
@@ -841,6 +876,35 @@ impl<B: Clone> Ctx<'_, B> {
         Ok(())
     }
 
+    /// Keeps what transcoder feature edits at layer `l`'s MLP output read: the MLP's normalized
+    /// input (`input`, its norm applied where a backend folded it into the matmuls) and the
+    /// residual stream `x` entering the MLP's norm.
+    fn feature_inputs<E: Exec<Buf = B>>(
+        &self,
+        e: &mut E,
+        l: usize,
+        input: LinearIn<'_, E::Buf>,
+        x: &E::Buf,
+        sc: &Scratch<E::Buf>,
+    ) -> Result<()> {
+        let n = self.b * self.t * self.s.hidden;
+        let fi = &sc.feature_in;
+        if let Some(buf) = fi.mlp_in.as_ref() {
+            if self.edits.reads(FeatureSource::MlpIn, Some(l)) {
+                match input.norm {
+                    Some(sel) => e.norm(input.x, sel, buf, self.b * self.t)?,
+                    None => e.copy(input.x, 0, buf, 0, n)?,
+                }
+            }
+        }
+        if let Some(buf) = fi.resid_mid.as_ref() {
+            if self.edits.reads(FeatureSource::ResidMid, Some(l)) {
+                e.copy(x, 0, buf, 0, n)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The MLP of layer `l` on `input`; its output lands in `sc.mlp`, or is added into `residual`.
     fn mlp<E: Exec<Buf = B>>(
         &self,
@@ -899,8 +963,9 @@ impl<B: Clone> Ctx<'_, B> {
         if residual.is_some() {
             return Ok(());
         }
+        let inputs = Some(&sc.feature_in);
         self.edits
-            .apply(e, Site::MlpOut, l, &sc.mlp, s.hidden, s.head_dim)?;
+            .apply_reading(e, Site::MlpOut, l, &sc.mlp, s.hidden, s.head_dim, inputs)?;
         if self.req.capture.sites {
             slots.mlp_out[l] = Some(e.read(&sc.mlp, 0, rows * s.hidden)?);
         }

@@ -216,6 +216,24 @@ pub struct Sites {
     pub head_z: Vec<Vec<f32>>,
     /// The MLP's input after its norm (what a transcoder reads), `[rows, hidden]`.
     pub mlp_in: Vec<Vec<f32>>,
+    /// attn_out after the block's post-attention norm, for the layers that have one (empty
+    /// elsewhere: what the sub-layer adds is attn_out itself); see [`Sites::added`].
+    pub attn_post: Vec<Vec<f32>>,
+    /// mlp_out after the block's post-MLP norm, for the layers that have one (empty elsewhere).
+    pub mlp_post: Vec<Vec<f32>>,
+}
+
+impl Sites {
+    /// What layer `l`'s attention (`mlp` false) or MLP adds to the residual stream: the output
+    /// after the post-norm where the block has one, the output itself elsewhere.
+    pub fn added(&self, mlp: bool, l: usize) -> Option<&Vec<f32>> {
+        let (post, out) = if mlp {
+            (&self.mlp_post, &self.mlp_out)
+        } else {
+            (&self.attn_post, &self.attn_out)
+        };
+        post.get(l).filter(|v| !v.is_empty()).or_else(|| out.get(l))
+    }
 }
 
 /// The logits of the requested rows.

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{bad, finite_tensor, npz, parse_hook, Activation, ArrayOf, Sae};
+use super::{bad, finite_tensor, npz, parse_hook, Activation, ArrayOf, Sae, SaeInput};
 use crate::checkpoint::safetensors::SafetensorsCheckpoint;
 use crate::error::{PrismError, Result};
 use crate::intervene::Site;
@@ -137,6 +137,8 @@ impl Sae {
             b_dec: tensor("b_dec", &[d_in])?,
             w_skip: None,
             transcoder: false,
+            input: SaeInput::Site,
+            input_norm: Default::default(),
             encoder_t: Default::default(),
         })
     }
@@ -250,6 +252,12 @@ impl Sae {
             b_dec: tensor("b_dec", &[d_in])?,
             w_skip,
             transcoder,
+            input: if transcoder {
+                SaeInput::MlpIn
+            } else {
+                SaeInput::Site
+            },
+            input_norm: Default::default(),
             encoder_t: Default::default(),
         })
     }
@@ -358,6 +366,8 @@ impl Sae {
             b_dec,
             w_skip: None,
             transcoder: false,
+            input: SaeInput::Site,
+            input_norm: Default::default(),
             encoder_t: Default::default(),
         })
     }
@@ -379,6 +389,14 @@ impl Sae {
                     .collect::<String>()
             })
             .and_then(|d| d.parse::<usize>().ok());
+        if let (Some(layer), true) = (layer, names.contains("-transcoders")) {
+            // Gemma Scope's transcoders read ln2.hook_normalized and write hook_mlp_out, as
+            // circuit-tracer's Gemma config has them.
+            let mut t = super::circuit_tracer::gemma_scope_npz(&path, layer)?;
+            t.path = dir.to_path_buf();
+            t.hook = format!("blocks.{layer}.ln2.hook_normalized -> blocks.{layer}.hook_mlp_out");
+            return Ok(t);
+        }
         let (Some(layer), true) = (layer, names.contains("-res")) else {
             return Err(bad(
                 dir,
@@ -386,35 +404,14 @@ impl Sae {
             ));
         };
         let arrays = npz::read(&path)?;
-        let find = |name: &str| -> Result<&npz::Array> {
-            arrays
-                .iter()
-                .find(|a| a.name == name)
-                .ok_or_else(|| bad(&path, format!("no {name} array")))
-        };
-        let w_enc = find("W_enc")?;
-        let [d_in, d_sae] = w_enc.shape[..] else {
+        let shape = npz::shape_of(&arrays, "W_enc").ok_or_else(|| bad(&path, "no W_enc array"))?;
+        let [d_in, d_sae] = shape[..] else {
             return Err(bad(
                 &path,
-                format!("W_enc has shape {:?}, expected [d_in, d_sae]", w_enc.shape),
+                format!("W_enc has shape {shape:?}, expected [d_in, d_sae]"),
             ));
         };
-        let take = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
-            let a = find(name)?;
-            if a.shape != shape {
-                return Err(bad(
-                    &path,
-                    format!("{name} has shape {:?}, expected {shape:?}", a.shape),
-                ));
-            }
-            if let Some(i) = a.values.iter().position(|x| !x.is_finite()) {
-                return Err(bad(
-                    &path,
-                    format!("{name}: value {i} is not a finite number"),
-                ));
-            }
-            Ok(a.values.clone())
-        };
+        let take = |name: &str, shape: &[usize]| npz::take(&arrays, &path, name, Some(shape));
         Sae::gemma_scope(dir, layer, [d_in, d_sae], &take)
     }
 }

@@ -11,12 +11,15 @@ use serde::Serialize;
 use crate::backend::{Backend, Capture};
 use crate::checkpoint::safetensors::SafetensorsCheckpoint;
 use crate::error::{PrismError, Result};
-use crate::intervene::{FeatureEncoder, FeatureRule, Intervention, Op, PositionSet, Site};
+use crate::intervene::{
+    FeatureEncoder, FeatureRule, FeatureSource, Intervention, Op, PositionSet, Site,
+};
 use crate::model::Model;
 use crate::trace::Trace;
 use crate::weights::get;
 
 pub mod card;
+mod circuit_tracer;
 pub mod dashboard;
 mod formats;
 mod npz;
@@ -29,6 +32,35 @@ pub enum Activation {
     JumpRelu(Vec<f32>),
     /// The `k` largest pre-activations, through a ReLU; the rest zero.
     TopK(usize),
+}
+
+/// What an SAE or transcoder reads. An SAE reads the site it writes; a transcoder reads the
+/// MLP's input, in one of the forms circuit-tracer's hooks name, and writes the MLP's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SaeInput {
+    /// The SAE's own site.
+    Site,
+    /// The MLP's input after its norm (`mlp.hook_in`; sparsify's `layers.L.mlp` transcoders).
+    MlpIn,
+    /// That input before the norm's gain and bias: the normalized residual alone
+    /// (TransformerLens's `ln2.hook_normalized`, Gemma Scope's transcoders).
+    MlpNormalized,
+    /// The residual stream entering the MLP's norm (`hook_resid_mid`).
+    ResidMid,
+}
+
+impl SaeInput {
+    /// A circuit-tracer / TransformerLens input hook (`mlp.hook_in`, `ln2.hook_normalized`,
+    /// `hook_resid_mid`), as circuit-tracer's config names it (without `blocks.L.`).
+    pub fn from_hook(hook: &str) -> Option<SaeInput> {
+        Some(match hook {
+            "mlp.hook_in" => SaeInput::MlpIn,
+            "ln2.hook_normalized" => SaeInput::MlpNormalized,
+            "hook_resid_mid" => SaeInput::ResidMid,
+            _ => return None,
+        })
+    }
 }
 
 /// A sparse autoencoder on one site of one layer.
@@ -61,6 +93,12 @@ pub struct Sae {
     /// A transcoder: it reads the MLP's normalized input of `layer` and predicts the MLP's output
     /// (`site` is then `mlp_out`, where it writes).
     pub transcoder: bool,
+    /// What it reads ([`SaeInput::Site`] for an SAE).
+    pub input: SaeInput,
+    /// For [`SaeInput::MlpNormalized`]: the MLP norm's gain and bias of the model it was checked
+    /// against ([`Sae::check`]), which turn the MLP's input back into the normalized residual.
+    #[serde(skip)]
+    pub input_norm: std::sync::OnceLock<(Vec<f32>, Option<Vec<f32>>)>,
     /// `W_enc^T` `[d_sae, d_in]` as a weight for [`Backend::project`], made on first use.
     #[serde(skip)]
     pub encoder_t: std::sync::OnceLock<crate::weights::Weight>,
@@ -93,8 +131,8 @@ fn finite_tensor(
     Ok(v)
 }
 
-/// A SAELens hook (`blocks.L.hook_resid_pre`, `_resid_post`, `_mlp_out`, `_attn_out`) or Prism's
-/// own site name (`resid_post@L`) as (site, layer).
+/// A SAELens hook (`blocks.L.hook_resid_pre`, `_resid_post`, `_mlp_out`, `_attn_out`, as
+/// TransformerLens places them) or Prism's own site name (`resid_post@L`) as (site, layer).
 pub fn parse_hook(hook: &str) -> Option<(Site, usize)> {
     if let Some((site, layer)) = hook.split_once('@') {
         return Some((Site::from_name(site)?, layer.parse().ok()?));
@@ -104,8 +142,10 @@ pub fn parse_hook(hook: &str) -> Option<(Site, usize)> {
     let site = match name {
         "hook_resid_pre" => Site::ResidPre,
         "hook_resid_post" => Site::ResidPost,
-        "hook_mlp_out" => Site::MlpOut,
-        "hook_attn_out" => Site::AttnOut,
+        // TransformerLens's hook_mlp_out / hook_attn_out are what the sub-layer adds to the
+        // residual: after Gemma's and OLMo 2's post-norms.
+        "hook_mlp_out" => Site::MlpAdded,
+        "hook_attn_out" => Site::AttnAdded,
         // The heads' outputs before o_proj, all heads flattened (SAELens's hook_z SAEs).
         "attn.hook_z" => Site::Head,
         _ => return None,
@@ -135,6 +175,16 @@ impl Sae {
             return Err(bad(
                 &p,
                 "a pickled SAE: PyTorch pickles can run arbitrary code, so Prism never opens them. Save it in SAELens's format first, e.g. in Python: `sae.save_model(out_dir)` (cfg.json + sae_weights.safetensors)",
+            ));
+        }
+        if let Some(set) = circuit_tracer::set_of(dir).filter(|_| dir.is_file()) {
+            return circuit_tracer::load_member(set, dir);
+        }
+        if circuit_tracer::is_set(dir) {
+            let n = circuit_tracer::load_set(dir)?.len();
+            return Err(bad(
+                dir,
+                format!("a circuit-tracer transcoder set of {n} layers: name one layer's file (for example {}), or give the folder to `prism features --sae`, which reads every layer", dir.join("layer_0.safetensors").display()),
             ));
         }
         if dir.join("params.safetensors").exists() && !dir.join("sae_weights.safetensors").exists()
@@ -262,8 +312,19 @@ impl Sae {
             b_dec,
             w_skip: None,
             transcoder: false,
+            input: SaeInput::Site,
+            input_norm: Default::default(),
             encoder_t: Default::default(),
         })
+    }
+
+    /// Every SAE a path holds: each layer's transcoder of a circuit-tracer set (a folder with
+    /// `config.yaml`), else the one SAE [`Sae::load`] reads.
+    pub fn load_all(path: &Path) -> Result<Vec<Sae>> {
+        if path.is_dir() && circuit_tracer::is_set(path) {
+            return circuit_tracer::load_set(path);
+        }
+        Ok(vec![Sae::load(path)?])
     }
 
     /// Refuses an SAE that does not fit the model: its layer, its width, its site.
@@ -287,6 +348,9 @@ impl Sae {
                 ),
             ));
         }
+        if self.input != SaeInput::Site {
+            self.check_mlp_input(model)?;
+        }
         let width = self.site_width(model);
         if self.d_in != width {
             return Err(bad(
@@ -297,6 +361,53 @@ impl Sae {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// A transcoder's input in `model`: a pre-norm MLP in a sequential block for the residual or
+    /// normalized forms, whose norm's gain (and bias) it keeps for [`SaeInput::MlpNormalized`].
+    fn check_mlp_input(&self, model: &Model) -> Result<()> {
+        let s = &model.spec;
+        let hook = match self.input {
+            SaeInput::MlpNormalized => "ln2.hook_normalized",
+            SaeInput::ResidMid => "hook_resid_mid",
+            _ => return Ok(()),
+        };
+        if !s.block.mlp.input || s.block.parallel {
+            return Err(bad(
+                &self.path,
+                format!(
+                    "{hook}: the {} blocks of this model do not normalize the residual stream before a sequential MLP, so there is no such activation",
+                    s.family
+                ),
+            ));
+        }
+        if self.input != SaeInput::MlpNormalized || self.input_norm.get().is_some() {
+            return Ok(());
+        }
+        let norm = model
+            .weights
+            .layers
+            .get(self.layer)
+            .and_then(|l| l.norm(crate::weights::NormId::Mlp))
+            .ok_or_else(|| {
+                bad(
+                    &self.path,
+                    format!("{hook}: layer {} has no MLP norm", self.layer),
+                )
+            })?;
+        let gain = norm.weight.to_f32();
+        if let Some(i) = gain.iter().position(|&g| g == 0.0 || !g.is_finite()) {
+            return Err(bad(
+                &self.path,
+                format!(
+                    "{hook}: the MLP norm's gain of layer {} is {} at {i}, so the normalized residual cannot be read back from the MLP's input",
+                    self.layer, gain[i]
+                ),
+            ));
+        }
+        let bias = norm.bias.as_ref().map(|b| b.to_f32());
+        let _ = self.input_norm.set((gain, bias));
         Ok(())
     }
 
@@ -479,25 +590,61 @@ fn site_values(trace: &Trace, sae: &Sae) -> Result<Vec<f32>> {
         Site::ResidPost => out.residual.as_ref().and_then(|r| r.get(sae.layer + 1)),
         Site::MlpOut => out.sites.as_ref().and_then(|s| s.mlp_out.get(sae.layer)),
         Site::AttnOut => out.sites.as_ref().and_then(|s| s.attn_out.get(sae.layer)),
+        Site::MlpAdded => out.sites.as_ref().and_then(|s| s.added(true, sae.layer)),
+        Site::AttnAdded => out.sites.as_ref().and_then(|s| s.added(false, sae.layer)),
         Site::Head => out.sites.as_ref().and_then(|s| s.head_z.get(sae.layer)),
         Site::Expert | Site::Feature => None,
     };
     v.cloned().filter(|v| !v.is_empty()).ok_or_else(missing)
 }
 
-/// What the SAE reads `[rows, d_in]`: its site's activation, or a transcoder's MLP input.
+/// What the SAE reads `[rows, d_in]`: its site's activation, or a transcoder's MLP input in the
+/// form its hook names.
 fn input_values(trace: &Trace, sae: &Sae) -> Result<Vec<f32>> {
-    if !sae.transcoder {
-        return site_values(trace, sae);
-    }
-    let missing = || PrismError::Backend("the run did not capture the MLP's input".into());
+    let missing = |what: &str| PrismError::Backend(format!("the run did not capture {what}"));
     let out = &trace.output;
-    out.sites
-        .as_ref()
-        .and_then(|s| s.mlp_in.get(sae.layer))
-        .cloned()
-        .filter(|v| !v.is_empty())
-        .ok_or_else(missing)
+    let l = sae.layer;
+    let mlp_in = || {
+        out.sites
+            .as_ref()
+            .and_then(|s| s.mlp_in.get(l))
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| missing("the MLP's input"))
+    };
+    match sae.input {
+        SaeInput::Site => site_values(trace, sae),
+        SaeInput::MlpIn => mlp_in().cloned(),
+        SaeInput::MlpNormalized => {
+            let (gain, bias) = sae.input_norm.get().ok_or_else(|| {
+                PrismError::Backend(format!(
+                    "{}: the transcoder was not checked against the model",
+                    sae.path.display()
+                ))
+            })?;
+            let mut x = mlp_in()?.clone();
+            for row in x.chunks_mut(gain.len()) {
+                for (i, v) in row.iter_mut().enumerate() {
+                    let b = bias.as_ref().map_or(0.0, |b| b[i]);
+                    *v = (*v - b) / gain[i];
+                }
+            }
+            Ok(x)
+        }
+        SaeInput::ResidMid => {
+            // The block's input plus what its attention added, summed as the pass sums them.
+            let pre = out
+                .residual
+                .as_ref()
+                .and_then(|r| r.get(l))
+                .ok_or_else(|| missing("the residual stream"))?;
+            let attn = out
+                .sites
+                .as_ref()
+                .and_then(|s| s.added(false, l))
+                .ok_or_else(|| missing("the attention's output"))?;
+            Ok(pre.iter().zip(attn).map(|(a, b)| a + b).collect())
+        }
+    }
 }
 
 /// The clean run of `ids` with what the SAEs read captured (the residual stream, and the
@@ -510,7 +657,7 @@ pub fn clean_run(model: &Model, backend: &dyn Backend, ids: &[u32], saes: &[Sae]
         residual: true,
         sites: saes
             .iter()
-            .any(|s| s.transcoder || matches!(s.site, Site::MlpOut | Site::AttnOut | Site::Head)),
+            .any(|s| s.transcoder || !matches!(s.site, Site::ResidPre | Site::ResidPost)),
         ..Capture::default()
     };
     Trace::run(model, backend, ids, capture, 1)
@@ -677,7 +824,6 @@ pub fn resolve(list: &mut [Intervention], base: &Path, model: &Model) -> Result<
             None => {
                 let s = Arc::new(Sae::load(&path)?);
                 s.check(model)?;
-                s.refuse_transcoder()?;
                 read.push((path.clone(), s.clone()));
                 s
             }
@@ -699,61 +845,76 @@ pub fn resolve(list: &mut [Intervention], base: &Path, model: &Model) -> Result<
             )));
         }
         iv.layer = sae.layer;
-        iv.encoder = Some(Arc::new(sae.encoder(j)));
+        iv.encoder = Some(Arc::new(sae.encoder(j)?));
     }
     Ok(())
 }
 
 impl Sae {
-    /// Feature interventions edit the activation an SAE reads and writes; a transcoder's input
-    /// (the MLP's normalized input) is not a site the pass can edit yet.
-    fn refuse_transcoder(&self) -> Result<()> {
-        if self.transcoder {
-            return Err(PrismError::Input(format!(
-                "{} is a transcoder: its features are read from the MLP's normalized input, which the forward pass cannot edit yet; clamp, steer and ablate work on SAEs",
-                self.path.display()
-            )));
-        }
-        Ok(())
-    }
-
-    /// What a feature intervention on feature `j` (< d_sae) needs of this SAE.
-    pub fn encoder(&self, j: usize) -> FeatureEncoder {
+    /// What a feature intervention on feature `j` (< d_sae) needs of this SAE. A transcoder reading
+    /// `ln2.hook_normalized` gets the norm's gain and bias folded into its encoder, so that it
+    /// reads the MLP's input as the pass has it: `W'[i] = W[i] / gain[i]`,
+    /// `b' = b_enc - Σ_i W'[i] (bias[i] + gain[i] b_dec[i])`.
+    pub fn encoder(&self, j: usize) -> Result<FeatureEncoder> {
         let (m, n) = (self.d_sae, self.d_in);
-        let (rule, w_enc, b_enc) = match &self.activation {
-            Activation::TopK(k) => (
-                FeatureRule::TopK(*k),
-                self.w_enc.clone(),
-                self.b_enc.clone(),
+        // Under TopK the edit needs every feature's pre-activation (the whole encoder, shared),
+        // else feature j's column.
+        let (mut w_enc, mut b_enc) = match self.activation {
+            Activation::TopK(_) => (self.w_enc.clone(), self.b_enc.clone()),
+            _ => (
+                Arc::new((0..n).map(|i| self.w_enc[i * m + j]).collect()),
+                Arc::new(vec![self.b_enc[j]]),
             ),
-            act => {
-                let column: Vec<f32> = (0..n).map(|i| self.w_enc[i * m + j]).collect();
-                let rule = match act {
-                    Activation::JumpRelu(t) => FeatureRule::JumpRelu(t[j]),
-                    _ => FeatureRule::Relu,
-                };
-                (rule, Arc::new(column), Arc::new(vec![self.b_enc[j]]))
+        };
+        let mut b_dec_in = self.apply_b_dec_to_input.then(|| self.b_dec.clone());
+        let source = match self.input {
+            SaeInput::Site => FeatureSource::Site,
+            SaeInput::MlpIn => FeatureSource::MlpIn,
+            SaeInput::ResidMid => FeatureSource::ResidMid,
+            SaeInput::MlpNormalized => {
+                let (gain, bias) = self.input_norm.get().ok_or_else(|| {
+                    PrismError::Backend(format!(
+                        "{}: the transcoder was not checked against the model",
+                        self.path.display()
+                    ))
+                })?;
+                let (w, b) = (Arc::make_mut(&mut w_enc), Arc::make_mut(&mut b_enc));
+                let k = b.len();
+                for i in 0..n {
+                    let shift = bias.as_ref().map_or(0.0, |b| b[i])
+                        + b_dec_in.as_ref().map_or(0.0, |b| gain[i] * b[i]);
+                    for (c, w) in w[i * k..(i + 1) * k].iter_mut().enumerate() {
+                        *w /= gain[i];
+                        b[c] -= *w * shift;
+                    }
+                }
+                b_dec_in = None;
+                FeatureSource::MlpIn
             }
         };
-        FeatureEncoder {
+        let rule = match &self.activation {
+            Activation::TopK(k) => FeatureRule::TopK(*k),
+            Activation::JumpRelu(t) => FeatureRule::JumpRelu(t[j]),
+            _ => FeatureRule::Relu,
+        };
+        let d_out = self.w_dec.len() / m.max(1);
+        Ok(FeatureEncoder {
             site: self.site,
             layer: self.layer,
             feature: j,
             d_sae: m,
             w_enc,
             b_enc,
-            b_dec_in: self
-                .apply_b_dec_to_input
-                .then(|| Arc::new(self.b_dec.clone())),
+            b_dec_in: b_dec_in.map(Arc::new),
             rule,
-            direction: self.w_dec[j * n..(j + 1) * n].to_vec(),
-        }
+            direction: self.w_dec[j * d_out..(j + 1) * d_out].to_vec(),
+            source,
+        })
     }
 
     /// A feature intervention on feature `j` at every position: `Set` clamps it to `value`,
     /// `Zero` ablates it, `Add` steers by `value` times its decoder direction.
     pub fn intervention(&self, j: usize, op: Op, value: f32) -> Result<Intervention> {
-        self.refuse_transcoder()?;
         if j >= self.d_sae {
             return Err(PrismError::Input(format!(
                 "feature {j} is out of range: {} has features 0..{}",
@@ -769,7 +930,7 @@ impl Sae {
             Op::Add => iv.scale = Some(value),
             _ => {}
         }
-        iv.encoder = Some(Arc::new(self.encoder(j)));
+        iv.encoder = Some(Arc::new(self.encoder(j)?));
         Ok(iv)
     }
 }
@@ -791,6 +952,7 @@ impl Sae {
             Site::MlpOut if !s.block.mlp.output && !s.block.mlp.residual && !s.block.parallel => {
                 Some(self.layer)
             }
+            Site::MlpAdded if !s.block.mlp.residual && !s.block.parallel => Some(self.layer),
             _ => None,
         }?;
         // llama.cpp applies direction.N only for 1 <= N < n_layers.

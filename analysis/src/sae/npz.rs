@@ -11,6 +11,36 @@ pub struct Array {
     pub values: Vec<f32>,
 }
 
+/// Array `name` of `arrays` (read from `path`), checked against `shape` (when given) and for
+/// values that are not finite numbers.
+pub fn take(
+    arrays: &[Array],
+    path: &Path,
+    name: &str,
+    shape: Option<&[usize]>,
+) -> Result<Vec<f32>> {
+    let bad = |m: String| PrismError::format(path, m);
+    let a = arrays
+        .iter()
+        .find(|a| a.name == name)
+        .ok_or_else(|| bad(format!("no {name} array")))?;
+    if let Some(shape) = shape.filter(|s| a.shape != *s) {
+        return Err(bad(format!(
+            "{name} has shape {:?}, expected {shape:?}",
+            a.shape
+        )));
+    }
+    if let Some(i) = a.values.iter().position(|x| !x.is_finite()) {
+        return Err(bad(format!("{name}: value {i} is not a finite number")));
+    }
+    Ok(a.values.clone())
+}
+
+/// The shape of array `name`, if there is one.
+pub fn shape_of<'a>(arrays: &'a [Array], name: &str) -> Option<&'a [usize]> {
+    arrays.iter().find(|a| a.name == name).map(|a| &a.shape[..])
+}
+
 fn u16_at(b: &[u8], at: usize) -> Option<u64> {
     Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?) as u64)
 }

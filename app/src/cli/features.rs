@@ -12,8 +12,9 @@ use super::{load_model, read_input, BackendArg, ModelArg, TextInput, UsageError}
 pub struct FeaturesArgs {
     #[command(flatten)]
     pub model: ModelArg,
-    /// An SAE folder in SAELens's format (cfg.json + sae_weights.safetensors); repeat for several
-    /// (one per layer, say).
+    /// An SAE or transcoder: a folder in SAELens's format (cfg.json + sae_weights.safetensors),
+    /// Gemma Scope's, Llama Scope's or sparsify's, a circuit-tracer transcoder set (a folder with
+    /// config.yaml: every layer) or one layer's file of it; repeat for several.
     #[arg(long, required = true)]
     pub sae: Vec<std::path::PathBuf>,
     #[command(flatten)]
@@ -95,11 +96,10 @@ pub fn features(a: FeaturesArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
-    let saes: Vec<Sae> = a
-        .sae
-        .iter()
-        .map(|p| Sae::load(p))
-        .collect::<Result<_, _>>()?;
+    let mut saes: Vec<Sae> = Vec::new();
+    for p in &a.sae {
+        saes.extend(Sae::load_all(p)?);
+    }
     for s in &saes {
         s.check(&model)?;
     }
@@ -209,7 +209,7 @@ pub fn features(a: FeaturesArgs) -> anyhow::Result<()> {
             json!({
                 "sae": {"path": s.path, "hook": s.hook, "site": s.site.name(), "layer": s.layer,
                         "architecture": s.architecture, "d_in": s.d_in, "d_sae": s.d_sae,
-                        "transcoder": s.transcoder},
+                        "transcoder": s.transcoder, "input": s.input},
                 "features": r.features.iter().map(|f| f.iter().map(|(id, act)| json!({"id": id, "act": act})).collect::<Vec<_>>()).collect::<Vec<_>>(),
                 "l0": r.l0,
                 "reconstruction": r.reconstruction,

@@ -227,7 +227,7 @@ impl FeaturesView {
         let iv = match self.intervention(s, j) {
             Ok(iv) => iv,
             Err(e) => {
-                // Said once, not retried every frame (a transcoder's features, say).
+                // Said once, not retried every frame (a feature out of range, say).
                 self.state.detail = Some(Err(e));
                 return;
             }
@@ -468,7 +468,7 @@ impl FeaturesView {
         ui.label(format!(
             "{}{} {}@{}, {} features of {} dims: MSE {:.4}, explained variance {:.3}, {:+.2} bits with the reconstruction spliced in",
             if s.transcoder {
-                "transcoder (the MLP's normed input to its output): "
+                "transcoder (the MLP's input to its output): "
             } else {
                 ""
             },

@@ -692,7 +692,15 @@ impl Exec for CpuExec<'_> {
         Ok(())
     }
 
-    fn edit(&mut self, x: &CpuBuf, width: usize, e: &Edit<'_>) -> Result<()> {
+    fn edit(
+        &mut self,
+        x: &CpuBuf,
+        width: usize,
+        e: &Edit<'_>,
+        source: Option<&CpuBuf>,
+    ) -> Result<()> {
+        // The source's lock, unless it is x's own.
+        let src = source.filter(|s| !Arc::ptr_eq(&s.0, &x.0)).map(|s| s.get());
         let mut g = x.get();
         let cols = e.col0..e.col0 + e.ncols;
         if e.rows.iter().any(|&r| (r + 1) * width > g.len()) || cols.end > width {
@@ -736,12 +744,20 @@ impl Exec for CpuExec<'_> {
                 }
             }
             EditKind::Feature { encoder, target } => {
-                if encoder.direction.len() != e.ncols {
+                let n = encoder.d_in();
+                if encoder.direction.len() != e.ncols || (src.is_none() && n != e.ncols) {
                     return Err(short("feature edit"));
                 }
                 for &r in &e.rows {
+                    let f = match &src {
+                        Some(s) => {
+                            let row = s.get(r * n..(r + 1) * n);
+                            encoder.activations(row.ok_or_else(|| short("feature source"))?)[0]
+                        }
+                        None => encoder.activations(&g[r * width..][cols.clone()])[0],
+                    };
                     let row = &mut g[r * width..][cols.clone()];
-                    let d = target - encoder.activations(row)[0];
+                    let d = target - f;
                     row.iter_mut()
                         .zip(&encoder.direction)
                         .for_each(|(x, w)| *x += d * w);

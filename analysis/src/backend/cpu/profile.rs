@@ -199,8 +199,8 @@ impl<E: Exec> Exec for Timed<'_, E> {
     fn copy(&mut self, src: &E::Buf, so: usize, dst: &E::Buf, d: usize, n: usize) -> Result<()> {
         timed!(self, "copy", self.inner.copy(src, so, dst, d, n))
     }
-    fn edit(&mut self, x: &E::Buf, width: usize, edit: &Edit<'_>) -> Result<()> {
-        timed!(self, "edit", self.inner.edit(x, width, edit))
+    fn edit(&mut self, x: &E::Buf, w: usize, edit: &Edit<'_>, src: Option<&E::Buf>) -> Result<()> {
+        timed!(self, "edit", self.inner.edit(x, w, edit, src))
     }
     fn read(&mut self, x: &E::Buf, off: usize, n: usize) -> Result<usize> {
         timed!(self, "read", self.inner.read(x, off, n))

@@ -727,9 +727,15 @@ impl Exec for GpuExec<'_> {
         Ok(())
     }
 
-    fn edit(&mut self, x: &wgpu::Buffer, width: usize, e: &Edit<'_>) -> Result<()> {
+    fn edit(
+        &mut self,
+        x: &wgpu::Buffer,
+        width: usize,
+        e: &Edit<'_>,
+        source: Option<&wgpu::Buffer>,
+    ) -> Result<()> {
         let ctx = self.ctx();
-        ops::edit::edit(ctx, self.enc()?, x, width, e)
+        ops::edit::edit(ctx, self.enc()?, x, width, e, source)
     }
 
     fn read(&mut self, x: &wgpu::Buffer, off: usize, n: usize) -> Result<usize> {

@@ -29,6 +29,7 @@ pub fn edit(
     x: &wgpu::Buffer,
     width: usize,
     e: &Edit<'_>,
+    source: Option<&wgpu::Buffer>,
 ) -> Result<()> {
     let mut rows: Vec<u32> = e.rows.iter().map(|&r| r as u32).collect();
     let (mode, scale, values, n_mean): (u32, f32, Vec<f32>, usize) = match &e.kind {
@@ -40,7 +41,7 @@ pub fn edit(
             (3, 1.0, Vec::new(), over.len())
         }
         EditKind::Feature { encoder, target } => {
-            return super::feature::clamp(ctx, enc, x, width, &e.rows, encoder, *target)
+            return super::feature::clamp(ctx, enc, x, width, &e.rows, encoder, *target, source)
         }
     };
     let rows_buf = ctx.upload("edit rows", &u32_bytes(&rows));

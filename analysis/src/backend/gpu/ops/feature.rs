@@ -1,4 +1,5 @@
-//! `feature_edit.wgsl`: an SAE feature clamped to a value on some rows, its error term kept.
+//! `feature_edit.wgsl`: an SAE or transcoder feature clamped to a value on some rows, its error
+//! term kept.
 
 use prism_shaders::Shader;
 
@@ -20,13 +21,15 @@ pub struct FeatureParams {
     pub has_bdec: u32,
     pub threshold: f32,
     pub goal: f32,
+    pub src_width: u32,
 }
 
 // SAFETY: repr(C), 32-bit fields.
 unsafe impl Params for FeatureParams {}
 
-/// Rows `rows` of `x` `[.., width]` (the SAE's input, `width` = d_in) get feature
-/// `encoder.feature` set to `target`.
+/// Rows `rows` of `x` `[.., width]` get feature `encoder.feature` set to `target`, the feature
+/// read from the same rows of `source` `[.., d_in]` (a transcoder's input) or of `x` (an SAE's).
+#[allow(clippy::too_many_arguments)]
 pub fn clamp(
     ctx: &GpuContext,
     enc: &mut wgpu::CommandEncoder,
@@ -35,13 +38,25 @@ pub fn clamp(
     rows: &[usize],
     encoder: &FeatureEncoder,
     target: f32,
+    source: Option<&wgpu::Buffer>,
 ) -> Result<()> {
-    let d_in = encoder.direction.len();
-    if d_in != width {
+    let d_in = encoder.d_in();
+    let d_out = encoder.direction.len();
+    if d_out != width || (source.is_none() && d_in != width) {
         return Err(PrismError::Backend(format!(
-            "feature edit: the SAE reads {d_in} values, the site has {width}"
+            "feature edit: the SAE reads {d_in} values and writes {d_out}, the site has {width}"
         )));
     }
+    // The shader writes x and reads the source: an SAE's source is a copy of x.
+    let copy;
+    let src = match source {
+        Some(s) => s,
+        None => {
+            copy = ctx.scratch("feature edit input", (x.size() / 4) as usize)?;
+            enc.copy_buffer_to_buffer(x, 0, &copy, 0, None);
+            &copy
+        }
+    };
     let bytes = encoder.w_enc.len() as u64 * 4;
     if bytes > ctx.max_binding() {
         return Err(PrismError::Input(format!(
@@ -76,13 +91,14 @@ pub fn clamp(
         has_bdec: encoder.b_dec_in.is_some() as u32,
         threshold,
         goal: target,
+        src_width: d_in as u32,
     };
     record(
         ctx,
         enc,
         Shader::FeatureEdit,
         &p,
-        &[&rows_buf, &w_enc, &b_enc, &b_dec, &direction, x],
+        &[&rows_buf, &w_enc, &b_enc, &b_dec, &direction, src, x],
         per_row(rows.len()),
     )
 }
