@@ -17,6 +17,13 @@ It writes tests/fixtures/saes/transcoders/:
                               SAELens SAEs (save_model) on blocks.L.hook_mlp_out / hook_attn_out of
                               the gemma2 fixture: after post_feedforward_layernorm /
                               post_attention_layernorm, where TransformerLens puts those hooks
+  gemma-scope-2b-pt-mlp/…, gemma-scope-2b-pt-att/…
+                              Gemma Scope 1 params.npz (hook_mlp_out, attn.hook_z), read back by
+                              SAELens's gemma_2_sae_huggingface_loader
+  gemma-scope-2-tiny-pt/{mlp_out,attn_out,transcoder}/…
+                              Gemma Scope 2 params.safetensors + config.json (hf_hook_point_in; the
+                              transcoder with affine_skip_connection), read back by SAELens's
+                              gemma_3_sae_huggingface_loader (its Hub downloads pointed at the folder)
   reference.json              per set (or SAE) and layer and sequence of the model's reference:
     features[t]   the top 8 activations [[id, act], ...] (circuit-tracer's `encode`, SAELens's)
     l0[t]
@@ -311,6 +318,141 @@ def saelens_on_post_norm_sites(a, ref, model, seqs):
         ref["saes"][name] = {"hook": hook, "model": "archs/gemma2", "sequences": per}
 
 
+def site_run(model, ids, mod, pre, replace=None):
+    """Runs ids reading (pre: the input of, else: the output of) module mod; returns (activation,
+    per-token bits). With replace, the activation becomes replace(activation) on the way."""
+    seen = {}
+    if pre:
+        def hook(m, args):
+            seen["x"] = args[0].detach().clone()
+            return None if replace is None else (replace(args[0]).to(args[0].dtype), *args[1:])
+        h = mod.register_forward_pre_hook(hook)
+    else:
+        def hook(m, a, o):
+            seen["x"] = o.detach().clone()
+            return None if replace is None else replace(o).to(o.dtype)
+        h = mod.register_forward_hook(hook)
+    bits = bits_of(model, ids)
+    h.remove()
+    return seen["x"][0], bits
+
+
+def gemma_2_loader(release, folder, d_in):
+    """SAELens's own Gemma Scope 1 loader on a local folder (its Hub download pointed at it; d_in and
+    d_sae given, as its config comes from the release's name)."""
+    from sae_lens import SAE
+    from sae_lens.loading import pretrained_sae_loaders as loaders
+    root = os.path.join(OUT, release)
+    loaders.hf_hub_download = lambda repo_id, filename=None, subfolder=None, **kw: os.path.join(root, subfolder or "", filename)
+    cfg, state, _ = loaders.gemma_2_sae_huggingface_loader(
+        f"google/{release}", folder, cfg_overrides={"d_in": d_in, "d_sae": D_SAE, "normalize_activations": "none"})
+    sae = SAE.from_dict(cfg)
+    sae.load_state_dict(state)
+    return cfg, sae.eval()
+
+
+def gemma_3_loader(root, folder):
+    """SAELens's own Gemma Scope 2 loader on a local folder (its Hub downloads pointed at it)."""
+    from safetensors import safe_open
+    from sae_lens import SAE
+    from sae_lens.loading import pretrained_sae_loaders as loaders
+
+    def shapes(repo_id, filename):
+        with safe_open(os.path.join(root, filename), "pt") as f:
+            return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+    loaders.hf_hub_download = lambda repo_id, filename=None, subfolder=None, **kw: os.path.join(root, subfolder or "", filename)
+    loaders.get_safetensors_tensor_shapes = shapes
+    cfg, state, _ = loaders.gemma_3_sae_huggingface_loader("google/gemma-scope-2-tiny-pt", folder)
+    sae = SAE.from_dict(cfg)
+    sae.load_state_dict(state)
+    return cfg, sae.eval()
+
+
+def random_params(d_in, d_out, seed, scale, skip=False):
+    """JumpReLU weights as Gemma Scope names them (W_enc [d_in, d_sae], W_dec [d_sae, d_out])."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(D_SAE, d_out, generator=g)
+    w = w / w.norm(dim=-1, keepdim=True) * (0.5 + torch.rand(D_SAE, 1, generator=g))
+    enc = torch.randn(D_SAE, d_in, generator=g)
+    enc = enc / enc.norm(dim=-1, keepdim=True) * (0.5 + torch.rand(D_SAE, 1, generator=g))
+    p = {"W_enc": (enc.T / scale + 0.02 * torch.randn(d_in, D_SAE, generator=g) / scale).contiguous(),
+         "W_dec": (0.3 * w if skip else w).contiguous(), "b_enc": -0.3 - 0.2 * torch.rand(D_SAE, generator=g),
+         "b_dec": 0.05 * torch.randn(d_out, generator=g), "threshold": 0.05 + 0.25 * torch.rand(D_SAE, generator=g)}
+    if skip:
+        p["affine_skip_connection"] = 0.05 * torch.randn(d_in, d_out, generator=g)
+    return p
+
+
+def gemma_scope_folders(a, ref, model, seqs):
+    """Gemma Scope 1's MLP and attention releases (params.npz) and Gemma Scope 2's mlp_out,
+    attn_out and transcoder folders (params.safetensors + config.json), each read back through
+    SAELens's own loader and measured on transformers' activations where SAELens's hooks are."""
+    blk = model.model.layers
+    z_dim = model.config.num_attention_heads * model.config.head_dim
+    gs2 = "gemma-scope-2-tiny-pt"
+    cases = [  # (name, layer, kind, d_in, seed)
+        ("gemma-scope-2b-pt-mlp/layer_1/width_256/average_l0_20", 1, "mlp", 256, 6400),
+        ("gemma-scope-2b-pt-att/layer_0/width_256/average_l0_20", 0, "att", z_dim, 6401),
+        (f"{gs2}/mlp_out/layer_0_width_256_l0_small", 0, "mlp", 256, 6402),
+        (f"{gs2}/attn_out/layer_1_width_256_l0_small", 1, "att", z_dim, 6403),
+        (f"{gs2}/transcoder/layer_1_width_256_l0_small_affine", 1, "transcoder", 256, 6404)]
+    for name, layer, kind, d_in, seed in cases:
+        # Where SAELens's hooks read: hook_mlp_out = post_feedforward_layernorm's output,
+        # attn.hook_z = o_proj's input, the transcoder's input = pre_feedforward_layernorm's output.
+        point = {"mlp": (blk[layer].post_feedforward_layernorm, False),
+                 "att": (blk[layer].self_attn.o_proj, True),
+                 "transcoder": (blk[layer].mlp, True)}[kind]
+        x0, _ = site_run(model, seqs["seq33"], *point)
+        # An SAE writes back where it reads (hook_z: every head's output); a transcoder the MLP's.
+        p = random_params(d_in, 256 if kind == "transcoder" else d_in, seed + a.seed_offset, float(x0.norm(dim=-1).mean()) / 4, kind == "transcoder")
+        folder = os.path.join(OUT, name)
+        os.makedirs(folder)
+        if name.startswith(gs2):
+            hf = {"mlp": f"model.layers.{layer}.post_feedforward_layernorm.output",
+                  "att": f"model.layers.{layer}.self_attn.o_proj.input",
+                  "transcoder": f"model.layers.{layer}.pre_feedforward_layernorm.output"}[kind]
+            cfg = {"architecture": "jump_relu", "model_name": "gemma-3-tiny-pt", "hf_hook_point_in": hf}
+            if kind == "transcoder":
+                cfg.update(hf_hook_point_out=f"model.layers.{layer}.post_feedforward_layernorm.output",
+                           affine_connection=True)
+            with open(os.path.join(folder, "config.json"), "w") as fh:
+                json.dump(cfg, fh)
+            save_file({k.lower(): v.contiguous() for k, v in p.items()}, os.path.join(folder, "params.safetensors"))
+            cfg, sae = gemma_3_loader(os.path.join(OUT, gs2), os.path.relpath(folder, os.path.join(OUT, gs2)))
+        else:
+            np.savez(os.path.join(folder, "params.npz"), **{k: v.numpy() for k, v in p.items()})
+            release = name.split("/")[0]
+            cfg, sae = gemma_2_loader(release, os.path.relpath(folder, os.path.join(OUT, release)), d_in)
+        per = {}
+        for seq, ids in seqs.items():
+            with torch.no_grad():
+                if kind == "transcoder":
+                    out_mod = blk[layer].post_feedforward_layernorm
+                    x, y, clean = run(model, ids, (blk[layer].mlp, "pre"), out_mod)
+                    f, recon = sae.encode(x), sae(x)
+                    spliced = run(model, ids, (blk[layer].mlp, "pre"), out_mod, replace=lambda xi, yo: sae(xi))[2]
+                else:
+                    y, clean = site_run(model, ids, *point)
+                    f, recon = sae.encode(y), sae.decode(sae.encode(y))
+                    spliced = site_run(model, ids, *point, replace=lambda v: sae.decode(sae.encode(v)))[1]
+                j = int(f.mean(0).argmax())
+                clamps = []
+                for v in (0.0, 20.0 * float(f[:, j].max())):
+                    if kind == "transcoder":
+                        def clamp(xi, yo, j=j, v=v):
+                            return yo + (v - sae.encode(xi)[..., j:j + 1]) * sae.W_dec[j]
+                        tok = run(model, ids, (blk[layer].mlp, "pre"), out_mod, replace=clamp)[2]
+                    else:
+                        def clamp(yo, j=j, v=v):
+                            return yo + (v - sae.encode(yo)[..., j:j + 1]) * sae.W_dec[j]
+                        tok = site_run(model, ids, *point, replace=clamp)[1]
+                    clamps.append({"feature": j, "value": v, "bits": sum(tok), "surprisal_bits": tok})
+            per[seq] = dict(summarize(f, y, recon, sum(clean), sum(spliced), ids), clamps=clamps)
+        print(name, cfg["hook_name"], {s: (np.mean(v["l0"]), round(v["reconstruction"]["spliced_bits"] - v["reconstruction"]["clean_bits"], 3)) for s, v in per.items()})
+        ref["saes"][name] = {"hook": cfg["hook_name"], "hook_out": cfg.get("hook_name_out"),
+                             "architecture": cfg["architecture"], "model": "archs/gemma2", "sequences": per}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seed-offset", type=int, default=0)
@@ -324,6 +466,7 @@ def main():
     circuit_tracer_qwen3(a, ref)
     model, seqs = gemma_scope_sets(a, ref)
     saelens_on_post_norm_sites(a, ref, model, seqs)
+    gemma_scope_folders(a, ref, model, seqs)
     with open(os.path.join(OUT, "reference.json"), "w") as fh:
         json.dump(ref, fh)
 

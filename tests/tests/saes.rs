@@ -166,25 +166,26 @@ fn saes_that_do_not_fit_are_refused_naming_the_file_and_the_field() {
     std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
     let err = run(&model(), &cut);
     assert!(err.contains("sae_weights.safetensors"), "{err}");
-    // Gemma Scope 2 SAEs on sites Prism does not read yet, or transcoders, are refused by name.
+    // Gemma Scope 2 folders that name no hook, and cross-layer transcoders, are refused by name.
     let gs2 = fixtures().join("saes/gemma-scope-2/resid_post/layer_1_width_512_l0_small");
-    let attn = d.join("attn_out/layer_1_width_512_l0_small");
-    std::fs::create_dir_all(&attn).unwrap();
-    std::fs::copy(
-        gs2.join("params.safetensors"),
-        attn.join("params.safetensors"),
-    )
-    .unwrap();
-    let err = run(&model(), &attn);
-    assert!(err.contains("Gemma Scope 2 hook"), "{err}");
-    assert!(err.contains("attn_out"), "{err}: names the folder");
-    // Gemma Scope 1: a truncated params.npz, and a release that is not the residual stream.
+    for (folder, needle) in [
+        ("other/layer_1_width_512_l0_small", "Gemma Scope 2 hook"),
+        ("transcoder/clt_layer_1_width_512", "cross-layer transcoder"),
+    ] {
+        let f = d.join(folder);
+        std::fs::create_dir_all(&f).unwrap();
+        std::fs::copy(gs2.join("params.safetensors"), f.join("params.safetensors")).unwrap();
+        let err = run(&model(), &f);
+        assert!(err.contains(needle), "{folder}: {needle:?} not in {err}");
+        assert!(err.contains(folder), "{err}: names the folder");
+    }
+    // Gemma Scope 1: a truncated params.npz, and a path that names no release.
     let gs1 = fixtures().join("saes/gemma-scope-2b-pt-res/layer_0/width_512/average_l0_20");
     let npz = std::fs::read(gs1.join("params.npz")).unwrap();
     for (release, bytes, needle) in [
         ("gemma-scope-2b-pt-res", &npz[..npz.len() / 3], "npz"),
         ("gemma-scope-2b-pt-res", &npz[..npz.len() - 10], "npz"),
-        ("gemma-scope-2b-pt-mlp", &npz[..], "residual-stream"),
+        ("gemma-scope-2b-pt-other", &npz[..], "names no release"),
     ] {
         let f = d
             .join(format!("{release}-{}", bytes.len()))

@@ -1,5 +1,6 @@
 //! circuit-tracer's transcoder sets (its own layout, Gemma Scope's npz, Gemma Scope 2's
-//! safetensors) and SAEs on the sites a post-norm block moves, against the numbers of the field's
+//! safetensors), SAEs on the sites a post-norm block moves, and Gemma Scope's MLP, attention and
+//! transcoder folders (read as SAELens's own loaders read them), against the numbers of the field's
 //! own loaders (`scripts/make_transcoders.py`: circuit-tracer 0.5.0's `load_transcoder_set` and
 //! SAELens on transformers' activations at the modules circuit-tracer's and TransformerLens's
 //! hooks name): per-token features within 1e-4 relative, the same L0, MSE and explained variance
@@ -106,8 +107,11 @@ fn one_layer_of_a_transcoder_set_reads_alone_and_a_set_folder_names_its_layers()
     assert_feature_run("Gemma Scope transcoder folder", &got, want);
 }
 
+/// SAELens SAEs on blocks.L.hook_mlp_out / hook_attn_out of Gemma 2 (after its post-norms), Gemma
+/// Scope 1's -mlp and -att releases, Gemma Scope 2's mlp_out, attn_out (attn.hook_z) and affine
+/// transcoder folders: features, reconstruction, splice and clamps (per token where recorded).
 #[test]
-fn saes_on_hook_mlp_out_and_hook_attn_out_read_after_gemmas_post_norms() {
+fn saes_on_post_norm_sites_and_gemma_scope_mlp_attention_and_transcoder_folders_match_sae_lens() {
     let reference = reference();
     for (name, sae) in reference["saes"].as_object().unwrap() {
         let folder = dir().join(name);
@@ -126,13 +130,22 @@ fn saes_on_hook_mlp_out_and_hook_attn_out_read_after_gemmas_post_norms() {
                         backend,
                         &["--clamp", &arg],
                     );
-                    assert_eq!(got["sae"]["hook"], sae["hook"], "{ctx}");
-                    let site = if name.contains("mlp") {
-                        "mlp_added"
-                    } else {
-                        "attn_added"
+                    // SAELens's hook names the site; a transcoder's output hook the site it writes.
+                    let hook = sae["hook_out"].as_str().or(sae["hook"].as_str()).unwrap();
+                    let site = match hook.split_once('.').unwrap().1.split_once('.').unwrap().1 {
+                        "hook_mlp_out" => "mlp_added",
+                        "hook_attn_out" => "attn_added",
+                        "attn.hook_z" => "head",
+                        other => panic!("{ctx}: hook {other}"),
                     };
                     assert_eq!(got["sae"]["site"], site, "{ctx}");
+                    if sae["hook_out"].is_null() {
+                        assert_eq!(got["sae"]["hook"], sae["hook"], "{ctx}");
+                    } else {
+                        assert_eq!(got["sae"]["transcoder"], true, "{ctx}");
+                        let label = got["sae"]["hook"].as_str().unwrap();
+                        assert!(label.ends_with(hook), "{ctx}: {label}");
+                    }
                     assert_feature_run(&ctx, &got, want);
                     let per_token = 0.01 * (u32s(&want["input_ids"]).len() - 1) as f64;
                     let (x, y) = (
@@ -144,6 +157,18 @@ fn saes_on_hook_mlp_out_and_hook_attn_out_read_after_gemmas_post_norms() {
                         "{ctx}: clamped to {}: {x} vs {y} bits",
                         c["value"]
                     );
+                    if let Some(tokens) = c["surprisal_bits"].as_array() {
+                        let all = got["clamped"]["surprisal_bits"].as_array().unwrap();
+                        assert_eq!(all.len() - 1, tokens.len(), "{ctx}: tokens");
+                        for (t, (g, w)) in all[1..].iter().zip(tokens).enumerate() {
+                            let (g, w) = (g.as_f64().unwrap(), w.as_f64().unwrap());
+                            assert!(
+                                (g - w).abs() <= 0.01,
+                                "{ctx}: {arg}: token {}: {g} vs {w}",
+                                t + 1
+                            );
+                        }
+                    }
                 }
             }
         }

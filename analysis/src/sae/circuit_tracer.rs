@@ -263,7 +263,7 @@ pub(super) fn gemma_scope_npz(file: &Path, layer: usize) -> Result<Sae> {
 }
 
 /// circuit-tracer's own layout, or Gemma Scope 2's (lowercase names), by the tensors it holds.
-fn from_safetensors(file: &Path, layer: usize) -> Result<Sae> {
+pub(super) fn from_safetensors(file: &Path, layer: usize) -> Result<Sae> {
     let src = SafetensorsCheckpoint::open(vec![file.to_path_buf()])?;
     let tensor = |name: &str, shape: &[usize]| finite_tensor(&src, file, name, shape);
     let gemma2 = src.info("w_enc").is_some();

@@ -60,38 +60,72 @@ impl Sae {
                 format!("config.json: architecture {a:?}; Gemma Scope 2 SAEs are jump_relu"),
             ));
         }
-        // The hook: config.json's HF hook point, else the folder's names.
+        // The hook: config.json's HF hook point, else the folder's names (as SAELens infers it).
         let hook_point = cfg
             .as_ref()
             .and_then(|c| c.get("hf_hook_point_in"))
             .and_then(|v| v.as_str())
             .map(str::to_string);
         let names = dir.to_string_lossy().to_string();
-        let layer_of = |s: &str, key: &str| -> Option<usize> {
-            let rest = &s[s.rfind(key)? + key.len()..];
+        let layer_of = |s: &str| -> Option<usize> {
+            let rest = &s[s.rfind("layer_")? + 6..];
             let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
             digits.parse().ok()
         };
-        let layer = match &hook_point {
-            Some(p) => p
-                .strip_prefix("model.layers.")
-                .and_then(|r| r.strip_suffix(".output"))
-                .and_then(|l| l.parse::<usize>().ok()),
-            None if names.contains("resid_post") => layer_of(&names, "layer_"),
-            None => None,
+        let folder = dir.file_name().map(|f| f.to_string_lossy().to_string());
+        let kind = match &hook_point {
+            Some(p) => {
+                let rest = p.strip_prefix("model.layers.").unwrap_or("");
+                let (l, module) = rest.split_once('.').unwrap_or((rest, ""));
+                let kind = match module {
+                    "output" => Some("resid_post"),
+                    "self_attn.o_proj.input" => Some("attn_out"),
+                    "post_feedforward_layernorm.output" => Some("mlp_out"),
+                    "pre_feedforward_layernorm.output" => Some("transcoder"),
+                    _ => None,
+                };
+                kind.zip(l.parse::<usize>().ok())
+            }
+            None => {
+                let parent = dir.parent().map(|p| p.to_string_lossy().to_string());
+                let has = |k: &str| {
+                    folder.as_deref().is_some_and(|f| f.contains(k))
+                        || parent.as_deref().is_some_and(|f| f.ends_with(k))
+                };
+                ["transcoder", "resid_post", "attn_out", "mlp_out"]
+                    .into_iter()
+                    .find(|k| has(k))
+                    .zip(layer_of(&names))
+            }
         };
-        let Some(layer) = layer else {
+        if names.contains("clt") && kind.is_some_and(|(k, _)| k == "transcoder") {
+            return Err(bad(
+                dir,
+                "a cross-layer transcoder (clt): each of its features writes to every later layer; Prism reads single-layer transcoders",
+            ));
+        }
+        let Some((kind, layer)) = kind else {
             let what = hook_point.unwrap_or_else(|| names.clone());
             return Err(bad(
                 dir,
-                format!("Gemma Scope 2 hook {what:?}: Prism reads its residual-stream SAEs (model.layers.L.output, folders resid_post/layer_L_...); attention, MLP and transcoder SAEs are not read yet"),
+                format!("Gemma Scope 2 hook {what:?}: expected model.layers.L.output, .self_attn.o_proj.input, .post_feedforward_layernorm.output or .pre_feedforward_layernorm.output (folders resid_post/, attn_out/, mlp_out/, transcoder/ with layer_L_...)"),
             ));
         };
         let src = SafetensorsCheckpoint::open(vec![weights_path.clone()])?;
+        if kind == "transcoder" {
+            // The MLP's input after pre_feedforward_layernorm, to the MLP's output after
+            // post_feedforward_layernorm, as SAELens's loader maps them.
+            let mut t = super::circuit_tracer::from_safetensors(&weights_path, layer)?;
+            t.path = dir.to_path_buf();
+            t.input = SaeInput::MlpIn;
+            t.site = Site::MlpAdded;
+            t.hook = format!("blocks.{layer}.mlp.hook_in -> blocks.{layer}.hook_mlp_out");
+            return Ok(t);
+        }
         if src.info("affine_skip_connection").is_some() {
             return Err(bad(
                 &weights_path,
-                "affine_skip_connection: a transcoder's skip connection; transcoders are not read yet",
+                format!("affine_skip_connection: a transcoder's skip connection, in a {kind} SAE"),
             ));
         }
         let shape = src.info("w_enc").map(|i| i.shape).ok_or_else(|| {
@@ -106,25 +140,32 @@ impl Sae {
                 format!("w_enc has shape {shape:?}, expected [d_in, d_sae]"),
             ));
         };
+        let hook = match kind {
+            "resid_post" => format!("blocks.{layer}.hook_resid_post"),
+            "attn_out" => format!("blocks.{layer}.attn.hook_z"),
+            _ => format!("blocks.{layer}.hook_mlp_out"),
+        };
         let tensor = |name: &str, shape: &[usize]| finite_tensor(&src, &weights_path, name, shape);
-        Sae::gemma_scope(dir, layer, [d_in, d_sae], &|name, shape| {
+        Sae::gemma_scope(dir, &hook, [d_in, d_sae], &|name, shape| {
             tensor(&name.to_lowercase(), shape)
         })
     }
 
-    /// A Gemma Scope SAE on the residual stream after `layer`: JumpReLU, `b_dec` not subtracted
+    /// A Gemma Scope SAE on `hook` (a TransformerLens hook): JumpReLU, `b_dec` not subtracted
     /// from the input, its five arrays by SAELens's names (`W_enc`, `b_enc`, `W_dec`, `b_dec`,
     /// `threshold`) from `tensor`.
     fn gemma_scope(
         dir: &Path,
-        layer: usize,
+        hook: &str,
         [d_in, d_sae]: [usize; 2],
         tensor: &ArrayOf<'_>,
     ) -> Result<Sae> {
+        let (site, layer) =
+            parse_hook(hook).ok_or_else(|| bad(dir, format!("hook {hook:?} names no site")))?;
         Ok(Sae {
             path: dir.to_path_buf(),
-            hook: format!("blocks.{layer}.hook_resid_post"),
-            site: Site::ResidPost,
+            hook: hook.to_string(),
+            site,
             layer,
             d_in,
             d_sae,
@@ -397,11 +438,26 @@ impl Sae {
             t.hook = format!("blocks.{layer}.ln2.hook_normalized -> blocks.{layer}.hook_mlp_out");
             return Ok(t);
         }
-        let (Some(layer), true) = (layer, names.contains("-res")) else {
+        // The release names the hook, as SAELens's loader reads it.
+        let release = ["-res", "-mlp", "-att"]
+            .into_iter()
+            .find(|r| names.contains(&format!("{r}/")) || names.contains(&format!("{r}-")));
+        let (Some(layer), Some(release)) = (layer, release) else {
             return Err(bad(
                 dir,
-                "a Gemma Scope 1 SAE whose path names no residual-stream release (gemma-scope-*-res/layer_L/...): Prism reads the residual-stream SAEs; MLP, attention and embedding SAEs are not read yet",
+                "a Gemma Scope 1 SAE whose path names no release and layer (gemma-scope-*-res/, -mlp/, -att/ or -transcoders/, then layer_L/...)",
             ));
+        };
+        if names.contains("embedding") {
+            return Err(bad(
+                dir,
+                "a Gemma Scope embedding SAE: Prism reads the layers' SAEs (hook_embed is not a site)",
+            ));
+        }
+        let hook = match release {
+            "-res" => format!("blocks.{layer}.hook_resid_post"),
+            "-mlp" => format!("blocks.{layer}.hook_mlp_out"),
+            _ => format!("blocks.{layer}.attn.hook_z"),
         };
         let arrays = npz::read(&path)?;
         let shape = npz::shape_of(&arrays, "W_enc").ok_or_else(|| bad(&path, "no W_enc array"))?;
@@ -412,6 +468,6 @@ impl Sae {
             ));
         };
         let take = |name: &str, shape: &[usize]| npz::take(&arrays, &path, name, Some(shape));
-        Sae::gemma_scope(dir, layer, [d_in, d_sae], &take)
+        Sae::gemma_scope(dir, &hook, [d_in, d_sae], &take)
     }
 }
