@@ -175,6 +175,16 @@ fn saes_on_post_norm_sites_and_gemma_scope_mlp_attention_and_transcoder_folders_
     }
 }
 
+/// A config whose twelve lines of aliases would expand to 10^12 scalars.
+fn alias_bomb(config: &str) -> String {
+    let mut s = format!("{config}a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..12 {
+        let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+        s += &format!("a{i}: &a{i} [{refs}]\n");
+    }
+    s
+}
+
 #[test]
 fn broken_transcoder_sets_are_refused_by_name() {
     let src = dir().join("circuit-tracer-qwen3");
@@ -212,6 +222,17 @@ fn broken_transcoder_sets_are_refused_by_name() {
             "list",
             format!("{config}transcoders: 7\n"),
             "\"transcoders\" is not a list",
+        ),
+        // Hostile: nested aliases that expand to 10^12 nodes, and nesting 100000 deep.
+        ("aliases", alias_bomb(&config), "YAML aliases"),
+        (
+            "deep",
+            format!(
+                "{config}x: {}{}\n",
+                "[".repeat(100_000),
+                "]".repeat(100_000)
+            ),
+            "recursion limit",
         ),
     ];
     for (name, text, needle) in cases {

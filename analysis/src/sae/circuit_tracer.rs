@@ -33,6 +33,17 @@ pub(super) fn is_set(dir: &Path) -> bool {
     dir.join("config.yaml").is_file()
 }
 
+/// Counts the aliases of a YAML stream.
+struct AliasCount(usize);
+
+impl yaml_rust2::parser::EventReceiver for AliasCount {
+    fn on_event(&mut self, ev: yaml_rust2::Event) {
+        if matches!(ev, yaml_rust2::Event::Alias(_)) {
+            self.0 += 1;
+        }
+    }
+}
+
 fn read_config(dir: &Path) -> Result<SetConfig> {
     let path = dir.join("config.yaml");
     let bytes = std::fs::read(&path).map_err(|e| PrismError::io(&path, e))?;
@@ -43,6 +54,18 @@ fn read_config(dir: &Path) -> Result<SetConfig> {
         ));
     }
     let text = String::from_utf8(bytes).map_err(|_| bad(&path, "config.yaml: not UTF-8"))?;
+    // Aliases are refused before anything is built from them: a few lines of nested aliases
+    // expand to more nodes than memory holds, and no transcoder config uses them.
+    let mut aliases = AliasCount(0);
+    yaml_rust2::parser::Parser::new_from_str(&text)
+        .load(&mut aliases, true)
+        .map_err(|e| bad(&path, format!("config.yaml: {e}")))?;
+    if aliases.0 > 0 {
+        return Err(bad(
+            &path,
+            format!("config.yaml: {} YAML aliases (*name); a transcoder config is plain keys and values", aliases.0),
+        ));
+    }
     let docs = yaml_rust2::YamlLoader::load_from_str(&text)
         .map_err(|e| bad(&path, format!("config.yaml: {e}")))?;
     let doc = docs
