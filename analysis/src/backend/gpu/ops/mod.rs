@@ -212,7 +212,8 @@ mod tests {
                     k,
                     has_bdec,
                     threshold,
-                    goal
+                    goal,
+                    src_width
                 }),
             ),
             (
