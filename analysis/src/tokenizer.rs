@@ -29,6 +29,31 @@ const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{
 /// Qwen3.5's: letters keep their combining marks (`\p{M}`) in a word.
 const QWEN35_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// llama.cpp's `deepseek-llm` splits (DeepSeek LLM 7B/67B, a Llama-architecture model), applied in turn.
+const DEEPSEEK_LLM_PATTERNS: &[&str] = &[
+    r#"[\r\n]"#,
+    r#"\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-ώᾀ-ᾴᾶ-ᾼιῂ-ῄῆ-ῌῐ-ΐῖ-Ίῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤΩℨK-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+"#,
+    r#"\s?[!-/:-~！-／：-～‘-‟　-。]+"#,
+    r#"\s+$"#,
+    r#"[一-龥ࠀ-一가-퟿]+"#,
+    r#"\p{N}+"#,
+];
+/// llama.cpp's `deepseek-coder` splits (DeepSeek Coder, a Llama-architecture model), applied in turn.
+const DEEPSEEK_CODER_PATTERNS: &[&str] = &[
+    r#"[\r\n]"#,
+    r#"\s?\p{L}+"#,
+    r#"\s?\p{P}+"#,
+    r#"[一-龥ࠀ-一가-퟿]+"#,
+    r#"\p{N}"#,
+];
+
+/// llama.cpp's `falcon` splits, applied in turn: punctuation runs, GPT-2's split (without its
+/// final `\s+`), runs of three digits.
+const FALCON_PATTERNS: &[&str] = &[
+    r"[\p{P}\$\+<=>\^~\|`]+",
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)",
+    r"[0-9][0-9][0-9]",
+];
 /// A token as it should appear on screen and in figures: visible whitespace.
 pub fn show_token(s: &str) -> String {
     s.replace('\n', "↵").replace('\t', "⇥").replace(' ', "·")
@@ -381,16 +406,31 @@ impl PrismTokenizer {
                 )))
             }
         };
-        // Control and user-defined tokens (chat markers and the like) match as whole units.
-        let special: Vec<AddedToken> = tokens
-            .iter()
-            .zip(types.iter().chain(std::iter::repeat(&1)))
-            .filter(|(_, &ty)| ty == 3 || ty == 4)
-            .map(|(t, _)| AddedToken::from(t.clone(), true))
+        // Control tokens (chat markers and the like) match as whole units where special tokens
+        // are read; user-defined ones (GPT-NeoX's runs of spaces, say) always do, in the raw text,
+        // as llama.cpp's tokenizer matches them.
+        let typed = |want: i64| -> Vec<String> {
+            tokens
+                .iter()
+                .zip(types.iter().chain(std::iter::repeat(&1)))
+                .filter(|(_, &ty)| ty == want)
+                .map(|(t, _)| t.clone())
+                .collect()
+        };
+        let special: Vec<AddedToken> = typed(3)
+            .into_iter()
+            .map(|t| AddedToken::from(t, true))
             .collect();
         inner
             .add_special_tokens(special)
             .map_err(|e| err(format!("cannot add special tokens: {e}")))?;
+        let user: Vec<AddedToken> = typed(4)
+            .into_iter()
+            .map(|t| AddedToken::from(t, false).normalized(false))
+            .collect();
+        inner
+            .add_tokens(user)
+            .map_err(|e| err(format!("cannot add user-defined tokens: {e}")))?;
         let adds_bos = meta
             .bool_opt("tokenizer.ggml.add_bos_token")
             .ok()
@@ -583,15 +623,41 @@ fn gpt2_pre_tokenizer(
             PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, false)),
         ])))
     };
+    // Several regexes applied in turn, each splitting the pieces the previous left (llama.cpp's
+    // `unicode_regex_split`), then the byte-level mapping.
+    let splits =
+        |patterns: &[&str], gpt2: bool| -> std::result::Result<PreTokenizerWrapper, String> {
+            let mut seq = patterns
+                .iter()
+                .map(|p| {
+                    Split::new(
+                        SplitPattern::Regex(p.to_string()),
+                        SplitDelimiterBehavior::Isolated,
+                        false,
+                    )
+                    .map(PreTokenizerWrapper::Split)
+                    .map_err(|e| format!("pre-tokenizer {pre:?}: {e}"))
+                })
+                .collect::<std::result::Result<Vec<_>, String>>()?;
+            seq.push(PreTokenizerWrapper::ByteLevel(ByteLevel::new(
+                false, true, gpt2,
+            )));
+            Ok(PreTokenizerWrapper::Sequence(PreSequence::new(seq)))
+        };
     Ok(match pre {
-        "default" | "gpt2" | "gpt-2" => {
+        "default" | "gpt2" | "gpt-2" | "mpt" | "olmo" => {
             PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true))
         }
-        // SmolLM: every digit on its own, then GPT-2's split, no prefix space.
-        "smollm" | "starcoder" | "refact" => PreTokenizerWrapper::Sequence(PreSequence::new(vec![
+        // SmolLM: every digit on its own, then GPT-2's split, no prefix space (its tokenizer.json).
+        "smollm" => PreTokenizerWrapper::Sequence(PreSequence::new(vec![
             PreTokenizerWrapper::Digits(Digits::new(true)),
             PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true)),
         ])),
+        // Every numeric character on its own (½ too), then GPT-2's split.
+        "starcoder" | "refact" | "command-r" => splits(&[r"\p{N}"], true)?,
+        "deepseek-llm" => splits(DEEPSEEK_LLM_PATTERNS, false)?,
+        "falcon" => splits(FALCON_PATTERNS, false)?,
+        "deepseek-coder" => splits(DEEPSEEK_CODER_PATTERNS, false)?,
         "llama3" | "llama-bpe" | "llama-v3" | "dbrx" | "smaug-bpe" => split(LLAMA3_PATTERN)?,
         "qwen2" | "deepseek-r1-qwen" => split(QWEN2_PATTERN)?,
         "qwen35" => split(QWEN35_PATTERN)?,
