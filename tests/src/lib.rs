@@ -266,3 +266,24 @@ pub fn assert_feature_run(ctx: &str, got: &Value, want: &Value) {
         "{ctx}: splicing changed nothing"
     );
 }
+
+/// A run's per-token surprisal of the predicted tokens (the first token's is null).
+pub fn predicted_bits(run: &Value) -> Vec<f64> {
+    let all = run["surprisal_bits"].as_array().unwrap();
+    assert!(all[0].is_null(), "the first token is not predicted");
+    all[1..].iter().map(|v| v.as_f64().unwrap()).collect()
+}
+
+/// Each predicted token's surprisal of `run` within 0.01 bits of `want`.
+#[track_caller]
+pub fn assert_token_bits(ctx: &str, run: &Value, want: &[f64]) {
+    let got = predicted_bits(run);
+    assert_eq!(got.len(), want.len(), "{ctx}: tokens");
+    for (t, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= 0.01,
+            "{ctx}: token {}: {g} vs {w} bits",
+            t + 1
+        );
+    }
+}

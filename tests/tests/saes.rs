@@ -299,13 +299,6 @@ fn ids_arg(want: &Value) -> String {
         .join(",")
 }
 
-/// A run's per-token surprisal of the predicted tokens (the first token's is null).
-fn predicted_bits(run: &Value) -> Vec<f64> {
-    let all = run["surprisal_bits"].as_array().unwrap();
-    assert!(all[0].is_null(), "the first token is not predicted");
-    all[1..].iter().map(|v| v.as_f64().unwrap()).collect()
-}
-
 /// A one-entry interventions file for a reference intervention (`steer`, `clamp`, `ablate`).
 fn feature_file(dir: &Path, name: &str, sae: &str, c: &Value) -> PathBuf {
     let mut iv = serde_json::json!({

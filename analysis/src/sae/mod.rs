@@ -615,12 +615,7 @@ fn input_values(trace: &Trace, sae: &Sae) -> Result<Vec<f32>> {
         SaeInput::Site => site_values(trace, sae),
         SaeInput::MlpIn => mlp_in().cloned(),
         SaeInput::MlpNormalized => {
-            let (gain, bias) = sae.input_norm.get().ok_or_else(|| {
-                PrismError::Backend(format!(
-                    "{}: the transcoder was not checked against the model",
-                    sae.path.display()
-                ))
-            })?;
+            let (gain, bias) = sae.checked_norm()?;
             let mut x = mlp_in()?.clone();
             for row in x.chunks_mut(gain.len()) {
                 for (i, v) in row.iter_mut().enumerate() {
@@ -851,6 +846,17 @@ pub fn resolve(list: &mut [Intervention], base: &Path, model: &Model) -> Result<
 }
 
 impl Sae {
+    /// The MLP norm's gain and bias that [`Sae::check`] took from the model, for
+    /// [`SaeInput::MlpNormalized`].
+    fn checked_norm(&self) -> Result<&(Vec<f32>, Option<Vec<f32>>)> {
+        self.input_norm.get().ok_or_else(|| {
+            PrismError::Backend(format!(
+                "{}: the transcoder was not checked against the model",
+                self.path.display()
+            ))
+        })
+    }
+
     /// What a feature intervention on feature `j` (< d_sae) needs of this SAE. A transcoder reading
     /// `ln2.hook_normalized` gets the norm's gain and bias folded into its encoder, so that it
     /// reads the MLP's input as the pass has it: `W'[i] = W[i] / gain[i]`,
@@ -872,12 +878,7 @@ impl Sae {
             SaeInput::MlpIn => FeatureSource::MlpIn,
             SaeInput::ResidMid => FeatureSource::ResidMid,
             SaeInput::MlpNormalized => {
-                let (gain, bias) = self.input_norm.get().ok_or_else(|| {
-                    PrismError::Backend(format!(
-                        "{}: the transcoder was not checked against the model",
-                        self.path.display()
-                    ))
-                })?;
+                let (gain, bias) = self.checked_norm()?;
                 let (w, b) = (Arc::make_mut(&mut w_enc), Arc::make_mut(&mut b_enc));
                 let k = b.len();
                 for i in 0..n {
