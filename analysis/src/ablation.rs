@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
-use crate::backend::{Backend, Capture, Input, LogitRows, Request};
+use crate::backend::{Backend, Capture, Input, LayerStart, LogitRows, Request};
 use crate::error::{PrismError, Result};
 use crate::intervene::{Intervention, Op, Site};
 use crate::model::Model;
@@ -170,14 +170,12 @@ pub fn ablate_units(
             let n = per_batch.min(cols - h0);
             let per_sequence: Vec<Vec<Intervention>> =
                 (h0..h0 + n).map(|h| vec![one(layer, h)]).collect();
-            let data: Vec<f32> = (0..n)
-                .flat_map(|_| residual[layer].iter().copied())
-                .collect();
+            let start = LayerStart::new(&model.spec, layer, &residual[layer], ids, n);
             let all_targets: Vec<u32> = (0..n).flat_map(|_| targets.iter().copied()).collect();
             let out = backend.run(&Request {
                 batch: n,
                 seq: t,
-                input: Input::Residual { layer, data: &data },
+                input: start.input(),
                 interventions: &[],
                 per_sequence: &per_sequence,
                 capture: Capture {

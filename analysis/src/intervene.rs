@@ -338,7 +338,7 @@ impl Intervention {
     /// Width of the site's vectors.
     pub fn width(&self, spec: &ArchSpec) -> usize {
         match (self.site, self.expert) {
-            (Site::Head, _) => spec.head_dim,
+            (Site::Head, _) => spec.head_dim_at(self.layer),
             (Site::Expert, Some(_)) => 1,
             (Site::Expert, None) => spec.experts.map_or(0, |x| x.count),
             (Site::Feature, _) => 1,
@@ -591,7 +591,7 @@ impl Intervention {
             ));
         }
         let width = match f.site {
-            Site::Head => spec.n_heads * spec.head_dim,
+            Site::Head => spec.q_dim_at(f.layer),
             _ => spec.hidden,
         };
         if f.layer >= spec.n_layers || f.direction.len() != width {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
-use crate::backend::{Backend, Capture, Input, LogitRows, Request, RunOutput};
+use crate::backend::{Backend, Capture, Input, LayerStart, LogitRows, Request, RunOutput};
 use crate::error::{PrismError, Result};
 use crate::intervene::{Intervention, Op, PositionSet, Site};
 use crate::model::Model;
@@ -171,7 +171,6 @@ pub fn patch(
     let clean_res = clean_run.residual.unwrap_or_default();
     let corrupt_res = corrupt_run.residual.unwrap_or_default();
     let sites = clean_run.sites.unwrap_or_default();
-    let hd = s.head_dim;
     if site == Site::Head {
         if let Some(l) =
             (0..s.n_layers).find(|&l| s.layers[l].mixer != crate::arch::Mixer::Attention)
@@ -226,6 +225,7 @@ pub fn patch(
                         }
                         Site::Head => {
                             let z = &sites.head_z[layer];
+                            let hd = s.head_dim_at(layer);
                             let width = s.n_heads * hd;
                             let values = (0..t)
                                 .map(|p| z[p * width + c * hd..p * width + (c + 1) * hd].to_vec())
@@ -240,11 +240,11 @@ pub fn patch(
                     vec![iv]
                 })
                 .collect();
-            let data: Vec<f32> = (0..n).flat_map(|_| start.iter().copied()).collect();
+            let start = LayerStart::new(s, layer, start, corrupt, n);
             let out = backend.run(&Request {
                 batch: n,
                 seq: t,
-                input: Input::Residual { layer, data: &data },
+                input: start.input(),
                 interventions: &[],
                 per_sequence: &per_sequence,
                 capture: Capture {
@@ -312,7 +312,7 @@ pub fn source_values(
         logits: LogitRows::None,
         targets: None,
     })?;
-    let (h, hd) = (s.hidden, s.head_dim);
+    let (h, hd) = (s.hidden, s.head_dim_at(iv.layer.min(s.n_layers - 1)));
     let residual = out.residual.unwrap_or_default();
     let sites = out.sites.unwrap_or_default();
     let l = iv.layer;

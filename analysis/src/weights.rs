@@ -427,6 +427,33 @@ pub struct LayerWeights {
     pub mlp: Mlp,
     /// Norm of the MLP output before the residual add.
     pub post_mlp_norm: Option<NormWeights>,
+    /// What only some families have (Gemma 4's value norm, per-layer input, layer scale).
+    pub extras: LayerExtras,
+}
+
+/// Parts of a layer only some families have.
+#[derive(Debug, Clone, Default)]
+pub struct LayerExtras {
+    /// The values' weightless RMSNorm ([`crate::arch::ArchSpec::v_norm`]): ones `[head_dim]`.
+    pub v_norm: Option<NormWeights>,
+    pub per_layer: Option<PerLayerInput>,
+    /// The factor the layer's output is multiplied by (Gemma 4's `layer_scalar`).
+    pub out_scale: Option<f32>,
+}
+
+/// A layer's share of Gemma 4's per-layer input embeddings
+/// ([`crate::arch::ArchSpec::per_layer_input`], width `p`).
+#[derive(Debug, Clone)]
+pub struct PerLayerInput {
+    /// `[p, hidden]`: this layer's rows of `per_layer_model_projection` (of the embedding).
+    pub model_proj: Linear,
+    /// `per_layer_projection_norm` `[p]` (one for the model, held by every layer).
+    pub proj_norm: NormWeights,
+    /// `[p, hidden]` and `[hidden, p]`: the gate of the residual stream and the projection back.
+    pub gate: Linear,
+    pub proj: Linear,
+    /// `post_per_layer_input_norm` `[hidden]`.
+    pub post_norm: NormWeights,
 }
 
 /// A layer's token mixer.
@@ -439,8 +466,10 @@ pub enum MixerWeights {
     Attention {
         q: Linear,
         gate: Option<Linear>,
-        k: Linear,
-        v: Linear,
+        /// None on layers that share an earlier layer's keys and values
+        /// ([`crate::arch::KvSource`]); `v` also where the keys are the values.
+        k: Option<Linear>,
+        v: Option<Linear>,
         o: Linear,
         /// Per head, the sink logit `[heads]` ([`crate::arch::ArchSpec::attn_sinks`]).
         sinks: Option<Weight>,
@@ -454,8 +483,8 @@ impl MixerWeights {
         MixerWeights::Attention {
             q,
             gate: None,
-            k,
-            v,
+            k: Some(k),
+            v: Some(v),
             o,
             sinks: None,
         }
@@ -563,8 +592,8 @@ impl LayerWeights {
         match (which, &self.mlp) {
             (LinearId::Q, _) => attn.map(|a| a.0),
             (LinearId::AttnGate, _) => attn.and_then(|a| a.1.as_ref()),
-            (LinearId::K, _) => attn.map(|a| a.2),
-            (LinearId::V, _) => attn.map(|a| a.3),
+            (LinearId::K, _) => attn.and_then(|a| a.2.as_ref()),
+            (LinearId::V, _) => attn.and_then(|a| a.3.as_ref()),
             (LinearId::O, _) => attn.map(|a| a.4),
             (LinearId::Gate, Mlp::Dense { gate, .. }) => gate.as_ref(),
             (LinearId::Up, Mlp::Dense { up, .. }) => Some(up),
@@ -577,6 +606,9 @@ impl LayerWeights {
             (LinearId::SharedUp, _) => shared.map(|s| &s.mlp.up),
             (LinearId::SharedDown, _) => shared.map(|s| &s.mlp.down),
             (LinearId::SharedScale, _) => shared.map(|s| &s.gate),
+            (LinearId::PleModel, _) => self.extras.per_layer.as_ref().map(|p| &p.model_proj),
+            (LinearId::PleGate, _) => self.extras.per_layer.as_ref().map(|p| &p.gate),
+            (LinearId::PleProj, _) => self.extras.per_layer.as_ref().map(|p| &p.proj),
             _ => None,
         }
     }
@@ -618,6 +650,9 @@ impl LayerWeights {
                 MixerWeights::DeltaNet(d) => Some(&d.norm),
                 MixerWeights::Attention { .. } => None,
             },
+            NormId::V => self.extras.v_norm.as_ref(),
+            NormId::PleProj => self.extras.per_layer.as_ref().map(|p| &p.proj_norm),
+            NormId::PlePost => self.extras.per_layer.as_ref().map(|p| &p.post_norm),
         }
     }
 }
@@ -650,6 +685,11 @@ pub enum LinearId {
     DeltaB,
     DeltaA,
     DeltaOut,
+    /// Gemma 4's per-layer input ([`PerLayerInput`]): the embedding's projection, the gate and
+    /// the projection back.
+    PleModel,
+    PleGate,
+    PleProj,
 }
 
 impl LinearId {
@@ -664,13 +704,16 @@ impl LinearId {
         LinearId::Down,
     ];
     /// The maps a layer may have beyond a dense block's: the attention gate, a DeltaNet's.
-    pub const MIXER: [LinearId; 6] = [
+    pub const MIXER: [LinearId; 9] = [
         LinearId::AttnGate,
         LinearId::DeltaQkv,
         LinearId::DeltaZ,
         LinearId::DeltaB,
         LinearId::DeltaA,
         LinearId::DeltaOut,
+        LinearId::PleModel,
+        LinearId::PleGate,
+        LinearId::PleProj,
     ];
 }
 
@@ -685,10 +728,16 @@ pub enum NormId {
     PostMlp,
     /// A Gated DeltaNet layer's gated RMSNorm `[v_dim]`, shared by its value heads.
     Delta,
+    /// The values' weightless norm (Gemma 4) `[head_dim]`.
+    V,
+    /// The per-layer input's norms ([`PerLayerInput`]): of the embedding's projection `[p]`, and
+    /// of what the layer adds `[hidden]`.
+    PleProj,
+    PlePost,
 }
 
 impl NormId {
-    pub const ALL: [NormId; 7] = [
+    pub const ALL: [NormId; 10] = [
         NormId::Attn,
         NormId::Mlp,
         NormId::Q,
@@ -696,6 +745,9 @@ impl NormId {
         NormId::PostAttn,
         NormId::PostMlp,
         NormId::Delta,
+        NormId::V,
+        NormId::PleProj,
+        NormId::PlePost,
     ];
 }
 
@@ -705,6 +757,8 @@ pub struct ModelWeights {
     pub token_embedding: Weight,
     pub position_embedding: Option<Weight>,
     pub token_type_embedding: Option<Weight>,
+    /// Gemma 4's per-layer token table `[vocab, layers * p]` (layer l's columns l*p..(l+1)*p).
+    pub per_layer_embedding: Option<Weight>,
     pub embedding_norm: Option<NormWeights>,
     pub layers: Vec<LayerWeights>,
     pub final_norm: Option<NormWeights>,
@@ -724,6 +778,7 @@ impl ModelWeights {
         let mut out = vec![&self.token_embedding];
         out.extend(self.position_embedding.iter());
         out.extend(self.token_type_embedding.iter());
+        out.extend(self.per_layer_embedding.iter());
         fn norm(n: Option<&NormWeights>) -> Vec<&Weight> {
             n.iter()
                 .flat_map(|n| std::iter::once(&n.weight).chain(n.bias.iter()))

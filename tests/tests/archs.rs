@@ -660,3 +660,113 @@ fn qwen35_image_text_checkpoints_run_their_language_model() {
         "cpu, image-text layout",
     );
 }
+
+/// Gemma 4's layer shapes read the same from the HF folder and from llama.cpp's GGUF (per-layer
+/// heads, keys as values, shared keys and values, double-wide MLPs, per-layer inputs, layer
+/// scales, the proportional RoPE's rotating pairs); head ablation, which starts its runs at the
+/// ablated layer elsewhere, runs Gemma 4 from the embedding (its layers read the token ids and
+/// earlier layers' keys) and equals the ablated run itself on both backends; broken configs are
+/// refused naming the key.
+#[test]
+fn gemma4_layer_shapes_shared_keys_and_per_layer_inputs() {
+    use prism_analysis::ablation::{ablate, head_ablation, AblationMode};
+    use prism_analysis::arch::KvSource;
+    let dir = fixtures().join("archs/gemma4");
+    let hf = load(&dir);
+    let gg = load(&dir.join("gemma4-Q8_0.gguf"));
+    let (a, b) = (&hf.spec, &gg.spec);
+    assert_eq!(a.layers, b.layers, "per-layer shapes");
+    assert_eq!(a.layers[1].kv, KvSource::KeysAsValues);
+    assert_eq!(a.layers[2].kv, KvSource::Shared(0));
+    assert_eq!(a.layers[3].kv, KvSource::Shared(1));
+    assert_eq!(a.mlp_width_at(3), 2 * a.intermediate);
+    assert_eq!((a.head_dim_at(0), a.head_dim_at(1)), (32, 64));
+    assert_eq!(a.per_layer_input, Some(32));
+    assert_eq!(a.per_layer_input, b.per_layer_input);
+    assert_eq!(a.layer_scale, b.layer_scale);
+    assert!(a.layer_scale.iter().any(|&s| (s - 1.0).abs() > 0.1));
+    let (ra, rb) = (a.rope.as_ref().unwrap(), b.rope.as_ref().unwrap());
+    let rotating = |f: &[f32]| f.iter().filter(|&&x| x > 0.0).count();
+    assert_eq!((rotating(&ra.inv_freq), ra.inv_freq.len()), (8, 32));
+    for (x, y) in ra.inv_freq.iter().zip(&rb.inv_freq) {
+        assert!(
+            (x - y).abs() <= 1e-6 * x.abs(),
+            "global frequencies {x} vs {y}"
+        );
+    }
+    assert_eq!(ra.inv_freq_local, rb.inv_freq_local);
+    // Head ablation through the library's table against the ablated run itself.
+    let ids: Vec<u32> = vec![17, 300, 42, 99, 5, 250, 8, 61, 400];
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let cpu = prism_analysis::backend::cpu::CpuBackend::new(&hf).unwrap();
+    let gpu = prism_analysis::backend::gpu::GpuBackend::new(&hf, gpu()).unwrap();
+    for (what, backend) in [("cpu", &cpu as &dyn Backend), ("gpu", &gpu as &dyn Backend)] {
+        let table = ablate(
+            &hf,
+            backend,
+            &ids,
+            AblationMode::Zero,
+            &mut |_, _, _| {},
+            &cancel,
+        )
+        .expect("head ablation");
+        let base = Trace::run(&hf, backend, &ids, Capture::default(), 1).unwrap();
+        let total = |t: &Trace| t.surprisal_bits.iter().flatten().sum::<f64>();
+        for (layer, head) in [(1, 2), (3, 0)] {
+            let iv = head_ablation(layer, head, AblationMode::Zero);
+            let t = Trace::run_with(&hf, backend, &ids, Capture::default(), 1, &[iv]).unwrap();
+            let want = total(&t) - total(&base);
+            let got = table.delta_bits[layer][head];
+            assert!(
+                want.abs() > 1e-3,
+                "{what}: ablating head {layer}.{head} changes nothing"
+            );
+            assert!(
+                (got - want).abs() < 1e-3,
+                "{what}: head {layer}.{head}: table {got}, ablated run {want}"
+            );
+        }
+    }
+    // Broken configs: one line naming what is wrong.
+    let tmp = TempDir::new("gemma4-bad");
+    let cases: [(&str, serde_json::Value, &str); 5] = [
+        (
+            "all-shared",
+            serde_json::json!({"num_kv_shared_layers": 4}),
+            "no layer computes the keys",
+        ),
+        (
+            "moe",
+            serde_json::json!({"enable_moe_block": true}),
+            "mixture of experts",
+        ),
+        (
+            "ple-vocab",
+            serde_json::json!({"vocab_size_per_layer_input": 256}),
+            "vocab_size_per_layer_input",
+        ),
+        (
+            "layer-key",
+            serde_json::json!({"per_layer_config": {"x": {"head_dim": 64}}}),
+            "per_layer_config key",
+        ),
+        (
+            "rope",
+            serde_json::json!({"rope_parameters": {"full_attention": {"rope_type": "proportional", "partial_rotary_factor": 2.0, "rope_theta": 1e6}}}),
+            "partial_rotary_factor",
+        ),
+    ];
+    for (name, change, needle) in cases {
+        let d = tmp.path().join(name);
+        prism_tests::badfiles::copy_dir(&dir, &d);
+        let mut cfg = read_json(&d.join("config.json"));
+        for (k, v) in change.as_object().unwrap() {
+            cfg[k] = v.clone();
+        }
+        std::fs::write(d.join("config.json"), cfg.to_string()).unwrap();
+        let out = prism(&["info", d.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(needle), "{name}: {err}");
+    }
+}

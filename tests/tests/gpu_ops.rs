@@ -214,26 +214,33 @@ fn embedding_gather_decodes_rows_and_accumulates() {
         let ids: Vec<u32> = vec![5, 0, 36, 5, 17];
         let idb = ctx.upload("ids", &u32_bytes(&ids));
         let base = Rng::new(8).vec(ids.len() * width, 1.0, 0.0);
-        for accumulate in [false, true] {
+        // Whole rows, and a column range (a layer's share of Gemma 4's per-layer table).
+        let block = ty.block_values();
+        let mut cases = vec![(false, None), (true, None)];
+        if width > block {
+            cases.push((true, Some((block, width - block))));
+        }
+        for (accumulate, cols) in cases {
+            let (c0, n) = cols.unwrap_or((0, width));
             let y = if accumulate {
-                ctx.upload_f32("y", &base)
+                ctx.upload_f32("y", &base[..ids.len() * n])
             } else {
-                poisoned(&ctx, ids.len() * width)
+                poisoned(&ctx, ids.len() * n)
             };
             let got = run(&ctx, &y, |enc| {
-                ops::embed::embed(&ctx, enc, &m, &idb, &y, ids.len(), accumulate).unwrap()
+                ops::embed::embed(&ctx, enc, &m, &idb, &y, ids.len(), accumulate, cols).unwrap()
             });
             let want: Vec<f64> = ids
                 .iter()
                 .enumerate()
                 .flat_map(|(r, &id)| {
-                    let row = &wf[id as usize * width..(id as usize + 1) * width];
+                    let row = &wf[id as usize * width + c0..id as usize * width + c0 + n];
                     row.iter()
                         .enumerate()
                         .map(|(j, &v)| {
                             v as f64
                                 + if accumulate {
-                                    base[r * width + j] as f64
+                                    base[r * n + j] as f64
                                 } else {
                                     0.0
                                 }
@@ -244,7 +251,7 @@ fn embedding_gather_decodes_rows_and_accumulates() {
             assert_close(
                 &got,
                 &want,
-                &format!("embed {ty:?} accumulate={accumulate}"),
+                &format!("embed {ty:?} accumulate={accumulate} columns {cols:?}"),
             );
         }
     }
@@ -575,6 +582,15 @@ fn elementwise_ops() {
         });
         let want: Vec<f64> = (0..n).map(|i| up[i] as f64 + x[i % x_len] as f64).collect();
         assert_close(&got, &want, &format!("add x_len {x_len}"));
+    }
+    {
+        let yb = ctx.upload_f32("y", &up);
+        let xb = ctx.upload_f32("x", &x);
+        let got = run(&ctx, &yb, |enc| {
+            ops::elementwise::mul(&ctx, enc, &xb, &yb, n).unwrap()
+        });
+        let want: Vec<f64> = (0..n).map(|i| up[i] as f64 * x[i] as f64).collect();
+        assert_close(&got, &want, "mul");
     }
     for softcap in [false, true] {
         let xb = ctx.upload_f32("x", &x);

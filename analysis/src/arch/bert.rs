@@ -157,6 +157,7 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
                 )
             };
             layers.push(LayerWeights {
+                extras: Default::default(),
                 attn_norm: Some(l.norm(&format!("{b}.attn_output_norm"), h, false)?),
                 mixer: MixerWeights::attention(q, k, v, lin("attn_output", h, h)?),
                 q_norm: None,
@@ -168,6 +169,7 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
             });
         }
         return Ok(ModelWeights {
+            per_layer_embedding: None,
             token_embedding: get(src, "token_embd.weight", &[spec.vocab, h])?,
             position_embedding: Some(get(src, "position_embd.weight", &[spec.context_length, h])?),
             token_type_embedding: Some(get(src, "token_types.weight", &[spec.type_vocab, h])?),
@@ -205,6 +207,7 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
     for i in 0..spec.n_layers {
         let b = format!("{prefix}encoder.layer.{i}");
         layers.push(LayerWeights {
+            extras: Default::default(),
             attn_norm: Some(norm(format!("{b}.attention.output.LayerNorm"))?),
             mixer: MixerWeights::attention(
                 linear(format!("{b}.attention.self.query"), h, h)?,
@@ -226,6 +229,7 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
     }
     let e = format!("{prefix}embeddings");
     Ok(ModelWeights {
+        per_layer_embedding: None,
         token_embedding: get(
             src,
             &format!("{e}.word_embeddings.weight"),

@@ -200,6 +200,13 @@ pub struct LayerKind {
     pub rope: LayerRope,
     pub mlp: MlpKind,
     pub mixer: Mixer,
+    /// This layer's head size and key/value heads where they differ from the model's
+    /// ([`super::ArchSpec::head_dim`], [`super::ArchSpec::n_kv_heads`]): Gemma 4's global layers.
+    pub heads: Option<LayerHeads>,
+    /// Where the layer's keys and values come from.
+    pub kv: KvSource,
+    /// The dense MLP's width where it is not the model's (Gemma 4's double-wide MLPs).
+    pub mlp_width: Option<usize>,
 }
 
 impl LayerKind {
@@ -209,7 +216,30 @@ impl LayerKind {
         rope: LayerRope::Global,
         mlp: MlpKind::Dense,
         mixer: Mixer::Attention,
+        heads: None,
+        kv: KvSource::Own,
+        mlp_width: None,
     };
+}
+
+/// A layer's attention shape where it is not the model's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LayerHeads {
+    pub head_dim: usize,
+    pub kv_heads: usize,
+}
+
+/// Where an attention layer's keys and values come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum KvSource {
+    /// Its own k and v projections.
+    Own,
+    /// Its own k projection, which also gives the values (before the key norm and RoPE):
+    /// Gemma 4's `attention_k_eq_v` on its global layers.
+    KeysAsValues,
+    /// The keys and values of an earlier layer, as that layer computed them (Gemma 4's KV
+    /// sharing, `num_kv_shared_layers`): no projections of its own.
+    Shared(usize),
 }
 
 /// Which key head a value head of a Gated DeltaNet layer reads when there are fewer key heads.
@@ -395,21 +425,28 @@ pub fn check_norms(
 ) -> crate::error::Result<()> {
     use crate::weights::NormId;
     let b = spec.block;
-    let qk = |heads| spec.qk_norm.width(heads, spec.head_dim);
     for (layer, l) in weights.layers.iter().enumerate() {
-        let delta = spec.layers.get(layer).map(|k| k.mixer) == Some(Mixer::DeltaNet);
+        let kind = spec.layers.get(layer).copied().unwrap_or(LayerKind::FULL);
+        let delta = kind.mixer == Mixer::DeltaNet;
         let attn = |w: Option<usize>| w.filter(|_| !delta);
+        // A layer sharing an earlier one's keys and values has no key or value norm of its own.
+        let own_kv = |w: Option<usize>| attn(w).filter(|_| !matches!(kind.kv, KvSource::Shared(_)));
+        let hd = spec.head_dim_at(layer);
+        let qk = |heads| spec.qk_norm.width(heads, hd);
         let want = [
             (NormId::Attn, b.attn.has_main().then_some(spec.hidden)),
             (NormId::PostAttn, b.attn.output.then_some(spec.hidden)),
             (NormId::Mlp, b.mlp.has_main().then_some(spec.hidden)),
             (NormId::PostMlp, b.mlp.output.then_some(spec.hidden)),
             (NormId::Q, attn(qk(spec.n_heads))),
-            (NormId::K, attn(qk(spec.n_kv_heads))),
+            (NormId::K, own_kv(qk(spec.kv_heads_at(layer)))),
+            (NormId::V, own_kv(spec.v_norm.then_some(hd))),
             (
                 NormId::Delta,
                 spec.delta_net.filter(|_| delta).map(|d| d.v_dim),
             ),
+            (NormId::PleProj, spec.per_layer_input),
+            (NormId::PlePost, spec.per_layer_input.map(|_| spec.hidden)),
         ];
         for (id, width) in want {
             let have = l.norm(id).map(|n| n.weight.element_count());

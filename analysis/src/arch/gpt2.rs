@@ -148,6 +148,7 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
                 .ok_or_else(|| PrismError::Input("qkv split".into()))
         };
         layers.push(LayerWeights {
+            extras: Default::default(),
             attn_norm: Some(attn_norm),
             mixer: MixerWeights::attention(next()?, next()?, next()?, o),
             q_norm: None,
@@ -172,6 +173,7 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
         )
     };
     Ok(ModelWeights {
+        per_layer_embedding: None,
         token_embedding: get(src, &embed, &[spec.vocab, h])?,
         position_embedding: Some(get(src, &positions, &[spec.context_length, h])?),
         token_type_embedding: None,

@@ -200,6 +200,7 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
             (part(0)?, part(1)?, part(2)?)
         };
         layers.push(LayerWeights {
+            extras: Default::default(),
             attn_norm: Some(l.norm(&n("input_layernorm", "attn_norm"), h, false)?),
             mixer: MixerWeights::attention(
                 q,
@@ -225,6 +226,7 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
         "embed_out.weight",
     ]);
     Ok(ModelWeights {
+        per_layer_embedding: None,
         token_embedding: get(src, embed, &[v, h])?,
         position_embedding: None,
         token_type_embedding: None,

@@ -197,8 +197,8 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
         let mixer = MixerWeights::Attention {
             q: l.linear(&n("self_attn.q_proj", "attn_q"), q, h, Bias::Yes)?,
             gate: None,
-            k: l.linear(&n("self_attn.k_proj", "attn_k"), kv, h, Bias::Yes)?,
-            v: l.linear(&n("self_attn.v_proj", "attn_v"), kv, h, Bias::Yes)?,
+            k: Some(l.linear(&n("self_attn.k_proj", "attn_k"), kv, h, Bias::Yes)?),
+            v: Some(l.linear(&n("self_attn.v_proj", "attn_v"), kv, h, Bias::Yes)?),
             o: l.linear(&n("self_attn.o_proj", "attn_output"), h, q, Bias::Yes)?,
             sinks: Some(sinks),
         };
@@ -209,6 +209,7 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
             hf_experts(&l, &n, &x)?
         };
         layers.push(LayerWeights {
+            extras: Default::default(),
             attn_norm: Some(l.norm(&n("input_layernorm", "attn_norm"), h, false)?),
             mixer,
             q_norm: None,
@@ -230,6 +231,7 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
     let [embed, final_norm, head] =
         names.top(["model.embed_tokens.weight", "model.norm", "lm_head.weight"]);
     Ok(ModelWeights {
+        per_layer_embedding: None,
         token_embedding: get(src, embed, &[v, h])?,
         position_embedding: None,
         token_type_embedding: None,

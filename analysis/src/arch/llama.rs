@@ -188,6 +188,7 @@ pub(super) fn load_decoder(
             l.norm_if(width.is_some(), &n(which), width.unwrap_or(h), plus_one)
         };
         layers.push(LayerWeights {
+            extras: Default::default(),
             attn_norm: norm(b.attn.has_main().then_some(h), norms.attn)?,
             mixer: MixerWeights::attention(
                 l.linear(&n(["self_attn.q_proj", "attn_q"]), q, h, qkv_bias)?,
@@ -213,6 +214,7 @@ pub(super) fn load_decoder(
     let [embed, final_norm, head] =
         names.top(["model.embed_tokens.weight", "model.norm", "lm_head.weight"]);
     Ok(ModelWeights {
+        per_layer_embedding: None,
         token_embedding: get(src, embed, &[v, h])?,
         position_embedding: None,
         token_type_embedding: None,

@@ -7,6 +7,7 @@ pub mod bert;
 mod block;
 mod experts;
 pub mod gemma;
+pub mod gemma4;
 pub mod gpt2;
 pub mod gptneox;
 pub mod gptoss;
@@ -24,8 +25,8 @@ use std::path::Path;
 use serde::Serialize;
 
 pub use block::{
-    check_norms, top_k, Block, DeltaNetSpec, ExpertSpec, HeadGrouping, LayerKind, LayerRope, Mixer,
-    MlpKind, QkNorm, SublayerNorms, MAX_EXPERTS,
+    check_norms, top_k, Block, DeltaNetSpec, ExpertSpec, HeadGrouping, KvSource, LayerHeads,
+    LayerKind, LayerRope, Mixer, MlpKind, QkNorm, SublayerNorms, MAX_EXPERTS,
 };
 pub use rope::{Rope, RopeScaling, Yarn};
 
@@ -71,6 +72,7 @@ pub static REGISTRY: &[&Architecture] = &[
     &gptoss::ARCH,
     &gemma::GEMMA2,
     &gemma::GEMMA3,
+    &gemma4::ARCH,
     &phi3::ARCH,
     &gptneox::ARCH,
     &gpt2::ARCH,
@@ -179,6 +181,15 @@ pub struct ArchSpec {
     /// Each head has a learned sink logit ([`crate::weights::MixerWeights::Attention`]'s
     /// `sinks`): a key with that score and no value joins every softmax (gpt-oss).
     pub attn_sinks: bool,
+    /// Values are RMS-normalized per head, without a weight, before attention (Gemma 4).
+    pub v_norm: bool,
+    /// Per-layer input embeddings of this width (Gemma 4's PLE): each layer ends with
+    /// h += norm(proj(act(gate(h)) * ple_l)), ple_l from a token table of its own and a
+    /// projection of the embedding ([`crate::weights::PerLayerInput`]).
+    pub per_layer_input: Option<usize>,
+    /// Each layer's output (the whole residual stream) is multiplied by its factor here
+    /// (Gemma 4's `layer_scalar`); empty when there are none. Read from the weights.
+    pub layer_scale: Vec<f32>,
     /// Causal decoders predict the next token; encoders (BERT) attend both ways.
     pub causal: bool,
     /// A final norm after the last block (every decoder here).
@@ -205,6 +216,74 @@ impl ArchSpec {
 
     pub fn kv_dim(&self) -> usize {
         self.n_kv_heads * self.head_dim
+    }
+
+    /// Layer `l`'s dense MLP width.
+    pub fn mlp_width_at(&self, l: usize) -> usize {
+        self.layers
+            .get(l)
+            .and_then(|k| k.mlp_width)
+            .unwrap_or(self.intermediate)
+    }
+
+    /// Why a run cannot start at block `layer` from a residual stream handed in, if it cannot:
+    /// the per-layer inputs read the token ids, and a layer may read an earlier one's keys.
+    pub fn cannot_start_at(&self, layer: usize) -> Option<&'static str> {
+        if layer == 0 || layer >= self.n_layers {
+            return None;
+        }
+        if self.per_layer_input.is_some() {
+            return Some("every layer reads the token ids (per-layer input embeddings)");
+        }
+        let shared_below = self.layers[layer..]
+            .iter()
+            .any(|k| matches!(k.kv, KvSource::Shared(src) if src < layer));
+        shared_below.then_some("a later layer reads the keys and values of a layer below it")
+    }
+
+    /// Layer `l`'s head size.
+    pub fn head_dim_at(&self, l: usize) -> usize {
+        self.layer_heads(l).head_dim
+    }
+
+    /// Layer `l`'s key/value heads.
+    pub fn kv_heads_at(&self, l: usize) -> usize {
+        self.layer_heads(l).kv_heads
+    }
+
+    /// Layer `l`'s head size and key/value heads.
+    pub fn layer_heads(&self, l: usize) -> LayerHeads {
+        self.layers
+            .get(l)
+            .and_then(|k| k.heads)
+            .unwrap_or(LayerHeads {
+                head_dim: self.head_dim,
+                kv_heads: self.n_kv_heads,
+            })
+    }
+
+    /// Layer `l`'s query width (every head's values, the input of o_proj).
+    pub fn q_dim_at(&self, l: usize) -> usize {
+        self.n_heads * self.head_dim_at(l)
+    }
+
+    /// Layer `l`'s key (and value) width.
+    pub fn kv_dim_at(&self, l: usize) -> usize {
+        let h = self.layer_heads(l);
+        h.kv_heads * h.head_dim
+    }
+
+    /// The widest query and key widths of any layer (the pass's scratch).
+    pub fn max_q_dim(&self) -> usize {
+        (0..self.n_layers)
+            .map(|l| self.q_dim_at(l))
+            .fold(self.q_dim(), usize::max)
+    }
+
+    pub fn max_kv_dim(&self) -> usize {
+        (0..self.n_layers)
+            .map(|l| self.kv_dim_at(l))
+            .fold(self.kv_dim(), usize::max)
     }
 
     /// A spec with the fields every family shares filled in, and the rest at their plainest.
@@ -236,6 +315,9 @@ impl ArchSpec {
             delta_net: None,
             attn_gate: false,
             attn_sinks: false,
+            v_norm: false,
+            per_layer_input: None,
+            layer_scale: Vec::new(),
             causal: true,
             final_norm: true,
             tied_embeddings: false,
@@ -311,9 +393,65 @@ impl ArchSpec {
         {
             return bad(format!("a sliding window of {w} tokens"));
         }
+        for (l, k) in self.layers.iter().enumerate() {
+            if let Some(h) = k.heads {
+                if h.head_dim == 0 || h.head_dim > MAX_HIDDEN || !h.head_dim.is_multiple_of(2) {
+                    return bad(format!("layer {l}: a head size of {}", h.head_dim));
+                }
+                if h.kv_heads == 0 || !self.n_heads.is_multiple_of(h.kv_heads) {
+                    return bad(format!(
+                        "layer {l}: {} attention heads is not a multiple of {} kv heads",
+                        self.n_heads, h.kv_heads
+                    ));
+                }
+            }
+            if let KvSource::Shared(src) = k.kv {
+                let ok = src < l
+                    && self.layers[src].kv != KvSource::Shared(src)
+                    && !matches!(self.layers[src].kv, KvSource::Shared(_))
+                    && self.layers[src].mixer == Mixer::Attention
+                    && self.layer_heads(src) == self.layer_heads(l)
+                    && self.layers[src].window == k.window
+                    && self.layers[src].rope == k.rope;
+                if !ok {
+                    return bad(format!(
+                        "layer {l} shares the keys and values of layer {src}, which is not an earlier attention layer of the same kind"
+                    ));
+                }
+            }
+        }
+        if let Some(w) = self.per_layer_input {
+            if w == 0 || w > MAX_HIDDEN {
+                return bad(format!("a per-layer input width of {w}"));
+            }
+        }
+        if !self.layer_scale.is_empty() && self.layer_scale.len() != self.n_layers {
+            return bad(format!(
+                "{} layer scales for {} layers",
+                self.layer_scale.len(),
+                self.n_layers
+            ));
+        }
         match (&self.positions, &self.rope) {
             (Positions::Rope, None) => return bad("RoPE positions without RoPE frequencies".into()),
-            (Positions::Rope, Some(r)) => r.validate(self.head_dim, path)?,
+            (Positions::Rope, Some(r)) => {
+                let widest = (0..self.n_layers)
+                    .map(|l| self.head_dim_at(l))
+                    .fold(self.head_dim, usize::max);
+                r.validate(widest, path)?;
+                for (l, k) in self.layers.iter().enumerate() {
+                    let dims = match k.rope {
+                        LayerRope::None => 0,
+                        rope => r.dims_for(rope == LayerRope::Local),
+                    };
+                    if dims > self.head_dim_at(l) {
+                        return bad(format!(
+                            "layer {l}: RoPE over {dims} dims does not fit a head of {}",
+                            self.head_dim_at(l)
+                        ));
+                    }
+                }
+            }
             _ => {}
         }
         if let Some(p) = self.block.problem() {

@@ -137,6 +137,7 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
             .try_into()
             .map_err(|_| crate::PrismError::Input("gate_up split".into()))?;
         layers.push(LayerWeights {
+            extras: Default::default(),
             attn_norm: Some(l.norm(&n("input_layernorm", "attn_norm"), h, false)?),
             mixer: MixerWeights::attention(
                 wq,
@@ -159,6 +160,7 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
     let [embed, final_norm, head] =
         names.top(["model.embed_tokens.weight", "model.norm", "lm_head.weight"]);
     Ok(ModelWeights {
+        per_layer_embedding: None,
         token_embedding: get(src, embed, &[v, h])?,
         position_embedding: None,
         token_type_embedding: None,

@@ -338,8 +338,8 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
                 MixerWeights::Attention {
                     q: split(0)?,
                     gate: Some(split(1)?),
-                    k: l.linear(&n("self_attn.k_proj", "attn_k"), kv, h, Bias::No)?,
-                    v: l.linear(&n("self_attn.v_proj", "attn_v"), kv, h, Bias::No)?,
+                    k: Some(l.linear(&n("self_attn.k_proj", "attn_k"), kv, h, Bias::No)?),
+                    v: Some(l.linear(&n("self_attn.v_proj", "attn_v"), kv, h, Bias::No)?),
                     o: l.linear(&n("self_attn.o_proj", "attn_output"), h, q, Bias::No)?,
                     sinks: None,
                 }
@@ -350,6 +350,7 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
         let qk =
             |hf: &str, gg: &str| -> Result<Option<_>> { l.norm_if(attn, &n(hf, gg), hd, plus_one) };
         layers.push(LayerWeights {
+            extras: Default::default(),
             attn_norm: Some(l.norm(&n("input_layernorm", "attn_norm"), h, plus_one)?),
             mixer,
             q_norm: qk("self_attn.q_norm", "attn_q_norm")?,
@@ -394,6 +395,7 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
     };
     let [embed, final_norm, head] = names.top(top);
     Ok(ModelWeights {
+        per_layer_embedding: None,
         token_embedding: get(src, embed, &[v, h])?,
         position_embedding: None,
         token_type_embedding: None,

@@ -394,6 +394,15 @@ impl Rope {
         }
     }
 
+    /// The dims a layer's rotation covers (the local table may be shorter: Gemma 4's sliding
+    /// layers have smaller heads).
+    pub fn dims_for(&self, local: bool) -> usize {
+        match (&self.inv_freq_local, local) {
+            (Some(l), true) => 2 * l.len(),
+            _ => self.dims,
+        }
+    }
+
     /// cos and sin tables `[positions][dims / 2]`, in f32 as transformers computes them.
     pub fn tables(&self, positions: &[u32], local: bool, total_len: usize) -> (Vec<f32>, Vec<f32>) {
         let freqs = self.frequencies(local, total_len);
@@ -424,12 +433,18 @@ impl Rope {
                 ));
             }
         }
-        let lists = std::iter::once(&self.inv_freq)
-            .chain(self.inv_freq_local.iter())
-            .chain(self.long.iter().map(|l| &l.inv_freq));
+        let lists = std::iter::once(&self.inv_freq).chain(self.long.iter().map(|l| &l.inv_freq));
+        // Zero frequencies are pairs that do not rotate (Gemma 4's proportional RoPE).
+        let usable =
+            |l: &[f32]| l.iter().all(|f| f.is_finite() && *f >= 0.0) && l.iter().any(|f| *f > 0.0);
         for l in lists {
-            if l.len() != self.dims / 2 || l.iter().any(|f| !(f.is_finite() && *f > 0.0)) {
+            if l.len() != self.dims / 2 || !usable(l) {
                 return bad("RoPE frequencies are not finite positive numbers (scaling factors out of range?)".into());
+            }
+        }
+        if let Some(l) = &self.inv_freq_local {
+            if l.is_empty() || 2 * l.len() > head_dim || !usable(l) {
+                return bad("local RoPE frequencies are not finite positive numbers, or more than a head holds".into());
             }
         }
         if !(self.attention_factor.is_finite() && self.attention_factor > 0.0) {

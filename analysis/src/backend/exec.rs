@@ -63,10 +63,10 @@ impl MlpId {
         }
     }
 
-    /// Its intermediate width.
-    pub fn width(self, spec: &ArchSpec) -> usize {
+    /// Its intermediate width in layer `layer`.
+    pub fn width(self, spec: &ArchSpec, layer: usize) -> usize {
         match self {
-            MlpId::Dense => spec.intermediate,
+            MlpId::Dense => spec.mlp_width_at(layer),
             MlpId::Expert(_) => spec.experts.map_or(0, |x| x.width),
             MlpId::Shared => spec.experts.and_then(|x| x.shared).unwrap_or(0),
         }
@@ -107,6 +107,8 @@ pub struct DeltaState<B> {
 pub enum Table {
     Positions,
     TokenType,
+    /// Layer l's columns of the per-layer token table ([`crate::weights::ModelWeights::per_layer_embedding`]).
+    PerLayer(usize),
 }
 
 /// Shape of one attention call.
@@ -247,11 +249,14 @@ pub trait Exec {
     ) -> Result<()>;
     /// Rotates the first `dims` of every head of x `[rows, heads * head_dim]` in place, with cos and
     /// sin tables `[rows][dims / 2]` (uploaded once per run).
+    #[allow(clippy::too_many_arguments)]
     fn rope(
         &mut self,
         x: &Self::Buf,
         rows: usize,
         heads: usize,
+        head_dim: usize,
+        dims: usize,
         cos: &Self::Buf,
         sin: &Self::Buf,
     ) -> Result<()>;
@@ -289,6 +294,8 @@ pub trait Exec {
     fn activate(&mut self, x: &Self::Buf, n: usize) -> Result<()>;
     /// dst += src, `n` values.
     fn add(&mut self, src: &Self::Buf, dst: &Self::Buf, n: usize) -> Result<()>;
+    /// dst *= src, `n` values (the per-layer input's gate).
+    fn mul(&mut self, src: &Self::Buf, dst: &Self::Buf, n: usize) -> Result<()>;
     fn scale(&mut self, x: &Self::Buf, n: usize, s: f32) -> Result<()>;
     fn copy(
         &mut self,

@@ -8,7 +8,9 @@ use super::exec::{
     AttnShape, DeltaBufs, DeltaState, Exec, ExpertScratch, KvCache, LinearIn, MlpId, NormSel,
     Readback, Table,
 };
-use crate::arch::{ArchSpec, LayerRope, Mixer, MlpKind, Positions, QkNorm, SublayerNorms};
+use crate::arch::{
+    ArchSpec, KvSource, LayerRope, Mixer, MlpKind, Positions, QkNorm, SublayerNorms,
+};
 use crate::backend::{Input, LogitRows, Request, Routing, RunOutput, Sites};
 use crate::error::{PrismError, Result};
 use crate::intervene::{FeatureSource, Site};
@@ -34,12 +36,24 @@ pub fn run<E: Exec>(
     let positions: Vec<u32> = (0..rows).map(|r| (past + r % t) as u32).collect();
 
     // Embeddings, or the residual stream handed in.
+    let mut ple = None;
     let mut x = match req.input {
         Input::Ids(ids) => {
             let x = e.alloc(rows * h, "residual")?;
             e.embed(ids, &x)?;
             if let Some(sc) = s.embed_scale {
                 e.scale(&x, rows * h, sc)?;
+            }
+            if let Some(p) = s.per_layer_input {
+                // The per-layer inputs read the scaled embedding at every layer.
+                let emb = e.alloc(rows * h, "embedding (per-layer inputs)")?;
+                e.copy(&x, 0, &emb, 0, rows * h)?;
+                ple = Some(PleBufs {
+                    emb,
+                    a: e.alloc(rows * p, "per-layer input")?,
+                    b: e.alloc(rows * p, "per-layer input gate")?,
+                    out: e.alloc(rows * h, "per-layer input output")?,
+                });
             }
             match s.positions {
                 Positions::Learned => e.add_table_rows(Table::Positions, &positions, &x)?,
@@ -56,24 +70,29 @@ pub fn run<E: Exec>(
     let sized = |on: bool, len: usize| if on { len } else { 1 };
     let (attn_post, mlp_post) = (s.block.attn.output, s.block.mlp.output);
     let qk_norm = s.qk_norm != QkNorm::None;
+    let (qd, kvd) = (s.max_q_dim(), s.max_kv_dim());
+    let intermediate = (0..n)
+        .map(|l| s.mlp_width_at(l))
+        .fold(s.intermediate, usize::max);
     // The dense MLP's scratch only where some layer has one (not in an all-experts model).
     let dense = s.layers.iter().any(|k| k.mlp == MlpKind::Dense);
     let mut sc = Scratch {
         normed: e.alloc(rows * h, "normed")?,
         normed2: e.alloc(sized(s.block.parallel, rows * h), "normed 2")?,
-        q: e.alloc(rows * s.q_dim(), "q")?,
-        k: e.alloc(rows * s.kv_dim(), "k")?,
-        v: e.alloc(rows * s.kv_dim(), "v")?,
-        qn: e.alloc(sized(qk_norm, rows * s.q_dim()), "q normed")?,
-        kn: e.alloc(sized(qk_norm, rows * s.kv_dim()), "k normed")?,
-        z: e.alloc(rows * s.q_dim(), "attention values")?,
+        q: e.alloc(rows * qd, "q")?,
+        k: e.alloc(rows * kvd, "k")?,
+        v: e.alloc(rows * kvd, "v")?,
+        qn: e.alloc(sized(qk_norm, rows * qd), "q normed")?,
+        kn: e.alloc(sized(qk_norm, rows * kvd), "k normed")?,
+        vn: e.alloc(sized(s.v_norm, rows * kvd), "v normed")?,
+        z: e.alloc(rows * qd, "attention values")?,
         attn: e.alloc(rows * h, "attention output")?,
         attn2: e.alloc(sized(attn_post, rows * h), "attention output normed")?,
         gate: e.alloc(
-            sized(s.activation.is_gated() && dense, rows * s.intermediate),
+            sized(s.activation.is_gated() && dense, rows * intermediate),
             "mlp gate",
         )?,
-        up: e.alloc(sized(dense, rows * s.intermediate), "mlp up")?,
+        up: e.alloc(sized(dense, rows * intermediate), "mlp up")?,
         mlp: e.alloc(rows * h, "mlp output")?,
         mlp2: e.alloc(sized(mlp_post, rows * h), "mlp output normed")?,
         lens: e.alloc(
@@ -85,7 +104,22 @@ pub fn run<E: Exec>(
         } else {
             None
         },
-        attn_gate: e.alloc(sized(s.attn_gate, rows * s.q_dim()), "attention gate")?,
+        attn_gate: e.alloc(sized(s.attn_gate, rows * qd), "attention gate")?,
+        // Keys and values a later layer shares, kept when no session's cache holds them.
+        kept: (0..n)
+            .map(|l| {
+                let shared = s.layers.iter().any(|k| k.kv == KvSource::Shared(l));
+                if !shared || cache.is_some() {
+                    return Ok(None);
+                }
+                let len = rows * s.kv_dim_at(l);
+                Ok(Some((
+                    e.alloc(len, "shared keys")?,
+                    e.alloc(len, "shared values")?,
+                )))
+            })
+            .collect::<Result<Vec<_>>>()?,
+        ple,
         delta: match s.delta_net {
             Some(d) if s.layers.iter().any(|k| k.mixer == Mixer::DeltaNet) => Some(DeltaScratch {
                 bufs: DeltaBufs {
@@ -164,10 +198,14 @@ pub fn run<E: Exec>(
     if let Some(c) = cache.as_deref_mut() {
         while c.k.len() < n {
             // The linear-attention layers keep a state instead of keys and values.
-            let kv = if s.layers[c.k.len()].mixer == Mixer::DeltaNet {
+            // So do layers reading an earlier layer's keys and values.
+            let l = c.k.len();
+            let kv = if s.layers[l].mixer == Mixer::DeltaNet
+                || matches!(s.layers[l].kv, KvSource::Shared(_))
+            {
                 1
             } else {
-                b * c.capacity * s.kv_dim()
+                b * c.capacity * s.kv_dim_at(l)
             };
             c.k.push(e.alloc(kv, "key cache")?);
             c.v.push(e.alloc(kv, "value cache")?);
@@ -260,6 +298,12 @@ pub fn run<E: Exec>(
                     ctx.close(e, sub, l, &mut x, &mut sc, &mut slots)?;
                 }
             }
+        }
+        if let Some(pb) = &sc.ple {
+            ctx.per_layer_input(e, l, &x, pb, &sc.normed)?;
+        }
+        if let Some(&f) = s.layer_scale.get(l) {
+            e.scale(&x, rows * h, f)?;
         }
         edits.apply(e, Site::ResidPost, l, &x, h, s.head_dim)?;
     }
@@ -360,6 +404,11 @@ fn check<B>(s: &ArchSpec, req: &Request<'_>, cache: Option<&KvCache<B>>) -> Resu
                 return Err(PrismError::Input(
                     "a KV-cached session starts at the embeddings".into(),
                 ));
+            }
+            if let Some(why) = s.cannot_start_at(layer) {
+                return Err(PrismError::Input(format!(
+                    "a run of this model cannot start at layer {layer}: {why}"
+                )));
             }
         }
     }
@@ -515,9 +564,21 @@ struct Scratch<B> {
     lens: B,
     probs: Option<B>,
     attn_gate: B,
+    vn: B,
+    kept: Vec<Option<(B, B)>>,
+    ple: Option<PleBufs<B>>,
     experts: Option<ExpertBufs<B>>,
     delta: Option<DeltaScratch<B>>,
     feature_in: FeatureInputs<B>,
+}
+
+/// The per-layer inputs' buffers (Gemma 4): the scaled embedding `[rows, hidden]`, two
+/// `[rows, p]` and the layer's addition `[rows, hidden]`.
+struct PleBufs<B> {
+    emb: B,
+    a: B,
+    b: B,
+    out: B,
 }
 
 /// The buffers of the Gated DeltaNet layers, and their mixing matrices when captured.
@@ -794,39 +855,76 @@ impl<B: Clone> Ctx<'_, B> {
         let s = self.s;
         let (b, t) = (self.b, self.t);
         let rows = b * t;
-        let (nh, nkv, hd) = (s.n_heads, s.n_kv_heads, s.head_dim);
-        e.linear(input, l, LinearId::Q, &sc.q, rows, false)?;
-        e.linear(input, l, LinearId::K, &sc.k, rows, false)?;
-        e.linear(input, l, LinearId::V, &sc.v, rows, false)?;
-        let (q, k) = if s.qk_norm != QkNorm::None {
-            let (qg, kg) = (s.qk_norm.groups(rows, nh), s.qk_norm.groups(rows, nkv));
-            e.norm(&sc.q, NormSel::Layer(l, NormId::Q), &sc.qn, qg)?;
-            e.norm(&sc.k, NormSel::Layer(l, NormId::K), &sc.kn, kg)?;
-            (&sc.qn, &sc.kn)
-        } else {
-            (&sc.q, &sc.k)
-        };
+        let (nh, nkv, hd) = (s.n_heads, s.kv_heads_at(l), s.head_dim_at(l));
         let kind = s.layers[l];
-        let table = match kind.rope {
-            LayerRope::Global => self.global,
-            LayerRope::Local => self.local,
-            LayerRope::None => None,
+        let (table, dims) = match (kind.rope, s.rope.as_ref()) {
+            (LayerRope::Global, Some(r)) => (self.global, r.dims_for(false)),
+            (LayerRope::Local, Some(r)) => (self.local, r.dims_for(true)),
+            _ => (None, 0),
+        };
+        e.linear(input, l, LinearId::Q, &sc.q, rows, false)?;
+        let q = if s.qk_norm != QkNorm::None {
+            let qg = s.qk_norm.groups(rows, nh);
+            e.norm(&sc.q, NormSel::Layer(l, NormId::Q), &sc.qn, qg)?;
+            &sc.qn
+        } else {
+            &sc.q
         };
         if let Some((cos, sin)) = table {
-            e.rope(q, rows, nh, cos, sin)?;
-            e.rope(k, rows, nkv, cos, sin)?;
+            e.rope(q, rows, nh, hd, dims, cos, sin)?;
         }
-        let kv = s.kv_dim();
-        let (keys, values, key_stride) = match cache {
-            Some(c) => {
-                for seq in 0..b {
-                    let dst = (seq * c.capacity + self.past) * kv;
-                    e.copy(k, seq * t * kv, &c.k[l], dst, t * kv)?;
-                    e.copy(&sc.v, seq * t * kv, &c.v[l], dst, t * kv)?;
+        let kv = s.kv_dim_at(l);
+        let (keys, values, key_stride) = if let KvSource::Shared(src) = kind.kv {
+            // An earlier layer's keys and values, as it stored them in this run.
+            match (cache, &sc.kept[src]) {
+                (Some(c), _) => (c.k[src].clone(), c.v[src].clone(), c.capacity),
+                (None, Some((k, v))) => (k.clone(), v.clone(), t),
+                (None, None) => {
+                    return Err(PrismError::Backend(format!(
+                        "layer {l} reads layer {src}'s keys, which were not kept (a bug in Prism)"
+                    )))
                 }
-                (c.k[l].clone(), c.v[l].clone(), c.capacity)
             }
-            None => (k.clone(), sc.v.clone(), t),
+        } else {
+            e.linear(input, l, LinearId::K, &sc.k, rows, false)?;
+            if kind.kv == KvSource::KeysAsValues {
+                e.copy(&sc.k, 0, &sc.v, 0, rows * kv)?;
+            } else {
+                e.linear(input, l, LinearId::V, &sc.v, rows, false)?;
+            }
+            let k = if s.qk_norm != QkNorm::None {
+                let kg = s.qk_norm.groups(rows, nkv);
+                e.norm(&sc.k, NormSel::Layer(l, NormId::K), &sc.kn, kg)?;
+                &sc.kn
+            } else {
+                &sc.k
+            };
+            let v = if s.v_norm {
+                e.norm(&sc.v, NormSel::Layer(l, NormId::V), &sc.vn, rows * nkv)?;
+                &sc.vn
+            } else {
+                &sc.v
+            };
+            if let Some((cos, sin)) = table {
+                e.rope(k, rows, nkv, hd, dims, cos, sin)?;
+            }
+            match cache {
+                Some(c) => {
+                    for seq in 0..b {
+                        let dst = (seq * c.capacity + self.past) * kv;
+                        e.copy(k, seq * t * kv, &c.k[l], dst, t * kv)?;
+                        e.copy(v, seq * t * kv, &c.v[l], dst, t * kv)?;
+                    }
+                    (c.k[l].clone(), c.v[l].clone(), c.capacity)
+                }
+                None => {
+                    if let Some((kk, vv)) = &sc.kept[l] {
+                        e.copy(k, 0, kk, 0, rows * kv)?;
+                        e.copy(v, 0, vv, 0, rows * kv)?;
+                    }
+                    (k.clone(), v.clone(), t)
+                }
+            }
         };
         let shape = AttnShape {
             batch: b,
@@ -876,6 +974,53 @@ impl<B: Clone> Ctx<'_, B> {
         Ok(())
     }
 
+    /// Gemma 4's per-layer input at the end of layer `l`: ple = (norm(emb W_model / sqrt(hidden))
+    /// + table[ids] sqrt(p)) / sqrt(2), then x += norm(act(x W_gate) * ple W_proj).
+    fn per_layer_input<E: Exec<Buf = B>>(
+        &self,
+        e: &mut E,
+        l: usize,
+        x: &E::Buf,
+        pb: &PleBufs<E::Buf>,
+        normed: &E::Buf,
+    ) -> Result<()> {
+        let (Some(p), Input::Ids(ids)) = (self.s.per_layer_input, self.req.input) else {
+            return Err(PrismError::Backend(
+                "per-layer inputs without the token ids (a bug in Prism)".into(),
+            ));
+        };
+        let rows = self.b * self.t;
+        let (n, h) = (rows * p, self.s.hidden);
+        e.linear(
+            LinearIn::plain(&pb.emb),
+            l,
+            LinearId::PleModel,
+            &pb.a,
+            rows,
+            false,
+        )?;
+        e.scale(&pb.a, n, (1.0 / (h as f64).sqrt()) as f32)?;
+        e.norm(&pb.a, NormSel::Layer(l, NormId::PleProj), &pb.b, rows)?;
+        // The table's rows are added at the norm's scale over sqrt(p), then both scaled back.
+        let root = (p as f64).sqrt();
+        e.scale(&pb.b, n, (1.0 / root) as f32)?;
+        e.add_table_rows(Table::PerLayer(l), ids, &pb.b)?;
+        e.scale(&pb.b, n, (root * std::f64::consts::FRAC_1_SQRT_2) as f32)?;
+        e.linear(LinearIn::plain(x), l, LinearId::PleGate, &pb.a, rows, false)?;
+        e.activate(&pb.a, n)?;
+        e.mul(&pb.b, &pb.a, n)?;
+        e.linear(
+            LinearIn::plain(&pb.a),
+            l,
+            LinearId::PleProj,
+            &pb.out,
+            rows,
+            false,
+        )?;
+        e.norm(&pb.out, NormSel::Layer(l, NormId::PlePost), normed, rows)?;
+        e.add(normed, x, rows * h)
+    }
+
     /// Keeps what transcoder feature edits at layer `l`'s MLP output read: the MLP's normalized
     /// input (`input`, its norm applied where a backend folded it into the matmuls) and the
     /// residual stream `x` entering the MLP's norm.
@@ -917,7 +1062,7 @@ impl<B: Clone> Ctx<'_, B> {
     ) -> Result<()> {
         let s = self.s;
         let rows = self.b * self.t;
-        let n = rows * s.intermediate;
+        let n = rows * s.mlp_width_at(l);
         let (dst, acc) = match residual {
             Some(x) => (x, true),
             None => (&sc.mlp, false),

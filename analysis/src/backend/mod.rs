@@ -154,6 +154,43 @@ pub enum Input<'a> {
     Residual { layer: usize, data: &'a [f32] },
 }
 
+/// The input of `n` copies of one text for a run that only changes layer `layer` and above: its
+/// residual stream entering that layer (the layers below are skipped), or where the model cannot
+/// start there (Gemma 4's per-layer inputs and shared keys), the token ids from the embedding up.
+pub enum LayerStart {
+    Residual { layer: usize, data: Vec<f32> },
+    Ids(Vec<u32>),
+}
+
+impl LayerStart {
+    pub fn new(
+        spec: &crate::arch::ArchSpec,
+        layer: usize,
+        residual: &[f32],
+        ids: &[u32],
+        n: usize,
+    ) -> Self {
+        if spec.cannot_start_at(layer).is_some() {
+            LayerStart::Ids(ids.repeat(n))
+        } else {
+            LayerStart::Residual {
+                layer,
+                data: residual.repeat(n),
+            }
+        }
+    }
+
+    pub fn input(&self) -> Input<'_> {
+        match self {
+            LayerStart::Residual { layer, data } => Input::Residual {
+                layer: *layer,
+                data,
+            },
+            LayerStart::Ids(ids) => Input::Ids(ids),
+        }
+    }
+}
+
 /// Which rows get logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogitRows {

@@ -301,13 +301,14 @@ fn load_hf(dir: &Path, files: Vec<PathBuf>) -> Result<Model> {
         ));
     }
     let config = read_json(&config_path, 4 << 20)?;
-    let (family, spec) = arch::spec_from_hf(&config, &config_path)?;
+    let (family, mut spec) = arch::spec_from_hf(&config, &config_path)?;
     let file_size = files
         .iter()
         .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
         .sum();
     let src = safetensors::SafetensorsCheckpoint::open(files)?;
     let weights = load_weights(family, &src, &spec, Format::Safetensors, BTreeSet::new())?;
+    spec.layer_scale = layer_scale(&weights);
     let tok_path = dir.join("tokenizer.json");
     let (tokenizer, mut warnings) = if tok_path.exists() {
         (Some(PrismTokenizer::from_file(&tok_path)?), Vec::new())
@@ -389,6 +390,18 @@ fn hf_chat_template(dir: &Path) -> Result<Option<ChatTemplate>> {
 
 /// Loads the weights through a source that records what was read, then refuses the checkpoint
 /// if it holds tensors the architecture would silently ignore.
+/// Each layer's output scale, from the weights (Gemma 4's `layer_scalar`); empty when no layer
+/// has one.
+fn layer_scale(w: &ModelWeights) -> Vec<f32> {
+    if w.layers.iter().all(|l| l.extras.out_scale.is_none()) {
+        return Vec::new();
+    }
+    w.layers
+        .iter()
+        .map(|l| l.extras.out_scale.unwrap_or(1.0))
+        .collect()
+}
+
 fn load_weights(
     family: &Architecture,
     src: &dyn TensorSource,
@@ -472,8 +485,9 @@ fn load_gguf(path: &Path) -> Result<Model> {
         read: RefCell::new(BTreeSet::new()),
     };
     // Some hyperparameters are tensors (RoPE factors): the spec reads through the tracker too.
-    let (family, spec) = arch::spec_from_gguf(meta, &tracked)?;
+    let (family, mut spec) = arch::spec_from_gguf(meta, &tracked)?;
     let weights = load_weights(family, &src, &spec, Format::Gguf, tracked.read.into_inner())?;
+    spec.layer_scale = layer_scale(&weights);
     let tokenizer = if meta.get("tokenizer.ggml.model").is_some() {
         Some(PrismTokenizer::from_gguf(meta)?)
     } else {

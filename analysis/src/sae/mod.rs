@@ -414,7 +414,7 @@ impl Sae {
     /// The width of the SAE's site in `model`: the hidden size, or for hook_z every head's output.
     pub fn site_width(&self, model: &Model) -> usize {
         match self.site {
-            Site::Head => model.spec.n_heads * model.spec.head_dim,
+            Site::Head => model.spec.q_dim_at(self.layer),
             _ => model.spec.hidden,
         }
     }
@@ -696,7 +696,7 @@ fn splice(sae: &Sae, values: &[f32], model: &Model) -> Vec<Intervention> {
             .collect()
     };
     if sae.site == Site::Head {
-        let hd = model.spec.head_dim;
+        let hd = model.spec.head_dim_at(sae.layer);
         return (0..model.spec.n_heads)
             .map(|h| Intervention {
                 positions: PositionSet::All,

@@ -207,6 +207,49 @@ pub fn info(a: InfoArgs) -> anyhow::Result<()> {
         ("backend", backend),
     ];
     let mut rows = rows.to_vec();
+    // Layers that differ from the model's heads, keys or MLP (Gemma 4).
+    let mut layer_notes = Vec::new();
+    for (l, k) in s.layers.iter().enumerate() {
+        let mut parts = Vec::new();
+        if let Some(h) = k.heads {
+            parts.push(format!("head dim {}, {} key/value", h.head_dim, h.kv_heads));
+        }
+        match k.kv {
+            prism_analysis::arch::KvSource::Own => {}
+            prism_analysis::arch::KvSource::KeysAsValues => parts.push("keys as values".into()),
+            prism_analysis::arch::KvSource::Shared(src) => {
+                parts.push(format!("keys and values of layer {src}"))
+            }
+        }
+        if let Some(w) = k.mlp_width {
+            parts.push(format!("MLP {w}"));
+        }
+        if !parts.is_empty() {
+            layer_notes.push(format!("{l}: {}", parts.join(", ")));
+        }
+    }
+    if !layer_notes.is_empty() {
+        rows.insert(5, ("layer shapes", layer_notes.join("; ")));
+    }
+    if !s.layer_scale.is_empty() {
+        let v: Vec<String> = s.layer_scale.iter().map(|x| format!("{x:.3}")).collect();
+        rows.insert(5, ("layer scales", v.join(" ")));
+    }
+    if let Some(p) = s.per_layer_input {
+        rows.insert(
+            5,
+            (
+                "per-layer input",
+                format!("embeddings of width {p} per layer, gated into each layer's output"),
+            ),
+        );
+    }
+    if s.v_norm {
+        rows.insert(
+            5,
+            ("values", "RMS-normalized per head, no weight".to_string()),
+        );
+    }
     if let Some(d) = s.delta_net {
         let full: Vec<String> = s
             .layers

@@ -233,9 +233,14 @@ impl Exec for CpuExec<'_> {
         let w = match table {
             Table::Positions => weights.position_embedding.as_ref(),
             Table::TokenType => weights.token_type_embedding.as_ref(),
+            Table::PerLayer(_) => weights.per_layer_embedding.as_ref(),
         }
         .ok_or_else(|| PrismError::Backend(format!("the model has no {table:?} table")))?;
-        let h = w.cols();
+        // A layer's share of the per-layer table: its columns l*p..(l+1)*p.
+        let (h, c0) = match (table, self.spec().per_layer_input) {
+            (Table::PerLayer(l), Some(p)) => (p, l * p),
+            _ => (w.cols(), 0),
+        };
         let mut tmp = vec![0f32; h];
         let mut o = out.get();
         for (r, &i) in rows.iter().enumerate() {
@@ -245,7 +250,7 @@ impl Exec for CpuExec<'_> {
                     w.rows()
                 )));
             }
-            w.decode_row(i as usize, 0, &mut tmp);
+            w.decode_row(i as usize, c0, &mut tmp);
             let row = o
                 .get_mut(r * h..(r + 1) * h)
                 .ok_or_else(|| short("table"))?;
@@ -324,6 +329,8 @@ impl Exec for CpuExec<'_> {
         x: &CpuBuf,
         rows: usize,
         heads: usize,
+        head_dim: usize,
+        dims: usize,
         cos: &CpuBuf,
         sin: &CpuBuf,
     ) -> Result<()> {
@@ -333,7 +340,10 @@ impl Exec for CpuExec<'_> {
             .rope
             .as_ref()
             .ok_or_else(|| PrismError::Backend("RoPE without frequencies".into()))?;
-        let (hd, dims, pairing) = (s.head_dim, rope.dims, rope.pairing);
+        let (hd, pairing) = (head_dim, rope.pairing);
+        if dims > hd {
+            return Err(short("rope"));
+        }
         let half = dims / 2;
         let mut xg = x.get();
         let width = heads * hd;
@@ -439,7 +449,7 @@ impl Exec for CpuExec<'_> {
         let [g_id, u_id, _] = mlp.ids();
         self.linear(x, layer, g_id, gate, rows, false)?;
         self.linear(x, layer, u_id, up, rows, false)?;
-        let n = rows * mlp.width(self.spec());
+        let n = rows * mlp.width(self.spec(), layer);
         let act = self.spec().activation;
         let (mut g, u) = two(gate, up)?;
         if g.len() < n || u.len() < n {
@@ -664,6 +674,15 @@ impl Exec for CpuExec<'_> {
             return Err(short("add"));
         }
         d[..n].iter_mut().zip(&s[..n]).for_each(|(a, b)| *a += b);
+        Ok(())
+    }
+
+    fn mul(&mut self, src: &CpuBuf, dst: &CpuBuf, n: usize) -> Result<()> {
+        let (s, mut d) = two(src, dst)?;
+        if s.len() < n || d.len() < n {
+            return Err(short("mul"));
+        }
+        d[..n].iter_mut().zip(&s[..n]).for_each(|(a, b)| *a *= b);
         Ok(())
     }
 

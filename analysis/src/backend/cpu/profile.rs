@@ -167,10 +167,13 @@ impl<E: Exec> Exec for Timed<'_, E> {
         x: &E::Buf,
         rows: usize,
         heads: usize,
+        head_dim: usize,
+        dims: usize,
         cos: &E::Buf,
         sin: &E::Buf,
     ) -> Result<()> {
-        timed!(self, "rope", self.inner.rope(x, rows, heads, cos, sin))
+        let r = self.inner.rope(x, rows, heads, head_dim, dims, cos, sin);
+        timed!(self, "rope", r)
     }
     fn attention(
         &mut self,
@@ -192,6 +195,9 @@ impl<E: Exec> Exec for Timed<'_, E> {
     }
     fn add(&mut self, src: &E::Buf, dst: &E::Buf, n: usize) -> Result<()> {
         timed!(self, "add", self.inner.add(src, dst, n))
+    }
+    fn mul(&mut self, src: &E::Buf, dst: &E::Buf, n: usize) -> Result<()> {
+        timed!(self, "elementwise", self.inner.mul(src, dst, n))
     }
     fn scale(&mut self, x: &E::Buf, n: usize, s: f32) -> Result<()> {
         timed!(self, "scale", self.inner.scale(x, n, s))

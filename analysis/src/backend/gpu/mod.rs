@@ -51,6 +51,7 @@ pub struct GpuBackend {
     embed: GpuMatrix,
     positions: Option<GpuMatrix>,
     token_type: Option<GpuMatrix>,
+    per_layer: Option<GpuMatrix>,
     embedding_norm: Option<GpuNorm>,
     layers: Vec<GpuLayer>,
     final_norm: Option<GpuNorm>,
@@ -111,6 +112,7 @@ impl GpuBackend {
         let embed = matrix(&w.token_embedding)?;
         let positions = w.position_embedding.as_ref().map(matrix).transpose()?;
         let token_type = w.token_type_embedding.as_ref().map(matrix).transpose()?;
+        let per_layer = w.per_layer_embedding.as_ref().map(matrix).transpose()?;
         let mut layers = Vec::with_capacity(w.layers.len());
         for ((l, norms), per_bias) in w.layers.iter().zip(layer_norms).zip(biases) {
             let mut linears = Vec::new();
@@ -155,6 +157,7 @@ impl GpuBackend {
             embed,
             positions,
             token_type,
+            per_layer,
             embedding_norm,
             layers,
             final_norm,
@@ -426,7 +429,16 @@ impl Exec for GpuExec<'_> {
         let ctx = self.ctx();
         let ids_buf = ctx.upload("ids", &u32_bytes(ids));
         let table = &self.g.embed;
-        ops::embed::embed(ctx, self.enc()?, table, &ids_buf, out, ids.len(), false)
+        ops::embed::embed(
+            ctx,
+            self.enc()?,
+            table,
+            &ids_buf,
+            out,
+            ids.len(),
+            false,
+            None,
+        )
     }
 
     fn add_table_rows(&mut self, table: Table, rows: &[u32], out: &wgpu::Buffer) -> Result<()> {
@@ -434,8 +446,14 @@ impl Exec for GpuExec<'_> {
         let t = match table {
             Table::Positions => self.g.positions.as_ref(),
             Table::TokenType => self.g.token_type.as_ref(),
+            Table::PerLayer(_) => self.g.per_layer.as_ref(),
         }
         .ok_or_else(|| PrismError::Backend(format!("the model has no {table:?} table")))?;
+        // A layer's share of the per-layer table: its columns l*p..(l+1)*p.
+        let cols = match (table, self.g.spec.per_layer_input) {
+            (Table::PerLayer(l), Some(p)) => Some((l * p, p)),
+            _ => None,
+        };
         if let Some(&bad) = rows.iter().find(|&&r| r as usize >= t.rows) {
             return Err(PrismError::Input(format!(
                 "position {bad} is beyond the model's {} learned positions",
@@ -443,7 +461,7 @@ impl Exec for GpuExec<'_> {
             )));
         }
         let ids = ctx.upload("table rows", &u32_bytes(rows));
-        ops::embed::embed(ctx, self.enc()?, t, &ids, out, rows.len(), true)
+        ops::embed::embed(ctx, self.enc()?, t, &ids, out, rows.len(), true, cols)
     }
 
     fn linear(
@@ -581,6 +599,8 @@ impl Exec for GpuExec<'_> {
         x: &wgpu::Buffer,
         rows: usize,
         heads: usize,
+        head_dim: usize,
+        dims: usize,
         cos: &wgpu::Buffer,
         sin: &wgpu::Buffer,
     ) -> Result<()> {
@@ -590,7 +610,7 @@ impl Exec for GpuExec<'_> {
             .rope
             .as_ref()
             .ok_or_else(|| PrismError::Backend("RoPE without frequencies".into()))?;
-        let (hd, dims, pairing) = (s.head_dim, r.dims, r.pairing);
+        let (hd, pairing) = (head_dim, r.pairing);
         ops::rope::rope(
             ctx,
             self.enc()?,
@@ -634,6 +654,11 @@ impl Exec for GpuExec<'_> {
     fn add(&mut self, src: &wgpu::Buffer, dst: &wgpu::Buffer, n: usize) -> Result<()> {
         let ctx = self.ctx();
         ops::elementwise::add(ctx, self.enc()?, src, dst, n, n)
+    }
+
+    fn mul(&mut self, src: &wgpu::Buffer, dst: &wgpu::Buffer, n: usize) -> Result<()> {
+        let ctx = self.ctx();
+        ops::elementwise::mul(ctx, self.enc()?, src, dst, n)
     }
 
     fn sigmoid_gate(

@@ -12,7 +12,7 @@ use crate::error::Result;
 pub struct AddParams {
     pub n: u32,
     pub x_len: u32,
-    /// 0: y += x; 1: y *= sigmoid(x).
+    /// 0: y += x; 1: y *= sigmoid(x); 2: y *= x.
     pub mode: u32,
 }
 
@@ -32,6 +32,22 @@ pub fn add(
         n: n as u32,
         x_len: x_len as u32,
         mode: 0,
+    };
+    record(ctx, enc, Shader::Add, &p, &[x, y], spread(n, 256))
+}
+
+/// y[i] *= x[i] for i < n.
+pub fn mul(
+    ctx: &GpuContext,
+    enc: &mut wgpu::CommandEncoder,
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+    n: usize,
+) -> Result<()> {
+    let p = AddParams {
+        n: n as u32,
+        x_len: n as u32,
+        mode: 2,
     };
     record(ctx, enc, Shader::Add, &p, &[x, y], spread(n, 256))
 }

@@ -224,7 +224,9 @@ mod tests {
                     fmt,
                     row0,
                     nrows,
-                    accumulate
+                    accumulate,
+                    col0,
+                    stride
                 }),
             ),
             (
