@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""A tiny random-weight Gemma 4 text checkpoint (Gemma4ForCausalLM) with transformers references.
+"""Tiny random-weight Gemma 4 text checkpoints (Gemma4ForCausalLM) with transformers references.
 
-One model carries every part of Gemma 4's dense text stack that differs from Gemma 3:
+`gemma4` carries every part of Gemma 4's dense text stack that differs from Gemma 3:
   - sliding layers with head_dim 32 and 2 KV heads, full layers with head_dim 64 (global_head_dim)
     and 1 KV head (num_global_key_value_heads), keys doubling as values there (attention_k_eq_v);
   - values RMS-normalized per head without a weight (v_norm), attention scaling 1.0;
@@ -11,23 +11,31 @@ One model carries every part of Gemma 4's dense text stack that differs from Gem
   - per-layer input embeddings (PLE: embed_tokens_per_layer, per_layer_model_projection, each
     layer's gate, projection and post norm) and each layer's layer_scalar;
   - plain (not zero-centred) RMSNorm weights, a final logit soft-cap.
+`gemma4moe` is the 26B-A4B's shape: 2 layers [sliding, full] with keys as values on the full one,
+and in both an 8-expert top-2 mixture (width 32) beside the dense MLP (width 64): the router on
+the residual stream (weightless norm, `scale`, hidden^-0.5), `per_expert_scale`, the experts'
+own pre/post norms; no per-layer inputs, no KV sharing.
 
-It writes tests/fixtures/archs/gemma4/:
+It writes tests/fixtures/archs/<arch>/:
   config.json, model.safetensors, tokenizer.json, tokenizer_config.json   the HF folder (bfloat16)
-  gemma4-Q8_0.gguf          llama.cpp's convert_hf_to_gguf.py --outtype q8_0 (its own Q8_0)
+  <arch>-Q8_0.gguf          llama.cpp's convert_hf_to_gguf.py --outtype q8_0 (its own Q8_0)
   reference.json            transformers (float32, eager attention) on the HF folder
   reference-Q8_0.json       transformers on that GGUF's tensors, dequantized by gguf-py and loaded
                             under the HF names (transformers 5.25's GGUF loader does not know gemma4)
 The F32 GGUF (converter --outtype f32) is checked here against the HF reference (logits within
 1e-5) and not kept. Each sequence has make_block_shapes.py's fields and a greedy continuation of 6
-tokens by transformers' generate (its cache, the shared keys and values included).
+tokens by transformers' generate (its cache, the shared keys and values included); the MoE file's
+also `routing` (per layer: router probabilities, chosen experts, their weights after the
+renormalization and the per-expert scale, top-k margins, from hooks on transformers' router) and
+`ablate_expert` (layer 0's most used expert's routing weight zeroed at every position).
 
 Pinned: Python 3.11, torch 2.15.0 (CPU), transformers 5.25.0, safetensors 0.8.0, numpy 2.4.6,
 gguf-py and the converter of llama.cpp commit 0c1e570 (llama-cpp-python 0.3.36 sdist).
 
-  LLAMA_CPP_DIR=/path/to/llama.cpp HF_HUB_OFFLINE=1 python scripts/make_gemma4.py [--seed-offset N] [OUT_DIR]
+  LLAMA_CPP_DIR=/path/to/llama.cpp HF_HUB_OFFLINE=1 python scripts/make_gemma4.py \
+      [--archs gemma4,gemma4moe] [--seed-offset N] [OUT_DIR]
 
-Weights: matrices N(0, 0.1), the tied embedding and the per-layer embedding N(0, 0.05), norm weights
+Weights: matrices N(0, 0.1) (the router's N(0, 0.3): routing margins well above 1e-4), the tied embedding and the per-layer embedding N(0, 0.05), norm weights
 1 + N(0, 0.1) except the q/k norms, 0.4 + N(0, 0.05) (unscaled scores of std about 1, not
 sqrt(head_dim): rows that do not saturate), layer scalars uniform in [0.7, 1.3]. The tokenizer is the gemma3 fixture's.
 """
@@ -47,6 +55,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_block_shapes as blocks  # noqa: E402
 
 FIXTURES = blocks.FIXTURES
+MOE_CONFIG = dict(
+    vocab_size=512, hidden_size=256, intermediate_size=64, num_hidden_layers=2,
+    num_attention_heads=4, num_key_value_heads=2, head_dim=32, global_head_dim=64,
+    num_global_key_value_heads=1, attention_k_eq_v=True,
+    layer_types=["sliding_attention", "full_attention"],
+    sliding_window=5, enable_moe_block=True, num_experts=8, top_k_experts=2, moe_intermediate_size=32,
+    hidden_size_per_layer_input=0, final_logit_softcapping=30.0,
+    max_position_embeddings=128, rms_norm_eps=1e-6, hidden_activation="gelu_pytorch_tanh",
+    tie_word_embeddings=True, pad_token_id=0, eos_token_id=1, bos_token_id=2,
+)
 CONFIG = dict(
     vocab_size=512, hidden_size=256, intermediate_size=128, num_hidden_layers=4,
     num_attention_heads=4, num_key_value_heads=2, head_dim=32, global_head_dim=64,
@@ -57,14 +75,55 @@ CONFIG = dict(
     max_position_embeddings=128, rms_norm_eps=1e-6, hidden_activation="gelu_pytorch_tanh",
     tie_word_embeddings=True, pad_token_id=0, eos_token_id=1, bos_token_id=2,
 )
-SEED = 7001
+# name -> (config, seed)
+ARCHS = {"gemma4": (CONFIG, 7001), "gemma4moe": (MOE_CONFIG, 7002)}
+
+
+def routing(model, ids):
+    """Per layer: transformers' router output (probabilities after the softmax, the chosen experts,
+    their weights after the renormalization and the per-expert scale) and the top-k margins."""
+    caught = {}
+    hooks = [layer.router.register_forward_hook(lambda m, inp, o, i=i: caught.__setitem__(i, o))
+             for i, layer in enumerate(model.model.layers)]
+    with torch.no_grad():
+        model(torch.tensor([ids]))
+    for h in hooks:
+        h.remove()
+    out = []
+    for i in range(len(model.model.layers)):
+        probs, weights, indices = caught[i]
+        k = indices.shape[-1]
+        ranked = torch.sort(probs.float(), -1, descending=True).values
+        out.append({
+            "router_probs": [blocks.r7(row) for row in probs.double().numpy()],
+            "experts": indices.tolist(),
+            "weights": [blocks.r7(row) for row in weights.double().numpy()],
+            "margin": blocks.r7((ranked[:, k - 1] - ranked[:, k]).numpy()),
+        })
+    return out
+
+
+def ablated_bits(model, ids, layer, expert):
+    """Surprisal with one expert of one layer ablated: its routing weight zeroed at every position
+    (the others keep theirs), by a hook on transformers' router output."""
+    def hook(m, inp, out):
+        probs, weights, indices = out
+        return probs, weights.masked_fill(indices == expert, 0.0), indices
+
+    h = model.model.layers[layer].router.register_forward_hook(hook)
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), -1)
+    h.remove()
+    return [None] + [float(f"{-logp[i - 1, ids[i]] / np.log(2):.7g}") for i in range(1, len(ids))]
 
 
 def reinit(model, seed):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith(("q_norm.weight", "k_norm.weight")):
+            if name.endswith("router.proj.weight"):
+                p.copy_(0.3 * torch.randn(p.shape, generator=g))
+            elif name.endswith(("q_norm.weight", "k_norm.weight")):
                 # Scores are q.k unscaled (Gemma 4's attention scaling is 1.0) of unit-RMS heads:
                 # q/k norm weights near 1 give scores of std sqrt(head_dim) and saturated rows
                 # whose float32 noise floor (1.5e-5) reaches the attention tolerance.
@@ -102,6 +161,12 @@ def reference(model, seqs):
             "hidden_state_l2_norms": [blocks.r7(h[0].norm(dim=-1).numpy()) for h in r.hidden_states],
             "generate": [int(x) for x in gen[0, len(ids):]],
         }
+        if model.config.enable_moe_block:
+            out[name]["routing"] = routing(model, ids)
+            counts = np.bincount(np.asarray(out[name]["routing"][0]["experts"]).ravel(), minlength=1)
+            expert = int(counts.argmax())
+            out[name]["ablate_expert"] = {"layer": 0, "expert": expert,
+                                          "surprisal_bits": ablated_bits(model, ids, 0, expert)}
     return out
 
 
@@ -115,6 +180,14 @@ def gguf_state_dict(path, model):
     to_hf = {}
     for hf_name in model.state_dict():
         if hf_name == "lm_head.weight":
+            continue
+        layer = hf_name.split(".")[2] if hf_name.startswith("model.layers.") else None
+        # The converter's own names for the router's vectors and the expert stacks.
+        moe = {"router.scale": "ffn_gate_inp.scale", "router.per_expert_scale": "ffn_down_exps.scale",
+               "experts.gate_up_proj": "ffn_gate_up_exps.weight", "experts.down_proj": "ffn_down_exps.weight"}
+        tail = hf_name.split(".", 3)[-1] if layer is not None else None
+        if tail in moe:
+            to_hf[f"blk.{layer}.{moe[tail]}"] = hf_name
             continue
         probe = hf_name + ".weight" if hf_name.endswith("layer_scalar") else hf_name
         gg = names.get_name(probe, try_suffixes=(".weight", ".bias"))
@@ -146,12 +219,13 @@ mod.main()
     blocks.subprocess.run([sys.executable, "-c", code], check=True, stdout=blocks.subprocess.DEVNULL)
 
 
-def make(out_root, seed_offset):
-    seed = SEED + seed_offset
-    out = os.path.join(out_root, "gemma4")
+def make(arch, out_root, seed_offset):
+    config, seed = ARCHS[arch]
+    seed += seed_offset
+    out = os.path.join(out_root, arch)
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
-    cfg = transformers.Gemma4TextConfig(**CONFIG)
+    cfg = transformers.Gemma4TextConfig(**config)
     torch.manual_seed(seed)
     model = transformers.Gemma4ForCausalLM(cfg).float().eval()
     reinit(model, seed)
@@ -165,12 +239,12 @@ def make(out_root, seed_offset):
     model = load()
     seqs = blocks.sequences(seed)
     ref = reference(model, seqs)
-    meta = {"arch": "gemma4", "seed": seed, "transformers": transformers.__version__, "torch": torch.__version__}
+    meta = {"arch": arch, "seed": seed, "transformers": transformers.__version__, "torch": torch.__version__}
     with open(os.path.join(out, "reference.json"), "w") as f:
         json.dump({"meta": meta, "sequences": ref}, f)
     summary = {}
     with tempfile.TemporaryDirectory() as tmp:
-        f32 = os.path.join(tmp, "gemma4-F32.gguf")
+        f32 = os.path.join(tmp, f"{arch}-F32.gguf")
         convert(out, f32, "f32")
         check = load()
         check.load_state_dict(gguf_state_dict(f32, check), strict=False)
@@ -178,7 +252,7 @@ def make(out_root, seed_offset):
         d = max(blocks.max_diff(r32[n]["logits"], ref[n]["logits"]) for n in seqs)
         assert d <= 1e-5, f"the F32 GGUF's weights give logits {d} away from the HF folder's"
         summary["F32 vs HF logits"] = d
-    dst = os.path.join(out, "gemma4-Q8_0.gguf")
+    dst = os.path.join(out, f"{arch}-Q8_0.gguf")
     convert(out, dst, "q8_0")
     qm = load()
     qm.load_state_dict(gguf_state_dict(dst, qm), strict=False)
@@ -186,16 +260,18 @@ def make(out_root, seed_offset):
     summary["Q8_0 vs HF logits"] = max(blocks.max_diff(rq[n]["logits"], ref[n]["logits"]) for n in seqs)
     with open(os.path.join(out, "reference-Q8_0.json"), "w") as f:
         json.dump({"meta": dict(meta, gguf=os.path.basename(dst)), "sequences": rq}, f)
-    print("gemma4", json.dumps(summary))
+    print(arch, json.dumps(summary))
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out", nargs="?", default=FIXTURES)
     ap.add_argument("--seed-offset", type=int, default=0)
+    ap.add_argument("--archs", default=",".join(ARCHS))
     a = ap.parse_args()
     torch.set_num_threads(2)
-    make(a.out, a.seed_offset)
+    for arch in a.archs.split(","):
+        make(arch, a.out, a.seed_offset)
 
 
 if __name__ == "__main__":

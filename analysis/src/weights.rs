@@ -547,6 +547,24 @@ pub struct Experts {
     pub router: Linear,
     pub experts: Vec<Expert>,
     pub shared: Option<SharedExpert>,
+    /// Each expert's routing weight is multiplied by its entry `[experts]` (Gemma 4's
+    /// `per_expert_scale`), after the renormalization.
+    pub expert_scale: Option<Weight>,
+    /// The dense MLP the experts run beside, and the four norms ([`crate::arch::ExpertSpec::beside_dense`]).
+    pub beside: Option<BesideDense>,
+}
+
+/// Gemma 4's mixture-of-experts block: out = post_dense(dense(mlp_norm(h))) +
+/// post_experts(experts(pre_experts(h))), routed by router(router_norm(h)).
+#[derive(Debug, Clone)]
+pub struct BesideDense {
+    pub mlp: Expert,
+    /// The router's input norm: no weight of its own, times the router's `scale` and
+    /// hidden^-0.5, folded into one weight `[hidden]`.
+    pub router_norm: NormWeights,
+    pub pre_experts: NormWeights,
+    pub post_dense: NormWeights,
+    pub post_experts: NormWeights,
 }
 
 /// The expert every token goes through ([`crate::arch::ExpertSpec::shared`]): its MLP, and the
@@ -573,6 +591,7 @@ impl LayerWeights {
         };
         let expert = |e: u32| experts.and_then(|x| x.experts.get(e as usize));
         let shared = experts.and_then(|x| x.shared.as_ref());
+        let beside = experts.and_then(|x| x.beside.as_ref());
         if let MixerWeights::DeltaNet(d) = &self.mixer {
             match which {
                 LinearId::DeltaQkv => return Some(&d.qkv),
@@ -598,6 +617,9 @@ impl LayerWeights {
             (LinearId::Gate, Mlp::Dense { gate, .. }) => gate.as_ref(),
             (LinearId::Up, Mlp::Dense { up, .. }) => Some(up),
             (LinearId::Down, Mlp::Dense { down, .. }) => Some(down),
+            (LinearId::Gate, Mlp::Experts(_)) => beside.map(|b| &b.mlp.gate),
+            (LinearId::Up, Mlp::Experts(_)) => beside.map(|b| &b.mlp.up),
+            (LinearId::Down, Mlp::Experts(_)) => beside.map(|b| &b.mlp.down),
             (LinearId::Router, _) => experts.map(|x| &x.router),
             (LinearId::ExpertGate(e), _) => expert(e).map(|x| &x.gate),
             (LinearId::ExpertUp(e), _) => expert(e).map(|x| &x.up),
@@ -651,6 +673,18 @@ impl LayerWeights {
                 MixerWeights::Attention { .. } => None,
             },
             NormId::V => self.extras.v_norm.as_ref(),
+            NormId::Router | NormId::PreExperts | NormId::PostDense | NormId::PostExperts => {
+                let beside = match &self.mlp {
+                    Mlp::Experts(x) => x.beside.as_ref(),
+                    Mlp::Dense { .. } => None,
+                }?;
+                Some(match which {
+                    NormId::Router => &beside.router_norm,
+                    NormId::PreExperts => &beside.pre_experts,
+                    NormId::PostDense => &beside.post_dense,
+                    _ => &beside.post_experts,
+                })
+            }
             NormId::PleProj => self.extras.per_layer.as_ref().map(|p| &p.proj_norm),
             NormId::PlePost => self.extras.per_layer.as_ref().map(|p| &p.post_norm),
         }
@@ -734,10 +768,15 @@ pub enum NormId {
     /// of what the layer adds `[hidden]`.
     PleProj,
     PlePost,
+    /// The norms of a mixture of experts beside a dense MLP ([`BesideDense`]) `[hidden]`.
+    Router,
+    PreExperts,
+    PostDense,
+    PostExperts,
 }
 
 impl NormId {
-    pub const ALL: [NormId; 10] = [
+    pub const ALL: [NormId; 14] = [
         NormId::Attn,
         NormId::Mlp,
         NormId::Q,
@@ -748,6 +787,10 @@ impl NormId {
         NormId::V,
         NormId::PleProj,
         NormId::PlePost,
+        NormId::Router,
+        NormId::PreExperts,
+        NormId::PostDense,
+        NormId::PostExperts,
     ];
 }
 
@@ -797,6 +840,9 @@ impl ModelWeights {
                 out.extend([&d.conv, &d.a_neg, &d.dt_bias]);
             }
             out.extend(l.mixer.sinks());
+            if let Mlp::Experts(x) = &l.mlp {
+                out.extend(x.expert_scale.iter());
+            }
         }
         out.extend(norm(self.final_norm.as_ref()));
         out.extend(self.lm_head.iter());

@@ -738,7 +738,7 @@ fn gemma4_layer_shapes_shared_keys_and_per_layer_inputs() {
         (
             "moe",
             serde_json::json!({"enable_moe_block": true}),
-            "mixture of experts",
+            "enable_moe_block without num_experts",
         ),
         (
             "ple-vocab",
@@ -768,5 +768,42 @@ fn gemma4_layer_shapes_shared_keys_and_per_layer_inputs() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{name}: {err}");
         assert!(err.contains(needle), "{name}: {err}");
+    }
+    // And from GGUF: per-layer arrays of the wrong length, every layer sharing, and a mixture of
+    // experts whose expert count does not fit its stacks.
+    use prism_analysis::gguf::Value;
+    use prism_tests::badfiles::{rewrite_gguf, set_meta};
+    let moe = fixtures().join("archs/gemma4moe/gemma4moe-Q8_0.gguf");
+    let gguf_cases: [(&str, &Path, &str, Value, &str); 3] = [
+        (
+            "kv.gguf",
+            &dir.join("gemma4-Q8_0.gguf"),
+            "gemma4.attention.head_count_kv",
+            Value::Array(vec![Value::U32(2); 3]),
+            "gemma4.attention.head_count_kv has 3 entries for 4 layers",
+        ),
+        (
+            "shared.gguf",
+            &dir.join("gemma4-Q8_0.gguf"),
+            "gemma4.attention.shared_kv_layers",
+            Value::U32(4),
+            "gemma4.attention.shared_kv_layers: 4 KV-shared layers of 4",
+        ),
+        (
+            "experts.gguf",
+            &moe,
+            "gemma4.expert_count",
+            Value::U32(6),
+            "blk.0.ffn_gate_inp.weight",
+        ),
+    ];
+    for (name, src, key, value, needle) in gguf_cases {
+        let dst = tmp.path().join(name);
+        rewrite_gguf(src, &dst, |m| set_meta(m, key, value));
+        let out = prism(&["info", dst.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(needle), "{name}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{name}: {err}");
     }
 }

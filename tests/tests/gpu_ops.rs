@@ -583,14 +583,14 @@ fn elementwise_ops() {
         let want: Vec<f64> = (0..n).map(|i| up[i] as f64 + x[i % x_len] as f64).collect();
         assert_close(&got, &want, &format!("add x_len {x_len}"));
     }
-    {
+    for x_len in [n, 8] {
         let yb = ctx.upload_f32("y", &up);
         let xb = ctx.upload_f32("x", &x);
         let got = run(&ctx, &yb, |enc| {
-            ops::elementwise::mul(&ctx, enc, &xb, &yb, n).unwrap()
+            ops::elementwise::mul(&ctx, enc, &xb, &yb, n, x_len).unwrap()
         });
-        let want: Vec<f64> = (0..n).map(|i| up[i] as f64 * x[i] as f64).collect();
-        assert_close(&got, &want, "mul");
+        let want: Vec<f64> = (0..n).map(|i| up[i] as f64 * x[i % x_len] as f64).collect();
+        assert_close(&got, &want, &format!("mul x_len {x_len}"));
     }
     for softcap in [false, true] {
         let xb = ctx.upload_f32("x", &x);

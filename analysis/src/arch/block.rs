@@ -352,6 +352,11 @@ pub struct ExpertSpec {
     /// A shared expert every token goes through, of this width, its output times
     /// sigmoid(x . gate) (Qwen3.5-MoE, Qwen3-Next), added to the routed experts' sum.
     pub shared: Option<usize>,
+    /// The experts run beside the layer's dense MLP (Gemma 4): the router reads the residual
+    /// stream through its own norm, the experts through theirs, and the two outputs are each
+    /// normalized and summed ([`crate::weights::BesideDense`]); each chosen expert's weight is
+    /// multiplied by its per-expert scale after the renormalization.
+    pub beside_dense: bool,
 }
 
 /// The indices of the `k` largest values, largest first, ties to the lower index.
@@ -448,6 +453,17 @@ pub fn check_norms(
             (NormId::PleProj, spec.per_layer_input),
             (NormId::PlePost, spec.per_layer_input.map(|_| spec.hidden)),
         ];
+        let beside = (kind.mlp == MlpKind::Experts && spec.experts.is_some_and(|x| x.beside_dense))
+            .then_some(spec.hidden);
+        let want = want.into_iter().chain(
+            [
+                NormId::Router,
+                NormId::PreExperts,
+                NormId::PostDense,
+                NormId::PostExperts,
+            ]
+            .map(|id| (id, beside)),
+        );
         for (id, width) in want {
             let have = l.norm(id).map(|n| n.weight.element_count());
             if have != width {

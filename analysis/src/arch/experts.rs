@@ -96,5 +96,7 @@ pub(crate) fn load(l: &Loader<'_>, names: &Names, i: usize) -> Result<Experts> {
         router,
         experts,
         shared,
+        expert_scale: None,
+        beside: None,
     })
 }

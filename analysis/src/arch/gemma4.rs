@@ -7,11 +7,15 @@
 //! - KV sharing: the last `num_kv_shared_layers` layers reuse the keys and values of the last
 //!   earlier layer of their kind, and their MLPs may be twice as wide (`use_double_wide_mlp`);
 //! - per-layer input embeddings (PLE), each layer's output scaled by its `layer_scalar`;
-//! - plain RMSNorm weights (x * w, not Gemma 3's x * (1 + w)), a final logit soft-cap.
+//! - plain RMSNorm weights (x * w, not Gemma 3's x * (1 + w)), a final logit soft-cap;
+//! - in the mixture-of-experts models (`enable_moe_block`, 26B-A4B), experts beside every layer's
+//!   dense MLP: a router on the residual stream (its weightless norm times `scale` and
+//!   hidden^-0.5), softmax, top-k renormalized, times `per_expert_scale`; the experts on their own
+//!   norm (`pre_feedforward_layernorm_2`), both outputs normed (`post_feedforward_layernorm_1/2`)
+//!   and summed before the layer's post-MLP norm ([`crate::weights::BesideDense`]).
 //!
-//! Reference implementation: transformers' `modeling_gemma4.py` (`Gemma4TextDecoderLayer`);
-//! llama.cpp's `convert_hf_to_gguf.py` (`Gemma4Model`) for the GGUF layout. The mixture-of-experts
-//! variant (`enable_moe_block`, GGUF `expert_count`) is refused by name.
+//! Reference implementation: transformers' `modeling_gemma4.py` (`Gemma4TextDecoderLayer`,
+//! `Gemma4TextRouter`); llama.cpp's `convert_hf_to_gguf.py` (`Gemma4Model`) for the GGUF layout.
 
 use std::collections::BTreeMap;
 
@@ -25,13 +29,13 @@ use super::{
 use crate::error::{PrismError, Result};
 use crate::gguf::Value;
 use crate::weights::{
-    get, get_opt, LayerExtras, LayerWeights, MixerWeights, Mlp, ModelWeights, NormWeights,
-    PerLayerInput, TensorSource, Weight,
+    get, get_opt, get_stacked, BesideDense, Expert, Experts, LayerExtras, LayerWeights, Linear,
+    MixerWeights, Mlp, ModelWeights, NormWeights, PerLayerInput, TensorSource, Weight,
 };
 
 pub static ARCH: Architecture = Architecture {
     name: "gemma4",
-    covers: "Gemma 4 text models (dense)",
+    covers: "Gemma 4 text models, dense and mixture of experts",
     hf_model_types: &["gemma4_text", "gemma4"],
     gguf_names: &["gemma4"],
     spec_from_hf,
@@ -69,6 +73,9 @@ struct Config {
     vocab_size_per_layer_input: Option<usize>,
     #[serde(default)]
     enable_moe_block: bool,
+    num_experts: Option<usize>,
+    top_k_experts: Option<usize>,
+    moe_intermediate_size: Option<usize>,
     global_head_dim: Option<usize>,
     num_global_key_value_heads: Option<usize>,
     per_layer_config: Option<BTreeMap<String, LayerOverride>>,
@@ -143,11 +150,6 @@ fn spec_from_hf(cfg: &HfConfig<'_>) -> Result<ArchSpec> {
     }
     if c.attention_bias {
         return Err(cfg.err("Gemma 4 with attention_bias is not supported"));
-    }
-    if c.enable_moe_block {
-        return Err(cfg.err(
-            "Gemma 4 mixture of experts (enable_moe_block) is not supported yet; the dense Gemma 4 models are",
-        ));
     }
     if c.use_bidirectional_attention.as_deref() == Some("all") {
         return Err(cfg.err(
@@ -257,6 +259,23 @@ fn spec_from_hf(cfg: &HfConfig<'_>) -> Result<ArchSpec> {
             k.mlp_width = Some(2 * spec.intermediate);
         }
     }
+    if c.enable_moe_block {
+        let need = |v: Option<usize>, key: &str| {
+            v.filter(|&v| v > 0)
+                .ok_or_else(|| cfg.err(format!("enable_moe_block without {key}")))
+        };
+        spec.experts = Some(super::ExpertSpec {
+            count: need(c.num_experts, "num_experts")?,
+            top_k: need(c.top_k_experts, "top_k_experts")?,
+            width: need(c.moe_intermediate_size, "moe_intermediate_size")?,
+            renormalize: true,
+            shared: None,
+            beside_dense: true,
+        });
+        for k in layers.iter_mut() {
+            k.mlp = super::MlpKind::Experts;
+        }
+    }
     spec.layers = layers;
     spec.per_layer_input = c.hidden_size_per_layer_input.filter(|&p| p > 0);
     if let (Some(_), Some(v)) = (spec.per_layer_input, c.vocab_size_per_layer_input) {
@@ -356,12 +375,6 @@ fn per_layer(cfg: &GgufConfig<'_>, name: &str, n: usize) -> Result<Option<Vec<us
 
 fn spec_from_gguf(cfg: &GgufConfig<'_>) -> Result<ArchSpec> {
     let mut spec = ArchSpec::base("gemma4", cfg.arch.to_string());
-    if cfg.usize_opt("expert_count")?.is_some_and(|e| e > 0) {
-        return Err(cfg.err(format!(
-            "{}: Gemma 4 mixture of experts is not supported yet; the dense Gemma 4 models are",
-            cfg.key("expert_count")
-        )));
-    }
     let n = cfg.usize("block_count")?;
     spec.n_layers = n;
     spec.hidden = cfg.usize("embedding_length")?;
@@ -470,6 +483,28 @@ fn spec_from_gguf(cfg: &GgufConfig<'_>) -> Result<ArchSpec> {
         .collect();
     share_kv(&mut layers, shared)
         .map_err(|e| cfg.err(format!("{}: {e}", cfg.key("attention.shared_kv_layers"))))?;
+    if let Some(count) = cfg.usize_opt("expert_count")?.filter(|&e| e > 0) {
+        let need = |key: &str| -> Result<usize> {
+            cfg.usize_opt(key)?.filter(|&v| v > 0).ok_or_else(|| {
+                cfg.err(format!(
+                    "{} without {}",
+                    cfg.key("expert_count"),
+                    cfg.key(key)
+                ))
+            })
+        };
+        spec.experts = Some(super::ExpertSpec {
+            count,
+            top_k: need("expert_used_count")?,
+            width: need("expert_feed_forward_length")?,
+            renormalize: true,
+            shared: None,
+            beside_dense: true,
+        });
+        for k in layers.iter_mut() {
+            k.mlp = super::MlpKind::Experts;
+        }
+    }
     spec.layers = layers;
     spec.per_layer_input = cfg
         .usize_opt("embedding_length_per_layer_input")?
@@ -625,11 +660,17 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
                 .transpose()?,
             post_attn_norm: Some(norm("post_attention_layernorm", "post_attention_norm", h)?),
             mlp_norm: Some(norm("pre_feedforward_layernorm", "ffn_norm", h)?),
-            mlp: Mlp::dense(
-                Some(l.linear(&n("mlp.gate_proj", "ffn_gate"), f, h, Bias::No)?),
-                l.linear(&n("mlp.up_proj", "ffn_up"), f, h, Bias::No)?,
-                l.linear(&n("mlp.down_proj", "ffn_down"), h, f, Bias::No)?,
-            ),
+            mlp: {
+                let dense = Expert {
+                    gate: l.linear(&n("mlp.gate_proj", "ffn_gate"), f, h, Bias::No)?,
+                    up: l.linear(&n("mlp.up_proj", "ffn_up"), f, h, Bias::No)?,
+                    down: l.linear(&n("mlp.down_proj", "ffn_down"), h, f, Bias::No)?,
+                };
+                match spec.experts {
+                    Some(_) => Mlp::Experts(experts(&l, &names, i, dense)?),
+                    None => Mlp::dense(Some(dense.gate), dense.up, dense.down),
+                }
+            },
             post_mlp_norm: Some(norm("post_feedforward_layernorm", "post_ffw_norm", h)?),
             extras: LayerExtras {
                 v_norm: own.then(ones).transpose()?,
@@ -657,5 +698,76 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
             "lm_head.weight"
         })?,
         lm_head_bias: None,
+    })
+}
+
+/// Layer `i`'s router, experts and norms beside its `dense` MLP: HF `router.proj`, `router.scale`,
+/// `router.per_expert_scale`, `experts.gate_up_proj` `[experts, 2 * width, hidden]` (gate rows
+/// first) and `experts.down_proj`; GGUF `ffn_gate_inp` (`.weight`, `.scale`), `ffn_gate_up_exps`
+/// (or `ffn_gate_exps` and `ffn_up_exps`), `ffn_down_exps` (`.weight`, `.scale`: the per-expert
+/// scales), `pre_ffw_norm_2`, `post_ffw_norm_1`, `post_ffw_norm_2`.
+fn experts(l: &Loader<'_>, names: &Names, i: usize, dense: Expert) -> Result<Experts> {
+    let spec = l.spec;
+    let x = spec
+        .experts
+        .ok_or_else(|| PrismError::format(l.src.path(), "no expert count"))?;
+    let (h, w, count) = (spec.hidden, x.width, x.count);
+    let n = |hf: &str, gg: &str| names.layer(i, hf, gg);
+    let plain = |weight: Weight| Linear { weight, bias: None };
+    let router = l.linear(&n("router.proj", "ffn_gate_inp"), count, h, Bias::No)?;
+    let scale = get(l.src, &n("router.scale", "ffn_gate_inp.scale"), &[h])?;
+    let expert_scale = get(
+        l.src,
+        &n("router.per_expert_scale", "ffn_down_exps.scale"),
+        &[count],
+    )?;
+    let gate_up = n("experts.gate_up_proj", "ffn_gate_up_exps.weight");
+    let down = n("experts.down_proj", "ffn_down_exps.weight");
+    let down = get_stacked(l.src, &down, count, h, w)?;
+    let experts: Vec<Expert> = if !names.gguf || l.src.info(&gate_up).is_some() {
+        let gu = get_stacked(l.src, &gate_up, count, 2 * w, h)?;
+        gu.into_iter()
+            .zip(down)
+            .map(|(gu, d)| {
+                Ok(Expert {
+                    gate: plain(gu.narrow_rows(0, w)?),
+                    up: plain(gu.narrow_rows(w, w)?),
+                    down: plain(d),
+                })
+            })
+            .collect::<Result<_>>()?
+    } else {
+        let g = get_stacked(l.src, &n("", "ffn_gate_exps.weight"), count, w, h)?;
+        let u = get_stacked(l.src, &n("", "ffn_up_exps.weight"), count, w, h)?;
+        g.into_iter()
+            .zip(u)
+            .zip(down)
+            .map(|((g, u), d)| Expert {
+                gate: plain(g),
+                up: plain(u),
+                down: plain(d),
+            })
+            .collect()
+    };
+    // The router's norm has no weight: its scale and hidden^-0.5 become the weight.
+    let root = (1.0 / (h as f64).sqrt()) as f32;
+    let folded: Vec<f32> = scale.to_f32().iter().map(|s| s * root).collect();
+    let router_norm = NormWeights {
+        weight: Weight::from_f32(format!("{} x hidden^-0.5", scale.name), vec![h], &folded)?,
+        bias: None,
+    };
+    let norm = |hf: &str, gg: &str| l.norm(&n(hf, gg), h, false);
+    Ok(Experts {
+        router,
+        experts,
+        shared: None,
+        expert_scale: Some(expert_scale),
+        beside: Some(BesideDense {
+            mlp: dense,
+            router_norm,
+            pre_experts: norm("pre_feedforward_layernorm_2", "pre_ffw_norm_2")?,
+            post_dense: norm("post_feedforward_layernorm_1", "post_ffw_norm_1")?,
+            post_experts: norm("post_feedforward_layernorm_2", "post_ffw_norm_2")?,
+        }),
     })
 }

@@ -68,6 +68,7 @@ fn experts_everywhere(spec: &mut ArchSpec, count: usize, top_k: usize) {
         // Softmax over the top-k logits is the renormalized top-k of the softmax over all.
         renormalize: true,
         shared: None,
+        beside_dense: false,
     });
     spec.layers
         .iter_mut()
@@ -224,6 +225,8 @@ fn load_weights(src: &dyn TensorSource, spec: &ArchSpec, format: Format) -> Resu
                 router,
                 experts,
                 shared: None,
+                expert_scale: None,
+                beside: None,
             }),
             post_mlp_norm: None,
         });

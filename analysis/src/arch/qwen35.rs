@@ -180,6 +180,7 @@ fn spec_from_hf(cfg: &HfConfig<'_>) -> Result<ArchSpec> {
             width: need(c.moe_intermediate_size, "moe_intermediate_size")?,
             renormalize: true,
             shared: c.shared_expert_intermediate_size.filter(|&w| w > 0),
+            beside_dense: false,
         });
         spec.layers
             .iter_mut()
@@ -279,6 +280,7 @@ fn spec_from_gguf(cfg: &GgufConfig<'_>) -> Result<ArchSpec> {
             shared: cfg
                 .usize_opt("expert_shared_feed_forward_length")?
                 .filter(|&w| w > 0),
+            beside_dense: false,
         });
         spec.layers
             .iter_mut()

@@ -88,6 +88,7 @@ fn spec_from_hf(cfg: &HfConfig<'_>) -> Result<ArchSpec> {
         width: c.moe_intermediate_size,
         renormalize: c.norm_topk_prob,
         shared: None,
+        beside_dense: false,
     });
     spec.layers = (0..spec.n_layers)
         .map(|i| LayerKind {
@@ -120,6 +121,7 @@ fn spec_from_gguf(cfg: &GgufConfig<'_>) -> Result<ArchSpec> {
             .bool_opt(&cfg.key("expert_weights_norm"))?
             .unwrap_or(true),
         shared: None,
+        beside_dense: false,
     });
     // A layer without a router is a dense one.
     spec.layers = (0..spec.n_layers)

@@ -75,7 +75,8 @@ pub fn run<E: Exec>(
         .map(|l| s.mlp_width_at(l))
         .fold(s.intermediate, usize::max);
     // The dense MLP's scratch only where some layer has one (not in an all-experts model).
-    let dense = s.layers.iter().any(|k| k.mlp == MlpKind::Dense);
+    let beside = s.experts.is_some_and(|x| x.beside_dense);
+    let dense = beside || s.layers.iter().any(|k| k.mlp == MlpKind::Dense);
     let mut sc = Scratch {
         normed: e.alloc(rows * h, "normed")?,
         normed2: e.alloc(sized(s.block.parallel, rows * h), "normed 2")?,
@@ -146,6 +147,15 @@ pub fn run<E: Exec>(
                     gate: e.alloc(rows * x.width, "expert gate")?,
                     up: e.alloc(rows * x.width, "expert up")?,
                     out: e.alloc(rows * h, "expert output")?,
+                },
+                beside: if x.beside_dense {
+                    Some(BesideBufs {
+                        dense: e.alloc(rows * h, "dense MLP output normed")?,
+                        input: e.alloc(rows * h, "router and experts input")?,
+                        experts: e.alloc(rows * h, "experts output")?,
+                    })
+                } else {
+                    None
                 },
                 shared: match x.shared {
                     Some(w) => Some(SharedBufs {
@@ -268,7 +278,7 @@ pub fn run<E: Exec>(
                 None,
             )?;
             ctx.feature_inputs(e, l, mlp_in, &x, &sc)?;
-            ctx.mlp(e, l, mlp_in, &sc, &mut slots, None)?;
+            ctx.mlp(e, l, mlp_in, &x, &sc, &mut slots, None)?;
             ctx.close(e, Sub::Attn, l, &mut x, &mut sc, &mut slots)?;
             ctx.close(e, Sub::Mlp, l, &mut x, &mut sc, &mut slots)?;
         } else {
@@ -291,7 +301,7 @@ pub fn run<E: Exec>(
                     }
                     Sub::Mlp => {
                         ctx.feature_inputs(e, l, input, &x, &sc)?;
-                        ctx.mlp(e, l, input, &sc, &mut slots, into)?
+                        ctx.mlp(e, l, input, &x, &sc, &mut slots, into)?
                     }
                 }
                 if !direct {
@@ -617,6 +627,15 @@ struct ExpertBufs<B> {
     weights: B,
     scratch: ExpertScratch<B>,
     shared: Option<SharedBufs<B>>,
+    beside: Option<BesideBufs<B>>,
+}
+
+/// The buffers of experts beside a dense MLP (Gemma 4), `[rows, hidden]` each: the dense MLP's
+/// normed output, the router's and experts' normed input, the experts' output.
+struct BesideBufs<B> {
+    dense: B,
+    input: B,
+    experts: B,
 }
 
 /// The shared expert's buffers: gate and up `[rows, width]`, out `[rows, hidden]`, its gate's
@@ -1050,12 +1069,15 @@ impl<B: Clone> Ctx<'_, B> {
         Ok(())
     }
 
-    /// The MLP of layer `l` on `input`; its output lands in `sc.mlp`, or is added into `residual`.
+    /// The MLP of layer `l` on `input` (the residual stream `x`, normalized); its output lands in
+    /// `sc.mlp`, or is added into `residual`.
+    #[allow(clippy::too_many_arguments)]
     fn mlp<E: Exec<Buf = B>>(
         &self,
         e: &mut E,
         l: usize,
         input: LinearIn<'_, E::Buf>,
+        x: &E::Buf,
         sc: &Scratch<E::Buf>,
         slots: &mut Slots,
         residual: Option<&E::Buf>,
@@ -1078,7 +1100,62 @@ impl<B: Clone> Ctx<'_, B> {
                 None => e.read(input.x, 0, rows * s.hidden)?,
             });
         }
-        if let (MlpKind::Experts, Some(xb), Some(x)) = (s.layers[l].mlp, &sc.experts, s.experts) {
+        if let (MlpKind::Experts, Some(xb), Some(xs), Some(bb)) = (
+            s.layers[l].mlp,
+            &sc.experts,
+            s.experts,
+            sc.experts.as_ref().and_then(|b| b.beside.as_ref()),
+        ) {
+            // Gemma 4: the dense MLP, and beside it the experts, each on its own norm of x.
+            let h = s.hidden;
+            e.linear_gated(input, l, MlpId::Dense, &sc.gate, &sc.up, rows)?;
+            e.linear(
+                LinearIn::plain(&sc.gate),
+                l,
+                LinearId::Down,
+                &sc.mlp,
+                rows,
+                false,
+            )?;
+            e.norm(
+                &sc.mlp,
+                NormSel::Layer(l, NormId::PostDense),
+                &bb.dense,
+                rows,
+            )?;
+            let router_in = e.norm_input(x, NormSel::Layer(l, NormId::Router), &bb.input, rows)?;
+            e.route(router_in, l, &xb.probs, &xb.weights, rows)?;
+            self.edits
+                .apply(e, Site::Expert, l, &xb.weights, xs.count, 1)?;
+            if self.req.capture.experts {
+                let n = rows * xs.count;
+                slots.routing[l] = Some((e.read(&xb.probs, 0, n)?, e.read(&xb.weights, 0, n)?));
+            }
+            let experts_in =
+                e.norm_input(x, NormSel::Layer(l, NormId::PreExperts), &bb.input, rows)?;
+            e.experts(
+                experts_in,
+                l,
+                &xb.weights,
+                &xb.scratch,
+                &bb.experts,
+                rows,
+                false,
+            )?;
+            e.norm(
+                &bb.experts,
+                NormSel::Layer(l, NormId::PostExperts),
+                &sc.mlp,
+                rows,
+            )?;
+            e.add(&bb.dense, &sc.mlp, rows * h)?;
+            if let Some(r) = residual {
+                e.add(&sc.mlp, r, rows * h)?;
+                return Ok(());
+            }
+        } else if let (MlpKind::Experts, Some(xb), Some(x)) =
+            (s.layers[l].mlp, &sc.experts, s.experts)
+        {
             e.route(input, l, &xb.probs, &xb.weights, rows)?;
             self.edits
                 .apply(e, Site::Expert, l, &xb.weights, x.count, 1)?;

@@ -302,7 +302,11 @@ pub fn info(a: InfoArgs) -> anyhow::Result<()> {
                     x.width,
                     x.shared.map_or(String::new(), |w| format!(
                         ", plus a shared expert of width {w} (gated by sigmoid)"
-                    )),
+                    )) + if x.beside_dense {
+                        ", beside the dense MLP (router, experts and both outputs with norms of their own; weights times per-expert scales)"
+                    } else {
+                        ""
+                    },
                     if dense == 0 {
                         "all".to_string()
                     } else {

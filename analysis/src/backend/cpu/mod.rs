@@ -476,8 +476,16 @@ impl Exec for CpuExec<'_> {
         if p.len() < n || w.len() < n {
             return Err(short("route"));
         }
+        // Gemma 4's per-expert scales, after the renormalization.
+        let scale = match self.b.weights.layers.get(layer).map(|l| &l.mlp) {
+            Some(crate::weights::Mlp::Experts(x)) => x.expert_scale.as_ref().map(|s| s.to_f32()),
+            _ => None,
+        };
         for (p, w) in p[..n].chunks_mut(xs.count).zip(w[..n].chunks_mut(xs.count)) {
             xs.route(p, w);
+            if let Some(s) = &scale {
+                w.iter_mut().zip(s).for_each(|(w, s)| *w *= s);
+            }
         }
         Ok(())
     }

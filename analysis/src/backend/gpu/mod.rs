@@ -43,6 +43,8 @@ struct GpuLayer {
     delta: Option<(wgpu::Buffer, wgpu::Buffer)>,
     /// The attention sinks `[heads]`.
     sinks: Option<wgpu::Buffer>,
+    /// Gemma 4's per-expert scales `[experts]`.
+    expert_scale: Option<wgpu::Buffer>,
 }
 
 pub struct GpuBackend {
@@ -141,11 +143,16 @@ impl GpuBackend {
                 MixerWeights::Attention { .. } => None,
             };
             let sinks = l.mixer.sinks().map(vector);
+            let expert_scale = match &l.mlp {
+                crate::weights::Mlp::Experts(x) => x.expert_scale.as_ref().map(vector),
+                crate::weights::Mlp::Dense { .. } => None,
+            };
             layers.push(GpuLayer {
                 linears,
                 norms,
                 delta,
                 sinks,
+                expert_scale,
             });
         }
         let unembed = match (&w.lm_head, model.spec.causal) {
@@ -528,7 +535,19 @@ impl Exec for GpuExec<'_> {
         let xs = self.experts_spec()?;
         self.matmul(x, layer, LinearId::Router, probs, rows, Epilogue::Store)?;
         let ctx = self.ctx();
-        ops::experts::route(ctx, self.enc()?, probs, weights, rows, &xs)
+        ops::experts::route(ctx, self.enc()?, probs, weights, rows, &xs)?;
+        // Gemma 4's per-expert scales, after the renormalization.
+        match self
+            .g
+            .layers
+            .get(layer)
+            .and_then(|l| l.expert_scale.as_ref())
+        {
+            Some(s) => {
+                ops::elementwise::mul(ctx, self.enc()?, s, weights, rows * xs.count, xs.count)
+            }
+            None => Ok(()),
+        }
     }
 
     /// Every expert on every row (the routing stays on the device), each output times its weight
@@ -658,7 +677,7 @@ impl Exec for GpuExec<'_> {
 
     fn mul(&mut self, src: &wgpu::Buffer, dst: &wgpu::Buffer, n: usize) -> Result<()> {
         let ctx = self.ctx();
-        ops::elementwise::mul(ctx, self.enc()?, src, dst, n)
+        ops::elementwise::mul(ctx, self.enc()?, src, dst, n, n)
     }
 
     fn sigmoid_gate(

@@ -36,17 +36,18 @@ pub fn add(
     record(ctx, enc, Shader::Add, &p, &[x, y], spread(n, 256))
 }
 
-/// y[i] *= x[i] for i < n.
+/// y[i] *= x[i % x_len] for i < n.
 pub fn mul(
     ctx: &GpuContext,
     enc: &mut wgpu::CommandEncoder,
     x: &wgpu::Buffer,
     y: &wgpu::Buffer,
     n: usize,
+    x_len: usize,
 ) -> Result<()> {
     let p = AddParams {
         n: n as u32,
-        x_len: n as u32,
+        x_len: x_len.max(1) as u32,
         mode: 2,
     };
     record(ctx, enc, Shader::Add, &p, &[x, y], spread(n, 256))
