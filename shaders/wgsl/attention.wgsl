@@ -14,9 +14,9 @@
 // values in `probs` as [query][head][part][m, l, values...] for attention_merge.wgsl.
 
 const WG: u32 = 64u;
-// Head dimensions up to 4 * 64.
-const SLOTS: u32 = 4u;
-var<workgroup> qs: array<f32, 256>;
+// Head dimensions up to 8 * 64 (Gemma 4's global layers have 512).
+const SLOTS: u32 = 8u;
+var<workgroup> qs: array<f32, 512>;
 var<workgroup> ps: array<f32, 64>;
 
 // The score of `key` (allowed) for the query row staged in `qs`.
@@ -59,7 +59,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
     var m = start_m(h, part == 0u);
     var l = start_l(part == 0u);
-    var acc: array<f32, 4>;
+    var acc: array<f32, 8>;
     for (var i = 0u; i < SLOTS; i++) {
         acc[i] = 0.0;
     }
@@ -114,9 +114,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             let vb = kv_base + (t0 + j) * kv_step;
             for (var i = 0u; i < SLOTS; i++) {
                 let d = li + i * WG;
-                if (d < params.head_dim) {
-                    acc[i] += w * v[vb + d];
+                if (d >= params.head_dim) {
+                    break;
                 }
+                acc[i] += w * v[vb + d];
             }
         }
         workgroupBarrier();

@@ -417,6 +417,9 @@ fn fused_attention_with_and_without_probabilities() {
             (67, 0, true, Some(40), None, 3, 3, 64),
             (2, 130, true, None, Some(30.0), 2, 1, 256),
             (1, 200, true, None, None, 6, 2, 8),
+            // Gemma 4's global heads (512) and an odd size past one slot's multiple.
+            (3, 9, true, None, None, 2, 1, 512),
+            (2, 5, true, Some(4), None, 2, 2, 328),
         ] {
             let keys = past + t;
             let batch = 2;
@@ -513,7 +516,7 @@ fn attention_refuses_heads_larger_than_the_kernel() {
         key_stride: 1,
         heads: 1,
         kv_heads: 1,
-        head_dim: 512,
+        head_dim: 576,
         scale: 1.0,
         softcap: None,
         window: None,
@@ -521,12 +524,12 @@ fn attention_refuses_heads_larger_than_the_kernel() {
         sinks: false,
         causal: true,
     };
-    let b = ctx.upload_f32("x", &[0.0; 512]);
+    let b = ctx.upload_f32("x", &[0.0; 576]);
     let mut enc = ctx.device.create_command_encoder(&Default::default());
     let err = ops::attention::attention(&ctx, &mut enc, &b, &b, &b, &b, None, None, &sh)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("up to 256"), "{err}");
+    assert!(err.contains("up to 512"), "{err}");
 }
 
 fn erf_series(x: f64) -> f64 {

@@ -1,5 +1,5 @@
 //! `attention_tiled.wgsl` (heads up to 128 dimensions: 8 queries per workgroup sharing each key and
-//! value tile) and `attention.wgsl` (any head up to 256: one query per workgroup): scores, mask,
+//! value tile) and `attention.wgsl` (any head up to 512: one query per workgroup): scores, mask,
 //! softmax and values in one dispatch per layer; the probabilities are written only when they are
 //! captured, straight
 //! into the capture buffer, or, where it is larger than one binding, in blocks of queries through a
@@ -40,8 +40,9 @@ pub struct AttentionParams {
 // SAFETY: repr(C), 32-bit fields.
 unsafe impl Params for AttentionParams {}
 
-/// The largest head dimension the per-query kernel takes (4 slots of 64 threads).
-pub const MAX_HEAD_DIM: usize = 256;
+/// The largest head dimension the per-query kernel takes (8 slots of 64 threads: Gemma 4's
+/// global layers).
+pub const MAX_HEAD_DIM: usize = 512;
 /// The largest head dimension of the tiled kernel, and its queries per workgroup.
 pub const TILED_HEAD_DIM: usize = 128;
 pub const TILED_QUERIES: usize = 8;
