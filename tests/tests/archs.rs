@@ -609,20 +609,46 @@ fn yarn_rope_matches_transformers() {
 /// fixture rewritten that way gives transformers' numbers for the text model.
 #[test]
 fn qwen35_image_text_checkpoints_run_their_language_model() {
+    image_text(
+        "qwen35",
+        ["Qwen3_5ForConditionalGeneration", "qwen3_5"],
+        &["model.visual.patch_embed.proj.weight", "mtp.fc.weight"],
+    );
+}
+
+/// Gemma 4's image-text checkpoints (`Gemma4ForConditionalGeneration`, model type `gemma4`)
+/// hold the language model's config under `text_config` and its weights under
+/// `model.language_model`; the vision and audio towers are read and not run.
+#[test]
+fn gemma4_image_text_checkpoints_run_their_language_model() {
+    image_text(
+        "gemma4",
+        ["Gemma4ForConditionalGeneration", "gemma4"],
+        &[
+            "model.vision_tower.encoder.layers.0.mlp.fc1.weight",
+            "model.audio_tower.layers.0.ffn.weight",
+            "model.embed_vision.embedding_projection.weight",
+        ],
+    );
+}
+
+/// The `arch` fixture repacked as an image-text checkpoint ([architecture, model type]), with
+/// `extra` tensors the language model does not use: it must give the fixture's reference.
+fn image_text(arch: &str, [class, model_type]: [&str; 2], extra: &[&str]) {
     use prism_analysis::checkpoint::safetensors::SafetensorsCheckpoint;
     use prism_analysis::weights::TensorSource;
     use prism_tests::synth::{write_safetensors, T};
-    let src = fixtures().join("archs/qwen35");
-    let dir = TempDir::new("qwen35-vl");
-    let dst = dir.path().join("qwen35-vl");
+    let src = fixtures().join("archs").join(arch);
+    let dir = TempDir::new(&format!("{arch}-vl"));
+    let dst = dir.path().join(format!("{arch}-vl"));
     std::fs::create_dir_all(&dst).unwrap();
     for f in ["tokenizer.json", "tokenizer_config.json"] {
         std::fs::copy(src.join(f), dst.join(f)).unwrap();
     }
     let text: Value = read_json(&src.join("config.json"));
     let cfg = serde_json::json!({
-        "architectures": ["Qwen3_5ForConditionalGeneration"],
-        "model_type": "qwen3_5",
+        "architectures": [class],
+        "model_type": model_type,
         "text_config": text,
         "vision_config": {"depth": 1, "hidden_size": 4},
     });
@@ -637,9 +663,9 @@ fn qwen35_image_text_checkpoints_run_their_language_model() {
             data: st.load_rows(n).unwrap().to_f32(),
         })
         .collect();
-    for name in ["model.visual.patch_embed.proj.weight", "mtp.fc.weight"] {
+    for name in extra {
         tensors.push(T {
-            name: name.into(),
+            name: name.to_string(),
             shape: vec![4, 4],
             data: vec![0.5; 16],
         });
@@ -650,7 +676,7 @@ fn qwen35_image_text_checkpoints_run_their_language_model() {
         safetensors::Dtype::BF16,
     );
     let model = load(&dst);
-    assert_eq!(model.spec.family, "qwen35");
+    assert_eq!(model.spec.family, arch);
     let backend = prism_analysis::backend::cpu::CpuBackend::new(&model).unwrap();
     check(
         &model,
