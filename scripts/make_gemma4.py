@@ -19,8 +19,9 @@ own pre/post norms; no per-layer inputs, no KV sharing.
 It writes tests/fixtures/archs/<arch>/:
   config.json, model.safetensors, tokenizer.json, tokenizer_config.json   the HF folder (bfloat16)
   <arch>-Q8_0.gguf          llama.cpp's convert_hf_to_gguf.py --outtype q8_0 (its own Q8_0)
+  <arch>-<TYPE>.gguf        the F32 GGUF through llama-quantize: Q4_K_M (gemma4), MXFP4_MOE (gemma4moe)
   reference.json            transformers (float32, eager attention) on the HF folder
-  reference-Q8_0.json       transformers on that GGUF's tensors, dequantized by gguf-py and loaded
+  reference-<TYPE>.json     transformers on that GGUF's tensors, dequantized by gguf-py and loaded
                             under the HF names (transformers 5.25's GGUF loader does not know gemma4)
 The F32 GGUF (converter --outtype f32) is checked here against the HF reference (logits within
 1e-5) and not kept. Each sequence has make_block_shapes.py's fields and a greedy continuation of 6
@@ -30,9 +31,9 @@ renormalization and the per-expert scale, top-k margins, from hooks on transform
 `ablate_expert` (layer 0's most used expert's routing weight zeroed at every position).
 
 Pinned: Python 3.11, torch 2.15.0 (CPU), transformers 5.25.0, safetensors 0.8.0, numpy 2.4.6,
-gguf-py and the converter of llama.cpp commit 0c1e570 (llama-cpp-python 0.3.36 sdist).
+gguf-py, the converter and llama-quantize of llama.cpp commit 0c1e570 (llama-cpp-python 0.3.36 sdist).
 
-  LLAMA_CPP_DIR=/path/to/llama.cpp HF_HUB_OFFLINE=1 python scripts/make_gemma4.py \
+  LLAMA_CPP_DIR=/path/to/llama.cpp LLAMA_QUANTIZE=/path/to/llama-quantize HF_HUB_OFFLINE=1 python scripts/make_gemma4.py \
       [--archs gemma4,gemma4moe] [--seed-offset N] [OUT_DIR]
 
 Weights: matrices N(0, 0.1) (the router's N(0, 0.3): routing margins well above 1e-4), the tied embedding and the per-layer embedding N(0, 0.05), norm weights
@@ -76,7 +77,8 @@ CONFIG = dict(
     tie_word_embeddings=True, pad_token_id=0, eos_token_id=1, bos_token_id=2,
 )
 # name -> (config, seed)
-ARCHS = {"gemma4": (CONFIG, 7001), "gemma4moe": (MOE_CONFIG, 7002)}
+# name -> (config, seed, llama-quantize types made from the F32 GGUF)
+ARCHS = {"gemma4": (CONFIG, 7001, ["Q4_K_M"]), "gemma4moe": (MOE_CONFIG, 7002, ["MXFP4_MOE"])}
 
 
 def routing(model, ids):
@@ -220,7 +222,7 @@ mod.main()
 
 
 def make(arch, out_root, seed_offset):
-    config, seed = ARCHS[arch]
+    config, seed, quants = ARCHS[arch]
     seed += seed_offset
     out = os.path.join(out_root, arch)
     shutil.rmtree(out, ignore_errors=True)
@@ -252,6 +254,16 @@ def make(arch, out_root, seed_offset):
         d = max(blocks.max_diff(r32[n]["logits"], ref[n]["logits"]) for n in seqs)
         assert d <= 1e-5, f"the F32 GGUF's weights give logits {d} away from the HF folder's"
         summary["F32 vs HF logits"] = d
+        for q in quants:
+            dst = os.path.join(out, f"{arch}-{q}.gguf")
+            blocks.subprocess.run([blocks.LLAMA_QUANTIZE, f32, dst, q, "2"], check=True,
+                                  stdout=blocks.subprocess.DEVNULL, stderr=blocks.subprocess.DEVNULL)
+            qm = load()
+            qm.load_state_dict(gguf_state_dict(dst, qm), strict=False)
+            rq = reference(qm, seqs)
+            summary[f"{q} vs HF logits"] = max(blocks.max_diff(rq[n]["logits"], ref[n]["logits"]) for n in seqs)
+            with open(os.path.join(out, f"reference-{q}.json"), "w") as f:
+                json.dump({"meta": dict(meta, gguf=os.path.basename(dst)), "sequences": rq}, f)
     dst = os.path.join(out, f"{arch}-Q8_0.gguf")
     convert(out, dst, "q8_0")
     qm = load()

@@ -20,7 +20,8 @@ pub struct PatchResult {
     pub site: Site,
     pub clean_metric: f64,
     pub corrupt_metric: f64,
-    /// `[layer][position]`, or `[layer][head]` for the head site.
+    /// `[layer][position]`, or `[layer][head]` for the head site (NaN on the rows of
+    /// linear-attention layers, which have no heads; JSON writes them as null).
     pub effect: Vec<Vec<f64>>,
     /// The raw metric of every patched run, same shape.
     #[serde(skip)]
@@ -171,16 +172,6 @@ pub fn patch(
     let clean_res = clean_run.residual.unwrap_or_default();
     let corrupt_res = corrupt_run.residual.unwrap_or_default();
     let sites = clean_run.sites.unwrap_or_default();
-    if site == Site::Head {
-        if let Some(l) =
-            (0..s.n_layers).find(|&l| s.layers[l].mixer != crate::arch::Mixer::Attention)
-        {
-            return Err(PrismError::Input(format!(
-                "head patching: layer {l} of {} is a Gated DeltaNet (linear attention) layer without heads; patch resid_pre, attn_out or mlp_out instead",
-                s.architecture
-            )));
-        }
-    }
     let cols = if site == Site::Head { s.n_heads } else { t };
     let mut effect: Vec<Vec<f64>> = Vec::with_capacity(s.n_layers);
     let mut patched_metric = Vec::with_capacity(s.n_layers);
@@ -190,6 +181,14 @@ pub fn patch(
     for layer in 0..s.n_layers {
         if cancel.load(Ordering::Relaxed) {
             return Err(PrismError::Cancelled);
+        }
+        if site == Site::Head && s.layers[layer].mixer != crate::arch::Mixer::Attention {
+            // A linear-attention layer has no heads: its row is not applicable (NaN).
+            effect.push(vec![f64::NAN; cols]);
+            patched_metric.push(vec![f64::NAN; cols]);
+            patched_top.push(vec![(u32::MAX, f32::NAN); cols]);
+            progress(layer + 1, s.n_layers, &effect[layer]);
+            continue;
         }
         let start = &corrupt_res[layer];
         let mut row_m = Vec::with_capacity(cols);

@@ -833,3 +833,102 @@ fn gemma4_layer_shapes_shared_keys_and_per_layer_inputs() {
         assert_eq!(err.trim().lines().count(), 1, "{name}: {err}");
     }
 }
+
+/// Head patching on a hybrid (Qwen3.5: Gated DeltaNet layers without heads between full-attention
+/// layers): the linear-attention rows are not applicable (NaN, drawn gray with a note), the
+/// full-attention rows are patched, and one cell equals the patched run done by hand.
+#[test]
+fn hybrid_head_patching_patches_the_attention_layers_and_marks_the_rest() {
+    use prism_analysis::backend::{Input, LogitRows, Request};
+    use prism_analysis::intervene::{Intervention, Op, PositionSet, Site};
+    use prism_analysis::patching::patch;
+    let model = load(&fixtures().join("archs/qwen35"));
+    let backend = prism_analysis::backend::cpu::CpuBackend::new(&model).unwrap();
+    let clean: Vec<u32> = vec![11, 200, 37, 480, 5, 91, 300];
+    let corrupt: Vec<u32> = vec![11, 200, 37, 17, 5, 91, 300];
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let (answer, wrong) = (42, 7);
+    let r = patch(
+        &model,
+        &backend,
+        &clean,
+        &corrupt,
+        answer,
+        wrong,
+        Site::Head,
+        &mut |_, _, _| {},
+        &cancel,
+    )
+    .expect("head patching on a hybrid");
+    let full: Vec<usize> = (0..model.spec.n_layers)
+        .filter(|&l| model.spec.layers[l].mixer == prism_analysis::arch::Mixer::Attention)
+        .collect();
+    assert!(!full.is_empty() && full.len() < model.spec.n_layers);
+    for (l, row) in r.effect.iter().enumerate() {
+        if full.contains(&l) {
+            assert!(row.iter().all(|v| v.is_finite()), "layer {l}: {row:?}");
+        } else {
+            assert!(row.iter().all(|v| v.is_nan()), "layer {l}: {row:?}");
+        }
+    }
+    // One cell by hand: the clean run's head values patched into the corrupt run.
+    let (l, h) = (full[0], 1);
+    let hd = model.spec.head_dim_at(l);
+    let clean_run = Trace::run(
+        &model,
+        &backend,
+        &clean,
+        Capture {
+            sites: true,
+            ..Capture::default()
+        },
+        1,
+    )
+    .unwrap();
+    let z = &clean_run.output.sites.as_ref().unwrap().head_z[l];
+    let width = model.spec.n_heads * hd;
+    let values = (0..clean.len())
+        .map(|p| z[p * width + h * hd..p * width + (h + 1) * hd].to_vec())
+        .collect();
+    let iv = Intervention {
+        positions: PositionSet::All,
+        values: Some(values),
+        ..Intervention::new(Site::Head, l, Op::Patch).head(h)
+    };
+    let out = backend
+        .run(&Request {
+            batch: 1,
+            seq: corrupt.len(),
+            input: Input::Ids(&corrupt),
+            interventions: &[iv],
+            per_sequence: &[],
+            capture: Capture {
+                logits: true,
+                ..Capture::default()
+            },
+            logits: LogitRows::Last,
+            targets: None,
+        })
+        .unwrap();
+    let logits = out.logits.unwrap().full.expect("logits captured");
+    let m = (logits[answer as usize] - logits[wrong as usize]) as f64;
+    let want = (m - r.corrupt_metric) / (r.clean_metric - r.corrupt_metric);
+    assert!(
+        (r.effect[l][h] - want).abs() < 1e-4,
+        "{} vs {want}",
+        r.effect[l][h]
+    );
+    let fig = prism_analysis::figure::build::patching_figure(
+        &r,
+        vec!["0".into(); model.spec.n_heads],
+        "t",
+        "m",
+    );
+    assert!(
+        fig.notes
+            .iter()
+            .any(|n| n.contains("linear attention (no heads)")),
+        "{:?}",
+        fig.notes
+    );
+}

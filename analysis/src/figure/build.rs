@@ -262,6 +262,10 @@ pub fn patching_figure(
     let lo = values.iter().flatten().cloned().fold(0.0f64, f64::min);
     let hi = values.iter().flatten().cloned().fold(1.0f64, f64::max);
     let bound = lo.abs().max(hi.abs()).max(1e-9);
+    let na: Vec<String> = (0..n)
+        .filter(|&l| r.effect[l].iter().all(|v| v.is_nan()))
+        .map(|l| l.to_string())
+        .collect();
     Figure {
         title: title.to_string(),
         x_label: if r.site == crate::intervene::Site::Head {
@@ -285,7 +289,15 @@ pub fn patching_figure(
                 r.clean_metric,
                 r.corrupt_metric
             ),
-        ],
+        ]
+        .into_iter()
+        .chain((!na.is_empty()).then(|| {
+            format!(
+                "layers {} are linear attention (no heads): not applicable, drawn gray",
+                na.join(", ")
+            )
+        }))
+        .collect(),
     }
 }
 

@@ -158,10 +158,13 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, fig: &Figure) -> Resu
                 .draw_series(values.iter().enumerate().flat_map(|(i, row)| {
                     let y = (nr - 1 - i) as f64;
                     row.iter().enumerate().map(move |(j, &v)| {
-                        Rectangle::new(
-                            [(j as f64, y), (j as f64 + 1.0, y + 1.0)],
-                            color(colormap.at(t(v))).filled(),
-                        )
+                        // Not applicable (NaN): gray, never a color of the scale.
+                        let fill = if v.is_nan() {
+                            RGBColor(200, 200, 200).filled()
+                        } else {
+                            color(colormap.at(t(v))).filled()
+                        };
+                        Rectangle::new([(j as f64, y), (j as f64 + 1.0, y + 1.0)], fill)
                     })
                 }))
                 .map_err(err)?;

@@ -416,7 +416,16 @@ pub fn patch_cmd(a: PatchArgs) -> anyhow::Result<()> {
         header.join(" ")
     );
     for (l, row) in r.effect.iter().enumerate() {
-        let cells: Vec<String> = row.iter().map(|e| format!("{e:>width$.2}")).collect();
+        let cells: Vec<String> = row
+            .iter()
+            .map(|e| {
+                if e.is_nan() {
+                    format!("{:>width$}", "n/a")
+                } else {
+                    format!("{e:>width$.2}")
+                }
+            })
+            .collect();
         println!("layer {l:>3} {}", cells.join(" "));
     }
     Ok(())

@@ -175,6 +175,22 @@ impl PatchView {
         let Some(info) = &run.info else {
             return;
         };
+        // A cell that does not apply (a linear-attention layer's heads) has nothing to open.
+        let na = |r: &PatchResult| {
+            r.effect
+                .get(layer)
+                .and_then(|row| row.get(col))
+                .is_some_and(|v| v.is_nan())
+        };
+        if run.result.as_ref().is_some_and(na)
+            || run
+                .rows
+                .get(layer)
+                .and_then(|r| r.get(col))
+                .is_some_and(|v| v.is_nan())
+        {
+            return;
+        }
         let (tag, site, clean, corrupt) = (
             run.tag,
             info.site,

@@ -90,6 +90,19 @@ impl Grid<'_> {
             for col in 0..cols {
                 let r = cell(row, col);
                 match self.rows.get(row).and_then(|v| v.get(col)) {
+                    // Not applicable (a linear-attention layer's heads): gray, labelled.
+                    Some(&v) if v.is_nan() => {
+                        painter.rect_filled(r.shrink(0.5), 0.0, Color32::from_gray(110));
+                        if cell_w >= 38.0 && cell_h >= 14.0 {
+                            painter.text(
+                                r.center(),
+                                egui::Align2::CENTER_CENTER,
+                                "n/a",
+                                egui::FontId::proportional(9.5),
+                                Color32::from_gray(230),
+                            );
+                        }
+                    }
                     Some(&v) => {
                         let t = match (self.bound > 0.0, self.sequential) {
                             (false, _) => 0.5,
