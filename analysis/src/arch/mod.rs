@@ -407,7 +407,6 @@ impl ArchSpec {
             }
             if let KvSource::Shared(src) = k.kv {
                 let ok = src < l
-                    && self.layers[src].kv != KvSource::Shared(src)
                     && !matches!(self.layers[src].kv, KvSource::Shared(_))
                     && self.layers[src].mixer == Mixer::Attention
                     && self.layer_heads(src) == self.layer_heads(l)
