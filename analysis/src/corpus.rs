@@ -1,5 +1,6 @@
 //! Text corpora: a text file with one document per line, a JSONL file (one object per line with a
-//! `"text"` string), or a folder of such files (read in name order). Empty lines are skipped;
+//! `"text"` string), a Parquet file (its `text` column), or a folder of such files (read in name
+//! order). Empty lines are skipped;
 //! what cannot be read is named with its file and line.
 
 use std::path::{Path, PathBuf};
@@ -30,14 +31,14 @@ impl Corpus {
                     p.is_file()
                         && matches!(
                             p.extension().and_then(|e| e.to_str()),
-                            Some("txt" | "jsonl")
+                            Some("txt" | "jsonl" | "parquet")
                         )
                 })
                 .collect();
             v.sort();
             if v.is_empty() {
                 return Err(PrismError::Input(format!(
-                    "{}: the folder has no .txt or .jsonl files",
+                    "{}: the folder has no .txt, .jsonl or .parquet files",
                     path.display()
                 )));
             }
@@ -61,6 +62,14 @@ impl Corpus {
                     path.display(),
                     MAX_BYTES >> 30
                 )));
+            }
+            if f.extension().and_then(|e| e.to_str()) == Some("parquet") {
+                documents.extend(
+                    parquet_texts(f)?
+                        .into_iter()
+                        .filter(|t| !t.trim().is_empty()),
+                );
+                continue;
             }
             let bytes = std::fs::read(f).map_err(|e| PrismError::Io {
                 path: f.clone(),
@@ -108,4 +117,38 @@ impl Corpus {
         }
         format!("{:x}", h.finalize())
     }
+}
+
+/// The `text` column of a Parquet file (a string column; other columns are not read).
+fn parquet_texts(f: &Path) -> Result<Vec<String>> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::RowAccessor;
+    let bad = |m: String| PrismError::format(f, m);
+    let file = std::fs::File::open(f).map_err(|e| PrismError::Io {
+        path: f.to_path_buf(),
+        source: e,
+    })?;
+    let r = SerializedFileReader::new(file)
+        .map_err(|e| bad(format!("not a readable Parquet file: {e}")))?;
+    let schema = r.metadata().file_metadata().schema();
+    let col = schema
+        .get_fields()
+        .iter()
+        .position(|c| c.name() == "text")
+        .ok_or_else(|| bad("the Parquet file has no \"text\" column".into()))?;
+    let projection = parquet::schema::types::Type::group_type_builder(schema.name())
+        .with_fields(vec![schema.get_fields()[col].clone()])
+        .build()
+        .map_err(|e| bad(format!("its text column: {e}")))?;
+    let rows = r
+        .get_row_iter(Some(projection))
+        .map_err(|e| bad(format!("cannot read its rows: {e}")))?;
+    rows.enumerate()
+        .map(|(i, row)| {
+            let row = row.map_err(|e| bad(format!("row {i}: {e}")))?;
+            row.get_string(0)
+                .cloned()
+                .map_err(|e| bad(format!("row {i}: the text column is not a string ({e})")))
+        })
+        .collect()
 }

@@ -8,6 +8,7 @@ pub mod ablation;
 pub mod arch;
 pub mod atomic;
 pub mod backend;
+pub mod batch;
 pub mod checkpoint;
 pub mod corpus;
 pub mod error;

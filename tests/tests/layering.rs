@@ -65,6 +65,7 @@ const LAYERS: &[&str] = &[
     "generate",
     "patching",
     "ablation",
+    "batch",
     "sae",
     "geometry",
     "steering",

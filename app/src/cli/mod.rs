@@ -1,5 +1,6 @@
 //! Subcommands of the `prism` command line. Each prints a readable report, or JSON with `--json`.
 
+mod batch;
 mod bench;
 mod experiments;
 mod features;
@@ -97,6 +98,9 @@ pub enum Command {
     Tokenize(tokenize::TokenizeArgs),
     /// The color study: model geometry of color words against CIELAB, per layer, with RSA and the two claims.
     Colors(geometry::ColorsArgs),
+    /// A whole corpus through the model to Parquet shards (per-token statistics, per-document
+    /// bits per byte against zstd), resumable after a kill; `--summary DIR` prints a batch folder.
+    Batch(batch::BatchArgs),
 }
 
 /// A mistake in how prism was called (exit code 2).
@@ -175,6 +179,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Project(a) => geometry::project(a),
         Command::Colors(a) => geometry::colors(a),
         Command::Tokenize(a) => tokenize::tokenize(a),
+        Command::Batch(a) => batch::batch(a),
     }
 }
 

@@ -1,0 +1,616 @@
+//! Corpus runs to Parquet (`prism batch`): every document of a corpus through the model, in
+//! shards of documents, each shard two Parquet files: `tokens-NNNNN.parquet` (one row per token:
+//! its id, surprisal, entropy, rank and top-k predictions, as `prism run --json` gives them) and
+//! `docs-NNNNN.parquet` (one row per document: its totals, bits per byte and the zstd baseline,
+//! and its text). `manifest.json` records the model's hash, the corpus digest, the settings and
+//! each finished shard's checksums; a run that finds one resumes at the first missing shard and
+//! never rewrites a finished one, and refuses a changed model, corpus or setting, or a shard
+//! that no longer matches its checksum. Shards and the manifest are written atomically, so a
+//! killed run loses at most the shard it was writing.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::data_type::{BoolType, ByteArray, ByteArrayType, DoubleType, Int32Type, Int64Type};
+use parquet::file::properties::WriterProperties;
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::file::writer::SerializedFileWriter;
+use parquet::record::RowAccessor;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::backend::{Backend, Capture};
+use crate::corpus::Corpus;
+use crate::error::{PrismError, Result};
+use crate::model::Model;
+use crate::trace::{RunSummary, Trace};
+
+/// What a batch run computes; a resumed run must have the same.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchSettings {
+    /// Tokens per document at most: longer documents are truncated to their first `context`.
+    pub context: usize,
+    /// Top predictions kept per token.
+    pub top_k: usize,
+    /// Documents per shard.
+    pub shard_docs: usize,
+    /// A BOS token prepended to every document.
+    pub bos: bool,
+    /// The backend that ran it (CPU and GPU differ in the last digits).
+    pub backend: String,
+}
+
+/// One finished shard: its documents and its two files with their sha256.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Shard {
+    pub index: usize,
+    pub first_doc: usize,
+    pub docs: usize,
+    pub tokens: usize,
+    pub tokens_file: String,
+    pub tokens_sha256: String,
+    pub docs_file: String,
+    pub docs_sha256: String,
+}
+
+/// `manifest.json` of a batch folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub model: String,
+    pub model_sha256: String,
+    pub corpus: String,
+    pub corpus_sha256: String,
+    pub documents: usize,
+    pub settings: BatchSettings,
+    pub shards: Vec<Shard>,
+}
+
+const FORMAT: u32 = 1;
+pub const MANIFEST: &str = "manifest.json";
+
+/// How far a run is.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub docs_done: usize,
+    pub docs: usize,
+    /// Tokens run by this process (not counting resumed shards).
+    pub tokens_run: usize,
+    pub seconds: f64,
+}
+
+/// sha256 of a model's files: the file itself, or every file of its folder (names and bytes, in
+/// name order).
+pub fn model_sha256(path: &Path) -> Result<String> {
+    let io = |p: &Path, e: std::io::Error| PrismError::Io {
+        path: p.to_path_buf(),
+        source: e,
+    };
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| io(path, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut h = Sha256::new();
+    for f in files {
+        h.update(
+            f.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+        let mut file = std::fs::File::open(&f).map_err(|e| io(&f, e))?;
+        std::io::copy(&mut file, &mut h).map_err(|e| io(&f, e))?;
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+fn bad(path: &Path, msg: impl Into<String>) -> PrismError {
+    PrismError::format(path, msg.into())
+}
+
+/// Reads and checks a folder's manifest and every shard it lists against its checksum.
+pub fn verify(dir: &Path) -> Result<Manifest> {
+    let path = dir.join(MANIFEST);
+    let text = std::fs::read_to_string(&path).map_err(|e| PrismError::Io {
+        path: path.clone(),
+        source: e,
+    })?;
+    let m: Manifest = serde_json::from_str(&text)
+        .map_err(|e| bad(&path, format!("the batch manifest is corrupt: {e}")))?;
+    if m.format != FORMAT {
+        return Err(bad(
+            &path,
+            format!("batch manifest format {} (Prism writes {FORMAT})", m.format),
+        ));
+    }
+    for (i, s) in m.shards.iter().enumerate() {
+        if s.index != i {
+            return Err(bad(
+                &path,
+                format!("shard {i} is listed as shard {}", s.index),
+            ));
+        }
+        for (file, want) in [
+            (&s.tokens_file, &s.tokens_sha256),
+            (&s.docs_file, &s.docs_sha256),
+        ] {
+            let p = dir.join(file);
+            if file.contains('/') || file.contains("..") {
+                return Err(bad(
+                    &path,
+                    format!("shard {i} names a file outside the folder: {file}"),
+                ));
+            }
+            let bytes = std::fs::read(&p).map_err(|e| PrismError::Io {
+                path: p.clone(),
+                source: e,
+            })?;
+            if &sha256(&bytes) != want {
+                return Err(bad(
+                    &p,
+                    format!("shard {i} does not match the checksum in manifest.json: the file is corrupt or was changed; delete the folder to run again"),
+                ));
+            }
+        }
+    }
+    Ok(m)
+}
+
+/// Runs `corpus` through `model` into `out`, resuming what a manifest there says is done.
+pub fn run(
+    model: &Model,
+    backend: &dyn Backend,
+    corpus: &Corpus,
+    out: &Path,
+    settings: &BatchSettings,
+    progress: &mut dyn FnMut(Progress),
+    cancel: &AtomicBool,
+) -> Result<Manifest> {
+    if settings.context < 2 || settings.shard_docs == 0 || settings.top_k == 0 {
+        return Err(PrismError::Input(format!(
+            "batch settings: a context of {} tokens (at least 2), {} documents per shard (at least 1), top {} (at least 1)",
+            settings.context, settings.shard_docs, settings.top_k
+        )));
+    }
+    if !model.spec.causal {
+        return Err(PrismError::Input(format!(
+            "{} is an encoder: it predicts no next token",
+            model.spec.architecture
+        )));
+    }
+    let tok = model.tokenizer.as_ref().ok_or_else(|| {
+        PrismError::Input(format!("{} has no tokenizer", model.info.path.display()))
+    })?;
+    let fresh = Manifest {
+        format: FORMAT,
+        model: model.info.path.display().to_string(),
+        model_sha256: model_sha256(&model.info.path)?,
+        corpus: corpus.path.display().to_string(),
+        corpus_sha256: corpus.digest(),
+        documents: corpus.documents.len(),
+        settings: settings.clone(),
+        shards: Vec::new(),
+    };
+    std::fs::create_dir_all(out).map_err(|e| PrismError::Io {
+        path: out.to_path_buf(),
+        source: e,
+    })?;
+    let mpath = out.join(MANIFEST);
+    let mut manifest = if mpath.exists() {
+        let m = verify(out)?;
+        let differs = [
+            (m.model_sha256 != fresh.model_sha256, "the model"),
+            (m.corpus_sha256 != fresh.corpus_sha256, "the corpus"),
+            (m.settings != fresh.settings, "the settings"),
+        ];
+        if let Some((_, what)) = differs.iter().find(|(d, _)| *d) {
+            return Err(bad(
+                &mpath,
+                format!(
+                    "{what} differ from the run this folder holds ({} on {}, {:?}); use another --out folder rather than mix them",
+                    m.model, m.corpus, m.settings
+                ),
+            ));
+        }
+        m
+    } else {
+        if std::fs::read_dir(out)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+        {
+            return Err(bad(
+                out,
+                "the --out folder is not empty and holds no manifest.json: not a batch folder",
+            ));
+        }
+        crate::atomic::write_atomic(
+            &mpath,
+            &serde_json::to_vec_pretty(&fresh).map_err(json_err)?,
+        )?;
+        fresh
+    };
+    let n = corpus.documents.len();
+    let shards = n.div_ceil(settings.shard_docs);
+    let start = std::time::Instant::now();
+    let mut tokens_run = 0;
+    for index in manifest.shards.len()..shards {
+        let first = index * settings.shard_docs;
+        let last = (first + settings.shard_docs).min(n);
+        let mut t = TokenCols::new(settings.top_k);
+        let mut d = DocCols::default();
+        for doc in first..last {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(PrismError::Cancelled);
+            }
+            let text = &corpus.documents[doc];
+            let mut ids = tok.encode(text, settings.bos)?;
+            let truncated = ids.len() > settings.context;
+            ids.truncate(settings.context);
+            if ids.is_empty() {
+                return Err(PrismError::Input(format!("document {doc} has no tokens")));
+            }
+            let capture = Capture {
+                top_k: settings.top_k,
+                ..Capture::default()
+            };
+            let trace = Trace::run(model, backend, &ids, capture, settings.top_k)?;
+            // A truncated document is compared with zstd on the text its tokens cover.
+            let kept = if truncated {
+                tok.decode(&ids)?
+            } else {
+                text.clone()
+            };
+            let s = RunSummary::of(&trace, Some(&kept));
+            t.push(doc, &ids, &trace);
+            d.push(doc, &s, truncated, &kept);
+            tokens_run += ids.len();
+            progress(Progress {
+                docs_done: doc + 1,
+                docs: n,
+                tokens_run,
+                seconds: start.elapsed().as_secs_f64(),
+            });
+        }
+        let (tokens_file, docs_file) = (
+            format!("tokens-{index:05}.parquet"),
+            format!("docs-{index:05}.parquet"),
+        );
+        let tb = t.write()?;
+        let db = d.write()?;
+        crate::atomic::write_atomic(&out.join(&tokens_file), &tb)?;
+        crate::atomic::write_atomic(&out.join(&docs_file), &db)?;
+        manifest.shards.push(Shard {
+            index,
+            first_doc: first,
+            docs: last - first,
+            tokens: t.doc.len(),
+            tokens_file,
+            tokens_sha256: sha256(&tb),
+            docs_file,
+            docs_sha256: sha256(&db),
+        });
+        crate::atomic::write_atomic(
+            &mpath,
+            &serde_json::to_vec_pretty(&manifest).map_err(json_err)?,
+        )?;
+    }
+    Ok(manifest)
+}
+
+fn json_err(e: serde_json::Error) -> PrismError {
+    PrismError::Backend(format!("cannot write the batch manifest: {e}"))
+}
+
+fn pq_err(e: parquet::errors::ParquetError) -> PrismError {
+    PrismError::Backend(format!("parquet: {e}"))
+}
+
+fn props() -> Arc<WriterProperties> {
+    // Fixed writer identity and compression: the same shard is the same bytes.
+    Arc::new(
+        WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+            .set_created_by("prism".into())
+            .build(),
+    )
+}
+
+/// A column of a shard, in schema order.
+enum Col<'a> {
+    I64(&'a [i64]),
+    I32(&'a [i32]),
+    /// Optional: values of the defined rows, and per row 1 (defined) or 0.
+    OptF64(&'a [f64], &'a [i16]),
+    OptI32(&'a [i32], &'a [i16]),
+    F64(&'a [f64]),
+    Bool(&'a [bool]),
+    Str(&'a [ByteArray]),
+}
+
+fn write_parquet(schema: &str, cols: &[Col<'_>]) -> Result<Vec<u8>> {
+    let schema = Arc::new(parquet::schema::parser::parse_message_type(schema).map_err(pq_err)?);
+    let mut buf = Vec::new();
+    let mut w = SerializedFileWriter::new(&mut buf, schema, props()).map_err(pq_err)?;
+    let mut rg = w.next_row_group().map_err(pq_err)?;
+    for c in cols {
+        let mut cw = rg
+            .next_column()
+            .map_err(pq_err)?
+            .ok_or_else(|| PrismError::Backend("parquet: more columns than the schema".into()))?;
+        match c {
+            Col::I64(v) => cw.typed::<Int64Type>().write_batch(v, None, None),
+            Col::I32(v) => cw.typed::<Int32Type>().write_batch(v, None, None),
+            Col::OptF64(v, d) => cw.typed::<DoubleType>().write_batch(v, Some(d), None),
+            Col::OptI32(v, d) => cw.typed::<Int32Type>().write_batch(v, Some(d), None),
+            Col::F64(v) => cw.typed::<DoubleType>().write_batch(v, None, None),
+            Col::Bool(v) => cw.typed::<BoolType>().write_batch(v, None, None),
+            Col::Str(v) => cw.typed::<ByteArrayType>().write_batch(v, None, None),
+        }
+        .map_err(pq_err)?;
+        cw.close().map_err(pq_err)?;
+    }
+    rg.close().map_err(pq_err)?;
+    w.close().map_err(pq_err)?;
+    Ok(buf)
+}
+
+/// The token rows of a shard, column by column.
+struct TokenCols {
+    k: usize,
+    doc: Vec<i64>,
+    position: Vec<i32>,
+    id: Vec<i32>,
+    surprisal: (Vec<f64>, Vec<i16>),
+    entropy: (Vec<f64>, Vec<i16>),
+    rank: (Vec<i32>, Vec<i16>),
+    /// Per k: the ids and probabilities of the k-th prediction.
+    top_id: Vec<Vec<i32>>,
+    top_p: Vec<Vec<f64>>,
+}
+
+impl TokenCols {
+    fn new(k: usize) -> Self {
+        TokenCols {
+            k,
+            doc: Vec::new(),
+            position: Vec::new(),
+            id: Vec::new(),
+            surprisal: Default::default(),
+            entropy: Default::default(),
+            rank: Default::default(),
+            top_id: vec![Vec::new(); k],
+            top_p: vec![Vec::new(); k],
+        }
+    }
+
+    fn push(&mut self, doc: usize, ids: &[u32], t: &Trace) {
+        fn opt<T: Copy>(c: &mut (Vec<T>, Vec<i16>), v: Option<T>) {
+            match v {
+                Some(v) => {
+                    c.0.push(v);
+                    c.1.push(1);
+                }
+                None => c.1.push(0),
+            }
+        }
+        for (p, &id) in ids.iter().enumerate() {
+            self.doc.push(doc as i64);
+            self.position.push(p as i32);
+            self.id.push(id as i32);
+            opt(&mut self.surprisal, t.surprisal_bits[p]);
+            opt(&mut self.entropy, t.entropy_bits[p]);
+            opt(&mut self.rank, t.rank[p].map(|r| r as i32));
+            for j in 0..self.k {
+                let pred = t.top[p].get(j);
+                self.top_id[j].push(pred.map_or(-1, |x| x.id as i32));
+                self.top_p[j].push(pred.map_or(0.0, |x| x.p as f64));
+            }
+        }
+    }
+
+    fn write(&self) -> Result<Vec<u8>> {
+        let mut schema = String::from(
+            "message tokens { required int64 doc; required int32 position; required int32 id; optional double surprisal_bits; optional double entropy_bits; optional int32 rank;",
+        );
+        for j in 1..=self.k {
+            schema += &format!(" required int32 top{j}_id; required double top{j}_p;");
+        }
+        schema += " }";
+        let mut cols = vec![
+            Col::I64(&self.doc),
+            Col::I32(&self.position),
+            Col::I32(&self.id),
+            Col::OptF64(&self.surprisal.0, &self.surprisal.1),
+            Col::OptF64(&self.entropy.0, &self.entropy.1),
+            Col::OptI32(&self.rank.0, &self.rank.1),
+        ];
+        for j in 0..self.k {
+            cols.push(Col::I32(&self.top_id[j]));
+            cols.push(Col::F64(&self.top_p[j]));
+        }
+        write_parquet(&schema, &cols)
+    }
+}
+
+/// The document rows of a shard.
+#[derive(Default)]
+struct DocCols {
+    doc: Vec<i64>,
+    tokens: Vec<i32>,
+    truncated: Vec<bool>,
+    bits: Vec<f64>,
+    predicted_bytes: Vec<i64>,
+    bits_per_byte: Vec<f64>,
+    text_bytes: Vec<i64>,
+    zstd_bytes: Vec<i64>,
+    zstd_bits_per_byte: Vec<f64>,
+    text: Vec<ByteArray>,
+}
+
+impl DocCols {
+    fn push(&mut self, doc: usize, s: &RunSummary, truncated: bool, text: &str) {
+        self.doc.push(doc as i64);
+        self.tokens.push(s.tokens as i32);
+        self.truncated.push(truncated);
+        self.bits.push(s.total_bits);
+        self.predicted_bytes.push(s.predicted_bytes as i64);
+        self.bits_per_byte.push(s.bits_per_byte);
+        self.text_bytes.push(s.text_bytes.unwrap_or(0) as i64);
+        self.zstd_bytes.push(s.zstd_bytes.unwrap_or(0) as i64);
+        self.zstd_bits_per_byte
+            .push(s.zstd_bits_per_byte.unwrap_or(0.0));
+        self.text.push(ByteArray::from(text));
+    }
+
+    fn write(&self) -> Result<Vec<u8>> {
+        let schema = "message docs { required int64 doc; required int32 tokens; required boolean truncated; required double bits; required int64 predicted_bytes; required double bits_per_byte; required int64 text_bytes; required int64 zstd_bytes; required double zstd_bits_per_byte; required binary text (UTF8); }";
+        write_parquet(
+            schema,
+            &[
+                Col::I64(&self.doc),
+                Col::I32(&self.tokens),
+                Col::Bool(&self.truncated),
+                Col::F64(&self.bits),
+                Col::I64(&self.predicted_bytes),
+                Col::F64(&self.bits_per_byte),
+                Col::I64(&self.text_bytes),
+                Col::I64(&self.zstd_bytes),
+                Col::F64(&self.zstd_bits_per_byte),
+                Col::Str(&self.text),
+            ],
+        )
+    }
+}
+
+/// One document's row of a batch folder.
+#[derive(Debug, Clone, Serialize)]
+pub struct DocRow {
+    pub doc: usize,
+    pub tokens: usize,
+    pub truncated: bool,
+    pub bits: f64,
+    pub predicted_bytes: usize,
+    pub bits_per_byte: f64,
+    pub text_bytes: usize,
+    pub zstd_bytes: usize,
+    pub zstd_bits_per_byte: f64,
+    pub text: String,
+}
+
+/// What `prism batch --summary` prints: every document and the totals.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub manifest: Manifest,
+    pub docs: Vec<DocRow>,
+    pub total_bits: f64,
+    pub total_predicted_bytes: usize,
+    /// Total bits over total predicted bytes.
+    pub bits_per_byte: f64,
+    /// zstd's total compressed bits over the total text bytes.
+    pub zstd_bits_per_byte: f64,
+}
+
+fn rows(path: &Path) -> Result<Vec<parquet::record::Row>> {
+    let file = std::fs::File::open(path).map_err(|e| PrismError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let r = SerializedFileReader::new(file)
+        .map_err(|e| bad(path, format!("not a readable Parquet file: {e}")))?;
+    r.get_row_iter(None)
+        .map_err(|e| bad(path, format!("cannot read its rows: {e}")))?
+        .map(|row| row.map_err(|e| bad(path, format!("cannot read a row: {e}"))))
+        .collect()
+}
+
+/// The documents of a checked batch folder and their totals.
+pub fn summary(dir: &Path) -> Result<Summary> {
+    let manifest = verify(dir)?;
+    let mut docs = Vec::new();
+    for s in &manifest.shards {
+        let path = dir.join(&s.docs_file);
+        for row in rows(&path)? {
+            let get = |e: parquet::errors::ParquetError| bad(&path, format!("a document row: {e}"));
+            docs.push(DocRow {
+                doc: row.get_long(0).map_err(get)? as usize,
+                tokens: row.get_int(1).map_err(get)? as usize,
+                truncated: row.get_bool(2).map_err(get)?,
+                bits: row.get_double(3).map_err(get)?,
+                predicted_bytes: row.get_long(4).map_err(get)? as usize,
+                bits_per_byte: row.get_double(5).map_err(get)?,
+                text_bytes: row.get_long(6).map_err(get)? as usize,
+                zstd_bytes: row.get_long(7).map_err(get)? as usize,
+                zstd_bits_per_byte: row.get_double(8).map_err(get)?,
+                text: row.get_string(9).map_err(get)?.clone(),
+            });
+        }
+    }
+    let total_bits: f64 = docs.iter().map(|d| d.bits).sum();
+    let total_predicted_bytes: usize = docs.iter().map(|d| d.predicted_bytes).sum();
+    let text: usize = docs.iter().map(|d| d.text_bytes).sum();
+    let zstd: usize = docs.iter().map(|d| d.zstd_bytes).sum();
+    let ratio = |a: f64, b: usize| if b > 0 { a / b as f64 } else { 0.0 };
+    Ok(Summary {
+        bits_per_byte: ratio(total_bits, total_predicted_bytes),
+        zstd_bits_per_byte: ratio(8.0 * zstd as f64, text),
+        manifest,
+        docs,
+        total_bits,
+        total_predicted_bytes,
+    })
+}
+
+/// One token's row (for tests and readers that want them back).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenRow {
+    pub doc: usize,
+    pub position: usize,
+    pub id: u32,
+    pub surprisal_bits: Option<f64>,
+    pub entropy_bits: Option<f64>,
+    pub rank: Option<usize>,
+    pub top: Vec<(i32, f64)>,
+}
+
+/// Every token row of a checked batch folder, in order.
+pub fn tokens(dir: &Path) -> Result<Vec<TokenRow>> {
+    let manifest = verify(dir)?;
+    let k = manifest.settings.top_k;
+    let mut out = Vec::new();
+    for s in &manifest.shards {
+        let path = dir.join(&s.tokens_file);
+        for row in rows(&path)? {
+            let get = |e: parquet::errors::ParquetError| bad(&path, format!("a token row: {e}"));
+            let opt_f = |i: usize| row.get_double(i).ok();
+            out.push(TokenRow {
+                doc: row.get_long(0).map_err(get)? as usize,
+                position: row.get_int(1).map_err(get)? as usize,
+                id: row.get_int(2).map_err(get)? as u32,
+                surprisal_bits: opt_f(3),
+                entropy_bits: opt_f(4),
+                rank: row.get_int(5).ok().map(|r| r as usize),
+                top: (0..k)
+                    .map(|j| {
+                        Ok((
+                            row.get_int(6 + 2 * j).map_err(get)?,
+                            row.get_double(7 + 2 * j).map_err(get)?,
+                        ))
+                    })
+                    .collect::<Result<_>>()?,
+            });
+        }
+    }
+    Ok(out)
+}
