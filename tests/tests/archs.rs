@@ -800,7 +800,14 @@ fn gemma4_layer_shapes_shared_keys_and_per_layer_inputs() {
     use prism_analysis::gguf::Value;
     use prism_tests::badfiles::{rewrite_gguf, set_meta};
     let moe = fixtures().join("archs/gemma4moe/gemma4moe-Q8_0.gguf");
-    let gguf_cases: [(&str, &Path, &str, Value, &str); 3] = [
+    let gguf_cases: [(&str, &Path, &str, Value, &str); 4] = [
+        (
+            "layers.gguf",
+            &dir.join("gemma4-Q8_0.gguf"),
+            "gemma4.block_count",
+            Value::U32(0),
+            "gemma4.block_count is 0",
+        ),
         (
             "kv.gguf",
             &dir.join("gemma4-Q8_0.gguf"),

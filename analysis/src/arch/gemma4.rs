@@ -376,6 +376,13 @@ fn per_layer(cfg: &GgufConfig<'_>, name: &str, n: usize) -> Result<Option<Vec<us
 fn spec_from_gguf(cfg: &GgufConfig<'_>) -> Result<ArchSpec> {
     let mut spec = ArchSpec::base("gemma4", cfg.arch.to_string());
     let n = cfg.usize("block_count")?;
+    // Checked before the per-layer arrays are read or made from it.
+    if n == 0 || n > 1024 {
+        return Err(cfg.err(format!(
+            "{} is {n}, expected 1..=1024",
+            cfg.key("block_count")
+        )));
+    }
     spec.n_layers = n;
     spec.hidden = cfg.usize("embedding_length")?;
     spec.context_length = cfg.usize("context_length")?;
