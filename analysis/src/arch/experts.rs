@@ -46,17 +46,7 @@ pub(crate) fn load(l: &Loader<'_>, names: &Names, i: usize) -> Result<Experts> {
         if l.src.info(&fused).is_some() {
             let gate_up = get_stacked(l.src, &fused, n, 2 * w, h)?;
             let down = get_stacked(l.src, &names.layer(i, "mlp.experts.down_proj", ""), n, h, w)?;
-            gate_up
-                .into_iter()
-                .zip(down)
-                .map(|(gu, d)| {
-                    Ok(Expert {
-                        gate: plain(gu.narrow_rows(0, w)?),
-                        up: plain(gu.narrow_rows(w, w)?),
-                        down: plain(d),
-                    })
-                })
-                .collect::<Result<_>>()?
+            split_gate_up(gate_up, down, w)?
         } else {
             (0..n)
                 .map(|e| {
@@ -99,4 +89,25 @@ pub(crate) fn load(l: &Loader<'_>, names: &Names, i: usize) -> Result<Experts> {
         expert_scale: None,
         beside: None,
     })
+}
+
+/// Experts from fused stacks: each `gate_up` `[2 * width, hidden]` (gate rows first) split into
+/// views, with its `down`.
+pub(crate) fn split_gate_up(
+    gate_up: Vec<Weight>,
+    down: Vec<Weight>,
+    width: usize,
+) -> Result<Vec<Expert>> {
+    let plain = |weight: Weight| Linear { weight, bias: None };
+    gate_up
+        .into_iter()
+        .zip(down)
+        .map(|(gu, d)| {
+            Ok(Expert {
+                gate: plain(gu.narrow_rows(0, width)?),
+                up: plain(gu.narrow_rows(width, width)?),
+                down: plain(d),
+            })
+        })
+        .collect()
 }

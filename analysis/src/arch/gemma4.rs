@@ -116,6 +116,26 @@ fn share_kv(layers: &mut [LayerKind], shared: usize) -> std::result::Result<(), 
     Ok(())
 }
 
+/// Gemma 4's mixture of experts: every layer's experts beside its dense MLP, top-k renormalized.
+fn experts_beside(
+    layers: &mut [LayerKind],
+    count: usize,
+    top_k: usize,
+    width: usize,
+) -> super::ExpertSpec {
+    for k in layers.iter_mut() {
+        k.mlp = super::MlpKind::Experts;
+    }
+    super::ExpertSpec {
+        count,
+        top_k,
+        width,
+        renormalize: true,
+        shared: None,
+        beside_dense: true,
+    }
+}
+
 /// Transformers' proportional RoPE (`_compute_proportional_rope_parameters`): the first
 /// `int(factor * head_dim) / 2` pairs rotate at base^(-2i / head_dim), the rest not at all.
 fn proportional(theta: f64, head_dim: usize, factor: f64) -> Vec<f32> {
@@ -264,17 +284,12 @@ fn spec_from_hf(cfg: &HfConfig<'_>) -> Result<ArchSpec> {
             v.filter(|&v| v > 0)
                 .ok_or_else(|| cfg.err(format!("enable_moe_block without {key}")))
         };
-        spec.experts = Some(super::ExpertSpec {
-            count: need(c.num_experts, "num_experts")?,
-            top_k: need(c.top_k_experts, "top_k_experts")?,
-            width: need(c.moe_intermediate_size, "moe_intermediate_size")?,
-            renormalize: true,
-            shared: None,
-            beside_dense: true,
-        });
-        for k in layers.iter_mut() {
-            k.mlp = super::MlpKind::Experts;
-        }
+        spec.experts = Some(experts_beside(
+            &mut layers,
+            need(c.num_experts, "num_experts")?,
+            need(c.top_k_experts, "top_k_experts")?,
+            need(c.moe_intermediate_size, "moe_intermediate_size")?,
+        ));
     }
     spec.layers = layers;
     spec.per_layer_input = c.hidden_size_per_layer_input.filter(|&p| p > 0);
@@ -500,17 +515,12 @@ fn spec_from_gguf(cfg: &GgufConfig<'_>) -> Result<ArchSpec> {
                 ))
             })
         };
-        spec.experts = Some(super::ExpertSpec {
+        spec.experts = Some(experts_beside(
+            &mut layers,
             count,
-            top_k: need("expert_used_count")?,
-            width: need("expert_feed_forward_length")?,
-            renormalize: true,
-            shared: None,
-            beside_dense: true,
-        });
-        for k in layers.iter_mut() {
-            k.mlp = super::MlpKind::Experts;
-        }
+            need("expert_used_count")?,
+            need("expert_feed_forward_length")?,
+        ));
     }
     spec.layers = layers;
     spec.per_layer_input = cfg
@@ -733,16 +743,7 @@ fn experts(l: &Loader<'_>, names: &Names, i: usize, dense: Expert) -> Result<Exp
     let down = get_stacked(l.src, &down, count, h, w)?;
     let experts: Vec<Expert> = if !names.gguf || l.src.info(&gate_up).is_some() {
         let gu = get_stacked(l.src, &gate_up, count, 2 * w, h)?;
-        gu.into_iter()
-            .zip(down)
-            .map(|(gu, d)| {
-                Ok(Expert {
-                    gate: plain(gu.narrow_rows(0, w)?),
-                    up: plain(gu.narrow_rows(w, w)?),
-                    down: plain(d),
-                })
-            })
-            .collect::<Result<_>>()?
+        super::experts::split_gate_up(gu, down, w)?
     } else {
         let g = get_stacked(l.src, &n("", "ffn_gate_exps.weight"), count, w, h)?;
         let u = get_stacked(l.src, &n("", "ffn_up_exps.weight"), count, w, h)?;
