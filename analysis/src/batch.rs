@@ -168,31 +168,40 @@ pub fn verify(dir: &Path) -> Result<Manifest> {
     Ok(m)
 }
 
-/// Runs `corpus` through `model` into `out`, resuming what a manifest there says is done.
-pub fn run(
+/// One shard's two Parquet files, made and not yet written.
+#[derive(Debug, Clone)]
+pub struct ShardFiles {
+    pub tokens_parquet: Vec<u8>,
+    pub docs_parquet: Vec<u8>,
+    /// Token rows in `tokens_parquet`.
+    pub tokens: usize,
+    /// Documents in the shard.
+    pub docs: usize,
+}
+
+/// Checks `settings` for `model` and opens `out` for a run of `corpus`: a new folder gets a
+/// manifest with no shards; a folder with one is verified (every listed shard against its
+/// checksum) and must hold the same model, corpus and settings. The manifest's `shards` are the
+/// finished ones: the run goes on at `shards.len()`.
+pub fn open(
     model: &Model,
-    backend: &dyn Backend,
     corpus: &Corpus,
     out: &Path,
     settings: &BatchSettings,
-    progress: &mut dyn FnMut(Progress),
-    cancel: &AtomicBool,
 ) -> Result<Manifest> {
-    if settings.context < 2 || settings.shard_docs == 0 || settings.top_k == 0 {
-        return Err(PrismError::Input(format!(
-            "batch settings: a context of {} tokens (at least 2), {} documents per shard (at least 1), top {} (at least 1)",
-            settings.context, settings.shard_docs, settings.top_k
-        )));
-    }
+    check_settings(settings)?;
     if !model.spec.causal {
         return Err(PrismError::Input(format!(
             "{} is an encoder: it predicts no next token",
             model.spec.architecture
         )));
     }
-    let tok = model.tokenizer.as_ref().ok_or_else(|| {
-        PrismError::Input(format!("{} has no tokenizer", model.info.path.display()))
-    })?;
+    if model.tokenizer.is_none() {
+        return Err(PrismError::Input(format!(
+            "{} has no tokenizer",
+            model.info.path.display()
+        )));
+    }
     let fresh = Manifest {
         format: FORMAT,
         model: model.info.path.display().to_string(),
@@ -208,7 +217,7 @@ pub fn run(
         source: e,
     })?;
     let mpath = out.join(MANIFEST);
-    let mut manifest = if mpath.exists() {
+    if mpath.exists() {
         let m = verify(out)?;
         let differs = [
             (m.model_sha256 != fresh.model_sha256, "the model"),
@@ -224,87 +233,181 @@ pub fn run(
                 ),
             ));
         }
-        m
-    } else {
-        if std::fs::read_dir(out)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false)
-        {
-            return Err(bad(
-                out,
-                "the --out folder is not empty and holds no manifest.json: not a batch folder",
-            ));
+        return Ok(m);
+    }
+    if std::fs::read_dir(out)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
+    {
+        return Err(bad(
+            out,
+            "the --out folder is not empty and holds no manifest.json: not a batch folder",
+        ));
+    }
+    crate::atomic::write_atomic(
+        &mpath,
+        &serde_json::to_vec_pretty(&fresh).map_err(json_err)?,
+    )?;
+    Ok(fresh)
+}
+
+fn check_settings(settings: &BatchSettings) -> Result<()> {
+    if settings.context < 2 || settings.shard_docs == 0 || !(1..=100).contains(&settings.top_k) {
+        return Err(PrismError::Input(format!(
+            "batch settings: a context of {} tokens (at least 2), {} documents per shard (at least 1), top {} (1 to 100)",
+            settings.context, settings.shard_docs, settings.top_k
+        )));
+    }
+    Ok(())
+}
+
+/// The documents of shard `index` of a corpus of `n` documents: `first..last`.
+pub fn shard_range(index: usize, n: usize, settings: &BatchSettings) -> (usize, usize) {
+    let first = (index * settings.shard_docs).min(n);
+    (first, (first + settings.shard_docs).min(n))
+}
+
+/// Runs `docs` (the documents of one shard, the first of them document `first_doc` of the
+/// corpus) through `model` and makes the shard's two files; `progress` is called after each
+/// document with how many of them are done and the tokens they had.
+pub fn make_shard(
+    model: &Model,
+    backend: &dyn Backend,
+    docs: &[String],
+    first_doc: usize,
+    settings: &BatchSettings,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<ShardFiles> {
+    check_settings(settings)?;
+    let tok = model.tokenizer.as_ref().ok_or_else(|| {
+        PrismError::Input(format!("{} has no tokenizer", model.info.path.display()))
+    })?;
+    let mut t = TokenCols::new(settings.top_k);
+    let mut d = DocCols::default();
+    for (i, text) in docs.iter().enumerate() {
+        let doc = first_doc + i;
+        if cancel.load(Ordering::Relaxed) {
+            return Err(PrismError::Cancelled);
         }
-        crate::atomic::write_atomic(
+        let mut ids = tok.encode(text, settings.bos)?;
+        let truncated = ids.len() > settings.context;
+        ids.truncate(settings.context);
+        if ids.is_empty() {
+            return Err(PrismError::Input(format!("document {doc} has no tokens")));
+        }
+        let capture = Capture {
+            top_k: settings.top_k,
+            ..Capture::default()
+        };
+        let trace = Trace::run(model, backend, &ids, capture, settings.top_k)?;
+        // A truncated document is compared with zstd on the text its tokens cover.
+        let kept = if truncated {
+            tok.decode(&ids)?
+        } else {
+            text.clone()
+        };
+        let s = RunSummary::of(&trace, Some(&kept));
+        t.push(doc, &ids, &trace);
+        d.push(doc, &s, truncated, &kept);
+        progress(i + 1, ids.len());
+    }
+    Ok(ShardFiles {
+        tokens_parquet: t.write()?,
+        docs_parquet: d.write()?,
+        tokens: t.doc.len(),
+        docs: docs.len(),
+    })
+}
+
+/// Writes shard `index`'s files into `out` and adds it to the manifest there. Shards are
+/// committed in order (`index` must be the manifest's next), so a folder always holds a prefix
+/// of the run and a resumed run starts at its end.
+pub fn commit_shard(
+    out: &Path,
+    manifest: &mut Manifest,
+    index: usize,
+    files: &ShardFiles,
+) -> Result<()> {
+    let mpath = out.join(MANIFEST);
+    if index != manifest.shards.len() {
+        return Err(bad(
             &mpath,
-            &serde_json::to_vec_pretty(&fresh).map_err(json_err)?,
-        )?;
-        fresh
-    };
+            format!(
+                "shard {index} cannot be committed: the folder holds shards 0..{}, so shard {} comes next",
+                manifest.shards.len(),
+                manifest.shards.len()
+            ),
+        ));
+    }
+    let n = manifest.documents;
+    let (first, last) = shard_range(index, n, &manifest.settings);
+    if first >= last || files.docs != last - first {
+        return Err(bad(
+            &mpath,
+            format!(
+                "shard {index} should hold documents {first}..{last} of {n}, not {} documents",
+                files.docs
+            ),
+        ));
+    }
+    let (tokens_file, docs_file) = (
+        format!("tokens-{index:05}.parquet"),
+        format!("docs-{index:05}.parquet"),
+    );
+    crate::atomic::write_atomic(&out.join(&tokens_file), &files.tokens_parquet)?;
+    crate::atomic::write_atomic(&out.join(&docs_file), &files.docs_parquet)?;
+    manifest.shards.push(Shard {
+        index,
+        first_doc: first,
+        docs: last - first,
+        tokens: files.tokens,
+        tokens_file,
+        tokens_sha256: sha256(&files.tokens_parquet),
+        docs_file,
+        docs_sha256: sha256(&files.docs_parquet),
+    });
+    crate::atomic::write_atomic(
+        &mpath,
+        &serde_json::to_vec_pretty(&manifest).map_err(json_err)?,
+    )
+}
+
+/// Runs `corpus` through `model` into `out`, resuming what a manifest there says is done.
+pub fn run(
+    model: &Model,
+    backend: &dyn Backend,
+    corpus: &Corpus,
+    out: &Path,
+    settings: &BatchSettings,
+    progress: &mut dyn FnMut(Progress),
+    cancel: &AtomicBool,
+) -> Result<Manifest> {
+    let mut manifest = open(model, corpus, out, settings)?;
     let n = corpus.documents.len();
     let shards = n.div_ceil(settings.shard_docs);
     let start = std::time::Instant::now();
     let mut tokens_run = 0;
     for index in manifest.shards.len()..shards {
-        let first = index * settings.shard_docs;
-        let last = (first + settings.shard_docs).min(n);
-        let mut t = TokenCols::new(settings.top_k);
-        let mut d = DocCols::default();
-        for doc in first..last {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(PrismError::Cancelled);
-            }
-            let text = &corpus.documents[doc];
-            let mut ids = tok.encode(text, settings.bos)?;
-            let truncated = ids.len() > settings.context;
-            ids.truncate(settings.context);
-            if ids.is_empty() {
-                return Err(PrismError::Input(format!("document {doc} has no tokens")));
-            }
-            let capture = Capture {
-                top_k: settings.top_k,
-                ..Capture::default()
-            };
-            let trace = Trace::run(model, backend, &ids, capture, settings.top_k)?;
-            // A truncated document is compared with zstd on the text its tokens cover.
-            let kept = if truncated {
-                tok.decode(&ids)?
-            } else {
-                text.clone()
-            };
-            let s = RunSummary::of(&trace, Some(&kept));
-            t.push(doc, &ids, &trace);
-            d.push(doc, &s, truncated, &kept);
-            tokens_run += ids.len();
-            progress(Progress {
-                docs_done: doc + 1,
-                docs: n,
-                tokens_run,
-                seconds: start.elapsed().as_secs_f64(),
-            });
-        }
-        let (tokens_file, docs_file) = (
-            format!("tokens-{index:05}.parquet"),
-            format!("docs-{index:05}.parquet"),
-        );
-        let tb = t.write()?;
-        let db = d.write()?;
-        crate::atomic::write_atomic(&out.join(&tokens_file), &tb)?;
-        crate::atomic::write_atomic(&out.join(&docs_file), &db)?;
-        manifest.shards.push(Shard {
-            index,
-            first_doc: first,
-            docs: last - first,
-            tokens: t.doc.len(),
-            tokens_file,
-            tokens_sha256: sha256(&tb),
-            docs_file,
-            docs_sha256: sha256(&db),
-        });
-        crate::atomic::write_atomic(
-            &mpath,
-            &serde_json::to_vec_pretty(&manifest).map_err(json_err)?,
+        let (first, last) = shard_range(index, n, settings);
+        let files = make_shard(
+            model,
+            backend,
+            &corpus.documents[first..last],
+            first,
+            settings,
+            cancel,
+            &mut |done, tokens| {
+                tokens_run += tokens;
+                progress(Progress {
+                    docs_done: first + done,
+                    docs: n,
+                    tokens_run,
+                    seconds: start.elapsed().as_secs_f64(),
+                })
+            },
         )?;
+        commit_shard(out, &mut manifest, index, &files)?;
     }
     Ok(manifest)
 }
@@ -522,7 +625,18 @@ pub struct Summary {
     pub zstd_bits_per_byte: f64,
 }
 
+/// Every row of a shard; the reader runs guarded (a folder's checksums say only that the files
+/// are the ones its manifest lists, not that whoever wrote them was Prism).
 fn rows(path: &Path) -> Result<Vec<parquet::record::Row>> {
+    crate::guard::guarded(|| rows_unguarded(path)).unwrap_or_else(|panic| {
+        Err(bad(
+            path,
+            format!("not a readable Parquet file (its reader failed: {panic})"),
+        ))
+    })
+}
+
+fn rows_unguarded(path: &Path) -> Result<Vec<parquet::record::Row>> {
     let file = std::fs::File::open(path).map_err(|e| PrismError::Io {
         path: path.to_path_buf(),
         source: e,
@@ -587,30 +701,64 @@ pub struct TokenRow {
 /// Every token row of a checked batch folder, in order.
 pub fn tokens(dir: &Path) -> Result<Vec<TokenRow>> {
     let manifest = verify(dir)?;
-    let k = manifest.settings.top_k;
     let mut out = Vec::new();
     for s in &manifest.shards {
-        let path = dir.join(&s.tokens_file);
-        for row in rows(&path)? {
-            let get = |e: parquet::errors::ParquetError| bad(&path, format!("a token row: {e}"));
-            let opt_f = |i: usize| row.get_double(i).ok();
-            out.push(TokenRow {
-                doc: row.get_long(0).map_err(get)? as usize,
-                position: row.get_int(1).map_err(get)? as usize,
-                id: row.get_int(2).map_err(get)? as u32,
-                surprisal_bits: opt_f(3),
-                entropy_bits: opt_f(4),
-                rank: row.get_int(5).ok().map(|r| r as usize),
-                top: (0..k)
-                    .map(|j| {
-                        Ok((
-                            row.get_int(6 + 2 * j).map_err(get)?,
-                            row.get_double(7 + 2 * j).map_err(get)?,
-                        ))
-                    })
-                    .collect::<Result<_>>()?,
-            });
-        }
+        out.extend(shard_tokens(dir, s, manifest.settings.top_k)?);
+    }
+    Ok(out)
+}
+
+/// The token rows of document `doc` of a batch folder whose `manifest` was verified: its
+/// shard alone is read, after checking it against its checksum again.
+pub fn document_tokens(dir: &Path, manifest: &Manifest, doc: usize) -> Result<Vec<TokenRow>> {
+    let s = manifest
+        .shards
+        .iter()
+        .find(|s| (s.first_doc..s.first_doc + s.docs).contains(&doc))
+        .ok_or_else(|| {
+            PrismError::Input(format!(
+                "document {doc} is in no finished shard of {}",
+                dir.display()
+            ))
+        })?;
+    let path = dir.join(&s.tokens_file);
+    let bytes = std::fs::read(&path).map_err(|e| PrismError::Io {
+        path: path.clone(),
+        source: e,
+    })?;
+    if sha256(&bytes) != s.tokens_sha256 {
+        return Err(bad(
+            &path,
+            "the shard no longer matches the checksum in manifest.json: it was changed",
+        ));
+    }
+    let mut rows = shard_tokens(dir, s, manifest.settings.top_k)?;
+    rows.retain(|r| r.doc == doc);
+    Ok(rows)
+}
+
+fn shard_tokens(dir: &Path, s: &Shard, k: usize) -> Result<Vec<TokenRow>> {
+    let path = dir.join(&s.tokens_file);
+    let mut out = Vec::new();
+    for row in rows(&path)? {
+        let get = |e: parquet::errors::ParquetError| bad(&path, format!("a token row: {e}"));
+        let opt_f = |i: usize| row.get_double(i).ok();
+        out.push(TokenRow {
+            doc: row.get_long(0).map_err(get)? as usize,
+            position: row.get_int(1).map_err(get)? as usize,
+            id: row.get_int(2).map_err(get)? as u32,
+            surprisal_bits: opt_f(3),
+            entropy_bits: opt_f(4),
+            rank: row.get_int(5).ok().map(|r| r as usize),
+            top: (0..k)
+                .map(|j| {
+                    Ok((
+                        row.get_int(6 + 2 * j).map_err(get)?,
+                        row.get_double(7 + 2 * j).map_err(get)?,
+                    ))
+                })
+                .collect::<Result<_>>()?,
+        });
     }
     Ok(out)
 }

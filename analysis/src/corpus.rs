@@ -119,8 +119,18 @@ impl Corpus {
     }
 }
 
-/// The `text` column of a Parquet file (a string column; other columns are not read).
+/// The `text` column of a Parquet file (a string column; other columns are not read). The
+/// parquet crate's reader runs guarded: a hostile file that makes it panic is a format error.
 fn parquet_texts(f: &Path) -> Result<Vec<String>> {
+    crate::guard::guarded(|| parquet_texts_unguarded(f)).unwrap_or_else(|panic| {
+        Err(PrismError::format(
+            f,
+            format!("not a readable Parquet file (its reader failed: {panic})"),
+        ))
+    })
+}
+
+fn parquet_texts_unguarded(f: &Path) -> Result<Vec<String>> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use parquet::record::RowAccessor;
     let bad = |m: String| PrismError::format(f, m);

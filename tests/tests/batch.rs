@@ -247,6 +247,36 @@ fn corpus_to_parquet_equals_prism_run_resumes_after_a_kill_and_refuses_corruptio
     std::fs::copy(a.join("docs-00001.parquet"), &pq).unwrap();
     let corpus = prism_analysis::corpus::Corpus::read(&pq).expect("a Parquet corpus");
     assert_eq!(corpus.documents, docs[20..40].to_vec());
+    // Hostile Parquet corpora: truncated at every length class and with flipped bytes, each is
+    // read or refused with the file named, never a panic.
+    prism_analysis::guard::install_quiet_hook_for_guarded();
+    let good = std::fs::read(&pq).unwrap();
+    let mut rng = Rng::new(20);
+    let mut refusals = 0;
+    for trial in 0..120 {
+        let mut b = good.clone();
+        if trial % 3 == 0 {
+            b.truncate((rng.next_u64() % good.len() as u64) as usize);
+        } else {
+            for _ in 0..1 + trial % 4 {
+                let i = (rng.next_u64() % b.len() as u64) as usize;
+                b[i] ^= 1 << (rng.next_u64() % 8);
+            }
+        }
+        let bad = tmp.path().join("hostile.parquet");
+        std::fs::write(&bad, &b).unwrap();
+        match prism_analysis::corpus::Corpus::read(&bad) {
+            Ok(c) => assert!(c.documents.len() <= 20),
+            Err(e) => {
+                refusals += 1;
+                assert!(e.to_string().contains("hostile.parquet"), "{e}");
+            }
+        }
+    }
+    assert!(
+        refusals >= 40,
+        "only {refusals} of 120 broken files refused"
+    );
     // A folder that is not a batch folder.
     refused(
         &batch_args(model, c, tmp.path().to_str().unwrap()),

@@ -665,8 +665,17 @@ pub fn active_features(
     trace: &Trace,
     sae: &Sae,
 ) -> Result<Vec<Vec<(usize, f32)>>> {
+    Ok(sparse(
+        &feature_activations(backend, trace, sae)?,
+        sae.d_sae,
+    ))
+}
+
+/// Every feature's activation at every token of `trace` (a [`clean_run`]), `[rows, d_sae]`
+/// dense, as SAELens's `encode` gives them; the encoder runs on `backend`.
+pub fn feature_activations(backend: &dyn Backend, trace: &Trace, sae: &Sae) -> Result<Vec<f32>> {
     let x = input_values(trace, sae)?;
-    Ok(sparse(&sae.encode_on(backend, &x)?, sae.d_sae))
+    sae.encode_on(backend, &x)
 }
 
 /// Feature activations `[rows, d_sae]` as each row's nonzero (feature, activation) pairs,
@@ -799,6 +808,44 @@ pub fn clamped(
         list.push(sae.intervention(j, Op::Set, v)?);
     }
     Trace::run_with(model, backend, &ids_of(clean), Capture::default(), 5, &list)
+}
+
+/// An interventions list as JSON (the `--interventions` file's text) made ready to run: parsed,
+/// the SAEs its `feature` entries name read (paths relative to `base`), and the values of every
+/// `patch` entry taken from its source run (`source_ids`, or `source_text` tokenized).
+pub fn prepare_interventions(
+    text: &str,
+    base: &Path,
+    model: &Model,
+    backend: &dyn Backend,
+) -> Result<Vec<Intervention>> {
+    let mut list = crate::intervene::parse_list(text)?;
+    resolve(&mut list, base, model)?;
+    for iv in list
+        .iter_mut()
+        .filter(|iv| iv.op == Op::Patch && iv.values.is_none())
+    {
+        let ids = match (&iv.source_ids, &iv.source_text) {
+            (Some(ids), _) => ids.clone(),
+            (None, Some(t)) => model
+                .tokenizer
+                .as_ref()
+                .ok_or_else(|| {
+                    PrismError::Input(format!(
+                        "{} has no tokenizer; give the patch's source as \"source_ids\"",
+                        model.info.path.display()
+                    ))
+                })?
+                .encode(t, false)?,
+            (None, None) => {
+                return Err(PrismError::Input(
+                    "a \"patch\" intervention needs \"source_ids\" or \"source_text\" (the run to take values from)".into(),
+                ))
+            }
+        };
+        iv.values = Some(crate::patching::source_values(model, backend, &ids, iv)?);
+    }
+    Ok(list)
 }
 
 /// Reads the SAEs that the `feature` interventions of `list` name (paths relative to `base`),

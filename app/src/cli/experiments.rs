@@ -10,7 +10,7 @@ use prism_analysis::backend::{self, Backend};
 use prism_analysis::checkpoint::Model;
 use prism_analysis::figure::build;
 use prism_analysis::generate::{generate, GenSettings, Sampling};
-use prism_analysis::intervene::{self, Intervention, Op, Site};
+use prism_analysis::intervene::{Intervention, Site};
 use prism_analysis::patching::patch;
 use prism_analysis::steering::{self, ControlVector};
 use prism_analysis::template::chat_prompt;
@@ -78,31 +78,14 @@ pub fn read_interventions(
         path: path.to_path_buf(),
         source: e,
     })?;
-    let mut list =
-        intervene::parse_list(&text).map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
     let base = path.parent().unwrap_or(std::path::Path::new("."));
-    prism_analysis::sae::resolve(&mut list, base, model)
-        .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
-    for iv in list
-        .iter_mut()
-        .filter(|iv| iv.op == Op::Patch && iv.values.is_none())
-    {
-        let ids = match (&iv.source_ids, &iv.source_text) {
-            (Some(ids), _) => ids.clone(),
-            (None, Some(t)) => tokenizer(model)?.encode(t, false)?,
-            (None, None) => {
-                return Err(UsageError(format!(
-                    "{}: a \"patch\" intervention needs \"source_ids\" or \"source_text\" (the run to take values from)",
-                    path.display()
-                ))
-                .into())
-            }
-        };
-        iv.values = Some(prism_analysis::patching::source_values(
-            model, backend, &ids, iv,
-        )?);
-    }
-    Ok(list)
+    prism_analysis::sae::prepare_interventions(&text, base, model, backend).map_err(|e| {
+        if e.is_bad_input() {
+            UsageError(format!("{}: {e}", path.display())).into()
+        } else {
+            anyhow::Error::from(e)
+        }
+    })
 }
 
 #[derive(Args, Debug)]
