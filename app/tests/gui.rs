@@ -26,6 +26,15 @@ fn tiny_gguf() -> PathBuf {
 }
 
 fn app_on(model: &str, view: &str, text: &str) -> PrismApp {
+    app_with(model, view, text, Vec::new())
+}
+
+fn app_with(
+    model: &str,
+    view: &str,
+    text: &str,
+    settings: Vec<(String, String, serde_json::Value)>,
+) -> PrismApp {
     // Never read or write the user's own saved state from the tests.
     std::env::set_var(
         "PRISM_STATE_DIR",
@@ -41,7 +50,7 @@ fn app_on(model: &str, view: &str, text: &str) -> PrismApp {
             view: Some(view.into()),
             screenshot: None,
             backend: Some(BackendChoice::Cpu),
-            settings: Vec::new(),
+            settings,
         },
     )
 }
@@ -1202,4 +1211,115 @@ fn features_view_ablates_a_transcoders_feature_inside_the_pass() {
         abl.total_bits() - clean.total_bits()
     );
     assert!(h.query_by_label(&line).is_some(), "{line:?} on screen");
+}
+
+#[test]
+fn corpus_view_lists_a_batch_folder_and_a_clicked_document_shows_its_tokens() {
+    use prism_analysis::batch::{self, BatchSettings};
+    use prism_analysis::corpus::Corpus;
+    use prism_app::views::corpus::CorpusView;
+    let dir = std::env::temp_dir().join(format!("prism-gui-corpus-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let docs = [
+        "the cat sat on the mat",
+        "zq vx wp jj kk",
+        "the dog slept while the cat sat",
+        "a b c d e f g",
+        "on the mat the cat sat and sat",
+    ];
+    std::fs::write(dir.join("corpus.txt"), docs.join("\n")).unwrap();
+    let (model, backend) = engine();
+    let corpus = Corpus::read(&dir.join("corpus.txt")).unwrap();
+    let settings = BatchSettings {
+        context: 64,
+        top_k: 3,
+        shard_docs: 2,
+        bos: false,
+        backend: "cpu".into(),
+    };
+    let out = dir.join("out");
+    batch::run(
+        &model,
+        &backend,
+        &corpus,
+        &out,
+        &settings,
+        &mut |_| {},
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let summary = batch::summary(&out).unwrap();
+    let mut h = harness(app_with(
+        &tiny_gguf().display().to_string(),
+        "corpus",
+        "hello",
+        vec![(
+            "corpus".into(),
+            "folder".into(),
+            serde_json::json!(out.display().to_string()),
+        )],
+    ));
+    wait_for(&mut h, "the folder", |a| {
+        a.view::<CorpusView>().is_some_and(|v| v.is_open())
+    });
+    // The export without a selection: every document, model against zstd.
+    let fig = h.state_mut().current_figure().expect("a corpus figure");
+    let prism_analysis::figure::FigureKind::Scatter { points } = &fig.kind else {
+        panic!("not a scatter");
+    };
+    assert_eq!(points.len(), 5);
+    for (p, d) in points.iter().zip(&summary.docs) {
+        assert_eq!((p.x, p.y), (d.zstd_bits_per_byte, d.bits_per_byte));
+    }
+    // The list is sorted by bits per byte, most surprising first; click the least surprising.
+    let order: Vec<usize> = h.state().view::<CorpusView>().unwrap().order();
+    let mut want: Vec<&batch::DocRow> = summary.docs.iter().collect();
+    want.sort_by(|a, b| b.bits_per_byte.total_cmp(&a.bits_per_byte));
+    assert_eq!(order, want.iter().map(|d| d.doc).collect::<Vec<_>>());
+    let last = *order.last().unwrap();
+    h.get_by_label(docs[last]).click();
+    wait_for(&mut h, "the document", |a| {
+        a.view::<CorpusView>()
+            .is_some_and(|v| v.shown_document() == Some(last))
+    });
+    let fig = h.state_mut().current_figure().expect("a document figure");
+    let prism_analysis::figure::FigureKind::Tokens { tokens, .. } = &fig.kind else {
+        panic!("not a token strip");
+    };
+    // Its tokens are the document's, on the surprisal a fresh run gives them.
+    let ids = model
+        .tokenizer
+        .as_ref()
+        .unwrap()
+        .encode(docs[last], false)
+        .unwrap();
+    let trace = Trace::run(&model, &backend, &ids, Capture::default(), 3).unwrap();
+    assert_eq!(tokens.len(), ids.len());
+    for (i, t) in tokens.iter().enumerate() {
+        assert_eq!(t.text, model.token_text(ids[i]));
+        assert_eq!(t.value, trace.surprisal_bits[i], "token {i}");
+    }
+    // A shard changed behind the app's back: opening the folder again names it.
+    let shard = out.join("tokens-00001.parquet");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0x40;
+    std::fs::write(&shard, bytes).unwrap();
+    h.get_by_label("Open").click();
+    wait_for(&mut h, "the error", |a| {
+        a.view::<CorpusView>().is_some_and(|v| v.error().is_some())
+    });
+    let e = h
+        .state()
+        .view::<CorpusView>()
+        .unwrap()
+        .error()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("tokens-00001.parquet") && e.contains("checksum"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

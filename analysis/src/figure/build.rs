@@ -1,7 +1,7 @@
 //! Every figure Prism draws from a run or an experiment, built here so that the app's export and
 //! the command line's `--figure` write the same picture for the same input.
 
-use super::{strip_tokens, Colormap, Figure, FigureKind, Rgb, Series, StripScale};
+use super::{strip_tokens, Colormap, Figure, FigureKind, Rgb, ScatterPoint, Series, StripScale};
 use crate::ablation::AblationResult;
 use crate::generate::Generation;
 use crate::intervene::{Intervention, Site};
@@ -89,6 +89,80 @@ pub fn text_figure(trace: &Trace, model: &str, colors: TextColors) -> Figure {
             tokens: strip.tokens,
             value_name: strip.value_name,
             scale: strip.scale,
+        },
+        notes,
+    }
+}
+
+/// A batch folder's documents: each one's bits per byte under the model against zstd's on the
+/// same text (points under the diagonal: the model compresses better).
+pub fn corpus_figure(s: &crate::batch::Summary) -> Figure {
+    let color = Colormap::Viridis.at(0.35);
+    Figure {
+        title: "Bits per byte per document: the model against zstd".into(),
+        x_label: "zstd -19 (bits per byte of the text)".into(),
+        y_label: "model (bits per byte of the predicted tokens)".into(),
+        kind: FigureKind::Scatter {
+            points: s
+                .docs
+                .iter()
+                .map(|d| ScatterPoint {
+                    x: d.zstd_bits_per_byte,
+                    y: d.bits_per_byte,
+                    label: d.doc.to_string(),
+                    color,
+                })
+                .collect(),
+        },
+        notes: vec![
+            format!(
+                "model: {}; corpus: {}; {} of {} documents",
+                s.manifest.model,
+                s.manifest.corpus,
+                s.docs.len(),
+                s.manifest.documents
+            ),
+            format!(
+                "total: {:.3} bits per byte (zstd {:.3}); context {} tokens",
+                s.bits_per_byte, s.zstd_bits_per_byte, s.manifest.settings.context
+            ),
+        ],
+    }
+}
+
+/// One document of a batch folder as the text figure: its tokens (`texts`, from the model's
+/// tokenizer) on the color of the surprisal the shard holds.
+pub fn document_figure(
+    doc: &crate::batch::DocRow,
+    texts: Vec<String>,
+    rows: &[crate::batch::TokenRow],
+    model: &str,
+) -> Figure {
+    let scale = StripScale::Sequential {
+        map: Colormap::Viridis,
+        max: MAX_BITS,
+    };
+    let tokens = strip_tokens(
+        texts.into_iter().zip(rows.iter().map(|r| r.surprisal_bits)),
+        scale,
+    );
+    let mut notes = vec![format!(
+        "model: {model}; document {}: {} tokens, {:.1} bits, {:.3} bits per byte (zstd {:.3})",
+        doc.doc, doc.tokens, doc.bits, doc.bits_per_byte, doc.zstd_bits_per_byte
+    )];
+    if doc.truncated {
+        notes.push("truncated to the run's context".into());
+    }
+    notes.push("the first token is not predicted (gray)".into());
+    Figure {
+        title: format!("Surprisal per token, document {}", doc.doc),
+        x_label: String::new(),
+        y_label: String::new(),
+        kind: FigureKind::Tokens {
+            legend: scale.legend("bits"),
+            tokens,
+            value_name: "surprisal (bits)".into(),
+            scale,
         },
         notes,
     }

@@ -5,6 +5,7 @@
 pub mod ablate;
 pub mod attention;
 pub mod colors;
+pub mod corpus;
 pub mod embeddings;
 pub mod experts;
 pub mod features;
@@ -37,6 +38,7 @@ pub fn registry() -> Vec<Box<dyn View>> {
         Box::new(experts::ExpertsView::default()),
         Box::new(features::FeaturesView::default()),
         Box::new(steer::SteerView::default()),
+        Box::new(corpus::CorpusView::default()),
     ]
 }
 
