@@ -188,7 +188,7 @@ fn open_type_switch_views_hover_and_export() {
         .iter()
         .map(|v| (v.id(), v.label()))
         .collect();
-    assert_eq!(views.len(), 11);
+    assert_eq!(views.len(), 12);
     for (id, label) in views {
         h.get_by_label(label).click();
         h.run_steps(3);
