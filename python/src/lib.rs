@@ -159,14 +159,13 @@ fn resolve_interventions(
     })
 }
 
-fn summary_dict<'py>(py: Python<'py>, d: &Bound<'py, PyDict>, s: &RunSummary) -> PyResult<()> {
+fn summary_dict(d: &Bound<'_, PyDict>, s: &RunSummary) -> PyResult<()> {
     d.set_item("total_bits", s.total_bits)?;
     d.set_item("predicted_bytes", s.predicted_bytes)?;
     d.set_item("bits_per_byte", s.bits_per_byte)?;
     d.set_item("text_bytes", s.text_bytes)?;
     d.set_item("zstd_bytes", s.zstd_bytes)?;
     d.set_item("zstd_bits_per_byte", s.zstd_bits_per_byte)?;
-    let _ = py;
     Ok(())
 }
 
@@ -415,7 +414,7 @@ impl Model {
         }
         d.set_item("top_ids", array(py, &[n, k], top_ids)?)?;
         d.set_item("top_p", array(py, &[n, k], top_p)?)?;
-        summary_dict(py, &d, &RunSummary::of(&trace, text.as_deref()))?;
+        summary_dict(&d, &RunSummary::of(&trace, text.as_deref()))?;
         let out = &trace.output;
         if let Some(att) = trace.attention() {
             let (layers, heads) = (att.layers, att.heads);
