@@ -2,14 +2,14 @@
 """A corpus through Prism on a Ray cluster: the folder `prism batch` writes, made by many machines.
 
     python scripts/ray_batch.py MODEL --corpus PATH --out DIR [--context N] [--top K]
-        [--shard-docs N] [--bos] [--backend cpu|gpu] [--workers N] [--cpus-per-worker C]
-        [--address auto]
+        [--shard-docs N] [--bos] [--pack] [--sites resid_post@12,...] [--dtype f32|f16]
+        [--sae DIR] [--backend cpu|gpu] [--workers N] [--cpus-per-worker C] [--address auto]
 
 Ray Data does the scheduling. The corpus is read by Prism (so its documents, their order and the
 digest are those `prism batch` sees) and becomes a dataset of shards, one row per shard still to
 make (index, first document, texts). `map_batches` sends those rows to a pool of actors, each
 holding one Prism model (`prism.load`, loaded once per worker) that turns a shard's documents into
-its two Parquet files with `Model.batch_shard`, the code `prism batch` runs. The driver commits
+its files (Parquet, and the activation cache's Arrow rows with --sites) with `Model.batch_shard`, the code `prism batch` runs. The driver commits
 finished shards in order into the folder (`prism.Batch.commit`: files written atomically, the
 manifest with each shard's sha256 updated), so the folder is always one `prism batch` could have
 written, `prism batch --summary` and the app's Corpus view read it, and a killed pipeline resumes
@@ -34,31 +34,40 @@ import prism
 class ShardMaker:
     """A Ray actor: one Prism model, shards of documents in, their Parquet files out."""
 
-    def __init__(self, model, backend, context, top, bos):
+    def __init__(self, model, backend, sae, **settings):
         self.model = prism.load(model, backend=backend)
-        self.settings = dict(context=context, top=top, bos=bos)
+        self.settings = dict(settings, sae=prism.load_sae(sae) if sae else None)
 
     def __call__(self, batch):
-        out = {"index": [], "tokens_parquet": [], "docs_parquet": [], "tokens": [], "docs": []}
+        out = {k: [] for k in ["index", *BYTES, *COUNTS]}
         for index, first, texts in zip(batch["index"], batch["first_doc"], batch["texts"]):
             shard = self.model.batch_shard([str(t) for t in texts], int(first), **self.settings)
             out["index"].append(int(index))
-            for key in ["tokens_parquet", "docs_parquet", "tokens", "docs"]:
+            for key in BYTES:
+                # No activations or features: empty bytes (Ray's columns take no None).
+                out[key].append(shard[key] or b"")
+            for key in COUNTS:
                 out[key].append(shard[key])
-        return {
-            "index": np.array(out["index"], dtype=np.int64),
-            "tokens_parquet": np.array(out["tokens_parquet"], dtype=object),
-            "docs_parquet": np.array(out["docs_parquet"], dtype=object),
-            "tokens": np.array(out["tokens"], dtype=np.int64),
-            "docs": np.array(out["docs"], dtype=np.int64),
-        }
+        cols = {k: np.array(out[k], dtype=object) for k in BYTES}
+        cols.update({k: np.array(out[k], dtype=np.int64) for k in ["index", *COUNTS]})
+        return cols
+
+
+BYTES = ["tokens_parquet", "docs_parquet", "activations", "features_parquet"]
+COUNTS = ["tokens", "docs", "activation_rows"]
 
 
 def run(args) -> int:
     # The driver's model is only for the manifest (hash, context, tokenizer check): mapped, cheap.
     model = prism.load(args.model, backend=args.backend)
-    settings = dict(context=args.context, top=args.top, bos=args.bos)
-    batch = prism.Batch(model, args.corpus, args.out, shard_docs=args.shard_docs, **settings)
+    settings = dict(
+        context=args.context, top=args.top, bos=args.bos, pack=args.pack, sites=args.sites,
+        dtype=args.dtype,
+    )
+    sae = prism.load_sae(args.sae) if args.sae else None
+    batch = prism.Batch(
+        model, args.corpus, args.out, shard_docs=args.shard_docs, sae=sae, **settings
+    )
     pending = batch.pending()
     print(f"{batch.shards} shards, {batch.done} done, {len(pending)} to make", file=sys.stderr)
     if not pending:
@@ -70,7 +79,9 @@ def run(args) -> int:
     rows = [{"index": i, "first_doc": first, "texts": texts} for i, first, texts in pending]
     ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
         ShardMaker,
-        fn_constructor_kwargs=dict(model=args.model, backend=args.backend, **settings),
+        fn_constructor_kwargs=dict(
+            model=args.model, backend=args.backend, sae=args.sae, **settings
+        ),
         batch_size=1,
         concurrency=args.workers,
         num_cpus=args.cpus_per_worker,
@@ -82,8 +93,8 @@ def run(args) -> int:
         waiting[int(row["index"])] = row
         while batch.done in waiting:
             r = waiting.pop(batch.done)
-            shard = {k: r[k] for k in ["tokens_parquet", "docs_parquet"]}
-            shard.update(tokens=int(r["tokens"]), docs=int(r["docs"]))
+            shard = {k: (r[k] or None) for k in BYTES}
+            shard.update({k: int(r[k]) for k in COUNTS})
             batch.commit(batch.done, shard)
             tokens += shard["tokens"]
             rate = tokens / max(time.time() - start, 1e-9)
@@ -104,6 +115,10 @@ def main() -> int:
     p.add_argument("--top", type=int, default=5)
     p.add_argument("--shard-docs", type=int, default=256)
     p.add_argument("--bos", action="store_true")
+    p.add_argument("--pack", action="store_true", help="documents packed into windows")
+    p.add_argument("--sites", help="activation cache sites, e.g. resid_post@12 (needs --pack)")
+    p.add_argument("--dtype", default="f32", choices=["f32", "f16"])
+    p.add_argument("--sae", help="a SAELens SAE folder: sparse features in the shards")
     p.add_argument("--backend", default="cpu", choices=["cpu", "gpu", "auto"])
     p.add_argument("--workers", type=int, default=2, help="actors, each with one model")
     p.add_argument("--cpus-per-worker", type=int, default=1)

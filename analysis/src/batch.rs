@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::data_type::{BoolType, ByteArray, ByteArrayType, DoubleType, Int32Type, Int64Type};
+use parquet::data_type::{
+    BoolType, ByteArray, ByteArrayType, DoubleType, FloatType, Int32Type, Int64Type,
+};
 use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::file::writer::SerializedFileWriter;
@@ -21,10 +23,13 @@ use parquet::record::RowAccessor;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::actcache::{ActDtype, ActSite, Layout};
 use crate::backend::{Backend, Capture};
 use crate::corpus::Corpus;
 use crate::error::{PrismError, Result};
+use crate::intervene::Site;
 use crate::model::Model;
+use crate::sae::Sae;
 use crate::trace::{RunSummary, Trace};
 
 /// What a batch run computes; a resumed run must have the same.
@@ -40,6 +45,42 @@ pub struct BatchSettings {
     pub bos: bool,
     /// The backend that ran it (CPU and GPU differ in the last digits).
     pub backend: String,
+    /// Documents packed into windows of exactly `context` tokens, as SAELens concatenates them
+    /// (BOS at the start of every window and between documents when BOS is on), rather than
+    /// each document truncated; a shard's documents are packed together, so shards stay
+    /// independent, and its last window may be shorter.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pack: bool,
+    /// Sites whose activations are written as a SAELens activation cache (`resid_post@12`);
+    /// needs `pack` (the cache's rows are whole windows).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<String>,
+    /// The cache's float type.
+    #[serde(default, skip_serializing_if = "is_f32")]
+    pub dtype: ActDtype,
+    /// The sha256 of the SAE whose feature activations the shards hold (sparse), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sae_sha256: Option<String>,
+}
+
+fn is_f32(d: &ActDtype) -> bool {
+    *d == ActDtype::Float32
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        BatchSettings {
+            context: 1024,
+            top_k: 5,
+            shard_docs: 256,
+            bos: false,
+            backend: "cpu".into(),
+            pack: false,
+            sites: Vec::new(),
+            dtype: ActDtype::Float32,
+            sae_sha256: None,
+        }
+    }
 }
 
 /// One finished shard: its documents and its two files with their sha256.
@@ -53,6 +94,37 @@ pub struct Shard {
     pub tokens_sha256: String,
     pub docs_file: String,
     pub docs_sha256: String,
+    /// The shard's activation-cache file (in `activations/`), its rows (whole windows) and sha256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activations_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activations_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_rows: Option<usize>,
+    /// The shard's sparse SAE features (`features-NNNNN.parquet`) and sha256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features_sha256: Option<String>,
+}
+
+impl Shard {
+    /// The shard's files and their recorded sha256.
+    pub fn files(&self) -> Vec<(&String, &String)> {
+        let mut v = vec![
+            (&self.tokens_file, &self.tokens_sha256),
+            (&self.docs_file, &self.docs_sha256),
+        ];
+        for (f, h) in [
+            (&self.activations_file, &self.activations_sha256),
+            (&self.features_file, &self.features_sha256),
+        ] {
+            if let (Some(f), Some(h)) = (f, h) {
+                v.push((f, h));
+            }
+        }
+        v
+    }
 }
 
 /// `manifest.json` of a batch folder.
@@ -65,11 +137,16 @@ pub struct Manifest {
     pub corpus_sha256: String,
     pub documents: usize,
     pub settings: BatchSettings,
+    /// The activation cache's columns, with `--sites`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activations: Option<Layout>,
     pub shards: Vec<Shard>,
 }
 
 const FORMAT: u32 = 1;
 pub const MANIFEST: &str = "manifest.json";
+/// The activation cache's folder inside a batch folder (a `datasets` dataset).
+pub const ACTIVATIONS_DIR: &str = "activations/";
 
 /// How far a run is.
 #[derive(Debug, Clone, Copy)]
@@ -142,12 +219,22 @@ pub fn verify(dir: &Path) -> Result<Manifest> {
                 format!("shard {i} is listed as shard {}", s.index),
             ));
         }
-        for (file, want) in [
-            (&s.tokens_file, &s.tokens_sha256),
-            (&s.docs_file, &s.docs_sha256),
-        ] {
+        let extras = [
+            (m.settings.sites.is_empty(), s.activations_file.is_none()),
+            (m.settings.sae_sha256.is_none(), s.features_file.is_none()),
+        ];
+        if extras.iter().any(|(want_none, none)| want_none != none) {
+            return Err(bad(
+                &path,
+                format!(
+                    "shard {i} does not list the activation or feature files its settings ask for"
+                ),
+            ));
+        }
+        for (file, want) in s.files() {
             let p = dir.join(file);
-            if file.contains('/') || file.contains("..") {
+            let name = file.strip_prefix(ACTIVATIONS_DIR).unwrap_or(file);
+            if name.contains('/') || name.contains('\\') || name.contains("..") {
                 return Err(bad(
                     &path,
                     format!("shard {i} names a file outside the folder: {file}"),
@@ -177,6 +264,10 @@ pub struct ShardFiles {
     pub tokens: usize,
     /// Documents in the shard.
     pub docs: usize,
+    /// The activation cache's Arrow IPC stream and its rows (whole windows), with `--sites`.
+    pub activations: Option<(Vec<u8>, usize)>,
+    /// The sparse SAE features, with an SAE.
+    pub features_parquet: Option<Vec<u8>>,
 }
 
 /// Checks `settings` for `model` and opens `out` for a run of `corpus`: a new folder gets a
@@ -189,7 +280,7 @@ pub fn open(
     out: &Path,
     settings: &BatchSettings,
 ) -> Result<Manifest> {
-    check_settings(settings)?;
+    let sites = check_settings(settings, model)?;
     if !model.spec.causal {
         return Err(PrismError::Input(format!(
             "{} is an encoder: it predicts no next token",
@@ -210,6 +301,8 @@ pub fn open(
         corpus_sha256: corpus.digest(),
         documents: corpus.documents.len(),
         settings: settings.clone(),
+        activations: (!sites.is_empty())
+            .then(|| Layout::new(&sites, &model.spec, settings.context, settings.dtype)),
         shards: Vec::new(),
     };
     std::fs::create_dir_all(out).map_err(|e| PrismError::Io {
@@ -223,6 +316,7 @@ pub fn open(
             (m.model_sha256 != fresh.model_sha256, "the model"),
             (m.corpus_sha256 != fresh.corpus_sha256, "the corpus"),
             (m.settings != fresh.settings, "the settings"),
+            (m.activations != fresh.activations, "the activation sites"),
         ];
         if let Some((_, what)) = differs.iter().find(|(d, _)| *d) {
             return Err(bad(
@@ -251,14 +345,22 @@ pub fn open(
     Ok(fresh)
 }
 
-fn check_settings(settings: &BatchSettings) -> Result<()> {
+fn check_settings(settings: &BatchSettings, model: &Model) -> Result<Vec<ActSite>> {
     if settings.context < 2 || settings.shard_docs == 0 || !(1..=100).contains(&settings.top_k) {
         return Err(PrismError::Input(format!(
             "batch settings: a context of {} tokens (at least 2), {} documents per shard (at least 1), top {} (1 to 100)",
             settings.context, settings.shard_docs, settings.top_k
         )));
     }
-    Ok(())
+    if settings.sites.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !settings.pack {
+        return Err(PrismError::Input(
+            "an activation cache holds whole windows of the context length: add --pack (documents concatenated into windows, as SAELens does)".into(),
+        ));
+    }
+    crate::actcache::parse_sites(&settings.sites.join(","), &model.spec)
 }
 
 /// The documents of shard `index` of a corpus of `n` documents: `first..last`.
@@ -267,56 +369,265 @@ pub fn shard_range(index: usize, n: usize, settings: &BatchSettings) -> (usize, 
     (first, (first + settings.shard_docs).min(n))
 }
 
+/// One context window of packed documents: its token ids and, per position, the document
+/// (its index in the shard) and position there, or `None` for a BOS the packing inserted.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Window {
+    pub ids: Vec<u32>,
+    pub owner: Vec<Option<(usize, usize)>>,
+}
+
+/// SAELens's concatenation (`concat_and_batch_sequences` with `bos` as the begin-batch and
+/// separator token, no begin-sequence token): the documents' tokens in order, cut into windows
+/// of `context`; each window starts with `bos`, and `bos` separates two documents in a window,
+/// unless the next token is `bos` already. SAELens drops the last, shorter window; it is kept
+/// here (for the per-token statistics) and is the last one.
+pub fn pack(docs: &[Vec<u32>], context: usize, bos: Option<u32>) -> Vec<Window> {
+    let mut out = Vec::new();
+    let mut cur: Option<Window> = None;
+    for (d, toks) in docs.iter().enumerate() {
+        let mut off = 0;
+        while off < toks.len() {
+            let w = cur.get_or_insert_with(Window::default);
+            if let Some(b) = bos {
+                if toks[off] != b && w.ids.len() < context {
+                    w.ids.push(b);
+                    w.owner.push(None);
+                }
+            }
+            let take = context.saturating_sub(w.ids.len()).min(toks.len() - off);
+            for (i, &t) in toks.iter().enumerate().skip(off).take(take) {
+                w.ids.push(t);
+                w.owner.push(Some((d, i)));
+            }
+            off += take;
+            if w.ids.len() >= context {
+                out.extend(cur.take());
+            }
+        }
+    }
+    out.extend(cur);
+    out
+}
+
+/// One token's statistics, as a shard's token row holds them.
+#[derive(Debug, Clone, Default)]
+struct TokenStat {
+    id: u32,
+    surprisal: Option<f64>,
+    entropy: Option<f64>,
+    rank: Option<usize>,
+    top: Vec<(i32, f64)>,
+    bytes: usize,
+    /// (window in the shard, position in it), when packed.
+    at: Option<(usize, usize)>,
+    features: Vec<(usize, f32)>,
+}
+
+impl TokenStat {
+    fn of(t: &Trace, p: usize, k: usize) -> TokenStat {
+        TokenStat {
+            id: t.tokens[p].id,
+            surprisal: t.surprisal_bits[p],
+            entropy: t.entropy_bits[p],
+            rank: t.rank[p],
+            top: (0..k)
+                .map(|j| {
+                    t.top[p]
+                        .get(j)
+                        .map_or((-1, 0.0), |x| (x.id as i32, x.p as f64))
+                })
+                .collect(),
+            bytes: t.tokens[p].text.len(),
+            at: None,
+            features: Vec::new(),
+        }
+    }
+}
+
+/// Per token, its active features (feature, activation), largest first.
+type TokenFeatures = Vec<Vec<(usize, f32)>>;
+
+/// What the shard's runs capture besides the statistics.
+fn shard_capture(settings: &BatchSettings, sites: &[ActSite], sae: Option<&Sae>) -> Capture {
+    let sae_sites =
+        sae.is_some_and(|s| s.transcoder || !matches!(s.site, Site::ResidPre | Site::ResidPost));
+    Capture {
+        top_k: settings.top_k,
+        residual: !sites.is_empty() || sae.is_some(),
+        sites: sites.iter().any(ActSite::needs_sites) || sae_sites,
+        ..Capture::default()
+    }
+}
+
 /// Runs `docs` (the documents of one shard, the first of them document `first_doc` of the
-/// corpus) through `model` and makes the shard's two files; `progress` is called after each
-/// document with how many of them are done and the tokens they had.
+/// corpus) through `model` and makes the shard's files: its token and document rows, with
+/// `--sites` the activation cache's rows, with `sae` (the SAE the settings' `sae_sha256` names)
+/// its features. `progress` is called after each pass with how many documents are done and the
+/// tokens the pass had.
+#[allow(clippy::too_many_arguments)]
 pub fn make_shard(
     model: &Model,
     backend: &dyn Backend,
     docs: &[String],
     first_doc: usize,
     settings: &BatchSettings,
+    sae: Option<&Sae>,
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<ShardFiles> {
-    check_settings(settings)?;
+    let sites = check_settings(settings, model)?;
+    match (sae, &settings.sae_sha256) {
+        (Some(s), Some(_)) => s.check(model)?,
+        (None, None) => {}
+        _ => {
+            return Err(PrismError::Input(
+                "the batch settings and the SAE given disagree: give the SAE whose sha256 the settings record, or none".into(),
+            ))
+        }
+    }
     let tok = model.tokenizer.as_ref().ok_or_else(|| {
         PrismError::Input(format!("{} has no tokenizer", model.info.path.display()))
     })?;
-    let mut t = TokenCols::new(settings.top_k);
-    let mut d = DocCols::default();
-    for (i, text) in docs.iter().enumerate() {
-        let doc = first_doc + i;
+    let capture = shard_capture(settings, &sites, sae);
+    let k = settings.top_k;
+    let run = |ids: &[u32]| -> Result<(Trace, Option<TokenFeatures>)> {
         if cancel.load(Ordering::Relaxed) {
             return Err(PrismError::Cancelled);
         }
-        let mut ids = tok.encode(text, settings.bos)?;
-        let truncated = ids.len() > settings.context;
-        ids.truncate(settings.context);
-        if ids.is_empty() {
-            return Err(PrismError::Input(format!("document {doc} has no tokens")));
+        let trace = Trace::run(model, backend, ids, capture, k)?;
+        let feats = match sae {
+            Some(s) => Some(crate::sae::active_features(backend, &trace, s)?),
+            None => None,
+        };
+        Ok((trace, feats))
+    };
+    let mut per_doc: Vec<Vec<TokenStat>> = Vec::with_capacity(docs.len());
+    let mut kept: Vec<(bool, String)> = Vec::with_capacity(docs.len());
+    let mut activations = Vec::new();
+    if !settings.pack {
+        for (i, text) in docs.iter().enumerate() {
+            let mut ids = tok.encode(text, settings.bos)?;
+            let truncated = ids.len() > settings.context;
+            ids.truncate(settings.context);
+            if ids.is_empty() {
+                return Err(PrismError::Input(format!(
+                    "document {} has no tokens",
+                    first_doc + i
+                )));
+            }
+            let (trace, feats) = run(&ids)?;
+            let mut stats: Vec<TokenStat> = (0..ids.len())
+                .map(|p| TokenStat::of(&trace, p, k))
+                .collect();
+            if let Some(f) = feats {
+                for (st, f) in stats.iter_mut().zip(f) {
+                    st.features = f;
+                }
+            }
+            per_doc.push(stats);
+            // A truncated document is compared with zstd on the text its tokens cover.
+            kept.push((
+                truncated,
+                if truncated {
+                    tok.decode(&ids)?
+                } else {
+                    text.clone()
+                },
+            ));
+            progress(i + 1, ids.len());
         }
-        let capture = Capture {
-            top_k: settings.top_k,
-            ..Capture::default()
-        };
-        let trace = Trace::run(model, backend, &ids, capture, settings.top_k)?;
-        // A truncated document is compared with zstd on the text its tokens cover.
-        let kept = if truncated {
-            tok.decode(&ids)?
-        } else {
-            text.clone()
-        };
-        let s = RunSummary::of(&trace, Some(&kept));
-        t.push(doc, &ids, &trace);
-        d.push(doc, &s, truncated, &kept);
-        progress(i + 1, ids.len());
+    } else {
+        let mut streams = Vec::with_capacity(docs.len());
+        let mut bos = None;
+        for (i, text) in docs.iter().enumerate() {
+            let mut ids = tok.encode(text, settings.bos)?;
+            // The packing puts BOS where it belongs; a document's own tokens are its text's.
+            if let (Some(&first), Some(b)) = (ids.first(), tok.bos_id) {
+                if first == b {
+                    bos = Some(b);
+                    ids.remove(0);
+                }
+            }
+            if ids.is_empty() {
+                return Err(PrismError::Input(format!(
+                    "document {} has no tokens",
+                    first_doc + i
+                )));
+            }
+            streams.push(ids);
+            kept.push((false, text.clone()));
+        }
+        let windows = pack(&streams, settings.context, bos);
+        per_doc = streams
+            .iter()
+            .map(|s| vec![TokenStat::default(); s.len()])
+            .collect();
+        for (wi, w) in windows.iter().enumerate() {
+            let (trace, feats) = run(&w.ids)?;
+            for (p, owner) in w.owner.iter().enumerate() {
+                if let Some((d, pos)) = *owner {
+                    let mut st = TokenStat::of(&trace, p, k);
+                    st.at = Some((wi, p));
+                    if let Some(f) = &feats {
+                        st.features = f[p].clone();
+                    }
+                    per_doc[d][pos] = st;
+                }
+            }
+            if !sites.is_empty() && w.ids.len() == settings.context {
+                let values = sites
+                    .iter()
+                    .map(|a| crate::actcache::site_values(&trace, a.site, a.layer))
+                    .collect::<Result<Vec<_>>>()?;
+                activations.push((w.ids.clone(), values));
+            }
+            // Documents whose last token is in this window or an earlier one.
+            let done = w.owner.iter().rev().find_map(|o| *o).map_or(0, |(d, pos)| {
+                if pos + 1 == streams[d].len() {
+                    d + 1
+                } else {
+                    d
+                }
+            });
+            progress(done, w.ids.len());
+        }
     }
+    let mut t = TokenCols::new(k, settings.pack);
+    let mut d = DocCols::default();
+    let mut f = FeatureCols::default();
+    for (i, (stats, (truncated, text))) in per_doc.iter().zip(&kept).enumerate() {
+        let doc = first_doc + i;
+        let predicted: Vec<&TokenStat> = stats.iter().filter(|s| s.surprisal.is_some()).collect();
+        let s = RunSummary::from_parts(
+            stats.len(),
+            predicted.len(),
+            predicted.iter().filter_map(|s| s.surprisal).sum(),
+            predicted.iter().map(|s| s.bytes).sum(),
+            Some(text),
+        );
+        for (pos, st) in stats.iter().enumerate() {
+            t.push(doc, pos, st);
+            f.push(doc, pos, &st.features);
+        }
+        d.push(doc, &s, *truncated, text);
+    }
+    let activations = if sites.is_empty() {
+        None
+    } else {
+        let layout = Layout::new(&sites, &model.spec, settings.context, settings.dtype);
+        Some((layout.write(&activations)?, activations.len()))
+    };
     Ok(ShardFiles {
         tokens_parquet: t.write()?,
         docs_parquet: d.write()?,
         tokens: t.doc.len(),
         docs: docs.len(),
+        activations,
+        features_parquet: match sae {
+            Some(_) => Some(f.write()?),
+            None => None,
+        },
     })
 }
 
@@ -355,9 +666,17 @@ pub fn commit_shard(
         format!("tokens-{index:05}.parquet"),
         format!("docs-{index:05}.parquet"),
     );
+    if files.activations.is_some() != manifest.activations.is_some()
+        || files.features_parquet.is_some() != manifest.settings.sae_sha256.is_some()
+    {
+        return Err(bad(
+            &mpath,
+            format!("shard {index} was made with other settings than the folder's (activations or SAE features differ)"),
+        ));
+    }
     crate::atomic::write_atomic(&out.join(&tokens_file), &files.tokens_parquet)?;
     crate::atomic::write_atomic(&out.join(&docs_file), &files.docs_parquet)?;
-    manifest.shards.push(Shard {
+    let mut shard = Shard {
         index,
         first_doc: first,
         docs: last - first,
@@ -366,20 +685,62 @@ pub fn commit_shard(
         tokens_sha256: sha256(&files.tokens_parquet),
         docs_file,
         docs_sha256: sha256(&files.docs_parquet),
-    });
+        activations_file: None,
+        activations_sha256: None,
+        activation_rows: None,
+        features_file: None,
+        features_sha256: None,
+    };
+    if let Some(f) = &files.features_parquet {
+        let name = format!("features-{index:05}.parquet");
+        crate::atomic::write_atomic(&out.join(&name), f)?;
+        shard.features_file = Some(name);
+        shard.features_sha256 = Some(sha256(f));
+    }
+    if let (Some((bytes, rows)), Some(layout)) = (&files.activations, &manifest.activations) {
+        let dir = out.join(ACTIVATIONS_DIR);
+        std::fs::create_dir_all(&dir).map_err(|e| PrismError::Io {
+            path: dir.clone(),
+            source: e,
+        })?;
+        let name = format!("data-{index:05}.arrow");
+        crate::atomic::write_atomic(&dir.join(&name), bytes)?;
+        shard.activations_file = Some(format!("{ACTIVATIONS_DIR}{name}"));
+        shard.activations_sha256 = Some(sha256(bytes));
+        shard.activation_rows = Some(*rows);
+        // The dataset lists the finished shards' files and this one, before the manifest
+        // records it: a folder never lists a file it does not hold.
+        let listed: Vec<(String, String)> = manifest
+            .shards
+            .iter()
+            .chain(std::iter::once(&shard))
+            .filter_map(|s| {
+                let f = s.activations_file.as_ref()?;
+                Some((
+                    f.strip_prefix(ACTIVATIONS_DIR).unwrap_or(f).to_string(),
+                    s.activations_sha256.clone()?,
+                ))
+            })
+            .collect();
+        layout.write_meta(&dir, &listed)?;
+    }
+    manifest.shards.push(shard);
     crate::atomic::write_atomic(
         &mpath,
         &serde_json::to_vec_pretty(&manifest).map_err(json_err)?,
     )
 }
 
-/// Runs `corpus` through `model` into `out`, resuming what a manifest there says is done.
+/// Runs `corpus` through `model` into `out`, resuming what a manifest there says is done;
+/// `sae` is the SAE whose sha256 the settings record, if they record one.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     model: &Model,
     backend: &dyn Backend,
     corpus: &Corpus,
     out: &Path,
     settings: &BatchSettings,
+    sae: Option<&Sae>,
     progress: &mut dyn FnMut(Progress),
     cancel: &AtomicBool,
 ) -> Result<Manifest> {
@@ -396,6 +757,7 @@ pub fn run(
             &corpus.documents[first..last],
             first,
             settings,
+            sae,
             cancel,
             &mut |done, tokens| {
                 tokens_run += tokens;
@@ -438,6 +800,7 @@ enum Col<'a> {
     OptF64(&'a [f64], &'a [i16]),
     OptI32(&'a [i32], &'a [i16]),
     F64(&'a [f64]),
+    F32(&'a [f32]),
     Bool(&'a [bool]),
     Str(&'a [ByteArray]),
 }
@@ -458,6 +821,7 @@ fn write_parquet(schema: &str, cols: &[Col<'_>]) -> Result<Vec<u8>> {
             Col::OptF64(v, d) => cw.typed::<DoubleType>().write_batch(v, Some(d), None),
             Col::OptI32(v, d) => cw.typed::<Int32Type>().write_batch(v, Some(d), None),
             Col::F64(v) => cw.typed::<DoubleType>().write_batch(v, None, None),
+            Col::F32(v) => cw.typed::<FloatType>().write_batch(v, None, None),
             Col::Bool(v) => cw.typed::<BoolType>().write_batch(v, None, None),
             Col::Str(v) => cw.typed::<ByteArrayType>().write_batch(v, None, None),
         }
@@ -472,6 +836,7 @@ fn write_parquet(schema: &str, cols: &[Col<'_>]) -> Result<Vec<u8>> {
 /// The token rows of a shard, column by column.
 struct TokenCols {
     k: usize,
+    packed: bool,
     doc: Vec<i64>,
     position: Vec<i32>,
     id: Vec<i32>,
@@ -481,12 +846,16 @@ struct TokenCols {
     /// Per k: the ids and probabilities of the k-th prediction.
     top_id: Vec<Vec<i32>>,
     top_p: Vec<Vec<f64>>,
+    /// Packed: the window (in the shard) and the position in it.
+    window: Vec<i32>,
+    offset: Vec<i32>,
 }
 
 impl TokenCols {
-    fn new(k: usize) -> Self {
+    fn new(k: usize, packed: bool) -> Self {
         TokenCols {
             k,
+            packed,
             doc: Vec::new(),
             position: Vec::new(),
             id: Vec::new(),
@@ -495,10 +864,12 @@ impl TokenCols {
             rank: Default::default(),
             top_id: vec![Vec::new(); k],
             top_p: vec![Vec::new(); k],
+            window: Vec::new(),
+            offset: Vec::new(),
         }
     }
 
-    fn push(&mut self, doc: usize, ids: &[u32], t: &Trace) {
+    fn push(&mut self, doc: usize, position: usize, t: &TokenStat) {
         fn opt<T: Copy>(c: &mut (Vec<T>, Vec<i16>), v: Option<T>) {
             match v {
                 Some(v) => {
@@ -508,18 +879,21 @@ impl TokenCols {
                 None => c.1.push(0),
             }
         }
-        for (p, &id) in ids.iter().enumerate() {
-            self.doc.push(doc as i64);
-            self.position.push(p as i32);
-            self.id.push(id as i32);
-            opt(&mut self.surprisal, t.surprisal_bits[p]);
-            opt(&mut self.entropy, t.entropy_bits[p]);
-            opt(&mut self.rank, t.rank[p].map(|r| r as i32));
-            for j in 0..self.k {
-                let pred = t.top[p].get(j);
-                self.top_id[j].push(pred.map_or(-1, |x| x.id as i32));
-                self.top_p[j].push(pred.map_or(0.0, |x| x.p as f64));
-            }
+        self.doc.push(doc as i64);
+        self.position.push(position as i32);
+        self.id.push(t.id as i32);
+        opt(&mut self.surprisal, t.surprisal);
+        opt(&mut self.entropy, t.entropy);
+        opt(&mut self.rank, t.rank.map(|r| r as i32));
+        for j in 0..self.k {
+            let (id, p) = t.top.get(j).copied().unwrap_or((-1, 0.0));
+            self.top_id[j].push(id);
+            self.top_p[j].push(p);
+        }
+        if self.packed {
+            let (w, o) = t.at.unwrap_or((0, 0));
+            self.window.push(w as i32);
+            self.offset.push(o as i32);
         }
     }
 
@@ -529,6 +903,9 @@ impl TokenCols {
         );
         for j in 1..=self.k {
             schema += &format!(" required int32 top{j}_id; required double top{j}_p;");
+        }
+        if self.packed {
+            schema += " required int32 window; required int32 window_position;";
         }
         schema += " }";
         let mut cols = vec![
@@ -543,7 +920,44 @@ impl TokenCols {
             cols.push(Col::I32(&self.top_id[j]));
             cols.push(Col::F64(&self.top_p[j]));
         }
+        if self.packed {
+            cols.push(Col::I32(&self.window));
+            cols.push(Col::I32(&self.offset));
+        }
         write_parquet(&schema, &cols)
+    }
+}
+
+/// The sparse SAE features of a shard's tokens: one row per (token, active feature), largest
+/// activation first within a token.
+#[derive(Default)]
+struct FeatureCols {
+    doc: Vec<i64>,
+    position: Vec<i32>,
+    feature: Vec<i32>,
+    activation: Vec<f32>,
+}
+
+impl FeatureCols {
+    fn push(&mut self, doc: usize, position: usize, features: &[(usize, f32)]) {
+        for &(j, a) in features {
+            self.doc.push(doc as i64);
+            self.position.push(position as i32);
+            self.feature.push(j as i32);
+            self.activation.push(a);
+        }
+    }
+
+    fn write(&self) -> Result<Vec<u8>> {
+        write_parquet(
+            "message features { required int64 doc; required int32 position; required int32 feature; required float activation; }",
+            &[
+                Col::I64(&self.doc),
+                Col::I32(&self.position),
+                Col::I32(&self.feature),
+                Col::F32(&self.activation),
+            ],
+        )
     }
 }
 
@@ -759,6 +1173,40 @@ fn shard_tokens(dir: &Path, s: &Shard, k: usize) -> Result<Vec<TokenRow>> {
                 })
                 .collect::<Result<_>>()?,
         });
+    }
+    Ok(out)
+}
+
+/// One active SAE feature of one token: a row of `features-NNNNN.parquet`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FeatureRow {
+    pub doc: usize,
+    pub position: usize,
+    pub feature: usize,
+    pub activation: f32,
+}
+
+/// Every feature row of a checked batch folder run with an SAE, in order.
+pub fn features(dir: &Path) -> Result<Vec<FeatureRow>> {
+    let manifest = verify(dir)?;
+    let mut out = Vec::new();
+    for s in &manifest.shards {
+        let Some(file) = &s.features_file else {
+            return Err(bad(
+                &dir.join(MANIFEST),
+                "this batch ran without an SAE: it holds no features",
+            ));
+        };
+        let path = dir.join(file);
+        for row in rows(&path)? {
+            let get = |e: parquet::errors::ParquetError| bad(&path, format!("a feature row: {e}"));
+            out.push(FeatureRow {
+                doc: row.get_long(0).map_err(get)? as usize,
+                position: row.get_int(1).map_err(get)? as usize,
+                feature: row.get_int(2).map_err(get)? as usize,
+                activation: row.get_float(3).map_err(get)?,
+            });
+        }
     }
     Ok(out)
 }

@@ -5,6 +5,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod ablation;
+pub mod actcache;
 pub mod arch;
 pub mod atomic;
 pub mod backend;

@@ -217,13 +217,29 @@ pub struct RunSummary {
 
 impl RunSummary {
     pub fn of(trace: &Trace, text: Option<&str>) -> RunSummary {
-        let total_bits = trace.total_bits();
-        let predicted_bytes = trace.predicted_bytes();
+        RunSummary::from_parts(
+            trace.tokens.len(),
+            trace.surprisal_bits.iter().flatten().count(),
+            trace.total_bits(),
+            trace.predicted_bytes(),
+            text,
+        )
+    }
+
+    /// The summary of `tokens` tokens of which `predicted` had a surprisal, `total_bits` in all
+    /// over `predicted_bytes` bytes of their text; zstd's baseline on `text`.
+    pub fn from_parts(
+        tokens: usize,
+        predicted: usize,
+        total_bits: f64,
+        predicted_bytes: usize,
+        text: Option<&str>,
+    ) -> RunSummary {
         let text_bytes = text.map(str::len);
         let zstd_bytes = text.map(crate::metrics::zstd_bytes);
         RunSummary {
-            tokens: trace.tokens.len(),
-            predicted: trace.surprisal_bits.iter().flatten().count(),
+            tokens,
+            predicted,
             total_bits,
             predicted_bytes,
             bits_per_byte: if predicted_bytes > 0 {

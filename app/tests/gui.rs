@@ -1237,6 +1237,7 @@ fn corpus_view_lists_a_batch_folder_and_a_clicked_document_shows_its_tokens() {
         shard_docs: 2,
         bos: false,
         backend: "cpu".into(),
+        ..BatchSettings::default()
     };
     let out = dir.join("out");
     batch::run(
@@ -1245,6 +1246,7 @@ fn corpus_view_lists_a_batch_folder_and_a_clicked_document_shows_its_tokens() {
         &corpus,
         &out,
         &settings,
+        None,
         &mut |_| {},
         &AtomicBool::new(false),
     )

@@ -16,6 +16,7 @@ use numpy::PyArray;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
+use prism_analysis::actcache::{self, ActDtype};
 use prism_analysis::backend::{self, Backend, BackendChoice, Capture};
 use prism_analysis::batch::{self, BatchSettings, ShardFiles};
 use prism_analysis::corpus::Corpus;
@@ -58,6 +59,8 @@ struct Model {
 #[pyclass(module = "prism", frozen)]
 struct SparseAutoencoder {
     sae: Sae,
+    /// sha256 of its files, as a batch manifest records it.
+    sha256: String,
 }
 
 #[pymethods]
@@ -123,9 +126,9 @@ fn load(py: Python<'_>, path: &str, backend: &str) -> PyResult<Model> {
 #[pyfunction]
 fn load_sae(py: Python<'_>, path: PathBuf) -> PyResult<SparseAutoencoder> {
     py.detach(move || {
-        Sae::load(&path)
-            .map(|sae| SparseAutoencoder { sae })
-            .map_err(err)
+        let sae = Sae::load(&path).map_err(err)?;
+        let sha256 = batch::model_sha256(&path).map_err(err)?;
+        Ok(SparseAutoencoder { sae, sha256 })
     })
 }
 
@@ -590,9 +593,12 @@ impl Model {
     }
 
     /// One shard of a corpus run: `texts` (documents `first_doc`.. of the corpus) through the
-    /// model, as `prism batch` makes it. Returns the shard's two Parquet files as bytes
-    /// (`tokens_parquet`, `docs_parquet`) and its counts; `Batch.commit` writes them.
-    #[pyo3(signature = (texts, first_doc, context = 1024, top = 5, bos = false))]
+    /// model, as `prism batch` makes it, with the settings `prism batch` takes (`pack`, `sites`
+    /// as "resid_post@1,mlp_out@2" or a list, `dtype` "f32" or "f16", `sae` a loaded SAE).
+    /// Returns the shard's files as bytes (`tokens_parquet`, `docs_parquet`, `activations` and
+    /// `features_parquet` or None) and its counts; `Batch.commit` writes them.
+    #[pyo3(signature = (texts, first_doc, context = 1024, top = 5, bos = false, pack = false, sites = None, dtype = "f32", sae = None))]
+    #[allow(clippy::too_many_arguments)]
     fn batch_shard<'py>(
         &self,
         py: Python<'py>,
@@ -601,8 +607,25 @@ impl Model {
         context: usize,
         top: usize,
         bos: bool,
+        pack: bool,
+        sites: Option<&Bound<'_, PyAny>>,
+        dtype: &str,
+        sae: Option<PyRef<'_, SparseAutoencoder>>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let settings = self.batch_settings(context, top, 1, bos);
+        let settings = self.batch_settings(
+            BatchSettings {
+                context,
+                top_k: top,
+                shard_docs: 1,
+                bos,
+                pack,
+                ..BatchSettings::default()
+            },
+            sites,
+            dtype,
+            sae.as_deref(),
+        )?;
+        let sae = sae.as_deref().map(|s| &s.sae);
         let files = py.detach(|| {
             batch::make_shard(
                 &self.model,
@@ -610,6 +633,7 @@ impl Model {
                 &texts,
                 first_doc,
                 &settings,
+                sae,
                 &AtomicBool::new(false),
                 &mut |_, _| {},
             )
@@ -620,6 +644,20 @@ impl Model {
         d.set_item("docs_parquet", PyBytes::new(py, &files.docs_parquet))?;
         d.set_item("tokens", files.tokens)?;
         d.set_item("docs", files.docs)?;
+        match &files.activations {
+            Some((bytes, rows)) => {
+                d.set_item("activations", PyBytes::new(py, bytes))?;
+                d.set_item("activation_rows", rows)?;
+            }
+            None => {
+                d.set_item("activations", py.None())?;
+                d.set_item("activation_rows", 0)?;
+            }
+        }
+        match &files.features_parquet {
+            Some(bytes) => d.set_item("features_parquet", PyBytes::new(py, bytes))?,
+            None => d.set_item("features_parquet", py.None())?,
+        }
         Ok(d)
     }
 }
@@ -634,26 +672,45 @@ impl Model {
         })
     }
 
-    /// The settings `prism batch` records for this model and backend.
+    /// The settings `prism batch` records for this model and backend: `base` with the context
+    /// capped as the CLI caps it, the sites parsed, the dtype and the SAE's sha256.
     fn batch_settings(
         &self,
-        context: usize,
-        top: usize,
-        shard_docs: usize,
-        bos: bool,
-    ) -> BatchSettings {
-        BatchSettings {
-            context: context.min(self.model.spec.context_length),
-            top_k: top,
-            shard_docs,
-            bos,
+        base: BatchSettings,
+        sites: Option<&Bound<'_, PyAny>>,
+        dtype: &str,
+        sae: Option<&SparseAutoencoder>,
+    ) -> PyResult<BatchSettings> {
+        let sites = match sites {
+            None => Vec::new(),
+            Some(s) => {
+                let list = match s.extract::<String>() {
+                    Ok(text) => text,
+                    Err(_) => s
+                        .extract::<Vec<String>>()
+                        .map_err(|_| err("sites: a string (\"resid_post@1,mlp_out@2\") or a list of site names"))?
+                        .join(","),
+                };
+                actcache::parse_sites(&list, &self.model.spec)
+                    .map_err(err)?
+                    .iter()
+                    .map(|s| s.name())
+                    .collect()
+            }
+        };
+        Ok(BatchSettings {
+            context: base.context.min(self.model.spec.context_length),
             backend: if self.backend.describe().starts_with("gpu") {
                 "gpu"
             } else {
                 "cpu"
             }
             .into(),
-        }
+            sites,
+            dtype: ActDtype::parse(dtype).map_err(err)?,
+            sae_sha256: sae.map(|s| s.sha256.clone()),
+            ..base
+        })
     }
 }
 
@@ -670,7 +727,7 @@ struct Batch {
 #[pymethods]
 impl Batch {
     #[new]
-    #[pyo3(signature = (model, corpus, out, context = 1024, top = 5, shard_docs = 256, bos = false))]
+    #[pyo3(signature = (model, corpus, out, context = 1024, top = 5, shard_docs = 256, bos = false, pack = false, sites = None, dtype = "f32", sae = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -681,8 +738,24 @@ impl Batch {
         top: usize,
         shard_docs: usize,
         bos: bool,
+        pack: bool,
+        sites: Option<&Bound<'_, PyAny>>,
+        dtype: &str,
+        sae: Option<PyRef<'_, SparseAutoencoder>>,
     ) -> PyResult<Batch> {
-        let settings = model.batch_settings(context, top, shard_docs, bos);
+        let settings = model.batch_settings(
+            BatchSettings {
+                context,
+                top_k: top,
+                shard_docs,
+                bos,
+                pack,
+                ..BatchSettings::default()
+            },
+            sites,
+            dtype,
+            sae.as_deref(),
+        )?;
         py.detach(|| {
             let corpus = Corpus::read(&corpus).map_err(err)?;
             let manifest = batch::open(&model.model, &corpus, &out, &settings).map_err(err)?;
@@ -709,7 +782,8 @@ impl Batch {
         self.manifest.shards.len()
     }
 
-    /// The settings recorded in the manifest: context, top_k, shard_docs, bos, backend.
+    /// The settings recorded in the manifest: context, top_k, shard_docs, bos, backend, pack,
+    /// sites, dtype, sae_sha256.
     #[getter]
     fn settings<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = &self.manifest.settings;
@@ -719,6 +793,10 @@ impl Batch {
         d.set_item("shard_docs", s.shard_docs)?;
         d.set_item("bos", s.bos)?;
         d.set_item("backend", &s.backend)?;
+        d.set_item("pack", s.pack)?;
+        d.set_item("sites", s.sites.clone())?;
+        d.set_item("dtype", s.dtype.name())?;
+        d.set_item("sae_sha256", s.sae_sha256.clone())?;
         Ok(d)
     }
 
@@ -751,6 +829,17 @@ impl Batch {
             docs_parquet: get("docs_parquet")?.cast::<PyBytes>()?.as_bytes().to_vec(),
             tokens: get("tokens")?.extract()?,
             docs: get("docs")?.extract()?,
+            activations: match shard.get_item("activations")? {
+                Some(b) if !b.is_none() => Some((
+                    b.cast::<PyBytes>()?.as_bytes().to_vec(),
+                    get("activation_rows")?.extract()?,
+                )),
+                _ => None,
+            },
+            features_parquet: match shard.get_item("features_parquet")? {
+                Some(b) if !b.is_none() => Some(b.cast::<PyBytes>()?.as_bytes().to_vec()),
+                _ => None,
+            },
         };
         let (out, manifest) = (&self.out, &mut self.manifest);
         py.detach(|| batch::commit_shard(out, manifest, index, &files).map_err(err))

@@ -201,3 +201,48 @@ def test_batch_shards_from_python_equal_prism_batch(smollm2, tmp_path):
     # Other settings on the same folder are refused.
     with pytest.raises(prism.PrismError, match="differ"):
         prism.Batch(smollm2, corpus, out, context=8, top=3, shard_docs=4)
+
+
+def test_activation_cache_loads_with_datasets_and_python_shards_equal_the_cli(tmp_path):
+    """`prism batch --pack --sites --sae` and the same run through `Model.batch_shard` give the
+    same files; `datasets.load_from_disk` (what SAELens's ActivationsStore calls) opens the
+    activation cache, and each row holds what `Model.run` captures for its token_ids."""
+    datasets = pytest.importorskip("datasets")
+    qwen = FIXTURES / "archs" / "qwen3"
+    sae_dir = FIXTURES / "saes" / "relu-resid-pre-1"
+    words = "the cat sat on a mat while purple rain fell over the quiet blue river".split()
+    docs = [" ".join(words[(i * 3) % 7: (i * 3) % 7 + 2 + i % 9]) for i in range(12)]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(docs) + "\n")
+    sites = "resid_post@1,blocks.0.hook_mlp_out"
+    cli("batch", qwen, "--corpus", corpus, "--out", tmp_path / "cli", "--context", "12", "--shard-docs", "5",
+        "--top", "2", "--pack", "--bos", "--sites", sites, "--sae", sae_dir, "--backend", "cpu")
+    m = prism.load(str(qwen), backend="cpu")
+    sae = prism.load_sae(sae_dir)
+    settings = dict(context=12, top=2, bos=True, pack=True, sites=sites.split(","), sae=sae)
+    out = tmp_path / "py"
+    b = prism.Batch(m, corpus, out, shard_docs=5, **settings)
+    assert b.settings["sites"] == ["resid_post@1", "mlp_added@0"] and b.settings["pack"]
+    for i, first, texts in b.pending():
+        shard = m.batch_shard(texts, first, **settings)
+        assert shard["activations"] is not None and shard["features_parquet"] is not None
+        b.commit(i, shard)
+    want = json.loads((tmp_path / "cli" / "manifest.json").read_text())
+    got = json.loads((out / "manifest.json").read_text())
+    assert got["shards"] == want["shards"] and got["activations"] == want["activations"]
+    for rel in ["activations/state.json", "activations/dataset_info.json"]:
+        assert (out / rel).read_bytes() == (tmp_path / "cli" / rel).read_bytes()
+    # Without the SAE the settings differ.
+    with pytest.raises(prism.PrismError, match="differ"):
+        prism.Batch(m, corpus, out, shard_docs=5, **dict(settings, sae=None))
+
+    ds = datasets.load_from_disk(str(out / "activations"))
+    assert set(ds.column_names) == {"blocks.1.hook_resid_post", "blocks.0.hook_mlp_out", "token_ids"}
+    assert ds.features["blocks.1.hook_resid_post"].shape == (12, m.hidden)
+    assert len(ds) == sum(s["activation_rows"] for s in got["shards"]) > 0
+    ds.set_format("numpy")
+    for row in ds:
+        ids = row["token_ids"].tolist()
+        r = m.run(ids, capture=["residual", "sites"])
+        np.testing.assert_array_equal(row["blocks.1.hook_resid_post"], r["residual"][2])
+        np.testing.assert_array_equal(row["blocks.0.hook_mlp_out"], r["mlp_out"][0])

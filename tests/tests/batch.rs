@@ -283,3 +283,347 @@ fn corpus_to_parquet_equals_prism_run_resumes_after_a_kill_and_refuses_corruptio
         "not a batch folder",
     );
 }
+
+/// `batch::pack` against SAELens's own `concat_and_batch_sequences` (tests/fixtures/pack, made
+/// by scripts/make_pack_reference.py): the same full windows, token for token; the tail SAELens
+/// drops is the one shorter window after them; every document token is in exactly one window,
+/// in order, at the position its owner entry names.
+#[test]
+fn packing_gives_the_windows_sae_lens_concatenation_gives() {
+    let r = read_json(&fixtures().join("pack").join("sae_lens.json"));
+    let cases = r["cases"].as_array().unwrap();
+    assert!(cases.len() >= 50);
+    for (i, c) in cases.iter().enumerate() {
+        let ctx = c["context"].as_u64().unwrap() as usize;
+        let bos = c["bos"].as_u64().map(|b| b as u32);
+        let docs: Vec<Vec<u32>> = c["docs"].as_array().unwrap().iter().map(u32s).collect();
+        let want: Vec<Vec<u32>> = c["windows"].as_array().unwrap().iter().map(u32s).collect();
+        let got = batch::pack(&docs, ctx, bos);
+        let full: Vec<Vec<u32>> = got
+            .iter()
+            .filter(|w| w.ids.len() == ctx)
+            .map(|w| w.ids.clone())
+            .collect();
+        assert_eq!(full, want, "case {i}: windows");
+        assert!(
+            got.iter().rev().skip(1).all(|w| w.ids.len() == ctx),
+            "case {i}: only the last window may be shorter"
+        );
+        let mut seen: Vec<(usize, usize)> = Vec::new();
+        for w in &got {
+            for (p, o) in w.owner.iter().enumerate() {
+                match o {
+                    Some((d, pos)) => {
+                        assert_eq!(w.ids[p], docs[*d][*pos], "case {i}: owner");
+                        seen.push((*d, *pos));
+                    }
+                    None => assert_eq!(Some(w.ids[p]), bos, "case {i}: inserted token"),
+                }
+            }
+        }
+        let all: Vec<(usize, usize)> = docs
+            .iter()
+            .enumerate()
+            .flat_map(|(d, t)| (0..t.len()).map(move |p| (d, p)))
+            .collect();
+        assert_eq!(seen, all, "case {i}: every token once, in order");
+    }
+}
+
+/// The schema and record batches of an Arrow IPC stream file.
+fn arrow_stream(path: &Path) -> (arrow_schema::SchemaRef, Vec<arrow_array::RecordBatch>) {
+    let f = std::fs::File::open(path).unwrap();
+    let r = arrow_ipc::reader::StreamReader::try_new(f, None).unwrap();
+    let schema = r.schema();
+    (schema, r.map(|b| b.unwrap()).collect())
+}
+
+/// Row `row` of a `datasets` Array2D column (list<list<float>>) as f32 values, row-major.
+fn array2d_row(col: &dyn arrow_array::Array, row: usize) -> Vec<f32> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::Array;
+    let outer = col.as_list::<i32>().value(row);
+    let inner = outer.as_list::<i32>();
+    let mut v = Vec::new();
+    for i in 0..inner.len() {
+        let x = inner.value(i);
+        match x.data_type() {
+            arrow_schema::DataType::Float32 => v.extend(
+                x.as_primitive::<arrow_array::types::Float32Type>()
+                    .values()
+                    .iter(),
+            ),
+            arrow_schema::DataType::Float16 => v.extend(
+                x.as_primitive::<arrow_array::types::Float16Type>()
+                    .values()
+                    .iter()
+                    .map(|h| h.to_f32()),
+            ),
+            t => panic!("an Array2D of {t}"),
+        }
+    }
+    v
+}
+
+/// `prism batch --pack --sites ... --sae ...` on the tiny Qwen3 fixture: the activation cache
+/// is a `datasets` folder in SAELens's layout (Array2D(context, d_in) per hook, token_ids, the
+/// Features in the schema and in dataset_info.json, state.json listing every shard's file), its
+/// rows are the full packed windows and hold exactly what a fresh run of those ids captures;
+/// f16 holds those values rounded; every token row and feature row equals a fresh run's at the
+/// token's window and position; bad sites and a changed site list are refused.
+#[test]
+fn packed_batch_writes_a_sae_lens_activation_cache_and_sparse_features() {
+    use arrow_array::cast::AsArray;
+    use prism_analysis::actcache::site_values;
+    use prism_analysis::backend::{cpu::CpuBackend, Capture};
+    use prism_analysis::intervene::Site;
+    use prism_analysis::sae::{self, Sae};
+    let model_dir = fixtures().join("archs").join("qwen3");
+    let sae_dir = fixtures().join("saes").join("relu-resid-pre-1");
+    let tmp = TempDir::new("batch-pack");
+    let mut rng = Rng::new(31);
+    let docs: Vec<String> = (0..13)
+        .map(|i| {
+            let n = if i == 4 {
+                40
+            } else {
+                1 + (rng.next_u64() % 9) as usize
+            };
+            (0..n)
+                .map(|_| WORDS[(rng.next_u64() % WORDS.len() as u64) as usize])
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let corpus = tmp.path().join("corpus.txt");
+    std::fs::write(&corpus, docs.join("\n")).unwrap();
+    let args = |out: &str, dtype: &'static str, sites: &'static str| -> Vec<String> {
+        [
+            "batch",
+            model_dir.to_str().unwrap(),
+            "--corpus",
+            corpus.to_str().unwrap(),
+            "--out",
+            out,
+            "--shard-docs",
+            "5",
+            "--context",
+            "16",
+            "--top",
+            "3",
+            "--pack",
+            "--bos",
+            "--sites",
+            sites,
+            "--dtype",
+            dtype,
+            "--sae",
+            sae_dir.to_str().unwrap(),
+            "--backend",
+            "cpu",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let run = |a: &[String]| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        prism(&a)
+    };
+    let a = tmp.path().join("a");
+    let out = run(&args(a.to_str().unwrap(), "f32", "resid_post@1,mlp_out@0"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("activation cache"));
+
+    let m = batch::verify(&a).expect("a checked folder");
+    assert_eq!(m.shards.len(), 3);
+    let layout = m.activations.clone().expect("the cache's layout");
+    let hooks: Vec<&str> = layout.hooks.iter().map(|(h, _)| h.as_str()).collect();
+    assert_eq!(hooks, ["blocks.1.hook_resid_post", "blocks.0.hook_mlp_out"]);
+    let model = load(&model_dir);
+    let d_in = model.spec.hidden;
+    assert!(layout.hooks.iter().all(|(_, w)| *w == d_in));
+    let backend = CpuBackend::new(&model).unwrap();
+    let sae = Sae::load(&sae_dir).unwrap();
+    let capture = Capture {
+        residual: true,
+        sites: true,
+        top_k: 3,
+        ..Capture::default()
+    };
+    let fresh =
+        |ids: &[u32]| prism_analysis::trace::Trace::run(&model, &backend, ids, capture, 3).unwrap();
+
+    // The datasets folder.
+    let dir = a.join("activations");
+    let state = read_json(&dir.join("state.json"));
+    let files: Vec<&str> = state["_data_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["filename"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        files,
+        ["data-00000.arrow", "data-00001.arrow", "data-00002.arrow"]
+    );
+    let info = read_json(&dir.join("dataset_info.json"));
+    assert_eq!(
+        info["features"]["blocks.1.hook_resid_post"]["_type"],
+        "Array2D"
+    );
+    assert_eq!(
+        info["features"]["blocks.1.hook_resid_post"]["shape"],
+        serde_json::json!([16, d_in])
+    );
+    assert_eq!(info["features"]["token_ids"]["length"], 16);
+
+    // Every cached row against a fresh run of its ids; the windows are the packing's.
+    let tok = model.tokenizer.as_ref().unwrap();
+    let bos = tok.bos_id;
+    let mut rows_total = 0;
+    for (si, s) in m.shards.iter().enumerate() {
+        let (schema, batches) = arrow_stream(&a.join(s.activations_file.as_ref().unwrap()));
+        let meta: serde_json::Value =
+            serde_json::from_str(&schema.metadata()["huggingface"]).unwrap();
+        assert_eq!(meta["info"]["features"], info["features"]);
+        assert_eq!(
+            schema.field(0).metadata()["ARROW:extension:name"],
+            "datasets.features.features.Array2DExtensionType"
+        );
+        let streams: Vec<Vec<u32>> = docs[s.first_doc..s.first_doc + s.docs]
+            .iter()
+            .map(|t| {
+                let mut ids = tok.encode(t, true).unwrap();
+                if ids.first() == bos.as_ref() {
+                    ids.remove(0);
+                }
+                ids
+            })
+            .collect();
+        let windows = batch::pack(&streams, 16, bos);
+        let full: Vec<&batch::Window> = windows.iter().filter(|w| w.ids.len() == 16).collect();
+        let n: usize = batches.iter().map(|b| b.num_rows()).sum();
+        assert_eq!(n, full.len(), "shard {si}: rows");
+        assert_eq!(s.activation_rows, Some(n));
+        rows_total += n;
+        let mut row = 0;
+        for b in &batches {
+            for r in 0..b.num_rows() {
+                let ids: Vec<u32> = b
+                    .column(2)
+                    .as_fixed_size_list()
+                    .value(r)
+                    .as_primitive::<arrow_array::types::Int32Type>()
+                    .values()
+                    .iter()
+                    .map(|&i| i as u32)
+                    .collect();
+                assert_eq!(ids, full[row].ids, "shard {si} row {row}: token_ids");
+                let t = fresh(&ids);
+                assert_eq!(
+                    array2d_row(b.column(0).as_ref(), r),
+                    site_values(&t, Site::ResidPost, 1).unwrap(),
+                    "shard {si} row {row}: resid_post@1"
+                );
+                assert_eq!(
+                    array2d_row(b.column(1).as_ref(), r),
+                    site_values(&t, Site::MlpOut, 0).unwrap(),
+                    "shard {si} row {row}: mlp_out@0"
+                );
+                row += 1;
+            }
+        }
+        // Token rows and features at each token's window and position.
+        let tokens = batch::tokens(&a).unwrap();
+        let feats = batch::features(&a).unwrap();
+        for (wi, w) in windows.iter().enumerate() {
+            let t = fresh(&w.ids);
+            let f = sae::active_features(&backend, &t, &sae).unwrap();
+            for (p, o) in w.owner.iter().enumerate() {
+                let Some((d, pos)) = *o else { continue };
+                let doc = s.first_doc + d;
+                let r = tokens
+                    .iter()
+                    .find(|r| r.doc == doc && r.position == pos)
+                    .unwrap_or_else(|| panic!("doc {doc} position {pos}: no token row"));
+                assert_eq!(r.id, w.ids[p]);
+                assert_eq!(
+                    r.surprisal_bits, t.surprisal_bits[p],
+                    "window {wi} position {p}"
+                );
+                assert_eq!(r.rank, t.rank[p]);
+                let got: Vec<(usize, f32)> = feats
+                    .iter()
+                    .filter(|x| x.doc == doc && x.position == pos)
+                    .map(|x| (x.feature, x.activation))
+                    .collect();
+                assert_eq!(got, f[p], "doc {doc} position {pos}: features");
+                assert!(!got.is_empty(), "a ReLU SAE with no active feature");
+            }
+        }
+    }
+    assert!(rows_total >= 3, "{rows_total} rows");
+    // Documents' totals are their tokens' bits (BOS separators are no document's).
+    let summary = batch::summary(&a).unwrap();
+    let tokens = batch::tokens(&a).unwrap();
+    for d in &summary.docs {
+        let bits: f64 = tokens
+            .iter()
+            .filter(|t| t.doc == d.doc)
+            .filter_map(|t| t.surprisal_bits)
+            .sum();
+        assert!((d.bits - bits).abs() < 1e-9, "doc {}", d.doc);
+        assert!(!d.truncated);
+    }
+
+    // f16: the same windows, each value the f32 one rounded to half precision.
+    let h = tmp.path().join("h");
+    let out = run(&args(h.to_str().unwrap(), "f16", "resid_post@1,mlp_out@0"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, b32) = arrow_stream(&a.join("activations/data-00001.arrow"));
+    let (_, b16) = arrow_stream(&h.join("activations/data-00001.arrow"));
+    let v32 = array2d_row(b32[0].column(0).as_ref(), 0);
+    let v16 = array2d_row(b16[0].column(0).as_ref(), 0);
+    assert_eq!(
+        v16,
+        v32.iter()
+            .map(|&x| half::f16::from_f32(x).to_f32())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        read_json(&h.join("activations/dataset_info.json"))["features"]["blocks.0.hook_mlp_out"]
+            ["dtype"],
+        "float16"
+    );
+
+    // Refusals: a changed site list, sites without --pack, unknown sites and layers.
+    refused(
+        &args(a.to_str().unwrap(), "f32", "resid_post@1")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        "differ",
+    );
+    let c = tmp.path().join("c");
+    let mut no_pack = args(c.to_str().unwrap(), "f32", "resid_post@1");
+    no_pack.retain(|x| x != "--pack");
+    let no_pack: Vec<&str> = no_pack.iter().map(String::as_str).collect();
+    refused(&no_pack, "--pack");
+    for (sites, needle) in [
+        ("resid_post@99", "layers 0.."),
+        ("nowhere@1", "expected site@layer"),
+        ("expert@1", "holds no activation"),
+        ("resid_post@1,blocks.1.hook_resid_post", "listed twice"),
+    ] {
+        let a: Vec<String> = args(c.to_str().unwrap(), "f32", sites);
+        refused(&a.iter().map(String::as_str).collect::<Vec<_>>(), needle);
+    }
+}

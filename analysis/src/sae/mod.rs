@@ -583,19 +583,7 @@ pub struct FeatureRun {
 /// The activation at an SAE's site `[rows, hidden]` from a trace that captured the residual
 /// stream and the sites.
 fn site_values(trace: &Trace, sae: &Sae) -> Result<Vec<f32>> {
-    let out = &trace.output;
-    let missing = || PrismError::Backend("the run did not capture the SAE's site".into());
-    let v = match sae.site {
-        Site::ResidPre => out.residual.as_ref().and_then(|r| r.get(sae.layer)),
-        Site::ResidPost => out.residual.as_ref().and_then(|r| r.get(sae.layer + 1)),
-        Site::MlpOut => out.sites.as_ref().and_then(|s| s.mlp_out.get(sae.layer)),
-        Site::AttnOut => out.sites.as_ref().and_then(|s| s.attn_out.get(sae.layer)),
-        Site::MlpAdded => out.sites.as_ref().and_then(|s| s.added(true, sae.layer)),
-        Site::AttnAdded => out.sites.as_ref().and_then(|s| s.added(false, sae.layer)),
-        Site::Head => out.sites.as_ref().and_then(|s| s.head_z.get(sae.layer)),
-        Site::Expert | Site::Feature => None,
-    };
-    v.cloned().filter(|v| !v.is_empty()).ok_or_else(missing)
+    crate::actcache::site_values(trace, sae.site, sae.layer)
 }
 
 /// What the SAE reads `[rows, d_in]`: its site's activation, or a transcoder's MLP input in the

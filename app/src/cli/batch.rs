@@ -4,9 +4,11 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use clap::Args;
+use prism_analysis::actcache::{self, ActDtype};
 use prism_analysis::backend;
 use prism_analysis::batch::{self, BatchSettings};
 use prism_analysis::corpus::Corpus;
+use prism_analysis::sae::Sae;
 
 use super::{load_model, BackendArg, UsageError};
 
@@ -20,9 +22,26 @@ pub struct BatchArgs {
     /// The batch folder: Parquet shards and manifest.json. A folder with a manifest is resumed.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Tokens per document at most: longer documents are truncated (the model's context at most).
+    /// Tokens per document at most: longer documents are truncated (the model's context at most);
+    /// with --pack, the length of every window.
     #[arg(long, default_value_t = 1024)]
     pub context: usize,
+    /// Pack each shard's documents into windows of exactly --context tokens, as SAELens does
+    /// (BOS starts every window and separates documents), rather than truncate each document.
+    #[arg(long)]
+    pub pack: bool,
+    /// Write the activations at these sites (resid_post@12,mlp_out@3, or SAELens hooks) to
+    /// DIR/activations, a Hugging Face datasets folder SAELens reads as an activation cache.
+    /// Needs --pack.
+    #[arg(long, value_name = "SITES")]
+    pub sites: Option<String>,
+    /// The activation cache's float type.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
+    pub dtype: String,
+    /// A SAELens SAE (a folder with cfg.json and sae_weights.safetensors): every token's active
+    /// features go into features-NNNNN.parquet (doc, position, feature, activation).
+    #[arg(long, value_name = "DIR")]
+    pub sae: Option<PathBuf>,
     /// Top predictions kept per token.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub top: u32,
@@ -58,6 +77,17 @@ pub fn batch(a: BatchArgs) -> anyhow::Result<()> {
     for n in &notes {
         eprintln!("prism: {n}");
     }
+    let sites = match &a.sites {
+        Some(list) => actcache::parse_sites(list, &model.spec)?
+            .iter()
+            .map(|s| s.name())
+            .collect(),
+        None => Vec::new(),
+    };
+    let sae = match &a.sae {
+        Some(dir) => Some((Sae::load(dir)?, batch::model_sha256(dir)?)),
+        None => None,
+    };
     let settings = BatchSettings {
         context: a.context.min(model.spec.context_length),
         top_k: a.top as usize,
@@ -69,6 +99,10 @@ pub fn batch(a: BatchArgs) -> anyhow::Result<()> {
             "cpu"
         }
         .into(),
+        pack: a.pack,
+        sites,
+        dtype: ActDtype::parse(&a.dtype)?,
+        sae_sha256: sae.as_ref().map(|(_, h)| h.clone()),
     };
     let cancel = AtomicBool::new(false);
     let mut last = std::time::Instant::now();
@@ -98,6 +132,7 @@ pub fn batch(a: BatchArgs) -> anyhow::Result<()> {
         &corpus,
         out,
         &settings,
+        sae.as_ref().map(|(s, _)| s),
         &mut report,
         &cancel,
     )?;
@@ -109,6 +144,17 @@ pub fn batch(a: BatchArgs) -> anyhow::Result<()> {
         m.shards.len(),
         out.display()
     );
+    if let Some(layout) = &m.activations {
+        let rows: usize = m.shards.iter().filter_map(|s| s.activation_rows).sum();
+        let hooks: Vec<&str> = layout.hooks.iter().map(|(h, _)| h.as_str()).collect();
+        println!(
+            "activation cache: {rows} windows of {} tokens at {} ({}) in {}",
+            layout.context,
+            hooks.join(", "),
+            layout.dtype.name(),
+            out.join(batch::ACTIVATIONS_DIR.trim_end_matches('/')).display()
+        );
+    }
     Ok(())
 }
 
