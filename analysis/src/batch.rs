@@ -61,6 +61,31 @@ pub struct BatchSettings {
     /// The sha256 of the SAE whose feature activations the shards hold (sparse), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sae_sha256: Option<String>,
+    /// Packed windows run per pass (0: the backend's choice). Not recorded: a batched pass gives
+    /// each window exactly what its own pass gives, so it changes the speed, never the shards.
+    #[serde(skip)]
+    pub windows_per_pass: usize,
+}
+
+impl BatchSettings {
+    /// Whether a run with `other` writes what a run with these settings writes.
+    pub fn same_output(&self, other: &BatchSettings) -> bool {
+        let key = |s: &BatchSettings| BatchSettings {
+            windows_per_pass: 0,
+            ..s.clone()
+        };
+        key(self) == key(other)
+    }
+
+    /// Windows per pass on `backend`: as set, or 8 on a GPU (several sequences keep it busy),
+    /// 4 on the CPU.
+    fn windows_per_pass(&self, backend: &dyn Backend) -> usize {
+        match self.windows_per_pass {
+            0 if backend.describe().starts_with("gpu") => 8,
+            0 => 4,
+            n => n,
+        }
+    }
 }
 
 fn is_f32(d: &ActDtype) -> bool {
@@ -79,6 +104,7 @@ impl Default for BatchSettings {
             sites: Vec::new(),
             dtype: ActDtype::Float32,
             sae_sha256: None,
+            windows_per_pass: 0,
         }
     }
 }
@@ -315,7 +341,7 @@ pub fn open(
         let differs = [
             (m.model_sha256 != fresh.model_sha256, "the model"),
             (m.corpus_sha256 != fresh.corpus_sha256, "the corpus"),
-            (m.settings != fresh.settings, "the settings"),
+            (!m.settings.same_output(&fresh.settings), "the settings"),
             (m.activations != fresh.activations, "the activation sites"),
         ];
         if let Some((_, what)) = differs.iter().find(|(d, _)| *d) {
@@ -491,16 +517,36 @@ pub fn make_shard(
     })?;
     let capture = shard_capture(settings, &sites, sae);
     let k = settings.top_k;
+    let features = |trace: &Trace| -> Result<Option<TokenFeatures>> {
+        match sae {
+            Some(s) => Ok(Some(crate::sae::active_features(backend, trace, s)?)),
+            None => Ok(None),
+        }
+    };
     let run = |ids: &[u32]| -> Result<(Trace, Option<TokenFeatures>)> {
         if cancel.load(Ordering::Relaxed) {
             return Err(PrismError::Cancelled);
         }
         let trace = Trace::run(model, backend, ids, capture, k)?;
-        let feats = match sae {
-            Some(s) => Some(crate::sae::active_features(backend, &trace, s)?),
-            None => None,
+        let f = features(&trace)?;
+        Ok((trace, f))
+    };
+    let run_many = |seqs: &[&[u32]]| -> Result<Vec<(Trace, Option<TokenFeatures>)>> {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(PrismError::Cancelled);
+        }
+        let traces = if seqs.len() == 1 {
+            vec![Trace::run(model, backend, seqs[0], capture, k)?]
+        } else {
+            Trace::run_batch(model, backend, seqs, capture, k)?
         };
-        Ok((trace, feats))
+        traces
+            .into_iter()
+            .map(|t| {
+                let f = features(&t)?;
+                Ok((t, f))
+            })
+            .collect()
     };
     let mut per_doc: Vec<Vec<TokenStat>> = Vec::with_capacity(docs.len());
     let mut kept: Vec<(bool, String)> = Vec::with_capacity(docs.len());
@@ -563,34 +609,48 @@ pub fn make_shard(
             .iter()
             .map(|s| vec![TokenStat::default(); s.len()])
             .collect();
+        // Full windows several per pass; the shorter last one alone.
+        let per_pass = settings.windows_per_pass(backend).max(1);
+        let mut passes: Vec<Vec<usize>> = Vec::new();
         for (wi, w) in windows.iter().enumerate() {
-            let (trace, feats) = run(&w.ids)?;
-            for (p, owner) in w.owner.iter().enumerate() {
-                if let Some((d, pos)) = *owner {
-                    let mut st = TokenStat::of(&trace, p, k);
-                    st.at = Some((wi, p));
-                    if let Some(f) = &feats {
-                        st.features = f[p].clone();
+            match passes.last_mut() {
+                Some(p) if p.len() < per_pass && windows[p[0]].ids.len() == w.ids.len() => {
+                    p.push(wi)
+                }
+                _ => passes.push(vec![wi]),
+            }
+        }
+        for pass in passes {
+            let seqs: Vec<&[u32]> = pass.iter().map(|&i| windows[i].ids.as_slice()).collect();
+            for (&wi, (trace, feats)) in pass.iter().zip(run_many(&seqs)?) {
+                let w = &windows[wi];
+                for (p, owner) in w.owner.iter().enumerate() {
+                    if let Some((d, pos)) = *owner {
+                        let mut st = TokenStat::of(&trace, p, k);
+                        st.at = Some((wi, p));
+                        if let Some(f) = &feats {
+                            st.features = f[p].clone();
+                        }
+                        per_doc[d][pos] = st;
                     }
-                    per_doc[d][pos] = st;
                 }
-            }
-            if !sites.is_empty() && w.ids.len() == settings.context {
-                let values = sites
-                    .iter()
-                    .map(|a| crate::actcache::site_values(&trace, a.site, a.layer))
-                    .collect::<Result<Vec<_>>>()?;
-                activations.push((w.ids.clone(), values));
-            }
-            // Documents whose last token is in this window or an earlier one.
-            let done = w.owner.iter().rev().find_map(|o| *o).map_or(0, |(d, pos)| {
-                if pos + 1 == streams[d].len() {
-                    d + 1
-                } else {
-                    d
+                if !sites.is_empty() && w.ids.len() == settings.context {
+                    let values = sites
+                        .iter()
+                        .map(|a| crate::actcache::site_values(&trace, a.site, a.layer))
+                        .collect::<Result<Vec<_>>>()?;
+                    activations.push((w.ids.clone(), values));
                 }
-            });
-            progress(done, w.ids.len());
+                // Documents whose last token is in this window or an earlier one.
+                let done = w.owner.iter().rev().find_map(|o| *o).map_or(0, |(d, pos)| {
+                    if pos + 1 == streams[d].len() {
+                        d + 1
+                    } else {
+                        d
+                    }
+                });
+                progress(done, w.ids.len());
+            }
         }
     }
     let mut t = TokenCols::new(k, settings.pack);

@@ -65,7 +65,62 @@ impl Trace {
         for iv in interventions {
             iv.validate(&model.spec, ids.len())?;
         }
-        let mut output = run_one(backend, ids, capture, interventions)?;
+        let output = run_one(backend, ids, capture, interventions)?;
+        Trace::from_output(model, backend, ids, output, capture, top_k, interventions)
+    }
+
+    /// Several sequences of the same length in one pass (`batch` sequences of the backend's
+    /// request), one trace each, as [`Trace::run`] gives it for that sequence alone.
+    pub fn run_batch(
+        model: &Model,
+        backend: &dyn Backend,
+        seqs: &[&[u32]],
+        capture: Capture,
+        top_k: usize,
+    ) -> Result<Vec<Trace>> {
+        let Some(first) = seqs.first() else {
+            return Ok(Vec::new());
+        };
+        let seq = first.len();
+        if seqs.iter().any(|s| s.len() != seq) {
+            return Err(PrismError::Input(
+                "a batch of sequences must have one length".into(),
+            ));
+        }
+        let mut ids = Vec::with_capacity(seqs.len() * seq);
+        let mut targets = Vec::with_capacity(seqs.len() * seq);
+        for s in seqs {
+            check_ids(model, s)?;
+            ids.extend_from_slice(s);
+            targets.extend(crate::metrics::next_token_targets(s));
+        }
+        let mut req = crate::backend::Request::ids(&ids);
+        req.batch = seqs.len();
+        req.seq = seq;
+        req.capture = Capture {
+            top_k: capture.top_k.max(1),
+            ..capture
+        };
+        req.targets = Some(&targets);
+        let output = backend.run(&req)?;
+        seqs.iter()
+            .enumerate()
+            .map(|(b, s)| {
+                Trace::from_output(model, backend, s, output.sequence(b), capture, top_k, &[])
+            })
+            .collect()
+    }
+
+    /// The trace of `ids` from the output of their run.
+    fn from_output(
+        model: &Model,
+        backend: &dyn Backend,
+        ids: &[u32],
+        mut output: RunOutput,
+        capture: Capture,
+        top_k: usize,
+        interventions: &[Intervention],
+    ) -> Result<Trace> {
         let text = |id: u32| model.token_text(id);
         let n = ids.len();
         let (mut surprisal_bits, mut entropy_bits, mut rank) =

@@ -594,10 +594,11 @@ impl Model {
 
     /// One shard of a corpus run: `texts` (documents `first_doc`.. of the corpus) through the
     /// model, as `prism batch` makes it, with the settings `prism batch` takes (`pack`, `sites`
-    /// as "resid_post@1,mlp_out@2" or a list, `dtype` "f32" or "f16", `sae` a loaded SAE).
+    /// as "resid_post@1,mlp_out@2" or a list, `dtype` "f32" or "f16", `sae` a loaded SAE;
+    /// `windows_per_pass` packed windows run together, 0 for the backend's choice).
     /// Returns the shard's files as bytes (`tokens_parquet`, `docs_parquet`, `activations` and
     /// `features_parquet` or None) and its counts; `Batch.commit` writes them.
-    #[pyo3(signature = (texts, first_doc, context = 1024, top = 5, bos = false, pack = false, sites = None, dtype = "f32", sae = None))]
+    #[pyo3(signature = (texts, first_doc, context = 1024, top = 5, bos = false, pack = false, sites = None, dtype = "f32", sae = None, windows_per_pass = 0))]
     #[allow(clippy::too_many_arguments)]
     fn batch_shard<'py>(
         &self,
@@ -611,6 +612,7 @@ impl Model {
         sites: Option<&Bound<'_, PyAny>>,
         dtype: &str,
         sae: Option<PyRef<'_, SparseAutoencoder>>,
+        windows_per_pass: usize,
     ) -> PyResult<Bound<'py, PyDict>> {
         let settings = self.batch_settings(
             BatchSettings {
@@ -619,6 +621,7 @@ impl Model {
                 shard_docs: 1,
                 bos,
                 pack,
+                windows_per_pass,
                 ..BatchSettings::default()
             },
             sites,

@@ -627,3 +627,66 @@ fn packed_batch_writes_a_sae_lens_activation_cache_and_sparse_features() {
         refused(&a.iter().map(String::as_str).collect::<Vec<_>>(), needle);
     }
 }
+
+/// What `prism batch --pack` relies on to run several windows per pass: a batched run gives each
+/// sequence exactly (bit for bit) what a run of it alone gives: statistics, top predictions,
+/// residual stream, sub-layer sites, on the CPU (and on the GPU where there is one).
+#[test]
+fn a_batch_of_windows_gives_each_window_what_its_own_run_gives() {
+    use prism_analysis::backend::{cpu::CpuBackend, Backend, Capture};
+    use prism_analysis::trace::Trace;
+    let capture = Capture {
+        residual: true,
+        sites: true,
+        top_k: 3,
+        ..Capture::default()
+    };
+    for path in [sample("smollm2"), fixtures().join("archs").join("qwen3")] {
+        let model = load(&path);
+        let mut rng = Rng::new(9);
+        let windows: Vec<Vec<u32>> = (0..3)
+            .map(|_| {
+                (0..12)
+                    .map(|_| (rng.next_u64() % model.spec.vocab.min(4000) as u64) as u32)
+                    .collect()
+            })
+            .collect();
+        let seqs: Vec<&[u32]> = windows.iter().map(Vec::as_slice).collect();
+        // The GPU (lavapipe here and in CI) on the small fixture only: it is slow.
+        let mut backends: Vec<(String, Box<dyn Backend>)> =
+            vec![("cpu".into(), Box::new(CpuBackend::new(&model).unwrap()))];
+        if path.ends_with("qwen3") {
+            backends.push((
+                "gpu".into(),
+                Box::new(prism_analysis::backend::gpu::GpuBackend::new(&model, gpu()).unwrap()),
+            ));
+        }
+        for (name, backend) in &backends {
+            let batched = Trace::run_batch(&model, backend.as_ref(), &seqs, capture, 3).unwrap();
+            assert_eq!(batched.len(), 3);
+            for (b, ids) in seqs.iter().enumerate() {
+                let one = Trace::run(&model, backend.as_ref(), ids, capture, 3).unwrap();
+                let got = &batched[b];
+                let ctx = format!("{} {name} window {b}", path.display());
+                assert_eq!(got.surprisal_bits, one.surprisal_bits, "{ctx}: surprisal");
+                assert_eq!(got.entropy_bits, one.entropy_bits, "{ctx}: entropy");
+                assert_eq!(got.rank, one.rank, "{ctx}: rank");
+                let top = |t: &Trace| -> Vec<Vec<(u32, f32)>> {
+                    t.top
+                        .iter()
+                        .map(|r| r.iter().map(|p| (p.id, p.p)).collect())
+                        .collect()
+                };
+                assert_eq!(top(got), top(&one), "{ctx}: top");
+                assert_eq!(got.output.residual, one.output.residual, "{ctx}: residual");
+                let (gs, os) = (
+                    got.output.sites.as_ref().unwrap(),
+                    one.output.sites.as_ref().unwrap(),
+                );
+                assert_eq!(gs.mlp_out, os.mlp_out, "{ctx}: mlp_out");
+                assert_eq!(gs.attn_out, os.attn_out, "{ctx}: attn_out");
+                assert_eq!(gs.head_z, os.head_z, "{ctx}: head_z");
+            }
+        }
+    }
+}

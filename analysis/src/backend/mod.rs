@@ -346,6 +346,88 @@ impl Routing {
 }
 
 impl RunOutput {
+    /// Sequence `b` of a batched run, as a run of that sequence alone would have returned it
+    /// (every per-row value of its rows, its attention and mixing maps).
+    pub fn sequence(&self, b: usize) -> RunOutput {
+        let (n, seq) = (self.batch.max(1), self.seq);
+        // Rows-major `[batch * seq, w]` (or `[batch][...]`): sequence b's part.
+        let part = |v: &Vec<f32>| -> Vec<f32> {
+            let w = v.len() / n;
+            v.get(b * w..(b + 1) * w)
+                .map(<[f32]>::to_vec)
+                .unwrap_or_default()
+        };
+        let parts = |v: &Vec<Vec<f32>>| v.iter().map(part).collect::<Vec<_>>();
+        let rows = b * seq..(b + 1) * seq;
+        let logits = self.logits.as_ref().map(|l| {
+            let keep: Vec<usize> = (0..l.rows.len())
+                .filter(|&i| rows.contains(&l.rows[i]))
+                .collect();
+            let s = &l.stats;
+            let vocab = l.full.as_ref().map_or(0, |f| f.len() / l.rows.len().max(1));
+            LogitsOut {
+                rows: keep.iter().map(|&i| l.rows[i] - b * seq).collect(),
+                stats: RowStats {
+                    entropy_bits: keep
+                        .iter()
+                        .filter_map(|&i| s.entropy_bits.get(i).copied())
+                        .collect(),
+                    surprisal_bits: keep
+                        .iter()
+                        .filter_map(|&i| s.surprisal_bits.get(i).copied())
+                        .collect(),
+                    rank: keep
+                        .iter()
+                        .filter_map(|&i| s.rank.get(i).copied())
+                        .collect(),
+                    top: keep.iter().filter_map(|&i| s.top.get(i).cloned()).collect(),
+                },
+                full: l.full.as_ref().map(|f| {
+                    keep.iter()
+                        .flat_map(|&i| f[i * vocab..(i + 1) * vocab].iter().copied())
+                        .collect()
+                }),
+            }
+        });
+        RunOutput {
+            batch: 1,
+            seq,
+            past: self.past,
+            hidden: self.hidden,
+            final_hidden: part(&self.final_hidden),
+            residual: self.residual.as_ref().map(parts),
+            sites: self.sites.as_ref().map(|s| Sites {
+                attn_out: parts(&s.attn_out),
+                mlp_out: parts(&s.mlp_out),
+                head_z: parts(&s.head_z),
+                mlp_in: parts(&s.mlp_in),
+                attn_post: parts(&s.attn_post),
+                mlp_post: parts(&s.mlp_post),
+            }),
+            attention: self.attention.as_ref().map(parts),
+            logits,
+            logit_lens: self.logit_lens.as_ref().map(|entries| {
+                entries
+                    .iter()
+                    .map(|e| e.get(rows.clone()).map(<[_]>::to_vec).unwrap_or_default())
+                    .collect()
+            }),
+            routing: self.routing.as_ref().map(|layers| {
+                layers
+                    .iter()
+                    .map(|r| {
+                        r.as_ref().map(|r| Routing {
+                            experts: r.experts,
+                            probs: part(&r.probs),
+                            weights: part(&r.weights),
+                        })
+                    })
+                    .collect()
+            }),
+            mixing: self.mixing.as_ref().map(parts),
+        }
+    }
+
     /// The full logit rows `[rows, vocab]`, when captured.
     pub fn full_logits(&self) -> Option<&[f32]> {
         self.logits.as_ref().and_then(|l| l.full.as_deref())
