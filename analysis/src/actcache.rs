@@ -22,7 +22,6 @@ use serde_json::json;
 use crate::arch::ArchSpec;
 use crate::error::{PrismError, Result};
 use crate::intervene::Site;
-use crate::trace::Trace;
 
 /// The float type the activations are stored in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -131,28 +130,6 @@ pub fn parse_sites(list: &str, spec: &ArchSpec) -> Result<Vec<ActSite>> {
         ));
     }
     Ok(out)
-}
-
-/// A captured site's values `[rows, width]` from `trace` (a run with the residual stream, and
-/// the sub-layer sites where the site is one of them).
-pub fn site_values(trace: &Trace, site: Site, layer: usize) -> Result<Vec<f32>> {
-    let out = &trace.output;
-    let v = match site {
-        Site::ResidPre => out.residual.as_ref().and_then(|r| r.get(layer)),
-        Site::ResidPost => out.residual.as_ref().and_then(|r| r.get(layer + 1)),
-        Site::MlpOut => out.sites.as_ref().and_then(|s| s.mlp_out.get(layer)),
-        Site::AttnOut => out.sites.as_ref().and_then(|s| s.attn_out.get(layer)),
-        Site::MlpAdded => out.sites.as_ref().and_then(|s| s.added(true, layer)),
-        Site::AttnAdded => out.sites.as_ref().and_then(|s| s.added(false, layer)),
-        Site::Head => out.sites.as_ref().and_then(|s| s.head_z.get(layer)),
-        Site::Expert | Site::Feature => None,
-    };
-    v.cloned().filter(|v| !v.is_empty()).ok_or_else(|| {
-        PrismError::Backend(format!(
-            "the run did not capture {}@{layer} (a layer without that site?)",
-            site.name()
-        ))
-    })
 }
 
 /// The columns of a cache: each site's hook name and width, the window length and the dtype.

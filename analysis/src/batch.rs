@@ -637,7 +637,7 @@ pub fn make_shard(
                 if !sites.is_empty() && w.ids.len() == settings.context {
                     let values = sites
                         .iter()
-                        .map(|a| crate::actcache::site_values(&trace, a.site, a.layer))
+                        .map(|a| trace.site_values(a.site, a.layer))
                         .collect::<Result<Vec<_>>>()?;
                     activations.push((w.ids.clone(), values));
                 }

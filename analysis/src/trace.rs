@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::backend::{check_ids, run_one, AttentionMaps, Backend, Capture, IdProb, RunOutput};
 use crate::error::{PrismError, Result};
-use crate::intervene::Intervention;
+use crate::intervene::{Intervention, Site};
 use crate::metrics::per_token;
 use crate::model::Model;
 
@@ -194,6 +194,28 @@ impl Trace {
     }
 
     /// Sum of the surprisal over every predicted token.
+    /// A captured site's values `[rows, width]` (a run with the residual stream, and the
+    /// sub-layer sites where the site is one of them): what SAEs read and activation caches hold.
+    pub fn site_values(&self, site: Site, layer: usize) -> Result<Vec<f32>> {
+        let out = &self.output;
+        let v = match site {
+            Site::ResidPre => out.residual.as_ref().and_then(|r| r.get(layer)),
+            Site::ResidPost => out.residual.as_ref().and_then(|r| r.get(layer + 1)),
+            Site::MlpOut => out.sites.as_ref().and_then(|s| s.mlp_out.get(layer)),
+            Site::AttnOut => out.sites.as_ref().and_then(|s| s.attn_out.get(layer)),
+            Site::MlpAdded => out.sites.as_ref().and_then(|s| s.added(true, layer)),
+            Site::AttnAdded => out.sites.as_ref().and_then(|s| s.added(false, layer)),
+            Site::Head => out.sites.as_ref().and_then(|s| s.head_z.get(layer)),
+            Site::Expert | Site::Feature => None,
+        };
+        v.cloned().filter(|v| !v.is_empty()).ok_or_else(|| {
+            PrismError::Backend(format!(
+                "the run did not capture {}@{layer} (a layer without that site?)",
+                site.name()
+            ))
+        })
+    }
+
     pub fn total_bits(&self) -> f64 {
         self.surprisal_bits.iter().flatten().sum()
     }

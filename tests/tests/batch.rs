@@ -374,7 +374,6 @@ fn array2d_row(col: &dyn arrow_array::Array, row: usize) -> Vec<f32> {
 #[test]
 fn packed_batch_writes_a_sae_lens_activation_cache_and_sparse_features() {
     use arrow_array::cast::AsArray;
-    use prism_analysis::actcache::site_values;
     use prism_analysis::backend::{cpu::CpuBackend, Capture};
     use prism_analysis::intervene::Site;
     use prism_analysis::sae::{self, Sae};
@@ -526,12 +525,12 @@ fn packed_batch_writes_a_sae_lens_activation_cache_and_sparse_features() {
                 let t = fresh(&ids);
                 assert_eq!(
                     array2d_row(b.column(0).as_ref(), r),
-                    site_values(&t, Site::ResidPost, 1).unwrap(),
+                    t.site_values(Site::ResidPost, 1).unwrap(),
                     "shard {si} row {row}: resid_post@1"
                 );
                 assert_eq!(
                     array2d_row(b.column(1).as_ref(), r),
-                    site_values(&t, Site::MlpOut, 0).unwrap(),
+                    t.site_values(Site::MlpOut, 0).unwrap(),
                     "shard {si} row {row}: mlp_out@0"
                 );
                 row += 1;

@@ -583,7 +583,7 @@ pub struct FeatureRun {
 /// The activation at an SAE's site `[rows, hidden]` from a trace that captured the residual
 /// stream and the sites.
 fn site_values(trace: &Trace, sae: &Sae) -> Result<Vec<f32>> {
-    crate::actcache::site_values(trace, sae.site, sae.layer)
+    trace.site_values(sae.site, sae.layer)
 }
 
 /// What the SAE reads `[rows, d_in]`: its site's activation, or a transcoder's MLP input in the
