@@ -78,11 +78,11 @@ impl BatchSettings {
     }
 
     /// Windows per pass on `backend`: as set, or 8 on a GPU (several sequences keep it busy),
-    /// 4 on the CPU.
+    /// 1 on the CPU (four per pass measured no faster there: BENCHMARKS.md).
     fn windows_per_pass(&self, backend: &dyn Backend) -> usize {
         match self.windows_per_pass {
             0 if backend.describe().starts_with("gpu") => 8,
-            0 => 4,
+            0 => 1,
             n => n,
         }
     }

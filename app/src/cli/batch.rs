@@ -35,7 +35,7 @@ pub struct BatchArgs {
     /// Needs --pack.
     #[arg(long, value_name = "SITES")]
     pub sites: Option<String>,
-    /// With --pack: windows run together in one pass (0: 8 on a GPU, 4 on the CPU). Changes the
+    /// With --pack: windows run together in one pass (0: 8 on a GPU, 1 on the CPU). Changes the
     /// speed only: each window's numbers are those of its own pass.
     #[arg(long, default_value_t = 0)]
     pub windows_per_pass: usize,
