@@ -418,6 +418,9 @@ fn packed_batch_writes_a_sae_lens_activation_cache_and_sparse_features() {
             dtype,
             "--sae",
             sae_dir.to_str().unwrap(),
+            // Several windows per pass: each must still equal its own fresh run below.
+            "--windows-per-pass",
+            "3",
             "--backend",
             "cpu",
         ]
