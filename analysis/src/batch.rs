@@ -379,6 +379,12 @@ fn check_settings(settings: &BatchSettings, model: &Model) -> Result<Vec<ActSite
         )));
     }
     if settings.sites.is_empty() {
+        if settings.dtype != ActDtype::Float32 {
+            return Err(PrismError::Input(format!(
+                "--dtype {} applies to the activation cache: give --sites too",
+                settings.dtype.name()
+            )));
+        }
         return Ok(Vec::new());
     }
     if !settings.pack {

@@ -619,6 +619,11 @@ fn packed_batch_writes_a_sae_lens_activation_cache_and_sparse_features() {
     no_pack.retain(|x| x != "--pack");
     let no_pack: Vec<&str> = no_pack.iter().map(String::as_str).collect();
     refused(&no_pack, "--pack");
+    let mut no_sites = args(c.to_str().unwrap(), "f16", "resid_post@1");
+    let at = no_sites.iter().position(|x| x == "--sites").unwrap();
+    no_sites.drain(at..at + 2);
+    let no_sites: Vec<&str> = no_sites.iter().map(String::as_str).collect();
+    refused(&no_sites, "give --sites too");
     for (sites, needle) in [
         ("resid_post@99", "layers 0.."),
         ("nowhere@1", "expected site@layer"),
@@ -632,7 +637,7 @@ fn packed_batch_writes_a_sae_lens_activation_cache_and_sparse_features() {
 
 /// What `prism batch --pack` relies on to run several windows per pass: a batched run gives each
 /// sequence exactly (bit for bit) what a run of it alone gives: statistics, top predictions,
-/// residual stream, sub-layer sites, on the CPU (and on the GPU where there is one).
+/// residual stream, sub-layer sites, attention maps and the logit lens, on the CPU and on the GPU.
 #[test]
 fn a_batch_of_windows_gives_each_window_what_its_own_run_gives() {
     use prism_analysis::backend::{cpu::CpuBackend, Backend, Capture};
@@ -640,6 +645,8 @@ fn a_batch_of_windows_gives_each_window_what_its_own_run_gives() {
     let capture = Capture {
         residual: true,
         sites: true,
+        attention: true,
+        logit_lens: true,
         top_k: 3,
         ..Capture::default()
     };
@@ -688,6 +695,12 @@ fn a_batch_of_windows_gives_each_window_what_its_own_run_gives() {
                 assert_eq!(gs.mlp_out, os.mlp_out, "{ctx}: mlp_out");
                 assert_eq!(gs.attn_out, os.attn_out, "{ctx}: attn_out");
                 assert_eq!(gs.head_z, os.head_z, "{ctx}: head_z");
+                assert!(one.output.attention.is_some() && one.output.logit_lens.is_some());
+                assert_eq!(
+                    got.output.attention, one.output.attention,
+                    "{ctx}: attention"
+                );
+                assert_eq!(got.output.logit_lens, one.output.logit_lens, "{ctx}: lens");
             }
         }
     }
