@@ -529,14 +529,6 @@ pub fn make_shard(
             None => Ok(None),
         }
     };
-    let run = |ids: &[u32]| -> Result<(Trace, Option<TokenFeatures>)> {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(PrismError::Cancelled);
-        }
-        let trace = Trace::run(model, backend, ids, capture, k)?;
-        let f = features(&trace)?;
-        Ok((trace, f))
-    };
     let run_many = |seqs: &[&[u32]]| -> Result<Vec<(Trace, Option<TokenFeatures>)>> {
         if cancel.load(Ordering::Relaxed) {
             return Err(PrismError::Cancelled);
@@ -568,7 +560,9 @@ pub fn make_shard(
                     first_doc + i
                 )));
             }
-            let (trace, feats) = run(&ids)?;
+            let (trace, feats) = run_many(&[&ids])?
+                .pop()
+                .ok_or_else(|| PrismError::Backend("a pass returned no trace".into()))?;
             let mut stats: Vec<TokenStat> = (0..ids.len())
                 .map(|p| TokenStat::of(&trace, p, k))
                 .collect();
